@@ -1,1 +1,4 @@
-//! mailferry
+//! mailferry: move mail between servers.
+
+pub mod error;
+pub mod net;

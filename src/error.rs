@@ -1,0 +1,128 @@
+//! The library's error types and the exit codes they map to.
+//!
+//! Two levels: [`SessionError`] says what went wrong on one connection (the protocol clients
+//! return it and know nothing of the job), and [`Error`] says what that means for the user's
+//! job, which server it concerns and what to do about it. The binary prints an [`Error`] as
+//! one line plus an optional hint, and exits with [`Error::exit_code`].
+
+use std::io;
+
+/// Exit code: every message is present on the target.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the run finished, but some messages failed (they are listed in the report).
+pub const EXIT_PARTIAL: i32 = 1;
+/// Exit code: usage or configuration error.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: a server refused the login.
+pub const EXIT_AUTH: i32 = 3;
+/// Exit code: a server could not be reached, TLS failed, or the connection broke.
+pub const EXIT_CONNECTION: i32 = 4;
+
+/// What went wrong on one connection to one server.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The host name did not resolve.
+    #[error("cannot resolve the host name: {0}")]
+    Resolve(io::Error),
+    /// The TCP connection could not be opened.
+    #[error("cannot connect: {0}")]
+    Connect(io::Error),
+    /// The TLS handshake failed (untrusted certificate, wrong name, not a TLS port, ...).
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+    /// The server sent nothing for longer than the I/O timeout.
+    #[error("timed out waiting for the server")]
+    Timeout,
+    /// The connection broke.
+    #[error("connection lost: {0}")]
+    Io(io::Error),
+    /// The server closed the connection.
+    #[error("the server closed the connection")]
+    Closed,
+    /// The server refused the credentials (as opposed to being busy or broken).
+    #[error("the server refused the login: {0}")]
+    LoginRefused(String),
+    /// The server answered a command with NO / BAD / -ERR; the text is the server's.
+    #[error("the server said: {0}")]
+    Refused(String),
+    /// The server sent bytes that do not parse as the protocol.
+    #[error("the server sent an answer that does not parse: {0}")]
+    Protocol(String),
+    /// The server lacks something mailferry needs to proceed safely.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl From<io::Error> for SessionError {
+    fn from(err: io::Error) -> Self {
+        match err.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => SessionError::Timeout,
+            io::ErrorKind::UnexpectedEof => SessionError::Closed,
+            _ => match err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                Some(tls) => SessionError::Tls(tls.to_string()),
+                None => SessionError::Io(err),
+            },
+        }
+    }
+}
+
+/// A failure of the whole job, in the user's terms.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command line or configuration is wrong.
+    #[error("{message}")]
+    Usage {
+        /// What is wrong.
+        message: String,
+        /// What to do about it.
+        hint: Option<String>,
+    },
+    /// A server refused the credentials.
+    #[error("could not log in to {server}: {reason}")]
+    Auth {
+        /// The server as the user named it (URL without secrets).
+        server: String,
+        /// The server's reason.
+        reason: String,
+        /// What to do about it.
+        hint: Option<String>,
+    },
+    /// A server could not be reached or the connection failed.
+    #[error("{server}: {source}")]
+    Connection {
+        /// The server as the user named it (URL without secrets).
+        server: String,
+        /// What went wrong on the connection.
+        source: SessionError,
+        /// What to do about it.
+        hint: Option<String>,
+    },
+}
+
+impl Error {
+    /// A usage error without a hint.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Error::Usage {
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// The documented exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage { .. } => EXIT_USAGE,
+            Error::Auth { .. } => EXIT_AUTH,
+            Error::Connection { .. } => EXIT_CONNECTION,
+        }
+    }
+
+    /// A line telling the user what to do, when there is one.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Error::Usage { hint, .. } | Error::Auth { hint, .. } | Error::Connection { hint, .. } => {
+                hint.as_deref()
+            }
+        }
+    }
+}

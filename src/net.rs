@@ -1,0 +1,353 @@
+//! TCP and TLS in one [`Connection`]: implicit TLS, the STARTTLS/STLS upgrade, I/O timeouts and
+//! the three ways of trusting a server certificate (system roots, a pinned `--tls-ca` file, or
+//! none with `--tls-insecure`).
+//!
+//! The pinning verifier exists because `openssl req -x509` makes self-signed certificates with
+//! `CA:TRUE`, which webpki refuses as an end-entity certificate (`CaUsedAsEndEntity`). A
+//! certificate the user handed us in `--tls-ca` is accepted when the server presents exactly
+//! that certificate and it names the host we connected to.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, StreamOwned};
+
+use crate::error::SessionError;
+
+/// How server certificates are checked.
+#[derive(Debug, Clone, Default)]
+pub enum TlsTrust {
+    /// The system's root certificates (falling back to the Mozilla set when there are none).
+    #[default]
+    System,
+    /// Trust the certificates in this PEM file, as CA roots or as pinned server certificates.
+    CaFile(PathBuf),
+    /// Accept any certificate (`--tls-insecure`).
+    Insecure,
+}
+
+/// A TLS client configuration, built once per job and shared by every connection.
+#[derive(Clone)]
+pub struct TlsConfig(Arc<ClientConfig>);
+
+impl TlsConfig {
+    /// Builds the configuration for a trust choice. Fails when a `--tls-ca` file cannot be read.
+    pub fn new(trust: &TlsTrust) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let config = match trust {
+            TlsTrust::System => builder
+                .with_root_certificates(system_roots())
+                .with_no_client_auth(),
+            TlsTrust::CaFile(path) => {
+                let pinned = read_pem_certificates(path)?;
+                let mut roots = RootCertStore::empty();
+                roots.add_parsable_certificates(pinned.iter().cloned());
+                let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(PinningVerifier { webpki, pinned }))
+                    .with_no_client_auth()
+            }
+            TlsTrust::Insecure => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+                .with_no_client_auth(),
+        };
+        Ok(TlsConfig(Arc::new(config)))
+    }
+}
+
+fn system_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if roots.is_empty() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    roots
+}
+
+fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Trusts the `--tls-ca` file as roots, and also as exact server certificates.
+#[derive(Debug)]
+struct PinningVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for PinningVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let chained =
+            self.webpki
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
+        if chained.is_ok() || !self.pinned.iter().any(|pin| pin == end_entity) {
+            return chained;
+        }
+        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_name(&parsed, server_name)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// `--tls-insecure`: any certificate, but the handshake signatures are still checked so the
+/// session keys belong to whoever holds that certificate.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The byte stream under a connection: plain TCP, or TLS over TCP.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Where to connect and how long to wait for the server.
+#[derive(Debug, Clone)]
+pub struct Address {
+    /// Host name or IP address, as the user wrote it (also the TLS server name).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Connect, read and write timeout.
+    pub timeout: Duration,
+}
+
+/// One connection to a server: buffered reads ([`BufRead`]) and unbuffered writes ([`Write`]),
+/// so callers batch what they pipeline into one `write_all`.
+pub struct Connection {
+    reader: BufReader<Stream>,
+}
+
+/// Read buffer size: large enough that a bulk FETCH or RETR reads in big chunks.
+const READ_BUFFER: usize = 256 * 1024;
+
+impl Connection {
+    /// Opens a plain TCP connection.
+    pub fn connect_plain(address: &Address) -> Result<Self, SessionError> {
+        Ok(Self::wrap(Stream::Plain(open_tcp(address)?)))
+    }
+
+    /// Opens a TCP connection and starts TLS at once (implicit TLS: imaps, pop3s).
+    pub fn connect_tls(address: &Address, tls: &TlsConfig) -> Result<Self, SessionError> {
+        let tcp = open_tcp(address)?;
+        Ok(Self::wrap(Stream::Tls(handshake(tcp, &address.host, tls)?)))
+    }
+
+    /// Upgrades a plain connection to TLS after the server agreed to STARTTLS / STLS.
+    pub fn start_tls(self, host: &str, tls: &TlsConfig) -> Result<Self, SessionError> {
+        if !self.reader.buffer().is_empty() {
+            // Bytes the server sent before the handshake would be read as if they were
+            // protected by TLS: a known injection attack (CVE-2011-0411 and kin).
+            return Err(SessionError::Protocol(
+                "the server sent data after agreeing to start TLS".into(),
+            ));
+        }
+        match self.reader.into_inner() {
+            Stream::Plain(tcp) => Ok(Self::wrap(Stream::Tls(handshake(tcp, host, tls)?))),
+            Stream::Tls(_) => Err(SessionError::Protocol("TLS is already active".into())),
+        }
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.reader.get_ref(), Stream::Tls(_))
+    }
+
+    /// Changes the read/write timeout of the underlying socket.
+    pub fn set_timeout(&self, timeout: Duration) -> io::Result<()> {
+        let tcp = match self.reader.get_ref() {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(s) => s.get_ref(),
+        };
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))
+    }
+
+    fn wrap(stream: Stream) -> Self {
+        Connection {
+            reader: BufReader::with_capacity(READ_BUFFER, stream),
+        }
+    }
+}
+
+impl Read for Connection {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+impl BufRead for Connection {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.reader.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.reader.consume(amount)
+    }
+}
+
+impl Write for Connection {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.reader.get_mut().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.reader.get_mut().flush()
+    }
+}
+
+fn open_tcp(address: &Address) -> Result<TcpStream, SessionError> {
+    let addrs: Vec<_> = (address.host.as_str(), address.port)
+        .to_socket_addrs()
+        .map_err(SessionError::Resolve)?
+        .collect();
+    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address for the host");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, address.timeout) {
+            Ok(tcp) => {
+                tcp.set_read_timeout(Some(address.timeout))
+                    .and_then(|()| tcp.set_write_timeout(Some(address.timeout)))
+                    .and_then(|()| tcp.set_nodelay(true))
+                    .map_err(SessionError::Connect)?;
+                return Ok(tcp);
+            }
+            Err(err) => last_error = err,
+        }
+    }
+    Err(SessionError::Connect(last_error))
+}
+
+fn handshake(
+    mut tcp: TcpStream,
+    host: &str,
+    tls: &TlsConfig,
+) -> Result<Box<StreamOwned<ClientConnection, TcpStream>>, SessionError> {
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| SessionError::Tls(format!("{host} is not a valid server name: {e}")))?;
+    let mut session = ClientConnection::new(tls.0.clone(), name)
+        .map_err(|e| SessionError::Tls(e.to_string()))?;
+    // Drive the handshake to its end here, so a certificate problem surfaces as a TLS error
+    // on connect rather than as a strange failure of the first command.
+    while session.is_handshaking() {
+        session.complete_io(&mut tcp).map_err(|err| match SessionError::from(err) {
+            SessionError::Closed => {
+                SessionError::Tls("the server closed the connection during the handshake".into())
+            }
+            SessionError::Io(err) if err.kind() == io::ErrorKind::InvalidData => {
+                SessionError::Tls(err.to_string())
+            }
+            other => other,
+        })?;
+    }
+    Ok(Box::new(StreamOwned::new(session, tcp)))
+}

@@ -1,0 +1,353 @@
+//! Server URLs (`pop3s://user@host:port/Folder`) and where each side's password comes from.
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::Command;
+
+use percent_encoding::percent_decode_str;
+
+use crate::error::Error;
+
+/// The mail protocol of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// POP3 (RFC 1939).
+    Pop3,
+    /// IMAP4rev1 (RFC 3501).
+    Imap,
+}
+
+/// How a connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS from the first byte (`pop3s://`, `imaps://`).
+    Implicit,
+    /// Plain connect, then STLS / STARTTLS, which the server must offer.
+    StartTls,
+    /// No TLS at all; only when the user passed `--allow-plaintext` and the server offers none.
+    Plain,
+}
+
+/// Which side of the job an endpoint is on; used to name the right options in hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The server mail is read from (`--from`).
+    From,
+    /// The server mail is written to (`--to`).
+    To,
+}
+
+impl Side {
+    /// `from` or `to`, as in the option names.
+    pub fn word(self) -> &'static str {
+        match self {
+            Side::From => "from",
+            Side::To => "to",
+        }
+    }
+}
+
+/// A parsed server URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// POP3 or IMAP.
+    pub protocol: Protocol,
+    /// Implicit TLS or STARTTLS (the scheme decides; `--allow-plaintext` may relax it later).
+    pub tls_mode: TlsMode,
+    /// Host name or address (IPv6 without brackets).
+    pub host: String,
+    /// TCP port (the scheme's default when the URL has none).
+    pub port: u16,
+    /// Login name, percent-decoded.
+    pub user: String,
+    /// The folder in the URL's path, percent-decoded; `None` when the path is empty.
+    pub folder: Option<String>,
+}
+
+impl Endpoint {
+    /// Parses `scheme://user@host[:port][/folder]`.
+    pub fn parse(url: &str) -> Result<Self, Error> {
+        let bad = |why: &str| Error::Usage {
+            message: format!("invalid server URL {}: {why}", redact_url(url)),
+            hint: Some("write it as pop3s://USER@HOST[:PORT] or imaps://USER@HOST[:PORT]/FOLDER (user %-encoded, e.g. alice%40example.com)".into()),
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+        let (protocol, tls_mode, default_port) = match scheme.to_ascii_lowercase().as_str() {
+            "pop3" => (Protocol::Pop3, TlsMode::StartTls, 110),
+            "pop3s" => (Protocol::Pop3, TlsMode::Implicit, 995),
+            "imap" => (Protocol::Imap, TlsMode::StartTls, 143),
+            "imaps" => (Protocol::Imap, TlsMode::Implicit, 993),
+            _ => return Err(bad("the scheme must be pop3, pop3s, imap or imaps")),
+        };
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, hostport) = authority
+            .rsplit_once('@')
+            .ok_or_else(|| bad("no user name (USER@HOST)"))?;
+        if userinfo.contains(':') {
+            return Err(Error::Usage {
+                message: format!(
+                    "the URL {} contains a password; mailferry does not take passwords on the command line",
+                    redact_url(url)
+                ),
+                hint: Some("put it in MAILFERRY_FROM_PASSWORD / MAILFERRY_TO_PASSWORD, a --*-password-file or a --*-password-command".into()),
+            });
+        }
+        let user = decode(userinfo).ok_or_else(|| bad("the user name is not valid %-encoded UTF-8"))?;
+        if user.is_empty() {
+            return Err(bad("the user name is empty"));
+        }
+        let (host, port) = split_host_port(hostport).ok_or_else(|| bad("bad host or port"))?;
+        let folder = decode(path.trim_end_matches('/'))
+            .ok_or_else(|| bad("the folder is not valid %-encoded UTF-8"))?;
+        Ok(Endpoint {
+            protocol,
+            tls_mode,
+            host,
+            port: port.unwrap_or(default_port),
+            user,
+            folder: (!folder.is_empty()).then_some(folder),
+        })
+    }
+}
+
+/// The URL as shown to users: no password, default parts filled in.
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match (self.protocol, self.tls_mode) {
+            (Protocol::Pop3, TlsMode::Implicit) => "pop3s",
+            (Protocol::Pop3, _) => "pop3",
+            (Protocol::Imap, TlsMode::Implicit) => "imaps",
+            (Protocol::Imap, _) => "imap",
+        };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        write!(f, "{scheme}://{}@{host}:{}", self.user, self.port)?;
+        match &self.folder {
+            Some(folder) => write!(f, "/{folder}"),
+            None => Ok(()),
+        }
+    }
+}
+
+fn decode(text: &str) -> Option<String> {
+    percent_decode_str(text)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+fn split_host_port(hostport: &str) -> Option<(String, Option<u16>)> {
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() || host.contains(['/', ' ', '@']) {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok().filter(|&p| p != 0)?),
+        None => None,
+    };
+    Some((host.to_owned(), port))
+}
+
+/// Drops anything between `://` and `@` after a `:`, so a URL with a password can be quoted in
+/// an error without leaking it.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if scheme_end + 3 <= at => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A password, kept out of `Debug` output so it cannot end up in a log or a panic message.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    /// The secret itself, for the login command only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+/// Where one side's password comes from, in the order they are tried.
+#[derive(Debug, Clone, Default)]
+pub struct PasswordSource {
+    /// `--{from,to}-password-file`: the first line of the file.
+    pub file: Option<PathBuf>,
+    /// `--{from,to}-password-command`: the first line of the command's output (run by `sh -c`).
+    pub command: Option<String>,
+}
+
+impl PasswordSource {
+    /// Finds the password: the file, else the command, else `MAILFERRY_{FROM,TO}_PASSWORD`,
+    /// else a prompt when stdin is a terminal.
+    pub fn resolve(&self, side: Side, endpoint: &Endpoint) -> Result<Password, Error> {
+        let word = side.word();
+        let env_var = format!("MAILFERRY_{}_PASSWORD", word.to_ascii_uppercase());
+        let missing_hint = format!(
+            "set {env_var}, or pass --{word}-password-file FILE or --{word}-password-command CMD"
+        );
+        let secret = if let Some(path) = &self.file {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::Usage {
+                message: format!("cannot read the {word} password file {}: {e}", path.display()),
+                hint: None,
+            })?;
+            first_line(&text)
+        } else if let Some(command) = &self.command {
+            run_password_command(command, word)?
+        } else if let Ok(value) = std::env::var(&env_var) {
+            value
+        } else if std::io::stdin().is_terminal() {
+            rpassword::prompt_password(format!("Password for {endpoint}: ")).map_err(|e| {
+                Error::Usage {
+                    message: format!("cannot read the {word} password from the terminal: {e}"),
+                    hint: None,
+                }
+            })?
+        } else {
+            return Err(Error::Usage {
+                message: format!("no password for {endpoint}"),
+                hint: Some(missing_hint),
+            });
+        };
+        if secret.is_empty() {
+            return Err(Error::Usage {
+                message: format!("the password for {endpoint} is empty"),
+                hint: Some(missing_hint),
+            });
+        }
+        Ok(Password(secret))
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+fn run_password_command(command: &str, word: &str) -> Result<String, Error> {
+    let failed = |why: String| Error::Usage {
+        message: format!("the --{word}-password-command failed: {why}"),
+        hint: Some("run the command by hand; its first output line must be the password".into()),
+    };
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| failed(e.to_string()))?;
+    if !output.status.success() {
+        return Err(failed(output.status.to_string()));
+    }
+    let text = String::from_utf8(output.stdout)
+        .map_err(|_| failed("its output is not UTF-8".into()))?;
+    Ok(first_line(&text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_issue_examples() {
+        let from = Endpoint::parse("pop3s://alice@mail.old.example:995").unwrap();
+        assert_eq!(
+            from,
+            Endpoint {
+                protocol: Protocol::Pop3,
+                tls_mode: TlsMode::Implicit,
+                host: "mail.old.example".into(),
+                port: 995,
+                user: "alice".into(),
+                folder: None
+            }
+        );
+        let to =
+            Endpoint::parse("imaps://alice%40new.example@mail.new.example:993/INBOX").unwrap();
+        assert_eq!(to.user, "alice@new.example");
+        assert_eq!(to.folder.as_deref(), Some("INBOX"));
+        assert_eq!(
+            to.to_string(),
+            "imaps://alice@new.example@mail.new.example:993/INBOX"
+        );
+    }
+
+    #[test]
+    fn default_ports_and_starttls_for_plain_schemes() {
+        for (url, port, mode) in [
+            ("pop3://u@h", 110, TlsMode::StartTls),
+            ("pop3s://u@h", 995, TlsMode::Implicit),
+            ("imap://u@h", 143, TlsMode::StartTls),
+            ("IMAPS://u@h/", 993, TlsMode::Implicit),
+        ] {
+            let e = Endpoint::parse(url).unwrap();
+            assert_eq!((e.port, e.tls_mode, e.folder), (port, mode, None), "{url}");
+        }
+    }
+
+    #[test]
+    fn folders_and_ipv6_hosts() {
+        let e = Endpoint::parse("imap://u@[::1]:1143/Archive/2019%20Q1").unwrap();
+        assert_eq!(e.host, "::1");
+        assert_eq!(e.port, 1143);
+        assert_eq!(e.folder.as_deref(), Some("Archive/2019 Q1"));
+        let e = Endpoint::parse("imaps://u@h/Donn%C3%A9es").unwrap();
+        assert_eq!(e.folder.as_deref(), Some("Données"));
+    }
+
+    #[test]
+    fn rejects_bad_urls_as_usage_errors() {
+        for url in [
+            "mail.example.com",
+            "http://u@h",
+            "imaps://h",
+            "imaps://@h",
+            "imaps://u@h:99999",
+            "imaps://u@h:0",
+            "imaps://u@h:abc",
+            "imaps://u@:993",
+            "imaps://u%ff@h",
+        ] {
+            let err = Endpoint::parse(url).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_refused_and_not_echoed() {
+        let err = Endpoint::parse("imaps://u:hunter2@h").unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = Endpoint::parse("ftp://u:hunter2@h").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn password_debug_is_redacted() {
+        let p = Password("hunter2".into());
+        assert!(!format!("{p:?}").contains("hunter2"));
+    }
+}

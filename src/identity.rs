@@ -1,0 +1,245 @@
+//! Message identity: how mailferry recognises a message on the target that it saw on the
+//! source.
+//!
+//! The identity is the first `Message-ID` header, with comments, whitespace and angle brackets
+//! removed and case kept. A message without one gets a fingerprint: SHA-256 over a fixed set of
+//! header fields (unfolded, whitespace collapsed) and the message size with CRLF line ends.
+//! Both are computed from header bytes alone, so the source side (POP3 `TOP n 0`, IMAP header
+//! fetch) and the target side (one bulk `UID FETCH` of the same fields) agree without
+//! downloading any body.
+//!
+//! Why our own code: mail-parser returns the *last* Message-ID when there are several, and
+//! mailparse rejects ids without brackets or with comments; both forms occur in real mail.
+
+use std::fmt;
+
+use chrono::{DateTime, FixedOffset};
+use sha2::{Digest, Sha256};
+
+use crate::header::{self, Field};
+
+/// The header fields hashed into a fingerprint, in this order. The target index fetches
+/// exactly these plus `Message-ID`.
+pub const FINGERPRINT_FIELDS: [&str; 7] = [
+    "Date",
+    "From",
+    "To",
+    "Cc",
+    "Subject",
+    "In-Reply-To",
+    "References",
+];
+
+/// Every header field the identity depends on: what a target index must fetch.
+pub const IDENTITY_FIELDS: [&str; 8] = [
+    "Message-ID",
+    "Date",
+    "From",
+    "To",
+    "Cc",
+    "Subject",
+    "In-Reply-To",
+    "References",
+];
+
+/// What makes two messages "the same message" for deduplication.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Identity {
+    /// The normalised first Message-ID.
+    MessageId(String),
+    /// SHA-256 of the canonical header fields and the size, for messages without a Message-ID.
+    Fingerprint([u8; 32]),
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::MessageId(id) => write!(f, "<{id}>"),
+            Identity::Fingerprint(hash) => {
+                f.write_str("sha256:")?;
+                hash.iter().try_for_each(|b| write!(f, "{b:02x}"))
+            }
+        }
+    }
+}
+
+/// The identity of a message from its header bytes (the whole message is fine too) and its
+/// size in octets with CRLF line ends (POP3 `LIST`, IMAP `RFC822.SIZE`).
+pub fn identify(header: &[u8], crlf_size: u64) -> Identity {
+    match header::first(header, "Message-ID").and_then(|f| normalize_message_id(&f)) {
+        Some(id) => Identity::MessageId(id),
+        None => Identity::Fingerprint(fingerprint(header, crlf_size)),
+    }
+}
+
+/// The Message-ID without comments, whitespace or brackets; `None` when nothing is left.
+fn normalize_message_id(field: &Field<'_>) -> Option<String> {
+    let bare = strip_comments(&server_form(&field.value()));
+    let text = String::from_utf8_lossy(&bare);
+    let id = match (text.find('<'), text.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &text[open + 1..close],
+        _ => text.as_ref(),
+    };
+    let id: String = id
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '<' && *c != '>')
+        .collect();
+    (!id.is_empty()).then_some(id)
+}
+
+/// Dovecot stores NUL as 0x80; map it the same way on both sides so a NUL in a header does not
+/// make the copy look like a different message.
+fn server_form(value: &[u8]) -> Vec<u8> {
+    value
+        .iter()
+        .map(|&b| if b == 0 { 0x80 } else { b })
+        .collect()
+}
+
+/// Removes RFC 5322 comments `( ... )`, which nest and may contain quoted pairs.
+fn strip_comments(value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len());
+    let mut depth = 0usize;
+    let mut escaped = false;
+    for &b in value {
+        if depth > 0 {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'(') => depth += 1,
+                (false, b')') => depth -= 1,
+                _ => {}
+            }
+        } else if b == b'(' {
+            depth = 1;
+        } else {
+            out.push(b);
+        }
+    }
+    out
+}
+
+fn fingerprint(header: &[u8], crlf_size: u64) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for name in FINGERPRINT_FIELDS {
+        let value = header::first(header, name).map(|f| server_form(&f.value()));
+        hash.update(name.as_bytes());
+        hash.update(b":");
+        hash.update(value.as_deref().unwrap_or_default());
+        hash.update(b"\n");
+    }
+    hash.update(format!("size:{crlf_size}").as_bytes());
+    hash.finalize().into()
+}
+
+/// The INTERNALDATE to give a message that has none of its own (a POP3 message): the date of
+/// the topmost `Received:` header (when the receiving server got it), else `Date:`, else none.
+pub fn arrival_date(header: &[u8]) -> Option<DateTime<FixedOffset>> {
+    let received = header::first(header, "Received").and_then(|f| {
+        let value = f.value();
+        let after_semicolon = value.iter().rposition(|&b| b == b';')? + 1;
+        parse_rfc5322_date(&value[after_semicolon..])
+    });
+    received.or_else(|| header::first(header, "Date").and_then(|f| parse_rfc5322_date(&f.value())))
+}
+
+/// Parses a date as found in mail, tolerating comments such as `(UTC)` and a missing weekday.
+pub fn parse_rfc5322_date(value: &[u8]) -> Option<DateTime<FixedOffset>> {
+    let text = String::from_utf8_lossy(&strip_comments(value)).into_owned();
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    DateTime::parse_from_rfc2822(&text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(raw: &[u8]) -> Identity {
+        identify(raw, raw.len() as u64)
+    }
+
+    #[test]
+    fn message_id_is_normalised_with_case_kept() {
+        for raw in [
+            &b"Message-ID: <Abc.123@Example.COM>\r\n\r\n"[..],
+            b"message-id:   <Abc.123@Example.COM>  \r\n\r\n",
+            b"Message-Id: (a comment) <Abc.123@Example.COM> (trailing (nested))\r\n\r\n",
+            b"Message-ID:\r\n <Abc.123@Example.COM>\r\n\r\n",
+            b"Message-ID: Abc.123@Example.COM\n\n",
+            b"Message-ID: <Abc.123@\r\n Example.COM>\r\n\r\n",
+        ] {
+            assert_eq!(id(raw), Identity::MessageId("Abc.123@Example.COM".into()));
+        }
+    }
+
+    #[test]
+    fn the_first_message_id_wins() {
+        let raw = b"Message-ID: <first@x>\r\nMessage-ID: <second@x>\r\n\r\n";
+        assert_eq!(id(raw), Identity::MessageId("first@x".into()));
+    }
+
+    #[test]
+    fn empty_message_id_falls_back_to_a_fingerprint() {
+        assert!(matches!(
+            id(b"Message-ID: <>\r\nSubject: s\r\n\r\n"),
+            Identity::Fingerprint(_)
+        ));
+        assert!(matches!(
+            id(b"Message-ID: (only a comment)\r\n\r\n"),
+            Identity::Fingerprint(_)
+        ));
+    }
+
+    #[test]
+    fn fingerprint_ignores_folding_and_body_but_not_size_or_fields() {
+        let a = b"From: a@x\r\nSubject: hello\r\n world\r\n\r\nbody one\r\n";
+        let refolded = b"From:  a@x\r\nSubject: hello world\r\n\r\n";
+        assert_eq!(identify(a, 100), identify(refolded, 100));
+        assert_ne!(identify(a, 100), identify(a, 101));
+        let other = b"From: b@x\r\nSubject: hello world\r\n\r\n";
+        assert_ne!(identify(a, 100), identify(other, 100));
+    }
+
+    #[test]
+    fn fingerprint_sees_only_its_fields() {
+        let source = b"Received: from x by y; Mon, 1 Jan 2024 10:00:00 +0000\r\nX-Spam: yes\r\nFrom: a@x\r\nSubject: s\r\n\r\n";
+        let target_fetch = b"From: a@x\r\nSubject: s\r\n\r\n";
+        assert_eq!(identify(source, 42), identify(target_fetch, 42));
+    }
+
+    #[test]
+    fn nul_in_a_header_matches_the_server_copy() {
+        let source = b"Message-ID: <a\0b@x>\r\n\r\n";
+        let stored = b"Message-ID: <a\x80b@x>\r\n\r\n";
+        assert_eq!(id(source), id(stored));
+    }
+
+    #[test]
+    fn fingerprint_displays_as_hex() {
+        let shown = id(b"Subject: s\r\n\r\n").to_string();
+        assert!(shown.starts_with("sha256:") && shown.len() == 7 + 64, "{shown}");
+    }
+
+    #[test]
+    fn arrival_date_prefers_the_topmost_received() {
+        let raw = b"Received: from a by b; Tue, 2 Jan 2024 10:00:00 +0100 (CET)\r\n\
+Received: from c by d; Mon, 1 Jan 2024 09:00:00 +0000\r\n\
+Date: Sun, 31 Dec 2023 23:00:00 +0000\r\n\r\n";
+        let date = arrival_date(raw).unwrap();
+        assert_eq!(date.to_rfc3339(), "2024-01-02T10:00:00+01:00");
+    }
+
+    #[test]
+    fn arrival_date_falls_back_to_date_then_none() {
+        let raw = b"Date: 5 Mar 2019 08:07:06 -0500\r\n\r\n";
+        assert_eq!(
+            arrival_date(raw).unwrap().to_rfc3339(),
+            "2019-03-05T08:07:06-05:00"
+        );
+        assert_eq!(arrival_date(b"Subject: x\r\n\r\n"), None);
+        assert_eq!(
+            arrival_date(b"Received: garbage\r\nDate: nonsense\r\n\r\n"),
+            None
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! What the planner reads: a source folder's messages and a target folder's identities.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, FixedOffset};
+
+use crate::identity::Identity;
+
+/// One message as a source indexed it (headers only; the body is fetched later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceMessage {
+    /// How the source finds the message again: the POP3 message number or the IMAP UID.
+    pub key: u32,
+    /// What the message is, for deduplication.
+    pub identity: Identity,
+    /// Size in octets as the server reports it (CRLF line ends).
+    pub size: u64,
+    /// IMAP flags to set on the copy.
+    pub flags: Vec<String>,
+    /// INTERNALDATE to give the copy, when known.
+    pub internal_date: Option<DateTime<FixedOffset>>,
+}
+
+/// How many messages of each identity a target folder holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetIndex {
+    counts: HashMap<Identity, usize>,
+    total: usize,
+}
+
+impl TargetIndex {
+    /// Records one more message with this identity.
+    pub fn add(&mut self, identity: Identity) {
+        *self.counts.entry(identity).or_default() += 1;
+        self.total += 1;
+    }
+
+    /// How many messages with this identity the folder holds.
+    pub fn count(&self, identity: &Identity) -> usize {
+        self.counts.get(identity).copied().unwrap_or(0)
+    }
+
+    /// How many messages the folder holds.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
+impl FromIterator<Identity> for TargetIndex {
+    fn from_iter<I: IntoIterator<Item = Identity>>(iter: I) -> Self {
+        let mut index = TargetIndex::default();
+        iter.into_iter().for_each(|identity| index.add(identity));
+        index
+    }
+}

@@ -1,0 +1,128 @@
+//! The planner: which source messages the target is missing. Pure: no I/O of any kind.
+//!
+//! Identities are counted as a multiset: when the source holds k messages with one identity
+//! and the target j of them, the last k − j (in source order) are copied. So two different
+//! messages that share a Message-ID both arrive, and a re-run copies nothing.
+
+use std::collections::HashMap;
+
+use crate::identity::Identity;
+use crate::index::{SourceMessage, TargetIndex};
+
+/// What to do for one folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderPlan {
+    /// The folder on the source.
+    pub source_folder: String,
+    /// The folder on the target.
+    pub target_folder: String,
+    /// How many messages the source folder holds.
+    pub source_messages: usize,
+    /// Messages to copy, in source order.
+    pub to_copy: Vec<SourceMessage>,
+    /// Source messages the target already holds.
+    pub already_present: usize,
+}
+
+impl FolderPlan {
+    /// Total size of the messages to copy.
+    pub fn bytes_to_copy(&self) -> u64 {
+        self.to_copy.iter().map(|m| m.size).sum()
+    }
+}
+
+/// Compares a source folder's index with the target folder's and plans the copy.
+pub fn diff(
+    source_folder: &str,
+    target_folder: &str,
+    source: Vec<SourceMessage>,
+    target: &TargetIndex,
+) -> FolderPlan {
+    let source_messages = source.len();
+    let mut seen: HashMap<&Identity, usize> = HashMap::new();
+    let mut present = vec![false; source.len()];
+    for (i, message) in source.iter().enumerate() {
+        let n = seen.entry(&message.identity).or_default();
+        *n += 1;
+        present[i] = *n <= target.count(&message.identity);
+    }
+    let to_copy: Vec<SourceMessage> = source
+        .into_iter()
+        .zip(&present)
+        .filter(|(_, present)| !**present)
+        .map(|(message, _)| message)
+        .collect();
+    FolderPlan {
+        source_folder: source_folder.to_owned(),
+        target_folder: target_folder.to_owned(),
+        source_messages,
+        already_present: source_messages - to_copy.len(),
+        to_copy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn msg(key: u32, id: &str) -> SourceMessage {
+        SourceMessage {
+            key,
+            identity: Identity::MessageId(id.into()),
+            size: 10,
+            flags: vec![],
+            internal_date: None,
+        }
+    }
+
+    fn keys(plan: &FolderPlan) -> Vec<u32> {
+        plan.to_copy.iter().map(|m| m.key).collect()
+    }
+
+    #[test]
+    fn copies_what_the_target_lacks() {
+        let target: TargetIndex = [Identity::MessageId("b".into())].into_iter().collect();
+        let plan = diff("INBOX", "INBOX", vec![msg(1, "a"), msg(2, "b"), msg(3, "c")], &target);
+        assert_eq!(keys(&plan), vec![1, 3]);
+        assert_eq!((plan.source_messages, plan.already_present), (3, 1));
+        assert_eq!(plan.bytes_to_copy(), 20);
+    }
+
+    #[test]
+    fn duplicates_are_counted_not_collapsed() {
+        let source = vec![msg(1, "a"), msg(2, "a"), msg(3, "a")];
+        let plan = diff("I", "I", source.clone(), &TargetIndex::default());
+        assert_eq!(keys(&plan), vec![1, 2, 3]);
+        let one_there: TargetIndex = [Identity::MessageId("a".into())].into_iter().collect();
+        assert_eq!(keys(&diff("I", "I", source, &one_there)), vec![2, 3]);
+    }
+
+    #[test]
+    fn extra_copies_on_the_target_are_left_alone() {
+        let target: TargetIndex = std::iter::repeat_n(Identity::MessageId("a".into()), 5).collect();
+        let plan = diff("I", "I", vec![msg(1, "a")], &target);
+        assert!(plan.to_copy.is_empty());
+        assert_eq!(plan.already_present, 1);
+    }
+
+    proptest! {
+        /// After copying the plan, the target holds at least as many of every identity as the
+        /// source, and a second plan is empty.
+        #[test]
+        fn copying_the_plan_converges(source_ids in prop::collection::vec(0u8..6, 0..40),
+                                      target_ids in prop::collection::vec(0u8..6, 0..40)) {
+            let source: Vec<_> = source_ids.iter().enumerate()
+                .map(|(i, id)| msg(i as u32, &id.to_string())).collect();
+            let mut target: TargetIndex = target_ids.iter()
+                .map(|id| Identity::MessageId(id.to_string())).collect();
+            let plan = diff("I", "I", source.clone(), &target);
+            for m in &plan.to_copy { target.add(m.identity.clone()); }
+            for m in &source {
+                let in_source = source.iter().filter(|s| s.identity == m.identity).count();
+                prop_assert!(target.count(&m.identity) >= in_source);
+            }
+            prop_assert!(diff("I", "I", source, &target).to_copy.is_empty());
+        }
+    }
+}

@@ -126,3 +126,55 @@ impl Error {
         }
     }
 }
+
+impl Error {
+    /// Puts a connection-level failure in the user's terms: which server, and what to try.
+    pub fn from_session(
+        endpoint: &crate::endpoint::Endpoint,
+        side: crate::endpoint::Side,
+        err: SessionError,
+    ) -> Self {
+        let word = side.word();
+        let server = endpoint.to_string();
+        match err {
+            SessionError::LoginRefused(reason) => Error::Auth {
+                server,
+                reason,
+                hint: Some(format!(
+                    "check the user name and the password in MAILFERRY_{}_PASSWORD, --{word}-password-file or --{word}-password-command",
+                    word.to_ascii_uppercase()
+                )),
+            },
+            SessionError::Tls(_) => {
+                let hint = Some(
+                    "if the server uses a self-signed or private certificate, pass it with --tls-ca FILE; check that the port speaks TLS (imaps/pop3s) or STARTTLS (imap/pop3)"
+                        .into(),
+                );
+                Error::Connection { server, source: err, hint }
+            }
+            SessionError::Resolve(_) | SessionError::Connect(_) => Error::Connection {
+                server,
+                source: err,
+                hint: Some("check the host name and port, and that the server is up".into()),
+            },
+            SessionError::Unsupported(_) => Error::Connection {
+                server,
+                source: err,
+                hint: Some(
+                    "use the TLS scheme (imaps:// or pop3s://), or --allow-plaintext to send the password unencrypted"
+                        .into(),
+                ),
+            },
+            SessionError::Timeout => Error::Connection {
+                server,
+                source: err,
+                hint: Some("the server did not answer in time; raise --timeout or try later".into()),
+            },
+            _ => Error::Connection {
+                server,
+                source: err,
+                hint: Some("re-run mailferry: it copies only what is still missing".into()),
+            },
+        }
+    }
+}

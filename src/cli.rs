@@ -1,0 +1,257 @@
+//! The command line: clap types, turning arguments into a job, and what the user sees.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::endpoint::{Endpoint, PasswordSource, Side};
+use crate::error::Error;
+use crate::migrate::{self, Account, ConnectOptions, MigrateJob, Planned};
+use crate::net::{TlsConfig, TlsTrust};
+use crate::progress::ProgressBars;
+use crate::report::Report;
+use crate::transfer::TransferSettings;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  every source message is on the target
+  1  the run finished, but some messages failed (listed in the report)
+  2  usage or configuration error (bad URL, missing password, unwritable report path)
+  3  a server refused the login
+  4  a server could not be reached, TLS failed, or a connection broke (nothing is lost:
+     re-run to copy what is still missing)";
+
+/// Move mail between servers: POP3 or IMAP in, IMAP out, deduplicated by Message-ID.
+#[derive(Debug, Parser)]
+#[command(name = "mailferry", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy every message the target is missing, once.
+    #[command(after_help = EXIT_CODES)]
+    Migrate(MigrateArgs),
+}
+
+/// Arguments of `mailferry migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Source server: pop3s://USER@HOST[:PORT] or pop3://USER@HOST[:PORT] (STLS)
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// Target server: imaps://USER@HOST[:PORT][/FOLDER] or imap://… (STARTTLS); FOLDER defaults
+    /// to INBOX and is created when missing
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Upload connections to the target
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub connections: u16,
+    /// Show what would be copied; write nothing to either server
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write a JSON report to FILE
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Trust the PEM certificate(s) in FILE (a CA, or the server's own self-signed certificate)
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_insecure")]
+    pub tls_ca: Option<PathBuf>,
+    /// Do not check server certificates (prints a warning on every run)
+    #[arg(long)]
+    pub tls_insecure: bool,
+    /// Allow sending passwords unencrypted when a pop3:// or imap:// server offers no STLS/STARTTLS
+    #[arg(long)]
+    pub allow_plaintext: bool,
+    /// Give the copies the \Seen flag (POP3 has no flags; by default copies arrive unread)
+    #[arg(long)]
+    pub mark_seen: bool,
+    /// Seconds to wait for a server before giving up
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Read the source password from the first line of FILE
+    #[arg(long, value_name = "FILE", conflicts_with = "from_password_command")]
+    pub from_password_file: Option<PathBuf>,
+    /// Run CMD (with sh -c) and use the first line it prints as the source password
+    #[arg(long, value_name = "CMD")]
+    pub from_password_command: Option<String>,
+    /// Read the target password from the first line of FILE
+    #[arg(long, value_name = "FILE", conflicts_with = "to_password_command")]
+    pub to_password_file: Option<PathBuf>,
+    /// Run CMD (with sh -c) and use the first line it prints as the target password
+    #[arg(long, value_name = "CMD")]
+    pub to_password_command: Option<String>,
+    /// More output: with --dry-run, list every message to copy
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// No output unless something failed (for cron)
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+/// Runs a parsed command line; returns the exit code of a run that finished.
+pub fn run(cli: Cli) -> Result<i32, Error> {
+    match cli.command {
+        Command::Migrate(args) => run_migrate(&args),
+    }
+}
+
+fn run_migrate(args: &MigrateArgs) -> Result<i32, Error> {
+    let job = migrate_job(args)?;
+    if let Some(path) = &args.report {
+        check_writable(path)?;
+    }
+    let planned = migrate::plan(&job)?;
+    let report = if args.dry_run {
+        print_dry_run(&planned, args.verbose);
+        planned.dry_run_report()
+    } else {
+        let (messages, bytes) = planned.totals();
+        let bars = ProgressBars::new(
+            messages,
+            bytes,
+            !args.quiet && std::io::stderr().is_terminal(),
+        );
+        let (report, error) = planned.execute(&bars);
+        bars.finish();
+        write_report(args, &report)?;
+        if let Some(error) = error {
+            return Err(error);
+        }
+        if !args.quiet || report.exit_code() != 0 {
+            print_summary(&report);
+        }
+        return Ok(report.exit_code());
+    };
+    write_report(args, &report)?;
+    Ok(report.exit_code())
+}
+
+fn migrate_job(args: &MigrateArgs) -> Result<MigrateJob, Error> {
+    let from = Endpoint::parse(&args.from)?;
+    let to = Endpoint::parse(&args.to)?;
+    let trust = match (&args.tls_ca, args.tls_insecure) {
+        (Some(path), _) => TlsTrust::CaFile(path.clone()),
+        (None, true) => {
+            eprintln!("warning: --tls-insecure: server certificates are not checked");
+            TlsTrust::Insecure
+        }
+        (None, false) => TlsTrust::System,
+    };
+    let tls = TlsConfig::new(&trust).map_err(|message| Error::Usage {
+        message,
+        hint: Some("--tls-ca takes a PEM file with one or more certificates".into()),
+    })?;
+    let from_password = PasswordSource {
+        file: args.from_password_file.clone(),
+        command: args.from_password_command.clone(),
+    }
+    .resolve(Side::From, &from)?;
+    let to_password = PasswordSource {
+        file: args.to_password_file.clone(),
+        command: args.to_password_command.clone(),
+    }
+    .resolve(Side::To, &to)?;
+    Ok(MigrateJob {
+        from: Account {
+            endpoint: from,
+            password: from_password,
+        },
+        to: Account {
+            endpoint: to,
+            password: to_password,
+        },
+        connect: ConnectOptions {
+            tls,
+            allow_plaintext: args.allow_plaintext,
+            timeout: Duration::from_secs(args.timeout),
+        },
+        transfer: TransferSettings {
+            connections: usize::from(args.connections),
+            ..TransferSettings::default()
+        },
+        mark_seen: args.mark_seen,
+        dry_run: args.dry_run,
+    })
+}
+
+fn check_writable(path: &std::path::Path) -> Result<(), Error> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(Error::Usage {
+            message: format!(
+                "cannot write the report to {}: {} is not a directory",
+                path.display(),
+                dir.display()
+            ),
+            hint: None,
+        })
+    }
+}
+
+fn write_report(args: &MigrateArgs, report: &Report) -> Result<(), Error> {
+    match &args.report {
+        Some(path) => report.write(path).map_err(|e| Error::Usage {
+            message: format!("cannot write the report to {}: {e}", path.display()),
+            hint: None,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn print_dry_run(planned: &Planned<'_>, verbose: u8) {
+    for folder in &planned.folders {
+        let plan = &folder.plan;
+        println!(
+            "dry run: {} → {}: would copy {} of {} messages ({}), {} already on the target",
+            plan.source_folder,
+            plan.target_folder,
+            plan.to_copy.len(),
+            plan.source_messages,
+            human_bytes(plan.bytes_to_copy()),
+            plan.already_present,
+        );
+        if verbose > 0 {
+            for message in &plan.to_copy {
+                println!("  {:>10}  {}", message.size, message.identity);
+            }
+        }
+    }
+}
+
+fn print_summary(report: &Report) {
+    let verified = match report.verified {
+        Some(true) => "verified: every source message is on the target",
+        Some(false) => "verification FAILED: some source messages are not on the target",
+        None => "not verified",
+    };
+    println!(
+        "{} messages on the source, {} already on the target, {} copied ({}), {} failed in {:.1} s; {verified}",
+        report.source_messages,
+        report.already_present,
+        report.copied,
+        human_bytes(report.bytes_copied),
+        report.failed,
+        report.duration_s,
+    );
+    for failed in &report.errors {
+        eprintln!(
+            "failed: {} in {}: {}",
+            failed.message, failed.folder, failed.reason
+        );
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}

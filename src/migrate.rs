@@ -1,0 +1,199 @@
+//! The `migrate` job: connect both sides, plan every folder, then copy, verify and report.
+//!
+//! Split in two phases so the caller can show the plan (a dry run stops there) and size its
+//! progress bars before anything is written.
+
+use std::time::Duration;
+
+use crate::endpoint::{Endpoint, Password, Protocol};
+use crate::error::Error;
+use crate::index::SourceMessage;
+use crate::net::TlsConfig;
+use crate::plan::{self, FolderPlan};
+use crate::report::{Report, ReportBuilder};
+use crate::source::Pop3Source;
+use crate::target::ImapTarget;
+use crate::transfer::{self, Fanout, Observer, Source, Target, TransferSettings};
+use crate::verify;
+
+/// How to open connections, shared by both sides.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    /// TLS trust, built once.
+    pub tls: TlsConfig,
+    /// Whether a password may be sent unencrypted when a server offers no STARTTLS/STLS.
+    pub allow_plaintext: bool,
+    /// Connect and I/O timeout.
+    pub timeout: Duration,
+}
+
+/// One side of a job: where, and how to log in.
+#[derive(Clone)]
+pub struct Account {
+    /// The server URL.
+    pub endpoint: Endpoint,
+    /// The password.
+    pub password: Password,
+}
+
+/// Everything a `migrate` run needs.
+#[derive(Clone)]
+pub struct MigrateJob {
+    /// The server to read from.
+    pub from: Account,
+    /// The IMAP server to write to.
+    pub to: Account,
+    /// Connection settings for both sides.
+    pub connect: ConnectOptions,
+    /// Batching and parallelism.
+    pub transfer: TransferSettings,
+    /// Give copied POP3 messages the `\Seen` flag.
+    pub mark_seen: bool,
+    /// Plan only; write nothing to either server.
+    pub dry_run: bool,
+}
+
+/// A folder to copy: its plan and the full source index (kept for verification).
+pub struct PlannedFolder {
+    /// What to copy.
+    pub plan: FolderPlan,
+    source_index: Vec<SourceMessage>,
+}
+
+/// The result of the planning phase, with the connections still open.
+pub struct Planned<'j> {
+    job: &'j MigrateJob,
+    source: Box<dyn Source>,
+    target: Box<dyn Target>,
+    /// One entry per folder.
+    pub folders: Vec<PlannedFolder>,
+    report: ReportBuilder,
+}
+
+/// Connects to both servers, indexes every folder on both sides and plans the copy. Writes
+/// nothing, except creating missing target folders when this is not a dry run.
+pub fn plan(job: &MigrateJob) -> Result<Planned<'_>, Error> {
+    let report = ReportBuilder::new(
+        job.from.endpoint.to_string(),
+        job.to.endpoint.to_string(),
+        job.dry_run,
+    );
+    let mut source = open_source(job)?;
+    let mut target = open_target(job)?;
+    let mut folders = Vec::new();
+    for source_folder in source.folders()? {
+        let target_folder = target_folder_for(job, &source_folder);
+        if !job.dry_run {
+            target.ensure_folder(&target_folder)?;
+        }
+        let source_index = source.index(&source_folder)?;
+        let target_index = target.index(&target_folder)?;
+        let plan = plan::diff(
+            &source_folder,
+            &target_folder,
+            source_index.clone(),
+            &target_index,
+        );
+        report.planned(&plan);
+        folders.push(PlannedFolder { plan, source_index });
+    }
+    Ok(Planned {
+        job,
+        source,
+        target,
+        folders,
+        report,
+    })
+}
+
+impl Planned<'_> {
+    /// Messages and bytes the plan copies.
+    pub fn totals(&self) -> (u64, u64) {
+        self.folders.iter().fold((0, 0), |(n, bytes), f| {
+            (n + f.plan.to_copy.len() as u64, bytes + f.plan.bytes_to_copy())
+        })
+    }
+
+    /// The report of a dry run: the plan's counts, nothing copied.
+    pub fn dry_run_report(self) -> Report {
+        self.report.finish()
+    }
+
+    /// Copies every folder, verifies the target, and returns the report. A connection failure
+    /// ends the copy early: the report says what was done and the error is returned beside it.
+    pub fn execute(mut self, observer: &dyn Observer) -> (Report, Option<Error>) {
+        let job = self.job;
+        let connect_target = || open_target(job);
+        let events = Fanout(vec![&self.report, observer]);
+        let mut error = None;
+        for folder in &self.folders {
+            let copied = transfer::copy_folder(
+                &folder.plan,
+                self.source.as_mut(),
+                &connect_target,
+                job.transfer,
+                &events,
+            );
+            if let Err(err) = copied {
+                error = Some(err);
+                break;
+            }
+        }
+        if error.is_none() {
+            match self.verify() {
+                Ok(complete) => self.report.verified(complete),
+                Err(err) => error = Some(err),
+            }
+        }
+        if let Some(err) = &error {
+            self.report.fatal(&err.to_string());
+        }
+        (self.report.finish(), error)
+    }
+
+    fn verify(&mut self) -> Result<bool, Error> {
+        let mut complete = true;
+        for folder in &self.folders {
+            let missing = verify::missing_after_copy(
+                &folder.source_index,
+                self.target.as_mut(),
+                &folder.plan.target_folder,
+            )?;
+            complete &= missing.is_empty();
+        }
+        Ok(complete)
+    }
+}
+
+fn target_folder_for(job: &MigrateJob, source_folder: &str) -> String {
+    job.to
+        .endpoint
+        .folder
+        .clone()
+        .unwrap_or_else(|| source_folder.to_owned())
+}
+
+fn open_source(job: &MigrateJob) -> Result<Box<dyn Source>, Error> {
+    match job.from.endpoint.protocol {
+        Protocol::Pop3 => Ok(Box::new(Pop3Source::connect(
+            &job.from,
+            &job.connect,
+            job.mark_seen,
+        )?)),
+        Protocol::Imap => Err(Error::usage(format!(
+            "{}: IMAP sources are not supported yet; use a pop3:// or pop3s:// source",
+            job.from.endpoint
+        ))),
+    }
+}
+
+fn open_target(job: &MigrateJob) -> Result<Box<dyn Target>, Error> {
+    match job.to.endpoint.protocol {
+        Protocol::Imap => Ok(Box::new(ImapTarget::connect(&job.to, &job.connect)?)),
+        Protocol::Pop3 => Err(Error::Usage {
+            message: format!("{}: the target must be an IMAP server", job.to.endpoint),
+            hint: Some("write the target as imaps://USER@HOST/FOLDER".into()),
+        }),
+    }
+}
+

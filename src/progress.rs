@@ -1,0 +1,63 @@
+//! Progress bars on the terminal, fed by the engine's events. Hidden when stderr is not a
+//! terminal (cron) or with `--quiet`; the engine itself never touches the terminal.
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::index::SourceMessage;
+use crate::plan::FolderPlan;
+use crate::transfer::Observer;
+
+/// Two bars: messages (with rate and ETA) and bytes (with throughput).
+pub struct ProgressBars {
+    messages: ProgressBar,
+    bytes: ProgressBar,
+}
+
+impl ProgressBars {
+    /// Bars sized for the whole job; drawn on stderr only when `visible` and stderr is a TTY.
+    pub fn new(total_messages: u64, total_bytes: u64, visible: bool) -> Self {
+        let target = if visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let multi = MultiProgress::with_draw_target(target);
+        let messages = multi.add(ProgressBar::new(total_messages).with_style(style(
+            "{prefix:>8} [{bar:40.cyan/blue}] {pos}/{len} msgs  {per_sec:.green}  ETA {eta}",
+        )));
+        let bytes = multi.add(ProgressBar::new(total_bytes).with_style(style(
+            "{prefix:>8} [{bar:40.cyan/blue}] {bytes}/{total_bytes}  {binary_bytes_per_sec:.green}",
+        )));
+        messages.set_prefix("copying");
+        bytes.set_prefix("");
+        ProgressBars { messages, bytes }
+    }
+
+    /// Removes the bars from the screen.
+    pub fn finish(&self) {
+        self.messages.finish_and_clear();
+        self.bytes.finish_and_clear();
+    }
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .expect("progress templates are constants")
+        .progress_chars("=> ")
+}
+
+impl Observer for ProgressBars {
+    fn folder_started(&self, plan: &FolderPlan) {
+        self.messages.set_prefix(plan.target_folder.clone());
+    }
+
+    fn message_copied(&self, _folder: &str, message: &SourceMessage) {
+        self.messages.inc(1);
+        self.bytes.inc(message.size);
+    }
+
+    fn message_failed(&self, _folder: &str, message: &SourceMessage, _reason: &str) {
+        self.messages.inc(1);
+        self.bytes.inc(message.size);
+    }
+}

@@ -1,0 +1,206 @@
+//! The run's report: counts, failures and timing, built from the engine's events and written as
+//! JSON for monitors (`--report FILE`). It never holds a secret: endpoints appear as URLs
+//! without passwords, messages by identity.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{EXIT_OK, EXIT_PARTIAL};
+use crate::index::SourceMessage;
+use crate::plan::FolderPlan;
+use crate::transfer::Observer;
+
+/// The report's format version; bumped when a key changes meaning or disappears.
+pub const SCHEMA: u32 = 1;
+
+/// One message that did not make it, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FailedMessage {
+    /// The message's identity (`<message-id>` or `sha256:…`).
+    pub message: String,
+    /// The source folder it is in.
+    pub folder: String,
+    /// The server's reason, or what went wrong.
+    pub reason: String,
+}
+
+/// Per-folder counts.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FolderReport {
+    /// Folder on the source.
+    pub source_folder: String,
+    /// Folder on the target.
+    pub target_folder: String,
+    /// Messages in the source folder.
+    pub source_messages: usize,
+    /// Messages the target already held.
+    pub already_present: usize,
+    /// Messages planned for copying.
+    pub to_copy: usize,
+    /// Messages copied in this run.
+    pub copied: usize,
+    /// Messages that failed.
+    pub failed: usize,
+}
+
+/// What a run did. Serialises to the documented JSON report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Format version ([`SCHEMA`]).
+    pub schema: u32,
+    /// The source URL (no secrets).
+    pub source: String,
+    /// The target URL (no secrets).
+    pub target: String,
+    /// Whether this was a dry run (nothing written).
+    pub dry_run: bool,
+    /// Messages on the source.
+    pub source_messages: usize,
+    /// Messages copied in this run (in a dry run: 0).
+    pub copied: usize,
+    /// Source messages the target already held before the run.
+    pub already_present: usize,
+    /// Messages that could not be copied.
+    pub failed: usize,
+    /// Messages planned but neither copied nor failed (a run cut short by a connection error).
+    pub not_attempted: usize,
+    /// Bytes copied.
+    pub bytes_copied: u64,
+    /// Bytes a dry run would copy (0 otherwise).
+    pub bytes_to_copy: u64,
+    /// Wall-clock seconds of the whole run.
+    pub duration_s: f64,
+    /// Whether a re-index of the target after the copy found every source message.
+    pub verified: Option<bool>,
+    /// Per-folder counts.
+    pub folders: Vec<FolderReport>,
+    /// The failed messages.
+    pub errors: Vec<FailedMessage>,
+    /// A fatal error that ended the run early, if any.
+    pub fatal: Option<String>,
+}
+
+impl Report {
+    /// The exit code for a run that finished: 0 when everything is on the target, else 1.
+    pub fn exit_code(&self) -> i32 {
+        let complete = self.failed == 0
+            && self.not_attempted == 0
+            && self.verified != Some(false)
+            && self.fatal.is_none();
+        if complete { EXIT_OK } else { EXIT_PARTIAL }
+    }
+
+    /// Writes the report as pretty JSON, atomically (a monitor never reads half a file).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+/// Builds a [`Report`] from the plan and the engine's events.
+pub struct ReportBuilder {
+    started: Instant,
+    state: Mutex<Report>,
+}
+
+impl ReportBuilder {
+    /// Starts the clock for a run between these endpoints.
+    pub fn new(source: String, target: String, dry_run: bool) -> Self {
+        ReportBuilder {
+            started: Instant::now(),
+            state: Mutex::new(Report {
+                schema: SCHEMA,
+                source,
+                target,
+                dry_run,
+                source_messages: 0,
+                copied: 0,
+                already_present: 0,
+                failed: 0,
+                not_attempted: 0,
+                bytes_copied: 0,
+                bytes_to_copy: 0,
+                duration_s: 0.0,
+                verified: None,
+                folders: Vec::new(),
+                errors: Vec::new(),
+                fatal: None,
+            }),
+        }
+    }
+
+    /// Records a folder's plan (before any copy).
+    pub fn planned(&self, plan: &FolderPlan) {
+        let mut report = self.state.lock().unwrap();
+        report.source_messages += plan.source_messages;
+        report.already_present += plan.already_present;
+        report.bytes_to_copy += plan.bytes_to_copy();
+        report.folders.push(FolderReport {
+            source_folder: plan.source_folder.clone(),
+            target_folder: plan.target_folder.clone(),
+            source_messages: plan.source_messages,
+            already_present: plan.already_present,
+            to_copy: plan.to_copy.len(),
+            copied: 0,
+            failed: 0,
+        });
+    }
+
+    /// Records the outcome of the verification pass.
+    pub fn verified(&self, complete: bool) {
+        self.state.lock().unwrap().verified = Some(complete);
+    }
+
+    /// Records the error that ended the run early.
+    pub fn fatal(&self, error: &str) {
+        self.state.lock().unwrap().fatal = Some(error.to_owned());
+    }
+
+    /// The finished report.
+    pub fn finish(self) -> Report {
+        let mut report = self.state.into_inner().unwrap();
+        report.duration_s = self.started.elapsed().as_secs_f64();
+        let planned: usize = report.folders.iter().map(|f| f.to_copy).sum();
+        if !report.dry_run {
+            report.bytes_to_copy = 0;
+            report.not_attempted = planned - report.copied - report.failed;
+        }
+        report
+    }
+
+    fn folder<'r>(report: &'r mut Report, folder: &str) -> Option<&'r mut FolderReport> {
+        report
+            .folders
+            .iter_mut()
+            .find(|f| f.source_folder == folder)
+    }
+}
+
+impl Observer for ReportBuilder {
+    fn message_copied(&self, folder: &str, message: &SourceMessage) {
+        let mut report = self.state.lock().unwrap();
+        report.copied += 1;
+        report.bytes_copied += message.size;
+        if let Some(f) = Self::folder(&mut report, folder) {
+            f.copied += 1;
+        }
+    }
+
+    fn message_failed(&self, folder: &str, message: &SourceMessage, reason: &str) {
+        let mut report = self.state.lock().unwrap();
+        report.failed += 1;
+        report.errors.push(FailedMessage {
+            message: message.identity.to_string(),
+            folder: folder.to_owned(),
+            reason: reason.to_owned(),
+        });
+        if let Some(f) = Self::folder(&mut report, folder) {
+            f.failed += 1;
+        }
+    }
+}

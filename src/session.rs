@@ -1,0 +1,55 @@
+//! Opening a logged-in protocol session for an endpoint: address, TLS mode, the plaintext
+//! fallback the user allowed, login, and errors put in the user's terms.
+
+use crate::endpoint::{Side, TlsMode};
+use crate::error::{Error, SessionError};
+use crate::imap::ImapClient;
+use crate::migrate::{Account, ConnectOptions};
+use crate::net::{Address, TlsConfig};
+use crate::pop3::Pop3Client;
+
+/// Opens a POP3 session and logs in.
+pub fn open_pop3(
+    account: &Account,
+    side: Side,
+    options: &ConnectOptions,
+) -> Result<Pop3Client, Error> {
+    open(account, side, options, Pop3Client::connect, Pop3Client::login)
+}
+
+/// Opens an IMAP session and logs in.
+pub fn open_imap(
+    account: &Account,
+    side: Side,
+    options: &ConnectOptions,
+) -> Result<ImapClient, Error> {
+    open(account, side, options, ImapClient::connect, ImapClient::login)
+}
+
+fn open<C>(
+    account: &Account,
+    side: Side,
+    options: &ConnectOptions,
+    connect: impl Fn(&Address, TlsMode, &TlsConfig) -> Result<C, SessionError>,
+    login: impl FnOnce(&mut C, &str, &str) -> Result<(), SessionError>,
+) -> Result<C, Error> {
+    let endpoint = &account.endpoint;
+    let address = Address {
+        host: endpoint.host.clone(),
+        port: endpoint.port,
+        timeout: options.timeout,
+    };
+    let failed = |err| Error::from_session(endpoint, side, err);
+    let mut client = match connect(&address, endpoint.tls_mode, &options.tls) {
+        // The user allowed plaintext: a server without STARTTLS/STLS is used as it is.
+        Err(SessionError::Unsupported(_))
+            if endpoint.tls_mode == TlsMode::StartTls && options.allow_plaintext =>
+        {
+            connect(&address, TlsMode::Plain, &options.tls)
+        }
+        other => other,
+    }
+    .map_err(failed)?;
+    login(&mut client, &endpoint.user, account.password.expose()).map_err(failed)?;
+    Ok(client)
+}

@@ -1,0 +1,106 @@
+//! Mail targets. [`ImapTarget`] writes to an IMAP server: folders created on demand, indexed
+//! with one bulk `UID FETCH` of the identity header fields, messages uploaded with MULTIAPPEND
+//! when offered (one server transaction per batch) and single APPENDs otherwise.
+
+use crate::endpoint::Side;
+use crate::error::{Error, SessionError};
+use crate::identity::{self, IDENTITY_FIELDS};
+use crate::imap::{AppendMessage, ImapClient};
+use crate::index::TargetIndex;
+use crate::migrate::{Account, ConnectOptions};
+use crate::session;
+use crate::transfer::{Outgoing, Target};
+
+/// An IMAP account as a [`Target`]; one per connection.
+pub struct ImapTarget {
+    client: ImapClient,
+    account: Account,
+}
+
+impl ImapTarget {
+    /// Connects and logs in.
+    pub fn connect(account: &Account, options: &ConnectOptions) -> Result<Self, Error> {
+        Ok(ImapTarget {
+            client: session::open_imap(account, Side::To, options)?,
+            account: account.clone(),
+        })
+    }
+
+    fn failed(&self, err: SessionError) -> Error {
+        Error::from_session(&self.account.endpoint, Side::To, err)
+    }
+
+    fn exists(&mut self, folder: &str) -> Result<bool, Error> {
+        if folder.eq_ignore_ascii_case("INBOX") {
+            return Ok(true);
+        }
+        let folders = self.client.list().map_err(|e| self.failed(e))?;
+        Ok(folders.iter().any(|f| f.name == folder))
+    }
+
+    /// Uploads one message; `Ok(Err(reason))` when the server refused it.
+    fn append_one(
+        &mut self,
+        folder: &str,
+        outgoing: &Outgoing,
+    ) -> Result<Result<(), String>, Error> {
+        match self.client.append(folder, &append_message(outgoing)) {
+            Ok(_) => Ok(Ok(())),
+            Err(SessionError::Refused(reason)) => Ok(Err(reason)),
+            Err(err) => Err(self.failed(err)),
+        }
+    }
+}
+
+fn append_message(outgoing: &Outgoing) -> AppendMessage<'_> {
+    AppendMessage {
+        raw: &outgoing.raw,
+        flags: &outgoing.message.flags,
+        internal_date: outgoing.message.internal_date,
+    }
+}
+
+impl Target for ImapTarget {
+    fn ensure_folder(&mut self, folder: &str) -> Result<(), Error> {
+        if self.exists(folder)? {
+            return Ok(());
+        }
+        self.client.create(folder).map_err(|e| self.failed(e))
+    }
+
+    fn index(&mut self, folder: &str) -> Result<TargetIndex, Error> {
+        match self.client.select(folder, true) {
+            Ok(_) => {}
+            // A folder that does not exist yet (a dry run creates nothing) holds nothing.
+            Err(SessionError::Refused(_)) if !self.exists(folder)? => {
+                return Ok(TargetIndex::default());
+            }
+            Err(err) => return Err(self.failed(err)),
+        }
+        let mut index = TargetIndex::default();
+        self.client
+            .fetch_index(&IDENTITY_FIELDS, |record| {
+                index.add(identity::identify(record.header, record.size));
+            })
+            .map_err(|e| self.failed(e))?;
+        Ok(index)
+    }
+
+    fn append(
+        &mut self,
+        folder: &str,
+        batch: &[Outgoing],
+    ) -> Result<Vec<Result<(), String>>, Error> {
+        if batch.len() > 1 && self.client.supports_multiappend() {
+            let messages: Vec<_> = batch.iter().map(append_message).collect();
+            match self.client.multiappend(folder, &messages) {
+                Ok(_) => return Ok(vec![Ok(()); batch.len()]),
+                // MULTIAPPEND is all-or-nothing (RFC 3502): nothing was stored, so retrying
+                // one by one is safe and tells which message the server refuses.
+                Err(SessionError::Refused(_)) => {}
+                Err(err) => return Err(self.failed(err)),
+            }
+        }
+        batch.iter().map(|m| self.append_one(folder, m)).collect()
+    }
+}

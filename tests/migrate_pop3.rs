@@ -1,0 +1,360 @@
+//! `mailferry migrate` from POP3 to IMAP, end to end through the binary, against a real Dovecot
+//! started by the test (`support`). Source and target are two users of one server: carol's POP3
+//! maildrop is copied into alice's IMAP account.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use assert_cmd::Command;
+use serde_json::Value;
+use support::{Dovecot, normalize_crlf, password};
+
+/// A `mailferry migrate` command from carol's POP3S maildrop to alice's IMAPS `folder`, with the
+/// server's self-signed certificate pinned and both passwords in the environment.
+fn migrate(server: &Dovecot, folder: &str) -> Command {
+    let mut cmd = Command::cargo_bin("mailferry").unwrap();
+    cmd.arg("migrate")
+        .arg("--from")
+        .arg(format!("pop3s://carol@127.0.0.1:{}", server.pop3s_port()))
+        .arg("--to")
+        .arg(format!("imaps://alice@127.0.0.1:{}/{folder}", server.imaps_port()))
+        .arg("--tls-ca")
+        .arg(server.cert_path())
+        .arg("--timeout")
+        .arg("30")
+        .env("MAILFERRY_FROM_PASSWORD", password("carol"))
+        .env("MAILFERRY_TO_PASSWORD", password("alice"))
+        .timeout(Duration::from_secs(300));
+    cmd
+}
+
+fn read_report(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn utc(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// The run's whole visible output, to search for leaked secrets.
+fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn copies_every_fixture_exactly_once_and_a_rerun_copies_nothing() {
+    let server = Dovecot::start();
+    let mut source = support::fixtures();
+    source.push(("big-20MB".into(), support::big_message(20 << 20, 7)));
+    for (_, raw) in &source {
+        server.deliver("carol", "INBOX", raw);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let report_path = tmp.path().join("report.json");
+
+    let first = migrate(&server, "INBOX")
+        .arg("--report")
+        .arg(&report_path)
+        .output()
+        .unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", output_text(&first));
+    let report = read_report(&report_path);
+    assert_eq!(report["schema"], 1);
+    assert_eq!(report["source_messages"], source.len());
+    assert_eq!(report["copied"], source.len());
+    assert_eq!(report["already_present"], 0);
+    assert_eq!(report["failed"], 0);
+    assert_eq!(report["verified"], true);
+    assert!(report["bytes_copied"].as_u64().unwrap() > 20 << 20);
+    assert!(report["duration_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["errors"], Value::Array(vec![]));
+
+    // Every source message is on the target exactly once, byte for byte (after Dovecot's own
+    // normalisation), unread, with no header added.
+    let copies = server.messages("alice", "INBOX");
+    let mut expected: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (_, raw) in &source {
+        *expected.entry(normalize_crlf(raw)).or_default() += 1;
+    }
+    let mut got: HashMap<Vec<u8>, usize> = HashMap::new();
+    for copy in &copies {
+        *got.entry(normalize_crlf(&copy.raw)).or_default() += 1;
+        assert!(copy.flags.is_empty(), "flags {:?}", copy.flags);
+    }
+    assert_eq!(copies.len(), source.len());
+    for (name, raw) in &source {
+        assert_eq!(
+            got.get(&normalize_crlf(raw)),
+            expected.get(&normalize_crlf(raw)),
+            "{name} is not on the target byte for byte, exactly once"
+        );
+    }
+
+    // INTERNALDATE: the topmost Received, else Date, else the server's "now".
+    let date_of = |needle: &[u8]| {
+        copies
+            .iter()
+            .find(|c| c.raw.windows(needle.len()).any(|w| w == needle))
+            .unwrap_or_else(|| panic!("no copy holds {}", String::from_utf8_lossy(needle)))
+            .internal_date
+    };
+    // 06 Jan 2020 09:15:27 +0000 (the topmost Received; Date says 2004).
+    assert_eq!(date_of(b"received-date-differs"), utc(1_578_302_127));
+    // Sat, 11 Jul 2020 18:30:00 +0200.
+    assert_eq!(date_of(b"date-only-no-received"), utc(1_594_485_000));
+    let fallback = date_of(b"no-date-no-received");
+    let age = SystemTime::now().duration_since(fallback).unwrap_or_default();
+    assert!(age < Duration::from_secs(3600), "{fallback:?}");
+
+    let secret_free = |text: &str| {
+        for user in ["carol", "alice"] {
+            assert!(!text.contains(&password(user)), "a password leaked: {text}");
+        }
+    };
+    secret_free(&output_text(&first));
+    secret_free(&std::fs::read_to_string(&report_path).unwrap());
+
+    let second = migrate(&server, "INBOX")
+        .arg("--report")
+        .arg(&report_path)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(0), "{}", output_text(&second));
+    let report = read_report(&report_path);
+    assert_eq!(report["copied"], 0);
+    assert_eq!(report["already_present"], source.len());
+    assert_eq!(report["verified"], true);
+    assert_eq!(server.messages("alice", "INBOX").len(), source.len());
+    secret_free(&output_text(&second));
+}
+
+#[test]
+fn mark_seen_flags_the_copies() {
+    let server = Dovecot::start();
+    server.deliver("carol", "INBOX", b"Message-ID: <a@x>\r\nSubject: a\r\n\r\nbody\r\n");
+    migrate(&server, "INBOX").arg("--mark-seen").assert().code(0);
+    let copies = server.messages("alice", "INBOX");
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0].flags, vec!["\\Seen".to_string()]);
+}
+
+#[test]
+fn a_message_already_on_the_target_is_not_copied_again() {
+    let server = Dovecot::start();
+    let shared = b"Message-ID: <shared@x>\r\nSubject: one\r\n\r\nbody\r\n";
+    server.deliver("carol", "INBOX", shared);
+    server.deliver("carol", "INBOX", b"Message-ID: <new@x>\r\n\r\nnew\r\n");
+    // The target's copy differs in content but has the same Message-ID: it counts as present.
+    server.deliver("alice", "Archive", b"Message-ID: <shared@x>\r\nSubject: other\r\n\r\nx\r\n");
+    let tmp = tempfile::tempdir().unwrap();
+    let report_path = tmp.path().join("r.json");
+    migrate(&server, "Archive")
+        .arg("--report")
+        .arg(&report_path)
+        .assert()
+        .code(0);
+    let report = read_report(&report_path);
+    assert_eq!((report["copied"].as_u64(), report["already_present"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(server.messages("alice", "Archive").len(), 2);
+}
+
+#[test]
+fn dry_run_lists_and_writes_nothing() {
+    let server = Dovecot::start();
+    for (_, raw) in support::fixtures() {
+        server.deliver("carol", "INBOX", &raw);
+    }
+    let output = migrate(&server, "Migrated/From%20POP")
+        .arg("--dry-run")
+        .arg("-v")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let n = support::fixtures().len();
+    assert!(
+        stdout.contains(&format!("would copy {n} of {n} messages")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("<first.20200109083001@origin.example.com>"), "{stdout}");
+    assert!(stdout.contains("sha256:"), "{stdout}");
+    assert_eq!(server.folders("alice"), vec!["INBOX".to_string()]);
+    assert!(server.messages("alice", "INBOX").is_empty());
+    assert_eq!(server.messages("carol", "INBOX").len(), n);
+}
+
+#[test]
+fn the_created_folder_receives_the_mail_and_the_source_keeps_it() {
+    let server = Dovecot::start();
+    server.deliver("carol", "INBOX", b"Message-ID: <keep@x>\r\n\r\nbody\r\n");
+    migrate(&server, "Old%20POP/2019").assert().code(0);
+    assert_eq!(server.messages("alice", "Old POP/2019").len(), 1);
+    assert_eq!(server.messages("carol", "INBOX").len(), 1, "POP3 mail must never be deleted");
+}
+
+#[test]
+fn starttls_on_the_plain_ports() {
+    let server = Dovecot::start();
+    server.deliver("carol", "INBOX", b"Message-ID: <tls@x>\r\n\r\nbody\r\n");
+    Command::cargo_bin("mailferry")
+        .unwrap()
+        .args(["migrate", "--from"])
+        .arg(format!("pop3://carol@127.0.0.1:{}", server.pop3_port()))
+        .arg("--to")
+        .arg(format!("imap://alice@127.0.0.1:{}", server.imap_port()))
+        .arg("--tls-ca")
+        .arg(server.cert_path())
+        .env("MAILFERRY_FROM_PASSWORD", password("carol"))
+        .env("MAILFERRY_TO_PASSWORD", password("alice"))
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .code(0);
+    assert_eq!(server.messages("alice", "INBOX").len(), 1);
+}
+
+#[test]
+fn a_message_the_target_refuses_is_reported_and_the_rest_arrive() {
+    // Dovecot's quota plugin refuses any message over 100 KB.
+    let server = Dovecot::start_with(
+        "mail_plugins = $mail_plugins quota\n\
+         plugin {\n  quota = maildir:User quota\n  quota_rule = *:storage=1G\n  quota_max_mail_size = 100k\n}\n",
+    );
+    server.deliver("carol", "INBOX", b"Message-ID: <small@x>\r\n\r\nsmall\r\n");
+    server.deliver("carol", "INBOX", &support::big_message(300_000, 1));
+    server.deliver("carol", "INBOX", b"Message-ID: <small2@x>\r\n\r\nsmall too\r\n");
+    let tmp = tempfile::tempdir().unwrap();
+    let report_path = tmp.path().join("r.json");
+    let output = migrate(&server, "INBOX")
+        .arg("--report")
+        .arg(&report_path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
+    let report = read_report(&report_path);
+    assert_eq!(report["copied"], 2);
+    assert_eq!(report["failed"], 1);
+    assert_eq!(report["errors"][0]["message"], "<big-1-300000@mailferry.test>");
+    let reason = report["errors"][0]["reason"].as_str().unwrap();
+    assert!(reason.to_lowercase().contains("too large"), "{reason}");
+    assert_eq!(server.messages("alice", "INBOX").len(), 2);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("big-1-300000"));
+}
+
+#[test]
+fn wrong_password_exits_3_naming_the_server() {
+    let server = Dovecot::start();
+    let output = migrate(&server, "INBOX")
+        .env("MAILFERRY_TO_PASSWORD", "not-the-password")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", output_text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: could not log in to imaps://alice@127.0.0.1:{}",
+            server.imaps_port()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: "), "{stderr}");
+    assert!(!stderr.contains("not-the-password"), "{stderr}");
+}
+
+#[test]
+fn a_closed_port_exits_4() {
+    let port = support::free_port();
+    let mut cmd = Command::cargo_bin("mailferry").unwrap();
+    let output = cmd
+        .args(["migrate", "--from"])
+        .arg(format!("pop3s://carol@127.0.0.1:{port}"))
+        .args(["--to", "imaps://alice@127.0.0.1:1/INBOX"])
+        .env("MAILFERRY_FROM_PASSWORD", "x")
+        .env("MAILFERRY_TO_PASSWORD", "y")
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("pop3s://carol@127.0.0.1:{port}")), "{stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}
+
+#[test]
+fn an_untrusted_certificate_exits_4_with_a_hint() {
+    let server = Dovecot::start();
+    let mut cmd = migrate(&server, "INBOX");
+    // Same command without --tls-ca: the self-signed certificate is not trusted.
+    let output = Command::cargo_bin("mailferry")
+        .unwrap()
+        .args(["migrate", "--from"])
+        .arg(format!("pop3s://carol@127.0.0.1:{}", server.pop3s_port()))
+        .arg("--to")
+        .arg(format!("imaps://alice@127.0.0.1:{}", server.imaps_port()))
+        .env("MAILFERRY_FROM_PASSWORD", password("carol"))
+        .env("MAILFERRY_TO_PASSWORD", password("alice"))
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("TLS"), "{stderr}");
+    assert!(stderr.contains("--tls-ca"), "{stderr}");
+    // And with the certificate pinned, the same servers are fine.
+    cmd.assert().code(0);
+}
+
+#[test]
+fn a_certificate_for_another_host_is_refused_even_when_pinned() {
+    let server = Dovecot::start();
+    // The certificate names localhost and 127.0.0.1; 127.0.0.2 also reaches the loopback
+    // listener? No: Dovecot listens on 127.0.0.1 only, so use the name "localhost" vs an
+    // address it does not name through the URL host instead.
+    let output = Command::cargo_bin("mailferry")
+        .unwrap()
+        .args(["migrate", "--from"])
+        .arg(format!("pop3s://carol@127.0.0.1:{}", server.pop3s_port()))
+        .arg("--to")
+        .arg(format!("imaps://alice@127.0.0.1:{}", server.imaps_port()))
+        .arg("--tls-ca")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/other-host.pem"))
+        .env("MAILFERRY_FROM_PASSWORD", password("carol"))
+        .env("MAILFERRY_TO_PASSWORD", password("alice"))
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let run = |args: &[&str], envs: &[(&str, &str)]| {
+        let mut cmd = Command::cargo_bin("mailferry").unwrap();
+        cmd.args(args).env_remove("MAILFERRY_FROM_PASSWORD").env_remove("MAILFERRY_TO_PASSWORD");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.timeout(Duration::from_secs(30)).output().unwrap()
+    };
+    let pw = [("MAILFERRY_FROM_PASSWORD", "x"), ("MAILFERRY_TO_PASSWORD", "y")];
+    for (args, envs, needle) in [
+        (&["migrate", "--from", "mail.example", "--to", "imaps://a@h"][..], &pw[..], "invalid server URL"),
+        (&["migrate", "--from", "pop3s://a@h", "--to", "imaps://a:secret@h"], &pw, "contains a password"),
+        (&["migrate", "--from", "pop3s://a@h", "--to", "imaps://a@h"], &[], "no password for pop3s://a@h:995"),
+        (&["migrate", "--from", "pop3s://a@h"], &pw, "--to"),
+        (&["migrate", "--from", "pop3s://a@h", "--to", "imaps://a@h", "--tls-ca", "/nonexistent.pem"], &pw, "/nonexistent.pem"),
+        (&["migrate", "--from", "pop3s://a@h", "--to", "imaps://a@h", "--report", "/nonexistent/dir/r.json"], &pw, "cannot write the report"),
+    ] {
+        let output = run(args, envs);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("secret"), "{stderr}");
+    }
+}

@@ -1,18 +1,25 @@
 //! mailferry: move mail between servers.
+//!
+//! Data flows one way: a [`source`] index and a [`target`] index go into the [`plan`]ner; the
+//! plan goes to the [`transfer`] engine; the target is re-indexed by [`verify`]; everything
+//! ends in a [`report`]. Protocol clients ([`pop3`], [`imap`]) know nothing of plans, and the
+//! planner touches no socket.
 
+pub mod cli;
+pub mod endpoint;
 pub mod error;
-pub mod net;
 pub mod header;
 pub mod identity;
-pub mod endpoint;
+pub mod imap;
 pub mod index;
+pub mod migrate;
+pub mod net;
 pub mod plan;
+pub mod pop3;
 pub mod progress;
 pub mod report;
-pub mod transfer;
-pub mod cli;
-pub mod migrate;
 pub mod session;
 pub mod source;
 pub mod target;
+pub mod transfer;
 pub mod verify;

@@ -1,0 +1,321 @@
+//! The blocking POP3 client: one [`Connection`], commands written in batches, responses read
+//! through the [`codec`](super::codec).
+
+use std::fmt;
+use std::io::Write;
+
+use super::codec::{self, Capabilities, Status};
+use crate::error::SessionError;
+use crate::net::{Address, Connection, TlsConfig};
+
+/// How a POP3 connection is protected. (The IMAP client has the same choice; the two are
+/// meant to be unified.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS from the first byte (pop3s, port 995).
+    Implicit,
+    /// Plain POP3, then STLS (RFC 2595); the session fails if the server refuses it.
+    StartTls,
+    /// No TLS at all: only when the user allowed plaintext.
+    Plain,
+}
+
+/// TOP responses are a few KiB, so many can be in flight without filling socket buffers.
+const TOP_WINDOW: usize = 64;
+/// RETR responses can be megabytes; a smaller window keeps the server from racing far ahead.
+const RETR_WINDOW: usize = 16;
+/// Largest header block [`Pop3Client::top_headers`] accepts.
+pub const MAX_HEADER_SIZE: usize = 8 << 20;
+/// Largest LIST/UIDL/CAPA body accepted: millions of messages, yet bounded.
+const MAX_LISTING: usize = 256 << 20;
+/// RFC 5034 §4: a command with its initial response must fit in 255 octets.
+const MAX_AUTH_LINE: usize = 255;
+
+/// Why a bulk fetch stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError<E> {
+    /// The connection failed; the client is unusable afterwards.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The caller's callback returned this error; the client is unusable afterwards, since
+    /// answers to pipelined commands are still on their way.
+    #[error("stopped: {0}")]
+    Stopped(E),
+}
+
+/// A logged-in (or about to be) POP3 session.
+///
+/// After a method fails with anything but [`SessionError::Refused`] or
+/// [`SessionError::LoginRefused`], or a fetch stops early, the connection may sit in the middle
+/// of a response; every later call then fails and the client should be dropped. Mail is never
+/// deleted: DELE is not implemented.
+pub struct Pop3Client {
+    conn: Connection,
+    caps: Capabilities,
+    apop_timestamp: Option<String>,
+    broken: bool,
+}
+
+impl fmt::Debug for Pop3Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pop3Client")
+            .field("tls", &self.conn.is_tls())
+            .field("capabilities", &self.caps)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pop3Client {
+    /// Connects, reads the greeting, asks for capabilities and, for [`TlsMode::StartTls`],
+    /// upgrades with STLS and asks again (capabilities sent in clear can't be trusted).
+    pub fn connect(
+        address: &Address,
+        mode: TlsMode,
+        tls: &TlsConfig,
+    ) -> Result<Self, SessionError> {
+        let mut conn = match mode {
+            TlsMode::Implicit => Connection::connect_tls(address, tls)?,
+            TlsMode::StartTls | TlsMode::Plain => Connection::connect_plain(address)?,
+        };
+        let greeting = codec::read_status(&mut conn)?;
+        if !greeting.ok {
+            return Err(SessionError::Refused(greeting.text));
+        }
+        let mut caps = capa(&mut conn)?;
+        if mode == TlsMode::StartTls {
+            // Some servers offer STLS without listing it (or have no CAPA), so always try.
+            let answer = command(&mut conn, b"STLS\r\n")?;
+            if !answer.ok {
+                return Err(SessionError::Unsupported(format!(
+                    "the server does not offer STLS; use pop3s (implicit TLS) or allow \
+                     plaintext (the server said: {})",
+                    answer.text
+                )));
+            }
+            conn = conn.start_tls(&address.host, tls)?;
+            caps = capa(&mut conn)?;
+        }
+        Ok(Pop3Client {
+            conn,
+            caps,
+            apop_timestamp: codec::apop_timestamp(&greeting.text),
+            broken: false,
+        })
+    }
+
+    /// What the server said it can do (after STLS and after login, the latest answer).
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// The greeting's APOP timestamp, kept for an APOP login (not implemented yet).
+    pub fn apop_timestamp(&self) -> Option<&str> {
+        self.apop_timestamp.as_deref()
+    }
+
+    /// Whether the session is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.conn.is_tls()
+    }
+
+    /// Logs in with AUTH PLAIN (RFC 5034) when the server lists it, else USER/PASS.
+    ///
+    /// A refusal is [`SessionError::LoginRefused`], except when its response code says the
+    /// server is busy or the mailbox locked (`[IN-USE]`, `[SYS/TEMP]`, `[SYS/PERM]`,
+    /// `[LOGIN-DELAY]`): then [`SessionError::Refused`]. Errors never contain the password.
+    pub fn login(&mut self, user: &str, password: &str) -> Result<(), SessionError> {
+        for (what, value) in [("user name", user), ("password", password)] {
+            if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
+                return Err(SessionError::Unsupported(format!(
+                    "the {what} contains a line break or NUL, which POP3 cannot send"
+                )));
+            }
+        }
+        let sasl_plain = self.caps.has_sasl("PLAIN");
+        self.run(|conn| {
+            if sasl_plain {
+                auth_plain(conn, user, password)
+            } else {
+                let answer = command(conn, format!("USER {user}\r\n").as_bytes())?;
+                ok_or_login_refused(answer)?;
+                ok_or_login_refused(command(conn, format!("PASS {password}\r\n").as_bytes())?)
+            }
+        })?;
+        // RFC 2449 §5: more capabilities may appear once authenticated (PIPELINING, say).
+        self.caps = self.run(capa)?;
+        Ok(())
+    }
+
+    /// STAT: the number of messages and their total size in bytes.
+    pub fn stat(&mut self) -> Result<(u32, u64), SessionError> {
+        self.run(|conn| codec::parse_stat(&ok_or_refused(command(conn, b"STAT\r\n")?)?))
+    }
+
+    /// LIST: every message number with its size in bytes.
+    pub fn list(&mut self) -> Result<Vec<(u32, u64)>, SessionError> {
+        self.run(|conn| codec::parse_list(&multiline(conn, b"LIST\r\n", MAX_LISTING)?))
+    }
+
+    /// UIDL: every message number with its unique id, stable across sessions.
+    pub fn uidl(&mut self) -> Result<Vec<(u32, String)>, SessionError> {
+        self.run(|conn| codec::parse_uidl(&multiline(conn, b"UIDL\r\n", MAX_LISTING)?))
+    }
+
+    /// `TOP n 0` for each message: its header block, blank line included, exactly as stored.
+    /// See [`retr`](Self::retr) for the callback, pipelining and the result.
+    pub fn top_headers<E>(
+        &mut self,
+        msgnos: &[u32],
+        on_each: impl FnMut(u32, Vec<u8>) -> Result<(), E>,
+    ) -> Result<Vec<(u32, String)>, FetchError<E>> {
+        self.fetch_each(msgnos, " 0", TOP_WINDOW, MAX_HEADER_SIZE, "TOP", on_each)
+    }
+
+    /// RETR for each message, calling `on_each(msgno, bytes)` in order with the exact bytes.
+    ///
+    /// With PIPELINING the commands go out in batches (a bounded number in flight), otherwise
+    /// one at a time. A message the server refuses (`-ERR`) does not stop the loop: the result
+    /// lists those as `(msgno, server text)`. A message larger than `max_size` fails the whole
+    /// call with [`SessionError::Protocol`], so check LIST sizes first. A callback error stops
+    /// at once with [`FetchError::Stopped`].
+    pub fn retr<E>(
+        &mut self,
+        msgnos: &[u32],
+        max_size: u64,
+        on_each: impl FnMut(u32, Vec<u8>) -> Result<(), E>,
+    ) -> Result<Vec<(u32, String)>, FetchError<E>> {
+        let cap = usize::try_from(max_size).unwrap_or(usize::MAX);
+        self.fetch_each(msgnos, "", RETR_WINDOW, cap, "RETR", on_each)
+    }
+
+    /// Ends the session with QUIT. A client left broken by an error is just closed.
+    pub fn quit(mut self) -> Result<(), SessionError> {
+        if self.broken {
+            return Ok(());
+        }
+        match command(&mut self.conn, b"QUIT\r\n") {
+            Ok(answer) => ok_or_refused(answer).map(drop),
+            Err(SessionError::Closed) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn fetch_each<E>(
+        &mut self,
+        msgnos: &[u32],
+        suffix: &str,
+        window: usize,
+        cap: usize,
+        verb: &str,
+        mut on_each: impl FnMut(u32, Vec<u8>) -> Result<(), E>,
+    ) -> Result<Vec<(u32, String)>, FetchError<E>> {
+        self.usable()?;
+        self.broken = true;
+        let window = if self.caps.has("PIPELINING") {
+            window
+        } else {
+            1
+        };
+        let mut refused = Vec::new();
+        let mut sent = 0;
+        let mut batch = Vec::new();
+        for (done, &msgno) in msgnos.iter().enumerate() {
+            // Refill once half the window is answered, so the server never waits on us.
+            if sent == done || (sent < msgnos.len() && sent - done <= window / 2) {
+                let end = msgnos.len().min(done + window);
+                batch.clear();
+                for n in &msgnos[sent..end] {
+                    batch.extend_from_slice(format!("{verb} {n}{suffix}\r\n").as_bytes());
+                }
+                self.conn.write_all(&batch).map_err(SessionError::from)?;
+                self.conn.flush().map_err(SessionError::from)?;
+                sent = end;
+            }
+            let answer = codec::read_status(&mut self.conn)?;
+            if answer.ok {
+                let bytes = codec::read_multiline(&mut self.conn, cap)?;
+                on_each(msgno, bytes).map_err(FetchError::Stopped)?;
+            } else {
+                refused.push((msgno, answer.text));
+            }
+        }
+        self.broken = false;
+        Ok(refused)
+    }
+
+    /// Runs one exchange, marking the client broken unless it ends with a whole answer.
+    fn run<T>(
+        &mut self,
+        exchange: impl FnOnce(&mut Connection) -> Result<T, SessionError>,
+    ) -> Result<T, SessionError> {
+        self.usable()?;
+        let result = exchange(&mut self.conn);
+        self.broken = matches!(
+            &result,
+            Err(err) if !matches!(err, SessionError::Refused(_) | SessionError::LoginRefused(_))
+        );
+        result
+    }
+
+    fn usable(&self) -> Result<(), SessionError> {
+        if self.broken {
+            return Err(SessionError::Io(std::io::Error::other(
+                "the POP3 connection was abandoned after an earlier error",
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn command(conn: &mut Connection, line: &[u8]) -> Result<Status, SessionError> {
+    conn.write_all(line)?;
+    conn.flush()?;
+    codec::read_status(conn)
+}
+
+fn multiline(conn: &mut Connection, line: &[u8], cap: usize) -> Result<Vec<u8>, SessionError> {
+    ok_or_refused(command(conn, line)?)?;
+    codec::read_multiline(conn, cap)
+}
+
+/// CAPA, or no capabilities from a server that predates it (RFC 1939 only).
+fn capa(conn: &mut Connection) -> Result<Capabilities, SessionError> {
+    if !command(conn, b"CAPA\r\n")?.ok {
+        return Ok(Capabilities::default());
+    }
+    Ok(Capabilities::parse(&codec::read_multiline(
+        conn,
+        MAX_LISTING,
+    )?))
+}
+
+fn auth_plain(conn: &mut Connection, user: &str, password: &str) -> Result<(), SessionError> {
+    let response = codec::sasl_plain(user, password);
+    let line = format!("AUTH PLAIN {response}\r\n");
+    if line.len() <= MAX_AUTH_LINE {
+        return ok_or_login_refused(command(conn, line.as_bytes())?);
+    }
+    conn.write_all(b"AUTH PLAIN\r\n")?;
+    conn.flush()?;
+    let first = codec::read_line(conn, codec::MAX_STATUS_LINE)?;
+    if !codec::is_continuation(&first) {
+        return ok_or_login_refused(Status::parse(&first)?);
+    }
+    ok_or_login_refused(command(conn, format!("{response}\r\n").as_bytes())?)
+}
+
+fn ok_or_refused(answer: Status) -> Result<String, SessionError> {
+    match answer.ok {
+        true => Ok(answer.text),
+        false => Err(SessionError::Refused(answer.text)),
+    }
+}
+
+fn ok_or_login_refused(answer: Status) -> Result<(), SessionError> {
+    match answer {
+        Status { ok: true, .. } => Ok(()),
+        refusal if refusal.is_transient_refusal() => Err(SessionError::Refused(refusal.text)),
+        refusal => Err(SessionError::LoginRefused(refusal.text)),
+    }
+}

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# bench/run.sh — end-to-end benchmark of `mailferry migrate` (POP3S -> IMAPS) on this machine.
+#
+# Usage: bash bench/run.sh [--count N] [--seed S] [--connections C]
+#   --count N        messages to generate (default 2000; env N)
+#   --seed S         corpus seed (default 42; env SEED): same N and seed, byte-identical corpus
+#   --connections C  passed to mailferry (default: mailferry's own default; env CONNECTIONS)
+# Environment:
+#   BENCH_DIR        where the servers' directories go (default /dev/shm, tmpfs, as for the
+#                    reference numbers: the bench then measures protocol and CPU, not the VM's
+#                    noisy disk; BENCH_DIR=/tmp measures with the disk, fsyncs included)
+#   MAILFERRY        a mailferry binary to use instead of `cargo build --release`'s
+#   KEEP=1           keep the directory (logs, reports, Maildirs) after the servers stop
+#
+# What it does: starts two throwaway Dovecot servers on 127.0.0.1 (tests/support/dovecot.sh),
+# generates N realistic messages (bench/bench.py: mostly 2-20 KB, some to 100 KB, a few 100 KB-
+# 2 MB attachments, ~2% without Message-ID, ~1% sharing one, CRLF) straight into the source
+# user's POP3 maildrop, then times
+#   1. doveadm import   the source Maildir into a fresh target user (Dovecot's own floor)
+#   2. mailferry copy   migrate --from pop3s://… --to imaps://…/INBOX into another fresh user
+#   3. mailferry no-op re-run   the same command again; must copy 0
+# and prints one table: case, messages, seconds, msg/s, MB/s, peak RSS MiB (wait4's ru_maxrss
+# of that process) and the time as a multiple of doveadm import's. It checks that mailferry
+# exits 0, that its report says copied == N (then 0) with failed 0 and verified true, and that
+# each target Maildir holds N files; any miss prints a line starting with FAIL and the script
+# exits 1. Servers are stopped and every file removed on exit, even on Ctrl-C.
+#
+# Loading: generating the files straight into Maildir/new/ takes ~1 s per 2000 messages;
+# `doveadm save` runs one process per message (~9 ms each here: ~17 s at N=2000, ~90 s at
+# N=10000, just to load), so it is not used.
+#
+# Needs root (Dovecot's mail processes run as nobody), python3, and Debian's dovecot-imapd +
+# dovecot-pop3d, which it installs with apt-get when missing.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+COUNT=${N:-2000}
+SEED=${SEED:-42}
+CONNECTIONS=${CONNECTIONS:-}
+while [ $# -gt 0 ]; do
+  case $1 in
+  --count) COUNT=$2; shift 2 ;;
+  --seed) SEED=$2; shift 2 ;;
+  --connections) CONNECTIONS=$2; shift 2 ;;
+  -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+case $COUNT in '' | *[!0-9]* | 0) echo "--count must be a positive integer" >&2; exit 2 ;; esac
+if [ "$(id -u)" != 0 ]; then
+  echo "bench/run.sh must run as root (Dovecot runs mail as nobody)" >&2
+  exit 2
+fi
+
+DOVECOT_SH="$ROOT/tests/support/dovecot.sh"
+[ -f "$DOVECOT_SH" ] || { echo "missing $DOVECOT_SH" >&2; exit 2; }
+
+if [ ! -x /usr/sbin/dovecot ] || ! command -v doveadm >/dev/null; then
+  echo "== installing Dovecot (Debian packages dovecot-imapd, dovecot-pop3d)"
+  timeout 600 apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive timeout 900 \
+    apt-get install -y -qq dovecot-imapd dovecot-pop3d >/dev/null
+fi
+
+if [ -z "${MAILFERRY:-}" ]; then
+  echo "== building mailferry (release)"
+  timeout 1800 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
+  MAILFERRY="$ROOT/target/release/mailferry"
+fi
+[ -x "$MAILFERRY" ] || { echo "no mailferry binary at $MAILFERRY" >&2; exit 2; }
+
+# Short on purpose: Dovecot's sockets live in DIR/run and a socket path has 108 bytes at most.
+WORK=$(mktemp -d "${BENCH_DIR:-/dev/shm}/mfb.XXXXXX")
+chmod 0755 "$WORK" # mktemp's 0700 would lock out Dovecot's auth (user dovecot) and mail (nobody)
+BENCH_PID=
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+  # On Ctrl-C or TERM, first the timed part and whatever it runs (its own process group), so
+  # nothing writes into $WORK while it is removed.
+  if [ -n "$BENCH_PID" ]; then
+    kill -TERM -- "-$BENCH_PID" 2>/dev/null || true
+    wait "$BENCH_PID" 2>/dev/null || true
+  fi
+  bash "$DOVECOT_SH" down "$WORK/src" >/dev/null 2>&1 || true
+  bash "$DOVECOT_SH" down "$WORK/dst" >/dev/null 2>&1 || true
+  [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM # runs the EXIT trap
+
+# A port where nothing listens now. Another program may take it before Dovecot does; then
+# dovecot.sh fails and start_server tries again with new ports.
+free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 30000))
+    if ! timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+      echo "$port"
+      return
+    fi
+  done
+}
+
+PASSWORD=bench-secret # loopback-only throwaway servers
+start_server() { # NAME "USER USER…"
+  local users="" u attempt
+  for u in $2; do users="$users $u:$PASSWORD"; done
+  for attempt in 1 2 3; do
+    # MAILFERRY_TEST_OWNER_PID: if this script is killed outright, dovecot.sh's watcher stops
+    # the server anyway.
+    if IMAP_PORT=$(free_port) IMAPS_PORT=$(free_port) POP3_PORT=$(free_port) \
+      POP3S_PORT=$(free_port) MAILFERRY_TEST_USERS="$users" MAILFERRY_TEST_OWNER_PID=$$ \
+      bash "$DOVECOT_SH" up "$WORK/$1" >"$WORK/$1.env"; then
+      return 0
+    fi
+    echo "   Dovecot $1 did not start (attempt $attempt); retrying with other ports" >&2
+  done
+  echo "FAIL: could not start Dovecot $1" >&2
+  exit 1
+}
+port_of() { sed -n "s/^$2=127.0.0.1://p" "$WORK/$1.env"; }
+
+echo "== starting source and target Dovecot on 127.0.0.1 (mail in $WORK)"
+start_server src "pop"
+start_server dst "viaimport viaferry"
+cat "$WORK/src/cert.pem" "$WORK/dst/cert.pem" >"$WORK/ca.pem"
+
+# In the background and waited for, so a signal reaches the trap at once rather than after the
+# whole run; setsid gives it a process group of its own that cleanup can stop as a whole (in a
+# script, without job control, setsid does not fork: $! is that group's id).
+setsid python3 "$ROOT/bench/bench.py" --count "$COUNT" --seed "$SEED" \
+  --src-dir "$WORK/src" --dst-dir "$WORK/dst" \
+  --src-user pop --import-user viaimport --ferry-user viaferry --password "$PASSWORD" \
+  --pop3s-port "$(port_of src pop3s)" --imaps-port "$(port_of dst imaps)" \
+  --ca "$WORK/ca.pem" --mailferry "$MAILFERRY" ${CONNECTIONS:+--connections "$CONNECTIONS"} \
+  --work "$WORK" &
+BENCH_PID=$!
+rc=0
+wait "$BENCH_PID" || rc=$?
+BENCH_PID=
+exit "$rc"

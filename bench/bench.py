@@ -14,7 +14,8 @@ Steps:
      (no network, no protocol, Dovecot's store reading Dovecot's store);
   4. `mailferry migrate` POP3S -> IMAPS into another fresh target user, then the same command
      again (a no-op re-run: must copy 0);
-  5. check exit codes, the report and the number of files in the target Maildirs, print the table.
+  5. check exit codes, the report and the number of files in the target Maildirs;
+  steps 3-5 are repeated --reps times with fresh users; then the table of medians.
 Exit status: 0 when every check passed, 1 when any FAIL line was printed.
 """
 import argparse
@@ -271,7 +272,8 @@ def load_maildir(maildir, count, seed):
 
 def timed(argv, env, log, timeout):
     """Runs argv under bench/measure.py (see there why not straight from here), bounded by
-    `timeout` seconds. Returns (exit code or -signal, wall seconds, peak RSS in MiB)."""
+    `timeout` seconds. Returns (exit code or -signal, wall seconds, peak RSS in MiB, CPU
+    seconds)."""
     measure = os.path.join(os.path.dirname(os.path.abspath(__file__)), "measure.py")
     argv = [shutil.which(argv[0], path=env["PATH"]) or argv[0], *argv[1:]]
     out = subprocess.run([sys.executable, "-I", "-S", measure, str(timeout), log, "--", *argv],
@@ -282,7 +284,34 @@ def timed(argv, env, log, timeout):
     if r["timed_out"]:
         print(f"FAIL: {os.path.basename(argv[0])} still running after {timeout} s; killed it",
               file=sys.stderr)
-    return r["rc"], r["seconds"], r["maxrss_kib"] / 1024
+    return r["rc"], r["seconds"], r["maxrss_kib"] / 1024, r["cpu_seconds"]
+
+
+def server_cpu(dovecot_dir):
+    """CPU seconds a Dovecot instance has used so far: its master plus its live children, each
+    with the time of the children it has already reaped (a finished imap or pop3 session's CPU
+    lands in the master's cutime/cstime). Read from /proc, before and after a run."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def times(pid):
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in fields[11:15]) / tick  # utime stime cutime cstime
+
+    with open(f"{dovecot_dir}/dovecot.pid") as f:
+        master = f.read().strip()
+    total = times(master)
+    try:
+        with open(f"/proc/{master}/task/{master}/children") as f:
+            children = f.read().split()
+    except OSError:
+        children = []
+    for child in children:
+        try:
+            total += times(child)
+        except (OSError, IndexError):
+            pass  # exited meanwhile: its time is now in the master's cutime, or just missed
+    return total
 
 
 def count_files(maildir):
@@ -304,15 +333,93 @@ def tail(path, lines=15):
         return str(e)
 
 
+def run_rep(a, rep, src_maildir, corpus_bytes, env, limit, fail):
+    """One repetition: doveadm import into viaimport<rep>, mailferry twice into viaferry<rep>.
+    Returns {case: (seconds, bytes moved, peak RSS MiB, CPU seconds, servers' CPU seconds)};
+    each failed check goes to fail()."""
+    out = {}
+    import_user, ferry_user = f"{a.import_user}{rep}", f"{a.ferry_user}{rep}"
+
+    # The floor: Dovecot copying its own store. INDEX=MEMORY keeps doveadm from writing index
+    # files next to the source's (it reads the same Maildir the source server serves); "" as the
+    # destination parent keeps the folder names (INBOX -> INBOX); -s subscribes them.
+    log = f"{a.work}/doveadm-import-{rep}.log"
+    rc, secs, rss, cpu = timed(["doveadm", "-c", f"{a.dst_dir}/dovecot.conf", "import", "-u",
+                                import_user, "-s", f"maildir:{src_maildir}:INDEX=MEMORY", "",
+                                "all"], env, log, limit)
+    out["doveadm import"] = (secs, corpus_bytes, rss, cpu, None)
+    if rc != 0:
+        fail(f"rep {rep}: doveadm import exited {rc}; tail of its log:\n{tail(log)}")
+    got = count_files(f"{a.dst_dir}/mail/{import_user}/Maildir")
+    if got != a.count:
+        fail(f"rep {rep}: doveadm import: target Maildir holds {got} messages, not {a.count}")
+
+    ferry_env = dict(env, MAILFERRY_FROM_PASSWORD=a.password, MAILFERRY_TO_PASSWORD=a.password)
+    for case, expect_copied in (("mailferry copy", a.count), ("mailferry no-op re-run", 0)):
+        tag = case.split()[-1]
+        report = f"{a.work}/report-{tag}-{rep}.json"
+        log = f"{a.work}/mailferry-{tag}-{rep}.log"
+        argv = [a.mailferry, "migrate",
+                "--from", f"pop3s://{a.src_user}@127.0.0.1:{a.pop3s_port}",
+                "--to", f"imaps://{ferry_user}@127.0.0.1:{a.imaps_port}/INBOX",
+                "--tls-ca", a.ca, "--report", report, "--quiet"]
+        if a.connections:
+            argv += ["--connections", str(a.connections)]
+        before = server_cpu(a.src_dir), server_cpu(a.dst_dir)
+        rc, secs, rss, cpu = timed(argv, ferry_env, log, limit)
+        time.sleep(0.3)  # untimed: lets the servers' session processes exit and be reaped
+        servers = [server_cpu(d) - b for d, b in zip((a.src_dir, a.dst_dir), before)]
+        try:
+            with open(report) as f:
+                rep_json = json.load(f)
+        except (OSError, ValueError) as e:
+            rep_json = {}
+            fail(f"rep {rep}: {case}: no readable report: {e}")
+        out[case] = (secs, rep_json.get("bytes_copied") or 0, rss, cpu, servers)
+        if rc != 0:
+            fail(f"rep {rep}: {case}: mailferry exited {rc}; tail of its log:\n{tail(log)}")
+        if rep_json:
+            want = {"source_messages": a.count, "copied": expect_copied,
+                    "already_present": a.count - expect_copied, "failed": 0, "verified": True}
+            for key, value in want.items():
+                if rep_json.get(key) != value:
+                    fail(f"rep {rep}: {case}: report says {key}={rep_json.get(key)!r}, "
+                         f"expected {value!r}")
+            if expect_copied and rep_json.get("bytes_copied") != corpus_bytes:
+                print(f"   note: bytes_copied={rep_json.get('bytes_copied')}, the corpus has "
+                      f"{corpus_bytes} bytes", flush=True)
+        got = count_files(f"{a.dst_dir}/mail/{ferry_user}/Maildir")
+        if got != a.count:
+            fail(f"rep {rep}: {case}: target Maildir holds {got} messages, not {a.count}")
+    # Where the time goes, per case: CPU seconds of the measured process itself and, for
+    # mailferry, of the source and target Dovecot during its run. On 2 cores, a client CPU far
+    # below the wall time means it waits for the servers.
+    for case, v in out.items():
+        servers = f", source server {v[4][0]:.2f}, target server {v[4][1]:.2f}" if v[4] else ""
+        print(f"   rep {rep}: {case:<22} {v[0]:6.2f} s wall; CPU s: own {v[3]:.2f}{servers}",
+              flush=True)
+    # This rep's users are done with: free the tmpfs (3 copies of the corpus per rep otherwise).
+    for user in (import_user, ferry_user):
+        shutil.rmtree(f"{a.dst_dir}/mail/{user}", ignore_errors=True)
+    return out
+
+
+def median(xs):
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
 def main():
     ap = argparse.ArgumentParser(description="the timed part of bench/run.sh")
     ap.add_argument("--count", type=int, required=True)
     ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--reps", type=int, required=True)
     ap.add_argument("--src-dir", required=True, help="source Dovecot's dovecot.sh DIR")
     ap.add_argument("--dst-dir", required=True, help="target Dovecot's dovecot.sh DIR")
     ap.add_argument("--src-user", required=True)
-    ap.add_argument("--import-user", required=True)
-    ap.add_argument("--ferry-user", required=True)
+    ap.add_argument("--import-user", required=True, help="prefix; rep k uses PREFIXk")
+    ap.add_argument("--ferry-user", required=True, help="prefix; rep k uses PREFIXk")
     ap.add_argument("--password", required=True, help="every bench user's password")
     ap.add_argument("--pop3s-port", type=int, required=True)
     ap.add_argument("--imaps-port", type=int, required=True)
@@ -325,11 +432,12 @@ def main():
 
     def fail(msg):
         failures.append(msg)
-        print(f"FAIL: {msg}", file=sys.stderr)
+        print(f"FAIL: {msg}", file=sys.stderr, flush=True)
 
     # Generous bounds: the slowest plausible run (a few MB/s) still fits; a hang does not.
     limit = 120 + a.count // 20
     src_maildir = f"{a.src_dir}/mail/{a.src_user}/Maildir"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root")}
 
     t0 = time.monotonic()
     st = load_maildir(src_maildir, a.count, a.seed)
@@ -341,101 +449,58 @@ def main():
 
     # Untimed: the source Dovecot scans new/ and writes its uidlist and index now, as it would
     # have at delivery; also proves it sees every message before anything is timed.
-    t0 = time.monotonic()
     out = subprocess.run(["doveadm", "-c", f"{a.src_dir}/dovecot.conf", "-f", "flow", "mailbox",
                           "status", "-u", a.src_user, "messages", "INBOX"],
-                         capture_output=True, text=True, timeout=limit)
+                         env=env, capture_output=True, text=True, timeout=limit)
     seen = re.search(r"messages=(\d+)", out.stdout)
     seen = seen.group(1) if seen else None
     if out.returncode != 0 or seen != str(a.count):
         fail(f"source Dovecot sees {seen or '?'} messages, expected {a.count}: "
              f"{out.stderr.strip()}")
         return 1
-    print(f"== source indexed by Dovecot in {time.monotonic() - t0:.1f} s", flush=True)
 
-    rows = []  # (case, messages, seconds, bytes moved, peak RSS MiB)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root")}
-
-    # The floor: Dovecot copying its own store. INDEX=MEMORY keeps doveadm from writing index
-    # files next to the source's (it reads the same Maildir the source server serves); "" as the
-    # destination parent keeps the folder names (INBOX -> INBOX); -s subscribes them.
-    print("== doveadm import", flush=True)
-    log = f"{a.work}/doveadm-import.log"
-    rc, secs, rss = timed(["doveadm", "-c", f"{a.dst_dir}/dovecot.conf", "import", "-u",
-                           a.import_user, "-s", f"maildir:{src_maildir}:INDEX=MEMORY", "", "all"],
-                          env, log, limit)
-    rows.append(("doveadm import", a.count, secs, st["bytes"], rss))
-    got = count_files(f"{a.dst_dir}/mail/{a.import_user}/Maildir")
-    if rc != 0:
-        fail(f"doveadm import exited {rc}; tail of {log}:\n{tail(log)}")
-    if got != a.count:
-        fail(f"doveadm import: target Maildir holds {got} messages, expected {a.count}")
-
-    ferry_env = dict(env, MAILFERRY_FROM_PASSWORD=a.password, MAILFERRY_TO_PASSWORD=a.password)
-    ferry_maildir = f"{a.dst_dir}/mail/{a.ferry_user}/Maildir"
-    for case, expect_copied in (("mailferry copy", a.count), ("mailferry no-op re-run", 0)):
-        tag = case.split()[-1]
-        report, log = f"{a.work}/report-{tag}.json", f"{a.work}/mailferry-{tag}.log"
-        argv = [a.mailferry, "migrate",
-                "--from", f"pop3s://{a.src_user}@127.0.0.1:{a.pop3s_port}",
-                "--to", f"imaps://{a.ferry_user}@127.0.0.1:{a.imaps_port}/INBOX",
-                "--tls-ca", a.ca, "--report", report, "--quiet"]
-        if a.connections:
-            argv += ["--connections", str(a.connections)]
-        print(f"== {case}", flush=True)
-        rc, secs, rss = timed(argv, ferry_env, log, limit)
-        try:
-            with open(report) as f:
-                rep = json.load(f)
-        except (OSError, ValueError) as e:
-            rep = {}
-            fail(f"{case}: no readable report {report}: {e}")
-        rows.append((case, a.count, secs, rep.get("bytes_copied", 0), rss))
-        if rc != 0:
-            fail(f"{case}: mailferry exited {rc}; tail of {log}:\n{tail(log)}")
-        if rep:
-            want = {"source_messages": a.count, "copied": expect_copied,
-                    "already_present": a.count - expect_copied, "failed": 0, "verified": True}
-            for key, value in want.items():
-                if rep.get(key) != value:
-                    fail(f"{case}: report says {key}={rep.get(key)!r}, expected {value!r}")
-            print(f"   report: " + ", ".join(f"{k}={rep.get(k)}" for k in (
-                "source_messages", "copied", "already_present", "failed", "bytes_copied",
-                "duration_s", "verified")), flush=True)
-        got = count_files(ferry_maildir)
-        if got != a.count:
-            fail(f"{case}: target Maildir holds {got} messages, expected {a.count}")
+    # Repetitions interleave the three cases, so a burst of load from elsewhere on the machine
+    # hits one rep of each rather than every rep of one case.
+    print(f"== {a.reps} rep(s) of: doveadm import, mailferry copy, mailferry no-op re-run",
+          flush=True)
+    reps = [run_rep(a, rep, src_maildir, st["bytes"], env, limit, fail)
+            for rep in range(1, a.reps + 1)]
 
     # ---- the table ----
     # What measure.py reports for a program that uses no memory: a peak at this floor means
     # "this much or less".
     floor = min(timed(["true"], env, f"{a.work}/true.log", 10)[2] for _ in range(3))
-    base = rows[0][2]
     head = ("case", "messages", "seconds", "msg/s", "MB/s", "peak RSS MiB", "x doveadm import")
     body = []
-    for case, n, secs, nbytes, rss in rows:
-        body.append((case, str(n), f"{secs:.2f}", f"{n / secs:.0f}",
+    for case in reps[0]:
+        secs = median([r[case][0] for r in reps])
+        nbytes = median([r[case][1] for r in reps])
+        rss = max(r[case][2] for r in reps)
+        ratio = median([r[case][0] / r["doveadm import"][0] for r in reps])
+        body.append((case, str(a.count), f"{secs:.2f}", f"{a.count / secs:.0f}",
                      f"{nbytes / 1e6 / secs:.1f}" if nbytes else "-",
-                     f"{rss:.1f}" if rss > floor + 0.2 else f"<={floor:.1f}",
-                     f"{secs / base:.2f}"))
+                     f"{rss:.1f}" if rss > floor + 0.2 else f"<={floor:.1f}", f"{ratio:.2f}"))
     widths = [max(len(r[k]) for r in [head] + body) for k in range(len(head))]
     print()
-    print(f"mailferry bench: N={a.count}, seed {a.seed}, {mb:.1f} MB, POP3S -> IMAPS on 127.0.0.1"
-          f"{', --connections ' + str(a.connections) if a.connections else ''}")
+    print(f"mailferry bench: N={a.count}, seed {a.seed}, {mb:.1f} MB, POP3S -> IMAPS on 127.0.0.1, "
+          f"{a.reps} rep(s){', --connections ' + str(a.connections) if a.connections else ''}, "
+          f"mail on {os.path.dirname(a.work)}")
     for k, r in enumerate([head] + body):
         cells = [c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))]
         print("  ".join(cells))
         if k == 0:
             print("  ".join("-" * w for w in widths))
-    print("(MB/s counts the bytes each case moved: the corpus for doveadm import, the report's "
-          "bytes_copied for mailferry; msg/s counts the messages handled, copied or checked;\n"
-          f" peak RSS is the process's own ru_maxrss, measured with a floor of {floor:.1f} MiB.)")
+    print(f"seconds: median of the reps; msg/s and MB/s from it (MB/s: bytes moved, the corpus "
+          f"for doveadm import,\nthe report's bytes_copied for mailferry); x doveadm import: "
+          f"median of the per-rep ratios;\npeak RSS: largest ru_maxrss of the process over the "
+          f"reps, measured with a floor of {floor:.1f} MiB.")
     if failures:
         print(f"\nFAIL: {len(failures)} check(s) failed:", file=sys.stderr)
         for msg in failures:
             print(f"FAIL: {msg.splitlines()[0]}", file=sys.stderr)
         return 1
-    print("\nall checks passed: exit codes 0, report copied == N then 0, target holds N messages")
+    print("\nall checks passed: exit codes 0, report copied == N then 0 (failed 0, verified), "
+          "each target Maildir holds N messages")
     return 0
 
 

@@ -1,7 +1,8 @@
 """measure.py — run one command, bounded, and report its wall time and peak RSS as JSON.
 
 Usage: python3 -I -S bench/measure.py TIMEOUT_S LOG -- /ABSOLUTE/PATH/OF/COMMAND [ARG...]
-Prints {"rc": exit code or -signal, "seconds": wall time, "maxrss_kib": peak RSS} on stdout;
+Prints {"rc": exit code or -signal, "seconds": wall time, "cpu_seconds": user + system CPU,
+"maxrss_kib": peak RSS, "timed_out": bool} on stdout;
 the command's stdout and stderr go to LOG, its stdin is /dev/null.
 
 Why a separate, tiny process: Linux keeps a process's peak RSS across exec (the `ru_maxrss` that
@@ -49,6 +50,7 @@ def main():
     _, status, usage = os.wait4(pid, 0)
     seconds = time.monotonic() - start
     print(f'{{"rc": {os.waitstatus_to_exitcode(status)}, "seconds": {seconds:.6f}, '
+          f'"cpu_seconds": {usage.ru_utime + usage.ru_stime:.6f}, '
           f'"maxrss_kib": {usage.ru_maxrss}, "timed_out": {str(timed_out).lower()}}}')
 
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # bench/run.sh — end-to-end benchmark of `mailferry migrate` (POP3S -> IMAPS) on this machine.
 #
-# Usage: bash bench/run.sh [--count N] [--seed S] [--connections C]
+# Usage: bash bench/run.sh [--count N] [--seed S] [--connections C] [--reps R]
 #   --count N        messages to generate (default 2000; env N)
 #   --seed S         corpus seed (default 42; env SEED): same N and seed, byte-identical corpus
 #   --connections C  passed to mailferry (default: mailferry's own default; env CONNECTIONS)
+#   --reps R         repetitions of the three timed cases, each into fresh target users
+#                    (default 3; env REPS); the table shows medians
 # Environment:
 #   BENCH_DIR        where the servers' directories go (default /dev/shm, tmpfs, as for the
 #                    reference numbers: the bench then measures protocol and CPU, not the VM's
@@ -19,8 +21,9 @@
 #   1. doveadm import   the source Maildir into a fresh target user (Dovecot's own floor)
 #   2. mailferry copy   migrate --from pop3s://… --to imaps://…/INBOX into another fresh user
 #   3. mailferry no-op re-run   the same command again; must copy 0
-# and prints one table: case, messages, seconds, msg/s, MB/s, peak RSS MiB (wait4's ru_maxrss
-# of that process) and the time as a multiple of doveadm import's. It checks that mailferry
+# --reps times (fresh target users each time), and prints one table: case, messages, seconds,
+# msg/s, MB/s, peak RSS MiB (wait4's ru_maxrss of that process; bench/measure.py) and the time
+# as a multiple of doveadm import's; medians over the reps. It checks that mailferry
 # exits 0, that its report says copied == N (then 0) with failed 0 and verified true, and that
 # each target Maildir holds N files; any miss prints a line starting with FAIL and the script
 # exits 1. Servers are stopped and every file removed on exit, even on Ctrl-C.
@@ -37,16 +40,24 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 COUNT=${N:-2000}
 SEED=${SEED:-42}
 CONNECTIONS=${CONNECTIONS:-}
+REPS=${REPS:-3}
 while [ $# -gt 0 ]; do
   case $1 in
   --count) COUNT=$2; shift 2 ;;
   --seed) SEED=$2; shift 2 ;;
   --connections) CONNECTIONS=$2; shift 2 ;;
+  --reps) REPS=$2; shift 2 ;;
   -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
   *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-case $COUNT in '' | *[!0-9]* | 0) echo "--count must be a positive integer" >&2; exit 2 ;; esac
+for v in "$COUNT" "$REPS"; do
+  case $v in '' | *[!0-9]* | 0)
+    echo "--count and --reps take a positive integer" >&2
+    exit 2
+    ;;
+  esac
+done
 if [ "$(id -u)" != 0 ]; then
   echo "bench/run.sh must run as root (Dovecot runs mail as nobody)" >&2
   exit 2
@@ -122,13 +133,13 @@ port_of() { sed -n "s/^$2=127.0.0.1://p" "$WORK/$1.env"; }
 
 echo "== starting source and target Dovecot on 127.0.0.1 (mail in $WORK)"
 start_server src "pop"
-start_server dst "viaimport viaferry"
+start_server dst "$(for r in $(seq 1 "$REPS"); do printf 'viaimport%s viaferry%s ' "$r" "$r"; done)"
 cat "$WORK/src/cert.pem" "$WORK/dst/cert.pem" >"$WORK/ca.pem"
 
 # In the background and waited for, so a signal reaches the trap at once rather than after the
 # whole run; setsid gives it a process group of its own that cleanup can stop as a whole (in a
 # script, without job control, setsid does not fork: $! is that group's id).
-setsid python3 "$ROOT/bench/bench.py" --count "$COUNT" --seed "$SEED" \
+setsid python3 "$ROOT/bench/bench.py" --count "$COUNT" --seed "$SEED" --reps "$REPS" \
   --src-dir "$WORK/src" --dst-dir "$WORK/dst" \
   --src-user pop --import-user viaimport --ferry-user viaferry --password "$PASSWORD" \
   --pop3s-port "$(port_of src pop3s)" --imaps-port "$(port_of dst imaps)" \

@@ -8,6 +8,7 @@ use std::process::Command;
 use percent_encoding::percent_decode_str;
 
 use crate::error::Error;
+use crate::net::TlsMode;
 
 /// The mail protocol of an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,17 +17,6 @@ pub enum Protocol {
     Pop3,
     /// IMAP4rev1 (RFC 3501).
     Imap,
-}
-
-/// How a connection is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// TLS from the first byte (`pop3s://`, `imaps://`).
-    Implicit,
-    /// Plain connect, then STLS / STARTTLS, which the server must offer.
-    StartTls,
-    /// No TLS at all; only when the user passed `--allow-plaintext` and the server offers none.
-    Plain,
 }
 
 /// Which side of the job an endpoint is on; used to name the right options in hints.
@@ -68,9 +58,11 @@ pub struct Endpoint {
 impl Endpoint {
     /// Parses `scheme://user@host[:port][/folder]`.
     pub fn parse(url: &str) -> Result<Self, Error> {
-        let bad = |why: &str| Error::Usage {
+        let bad = |why: &str| {
+            Error::Usage {
             message: format!("invalid server URL {}: {why}", redact_url(url)),
             hint: Some("write it as pop3s://USER@HOST[:PORT] or imaps://USER@HOST[:PORT]/FOLDER (user %-encoded, e.g. alice%40example.com)".into()),
+        }
         };
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
         let (protocol, tls_mode, default_port) = match scheme.to_ascii_lowercase().as_str() {
@@ -93,7 +85,8 @@ impl Endpoint {
                 hint: Some("put it in MAILFERRY_FROM_PASSWORD / MAILFERRY_TO_PASSWORD, a --*-password-file or a --*-password-command".into()),
             });
         }
-        let user = decode(userinfo).ok_or_else(|| bad("the user name is not valid %-encoded UTF-8"))?;
+        let user =
+            decode(userinfo).ok_or_else(|| bad("the user name is not valid %-encoded UTF-8"))?;
         if user.is_empty() {
             return Err(bad("the user name is empty"));
         }
@@ -212,7 +205,10 @@ impl PasswordSource {
         );
         let secret = if let Some(path) = &self.file {
             let text = std::fs::read_to_string(path).map_err(|e| Error::Usage {
-                message: format!("cannot read the {word} password file {}: {e}", path.display()),
+                message: format!(
+                    "cannot read the {word} password file {}: {e}",
+                    path.display()
+                ),
                 hint: None,
             })?;
             first_line(&text)
@@ -262,8 +258,8 @@ fn run_password_command(command: &str, word: &str) -> Result<String, Error> {
     if !output.status.success() {
         return Err(failed(output.status.to_string()));
     }
-    let text = String::from_utf8(output.stdout)
-        .map_err(|_| failed("its output is not UTF-8".into()))?;
+    let text =
+        String::from_utf8(output.stdout).map_err(|_| failed("its output is not UTF-8".into()))?;
     Ok(first_line(&text))
 }
 
@@ -285,8 +281,7 @@ mod tests {
                 folder: None
             }
         );
-        let to =
-            Endpoint::parse("imaps://alice%40new.example@mail.new.example:993/INBOX").unwrap();
+        let to = Endpoint::parse("imaps://alice%40new.example@mail.new.example:993/INBOX").unwrap();
         assert_eq!(to.user, "alice@new.example");
         assert_eq!(to.folder.as_deref(), Some("INBOX"));
         assert_eq!(

@@ -58,7 +58,10 @@ impl From<io::Error> for SessionError {
         match err.kind() {
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => SessionError::Timeout,
             io::ErrorKind::UnexpectedEof => SessionError::Closed,
-            _ => match err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+            _ => match err
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>())
+            {
                 Some(tls) => SessionError::Tls(tls.to_string()),
                 None => SessionError::Io(err),
             },
@@ -120,9 +123,9 @@ impl Error {
     /// A line telling the user what to do, when there is one.
     pub fn hint(&self) -> Option<&str> {
         match self {
-            Error::Usage { hint, .. } | Error::Auth { hint, .. } | Error::Connection { hint, .. } => {
-                hint.as_deref()
-            }
+            Error::Usage { hint, .. }
+            | Error::Auth { hint, .. }
+            | Error::Connection { hint, .. } => hint.as_deref(),
         }
     }
 }

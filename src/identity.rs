@@ -217,7 +217,10 @@ mod tests {
     #[test]
     fn fingerprint_displays_as_hex() {
         let shown = id(b"Subject: s\r\n\r\n").to_string();
-        assert!(shown.starts_with("sha256:") && shown.len() == 7 + 64, "{shown}");
+        assert!(
+            shown.starts_with("sha256:") && shown.len() == 7 + 64,
+            "{shown}"
+        );
     }
 
     #[test]

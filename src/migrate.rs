@@ -110,7 +110,10 @@ impl Planned<'_> {
     /// Messages and bytes the plan copies.
     pub fn totals(&self) -> (u64, u64) {
         self.folders.iter().fold((0, 0), |(n, bytes), f| {
-            (n + f.plan.to_copy.len() as u64, bytes + f.plan.bytes_to_copy())
+            (
+                n + f.plan.to_copy.len() as u64,
+                bytes + f.plan.bytes_to_copy(),
+            )
         })
     }
 
@@ -196,4 +199,3 @@ fn open_target(job: &MigrateJob) -> Result<Box<dyn Target>, Error> {
         }),
     }
 }
-

@@ -21,6 +21,17 @@ use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStor
 
 use crate::error::SessionError;
 
+/// How a connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS from the first byte (`pop3s://`, `imaps://`).
+    Implicit,
+    /// Plain connect, then STLS / STARTTLS, which the server must offer.
+    StartTls,
+    /// No TLS at all; only when the user passed `--allow-plaintext` and the server offers none.
+    Plain,
+}
+
 /// How server certificates are checked.
 #[derive(Debug, Clone, Default)]
 pub enum TlsTrust {
@@ -334,20 +345,22 @@ fn handshake(
 ) -> Result<Box<StreamOwned<ClientConnection, TcpStream>>, SessionError> {
     let name = ServerName::try_from(host.to_owned())
         .map_err(|e| SessionError::Tls(format!("{host} is not a valid server name: {e}")))?;
-    let mut session = ClientConnection::new(tls.0.clone(), name)
-        .map_err(|e| SessionError::Tls(e.to_string()))?;
+    let mut session =
+        ClientConnection::new(tls.0.clone(), name).map_err(|e| SessionError::Tls(e.to_string()))?;
     // Drive the handshake to its end here, so a certificate problem surfaces as a TLS error
     // on connect rather than as a strange failure of the first command.
     while session.is_handshaking() {
-        session.complete_io(&mut tcp).map_err(|err| match SessionError::from(err) {
-            SessionError::Closed => {
-                SessionError::Tls("the server closed the connection during the handshake".into())
-            }
-            SessionError::Io(err) if err.kind() == io::ErrorKind::InvalidData => {
-                SessionError::Tls(err.to_string())
-            }
-            other => other,
-        })?;
+        session
+            .complete_io(&mut tcp)
+            .map_err(|err| match SessionError::from(err) {
+                SessionError::Closed => SessionError::Tls(
+                    "the server closed the connection during the handshake".into(),
+                ),
+                SessionError::Io(err) if err.kind() == io::ErrorKind::InvalidData => {
+                    SessionError::Tls(err.to_string())
+                }
+                other => other,
+            })?;
     }
     Ok(Box::new(StreamOwned::new(session, tcp)))
 }

@@ -83,7 +83,12 @@ mod tests {
     #[test]
     fn copies_what_the_target_lacks() {
         let target: TargetIndex = [Identity::MessageId("b".into())].into_iter().collect();
-        let plan = diff("INBOX", "INBOX", vec![msg(1, "a"), msg(2, "b"), msg(3, "c")], &target);
+        let plan = diff(
+            "INBOX",
+            "INBOX",
+            vec![msg(1, "a"), msg(2, "b"), msg(3, "c")],
+            &target,
+        );
         assert_eq!(keys(&plan), vec![1, 3]);
         assert_eq!((plan.source_messages, plan.already_present), (3, 1));
         assert_eq!(plan.bytes_to_copy(), 20);

@@ -1,11 +1,11 @@
 //! Opening a logged-in protocol session for an endpoint: address, TLS mode, the plaintext
 //! fallback the user allowed, login, and errors put in the user's terms.
 
-use crate::endpoint::{Side, TlsMode};
+use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::imap::ImapClient;
 use crate::migrate::{Account, ConnectOptions};
-use crate::net::{Address, TlsConfig};
+use crate::net::{Address, TlsConfig, TlsMode};
 use crate::pop3::Pop3Client;
 
 /// Opens a POP3 session and logs in.
@@ -14,7 +14,13 @@ pub fn open_pop3(
     side: Side,
     options: &ConnectOptions,
 ) -> Result<Pop3Client, Error> {
-    open(account, side, options, Pop3Client::connect, Pop3Client::login)
+    open(
+        account,
+        side,
+        options,
+        Pop3Client::connect,
+        Pop3Client::login,
+    )
 }
 
 /// Opens an IMAP session and logs in.
@@ -23,7 +29,13 @@ pub fn open_imap(
     side: Side,
     options: &ConnectOptions,
 ) -> Result<ImapClient, Error> {
-    open(account, side, options, ImapClient::connect, ImapClient::login)
+    open(
+        account,
+        side,
+        options,
+        ImapClient::connect,
+        ImapClient::login,
+    )
 }
 
 fn open<C>(

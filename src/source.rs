@@ -23,6 +23,16 @@ pub struct Pop3Source {
     flags: Vec<String>,
 }
 
+/// POP3 must end a message with CRLF before its `.` line, so a server adds one to a message that
+/// had no final line ending (Dovecot does) while LIST still counts the message without it. When
+/// exactly that CRLF is extra, it is not part of the message: drop it, so the copy is exact and
+/// its size matches the fingerprint computed from LIST.
+fn strip_added_line_end(raw: &mut Vec<u8>, listed_size: u64) {
+    if raw.len() as u64 == listed_size + 2 && raw.ends_with(b"\r\n") {
+        raw.truncate(raw.len() - 2);
+    }
+}
+
 /// Why a fetch loop stopped early on the caller's request.
 struct Stop;
 
@@ -96,16 +106,19 @@ impl Source for Pop3Source {
     ) -> Result<(), Error> {
         let msgnos: Vec<u32> = messages.iter().map(|m| m.key).collect();
         let mut planned = messages.into_iter();
-        let result = self.client.retr(&msgnos, MAX_MESSAGE_SIZE, |msgno, raw| {
-            let message = planned
-                .find(|m| m.key == msgno)
-                .expect("RETR answers come in the order asked");
-            if deliver(Outgoing { message, raw }) {
-                Ok(())
-            } else {
-                Err(Stop)
-            }
-        });
+        let result = self
+            .client
+            .retr(&msgnos, MAX_MESSAGE_SIZE, |msgno, mut raw| {
+                let message = planned
+                    .find(|m| m.key == msgno)
+                    .expect("RETR answers come in the order asked");
+                strip_added_line_end(&mut raw, message.size);
+                if deliver(Outgoing { message, raw }) {
+                    Ok(())
+                } else {
+                    Err(Stop)
+                }
+            });
         match result {
             Ok(refused) => match refused.first() {
                 None => Ok(()),
@@ -116,5 +129,22 @@ impl Source for Pop3Source {
             Err(FetchError::Stopped(Stop)) => Ok(()),
             Err(FetchError::Session(err)) => Err(self.failed(err)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_crlf_beyond_the_listed_size_is_dropped() {
+        let mut added = b"Subject: x\r\n\r\nno newline\r\n".to_vec();
+        let listed = added.len() as u64 - 2;
+        strip_added_line_end(&mut added, listed);
+        assert_eq!(added, b"Subject: x\r\n\r\nno newline");
+        let mut exact = b"Subject: x\r\n\r\nline\r\n".to_vec();
+        let listed = exact.len() as u64;
+        strip_added_line_end(&mut exact, listed);
+        assert_eq!(exact, b"Subject: x\r\n\r\nline\r\n");
     }
 }

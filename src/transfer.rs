@@ -83,7 +83,9 @@ impl Observer for Fanout<'_> {
         self.0.iter().for_each(|o| o.folder_started(plan));
     }
     fn message_copied(&self, folder: &str, message: &SourceMessage) {
-        self.0.iter().for_each(|o| o.message_copied(folder, message));
+        self.0
+            .iter()
+            .for_each(|o| o.message_copied(folder, message));
     }
     fn message_failed(&self, folder: &str, message: &SourceMessage, reason: &str) {
         self.0

@@ -6,19 +6,7 @@ use std::io::Write;
 
 use super::codec::{self, Capabilities, Status};
 use crate::error::SessionError;
-use crate::net::{Address, Connection, TlsConfig};
-
-/// How a POP3 connection is protected. (The IMAP client has the same choice; the two are
-/// meant to be unified.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// TLS from the first byte (pop3s, port 995).
-    Implicit,
-    /// Plain POP3, then STLS (RFC 2595); the session fails if the server refuses it.
-    StartTls,
-    /// No TLS at all: only when the user allowed plaintext.
-    Plain,
-}
+use crate::net::{Address, Connection, TlsConfig, TlsMode};
 
 /// TOP responses are a few KiB, so many can be in flight without filling socket buffers.
 const TOP_WINDOW: usize = 64;

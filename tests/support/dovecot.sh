@@ -26,6 +26,8 @@
 #   IMAP_PORT IMAPS_PORT POP3_PORT POP3S_PORT   required; all four listen on 127.0.0.1 only
 #   MAILFERRY_TEST_USERS   required; "user:password user2:password2 ..." (no spaces or colons
 #                          inside a user name or password)
+#   DOVECOT_TLS            optional; "no" starts a plaintext-only server (ssl = no: no STARTTLS
+#                          or STLS offered, the IMAPS and POP3S listeners disabled) [yes]
 #   DOVECOT_EXTRA_CONF     optional; lines appended to dovecot.conf (later settings win), e.g.
 #                          "imap_capability = IMAP4rev1 LITERAL+" to hide a capability
 #   MAILFERRY_TEST_OWNER_PID
@@ -117,6 +119,11 @@ start() {
   : "${IMAP_PORT:?IMAP_PORT is required}" "${IMAPS_PORT:?IMAPS_PORT is required}"
   : "${POP3_PORT:?POP3_PORT is required}" "${POP3S_PORT:?POP3S_PORT is required}"
   : "${MAILFERRY_TEST_USERS:?MAILFERRY_TEST_USERS is required (\"user:password ...\")}"
+  SSL=yes
+  if [ "${DOVECOT_TLS:-yes}" = no ]; then
+    # Port 0 disables a listener, so only the two plaintext ports are served.
+    SSL=no IMAPS_PORT=0 POP3S_PORT=0
+  fi
   local dovecot=${DOVECOT:-/usr/sbin/dovecot}
   [ -x "$dovecot" ] || {
     echo "$dovecot not found; apt-get install dovecot-imapd dovecot-pop3d" >&2
@@ -178,7 +185,7 @@ log_path = $DIR/dovecot.log
 info_log_path = $DIR/dovecot.log
 log_timestamp = "%Y-%m-%d %H:%M:%S "
 
-ssl = yes
+ssl = $SSL
 ssl_cert = <$DIR/cert.pem
 ssl_key = <$DIR/key.pem
 disable_plaintext_auth = no
@@ -249,7 +256,7 @@ EOF
     if [ -s "$DIR/run/master.pid" ]; then
       ready=yes
       for p in "$IMAP_PORT" "$IMAPS_PORT" "$POP3_PORT" "$POP3S_PORT"; do
-        port_open "$p" || {
+        [ "$p" = 0 ] || port_open "$p" || {
           ready=no
           break
         }

@@ -97,9 +97,17 @@ impl Dovecot {
     /// Like [`Dovecot::start`], with `extra_conf` appended to `dovecot.conf`; a setting given
     /// there overrides the default one, e.g. `"imap_capability = IMAP4rev1"`.
     pub fn start_with(extra_conf: &str) -> Dovecot {
+        Dovecot::start_custom(extra_conf, true, &[])
+    }
+
+    /// The most general start: `extra_conf` as in [`Dovecot::start_with`]; `tls: false` gives a
+    /// plaintext-only server (no STARTTLS/STLS, IMAPS and POP3S ports refuse connections);
+    /// `extra_users` are (user, password) pairs added to [`USERS`] (no spaces or colons).
+    pub fn start_custom(extra_conf: &str, tls: bool, extra_users: &[(&str, &str)]) -> Dovecot {
         let users = USERS
             .iter()
             .map(|user| format!("{user}:{}", password(user)))
+            .chain(extra_users.iter().map(|(user, pw)| format!("{user}:{pw}")))
             .collect::<Vec<_>>()
             .join(" ");
         let mut failures = Vec::new();
@@ -118,6 +126,7 @@ impl Dovecot {
                 .env("POP3S_PORT", pop3s_port.to_string())
                 .env("MAILFERRY_TEST_USERS", &users)
                 .env("DOVECOT_EXTRA_CONF", extra_conf)
+                .env("DOVECOT_TLS", if tls { "yes" } else { "no" })
                 // If this test process is killed (e.g. by a runner's timeout), Drop never runs;
                 // the script's watcher then stops Dovecot instead.
                 .env("MAILFERRY_TEST_OWNER_PID", std::process::id().to_string());
@@ -589,7 +598,11 @@ fn read_maildir(dir: &Path) -> io::Result<Vec<StoredMessage>> {
     let uids = read_uidlist(dir);
     let mut found = Vec::new();
     for sub in ["cur", "new"] {
-        for entry in fs::read_dir(dir.join(sub))? {
+        // A mailbox that was only ever opened, never written to, may lack cur/ and new/.
+        let Ok(entries) = fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for entry in entries {
             let entry = entry?;
             let file_name = entry.file_name().to_string_lossy().into_owned();
             if file_name.starts_with('.') {

@@ -1,0 +1,802 @@
+//! A small blocking IMAP client: one command at a time over a [`Connection`], encoding with
+//! [`super::command`] and reading with [`super::response`].
+
+use std::fmt;
+use std::io::{self, BufRead, Write};
+
+use chrono::{DateTime, FixedOffset};
+use imap_proto::rfc4315::UidSetMember;
+use imap_proto::{
+    AttributeValue, MailboxDatum, MailboxListData, NameAttribute, Outcome, Response, ResponseCode,
+    Status,
+};
+
+use super::command::{
+    CommandBuilder, LiteralMode, Segment, base64, flag_list, format_internal_date,
+    parse_internal_date, uid_sets,
+};
+use super::mutf7;
+use super::response::{Framer, has_code, status_text};
+use crate::error::SessionError;
+use crate::net::{Address, Connection, TlsConfig, TlsMode};
+
+/// A mailbox as LIST reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    /// The full name in UTF-8 (decoded from modified UTF-7; kept as sent when it is not valid
+    /// modified UTF-7).
+    pub name: String,
+    /// The hierarchy delimiter, if the server has one.
+    pub delimiter: Option<char>,
+    /// Attributes such as `\Noselect`, `\HasChildren`, `\Sent`.
+    pub attributes: Vec<String>,
+}
+
+/// What SELECT or EXAMINE says about a mailbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxStatus {
+    /// Number of messages.
+    pub exists: u32,
+    /// UIDVALIDITY; `None` only from servers that break RFC 3501 by omitting it.
+    pub uid_validity: Option<u32>,
+    /// The predicted next UID, when the server says.
+    pub uid_next: Option<u32>,
+    /// Flags that can be stored permanently (`\*` means any keyword).
+    pub permanent_flags: Vec<String>,
+}
+
+/// One message of a [`ImapClient::fetch_index`] answer.
+#[derive(Debug)]
+pub struct IndexRecord<'a> {
+    /// The message's UID.
+    pub uid: u32,
+    /// RFC822.SIZE in bytes.
+    pub size: u64,
+    /// Flags and keywords, e.g. `\Seen`, `$Label1`.
+    pub flags: Vec<String>,
+    /// INTERNALDATE, in the server's zone.
+    pub internal_date: Option<DateTime<FixedOffset>>,
+    /// The requested header fields as the server sent them (CRLF lines and a blank line).
+    pub header: &'a [u8],
+}
+
+/// One message of a [`ImapClient::fetch_messages`] answer.
+#[derive(Debug)]
+pub struct FetchedMessage<'a> {
+    /// The message's UID.
+    pub uid: u32,
+    /// The whole message, byte for byte (BODY[]).
+    pub raw: &'a [u8],
+    /// Flags and keywords.
+    pub flags: Vec<String>,
+    /// INTERNALDATE, in the server's zone.
+    pub internal_date: Option<DateTime<FixedOffset>>,
+}
+
+/// A message to upload.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendMessage<'a> {
+    /// The message bytes, written to the server straight from this slice.
+    pub raw: &'a [u8],
+    /// Flags to set (`\Recent` is dropped: only servers set it).
+    pub flags: &'a [String],
+    /// INTERNALDATE to keep; `None` lets the server use the time of upload.
+    pub internal_date: Option<DateTime<FixedOffset>>,
+}
+
+/// Literal cap outside [`ImapClient::fetch_messages`]: header fields, names, texts are small.
+const DEFAULT_MAX_LITERAL: usize = 8 << 20;
+
+/// Keeps UID FETCH lines well under common server limits (Dovecot: 64 KiB).
+const MAX_UID_SET: usize = 8 * 1024;
+
+/// A blocking IMAP session. The password is never stored, so it cannot show in `Debug` or in
+/// an error.
+pub struct ImapClient {
+    conn: Connection,
+    framer: Framer,
+    state: State,
+    next_tag: u32,
+    preauthenticated: bool,
+}
+
+/// What untagged data tells us along the way.
+#[derive(Debug, Default)]
+struct State {
+    capabilities: Vec<String>,
+    /// EXISTS of the selected mailbox, kept current through EXPUNGE.
+    exists: Option<u32>,
+}
+
+/// How a command ended.
+struct Completion {
+    status: Status,
+    /// The server's text, response code included.
+    text: String,
+    append_uid: Option<Vec<UidSetMember>>,
+}
+
+impl Completion {
+    fn ok(self) -> Result<Self, SessionError> {
+        match self.status {
+            Status::Ok => Ok(self),
+            _ => Err(SessionError::Refused(self.text)),
+        }
+    }
+}
+
+impl fmt::Debug for ImapClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImapClient")
+            .field("tls", &self.conn.is_tls())
+            .field("capabilities", &self.state.capabilities)
+            .field("next_tag", &self.next_tag)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImapClient {
+    /// Connects, reads the greeting, upgrades with STARTTLS when asked, and learns the
+    /// capabilities.
+    pub fn connect(
+        address: &Address,
+        mode: TlsMode,
+        tls: &TlsConfig,
+    ) -> Result<Self, SessionError> {
+        let conn = match mode {
+            TlsMode::Implicit => Connection::connect_tls(address, tls)?,
+            TlsMode::StartTls | TlsMode::Plain => Connection::connect_plain(address)?,
+        };
+        let mut client = Self::greet(conn)?;
+        if mode == TlsMode::StartTls {
+            if client.state.capabilities.is_empty() {
+                client.refresh_capabilities()?;
+            }
+            if !client.has_capability("STARTTLS") {
+                return Err(SessionError::Unsupported(
+                    "the server does not offer STARTTLS; use implicit TLS (imaps) or, on a \
+                     trusted network only, plain IMAP"
+                        .into(),
+                ));
+            }
+            client.run(|b| b.text("STARTTLS"), |_| Ok(()))?.ok()?;
+            let conn = client.conn.start_tls(&address.host, tls)?;
+            client = ImapClient { conn, ..client };
+            // Capabilities seen before TLS may have been forged (RFC 3501 §6.2.1).
+            client.state.capabilities.clear();
+        }
+        if client.state.capabilities.is_empty() {
+            client.refresh_capabilities()?;
+        }
+        Ok(client)
+    }
+
+    fn greet(conn: Connection) -> Result<Self, SessionError> {
+        let mut client = ImapClient {
+            conn,
+            framer: Framer::new(DEFAULT_MAX_LITERAL),
+            state: State::default(),
+            next_tag: 0,
+            preauthenticated: false,
+        };
+        let status = loop {
+            client.read_response()?;
+            let Some(response) = client.framer.parse()? else {
+                continue;
+            };
+            observe(&mut client.state, &response, client.framer.bytes())?;
+            match response {
+                Response::Data { status, .. } => break status,
+                _ => {
+                    return Err(SessionError::Protocol(format!(
+                        "expected a greeting, got: {}",
+                        status_text(client.framer.bytes())
+                    )));
+                }
+            }
+        };
+        client.preauthenticated = status == Status::PreAuth;
+        Ok(client)
+    }
+
+    /// The server's capabilities, as it spelled them.
+    pub fn capabilities(&self) -> &[String] {
+        &self.state.capabilities
+    }
+
+    /// Whether the server advertises `name` (case-insensitive, e.g. `"AUTH=PLAIN"`).
+    pub fn has_capability(&self, name: &str) -> bool {
+        self.state
+            .capabilities
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether [`ImapClient::multiappend`] can be used (RFC 3502).
+    pub fn supports_multiappend(&self) -> bool {
+        self.has_capability("MULTIAPPEND")
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.conn.is_tls()
+    }
+
+    fn refresh_capabilities(&mut self) -> Result<(), SessionError> {
+        self.run(|b| b.text("CAPABILITY"), |_| Ok(()))?.ok()?;
+        Ok(())
+    }
+
+    /// Logs in: AUTHENTICATE PLAIN (with SASL-IR when offered) when the server offers it, else
+    /// LOGIN. A refusal of the credentials is [`SessionError::LoginRefused`]; `[UNAVAILABLE]`
+    /// (the server cannot check them now) is [`SessionError::Refused`]. Does nothing after a
+    /// PREAUTH greeting.
+    pub fn login(&mut self, user: &str, password: &str) -> Result<(), SessionError> {
+        if self.preauthenticated {
+            return Ok(());
+        }
+        let plain = self.has_capability("AUTH=PLAIN");
+        let initial_response = self.has_capability("SASL-IR");
+        if !plain && self.has_capability("LOGINDISABLED") {
+            return Err(SessionError::Unsupported(
+                "the server disables LOGIN (LOGINDISABLED) and offers no AUTH=PLAIN".into(),
+            ));
+        }
+        // An authenticated session may have other capabilities; only the fresh list counts.
+        let before = std::mem::take(&mut self.state.capabilities);
+        let completion = if plain {
+            let credentials = base64(format!("\0{user}\0{password}").as_bytes());
+            self.run(
+                |b| {
+                    b.text("AUTHENTICATE PLAIN");
+                    if initial_response {
+                        b.text(" ")
+                    } else {
+                        b.await_continuation()
+                    }
+                    .text(&credentials)
+                },
+                |_| Ok(()),
+            )
+        } else {
+            self.run(
+                |b| {
+                    b.text("LOGIN ")
+                        .astring(user.as_bytes())
+                        .text(" ")
+                        .astring(password.as_bytes())
+                },
+                |_| Ok(()),
+            )
+        };
+        match completion {
+            Ok(c) if c.status == Status::Ok => {}
+            other => {
+                self.state.capabilities = before;
+                let c = other?;
+                return Err(
+                    if c.status == Status::No && !has_code(&c.text, "UNAVAILABLE") {
+                        SessionError::LoginRefused(c.text)
+                    } else {
+                        SessionError::Refused(c.text)
+                    },
+                );
+            }
+        }
+        if self.state.capabilities.is_empty() {
+            self.refresh_capabilities()?;
+        }
+        Ok(())
+    }
+
+    /// Lists every mailbox (`LIST "" "*"`).
+    pub fn list(&mut self) -> Result<Vec<Mailbox>, SessionError> {
+        let mut mailboxes = Vec::new();
+        self.run(
+            |b| b.text("LIST \"\" \"*\""),
+            |response| {
+                if let Response::MailboxData(MailboxDatum::List(data)) = response {
+                    mailboxes.push(to_mailbox(data));
+                }
+                Ok(())
+            },
+        )?
+        .ok()?;
+        Ok(mailboxes)
+    }
+
+    /// Creates a mailbox; one that already exists (`[ALREADYEXISTS]`) counts as success.
+    pub fn create(&mut self, name: &str) -> Result<(), SessionError> {
+        let completion = self.run(|b| b.text("CREATE ").mailbox(name), |_| Ok(()))?;
+        if completion.status == Status::No && has_code(&completion.text, "ALREADYEXISTS") {
+            return Ok(());
+        }
+        completion.ok()?;
+        Ok(())
+    }
+
+    /// Selects a mailbox, with EXAMINE when `read_only` so flags (`\Seen`) stay untouched.
+    pub fn select(&mut self, name: &str, read_only: bool) -> Result<MailboxStatus, SessionError> {
+        let verb = if read_only { "EXAMINE " } else { "SELECT " };
+        let mut status = MailboxStatus::default();
+        self.state.exists = None;
+        self.run(
+            |b| b.text(verb).mailbox(name),
+            |response| {
+                match response {
+                    Response::MailboxData(MailboxDatum::Exists(n)) => status.exists = *n,
+                    Response::Data {
+                        outcome:
+                            Outcome {
+                                code: Some(code), ..
+                            },
+                        ..
+                    } => match code {
+                        ResponseCode::UidValidity(v) => status.uid_validity = Some(*v),
+                        ResponseCode::UidNext(n) => status.uid_next = Some(*n),
+                        ResponseCode::PermanentFlags(flags) => {
+                            status.permanent_flags = strings(flags);
+                        }
+                        _ => {}
+                    },
+                    _ => {}
+                }
+                Ok(())
+            },
+        )?
+        .ok()
+        .inspect_err(|_| self.state.exists = None)?;
+        Ok(status)
+    }
+
+    /// Streams an index of the selected mailbox with one `UID FETCH 1:*` of UID, size, flags,
+    /// INTERNALDATE and the given header fields, calling `on_each` per message as it arrives;
+    /// only one response is held in memory at a time.
+    pub fn fetch_index(
+        &mut self,
+        header_fields: &[&str],
+        mut on_each: impl FnMut(IndexRecord<'_>),
+    ) -> Result<(), SessionError> {
+        // `1:*` on an empty mailbox is an error on some servers (Dovecot: BAD for FETCH, OK for
+        // UID FETCH), and there is nothing to ask for anyway.
+        if self.state.exists == Some(0) {
+            return Ok(());
+        }
+        self.run(
+            |b| {
+                b.text("UID FETCH 1:* (UID RFC822.SIZE FLAGS INTERNALDATE");
+                if !header_fields.is_empty() {
+                    b.text(" BODY.PEEK[HEADER.FIELDS (");
+                    for (i, field) in header_fields.iter().enumerate() {
+                        if i > 0 {
+                            b.text(" ");
+                        }
+                        b.astring(field.as_bytes());
+                    }
+                    b.text(")]");
+                }
+                b.text(")")
+            },
+            |response| {
+                if let Some(record) = index_record(response) {
+                    on_each(record);
+                }
+                Ok(())
+            },
+        )?
+        .ok()?;
+        Ok(())
+    }
+
+    /// Fetches whole messages by UID (`UID FETCH … (UID FLAGS INTERNALDATE BODY.PEEK[])`),
+    /// calling `on_each` per message; each is held in memory only during its call. UIDs that no
+    /// longer exist are simply not reported. A message larger than `max_size` bytes ends the
+    /// session with [`SessionError::Protocol`]: leave such UIDs out (see
+    /// [`IndexRecord::size`]).
+    pub fn fetch_messages(
+        &mut self,
+        uids: &[u32],
+        max_size: u64,
+        mut on_each: impl FnMut(FetchedMessage<'_>),
+    ) -> Result<(), SessionError> {
+        let previous = self.framer.max_literal();
+        self.framer
+            .set_max_literal(usize::try_from(max_size).unwrap_or(usize::MAX));
+        let result = uid_sets(uids, MAX_UID_SET).iter().try_for_each(|set| {
+            self.run(
+                |b| {
+                    b.text("UID FETCH ")
+                        .text(set)
+                        .text(" (UID FLAGS INTERNALDATE BODY.PEEK[])")
+                },
+                |response| {
+                    if let Some(message) = fetched_message(response) {
+                        on_each(message);
+                    }
+                    Ok(())
+                },
+            )?
+            .ok()
+            .map(drop)
+        });
+        self.framer.set_max_literal(previous);
+        result
+    }
+
+    /// Appends one message. Returns its UID when the server reports it (UIDPLUS). A refusal is
+    /// [`SessionError::Refused`] with the server's text, code included (`[TRYCREATE] …`,
+    /// `[OVERQUOTA] …`).
+    pub fn append(
+        &mut self,
+        mailbox: &str,
+        message: &AppendMessage<'_>,
+    ) -> Result<Option<u32>, SessionError> {
+        let uids = self.append_all(mailbox, std::slice::from_ref(message))?;
+        Ok(uids.first().copied())
+    }
+
+    /// Appends several messages in one command (MULTIAPPEND, RFC 3502): the server stores all
+    /// or none, so on a refusal the caller may retry them one by one to find the culprit.
+    /// Returns their UIDs in order under UIDPLUS, else an empty list.
+    pub fn multiappend(
+        &mut self,
+        mailbox: &str,
+        messages: &[AppendMessage<'_>],
+    ) -> Result<Vec<u32>, SessionError> {
+        if !self.supports_multiappend() {
+            return Err(SessionError::Unsupported(
+                "the server does not offer MULTIAPPEND".into(),
+            ));
+        }
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.append_all(mailbox, messages)
+    }
+
+    fn append_all(
+        &mut self,
+        mailbox: &str,
+        messages: &[AppendMessage<'_>],
+    ) -> Result<Vec<u32>, SessionError> {
+        let flags: Vec<String> = messages
+            .iter()
+            .map(|m| flag_list(m.flags))
+            .collect::<Result<_, _>>()?;
+        let completion = self
+            .run(
+                |b| {
+                    b.text("APPEND ").mailbox(mailbox);
+                    for (message, flags) in messages.iter().zip(&flags) {
+                        if flags != "()" {
+                            b.text(" ").text(flags);
+                        }
+                        if let Some(date) = &message.internal_date {
+                            b.text(" ").text(&format_internal_date(date));
+                        }
+                        b.text(" ").literal(message.raw);
+                    }
+                    b
+                },
+                |_| Ok(()),
+            )?
+            .ok()?;
+        // A UID set that does not match the upload is the server's bug; the messages are
+        // stored all the same, so report no UIDs rather than an error the caller would retry.
+        Ok(completion
+            .append_uid
+            .and_then(|set| expand_uid_set(&set, messages.len()))
+            .unwrap_or_default())
+    }
+
+    /// Ends the session politely. The server's BYE is expected here, not an error.
+    pub fn logout(mut self) -> Result<(), SessionError> {
+        let tag = self.tag();
+        self.conn
+            .write_all(format!("{tag} LOGOUT\r\n").as_bytes())?;
+        self.conn.flush()?;
+        loop {
+            match self.read_response() {
+                Ok(()) => {}
+                Err(SessionError::Closed) => return Ok(()),
+                Err(err) => return Err(err),
+            }
+            if let Ok(Some(Response::Done { .. })) = self.framer.parse() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn tag(&mut self) -> String {
+        self.next_tag += 1;
+        format!("m{}", self.next_tag)
+    }
+
+    fn literal_mode(&self) -> LiteralMode {
+        if self.has_capability("LITERAL+") {
+            LiteralMode::NonSync
+        } else if self.has_capability("LITERAL-") {
+            LiteralMode::NonSyncUpTo4096
+        } else {
+            LiteralMode::Synchronizing
+        }
+    }
+
+    /// Sends one command built by `build` and reads until its tagged completion, passing each
+    /// untagged response to `on_data`. A NO or BAD is returned as a completion, not an error.
+    fn run<'a>(
+        &mut self,
+        build: impl for<'b> FnOnce(&'b mut CommandBuilder<'a>) -> &'b mut CommandBuilder<'a>,
+        mut on_data: impl FnMut(&Response<'_>) -> Result<(), SessionError>,
+    ) -> Result<Completion, SessionError> {
+        let tag = self.tag();
+        let mut builder = CommandBuilder::new(&tag, self.literal_mode());
+        build(&mut builder);
+        for segment in builder.finish() {
+            match segment {
+                Segment::Bytes(bytes) => self.conn.write_all(&bytes)?,
+                Segment::Slice(bytes) => self.conn.write_all(bytes)?,
+                Segment::AwaitContinuation => {
+                    self.conn.flush()?;
+                    // A tagged answer instead of `+` means the server refused early (e.g.
+                    // APPEND to a missing mailbox): the rest must not be sent.
+                    if let Some(done) = self.read_until(&tag, true, &mut on_data)? {
+                        return Ok(done);
+                    }
+                }
+            }
+        }
+        self.conn.flush()?;
+        self.read_until(&tag, false, &mut on_data)?
+            .ok_or_else(|| SessionError::Protocol("unexpected continuation request".into()))
+    }
+
+    /// Reads until the completion of `tag` (`Some`) or, when `continuation` is set, a `+`
+    /// (`None`).
+    fn read_until(
+        &mut self,
+        tag: &str,
+        continuation: bool,
+        on_data: &mut impl FnMut(&Response<'_>) -> Result<(), SessionError>,
+    ) -> Result<Option<Completion>, SessionError> {
+        loop {
+            self.read_response()?;
+            let Some(response) = self.framer.parse()? else {
+                continue;
+            };
+            let raw = self.framer.bytes();
+            observe(&mut self.state, &response, raw)?;
+            match response {
+                Response::Continue(_) if continuation => return Ok(None),
+                Response::Continue(_) => {
+                    return Err(SessionError::Protocol(
+                        "unexpected continuation request".into(),
+                    ));
+                }
+                Response::Done {
+                    tag: done,
+                    status,
+                    outcome,
+                } => {
+                    if done.0 != tag {
+                        return Err(SessionError::Protocol(format!(
+                            "answer to a command never sent (tag {})",
+                            done.0
+                        )));
+                    }
+                    let append_uid = match outcome.code {
+                        Some(ResponseCode::AppendUid(_, set)) => Some(set),
+                        _ => None,
+                    };
+                    return Ok(Some(Completion {
+                        status,
+                        text: status_text(raw),
+                        append_uid,
+                    }));
+                }
+                other => on_data(&other)?,
+            }
+        }
+    }
+
+    /// Reads one whole response into the framer.
+    fn read_response(&mut self) -> Result<(), SessionError> {
+        self.framer.clear();
+        loop {
+            let available = match self.conn.fill_buf() {
+                Ok(bytes) => bytes,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err.into()),
+            };
+            if available.is_empty() {
+                return Err(SessionError::Closed);
+            }
+            let used = self.framer.push(available)?;
+            self.conn.consume(used);
+            if self.framer.is_complete() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Tracks what any response may carry: capabilities, message counts, and BYE, which ends the
+/// session whatever the command.
+fn observe(state: &mut State, response: &Response<'_>, raw: &[u8]) -> Result<(), SessionError> {
+    match response {
+        Response::Data {
+            status: Status::Bye,
+            ..
+        } => {
+            // The connection is gone, so this is a connection error (retry on a new one) and
+            // not a refusal of the command; the text says why.
+            return Err(SessionError::Io(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("the server ended the session: {}", status_text(raw)),
+            )));
+        }
+        Response::Capabilities(caps) => state.capabilities = capability_names(caps),
+        Response::Data { outcome, .. } | Response::Done { outcome, .. } => {
+            if let Some(ResponseCode::Capabilities(caps)) = &outcome.code {
+                state.capabilities = capability_names(caps);
+            }
+        }
+        Response::MailboxData(MailboxDatum::Exists(n)) => state.exists = Some(*n),
+        Response::Expunge(_) => {
+            if let Some(n) = &mut state.exists {
+                *n = n.saturating_sub(1);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn capability_names(caps: &[imap_proto::Capability<'_>]) -> Vec<String> {
+    caps.iter()
+        .map(|c| match c {
+            imap_proto::Capability::Imap4rev1 => "IMAP4rev1".to_owned(),
+            imap_proto::Capability::Auth(mech) => format!("AUTH={mech}"),
+            imap_proto::Capability::Atom(atom) => atom.to_string(),
+        })
+        .collect()
+}
+
+fn strings(items: &[std::borrow::Cow<'_, str>]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn to_mailbox(data: &MailboxListData<'_>) -> Mailbox {
+    Mailbox {
+        name: mutf7::decode(&data.name).unwrap_or_else(|| data.name.to_string()),
+        delimiter: data.delimiter.as_ref().and_then(|d| d.chars().next()),
+        attributes: data
+            .name_attributes
+            .iter()
+            .map(|a| match a {
+                NameAttribute::NoInferiors => "\\Noinferiors".to_owned(),
+                NameAttribute::NoSelect => "\\Noselect".to_owned(),
+                NameAttribute::Marked => "\\Marked".to_owned(),
+                NameAttribute::Unmarked => "\\Unmarked".to_owned(),
+                NameAttribute::All => "\\All".to_owned(),
+                NameAttribute::Archive => "\\Archive".to_owned(),
+                NameAttribute::Drafts => "\\Drafts".to_owned(),
+                NameAttribute::Flagged => "\\Flagged".to_owned(),
+                NameAttribute::Junk => "\\Junk".to_owned(),
+                NameAttribute::Sent => "\\Sent".to_owned(),
+                NameAttribute::Trash => "\\Trash".to_owned(),
+                NameAttribute::Extension(name) => name.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect(),
+    }
+}
+
+/// The parts of a FETCH response both index and message fetches read.
+struct FetchParts<'a> {
+    uid: Option<u32>,
+    size: Option<u32>,
+    flags: Vec<String>,
+    internal_date: Option<DateTime<FixedOffset>>,
+    body: Option<&'a [u8]>,
+}
+
+fn fetch_parts<'a>(response: &'a Response<'_>) -> Option<FetchParts<'a>> {
+    let Response::Fetch(_, attributes) = response else {
+        return None;
+    };
+    let mut parts = FetchParts {
+        uid: None,
+        size: None,
+        flags: Vec::new(),
+        internal_date: None,
+        body: None,
+    };
+    for attribute in attributes {
+        match attribute {
+            AttributeValue::Uid(uid) => parts.uid = Some(*uid),
+            AttributeValue::Rfc822Size(size) => parts.size = Some(*size),
+            AttributeValue::Flags(flags) => parts.flags = strings(flags),
+            AttributeValue::InternalDate(date) => parts.internal_date = parse_internal_date(date),
+            AttributeValue::BodySection { data, .. } => {
+                parts.body = Some(data.as_deref().unwrap_or_default());
+            }
+            _ => {}
+        }
+    }
+    Some(parts)
+}
+
+/// A FETCH without RFC822.SIZE is an unsolicited flag update, not part of the index.
+fn index_record<'a>(response: &'a Response<'_>) -> Option<IndexRecord<'a>> {
+    let parts = fetch_parts(response)?;
+    Some(IndexRecord {
+        uid: parts.uid?,
+        size: u64::from(parts.size?),
+        flags: parts.flags,
+        internal_date: parts.internal_date,
+        header: parts.body.unwrap_or_default(),
+    })
+}
+
+/// A FETCH without a body is an unsolicited flag update, not a fetched message.
+fn fetched_message<'a>(response: &'a Response<'_>) -> Option<FetchedMessage<'a>> {
+    let parts = fetch_parts(response)?;
+    Some(FetchedMessage {
+        uid: parts.uid?,
+        raw: parts.body?,
+        flags: parts.flags,
+        internal_date: parts.internal_date,
+    })
+}
+
+/// The UIDs of an APPENDUID set, when it names exactly `expected` of them.
+fn expand_uid_set(set: &[UidSetMember], expected: usize) -> Option<Vec<u32>> {
+    let mut uids = Vec::with_capacity(expected);
+    for member in set {
+        // A range may come in either order (RFC 4315: "regardless of order").
+        let (first, last) = match member {
+            UidSetMember::Uid(uid) => (*uid, *uid),
+            UidSetMember::UidRange(range) => {
+                let (a, b) = (*range.start(), *range.end());
+                (a.min(b), a.max(b))
+            }
+        };
+        // Checked before expanding: a hostile `1:4294967295` must not allocate.
+        if uids.len() + (last - first) as usize >= expected {
+            return None;
+        }
+        uids.extend(first..=last);
+    }
+    (uids.len() == expected).then_some(uids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_expand_only_when_they_match() {
+        let set = [UidSetMember::UidRange(3..=5), UidSetMember::Uid(9)];
+        assert_eq!(expand_uid_set(&set, 4), Some(vec![3, 4, 5, 9]));
+        assert_eq!(expand_uid_set(&set, 3), None);
+        assert_eq!(
+            expand_uid_set(&[UidSetMember::UidRange(1..=u32::MAX)], 2),
+            None
+        );
+        let reversed = UidSetMember::UidRange(std::ops::RangeInclusive::new(5, 3));
+        assert_eq!(expand_uid_set(&[reversed], 3), Some(vec![3, 4, 5]));
+    }
+
+    #[test]
+    fn index_records_need_uid_and_size() {
+        let raw = b"* 1 FETCH (FLAGS (\\Seen) UID 4)\r\n";
+        let (_, response) = Response::parse(raw).unwrap();
+        assert!(index_record(&response).is_none());
+        let raw = b"* 1 FETCH (UID 4 RFC822.SIZE 10 FLAGS () INTERNALDATE \"01-Jan-2020 00:00:00 +0000\")\r\n";
+        let (_, response) = Response::parse(raw).unwrap();
+        let record = index_record(&response).unwrap();
+        assert_eq!((record.uid, record.size, record.header), (4, 10, &b""[..]));
+        assert!(record.internal_date.is_some());
+    }
+}

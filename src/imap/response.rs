@@ -1,0 +1,547 @@
+//! Response framing: cut the byte stream into whole responses (a line, plus `{n}` literals and
+//! the lines after them), then parse each with `imap-proto`. No I/O: the client feeds bytes.
+//!
+//! Framing is ours rather than re-parsing on `Incomplete`: scanning for line ends and literal
+//! lengths is linear and lets us bound memory before the bytes arrive, where retrying the parser
+//! on every read would be quadratic on a large literal.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use imap_proto::Response;
+
+use crate::error::SessionError;
+
+/// The longest response line we accept; literals are bounded separately.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Parenthesis nesting beyond this is refused before parsing: the parser recurses on it, and a
+/// stack overflow aborts the process (measured: a debug build overflows a 2 MiB thread stack at
+/// about 60 levels of BODYSTRUCTURE). What we ask for nests 2 deep.
+const MAX_NESTING: usize = 16;
+
+/// Accumulates one response at a time.
+#[derive(Debug)]
+pub struct Framer {
+    buf: Vec<u8>,
+    /// Where the line being scanned starts in `buf`.
+    line_start: usize,
+    /// Literal bytes still to come before the next line.
+    literal_left: usize,
+    complete: bool,
+    max_literal: usize,
+}
+
+/// After a large response, give the memory back rather than keep the peak for the session.
+const KEEP_CAPACITY: usize = 1 << 20;
+
+impl Framer {
+    /// A framer refusing literals longer than `max_literal` bytes.
+    pub fn new(max_literal: usize) -> Self {
+        Framer {
+            buf: Vec::with_capacity(16 * 1024),
+            line_start: 0,
+            literal_left: 0,
+            complete: false,
+            max_literal,
+        }
+    }
+
+    /// Changes the literal cap for the responses that follow.
+    pub fn set_max_literal(&mut self, max_literal: usize) {
+        self.max_literal = max_literal;
+    }
+
+    /// The current literal cap.
+    pub fn max_literal(&self) -> usize {
+        self.max_literal
+    }
+
+    /// Takes bytes up to the end of the current response and returns how many it took; the rest
+    /// belong to the next response. Check [`Framer::is_complete`] afterwards.
+    pub fn push(&mut self, input: &[u8]) -> Result<usize, SessionError> {
+        let mut used = 0;
+        while used < input.len() && !self.complete {
+            let rest = &input[used..];
+            if self.literal_left > 0 {
+                let n = self.literal_left.min(rest.len());
+                self.buf.extend_from_slice(&rest[..n]);
+                used += n;
+                self.literal_left -= n;
+                if self.literal_left == 0 {
+                    self.line_start = self.buf.len();
+                }
+                continue;
+            }
+            let (taken, line_done) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (rest.len(), false),
+            };
+            if self.buf.len() - self.line_start + taken > MAX_LINE {
+                return Err(SessionError::Protocol(format!(
+                    "a response line is longer than {MAX_LINE} bytes"
+                )));
+            }
+            self.buf.extend_from_slice(&rest[..taken]);
+            used += taken;
+            if line_done {
+                self.end_line()?;
+            }
+        }
+        Ok(used)
+    }
+
+    fn end_line(&mut self) -> Result<(), SessionError> {
+        match literal_length(&self.buf[self.line_start..]) {
+            Some(len) => {
+                let len = usize::try_from(len)
+                    .ok()
+                    .filter(|&len| len <= self.max_literal)
+                    .ok_or_else(|| {
+                        SessionError::Protocol(format!(
+                            "the server announced a literal of {len} bytes, more than the \
+                             {} allowed here",
+                            self.max_literal
+                        ))
+                    })?;
+                if self.buf.len() + len > self.max_literal + MAX_LINE {
+                    return Err(SessionError::Protocol(
+                        "a response is larger than allowed here".into(),
+                    ));
+                }
+                self.buf.reserve(len);
+                self.literal_left = len;
+                self.line_start = self.buf.len();
+            }
+            None => self.complete = true,
+        }
+        Ok(())
+    }
+
+    /// Whether a whole response has been taken.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// The bytes of the response taken so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Forgets the current response, ready for the next.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.buf.shrink_to(KEEP_CAPACITY);
+        self.line_start = 0;
+        self.literal_left = 0;
+        self.complete = false;
+    }
+
+    /// Parses the complete response. `Ok(None)` is an untagged response of a kind we never
+    /// asked for and `imap-proto` does not know (e.g. `* ESEARCH`): it is skipped. Anything else
+    /// that does not parse is an error, so a FETCH or LIST line is never silently lost.
+    pub fn parse(&self) -> Result<Option<Response<'_>>, SessionError> {
+        debug_assert!(self.complete);
+        let bytes = self.buf.as_slice();
+        let unparsable = || {
+            if is_skippable(bytes) {
+                Ok(None)
+            } else {
+                Err(SessionError::Protocol(excerpt(bytes)))
+            }
+        };
+        if nesting_depth(bytes) > MAX_NESTING {
+            return unparsable();
+        }
+        // imap-proto 0.17 can panic on hostile input (`INTERNALDATE NIL`, a code followed by
+        // a multi-byte character); a server's bytes must never take the process down.
+        match catch_unwind(AssertUnwindSafe(|| Response::parse(bytes))) {
+            Ok(Ok((&[], response))) => Ok(Some(response)),
+            _ => unparsable(),
+        }
+    }
+}
+
+/// The `n` of a line ending in `{n}\r\n` or `{n+}\r\n`.
+fn literal_length(line: &[u8]) -> Option<u64> {
+    let inner = line.strip_suffix(b"}\r\n")?;
+    let open = inner.iter().rposition(|&b| b == b'{')?;
+    let digits = &inner[open + 1..];
+    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // Too many digits for u64 is still a literal announcement, just one over any cap.
+    Some(
+        std::str::from_utf8(digits)
+            .ok()?
+            .parse()
+            .unwrap_or(u64::MAX),
+    )
+}
+
+/// How deep parentheses nest outside quoted strings and literals (an over-estimate is fine:
+/// it only has to catch hostile input).
+fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut quoted, mut escaped) = (0usize, 0usize, false, false);
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\n' => {
+                // A quoted string never spans lines; a literal's bytes are data, not syntax.
+                (quoted, escaped) = (false, false);
+                if let Some(len) = literal_length(&bytes[..=i]) {
+                    i = i.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+                }
+            }
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b'(' if !quoted => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b')' if !quoted => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    max
+}
+
+/// Untagged responses we rely on; a failure to parse one of these is an error.
+const NEEDED: &[&str] = &[
+    "OK",
+    "NO",
+    "BAD",
+    "BYE",
+    "PREAUTH",
+    "CAPABILITY",
+    "LIST",
+    "FLAGS",
+    "FETCH",
+    "EXISTS",
+    "EXPUNGE",
+];
+
+fn is_skippable(bytes: &[u8]) -> bool {
+    let Some(rest) = bytes.strip_prefix(b"* ") else {
+        return false;
+    };
+    let mut words = rest.split(|&b| b == b' ' || b == b'\r' || b == b'\n');
+    let mut keyword = words.next().unwrap_or_default();
+    if !keyword.is_empty() && keyword.iter().all(u8::is_ascii_digit) {
+        keyword = words.next().unwrap_or_default();
+    }
+    !keyword.is_empty()
+        && keyword.iter().all(u8::is_ascii_alphanumeric)
+        && !NEEDED
+            .iter()
+            .any(|n| n.as_bytes().eq_ignore_ascii_case(keyword))
+}
+
+/// The start of a response, for an error message.
+fn excerpt(bytes: &[u8]) -> String {
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let shown = &line[..line.len().min(200)];
+    let more = if shown.len() < bytes.len().saturating_sub(2) {
+        " …"
+    } else {
+        ""
+    };
+    format!("{}{more}", String::from_utf8_lossy(shown).escape_debug())
+}
+
+/// The text after the status word of a status response, response code included, e.g.
+/// `[TRYCREATE] Mailbox doesn't exist: Foo` from `a1 NO [TRYCREATE] Mailbox doesn't exist: Foo`.
+pub fn status_text(bytes: &[u8]) -> String {
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let _tag = parts.next();
+    let _status = parts.next();
+    String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned()
+}
+
+/// Whether status text starts with response code `code` (e.g. `ALREADYEXISTS`), including the
+/// codes `imap-proto` does not model.
+pub fn has_code(text: &str, code: &str) -> bool {
+    text.strip_prefix('[')
+        .and_then(|t| t.get(..code.len()).map(|head| (head, &t[code.len()..])))
+        .is_some_and(|(head, tail)| {
+            head.eq_ignore_ascii_case(code) && (tail.starts_with(']') || tail.starts_with(' '))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imap_proto::{AttributeValue, ResponseCode, Status};
+    use proptest::prelude::*;
+
+    /// Feeds `chunks` one by one, as separate reads, and returns each whole response's bytes.
+    fn frame(chunks: &[&[u8]], max_literal: usize) -> Result<Vec<Vec<u8>>, SessionError> {
+        let mut framer = Framer::new(max_literal);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let mut chunk = *chunk;
+            while !chunk.is_empty() {
+                let used = framer.push(chunk)?;
+                chunk = &chunk[used..];
+                if framer.is_complete() {
+                    out.push(framer.bytes().to_vec());
+                    framer.clear();
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn parse_one(bytes: &[u8]) -> Response<'static> {
+        let mut framer = Framer::new(1 << 20);
+        assert_eq!(framer.push(bytes).unwrap(), bytes.len());
+        assert!(framer.is_complete());
+        framer.parse().unwrap().unwrap().into_owned()
+    }
+
+    #[test]
+    fn literal_split_across_reads() {
+        let got = frame(
+            &[
+                b"* 1 FETCH (UID 7 BODY[HEADER.FIELDS (MESSAGE-ID)] {2",
+                b"1}\r\nMessage-ID: <a@b>\r\n",
+                b"\r\n)\r\n* 2 FETCH (UID 8 BODY[HEADER.FIELDS (MESSAGE-ID)] {0}\r\n)\r\na1 OK d",
+                b"one\r\n",
+            ],
+            1024,
+        )
+        .unwrap();
+        assert_eq!(got.len(), 3);
+        assert!(got[0].ends_with(b"<a@b>\r\n\r\n)\r\n"));
+        assert_eq!(got[2], b"a1 OK done\r\n");
+    }
+
+    #[test]
+    fn fetch_with_header_literal() {
+        let raw = b"* 3 FETCH (UID 42 RFC822.SIZE 1234 FLAGS (\\Seen $Label1) INTERNALDATE \
+            \" 5-Mar-2024 07:08:09 +0200\" BODY[HEADER.FIELDS (MESSAGE-ID)] {21}\r\n\
+            Message-ID: <a@b>\r\n\r\n)\r\n";
+        let Response::Fetch(3, attrs) = parse_one(raw) else {
+            panic!("not a FETCH");
+        };
+        assert!(attrs.contains(&AttributeValue::Uid(42)));
+        assert!(attrs.contains(&AttributeValue::Rfc822Size(1234)));
+        assert!(attrs.iter().any(|a| matches!(a,
+            AttributeValue::BodySection { data: Some(d), .. } if &d[..] == b"Message-ID: <a@b>\r\n\r\n")));
+        assert!(attrs.iter().any(|a| matches!(a,
+            AttributeValue::InternalDate(d) if d == " 5-Mar-2024 07:08:09 +0200")));
+    }
+
+    #[test]
+    fn empty_literal() {
+        let raw = b"* 1 FETCH (UID 1 BODY[] {0}\r\n)\r\n";
+        let Response::Fetch(1, attrs) = parse_one(raw) else {
+            panic!("not a FETCH");
+        };
+        assert!(attrs.iter().any(|a| matches!(a,
+            AttributeValue::BodySection { data: Some(d), .. } if d.is_empty())));
+    }
+
+    #[test]
+    fn eight_bit_in_quoted_string_and_text() {
+        let raw = "* LIST (\\HasNoChildren) \"/\" \"Entwürfe\"\r\n".as_bytes();
+        assert!(matches!(parse_one(raw), Response::MailboxData(_)));
+        let raw = "a1 OK Logged in – go ahead!\r\n".as_bytes();
+        assert!(matches!(
+            parse_one(raw),
+            Response::Done {
+                status: Status::Ok,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn untagged_bye() {
+        let raw = b"* BYE Server shutting down\r\n";
+        assert!(matches!(
+            parse_one(raw),
+            Response::Data {
+                status: Status::Bye,
+                ..
+            }
+        ));
+        assert_eq!(status_text(raw), "Server shutting down");
+    }
+
+    #[test]
+    fn continuation() {
+        assert!(matches!(parse_one(b"+ OK\r\n"), Response::Continue(_)));
+        assert!(matches!(parse_one(b"+ \r\n"), Response::Continue(_)));
+    }
+
+    #[test]
+    fn tagged_no_with_code() {
+        let raw = b"a7 NO [TRYCREATE] Mailbox doesn't exist: Foo\r\n";
+        let Response::Done {
+            tag,
+            status,
+            outcome,
+        } = parse_one(raw)
+        else {
+            panic!("not tagged");
+        };
+        assert_eq!(tag.0, "a7");
+        assert_eq!(status, Status::No);
+        assert_eq!(outcome.code, Some(ResponseCode::TryCreate));
+        assert_eq!(status_text(raw), "[TRYCREATE] Mailbox doesn't exist: Foo");
+        let raw = b"a8 NO [OVERQUOTA] Quota exceeded (mailbox for user is full)\r\n";
+        assert!(matches!(
+            parse_one(raw),
+            Response::Done {
+                status: Status::No,
+                ..
+            }
+        ));
+        let text = status_text(raw);
+        assert!(text.starts_with("[OVERQUOTA] Quota exceeded"));
+        assert!(has_code(&text, "overquota"));
+        assert!(!has_code(&text, "OVER"));
+        assert!(has_code("[UNAVAILABLE] try later", "UNAVAILABLE"));
+    }
+
+    #[test]
+    fn unknown_untagged_is_skipped_but_garbage_is_not() {
+        let mut framer = Framer::new(100);
+        framer
+            .push(b"* ESEARCH (TAG \"a1\") UID ALL 1:3\r\n")
+            .unwrap();
+        assert!(framer.parse().unwrap().is_none());
+        for garbage in [
+            &b"* 1 FETCH (UID\r\n"[..],
+            b"hello\r\n",
+            b"* LIST ((\r\n",
+            b"\r\n",
+        ] {
+            let mut framer = Framer::new(100);
+            framer.push(garbage).unwrap();
+            assert!(
+                matches!(framer.parse(), Err(SessionError::Protocol(_))),
+                "{garbage:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parser_panics_become_errors() {
+        for raw in [
+            &b"* 1 FETCH (INTERNALDATE NIL)\r\n"[..],
+            "* OK [ALERT]é\r\n".as_bytes(),
+        ] {
+            let mut framer = Framer::new(100);
+            framer.push(raw).unwrap();
+            assert!(matches!(framer.parse(), Err(SessionError::Protocol(_))));
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let raw = [&b"* 1 FETCH (BODYSTRUCTURE "[..], &[b'('; 100_000], b"\r\n"].concat();
+        let mut framer = Framer::new(100);
+        framer.push(&raw).unwrap();
+        assert!(matches!(framer.parse(), Err(SessionError::Protocol(_))));
+    }
+
+    #[test]
+    fn bounds() {
+        let err = frame(&[b"* 1 FETCH (BODY[] {101}\r\n"], 100).unwrap_err();
+        assert!(matches!(err, SessionError::Protocol(_)));
+        let err = frame(&[b"* 1 FETCH (BODY[] {99999999999999999999}\r\n"], 100).unwrap_err();
+        assert!(matches!(err, SessionError::Protocol(_)));
+        let long = vec![b'x'; MAX_LINE + 1];
+        let err = frame(&[b"* OK ", &long], 100).unwrap_err();
+        assert!(matches!(err, SessionError::Protocol(_)));
+        // Many literals at the cap cannot add up without bound either.
+        let many = b"x {100}\r\n"
+            .iter()
+            .chain([b'y'; 100].iter())
+            .copied()
+            .collect::<Vec<_>>();
+        let chunks: Vec<&[u8]> = std::iter::repeat_n(&many[..], 20_000).collect();
+        assert!(frame(&chunks, 100).is_err());
+    }
+
+    #[test]
+    fn literal_marker_needs_crlf_and_digits() {
+        assert_eq!(literal_length(b"x {12}\r\n"), Some(12));
+        assert_eq!(literal_length(b"x {12+}\r\n"), Some(12));
+        assert_eq!(literal_length(b"x {}\r\n"), None);
+        assert_eq!(literal_length(b"x {1a}\r\n"), None);
+        assert_eq!(literal_length(b"x {12}\n"), None);
+    }
+
+    const SAMPLES: &[&[u8]] = &[
+        b"* 3 FETCH (UID 42 RFC822.SIZE 1234 FLAGS (\\Seen $Label1) INTERNALDATE \" 5-Mar-2024 07:08:09 +0200\" BODY[HEADER.FIELDS (MESSAGE-ID)] {21}\r\nMessage-ID: <a@b>\r\n\r\n)\r\n",
+        b"* LIST (\\HasNoChildren \\Sent) \"/\" \"Sent Items\"\r\n",
+        b"* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ AUTH=PLAIN] Dovecot ready.\r\n",
+        b"a1 OK [APPENDUID 1795389863 1:3,5] Append completed.\r\n",
+        b"* OK [PERMANENTFLAGS (\\Answered \\Seen \\*)] Flags permitted.\r\n",
+        b"* 1 FETCH (UID 9 FLAGS () INTERNALDATE \"01-Jan-2020 00:00:00 +0000\" BODY[] {5}\r\nab\r\nc)\r\n",
+    ];
+
+    #[test]
+    fn samples_parse() {
+        for sample in SAMPLES {
+            let mut framer = Framer::new(1000);
+            assert_eq!(framer.push(sample).unwrap(), sample.len());
+            assert!(framer.parse().unwrap().is_some(), "{}", excerpt(sample));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_never_panic(chunks in proptest::collection::vec(
+            proptest::collection::vec(any::<u8>(), 0..200), 0..8)) {
+            let mut framer = Framer::new(1000);
+            'outer: for chunk in &chunks {
+                let mut chunk = &chunk[..];
+                while !chunk.is_empty() {
+                    match framer.push(chunk) {
+                        Ok(used) => chunk = &chunk[used..],
+                        Err(_) => break 'outer,
+                    }
+                    if framer.is_complete() {
+                        let _ = framer.parse();
+                        framer.clear();
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn mutated_responses_never_panic(
+            pick in 0..SAMPLES.len(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        ) {
+            let mut bytes = SAMPLES[pick].to_vec();
+            for (at, byte) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = byte;
+            }
+            let mut framer = Framer::new(1000);
+            if framer.push(&bytes).is_ok() && framer.is_complete() {
+                let _ = framer.parse();
+            }
+        }
+
+        #[test]
+        fn imap_like_bytes_never_panic(body in "[*+a-z0-9 ()\\[\\]{}\"\\\\\r\n]{0,300}") {
+            let mut framer = Framer::new(1000);
+            let mut bytes = format!("* {body}").into_bytes();
+            bytes.extend_from_slice(b"\r\n");
+            if framer.push(&bytes).is_ok() && framer.is_complete() {
+                let _ = framer.parse();
+            }
+        }
+    }
+}

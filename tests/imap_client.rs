@@ -1,0 +1,353 @@
+//! The IMAP client against a real, private Dovecot on 127.0.0.1.
+
+mod support;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use chrono::DateTime;
+use mailferry::error::SessionError;
+use mailferry::imap::{AppendMessage, ImapClient};
+use mailferry::net::{Address, TlsConfig, TlsMode, TlsTrust};
+use support::{Dovecot, password};
+
+fn address(port: u16) -> Address {
+    Address {
+        host: "127.0.0.1".into(),
+        port,
+        timeout: Duration::from_secs(20),
+    }
+}
+
+fn tls(dovecot: &Dovecot) -> TlsConfig {
+    TlsConfig::new(&TlsTrust::CaFile(dovecot.cert_path())).unwrap()
+}
+
+/// Logged in as `user` over implicit TLS.
+fn session(dovecot: &Dovecot, user: &str) -> ImapClient {
+    let mut client = ImapClient::connect(
+        &address(dovecot.imaps_port()),
+        TlsMode::Implicit,
+        &tls(dovecot),
+    )
+    .unwrap();
+    client.login(user, &password(user)).unwrap();
+    client
+}
+
+fn message(n: usize, extra_header: &str, body: &[u8]) -> Vec<u8> {
+    let mut raw = format!(
+        "From: Sender <sender@example.com>\r\nTo: alice@example.com\r\nSubject: message {n}\r\n\
+         {extra_header}Message-ID: <{n}.test@mailferry.example>\r\n\
+         Date: Tue, 1 Jun 2021 10:20:30 +0200\r\n\r\n"
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
+#[test]
+fn implicit_tls_with_pinned_certificate() {
+    let dovecot = Dovecot::start();
+    let mut client = session(&dovecot, "alice");
+    assert!(client.is_tls());
+    assert!(client.has_capability("imap4rev1"));
+    // Dovecot adds MULTIAPPEND only after login: the capabilities were re-read.
+    assert!(client.supports_multiappend());
+    let mailboxes = client.list().unwrap();
+    assert!(mailboxes.iter().any(|m| m.name == "INBOX"), "{mailboxes:?}");
+    assert!(!format!("{client:?}").contains(&password("alice")));
+    client.logout().unwrap();
+}
+
+#[test]
+fn starttls_plain_and_refusals() {
+    let dovecot = Dovecot::start();
+    let address = address(dovecot.imap_port());
+    let mut client = ImapClient::connect(&address, TlsMode::StartTls, &tls(&dovecot)).unwrap();
+    assert!(client.is_tls());
+    client.login("bob", &password("bob")).unwrap();
+    client.logout().unwrap();
+
+    let client = ImapClient::connect(&address, TlsMode::Plain, &tls(&dovecot)).unwrap();
+    assert!(!client.is_tls());
+    assert!(client.has_capability("STARTTLS"));
+
+    let mut client = ImapClient::connect(&address, TlsMode::StartTls, &tls(&dovecot)).unwrap();
+    match client.login("bob", "wrong-secret") {
+        Err(SessionError::LoginRefused(text)) => {
+            assert!(text.contains("AUTHENTICATIONFAILED"), "{text}");
+            assert!(!text.contains("wrong-secret"));
+        }
+        other => panic!("expected LoginRefused, got {other:?}"),
+    }
+    // The session survives a refused login.
+    client.login("bob", &password("bob")).unwrap();
+    client.list().unwrap();
+}
+
+#[test]
+fn starttls_required_but_not_offered() {
+    let dovecot = Dovecot::start_custom("", false, &[]);
+    let address = address(dovecot.imap_port());
+    match ImapClient::connect(&address, TlsMode::StartTls, &tls(&dovecot)) {
+        Err(SessionError::Unsupported(text)) => assert!(text.contains("STARTTLS"), "{text}"),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
+
+#[test]
+fn eight_bit_password() {
+    let dovecot = Dovecot::start_custom("", true, &[("erin", "pä\"ss\\wörd")]);
+    let address = address(dovecot.imap_port());
+    let mut client = ImapClient::connect(&address, TlsMode::StartTls, &tls(&dovecot)).unwrap();
+    let refused = client.login("erin", "pä\"ss\\wörX");
+    assert!(
+        matches!(refused, Err(SessionError::LoginRefused(_))),
+        "{refused:?}"
+    );
+    client.login("erin", "pä\"ss\\wörd").unwrap();
+}
+
+#[test]
+fn dovecot_without_plain_disables_login() {
+    // Dovecot's LOGIN command runs through the PLAIN mechanism: without it, it advertises
+    // LOGINDISABLED, so the LOGIN fallback cannot be reached on Dovecot.
+    let dovecot = Dovecot::start_with("auth_mechanisms = login");
+    let mut client = ImapClient::connect(
+        &address(dovecot.imaps_port()),
+        TlsMode::Implicit,
+        &tls(&dovecot),
+    )
+    .unwrap();
+    assert!(client.has_capability("LOGINDISABLED"));
+    assert!(matches!(
+        client.login("alice", &password("alice")),
+        Err(SessionError::Unsupported(_))
+    ));
+}
+
+#[test]
+fn synchronizing_literals_under_literal_minus() {
+    // With LITERAL- a literal over 4096 bytes must wait for the server's `+`.
+    let dovecot = Dovecot::start_with("imap_literal_minus = yes");
+    let mut client = session(&dovecot, "bob");
+    assert!(
+        client.has_capability("LITERAL-"),
+        "{:?}",
+        client.capabilities()
+    );
+    assert!(!client.has_capability("LITERAL+"));
+    let small = message(1, "", b"Small.\r\n");
+    let large = message(2, "", &b"0123456789abcdef\r\n".repeat(1000));
+    let messages = [&small, &large, &small].map(|raw| AppendMessage {
+        raw,
+        flags: &[],
+        internal_date: None,
+    });
+    assert_eq!(client.multiappend("INBOX", &messages).unwrap().len(), 3);
+    assert!(client.append("INBOX", &messages[1]).unwrap().is_some());
+    match client.append("Missing", &messages[1]) {
+        Err(SessionError::Refused(text)) => assert!(text.contains("[TRYCREATE]"), "{text}"),
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    assert_eq!(client.select("INBOX", true).unwrap().exists, 4);
+}
+
+#[test]
+fn create_nested_and_non_ascii_folders() {
+    let dovecot = Dovecot::start();
+    let mut client = session(&dovecot, "carol");
+    for name in ["Archive/2024/Q1", "Données & Entwürfe", "日本語/😀"] {
+        client.create(name).unwrap();
+        // A second CREATE meets [ALREADYEXISTS], which counts as success.
+        client.create(name).unwrap();
+    }
+    let names: Vec<String> = client.list().unwrap().into_iter().map(|m| m.name).collect();
+    for name in ["Archive/2024/Q1", "Données & Entwürfe", "日本語/😀"] {
+        assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+    }
+    let status = client.select("Données & Entwürfe", false).unwrap();
+    assert_eq!(status.exists, 0);
+    assert!(status.uid_validity.is_some());
+    assert!(status.permanent_flags.iter().any(|f| f == "\\Seen"));
+    let mut records = 0;
+    client
+        .fetch_index(&["MESSAGE-ID"], |_| records += 1)
+        .unwrap();
+    assert_eq!(records, 0);
+    client.logout().unwrap();
+}
+
+#[test]
+fn append_with_flags_and_date_reads_back() {
+    let dovecot = Dovecot::start();
+    let mut client = session(&dovecot, "dave");
+    client.create("Kept").unwrap();
+    let raw = message(1, "", b"Hello.\r\n");
+    let flags = ["\\Seen", "\\Flagged", "$Label1"].map(String::from);
+    let date = DateTime::parse_from_rfc3339("2019-03-05T08:52:37+02:00").unwrap();
+    let uid = client
+        .append(
+            "Kept",
+            &AppendMessage {
+                raw: &raw,
+                flags: &flags,
+                internal_date: Some(date),
+            },
+        )
+        .unwrap()
+        .expect("APPENDUID under UIDPLUS");
+
+    let status = client.select("Kept", true).unwrap();
+    assert_eq!(status.exists, 1);
+    let mut seen = Vec::new();
+    client
+        .fetch_index(&["MESSAGE-ID", "DATE"], |record| {
+            seen.push((
+                record.uid,
+                record.size,
+                record.flags.clone(),
+                record.internal_date,
+                record.header.to_vec(),
+            ));
+        })
+        .unwrap();
+    assert_eq!(seen.len(), 1);
+    let (got_uid, size, got_flags, got_date, header) = &seen[0];
+    assert_eq!(*got_uid, uid);
+    assert_eq!(*size, raw.len() as u64);
+    for flag in &flags {
+        assert!(got_flags.contains(flag), "{flag} not in {got_flags:?}");
+    }
+    // Dovecot answers in its own zone: compare instants.
+    assert_eq!(got_date.map(|d| d.timestamp()), Some(date.timestamp()));
+    let header = String::from_utf8(header.clone()).unwrap();
+    assert!(
+        header.contains("Message-ID: <1.test@mailferry.example>\r\n"),
+        "{header}"
+    );
+    assert!(header.ends_with("\r\n\r\n"));
+}
+
+#[test]
+fn multiappend_fifty_messages_and_fetch_them_back() {
+    let dovecot = Dovecot::start();
+    let mut client = session(&dovecot, "dave");
+    client.create("Bulk").unwrap();
+    let mut raws: Vec<Vec<u8>> = (0..48)
+        .map(|n| message(n, "", format!("Body of message {n}.\r\n").as_bytes()))
+        .collect();
+    let line = [b'x'; 76]
+        .iter()
+        .chain(b"\r\n")
+        .copied()
+        .collect::<Vec<u8>>();
+    raws.push(message(48, "", &line.repeat(3_000_000 / line.len())));
+    raws.push(message(
+        49,
+        "Subject: Grüße aus Köln\r\n",
+        b"Latin-1 \xe9t\xe9, UTF-8 \xc3\xa9t\xc3\xa9.\r\n",
+    ));
+    let flags = [vec![], vec!["\\Seen".to_owned()]];
+    let messages: Vec<AppendMessage<'_>> = raws
+        .iter()
+        .enumerate()
+        .map(|(n, raw)| AppendMessage {
+            raw,
+            flags: &flags[n % 2],
+            internal_date: None,
+        })
+        .collect();
+    let uids = client.multiappend("Bulk", &messages).unwrap();
+    assert_eq!(uids.len(), 50);
+
+    let status = client.select("Bulk", true).unwrap();
+    assert_eq!(status.exists, 50);
+    let mut sizes = HashMap::new();
+    client
+        .fetch_index(&["MESSAGE-ID"], |r| {
+            sizes.insert(r.uid, r.size);
+        })
+        .unwrap();
+    let by_uid: HashMap<u32, &Vec<u8>> = uids.iter().copied().zip(&raws).collect();
+    for (uid, raw) in &by_uid {
+        assert_eq!(sizes[uid], raw.len() as u64);
+    }
+
+    let mut fetched = 0;
+    client
+        .fetch_messages(&uids, 8 << 20, |m| {
+            assert_eq!(
+                m.raw,
+                by_uid[&m.uid].as_slice(),
+                "message with UID {}",
+                m.uid
+            );
+            assert!(m.internal_date.is_some());
+            fetched += 1;
+        })
+        .unwrap();
+    assert_eq!(fetched, 50);
+
+    // A cap below the 3 MB message is a protocol error, not unbounded memory.
+    let big = uids[48];
+    assert!(matches!(
+        client.fetch_messages(&[big], 1 << 20, |_| {}),
+        Err(SessionError::Protocol(_))
+    ));
+}
+
+#[test]
+fn append_to_a_missing_mailbox_says_trycreate() {
+    let dovecot = Dovecot::start();
+    let mut client = session(&dovecot, "alice");
+    let raw = message(1, "", b"Hi.\r\n");
+    let message = AppendMessage {
+        raw: &raw,
+        flags: &[],
+        internal_date: None,
+    };
+    for result in [
+        client.append("Nowhere", &message).map(|_| ()),
+        client
+            .multiappend("Nowhere", &[message, message])
+            .map(|_| ()),
+    ] {
+        match result {
+            Err(SessionError::Refused(text)) => assert!(text.contains("[TRYCREATE]"), "{text}"),
+            other => panic!("expected Refused, got {other:?}"),
+        }
+    }
+    // The literals were consumed: the session is still in step.
+    client.create("Nowhere").unwrap();
+    assert!(client.append("Nowhere", &message).unwrap().is_some());
+    client.logout().unwrap();
+}
+
+#[test]
+fn untagged_bye_ends_the_session_with_its_text() {
+    let dovecot = Dovecot::start();
+    let mut client = session(&dovecot, "carol");
+    client.select("INBOX", true).unwrap();
+    let conf = dovecot.conf_path();
+    let kicked = Command::new("doveadm")
+        .arg("-c")
+        .arg(&conf)
+        .args(["kick", "carol"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(kicked.status.success(), "{kicked:?}");
+    // The BYE is in our receive buffer before we write; Linux hands queued data to a read
+    // even after the peer's reset.
+    std::thread::sleep(Duration::from_millis(300));
+    match client.list() {
+        Err(SessionError::Io(err)) => {
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionAborted);
+            assert!(err.to_string().contains("Server shutting down"), "{err}");
+        }
+        other => panic!("expected the BYE as a connection error, got {other:?}"),
+    }
+}

@@ -10,11 +10,11 @@
 # are stopped on exit. Needs root (Dovecot's mail processes run as nobody) and Debian's
 # dovecot-imapd + dovecot-pop3d, which it installs with apt-get when missing.
 #
-# Usage: bash demo/run.sh [GENERATED_MESSAGES]   (default 500)
+# Usage: bash demo/run.sh [GENERATED_MESSAGES]   (default 2000)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-GENERATED=${1:-500}
+GENERATED=${1:-2000}
 DOVECOT_SH="$ROOT/tests/support/dovecot.sh"
 
 if [ ! -x /usr/sbin/dovecot ] || ! command -v doveadm >/dev/null; then
@@ -28,7 +28,10 @@ cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
 MAILFERRY="$ROOT/target/release/mailferry"
 
 WORK=$(mktemp -d /tmp/mfdemo.XXXX)
+# Dovecot's unprivileged processes must reach the servers' directories inside.
+chmod 0755 "$WORK"
 cleanup() {
+  [ -n "${MAILFERRY_DEMO_KEEP:-}" ] && { echo "kept $WORK"; return; }
   "$DOVECOT_SH" down "$WORK/old" >/dev/null 2>&1 || true
   "$DOVECOT_SH" down "$WORK/new" >/dev/null 2>&1 || true
   rm -rf "$WORK"

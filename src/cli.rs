@@ -115,7 +115,7 @@ fn run_migrate(args: &MigrateArgs) -> Result<i32, Error> {
         let bars = ProgressBars::new(
             messages,
             bytes,
-            !args.quiet && std::io::stderr().is_terminal(),
+            messages > 0 && !args.quiet && std::io::stderr().is_terminal(),
         );
         let (report, error) = planned.execute(&bars);
         bars.finish();

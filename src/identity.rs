@@ -18,18 +18,6 @@ use sha2::{Digest, Sha256};
 
 use crate::header::{self, Field};
 
-/// The header fields hashed into a fingerprint, in this order. The target index fetches
-/// exactly these plus `Message-ID`.
-pub const FINGERPRINT_FIELDS: [&str; 7] = [
-    "Date",
-    "From",
-    "To",
-    "Cc",
-    "Subject",
-    "In-Reply-To",
-    "References",
-];
-
 /// Every header field the identity depends on: what a target index must fetch.
 pub const IDENTITY_FIELDS: [&str; 8] = [
     "Message-ID",
@@ -41,6 +29,9 @@ pub const IDENTITY_FIELDS: [&str; 8] = [
     "In-Reply-To",
     "References",
 ];
+
+/// The header fields hashed into a fingerprint, in this order: all but the Message-ID.
+pub const FINGERPRINT_FIELDS: &[&str] = IDENTITY_FIELDS.split_at(1).1;
 
 /// What makes two messages "the same message" for deduplication.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -27,6 +27,10 @@
 # exits 0, that its report says copied == N (then 0) with failed 0 and verified true, and that
 # each target Maildir holds N files; any miss prints a line starting with FAIL and the script
 # exits 1. Servers are stopped and every file removed on exit, even on Ctrl-C.
+# Before the table, one line per case and rep gives its wall time and the CPU seconds of the
+# process itself and, for mailferry, of the source and target Dovecot during the run: on this
+# 2-core machine the servers' CPU, not mailferry's, is most of the cost. Other work on the
+# machine (a cargo build) moves the seconds by tens of percent: compare runs taken together.
 #
 # Loading: generating the files straight into Maildir/new/ takes ~1 s per 2000 messages;
 # `doveadm save` runs one process per message (~9 ms each here: ~17 s at N=2000, ~90 s at

@@ -482,3 +482,67 @@ fn usage_errors_exit_2() {
         assert!(!stderr.contains("secret"), "{stderr}");
     }
 }
+
+#[test]
+fn a_server_without_tls_gets_no_password_unless_plaintext_is_allowed() {
+    let server = Dovecot::start_custom("", false, &[]);
+    server.deliver("carol", "INBOX", b"Message-ID: <clear@x>\r\n\r\nbody\r\n");
+    let plain = |allow: bool| {
+        let mut cmd = Command::cargo_bin("mailferry").unwrap();
+        cmd.args(["migrate", "--from"])
+            .arg(format!("pop3://carol@127.0.0.1:{}", server.pop3_port()))
+            .arg("--to")
+            .arg(format!("imap://alice@127.0.0.1:{}", server.imap_port()))
+            .env("MAILFERRY_FROM_PASSWORD", password("carol"))
+            .env("MAILFERRY_TO_PASSWORD", password("alice"))
+            .timeout(Duration::from_secs(120));
+        if allow {
+            cmd.arg("--allow-plaintext");
+        }
+        cmd.output().unwrap()
+    };
+    let refused = plain(false);
+    assert_eq!(refused.status.code(), Some(4), "{}", output_text(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("STLS") && stderr.contains("--allow-plaintext"),
+        "{stderr}"
+    );
+    assert!(
+        !server.log().contains("Login: user=<carol>"),
+        "no login may happen without TLS"
+    );
+    assert!(server.messages("alice", "INBOX").is_empty());
+
+    let allowed = plain(true);
+    assert_eq!(allowed.status.code(), Some(0), "{}", output_text(&allowed));
+    assert_eq!(server.messages("alice", "INBOX").len(), 1);
+}
+
+#[test]
+fn passwords_from_a_file_and_from_a_command() {
+    let server = Dovecot::start();
+    server.deliver("carol", "INBOX", b"Message-ID: <pw@x>\r\n\r\nbody\r\n");
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("carol.pw");
+    std::fs::write(&file, format!("{}\n", password("carol"))).unwrap();
+    let output = migrate(&server, "INBOX")
+        .env_remove("MAILFERRY_FROM_PASSWORD")
+        .env_remove("MAILFERRY_TO_PASSWORD")
+        .arg("--from-password-file")
+        .arg(&file)
+        .arg("--to-password-command")
+        .arg(format!("printf '%s\\n' '{}'", password("alice")))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+    assert_eq!(server.messages("alice", "INBOX").len(), 1);
+
+    let failing = migrate(&server, "INBOX")
+        .env_remove("MAILFERRY_TO_PASSWORD")
+        .args(["--to-password-command", "exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(failing.status.code(), Some(2), "{}", output_text(&failing));
+    assert!(String::from_utf8_lossy(&failing.stderr).contains("--to-password-command"));
+}

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use regex::Regex;
 
 use crate::endpoint::{Endpoint, PasswordSource, Side};
 use crate::error::Error;
+use crate::folders::FolderRules;
 use crate::migrate::{self, Account, ConnectOptions, MigrateJob, Planned};
 use crate::net::{TlsConfig, TlsTrust};
 use crate::progress::ProgressBars;
@@ -43,13 +45,31 @@ pub enum Command {
 /// Arguments of `mailferry migrate`.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// Source server: pop3s://USER@HOST[:PORT] or pop3://USER@HOST[:PORT] (STLS)
+    /// Source server: pop3s://USER@HOST[:PORT], imaps://USER@HOST[:PORT][/FOLDER], or pop3:// /
+    /// imap:// (STLS / STARTTLS); an IMAP source copies every folder, or only FOLDER
     #[arg(long, value_name = "URL")]
     pub from: String,
-    /// Target server: imaps://USER@HOST[:PORT][/FOLDER] or imap://… (STARTTLS); FOLDER defaults
-    /// to INBOX and is created when missing
+    /// Target server: imaps://USER@HOST[:PORT][/FOLDER] or imap://… (STARTTLS). From POP3,
+    /// FOLDER (default INBOX) receives the mail; from IMAP, the folders are copied below FOLDER
+    /// (default: at the top). Missing folders are created.
     #[arg(long, value_name = "URL")]
     pub to: String,
+    /// IMAP source: copy only folders whose name (with / as separator) matches REGEX
+    #[arg(long, value_name = "REGEX")]
+    pub include: Vec<String>,
+    /// IMAP source: skip folders whose name (with / as separator) matches REGEX
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Vec<String>,
+    /// IMAP source: copy folder OLD (and its subfolders) to NEW; names with / as separator
+    #[arg(long, value_name = "OLD=NEW")]
+    pub map: Vec<String>,
+    /// IMAP source: put every folder below P on the target
+    #[arg(long, value_name = "P")]
+    pub target_prefix: Option<String>,
+    /// IMAP source: do not map special-use folders (Sent, Drafts, Trash, Junk, Archive) onto
+    /// the target's folders of the same role
+    #[arg(long)]
+    pub no_special_use_map: bool,
     /// Upload connections to the target
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub connections: u16,
@@ -177,6 +197,41 @@ fn migrate_job(args: &MigrateArgs) -> Result<MigrateJob, Error> {
         },
         mark_seen: args.mark_seen,
         dry_run: args.dry_run,
+        folders: folder_rules(args)?,
+    })
+}
+
+fn folder_rules(args: &MigrateArgs) -> Result<FolderRules, Error> {
+    let regexes = |patterns: &[String], option: &str| {
+        patterns
+            .iter()
+            .map(|p| {
+                Regex::new(p).map_err(|e| Error::Usage {
+                    message: format!("--{option} {p}: not a valid regular expression: {e}"),
+                    hint: None,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let renames = args
+        .map
+        .iter()
+        .map(|m| match m.split_once('=') {
+            Some((old, new)) if !old.is_empty() && !new.is_empty() => {
+                Ok((old.to_owned(), new.to_owned()))
+            }
+            _ => Err(Error::Usage {
+                message: format!("--map {m}: expected OLD=NEW"),
+                hint: Some("for example --map 'Sent Items=Sent'".into()),
+            }),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(FolderRules {
+        include: regexes(&args.include, "include")?,
+        exclude: regexes(&args.exclude, "exclude")?,
+        renames,
+        prefix: args.target_prefix.clone(),
+        special_use_map: !args.no_special_use_map,
     })
 }
 
@@ -244,6 +299,9 @@ fn print_summary(report: &Report) {
         report.failed,
         report.duration_s,
     );
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
     for failed in &report.errors {
         eprintln!(
             "failed: {} in {}: {}",

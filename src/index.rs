@@ -21,11 +21,44 @@ pub struct SourceMessage {
     pub internal_date: Option<DateTime<FixedOffset>>,
 }
 
-/// How many messages of each identity a target folder holds.
+/// Which keywords (flags without a leading `\\`) a target folder can store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum KeywordPolicy {
+    /// Any keyword (`\\*` in PERMANENTFLAGS, or the server did not say).
+    #[default]
+    Any,
+    /// Only these.
+    Only(Vec<String>),
+}
+
+impl KeywordPolicy {
+    /// The policy a SELECT's PERMANENTFLAGS announce.
+    pub fn from_permanent_flags(flags: &[String]) -> Self {
+        if flags.is_empty() || flags.iter().any(|f| f == "\\*") {
+            KeywordPolicy::Any
+        } else {
+            KeywordPolicy::Only(flags.to_vec())
+        }
+    }
+
+    /// Whether a copy may carry this flag; system flags always may.
+    pub fn accepts(&self, flag: &str) -> bool {
+        match self {
+            KeywordPolicy::Any => true,
+            KeywordPolicy::Only(flags) => {
+                flag.starts_with('\\') || flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+            }
+        }
+    }
+}
+
+/// How many messages of each identity a target folder holds, and which keywords it takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TargetIndex {
     counts: HashMap<Identity, usize>,
     total: usize,
+    /// The keywords the folder stores.
+    pub keywords: KeywordPolicy,
 }
 
 impl TargetIndex {

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod endpoint;
 pub mod error;
+pub mod folders;
 pub mod header;
 pub mod identity;
 pub mod imap;

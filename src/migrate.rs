@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use crate::endpoint::{Endpoint, Password, Protocol};
 use crate::error::Error;
+use crate::folders::{self, FolderMapping, FolderRules};
 use crate::index::SourceMessage;
 use crate::net::TlsConfig;
 use crate::plan::{self, FolderPlan};
 use crate::report::{Report, ReportBuilder};
-use crate::source::Pop3Source;
+use crate::source::{ImapSource, POP3_FOLDER, Pop3Source};
 use crate::target::ImapTarget;
 use crate::transfer::{self, Fanout, Observer, Source, Target, TransferSettings};
 use crate::verify;
@@ -51,6 +52,8 @@ pub struct MigrateJob {
     pub mark_seen: bool,
     /// Plan only; write nothing to either server.
     pub dry_run: bool,
+    /// Which folders of an IMAP source go where.
+    pub folders: FolderRules,
 }
 
 /// A folder to copy: its plan and the full source index (kept for verification).
@@ -81,16 +84,18 @@ pub fn plan(job: &MigrateJob) -> Result<Planned<'_>, Error> {
     let mut source = open_source(job)?;
     let mut target = open_target(job)?;
     let mut folders = Vec::new();
-    for source_folder in source.folders()? {
-        let target_folder = target_folder_for(job, &source_folder);
+    for mapping in folder_mappings(job, source.as_mut(), target.as_mut())? {
         if !job.dry_run {
-            target.ensure_folder(&target_folder)?;
+            target.ensure_folder(&mapping.target)?;
         }
-        let source_index = source.index(&source_folder)?;
-        let target_index = target.index(&target_folder)?;
+        if !mapping.selectable {
+            continue;
+        }
+        let source_index = source.index(&mapping.source)?;
+        let target_index = target.index(&mapping.target)?;
         let plan = plan::diff(
-            &source_folder,
-            &target_folder,
+            &mapping.source,
+            &mapping.target,
             source_index.clone(),
             &target_index,
         );
@@ -126,22 +131,17 @@ impl Planned<'_> {
     /// ends the copy early: the report says what was done and the error is returned beside it.
     pub fn execute(mut self, observer: &dyn Observer) -> (Report, Option<Error>) {
         let job = self.job;
-        let connect_target = || open_target(job);
         let events = Fanout(vec![&self.report, observer]);
-        let mut error = None;
-        for folder in &self.folders {
-            let copied = transfer::copy_folder(
-                &folder.plan,
-                self.source.as_mut(),
-                &connect_target,
-                job.transfer,
-                &events,
-            );
-            if let Err(err) = copied {
-                error = Some(err);
-                break;
-            }
-        }
+        let plans: Vec<FolderPlan> = self.folders.iter().map(|f| f.plan.clone()).collect();
+        let mut error = transfer::copy_folders(
+            &plans,
+            self.source.as_mut(),
+            &|| open_source(job),
+            &|| open_target(job),
+            job.transfer,
+            &events,
+        )
+        .err();
         if error.is_none() {
             match self.verify() {
                 Ok(complete) => self.report.verified(complete),
@@ -168,12 +168,42 @@ impl Planned<'_> {
     }
 }
 
-fn target_folder_for(job: &MigrateJob, source_folder: &str) -> String {
-    job.to
-        .endpoint
-        .folder
-        .clone()
-        .unwrap_or_else(|| source_folder.to_owned())
+/// Where each source folder goes. A POP3 maildrop goes into the target URL's folder (INBOX by
+/// default); an IMAP account's folders keep their hierarchy, below the target URL's folder
+/// when it names one.
+fn folder_mappings(
+    job: &MigrateJob,
+    source: &mut dyn Source,
+    target: &mut dyn Target,
+) -> Result<Vec<FolderMapping>, Error> {
+    if job.from.endpoint.protocol == Protocol::Pop3 {
+        return Ok(vec![FolderMapping {
+            source: POP3_FOLDER.to_owned(),
+            target: job
+                .to
+                .endpoint
+                .folder
+                .clone()
+                .unwrap_or_else(|| POP3_FOLDER.to_owned()),
+            selectable: true,
+        }]);
+    }
+    let source_folders = source.folders()?;
+    let target_folders = target.folders()?;
+    let delimiter = target_folders
+        .iter()
+        .find_map(|f| f.delimiter)
+        .unwrap_or('/');
+    let mut rules = job.folders.clone();
+    if rules.prefix.is_none() {
+        rules.prefix = job.to.endpoint.folder.clone();
+    }
+    Ok(folders::map_folders(
+        &source_folders,
+        &target_folders,
+        delimiter,
+        &rules,
+    ))
 }
 
 fn open_source(job: &MigrateJob) -> Result<Box<dyn Source>, Error> {
@@ -183,10 +213,7 @@ fn open_source(job: &MigrateJob) -> Result<Box<dyn Source>, Error> {
             &job.connect,
             job.mark_seen,
         )?)),
-        Protocol::Imap => Err(Error::usage(format!(
-            "{}: IMAP sources are not supported yet; use a pop3:// or pop3s:// source",
-            job.from.endpoint
-        ))),
+        Protocol::Imap => Ok(Box::new(ImapSource::connect(&job.from, &job.connect)?)),
     }
 }
 

@@ -4,7 +4,7 @@
 //! and the target j of them, the last k − j (in source order) are copied. So two different
 //! messages that share a Message-ID both arrive, and a re-run copies nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::identity::Identity;
 use crate::index::{SourceMessage, TargetIndex};
@@ -22,6 +22,8 @@ pub struct FolderPlan {
     pub to_copy: Vec<SourceMessage>,
     /// Source messages the target already holds.
     pub already_present: usize,
+    /// Keywords the target folder refuses, with how many copies lose each.
+    pub dropped_keywords: BTreeMap<String, usize>,
 }
 
 impl FolderPlan {
@@ -46,11 +48,21 @@ pub fn diff(
         *n += 1;
         present[i] = *n <= target.count(&message.identity);
     }
+    let mut dropped_keywords = BTreeMap::new();
     let to_copy: Vec<SourceMessage> = source
         .into_iter()
         .zip(&present)
         .filter(|(_, present)| !**present)
-        .map(|(message, _)| message)
+        .map(|(mut message, _)| {
+            message.flags.retain(|flag| {
+                let keep = target.keywords.accepts(flag);
+                if !keep {
+                    *dropped_keywords.entry(flag.clone()).or_default() += 1;
+                }
+                keep
+            });
+            message
+        })
         .collect();
     FolderPlan {
         source_folder: source_folder.to_owned(),
@@ -58,6 +70,7 @@ pub fn diff(
         source_messages,
         already_present: source_messages - to_copy.len(),
         to_copy,
+        dropped_keywords,
     }
 }
 
@@ -109,6 +122,18 @@ mod tests {
         let plan = diff("I", "I", vec![msg(1, "a")], &target);
         assert!(plan.to_copy.is_empty());
         assert_eq!(plan.already_present, 1);
+    }
+
+    #[test]
+    fn keywords_the_target_refuses_are_dropped_and_counted() {
+        let mut flagged = msg(1, "a");
+        flagged.flags = vec!["\\Seen".into(), "$Label1".into(), "custom".into()];
+        let mut target = TargetIndex::default();
+        target.keywords =
+            crate::index::KeywordPolicy::from_permanent_flags(&["\\Seen".into(), "$Label1".into()]);
+        let plan = diff("I", "I", vec![flagged], &target);
+        assert_eq!(plan.to_copy[0].flags, ["\\Seen", "$Label1"]);
+        assert_eq!(plan.dropped_keywords.get("custom"), Some(&1));
     }
 
     proptest! {

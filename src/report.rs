@@ -79,6 +79,8 @@ pub struct Report {
     pub folders: Vec<FolderReport>,
     /// The failed messages.
     pub errors: Vec<FailedMessage>,
+    /// Things the user should know that did not fail a message (e.g. a dropped keyword).
+    pub warnings: Vec<String>,
     /// A fatal error that ended the run early, if any.
     pub fatal: Option<String>,
 }
@@ -129,6 +131,7 @@ impl ReportBuilder {
                 verified: None,
                 folders: Vec::new(),
                 errors: Vec::new(),
+                warnings: Vec::new(),
                 fatal: None,
             }),
         }
@@ -149,6 +152,12 @@ impl ReportBuilder {
             copied: 0,
             failed: 0,
         });
+        for (keyword, count) in &plan.dropped_keywords {
+            report.warnings.push(format!(
+                "the target folder {} does not store the keyword {keyword}: dropped from {count} message(s)",
+                plan.target_folder
+            ));
+        }
     }
 
     /// Records the outcome of the verification pass.

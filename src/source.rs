@@ -1,9 +1,14 @@
-//! Mail sources. [`Pop3Source`] reads a POP3 maildrop: indexed with pipelined `TOP n 0`,
-//! fetched with pipelined `RETR`, never modified (no DELE).
+//! Mail sources, read-only. [`Pop3Source`] reads a POP3 maildrop: indexed with pipelined
+//! `TOP n 0`, fetched with pipelined `RETR`, never modified (no DELE). [`ImapSource`] reads
+//! every folder of an IMAP account with EXAMINE and `BODY.PEEK`, so not even `\Seen` changes.
+
+use std::collections::HashMap;
 
 use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
-use crate::identity;
+use crate::folders::FolderInfo;
+use crate::identity::{self, IDENTITY_FIELDS};
+use crate::imap::ImapClient;
 use crate::index::SourceMessage;
 use crate::migrate::{Account, ConnectOptions};
 use crate::pop3::{FetchError, Pop3Client};
@@ -60,8 +65,12 @@ impl Pop3Source {
 }
 
 impl Source for Pop3Source {
-    fn folders(&mut self) -> Result<Vec<String>, Error> {
-        Ok(vec![POP3_FOLDER.to_owned()])
+    fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
+        Ok(vec![FolderInfo::from_list(
+            POP3_FOLDER.to_owned(),
+            None,
+            &[],
+        )])
     }
 
     fn index(&mut self, _folder: &str) -> Result<Vec<SourceMessage>, Error> {
@@ -129,6 +138,103 @@ impl Source for Pop3Source {
             Err(FetchError::Stopped(Stop)) => Ok(()),
             Err(FetchError::Session(err)) => Err(self.failed(err)),
         }
+    }
+}
+
+/// An IMAP account as a [`Source`]; one per connection.
+pub struct ImapSource {
+    client: ImapClient,
+    account: Account,
+    selected: Option<String>,
+}
+
+impl ImapSource {
+    /// Connects and logs in.
+    pub fn connect(account: &Account, options: &ConnectOptions) -> Result<Self, Error> {
+        Ok(ImapSource {
+            client: session::open_imap(account, Side::From, options)?,
+            account: account.clone(),
+            selected: None,
+        })
+    }
+
+    fn failed(&self, err: SessionError) -> Error {
+        Error::from_session(&self.account.endpoint, Side::From, err)
+    }
+
+    /// EXAMINE (read-only) the folder unless it is already open.
+    fn open(&mut self, folder: &str) -> Result<(), Error> {
+        if self.selected.as_deref() != Some(folder) {
+            self.selected = None;
+            self.client
+                .select(folder, true)
+                .map_err(|e| self.failed(e))?;
+            self.selected = Some(folder.to_owned());
+        }
+        Ok(())
+    }
+}
+
+impl Source for ImapSource {
+    fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
+        let listed = self.client.list().map_err(|e| self.failed(e))?;
+        let mut folders: Vec<FolderInfo> = listed
+            .into_iter()
+            .map(|m| FolderInfo::from_list(m.name, m.delimiter, &m.attributes))
+            .collect();
+        if let Some(only) = &self.account.endpoint.folder {
+            folders.retain(|f| &f.name == only);
+        }
+        Ok(folders)
+    }
+
+    fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error> {
+        // Re-select so a second index of the same folder sees new mail.
+        self.selected = None;
+        self.open(folder)?;
+        let mut index = Vec::new();
+        self.client
+            .fetch_index(&IDENTITY_FIELDS, |record| {
+                index.push(SourceMessage {
+                    key: record.uid,
+                    identity: identity::identify(record.header, record.size),
+                    size: record.size,
+                    // \Recent belongs to the session that saw the message first; no
+                    // server lets a client set it.
+                    flags: record
+                        .flags
+                        .into_iter()
+                        .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+                        .collect(),
+                    internal_date: record.internal_date,
+                });
+            })
+            .map_err(|e| self.failed(e))?;
+        Ok(index)
+    }
+
+    fn fetch(
+        &mut self,
+        folder: &str,
+        messages: Vec<SourceMessage>,
+        deliver: &mut dyn FnMut(Outgoing) -> bool,
+    ) -> Result<(), Error> {
+        self.open(folder)?;
+        let uids: Vec<u32> = messages.iter().map(|m| m.key).collect();
+        let mut by_uid: HashMap<u32, SourceMessage> =
+            messages.into_iter().map(|m| (m.key, m)).collect();
+        let mut receiving = true;
+        self.client
+            .fetch_messages(&uids, MAX_MESSAGE_SIZE, |fetched| {
+                // After the receiver has gone, the rest of the answer is only drained.
+                if receiving && let Some(message) = by_uid.remove(&fetched.uid) {
+                    receiving = deliver(Outgoing {
+                        message,
+                        raw: fetched.raw.to_vec(),
+                    });
+                }
+            })
+            .map_err(|e| self.failed(e))
     }
 }
 

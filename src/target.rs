@@ -4,9 +4,10 @@
 
 use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
+use crate::folders::FolderInfo;
 use crate::identity::{self, IDENTITY_FIELDS};
 use crate::imap::{AppendMessage, ImapClient};
-use crate::index::TargetIndex;
+use crate::index::{KeywordPolicy, TargetIndex};
 use crate::migrate::{Account, ConnectOptions};
 use crate::session;
 use crate::transfer::{Outgoing, Target};
@@ -34,8 +35,7 @@ impl ImapTarget {
         if folder.eq_ignore_ascii_case("INBOX") {
             return Ok(true);
         }
-        let folders = self.client.list().map_err(|e| self.failed(e))?;
-        Ok(folders.iter().any(|f| f.name == folder))
+        Ok(self.folders()?.iter().any(|f| f.name == folder))
     }
 
     /// Uploads one message; `Ok(Err(reason))` when the server refused it.
@@ -61,23 +61,35 @@ fn append_message(outgoing: &Outgoing) -> AppendMessage<'_> {
 }
 
 impl Target for ImapTarget {
+    fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
+        let listed = self.client.list().map_err(|e| self.failed(e))?;
+        Ok(listed
+            .into_iter()
+            .map(|m| FolderInfo::from_list(m.name, m.delimiter, &m.attributes))
+            .collect())
+    }
+
     fn ensure_folder(&mut self, folder: &str) -> Result<(), Error> {
         if self.exists(folder)? {
             return Ok(());
         }
-        self.client.create(folder).map_err(|e| self.failed(e))
+        self.client.create(folder).map_err(|e| self.failed(e))?;
+        self.client.subscribe(folder).map_err(|e| self.failed(e))
     }
 
     fn index(&mut self, folder: &str) -> Result<TargetIndex, Error> {
-        match self.client.select(folder, true) {
-            Ok(_) => {}
+        // SELECT, not EXAMINE: only a read-write session learns which keywords the folder
+        // stores (PERMANENTFLAGS).
+        let keywords = match self.client.select(folder, false) {
+            Ok(status) => KeywordPolicy::from_permanent_flags(&status.permanent_flags),
             // A folder that does not exist yet (a dry run creates nothing) holds nothing.
             Err(SessionError::Refused(_)) if !self.exists(folder)? => {
                 return Ok(TargetIndex::default());
             }
             Err(err) => return Err(self.failed(err)),
-        }
+        };
         let mut index = TargetIndex::default();
+        index.keywords = keywords;
         self.client
             .fetch_index(&IDENTITY_FIELDS, |record| {
                 index.add(identity::identify(record.header, record.size));

@@ -1,17 +1,23 @@
 //! The transfer engine: streams planned messages from the source to the target.
 //!
-//! One thread (the caller's) fetches from the source, which is read over a single connection
-//! (POP3 maildrops are often locked to one session, and pipelined reads are far faster than
-//! the target's writes anyway). Messages are grouped into batches bounded by bytes and count
-//! and handed over a bounded channel to upload workers, each owning its own target
-//! connection. The channel's bound is the back-pressure that keeps memory flat whatever the
-//! mailbox size. The engine reports what happens to an [`Observer`] and prints nothing.
+//! Work is sharded by folder, because several connections into one mailbox are no faster on
+//! a server that locks the mailbox per write (Dovecot), while separate mailboxes scale. Up to
+//! `connections` folder lanes run at once, each with its own source connection; the first
+//! lane reuses the connection the plan was made on (a POP3 maildrop, with its single folder,
+//! is never opened twice: servers often lock it to one session).
+//!
+//! Within a folder, the lane's thread fetches and groups messages into batches bounded by
+//! bytes and count, and hands them over a bounded channel to upload workers, each owning its
+//! own target connection. The channel's bound is the back-pressure that keeps memory flat
+//! whatever the mailbox size. The engine reports what happens to an [`Observer`] and prints
+//! nothing.
 
 use std::sync::Mutex;
 
 use crossbeam_channel::bounded;
 
 use crate::error::Error;
+use crate::folders::FolderInfo;
 use crate::index::SourceMessage;
 use crate::plan::FolderPlan;
 
@@ -25,9 +31,9 @@ pub struct Outgoing {
 }
 
 /// A mail source: lists folders, indexes them from headers, streams message bodies.
-pub trait Source {
-    /// The folders to copy (a POP3 maildrop has one: `INBOX`).
-    fn folders(&mut self) -> Result<Vec<String>, Error>;
+pub trait Source: Send {
+    /// The source's folders (a POP3 maildrop has one: `INBOX`).
+    fn folders(&mut self) -> Result<Vec<FolderInfo>, Error>;
     /// Indexes a folder: identity, size, flags and date of every message, from headers only.
     fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error>;
     /// Fetches the given messages, in order, handing each to `deliver`. Stops early, without
@@ -42,7 +48,9 @@ pub trait Source {
 
 /// An IMAP-like target: folders, an index of what it holds, and batched uploads.
 pub trait Target: Send {
-    /// Creates the folder if it does not exist.
+    /// The folders that exist on the target.
+    fn folders(&mut self) -> Result<Vec<FolderInfo>, Error>;
+    /// Creates (and subscribes) the folder if it does not exist.
     fn ensure_folder(&mut self, folder: &str) -> Result<(), Error>;
     /// Counts the identities of the messages in a folder.
     fn index(&mut self, folder: &str) -> Result<crate::index::TargetIndex, Error>;
@@ -57,6 +65,9 @@ pub trait Target: Send {
 
 /// Opens a new, logged-in target connection; called once per upload worker.
 pub type TargetConnector<'a> = dyn Fn() -> Result<Box<dyn Target>, Error> + Sync + 'a;
+
+/// Opens a new, logged-in source connection; called once per folder lane but the first.
+pub type SourceConnector<'a> = dyn Fn() -> Result<Box<dyn Source>, Error> + Sync + 'a;
 
 /// Receives the engine's events. Every method has a default that ignores the event.
 pub trait Observer: Sync {
@@ -118,9 +129,64 @@ impl Default for TransferSettings {
     }
 }
 
-/// Copies one folder's plan. Returns the first connection error, if any worker or the source
-/// failed; messages the target refused are reported to the observer and do not stop the copy.
-pub fn copy_folder(
+/// Copies every folder's plan. Returns the first connection error of any lane or worker;
+/// messages the target refused are reported to the observer and do not stop the copy.
+pub fn copy_folders(
+    plans: &[FolderPlan],
+    source: &mut dyn Source,
+    connect_source: &SourceConnector<'_>,
+    connect_target: &TargetConnector<'_>,
+    settings: TransferSettings,
+    observer: &dyn Observer,
+) -> Result<(), Error> {
+    let (queue_tx, queue) = crossbeam_channel::unbounded();
+    let mut busy = 0;
+    for plan in plans {
+        if plan.to_copy.is_empty() {
+            observer.folder_started(plan);
+            observer.folder_finished(&plan.source_folder);
+        } else {
+            busy += 1;
+            queue_tx.send(plan).expect("the queue is open");
+        }
+    }
+    drop(queue_tx);
+    let lanes = settings.connections.clamp(1, busy.max(1));
+    let lane_settings = TransferSettings {
+        connections: (settings.connections / lanes).max(1),
+        ..settings
+    };
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let run_lane = |source: &mut dyn Source| {
+        for plan in queue.iter() {
+            if first_error.lock().unwrap().is_some() {
+                break;
+            }
+            if let Err(err) = copy_folder(plan, source, connect_target, lane_settings, observer) {
+                first_error.lock().unwrap().get_or_insert(err);
+                break;
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..lanes {
+            scope.spawn(|| match connect_source() {
+                Ok(mut source) => run_lane(source.as_mut()),
+                Err(err) => {
+                    first_error.lock().unwrap().get_or_insert(err);
+                }
+            });
+        }
+        run_lane(source);
+    });
+    match first_error.into_inner().unwrap() {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+/// Copies one folder over `settings.connections` upload workers.
+fn copy_folder(
     plan: &FolderPlan,
     source: &mut dyn Source,
     connect_target: &TargetConnector<'_>,
@@ -128,10 +194,6 @@ pub fn copy_folder(
     observer: &dyn Observer,
 ) -> Result<(), Error> {
     observer.folder_started(plan);
-    if plan.to_copy.is_empty() {
-        observer.folder_finished(&plan.source_folder);
-        return Ok(());
-    }
     let workers = settings.connections.clamp(1, plan.to_copy.len());
     let (batches_tx, batches_rx) = bounded::<Vec<Outgoing>>(workers);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);

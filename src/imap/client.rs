@@ -315,6 +315,13 @@ impl ImapClient {
         Ok(())
     }
 
+    /// Subscribes to a mailbox, so mail clients that show only subscribed folders see it.
+    pub fn subscribe(&mut self, name: &str) -> Result<(), SessionError> {
+        self.run(|b| b.text("SUBSCRIBE ").mailbox(name), |_| Ok(()))?
+            .ok()?;
+        Ok(())
+    }
+
     /// Selects a mailbox, with EXAMINE when `read_only` so flags (`\Seen`) stay untouched.
     pub fn select(&mut self, name: &str, read_only: bool) -> Result<MailboxStatus, SessionError> {
         let verb = if read_only { "EXAMINE " } else { "SELECT " };

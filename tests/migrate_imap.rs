@@ -1,0 +1,215 @@
+//! `mailferry migrate` from one IMAP account to another, end to end through the binary,
+//! against two real Dovecot servers started by the test: folders with their hierarchy (the
+//! source uses `/`, the target `.`), special-use folders under other names, flags, keywords and
+//! internal dates spread over years, a non-ASCII folder name; the source is left untouched.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use assert_cmd::Command;
+use serde_json::Value;
+use support::{Dovecot, StoredMessage, normalize_crlf, password};
+
+/// The source marks "Sent Items" as \Sent; the target calls its \Sent folder "Sent" and uses
+/// `.` as hierarchy separator.
+const SOURCE_CONF: &str =
+    "namespace inbox {\n  mailbox \"Sent Items\" {\n    special_use = \\Sent\n  }\n}\n";
+const TARGET_CONF: &str = "namespace inbox {\n  separator = .\n  mailbox Sent {\n    special_use = \\Sent\n    auto = create\n  }\n}\n";
+
+/// (source folder, target folder as mailferry should name it)
+const FOLDERS: [(&str, &str); 6] = [
+    ("INBOX", "INBOX"),
+    ("Archive", "Archive"),
+    ("Archive/2019", "Archive.2019"),
+    ("Sent Items", "Sent"),
+    ("Lists/dev", "Lists.dev"),
+    ("Données", "Données"),
+];
+
+fn message(folder: &str, n: usize) -> Vec<u8> {
+    let id = if n == 2 {
+        String::new() // one message per folder without a Message-ID
+    } else {
+        format!("Message-ID: <{n}.{}@source.example>\r\n", folder.len())
+    };
+    format!(
+        "From: Sender {n} <s{n}@example.org>\r\nTo: alice@example.net\r\n\
+         Subject: {folder} message {n}\r\nDate: Mon, {n} Mar 2010 10:00:00 +0000\r\n{id}\r\n\
+         Body of message {n} in {folder}, caf\u{e9}.\r\n"
+    )
+    .into_bytes()
+}
+
+fn flags_for(n: usize) -> &'static [&'static str] {
+    match n % 4 {
+        0 => &["\\Seen"],
+        1 => &["\\Seen", "\\Flagged", "$Label1"],
+        2 => &[],
+        _ => &["\\Answered", "\\Draft"],
+    }
+}
+
+fn date_for(folder_index: usize, n: usize) -> SystemTime {
+    // Spread over 2005-2025.
+    UNIX_EPOCH
+        + Duration::from_secs(1_104_537_600 + (folder_index * 97 + n * 31) as u64 * 86_400 * 7)
+}
+
+fn migrate(source: &Dovecot, target: &Dovecot, ca: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("mailferry").unwrap();
+    cmd.arg("migrate")
+        .arg("--from")
+        .arg(format!("imaps://alice@127.0.0.1:{}", source.imaps_port()))
+        .arg("--to")
+        .arg(format!("imaps://bob@127.0.0.1:{}", target.imaps_port()))
+        .arg("--tls-ca")
+        .arg(ca)
+        .args(["--timeout", "30", "--connections", "3"])
+        .env("MAILFERRY_FROM_PASSWORD", password("alice"))
+        .env("MAILFERRY_TO_PASSWORD", password("bob"))
+        .timeout(Duration::from_secs(300));
+    cmd
+}
+
+/// (normalised bytes, flags sorted, internal date) of every message, sorted: a folder's
+/// content as a user would compare it.
+fn content(messages: &[StoredMessage]) -> Vec<(Vec<u8>, Vec<String>, SystemTime)> {
+    let mut all: Vec<_> = messages
+        .iter()
+        .map(|m| {
+            let mut flags = m.flags.clone();
+            flags.sort();
+            (normalize_crlf(&m.raw), flags, m.internal_date)
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+#[test]
+fn copies_every_folder_with_flags_and_dates_and_a_rerun_copies_nothing() {
+    let source = Dovecot::start_with(SOURCE_CONF);
+    let target = Dovecot::start_with(TARGET_CONF);
+    let mut expected_total = 0;
+    for (i, (folder, _)) in FOLDERS.iter().enumerate() {
+        for n in 0..(3 + i) {
+            let date = date_for(i, n);
+            source.append(
+                "alice",
+                folder,
+                &message(folder, n),
+                flags_for(n),
+                Some(date),
+            );
+            expected_total += 1;
+        }
+    }
+    let source_before: BTreeMap<&str, _> = FOLDERS
+        .iter()
+        .map(|(f, _)| (*f, content(&source.messages("alice", f))))
+        .collect();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca.pem");
+    let pems = [source.cert_path(), target.cert_path()].map(|p| std::fs::read(p).unwrap());
+    std::fs::write(&ca, pems.concat()).unwrap();
+    let report_path = tmp.path().join("report.json");
+
+    let output = migrate(&source, &target, &ca)
+        .arg("--report")
+        .arg(&report_path)
+        .output()
+        .unwrap();
+    let all_output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(0), "{all_output}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report["copied"], expected_total);
+    assert_eq!(report["verified"], true);
+    assert_eq!(report["folders"].as_array().unwrap().len(), FOLDERS.len());
+
+    for (source_folder, target_folder) in FOLDERS {
+        let on_disk = target_folder.replace('.', "/");
+        assert_eq!(
+            content(&target.messages("bob", &on_disk)),
+            source_before[source_folder],
+            "{source_folder} → {target_folder}: messages, flags or dates differ"
+        );
+    }
+    assert!(
+        target.folders("bob").iter().all(|f| f != "Sent Items"),
+        "{:?}",
+        target.folders("bob")
+    );
+    // Read with EXAMINE and BODY.PEEK: the source is exactly as it was (no \Seen added).
+    for (folder, before) in &source_before {
+        assert_eq!(
+            &content(&source.messages("alice", folder)),
+            before,
+            "{folder}"
+        );
+    }
+
+    let output = migrate(&source, &target, &ca)
+        .arg("--report")
+        .arg(&report_path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report["copied"], 0);
+    assert_eq!(report["already_present"], expected_total);
+}
+
+#[test]
+fn include_exclude_map_and_dry_run() {
+    let source = Dovecot::start();
+    let target = Dovecot::start();
+    for folder in ["INBOX", "Archive/2019", "Spam", "Old Stuff"] {
+        source.append("alice", folder, &message(folder, 1), &[], None);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca.pem");
+    let pems = [source.cert_path(), target.cert_path()].map(|p| std::fs::read(p).unwrap());
+    std::fs::write(&ca, pems.concat()).unwrap();
+    let dry = migrate(&source, &target, &ca)
+        .args([
+            "--exclude",
+            "^Spam$",
+            "--map",
+            "Old Stuff=Archive/Old",
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    assert_eq!(dry.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("Old Stuff → Archive/Old: would copy 1 of 1"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Spam"), "{stdout}");
+    assert_eq!(target.folders("bob"), vec!["INBOX".to_string()]);
+
+    migrate(&source, &target, &ca)
+        .args(["--exclude", "^Spam$", "--map", "Old Stuff=Archive/Old"])
+        .args(["--target-prefix", "From Old"])
+        .assert()
+        .code(0);
+    assert_eq!(
+        target.folders("bob"),
+        [
+            "INBOX",
+            "From Old/Archive/2019",
+            "From Old/Archive/Old",
+            "From Old/INBOX"
+        ]
+    );
+    assert_eq!(target.messages("bob", "From Old/Archive/Old").len(), 1);
+}

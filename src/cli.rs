@@ -13,7 +13,7 @@ use crate::folders::FolderRules;
 use crate::migrate::{self, Account, ConnectOptions, MigrateJob, Planned};
 use crate::net::{TlsConfig, TlsTrust};
 use crate::progress::ProgressBars;
-use crate::report::Report;
+use crate::report::{Report, ReportBuilder};
 use crate::transfer::TransferSettings;
 
 const EXIT_CODES: &str = "\
@@ -126,30 +126,42 @@ fn run_migrate(args: &MigrateArgs) -> Result<i32, Error> {
     if let Some(path) = &args.report {
         check_writable(path)?;
     }
-    let planned = migrate::plan(&job)?;
-    let report = if args.dry_run {
-        print_dry_run(&planned, args.verbose);
-        planned.dry_run_report()
-    } else {
-        let (messages, bytes) = planned.totals();
-        let bars = ProgressBars::new(
-            messages,
-            bytes,
-            messages > 0 && !args.quiet && std::io::stderr().is_terminal(),
-        );
-        let (report, error) = planned.execute(&bars);
-        bars.finish();
-        write_report(args, &report)?;
-        if let Some(error) = error {
+    let planned = match migrate::plan(&job) {
+        Ok(planned) => planned,
+        Err(error) => {
+            // A monitor reading the report must see this run failed, not last run's success.
+            let report = ReportBuilder::new(
+                job.from.endpoint.to_string(),
+                job.to.endpoint.to_string(),
+                job.dry_run,
+            );
+            report.fatal(&error.to_string());
+            write_report(args, &report.finish());
             return Err(error);
         }
-        if !args.quiet || report.exit_code() != 0 {
-            print_summary(&report);
-        }
-        return Ok(report.exit_code());
     };
-    write_report(args, &report)?;
-    Ok(report.exit_code())
+    if args.dry_run {
+        print_dry_run(&planned, args.verbose);
+        let report = planned.dry_run_report();
+        write_report(args, &report);
+        return Ok(report.exit_code());
+    }
+    let (messages, bytes) = planned.totals();
+    let bars = ProgressBars::new(
+        messages,
+        bytes,
+        messages > 0 && !args.quiet && std::io::stderr().is_terminal(),
+    );
+    let (report, error) = planned.execute(&bars);
+    bars.finish();
+    write_report(args, &report);
+    if !args.quiet || report.exit_code() != 0 || error.is_some() {
+        print_summary(&report);
+    }
+    match error {
+        Some(error) => Err(error),
+        None => Ok(report.exit_code()),
+    }
 }
 
 fn migrate_job(args: &MigrateArgs) -> Result<MigrateJob, Error> {
@@ -235,32 +247,29 @@ fn folder_rules(args: &MigrateArgs) -> Result<FolderRules, Error> {
     })
 }
 
+/// Fails early, before any server is touched, when the report could not be written.
 fn check_writable(path: &std::path::Path) -> Result<(), Error> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => std::path::Path::new("."),
-    };
-    if dir.is_dir() {
-        Ok(())
-    } else {
-        Err(Error::Usage {
-            message: format!(
-                "cannot write the report to {}: {} is not a directory",
-                path.display(),
-                dir.display()
-            ),
-            hint: None,
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map(drop)
+        .map_err(|e| Error::Usage {
+            message: format!("cannot write the report to {}: {e}", path.display()),
+            hint: Some("--report takes the path of a file in a writable directory".into()),
         })
-    }
 }
 
-fn write_report(args: &MigrateArgs, report: &Report) -> Result<(), Error> {
-    match &args.report {
-        Some(path) => report.write(path).map_err(|e| Error::Usage {
-            message: format!("cannot write the report to {}: {e}", path.display()),
-            hint: None,
-        }),
-        None => Ok(()),
+/// Writes the report if one was asked for. A failure here is only a warning: the run's own
+/// outcome (and exit code) matters more than its paperwork.
+fn write_report(args: &MigrateArgs, report: &Report) {
+    if let Some(path) = &args.report
+        && let Err(e) = report.write(path)
+    {
+        eprintln!(
+            "warning: cannot write the report to {}: {e}",
+            path.display()
+        );
     }
 }
 

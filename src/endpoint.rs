@@ -153,18 +153,27 @@ fn split_host_port(hostport: &str) -> Option<(String, Option<u16>)> {
     Some((host.to_owned(), port))
 }
 
-/// Drops anything between `://` and `@` after a `:`, so a URL with a password can be quoted in
-/// an error without leaking it.
+/// Hides whatever follows a `:` in the URL's user part, so a URL with a password can be
+/// quoted in an error without leaking it (also when the `@` and host are missing).
 fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if scheme_end + 3 <= at => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..]
+        .find('/')
+        .map_or(url.len(), |i| scheme_end + i);
+    let authority = &url[scheme_end..authority_end];
+    let userinfo_end = authority.rfind('@').unwrap_or(authority.len());
+    match authority[..userinfo_end].split_once(':') {
+        Some((user, _)) if authority.contains('@') => format!(
+            "{}{user}:***{}",
+            &url[..scheme_end],
+            &url[scheme_end + userinfo_end..]
+        ),
+        // Without an `@`, `host:993` is a port, but `user:secret` may be a password.
+        Some((_, port)) if port.bytes().all(|b| b.is_ascii_digit()) => url.to_owned(),
+        Some((user, _)) => format!("{}{user}:***", &url[..scheme_end]),
+        None => url.to_owned(),
     }
 }
 
@@ -336,8 +345,14 @@ mod tests {
         let err = Endpoint::parse("imaps://u:hunter2@h").unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(!err.to_string().contains("hunter2"), "{err}");
-        let err = Endpoint::parse("ftp://u:hunter2@h").unwrap_err();
-        assert!(!err.to_string().contains("hunter2"), "{err}");
+        for url in [
+            "ftp://u:hunter2@h",
+            "pop3s://u:hunter2",
+            "imaps://u:hunter2@h:99999/x",
+        ] {
+            let err = Endpoint::parse(url).unwrap_err();
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
     }
 
     #[test]

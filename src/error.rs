@@ -7,6 +7,8 @@
 
 use std::io;
 
+use crate::endpoint::{Endpoint, Side};
+
 /// Exit code: every message is present on the target.
 pub const EXIT_OK: i32 = 0;
 /// Exit code: the run finished, but some messages failed (they are listed in the report).
@@ -128,15 +130,9 @@ impl Error {
             | Error::Connection { hint, .. } => hint.as_deref(),
         }
     }
-}
 
-impl Error {
     /// Puts a connection-level failure in the user's terms: which server, and what to try.
-    pub fn from_session(
-        endpoint: &crate::endpoint::Endpoint,
-        side: crate::endpoint::Side,
-        err: SessionError,
-    ) -> Self {
+    pub fn from_session(endpoint: &Endpoint, side: Side, err: SessionError) -> Self {
         let word = side.word();
         let server = endpoint.to_string();
         match err {
@@ -160,11 +156,36 @@ impl Error {
                 source: err,
                 hint: Some("check the host name and port, and that the server is up".into()),
             },
+            SessionError::Unsupported(ref what)
+                if what.contains("STARTTLS") || what.contains("STLS") =>
+            {
+                Error::Connection {
+                    server,
+                    source: err,
+                    hint: Some(
+                        "use the TLS scheme (imaps:// or pop3s://), or --allow-plaintext to send the password unencrypted"
+                            .into(),
+                    ),
+                }
+            }
             SessionError::Unsupported(_) => Error::Connection {
                 server,
                 source: err,
+                hint: Some("the server cannot do what this run needs; see the reason above".into()),
+            },
+            SessionError::Protocol(_) => Error::Connection {
+                server,
+                source: err,
                 hint: Some(
-                    "use the TLS scheme (imaps:// or pop3s://), or --allow-plaintext to send the password unencrypted"
+                    "check that the port speaks the URL's protocol (POP3 or IMAP) and its TLS mode (pop3s/imaps: TLS from the start)"
+                        .into(),
+                ),
+            },
+            SessionError::Refused(_) => Error::Connection {
+                server,
+                source: err,
+                hint: Some(
+                    "the server's reason is above; if the server is busy or locked, re-run later (mailferry copies only what is missing)"
                         .into(),
                 ),
             },

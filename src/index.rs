@@ -56,7 +56,6 @@ impl KeywordPolicy {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TargetIndex {
     counts: HashMap<Identity, usize>,
-    total: usize,
     /// The keywords the folder stores.
     pub keywords: KeywordPolicy,
 }
@@ -65,17 +64,11 @@ impl TargetIndex {
     /// Records one more message with this identity.
     pub fn add(&mut self, identity: Identity) {
         *self.counts.entry(identity).or_default() += 1;
-        self.total += 1;
     }
 
     /// How many messages with this identity the folder holds.
     pub fn count(&self, identity: &Identity) -> usize {
         self.counts.get(identity).copied().unwrap_or(0)
-    }
-
-    /// How many messages the folder holds.
-    pub fn total(&self) -> usize {
-        self.total
     }
 }
 

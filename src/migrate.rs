@@ -67,7 +67,6 @@ pub struct PlannedFolder {
 pub struct Planned<'j> {
     job: &'j MigrateJob,
     source: Box<dyn Source>,
-    target: Box<dyn Target>,
     /// One entry per folder.
     pub folders: Vec<PlannedFolder>,
     report: ReportBuilder,
@@ -105,7 +104,6 @@ pub fn plan(job: &MigrateJob) -> Result<Planned<'_>, Error> {
     Ok(Planned {
         job,
         source,
-        target,
         folders,
         report,
     })
@@ -154,14 +152,19 @@ impl Planned<'_> {
         (self.report.finish(), error)
     }
 
+    /// Re-indexes every target folder on a fresh connection (the planning one may have been
+    /// closed by the server while it sat idle during a long copy).
     fn verify(&mut self) -> Result<bool, Error> {
+        let mut target = open_target(self.job)?;
         let mut complete = true;
         for folder in &self.folders {
             let missing = verify::missing_after_copy(
                 &folder.source_index,
-                self.target.as_mut(),
+                target.as_mut(),
                 &folder.plan.target_folder,
             )?;
+            self.report
+                .missing_after_copy(&folder.plan.source_folder, &missing);
             complete &= missing.is_empty();
         }
         Ok(complete)

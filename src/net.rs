@@ -274,16 +274,6 @@ impl Connection {
         matches!(self.reader.get_ref(), Stream::Tls(_))
     }
 
-    /// Changes the read/write timeout of the underlying socket.
-    pub fn set_timeout(&self, timeout: Duration) -> io::Result<()> {
-        let tcp = match self.reader.get_ref() {
-            Stream::Plain(tcp) => tcp,
-            Stream::Tls(s) => s.get_ref(),
-        };
-        tcp.set_read_timeout(Some(timeout))?;
-        tcp.set_write_timeout(Some(timeout))
-    }
-
     fn wrap(stream: Stream) -> Self {
         Connection {
             reader: BufReader::with_capacity(READ_BUFFER, stream),

@@ -165,6 +165,18 @@ impl ReportBuilder {
         self.state.lock().unwrap().verified = Some(complete);
     }
 
+    /// Records source messages that verification did not find on the target.
+    pub fn missing_after_copy(&self, folder: &str, missing: &[SourceMessage]) {
+        let mut report = self.state.lock().unwrap();
+        for message in missing {
+            report.errors.push(FailedMessage {
+                message: message.identity.to_string(),
+                folder: folder.to_owned(),
+                reason: "not found on the target when verifying after the copy".into(),
+            });
+        }
+    }
+
     /// Records the error that ended the run early.
     pub fn fatal(&self, error: &str) {
         self.state.lock().unwrap().fatal = Some(error.to_owned());

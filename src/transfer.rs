@@ -13,6 +13,7 @@
 //! nothing.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_channel::bounded;
 
@@ -80,11 +81,6 @@ pub trait Observer: Sync {
     /// A folder's copy ended.
     fn folder_finished(&self, _folder: &str) {}
 }
-
-/// An observer that ignores everything.
-pub struct Ignore;
-
-impl Observer for Ignore {}
 
 /// Passes every event to each of several observers.
 pub struct Fanout<'a>(pub Vec<&'a dyn Observer>);
@@ -185,7 +181,7 @@ pub fn copy_folders(
     }
 }
 
-/// Copies one folder over `settings.connections` upload workers.
+/// Copies one folder over up to `settings.connections` upload workers.
 fn copy_folder(
     plan: &FolderPlan,
     source: &mut dyn Source,
@@ -194,33 +190,57 @@ fn copy_folder(
     observer: &dyn Observer,
 ) -> Result<(), Error> {
     observer.folder_started(plan);
-    let workers = settings.connections.clamp(1, plan.to_copy.len());
+    // A worker without a batch to upload would only hold a login open.
+    let batches = (plan.to_copy.len().div_ceil(settings.batch_messages))
+        .max(plan.bytes_to_copy().div_ceil(settings.batch_bytes) as usize);
+    let workers = settings
+        .connections
+        .clamp(1, batches.clamp(1, plan.to_copy.len()));
     let (batches_tx, batches_rx) = bounded::<Vec<Outgoing>>(workers);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let upload_error: Mutex<Option<Error>> = Mutex::new(None);
+    let connect_error: Mutex<Option<Error>> = Mutex::new(None);
+    let connected = AtomicUsize::new(0);
     let folder = plan.target_folder.as_str();
 
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let batches = batches_rx.clone();
-            let first_error = &first_error;
+            let (upload_error, connect_error, connected) =
+                (&upload_error, &connect_error, &connected);
             scope.spawn(move || {
-                let result = connect_target().and_then(|mut target| {
-                    for batch in batches.iter() {
-                        upload(target.as_mut(), folder, plan, batch, observer)?;
+                // A worker that cannot log in (a server's per-user connection limit, say)
+                // leaves the batches to the others; only when none connects is it fatal.
+                let mut target = match connect_target() {
+                    Ok(target) => target,
+                    Err(err) => {
+                        connect_error.lock().unwrap().get_or_insert(err);
+                        return;
                     }
-                    Ok(())
-                });
-                if let Err(err) = result {
-                    first_error.lock().unwrap().get_or_insert(err);
+                };
+                connected.fetch_add(1, Ordering::SeqCst);
+                for batch in batches.iter() {
+                    if let Err(err) = upload(target.as_mut(), folder, plan, &batch, observer) {
+                        lost(plan, &batch, observer);
+                        upload_error.lock().unwrap().get_or_insert(err);
+                        break;
+                    }
                 }
-                // Dropping the receiver when every worker is gone makes the fetcher's next
-                // send fail, which stops the source promptly.
+                // When every worker is gone, its receiver with it, the fetcher's next send
+                // fails, which stops the source promptly.
+                drop(batches);
             });
         }
         drop(batches_rx);
 
         let mut batch = Vec::new();
         let mut batch_bytes = 0u64;
+        let send = |batch: Vec<Outgoing>| match batches_tx.send(batch) {
+            Ok(()) => true,
+            Err(unsent) => {
+                lost(plan, &unsent.0, observer);
+                false
+            }
+        };
         let fetched = source.fetch(
             &plan.source_folder,
             plan.to_copy.clone(),
@@ -229,24 +249,40 @@ fn copy_folder(
                 batch.push(outgoing);
                 if batch_bytes >= settings.batch_bytes || batch.len() >= settings.batch_messages {
                     batch_bytes = 0;
-                    batches_tx.send(std::mem::take(&mut batch)).is_ok()
+                    send(std::mem::take(&mut batch))
                 } else {
                     true
                 }
             },
         );
         if !batch.is_empty() {
-            let _ = batches_tx.send(batch);
+            send(batch);
         }
         drop(batches_tx);
         if let Err(err) = fetched {
-            first_error.lock().unwrap().get_or_insert(err);
+            upload_error.lock().unwrap().get_or_insert(err);
         }
     });
     observer.folder_finished(&plan.source_folder);
-    match first_error.into_inner().unwrap() {
-        Some(err) => Err(err),
-        None => Ok(()),
+    let no_worker = connected.into_inner() == 0;
+    match (
+        upload_error.into_inner().unwrap(),
+        connect_error.into_inner().unwrap(),
+    ) {
+        (Some(err), _) => Err(err),
+        (None, Some(err)) if no_worker => Err(err),
+        _ => Ok(()),
+    }
+}
+
+/// Reports a batch whose upload was cut short by a broken connection.
+fn lost(plan: &FolderPlan, batch: &[Outgoing], observer: &dyn Observer) {
+    for outgoing in batch {
+        observer.message_failed(
+            &plan.source_folder,
+            &outgoing.message,
+            "the connection to the target broke during its upload; a re-run copies it if it is missing",
+        );
     }
 }
 
@@ -254,10 +290,10 @@ fn upload(
     target: &mut dyn Target,
     folder: &str,
     plan: &FolderPlan,
-    batch: Vec<Outgoing>,
+    batch: &[Outgoing],
     observer: &dyn Observer,
 ) -> Result<(), Error> {
-    let outcomes = target.append(folder, &batch)?;
+    let outcomes = target.append(folder, batch)?;
     for (outgoing, outcome) in batch.iter().zip(outcomes) {
         match outcome {
             Ok(()) => observer.message_copied(&plan.source_folder, &outgoing.message),

@@ -548,3 +548,28 @@ fn passwords_from_a_file_and_from_a_command() {
     assert_eq!(failing.status.code(), Some(2), "{}", output_text(&failing));
     assert!(String::from_utf8_lossy(&failing.stderr).contains("--to-password-command"));
 }
+
+#[test]
+fn a_per_user_connection_limit_leaves_the_work_to_the_connections_it_allows() {
+    // Dovecot refuses a third IMAP login of alice with NO [LIMIT]; mailferry asks for six.
+    let source = Dovecot::start();
+    let target = Dovecot::start_with("protocol imap {\n  mail_max_userip_connections = 2\n}\n");
+    for n in 0..600 {
+        let raw = format!("Message-ID: <limit-{n}@x>\r\nSubject: {n}\r\n\r\nbody {n}\r\n");
+        source.deliver("carol", "INBOX", raw.as_bytes());
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let both = tmp.path().join("both.pem");
+    let pems = [source.cert_path(), target.cert_path()].map(|p| std::fs::read(p).unwrap());
+    std::fs::write(&both, pems.concat()).unwrap();
+    let output = migrate_across(&source, &target, "INBOX", &both)
+        .args(["--connections", "6"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+    assert_eq!(target.messages("alice", "INBOX").len(), 600);
+    assert!(
+        target.log().contains("Maximum number of connections"),
+        "the limit was never hit, so this test proves nothing"
+    );
+}

@@ -274,13 +274,16 @@ impl ImapClient {
             other => {
                 self.state.capabilities = before;
                 let c = other?;
-                return Err(
-                    if c.status == Status::No && !has_code(&c.text, "UNAVAILABLE") {
-                        SessionError::LoginRefused(c.text)
-                    } else {
-                        SessionError::Refused(c.text)
-                    },
-                );
+                // RFC 5530: these codes say the server is busy or limited, not that the
+                // credentials are wrong; "check your password" would send the user astray.
+                let not_credentials = ["UNAVAILABLE", "LIMIT", "INUSE", "SERVERBUG"]
+                    .iter()
+                    .any(|code| has_code(&c.text, code));
+                return Err(if c.status == Status::No && !not_credentials {
+                    SessionError::LoginRefused(c.text)
+                } else {
+                    SessionError::Refused(c.text)
+                });
             }
         }
         if self.state.capabilities.is_empty() {

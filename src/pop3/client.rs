@@ -40,7 +40,6 @@ pub enum FetchError<E> {
 pub struct Pop3Client {
     conn: Connection,
     caps: Capabilities,
-    apop_timestamp: Option<String>,
     broken: bool,
 }
 
@@ -87,7 +86,6 @@ impl Pop3Client {
         Ok(Pop3Client {
             conn,
             caps,
-            apop_timestamp: codec::apop_timestamp(&greeting.text),
             broken: false,
         })
     }
@@ -95,11 +93,6 @@ impl Pop3Client {
     /// What the server said it can do (after STLS and after login, the latest answer).
     pub fn capabilities(&self) -> &Capabilities {
         &self.caps
-    }
-
-    /// The greeting's APOP timestamp, kept for an APOP login (not implemented yet).
-    pub fn apop_timestamp(&self) -> Option<&str> {
-        self.apop_timestamp.as_deref()
     }
 
     /// Whether the session is encrypted.

@@ -266,13 +266,6 @@ fn scan_pairs<T>(
     Ok(pairs)
 }
 
-/// The APOP timestamp (`<...@...>`, RFC 1939 §7) from a greeting's text, if there is one.
-pub fn apop_timestamp(greeting: &str) -> Option<String> {
-    let start = greeting.find('<')?;
-    let end = start + greeting[start..].find('>')?;
-    Some(greeting[start..=end].to_owned())
-}
-
 /// Whether a line is a SASL continuation (`+ ` or a lone `+`), as opposed to `+OK`.
 pub fn is_continuation(line: &[u8]) -> bool {
     let line = strip_eol(line);
@@ -508,12 +501,6 @@ mod tests {
         let caps = Capabilities::parse(b"TOP\r\nUIDL\r\nSASL PLAIN LOGIN\r\npipelining\r\n");
         assert!(caps.has("PIPELINING") && caps.has("top") && !caps.has("STLS"));
         assert!(caps.has_sasl("plain") && !caps.has_sasl("XOAUTH2") && !caps.has("PLAIN"));
-        let greeting = "Dovecot ready. <1896.697170952@dbc.mtview.ca.us>";
-        assert_eq!(
-            apop_timestamp(greeting).unwrap(),
-            "<1896.697170952@dbc.mtview.ca.us>"
-        );
-        assert_eq!(apop_timestamp("ready"), None);
         assert!(is_continuation(b"+ \r\n") && is_continuation(b"+\r\n"));
         assert!(!is_continuation(b"+OK\r\n"));
         let encoded: Vec<_> = ["", "f", "fo", "foo", "foob"]

@@ -64,18 +64,56 @@ pub fn identify(header: &[u8], crlf_size: u64) -> Identity {
 }
 
 /// The Message-ID without comments, whitespace or brackets; `None` when nothing is left.
+/// Comments are only recognised outside the brackets: `<a(1)@x>` and `<a(2)@x>` differ.
 fn normalize_message_id(field: &Field<'_>) -> Option<String> {
-    let bare = strip_comments(&server_form(&field.value()));
-    let text = String::from_utf8_lossy(&bare);
-    let id = match (text.find('<'), text.rfind('>')) {
-        (Some(open), Some(close)) if open < close => &text[open + 1..close],
-        _ => text.as_ref(),
+    let value = server_form(&field.value());
+    let id = match bracketed(&value) {
+        Some(inside) => inside.to_vec(),
+        None => strip_comments(&value),
     };
-    let id: String = id
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '<' && *c != '>')
+    let id: Vec<u8> = id
+        .into_iter()
+        .filter(|b| !b.is_ascii_whitespace() && *b != b'<' && *b != b'>')
         .collect();
-    (!id.is_empty()).then_some(id)
+    (!id.is_empty()).then(|| text_of(id))
+}
+
+/// What stands between the first `<` outside a comment and the next `>`.
+fn bracketed(value: &[u8]) -> Option<&[u8]> {
+    let mut depth = 0usize;
+    let mut escaped = false;
+    for (i, &b) in value.iter().enumerate() {
+        match (depth, escaped, b) {
+            (0, _, b'(') => depth = 1,
+            (0, _, b'<') => {
+                let len = value[i + 1..].iter().position(|&b| b == b'>')?;
+                return Some(&value[i + 1..i + 1 + len]);
+            }
+            (0, _, _) => {}
+            (_, true, _) => escaped = false,
+            (_, false, b'\\') => escaped = true,
+            (_, false, b'(') => depth += 1,
+            (_, false, b')') => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The id as text: UTF-8 as it is, other 8-bit bytes as `\xNN` escapes, so two ids that differ
+/// only in invalid bytes stay different (a lossy decoding would make both U+FFFD).
+fn text_of(id: Vec<u8>) -> String {
+    String::from_utf8(id).unwrap_or_else(|err| {
+        let bytes = err.into_bytes();
+        let mut text = String::new();
+        for chunk in bytes.utf8_chunks() {
+            text.push_str(chunk.valid());
+            for b in chunk.invalid() {
+                text.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+        text
+    })
 }
 
 /// Dovecot stores NUL as 0x80; map it the same way on both sides so a NUL in a header does not
@@ -161,6 +199,26 @@ mod tests {
         ] {
             assert_eq!(id(raw), Identity::MessageId("Abc.123@Example.COM".into()));
         }
+    }
+
+    #[test]
+    fn parentheses_inside_the_brackets_belong_to_the_id() {
+        assert_ne!(
+            id(b"Message-ID: <a(1)@x>\r\n\r\n"),
+            id(b"Message-ID: <a(2)@x>\r\n\r\n")
+        );
+        assert_eq!(
+            id(b"Message-ID: (see <other@x>) <real@x>\r\n\r\n"),
+            Identity::MessageId("real@x".into())
+        );
+    }
+
+    #[test]
+    fn ids_differing_in_invalid_bytes_stay_different() {
+        let a = id(b"Message-ID: <caf\xe9@x>\r\n\r\n");
+        let b = id(b"Message-ID: <caf\xe8@x>\r\n\r\n");
+        assert_ne!(a, b);
+        assert_eq!(a, Identity::MessageId("caf\\xe9@x".into()));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::index::SourceMessage;
 use crate::migrate::{Account, ConnectOptions};
 use crate::pop3::{FetchError, Pop3Client};
 use crate::session;
-use crate::transfer::{Outgoing, Source};
+use crate::transfer::{Outgoing, Source, Unreadable};
 
 /// The one folder a POP3 maildrop has.
 pub const POP3_FOLDER: &str = "INBOX";
@@ -111,34 +111,66 @@ impl Source for Pop3Source {
         &mut self,
         _folder: &str,
         messages: Vec<SourceMessage>,
-        deliver: &mut dyn FnMut(Outgoing) -> bool,
+        deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
     ) -> Result<(), Error> {
-        let msgnos: Vec<u32> = messages.iter().map(|m| m.key).collect();
-        let mut planned = messages.into_iter();
+        let Some(mut planned) = deliver_too_large(messages, deliver) else {
+            return Ok(());
+        };
+        let mut msgnos: Vec<u32> = planned.keys().copied().collect();
+        msgnos.sort_unstable();
+        // The cap leaves room for the line end a server adds (see strip_added_line_end).
         let result = self
             .client
-            .retr(&msgnos, MAX_MESSAGE_SIZE, |msgno, mut raw| {
+            .retr(&msgnos, MAX_MESSAGE_SIZE + 2, |msgno, mut raw| {
                 let message = planned
-                    .find(|m| m.key == msgno)
-                    .expect("RETR answers come in the order asked");
+                    .remove(&msgno)
+                    .expect("RETR answers only what was asked");
                 strip_added_line_end(&mut raw, message.size);
-                if deliver(Outgoing { message, raw }) {
+                if deliver(Ok(Outgoing { message, raw })) {
                     Ok(())
                 } else {
                     Err(Stop)
                 }
             });
         match result {
-            Ok(refused) => match refused.first() {
-                None => Ok(()),
-                Some((msgno, reason)) => Err(self.failed(SessionError::Refused(format!(
-                    "RETR {msgno} refused: {reason}"
-                )))),
-            },
+            Ok(refused) => {
+                for (msgno, reason) in refused {
+                    if let Some(message) = planned.remove(&msgno) {
+                        let reason = format!("the POP3 server refused to send it: {reason}");
+                        if !deliver(Err(Unreadable { message, reason })) {
+                            break;
+                        }
+                    }
+                }
+                Ok(())
+            }
             Err(FetchError::Stopped(Stop)) => Ok(()),
             Err(FetchError::Session(err)) => Err(self.failed(err)),
         }
     }
+}
+
+/// Reports the messages over [`MAX_MESSAGE_SIZE`] as unreadable and returns the others by
+/// key, or `None` when `deliver` asked to stop.
+fn deliver_too_large(
+    messages: Vec<SourceMessage>,
+    deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
+) -> Option<HashMap<u32, SourceMessage>> {
+    let mut readable = HashMap::with_capacity(messages.len());
+    for message in messages {
+        if message.size > MAX_MESSAGE_SIZE {
+            let reason = format!(
+                "{} bytes: larger than the {} bytes mailferry reads",
+                message.size, MAX_MESSAGE_SIZE
+            );
+            if !deliver(Err(Unreadable { message, reason })) {
+                return None;
+            }
+        } else {
+            readable.insert(message.key, message);
+        }
+    }
+    Some(readable)
 }
 
 /// An IMAP account as a [`Source`]; one per connection.
@@ -217,24 +249,36 @@ impl Source for ImapSource {
         &mut self,
         folder: &str,
         messages: Vec<SourceMessage>,
-        deliver: &mut dyn FnMut(Outgoing) -> bool,
+        deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
     ) -> Result<(), Error> {
         self.open(folder)?;
-        let uids: Vec<u32> = messages.iter().map(|m| m.key).collect();
-        let mut by_uid: HashMap<u32, SourceMessage> =
-            messages.into_iter().map(|m| (m.key, m)).collect();
+        let Some(mut by_uid) = deliver_too_large(messages, deliver) else {
+            return Ok(());
+        };
+        let mut uids: Vec<u32> = by_uid.keys().copied().collect();
+        uids.sort_unstable();
         let mut receiving = true;
         self.client
             .fetch_messages(&uids, MAX_MESSAGE_SIZE, |fetched| {
                 // After the receiver has gone, the rest of the answer is only drained.
                 if receiving && let Some(message) = by_uid.remove(&fetched.uid) {
-                    receiving = deliver(Outgoing {
+                    receiving = deliver(Ok(Outgoing {
                         message,
                         raw: fetched.raw.to_vec(),
-                    });
+                    }));
                 }
             })
-            .map_err(|e| self.failed(e))
+            .map_err(|e| self.failed(e))?;
+        // What the server did not send was expunged since the index was taken.
+        let mut gone: Vec<SourceMessage> = by_uid.into_values().collect();
+        gone.sort_by_key(|m| m.key);
+        for message in gone {
+            let reason = "deleted from the source during the run".to_owned();
+            if !receiving || !deliver(Err(Unreadable { message, reason })) {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 

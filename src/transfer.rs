@@ -37,14 +37,24 @@ pub trait Source: Send {
     fn folders(&mut self) -> Result<Vec<FolderInfo>, Error>;
     /// Indexes a folder: identity, size, flags and date of every message, from headers only.
     fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error>;
-    /// Fetches the given messages, in order, handing each to `deliver`. Stops early, without
-    /// error, when `deliver` returns `false`.
+    /// Fetches the given messages, handing each to `deliver`, or the reason it cannot be read
+    /// (refused by the server, too large, gone). Stops early, without error, when `deliver`
+    /// returns `false`. The error is for the connection as a whole.
     fn fetch(
         &mut self,
         folder: &str,
         messages: Vec<SourceMessage>,
-        deliver: &mut dyn FnMut(Outgoing) -> bool,
+        deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
     ) -> Result<(), Error>;
+}
+
+/// A source message that cannot be read, and why.
+#[derive(Debug)]
+pub struct Unreadable {
+    /// What the source index said about it.
+    pub message: SourceMessage,
+    /// Why it cannot be read.
+    pub reason: String,
 }
 
 /// An IMAP-like target: folders, an index of what it holds, and batched uploads.
@@ -244,7 +254,15 @@ fn copy_folder(
         let fetched = source.fetch(
             &plan.source_folder,
             plan.to_copy.clone(),
-            &mut |outgoing: Outgoing| {
+            &mut |fetched: Result<Outgoing, Unreadable>| {
+                let outgoing = match fetched {
+                    Ok(outgoing) => outgoing,
+                    Err(unreadable) => {
+                        let Unreadable { message, reason } = unreadable;
+                        observer.message_failed(&plan.source_folder, &message, &reason);
+                        return true;
+                    }
+                };
                 batch_bytes += outgoing.raw.len() as u64;
                 batch.push(outgoing);
                 if batch_bytes >= settings.batch_bytes || batch.len() >= settings.batch_messages {

@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -10,11 +11,14 @@ use regex::Regex;
 use crate::endpoint::{Endpoint, PasswordSource, Side};
 use crate::error::Error;
 use crate::folders::FolderRules;
+use crate::index::SourceMessage;
 use crate::migrate::{self, Account, ConnectOptions, MigrateJob, Planned};
+use crate::mirror::{self, MirrorJob};
 use crate::net::{TlsConfig, TlsTrust};
+use crate::plan::FolderPlan;
 use crate::progress::ProgressBars;
 use crate::report::{Report, ReportBuilder};
-use crate::transfer::TransferSettings;
+use crate::transfer::{Observer, TransferSettings};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -23,7 +27,8 @@ Exit codes:
   2  usage or configuration error (bad URL, missing password, unwritable report path)
   3  a server refused the login
   4  a server could not be reached, TLS failed, or a connection broke (nothing is lost:
-     re-run to copy what is still missing)";
+     re-run to copy what is still missing)
+  5  mirror: another run of the same mirror holds the lock";
 
 /// Move mail between servers: POP3 or IMAP in, IMAP out, deduplicated by Message-ID.
 #[derive(Debug, Parser)]
@@ -40,6 +45,25 @@ pub enum Command {
     /// Copy every message the target is missing, once.
     #[command(after_help = EXIT_CODES)]
     Migrate(MigrateArgs),
+    /// Copy what is missing, then apply the source's flag changes (and with --delete its
+    /// deletions) to the target; for cron, with state and a lock in --state DIR.
+    #[command(after_help = EXIT_CODES)]
+    Mirror(MirrorArgs),
+}
+
+/// Arguments of `mailferry mirror`.
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// Everything `migrate` takes.
+    #[command(flatten)]
+    pub copy: MigrateArgs,
+    /// Directory for the mirror's state and lock (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+    /// Remove from the target the copies this mirror made of messages that have left the
+    /// source (never anything else)
+    #[arg(long)]
+    pub delete: bool,
 }
 
 /// Arguments of `mailferry migrate`.
@@ -118,6 +142,8 @@ pub struct MigrateArgs {
 pub fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Migrate(args) => run_migrate(&args),
+        Command::Mirror(args) if args.copy.dry_run => run_migrate(&args.copy),
+        Command::Mirror(args) => run_mirror(&args),
     }
 }
 
@@ -147,16 +173,62 @@ fn run_migrate(args: &MigrateArgs) -> Result<i32, Error> {
         return Ok(report.exit_code());
     }
     let (messages, bytes) = planned.totals();
-    let bars = ProgressBars::new(
-        messages,
-        bytes,
-        messages > 0 && !args.quiet && std::io::stderr().is_terminal(),
-    );
-    let (report, error) = planned.execute(&bars);
+    let bars = ProgressBars::new(messages, bytes, bars_visible(args, messages));
+    let (report, error) = planned.execute(&bars, None);
     bars.finish();
-    write_report(args, &report);
+    conclude(args, &report, error)
+}
+
+fn run_mirror(args: &MirrorArgs) -> Result<i32, Error> {
+    let job = MirrorJob {
+        copy: migrate_job(&args.copy)?,
+        state_dir: args.state.clone(),
+        delete: args.delete,
+    };
+    if let Some(path) = &args.copy.report {
+        check_writable(path)?;
+    }
+    let bars = OnceLock::new();
+    let (report, error) = mirror::run(&job, &LazyBars(&bars), |messages, bytes| {
+        let visible = bars_visible(&args.copy, messages);
+        let _ = bars.set(ProgressBars::new(messages, bytes, visible));
+    })?;
+    if let Some(bars) = bars.get() {
+        bars.finish();
+    }
+    conclude(&args.copy, &report, error)
+}
+
+/// Progress bars that exist only once the plan has sized them.
+struct LazyBars<'a>(&'a OnceLock<ProgressBars>);
+
+impl Observer for LazyBars<'_> {
+    fn folder_started(&self, plan: &FolderPlan) {
+        if let Some(bars) = self.0.get() {
+            bars.folder_started(plan);
+        }
+    }
+    fn message_copied(&self, folder: &str, message: &SourceMessage) {
+        if let Some(bars) = self.0.get() {
+            bars.message_copied(folder, message);
+        }
+    }
+    fn message_failed(&self, folder: &str, message: &SourceMessage, reason: &str) {
+        if let Some(bars) = self.0.get() {
+            bars.message_failed(folder, message, reason);
+        }
+    }
+}
+
+fn bars_visible(args: &MigrateArgs, messages: u64) -> bool {
+    messages > 0 && !args.quiet && std::io::stderr().is_terminal()
+}
+
+/// Writes the report, prints the summary (unless quiet and all went well) and picks the exit.
+fn conclude(args: &MigrateArgs, report: &Report, error: Option<Error>) -> Result<i32, Error> {
+    write_report(args, report);
     if !args.quiet || report.exit_code() != 0 || error.is_some() {
-        print_summary(&report);
+        print_summary(report);
     }
     match error {
         Some(error) => Err(error),
@@ -308,6 +380,12 @@ fn print_summary(report: &Report) {
         report.failed,
         report.duration_s,
     );
+    if report.flags_updated > 0 || report.deleted > 0 {
+        println!(
+            "mirror: flags updated on {} message(s), {} copy(ies) deleted from the target",
+            report.flags_updated, report.deleted
+        );
+    }
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }

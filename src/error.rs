@@ -19,6 +19,8 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_AUTH: i32 = 3;
 /// Exit code: a server could not be reached, TLS failed, or the connection broke.
 pub const EXIT_CONNECTION: i32 = 4;
+/// Exit code: another mirror run of the same accounts holds the state lock.
+pub const EXIT_LOCKED: i32 = 5;
 
 /// What went wrong on one connection to one server.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,20 @@ pub enum Error {
         /// What to do about it.
         hint: Option<String>,
     },
+    /// Another run holds the mirror state's lock.
+    #[error("another mailferry mirror of these accounts is running (lock {})", path.display())]
+    Locked {
+        /// The lock file.
+        path: std::path::PathBuf,
+    },
+    /// The mirror state directory cannot be used.
+    #[error("mirror state {}: {reason}", path.display())]
+    State {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// A server could not be reached or the connection failed.
     #[error("{server}: {source}")]
     Connection {
@@ -119,6 +135,8 @@ impl Error {
             Error::Usage { .. } => EXIT_USAGE,
             Error::Auth { .. } => EXIT_AUTH,
             Error::Connection { .. } => EXIT_CONNECTION,
+            Error::Locked { .. } => EXIT_LOCKED,
+            Error::State { .. } => EXIT_USAGE,
         }
     }
 
@@ -128,6 +146,10 @@ impl Error {
             Error::Usage { hint, .. }
             | Error::Auth { hint, .. }
             | Error::Connection { hint, .. } => hint.as_deref(),
+            Error::Locked { .. } => Some(
+                "nothing to do: the running one will finish the job; if no run is active, the lock is released by itself",
+            ),
+            Error::State { .. } => Some("--state needs a writable directory"),
         }
     }
 

@@ -52,30 +52,50 @@ impl KeywordPolicy {
     }
 }
 
-/// How many messages of each identity a target folder holds, and which keywords it takes.
+/// One message in a target folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetCopy {
+    /// Its UID in the folder.
+    pub uid: u32,
+    /// Its flags.
+    pub flags: Vec<String>,
+}
+
+/// The messages of each identity a target folder holds, and which keywords it takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TargetIndex {
-    counts: HashMap<Identity, usize>,
+    copies: HashMap<Identity, Vec<TargetCopy>>,
     /// The keywords the folder stores.
     pub keywords: KeywordPolicy,
 }
 
 impl TargetIndex {
     /// Records one more message with this identity.
-    pub fn add(&mut self, identity: Identity) {
-        *self.counts.entry(identity).or_default() += 1;
+    pub fn add(&mut self, identity: Identity, copy: TargetCopy) {
+        self.copies.entry(identity).or_default().push(copy);
     }
 
     /// How many messages with this identity the folder holds.
     pub fn count(&self, identity: &Identity) -> usize {
-        self.counts.get(identity).copied().unwrap_or(0)
+        self.copies(identity).len()
+    }
+
+    /// Every identity in the folder.
+    pub fn identities(&self) -> impl Iterator<Item = &Identity> {
+        self.copies.keys()
+    }
+
+    /// The messages with this identity, in UID order.
+    pub fn copies(&self, identity: &Identity) -> &[TargetCopy] {
+        self.copies.get(identity).map_or(&[], Vec::as_slice)
     }
 }
 
 impl FromIterator<Identity> for TargetIndex {
     fn from_iter<I: IntoIterator<Item = Identity>>(iter: I) -> Self {
         let mut index = TargetIndex::default();
-        iter.into_iter().for_each(|identity| index.add(identity));
+        iter.into_iter()
+            .for_each(|identity| index.add(identity, TargetCopy::default()));
         index
     }
 }

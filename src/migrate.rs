@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::endpoint::{Endpoint, Password, Protocol};
 use crate::error::Error;
 use crate::folders::{self, FolderMapping, FolderRules};
-use crate::index::SourceMessage;
+use crate::index::{SourceMessage, TargetIndex};
 use crate::net::TlsConfig;
 use crate::plan::{self, FolderPlan};
 use crate::report::{Report, ReportBuilder};
@@ -56,11 +56,35 @@ pub struct MigrateJob {
     pub folders: FolderRules,
 }
 
-/// A folder to copy: its plan and the full source index (kept for verification).
+/// A folder to copy: its plan, and both indexes it was made from (kept for verification and
+/// for a mirror's flag and deletion sync).
 pub struct PlannedFolder {
     /// What to copy.
     pub plan: FolderPlan,
-    source_index: Vec<SourceMessage>,
+    /// The source folder's messages.
+    pub source_index: Vec<SourceMessage>,
+    /// The target folder's messages before the copy.
+    pub target_index: TargetIndex,
+}
+
+/// Decides, before a folder is indexed, that neither side changed since a previous run; such a
+/// folder is planned as complete without indexing. Returns the source's message count then.
+pub type UnchangedCheck<'a> = dyn FnMut(&FolderMapping, &mut dyn Source, &mut dyn Target) -> Result<Option<usize>, Error>
+    + 'a;
+
+/// A step run after the copy and before verification (a mirror's flag and deletion sync).
+pub type AfterCopyStep<'a> = dyn FnMut(AfterCopy<'_>) -> Result<(), Error> + 'a;
+
+/// What a step run after the copy gets to work with (a mirror's flag and deletion sync).
+pub struct AfterCopy<'a> {
+    /// The folders as planned.
+    pub folders: &'a [PlannedFolder],
+    /// The planning source connection.
+    pub source: &'a mut dyn Source,
+    /// A fresh target connection.
+    pub target: &'a mut dyn Target,
+    /// The report being built.
+    pub report: &'a ReportBuilder,
 }
 
 /// The result of the planning phase, with the connections still open.
@@ -75,6 +99,14 @@ pub struct Planned<'j> {
 /// Connects to both servers, indexes every folder on both sides and plans the copy. Writes
 /// nothing, except creating missing target folders when this is not a dry run.
 pub fn plan(job: &MigrateJob) -> Result<Planned<'_>, Error> {
+    plan_with(job, &mut |_, _, _| Ok(None))
+}
+
+/// [`plan`], skipping the index of folders that `unchanged` vouches for.
+pub fn plan_with<'j>(
+    job: &'j MigrateJob,
+    unchanged: &mut UnchangedCheck<'_>,
+) -> Result<Planned<'j>, Error> {
     let report = ReportBuilder::new(
         job.from.endpoint.to_string(),
         job.to.endpoint.to_string(),
@@ -90,6 +122,10 @@ pub fn plan(job: &MigrateJob) -> Result<Planned<'_>, Error> {
         if !mapping.selectable {
             continue;
         }
+        if let Some(messages) = unchanged(&mapping, source.as_mut(), target.as_mut())? {
+            report.planned(&plan::unchanged(&mapping.source, &mapping.target, messages));
+            continue;
+        }
         let source_index = source.index(&mapping.source)?;
         let target_index = target.index(&mapping.target)?;
         let plan = plan::diff(
@@ -99,7 +135,11 @@ pub fn plan(job: &MigrateJob) -> Result<Planned<'_>, Error> {
             &target_index,
         );
         report.planned(&plan);
-        folders.push(PlannedFolder { plan, source_index });
+        folders.push(PlannedFolder {
+            plan,
+            source_index,
+            target_index,
+        });
     }
     Ok(Planned {
         job,
@@ -125,9 +165,14 @@ impl Planned<'_> {
         self.report.finish()
     }
 
-    /// Copies every folder, verifies the target, and returns the report. A connection failure
-    /// ends the copy early: the report says what was done and the error is returned beside it.
-    pub fn execute(mut self, observer: &dyn Observer) -> (Report, Option<Error>) {
+    /// Copies every folder, runs `after_copy` (if any), verifies the target, and returns the
+    /// report. A connection failure ends the run early: the report says what was done and the
+    /// error is returned beside it.
+    pub fn execute(
+        mut self,
+        observer: &dyn Observer,
+        after_copy: Option<&mut AfterCopyStep<'_>>,
+    ) -> (Report, Option<Error>) {
         let job = self.job;
         let events = Fanout(vec![&self.report, observer]);
         let plans: Vec<FolderPlan> = self.folders.iter().map(|f| f.plan.clone()).collect();
@@ -141,7 +186,20 @@ impl Planned<'_> {
         )
         .err();
         if error.is_none() {
-            match self.verify() {
+            // A fresh connection: the planning one may have been closed by the server while it
+            // sat idle during a long copy.
+            let finished = open_target(job).and_then(|mut target| {
+                if let Some(after_copy) = after_copy {
+                    after_copy(AfterCopy {
+                        folders: &self.folders,
+                        source: self.source.as_mut(),
+                        target: target.as_mut(),
+                        report: &self.report,
+                    })?;
+                }
+                self.verify(target.as_mut())
+            });
+            match finished {
                 Ok(complete) => self.report.verified(complete),
                 Err(err) => error = Some(err),
             }
@@ -152,15 +210,13 @@ impl Planned<'_> {
         (self.report.finish(), error)
     }
 
-    /// Re-indexes every target folder on a fresh connection (the planning one may have been
-    /// closed by the server while it sat idle during a long copy).
-    fn verify(&mut self) -> Result<bool, Error> {
-        let mut target = open_target(self.job)?;
+    /// Re-indexes every target folder and checks that every source message is there.
+    fn verify(&self, target: &mut dyn Target) -> Result<bool, Error> {
         let mut complete = true;
         for folder in &self.folders {
             let missing = verify::missing_after_copy(
                 &folder.source_index,
-                target.as_mut(),
+                target,
                 &folder.plan.target_folder,
             )?;
             self.report

@@ -33,6 +33,19 @@ impl FolderPlan {
     }
 }
 
+/// The plan of a folder known to be complete on the target without indexing it (a mirror
+/// whose folders did not change since its last run).
+pub fn unchanged(source_folder: &str, target_folder: &str, source_messages: usize) -> FolderPlan {
+    FolderPlan {
+        source_folder: source_folder.to_owned(),
+        target_folder: target_folder.to_owned(),
+        source_messages,
+        to_copy: Vec::new(),
+        already_present: source_messages,
+        dropped_keywords: BTreeMap::new(),
+    }
+}
+
 /// Compares a source folder's index with the target folder's and plans the copy.
 pub fn diff(
     source_folder: &str,
@@ -147,7 +160,9 @@ mod tests {
             let mut target: TargetIndex = target_ids.iter()
                 .map(|id| Identity::MessageId(id.to_string())).collect();
             let plan = diff("I", "I", source.clone(), &target);
-            for m in &plan.to_copy { target.add(m.identity.clone()); }
+            for m in &plan.to_copy {
+                target.add(m.identity.clone(), crate::index::TargetCopy::default());
+            }
             for m in &source {
                 let in_source = source.iter().filter(|s| s.identity == m.identity).count();
                 prop_assert!(target.count(&m.identity) >= in_source);

@@ -69,6 +69,10 @@ pub struct Report {
     pub not_attempted: usize,
     /// Bytes copied.
     pub bytes_copied: u64,
+    /// Mirror: target messages whose flags were updated to the source's.
+    pub flags_updated: usize,
+    /// Mirror `--delete`: copies removed from the target because they left the source.
+    pub deleted: usize,
     /// Bytes a dry run would copy (0 otherwise).
     pub bytes_to_copy: u64,
     /// Wall-clock seconds of the whole run.
@@ -126,6 +130,8 @@ impl ReportBuilder {
                 failed: 0,
                 not_attempted: 0,
                 bytes_copied: 0,
+                flags_updated: 0,
+                deleted: 0,
                 bytes_to_copy: 0,
                 duration_s: 0.0,
                 verified: None,
@@ -158,6 +164,18 @@ impl ReportBuilder {
                 plan.target_folder
             ));
         }
+    }
+
+    /// Records a mirror's flag updates and deletions.
+    pub fn synced(&self, flags_updated: usize, deleted: usize) {
+        let mut report = self.state.lock().unwrap();
+        report.flags_updated += flags_updated;
+        report.deleted += deleted;
+    }
+
+    /// Records a warning for the user.
+    pub fn warn(&self, warning: String) {
+        self.state.lock().unwrap().warnings.push(warning);
     }
 
     /// Records the outcome of the verification pass.

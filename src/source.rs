@@ -8,7 +8,7 @@ use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::folders::FolderInfo;
 use crate::identity::{self, IDENTITY_FIELDS};
-use crate::imap::ImapClient;
+use crate::imap::{FolderStatus, ImapClient};
 use crate::index::SourceMessage;
 use crate::migrate::{Account, ConnectOptions};
 use crate::pop3::{FetchError, Pop3Client};
@@ -208,6 +208,12 @@ impl ImapSource {
 }
 
 impl Source for ImapSource {
+    fn status(&mut self, folder: &str) -> Result<Option<FolderStatus>, Error> {
+        let status = self.client.status(folder).map_err(|e| self.failed(e))?;
+        // Without HIGHESTMODSEQ a flag change leaves STATUS as it was: useless as a summary.
+        Ok(status.highest_modseq.is_some().then_some(status))
+    }
+
     fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
         let listed = self.client.list().map_err(|e| self.failed(e))?;
         let mut folders: Vec<FolderInfo> = listed

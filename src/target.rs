@@ -6,8 +6,8 @@ use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::folders::FolderInfo;
 use crate::identity::{self, IDENTITY_FIELDS};
-use crate::imap::{AppendMessage, ImapClient};
-use crate::index::{KeywordPolicy, TargetIndex};
+use crate::imap::{AppendMessage, FolderStatus, ImapClient};
+use crate::index::{KeywordPolicy, TargetCopy, TargetIndex};
 use crate::migrate::{Account, ConnectOptions};
 use crate::session;
 use crate::transfer::{Outgoing, Target};
@@ -16,6 +16,8 @@ use crate::transfer::{Outgoing, Target};
 pub struct ImapTarget {
     client: ImapClient,
     account: Account,
+    /// The folder selected read-write, if any (flag changes and deletions need one).
+    selected: Option<String>,
 }
 
 impl ImapTarget {
@@ -24,11 +26,23 @@ impl ImapTarget {
         Ok(ImapTarget {
             client: session::open_imap(account, Side::To, options)?,
             account: account.clone(),
+            selected: None,
         })
     }
 
     fn failed(&self, err: SessionError) -> Error {
         Error::from_session(&self.account.endpoint, Side::To, err)
+    }
+
+    fn select(&mut self, folder: &str) -> Result<(), Error> {
+        if self.selected.as_deref() != Some(folder) {
+            self.selected = None;
+            self.client
+                .select(folder, false)
+                .map_err(|e| self.failed(e))?;
+            self.selected = Some(folder.to_owned());
+        }
+        Ok(())
     }
 
     fn exists(&mut self, folder: &str) -> Result<bool, Error> {
@@ -80,6 +94,7 @@ impl Target for ImapTarget {
     fn index(&mut self, folder: &str) -> Result<TargetIndex, Error> {
         // SELECT, not EXAMINE: only a read-write session learns which keywords the folder
         // stores (PERMANENTFLAGS).
+        self.selected = None;
         let keywords = match self.client.select(folder, false) {
             Ok(status) => KeywordPolicy::from_permanent_flags(&status.permanent_flags),
             // A folder that does not exist yet (a dry run creates nothing) holds nothing.
@@ -88,14 +103,40 @@ impl Target for ImapTarget {
             }
             Err(err) => return Err(self.failed(err)),
         };
+        self.selected = Some(folder.to_owned());
         let mut index = TargetIndex::default();
         index.keywords = keywords;
         self.client
             .fetch_index(&IDENTITY_FIELDS, |record| {
-                index.add(identity::identify(record.header, record.size));
+                index.add(
+                    identity::identify(record.header, record.size),
+                    TargetCopy {
+                        uid: record.uid,
+                        flags: record.flags,
+                    },
+                );
             })
             .map_err(|e| self.failed(e))?;
         Ok(index)
+    }
+
+    fn status(&mut self, folder: &str) -> Result<Option<FolderStatus>, Error> {
+        let status = self.client.status(folder).map_err(|e| self.failed(e))?;
+        Ok(status.highest_modseq.is_some().then_some(status))
+    }
+
+    fn set_flags(&mut self, folder: &str, uids: &[u32], flags: &[String]) -> Result<(), Error> {
+        self.select(folder)?;
+        self.client
+            .set_flags(uids, flags)
+            .map_err(|e| self.failed(e))
+    }
+
+    fn delete(&mut self, folder: &str, uids: &[u32]) -> Result<(), Error> {
+        self.select(folder)?;
+        self.client
+            .delete_messages(uids)
+            .map_err(|e| self.failed(e))
     }
 
     fn append(

@@ -19,6 +19,7 @@ use crossbeam_channel::bounded;
 
 use crate::error::Error;
 use crate::folders::FolderInfo;
+use crate::imap::FolderStatus;
 use crate::index::SourceMessage;
 use crate::plan::FolderPlan;
 
@@ -37,6 +38,11 @@ pub trait Source: Send {
     fn folders(&mut self) -> Result<Vec<FolderInfo>, Error>;
     /// Indexes a folder: identity, size, flags and date of every message, from headers only.
     fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error>;
+    /// A cheap summary of the folder that changes whenever its messages or flags do, when the
+    /// source has one (IMAP with CONDSTORE); `None` otherwise.
+    fn status(&mut self, _folder: &str) -> Result<Option<FolderStatus>, Error> {
+        Ok(None)
+    }
     /// Fetches the given messages, handing each to `deliver`, or the reason it cannot be read
     /// (refused by the server, too large, gone). Stops early, without error, when `deliver`
     /// returns `false`. The error is for the connection as a whole.
@@ -65,6 +71,12 @@ pub trait Target: Send {
     fn ensure_folder(&mut self, folder: &str) -> Result<(), Error>;
     /// Counts the identities of the messages in a folder.
     fn index(&mut self, folder: &str) -> Result<crate::index::TargetIndex, Error>;
+    /// A cheap summary of the folder, as [`Source::status`].
+    fn status(&mut self, folder: &str) -> Result<Option<FolderStatus>, Error>;
+    /// Replaces the flags of these messages.
+    fn set_flags(&mut self, folder: &str, uids: &[u32], flags: &[String]) -> Result<(), Error>;
+    /// Removes these messages (and only these).
+    fn delete(&mut self, folder: &str, uids: &[u32]) -> Result<(), Error>;
     /// Uploads a batch. The outer error means the connection failed; otherwise there is one
     /// result per message, `Err` holding the server's reason for refusing that message.
     fn append(

@@ -8,7 +8,7 @@ use chrono::{DateTime, FixedOffset};
 use imap_proto::rfc4315::UidSetMember;
 use imap_proto::{
     AttributeValue, MailboxDatum, MailboxListData, NameAttribute, Outcome, Response, ResponseCode,
-    Status,
+    Status, StatusAttribute,
 };
 
 use super::command::{
@@ -30,6 +30,20 @@ pub struct Mailbox {
     pub delimiter: Option<char>,
     /// Attributes such as `\Noselect`, `\HasChildren`, `\Sent`.
     pub attributes: Vec<String>,
+}
+
+/// What STATUS says about a mailbox without selecting it: enough to tell that nothing
+/// changed since the last look.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FolderStatus {
+    /// Number of messages.
+    pub messages: u32,
+    /// The next UID the server will assign.
+    pub uid_next: u32,
+    /// UIDVALIDITY.
+    pub uid_validity: u32,
+    /// HIGHESTMODSEQ (RFC 7162) when the server has CONDSTORE: it grows with every flag change.
+    pub highest_modseq: Option<u64>,
 }
 
 /// What SELECT or EXAMINE says about a mailbox.
@@ -323,6 +337,81 @@ impl ImapClient {
         self.run(|b| b.text("SUBSCRIBE ").mailbox(name), |_| Ok(()))?
             .ok()?;
         Ok(())
+    }
+
+    /// STATUS of a mailbox (HIGHESTMODSEQ too when the server has CONDSTORE).
+    pub fn status(&mut self, name: &str) -> Result<FolderStatus, SessionError> {
+        let condstore = self.has_capability("CONDSTORE");
+        let mut status = FolderStatus::default();
+        self.run(
+            |b| {
+                b.text("STATUS ").mailbox(name).text(if condstore {
+                    " (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)"
+                } else {
+                    " (MESSAGES UIDNEXT UIDVALIDITY)"
+                })
+            },
+            |response| {
+                if let Response::MailboxData(MailboxDatum::Status { status: items, .. }) = response
+                {
+                    for item in items {
+                        match *item {
+                            StatusAttribute::Messages(n) => status.messages = n,
+                            StatusAttribute::UidNext(n) => status.uid_next = n,
+                            StatusAttribute::UidValidity(n) => status.uid_validity = n,
+                            StatusAttribute::HighestModSeq(n) => status.highest_modseq = Some(n),
+                            _ => {}
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )?
+        .ok()?;
+        Ok(status)
+    }
+
+    /// Replaces the flags of these messages in the selected (read-write) mailbox.
+    pub fn set_flags(&mut self, uids: &[u32], flags: &[String]) -> Result<(), SessionError> {
+        let list = flag_list(flags)?;
+        uid_sets(uids, MAX_UID_SET).iter().try_for_each(|set| {
+            self.run(
+                |b| {
+                    b.text("UID STORE ")
+                        .text(set)
+                        .text(" FLAGS.SILENT ")
+                        .text(&list)
+                },
+                |_| Ok(()),
+            )?
+            .ok()
+            .map(drop)
+        })
+    }
+
+    /// Removes exactly these messages from the selected mailbox: `\Deleted` then
+    /// `UID EXPUNGE` (UIDPLUS), which leaves other messages marked `\Deleted` alone. Without
+    /// UIDPLUS a plain EXPUNGE could remove messages mailferry never touched, so it refuses.
+    pub fn delete_messages(&mut self, uids: &[u32]) -> Result<(), SessionError> {
+        if !self.has_capability("UIDPLUS") {
+            return Err(SessionError::Unsupported(
+                "the server lacks UIDPLUS, so mailferry cannot delete only its own copies".into(),
+            ));
+        }
+        uid_sets(uids, MAX_UID_SET).iter().try_for_each(|set| {
+            self.run(
+                |b| {
+                    b.text("UID STORE ")
+                        .text(set)
+                        .text(" +FLAGS.SILENT (\\Deleted)")
+                },
+                |_| Ok(()),
+            )?
+            .ok()?;
+            self.run(|b| b.text("UID EXPUNGE ").text(set), |_| Ok(()))?
+                .ok()
+                .map(drop)
+        })
     }
 
     /// Selects a mailbox, with EXAMINE when `read_only` so flags (`\Seen`) stay untouched.

@@ -11,4 +11,6 @@ pub mod command;
 pub mod mutf7;
 pub mod response;
 
-pub use client::{AppendMessage, FetchedMessage, ImapClient, IndexRecord, Mailbox, MailboxStatus};
+pub use client::{
+    AppendMessage, FetchedMessage, FolderStatus, ImapClient, IndexRecord, Mailbox, MailboxStatus,
+};

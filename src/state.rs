@@ -1,0 +1,191 @@
+//! Mirror state: what the last mirror run of one pair of accounts saw and did, kept as JSON in
+//! the `--state` directory, with a lock against overlapping runs.
+//!
+//! The state only makes runs cheaper and decides what `--delete` may remove: losing it (or a
+//! UIDVALIDITY change) leads to a full re-index, which is slower but never wrong, because what
+//! to copy is always decided from both servers' contents.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+use crate::imap::FolderStatus;
+
+/// The state file's format version.
+const SCHEMA: u32 = 1;
+
+/// What a mirror remembers about one source folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderState {
+    /// The target folder it is mirrored into.
+    pub target_folder: String,
+    /// STATUS of the source folder after the last complete run.
+    pub source_status: Option<FolderStatus>,
+    /// STATUS of the target folder after the last complete run.
+    pub target_status: Option<FolderStatus>,
+    /// Identities of the copies this mirror made, with how many of each: the only messages
+    /// `--delete` may remove.
+    pub copied: BTreeMap<String, usize>,
+    /// The source flags of each (unique) identity as last mirrored: a flag change on the source
+    /// since then is applied to the target; a change made only on the target is left alone.
+    pub flags: BTreeMap<String, Vec<String>>,
+}
+
+/// Everything a mirror remembers, per source folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorState {
+    /// The format version.
+    pub schema: u32,
+    /// Whether the run that wrote this state applied deletions: a `--delete` run after one
+    /// that did not must look at every folder, unchanged or not.
+    #[serde(default)]
+    pub deleted_gone: bool,
+    /// Per source folder.
+    pub folders: BTreeMap<String, FolderState>,
+}
+
+/// The state of one pair of accounts in a state directory, held under its lock.
+pub struct StateStore {
+    path: PathBuf,
+    // Held for the store's lifetime; the OS releases it when the process ends, however it
+    // ends, so a killed run never leaves a stale lock behind.
+    _lock: File,
+}
+
+impl StateStore {
+    /// Locks the state of the mirror `source` → `target` in `dir` (created if missing). Fails
+    /// with [`Error::Locked`] at once when another run holds it.
+    pub fn open(dir: &Path, source: &str, target: &str) -> Result<Self, Error> {
+        let failed = |path: &Path, e: std::io::Error| Error::State {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
+        let key = pair_key(source, target);
+        let lock_path = dir.join(format!("{key}.lock"));
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| failed(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(Error::Locked { path: lock_path }),
+            Err(TryLockError::Error(e)) => return Err(failed(&lock_path, e)),
+        }
+        Ok(StateStore {
+            path: dir.join(format!("{key}.json")),
+            _lock: lock,
+        })
+    }
+
+    /// The saved state; an empty one when there is none, or when it cannot be read (a
+    /// warning is returned with it then: the run re-indexes everything).
+    pub fn load(&self) -> (MirrorState, Option<String>) {
+        match std::fs::read(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (MirrorState::default(), None),
+            Err(e) => (
+                MirrorState::default(),
+                Some(self.unreadable(&e.to_string())),
+            ),
+            Ok(bytes) => match serde_json::from_slice::<MirrorState>(&bytes) {
+                Ok(state) if state.schema == SCHEMA => (state, None),
+                Ok(state) => (
+                    MirrorState::default(),
+                    Some(self.unreadable(&format!("unknown schema {}", state.schema))),
+                ),
+                Err(e) => (
+                    MirrorState::default(),
+                    Some(self.unreadable(&e.to_string())),
+                ),
+            },
+        }
+    }
+
+    fn unreadable(&self, why: &str) -> String {
+        format!(
+            "the mirror state {} could not be read ({why}); starting from a full re-index",
+            self.path.display()
+        )
+    }
+
+    /// Saves the state atomically: a crash leaves the old file or the new one, never half.
+    pub fn save(&self, state: &MirrorState) -> Result<(), Error> {
+        let failed = |e: std::io::Error| Error::State {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        };
+        let state = MirrorState {
+            schema: SCHEMA,
+            ..state.clone()
+        };
+        let tmp = self.path.with_extension("json.tmp");
+        let mut file = File::create(&tmp).map_err(failed)?;
+        file.write_all(
+            &serde_json::to_vec(&state)
+                .map_err(std::io::Error::other)
+                .map_err(failed)?,
+        )
+        .and_then(|()| file.sync_all())
+        .map_err(failed)?;
+        std::fs::rename(&tmp, &self.path).map_err(failed)?;
+        // The rename itself must reach the disk too.
+        if let Some(dir) = self.path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(failed)?;
+        }
+        Ok(())
+    }
+}
+
+/// A file name for a pair of accounts: stable, and free of characters a URL may hold.
+fn pair_key(source: &str, target: &str) -> String {
+    let digest = Sha256::digest(format!("{source}\n{target}").as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("mirror-{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_of_the_same_pair_is_locked_out_until_the_first_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateStore::open(dir.path(), "pop3s://a@h:995", "imaps://b@h:993").unwrap();
+        let second = StateStore::open(dir.path(), "pop3s://a@h:995", "imaps://b@h:993");
+        assert!(matches!(second, Err(Error::Locked { .. })));
+        assert!(StateStore::open(dir.path(), "pop3s://c@h:995", "imaps://b@h:993").is_ok());
+        drop(first);
+        assert!(StateStore::open(dir.path(), "pop3s://a@h:995", "imaps://b@h:993").is_ok());
+    }
+
+    #[test]
+    fn saved_state_loads_back_and_garbage_means_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), "s", "t").unwrap();
+        assert_eq!(store.load(), (MirrorState::default(), None));
+        let mut state = MirrorState::default();
+        state.folders.insert(
+            "INBOX".into(),
+            FolderState {
+                target_folder: "INBOX".into(),
+                copied: [("<a@b>".to_string(), 2)].into(),
+                ..FolderState::default()
+            },
+        );
+        store.save(&state).unwrap();
+        let (loaded, warning) = store.load();
+        assert_eq!(loaded.folders, state.folders);
+        assert_eq!(warning, None);
+        std::fs::write(&store.path, b"{not json").unwrap();
+        let (loaded, warning) = store.load();
+        assert_eq!(loaded, MirrorState::default());
+        assert!(warning.unwrap().contains("full re-index"));
+    }
+}

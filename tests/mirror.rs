@@ -1,0 +1,339 @@
+//! `mailferry mirror`, end to end through the binary, against two real Dovecot servers: the
+//! copy, source flag changes applied, `--delete` removing only the mirror's own copies, the
+//! lock against overlapping runs, and a run killed half-way.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use serde_json::Value;
+use support::{Dovecot, password};
+
+/// alice's account on `source` mirrored into bob's on `target`.
+struct Mirror {
+    source: Dovecot,
+    target: Dovecot,
+    dir: tempfile::TempDir,
+}
+
+impl Mirror {
+    fn new() -> Mirror {
+        let mirror = Mirror {
+            source: Dovecot::start(),
+            target: Dovecot::start(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let pems = [mirror.source.cert_path(), mirror.target.cert_path()]
+            .map(|p| std::fs::read(p).unwrap());
+        std::fs::write(mirror.ca(), pems.concat()).unwrap();
+        mirror
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn report(&self) -> PathBuf {
+        self.dir.path().join("report.json")
+    }
+
+    fn command(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::cargo_bin("mailferry").unwrap();
+        cmd.arg("mirror")
+            .arg("--from")
+            .arg(format!(
+                "imaps://alice@127.0.0.1:{}",
+                self.source.imaps_port()
+            ))
+            .arg("--to")
+            .arg(format!(
+                "imaps://bob@127.0.0.1:{}",
+                self.target.imaps_port()
+            ))
+            .arg("--tls-ca")
+            .arg(self.ca())
+            .arg("--state")
+            .arg(self.state())
+            .arg("--report")
+            .arg(self.report())
+            .args(extra)
+            .env("MAILFERRY_FROM_PASSWORD", password("alice"))
+            .env("MAILFERRY_TO_PASSWORD", password("bob"))
+            .timeout(Duration::from_secs(300));
+        cmd
+    }
+
+    /// Runs the mirror quietly, expects exit 0 and no output at all, returns the report.
+    fn run(&self, extra: &[&str]) -> Value {
+        let output = self.command(extra).arg("--quiet").output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.code(), Some(0), "{text}");
+        assert_eq!(text, "", "--quiet must print nothing when all is well");
+        serde_json::from_slice(&std::fs::read(self.report()).unwrap()).unwrap()
+    }
+
+    fn doveadm(&self, server: &Dovecot, args: &[&str]) {
+        let out = std::process::Command::new("doveadm")
+            .arg("-c")
+            .arg(server.conf_path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "doveadm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn message(id: &str) -> Vec<u8> {
+    format!("Message-ID: <{id}@mirror.test>\r\nSubject: {id}\r\nFrom: a@example.org\r\n\r\nbody of {id}\r\n")
+        .into_bytes()
+}
+
+fn flags_of(server: &Dovecot, user: &str, folder: &str, id: &str) -> Vec<String> {
+    let needle = format!("<{id}@mirror.test>");
+    let messages = server.messages(user, folder);
+    let found: Vec<_> = messages
+        .iter()
+        .filter(|m| String::from_utf8_lossy(&m.raw).contains(&needle))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "{id} should be in {user}'s {folder} exactly once"
+    );
+    found[0].flags.clone()
+}
+
+#[test]
+fn copies_then_applies_source_flag_changes_and_an_idle_rerun_does_nothing() {
+    let m = Mirror::new();
+    m.source.append("alice", "INBOX", &message("a"), &[], None);
+    m.source
+        .append("alice", "INBOX", &message("b"), &["\\Seen"], None);
+    m.source
+        .append("alice", "Lists/dev", &message("c"), &["$Label1"], None);
+
+    let first = m.run(&[]);
+    assert_eq!(first["copied"], 3);
+    assert_eq!(flags_of(&m.target, "bob", "INBOX", "b"), ["\\Seen"]);
+
+    // On the source: a read and flagged, b unread again.
+    m.doveadm(
+        &m.source,
+        &[
+            "flags",
+            "add",
+            "-u",
+            "alice",
+            "\\Seen \\Flagged",
+            "mailbox",
+            "INBOX",
+            "HEADER",
+            "Message-ID",
+            "a@mirror.test",
+        ],
+    );
+    m.doveadm(
+        &m.source,
+        &[
+            "flags",
+            "remove",
+            "-u",
+            "alice",
+            "\\Seen",
+            "mailbox",
+            "INBOX",
+            "HEADER",
+            "Message-ID",
+            "b@mirror.test",
+        ],
+    );
+    // On the target only: c gets flagged by its reader; the mirror leaves that alone.
+    m.doveadm(
+        &m.target,
+        &[
+            "flags",
+            "add",
+            "-u",
+            "bob",
+            "\\Flagged",
+            "mailbox",
+            "Lists/dev",
+            "all",
+        ],
+    );
+
+    let second = m.run(&[]);
+    assert_eq!(second["copied"], 0);
+    assert_eq!(second["flags_updated"], 2);
+    assert_eq!(
+        flags_of(&m.target, "bob", "INBOX", "a"),
+        ["\\Flagged", "\\Seen"]
+    );
+    assert!(flags_of(&m.target, "bob", "INBOX", "b").is_empty());
+    assert_eq!(
+        flags_of(&m.target, "bob", "Lists/dev", "c"),
+        ["\\Flagged", "$Label1"]
+    );
+
+    let third = m.run(&[]);
+    assert_eq!(
+        (third["copied"].as_u64(), third["flags_updated"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(third["source_messages"], 3);
+    assert_eq!(third["verified"], true);
+}
+
+#[test]
+fn delete_removes_only_the_copies_the_mirror_made() {
+    let m = Mirror::new();
+    // Already on the target before any mirror ran: not the mirror's to delete.
+    m.source
+        .append("alice", "INBOX", &message("preexisting"), &[], None);
+    m.target
+        .append("bob", "INBOX", &message("preexisting"), &[], None);
+    m.target
+        .append("bob", "INBOX", &message("target-only"), &[], None);
+    for id in ["keep", "gone"] {
+        m.source.append("alice", "INBOX", &message(id), &[], None);
+    }
+    assert_eq!(m.run(&["--delete"])["copied"], 2);
+
+    m.doveadm(
+        &m.source,
+        &[
+            "expunge",
+            "-u",
+            "alice",
+            "mailbox",
+            "INBOX",
+            "HEADER",
+            "Message-ID",
+            "gone@mirror.test",
+        ],
+    );
+    m.doveadm(
+        &m.source,
+        &[
+            "expunge",
+            "-u",
+            "alice",
+            "mailbox",
+            "INBOX",
+            "HEADER",
+            "Message-ID",
+            "preexisting@mirror.test",
+        ],
+    );
+    // Without --delete nothing is removed.
+    assert_eq!(m.run(&[])["deleted"], 0);
+    assert_eq!(m.target.messages("bob", "INBOX").len(), 4);
+
+    let report = m.run(&["--delete"]);
+    assert_eq!(report["deleted"], 1);
+    let left: Vec<String> = m
+        .target
+        .messages("bob", "INBOX")
+        .iter()
+        .map(|msg| {
+            String::from_utf8_lossy(&msg.raw)
+                .lines()
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        left,
+        [
+            "Message-ID: <preexisting@mirror.test>",
+            "Message-ID: <target-only@mirror.test>",
+            "Message-ID: <keep@mirror.test>",
+        ]
+    );
+}
+
+#[test]
+fn a_second_run_while_one_holds_the_lock_exits_5() {
+    let m = Mirror::new();
+    m.source.append("alice", "INBOX", &message("x"), &[], None);
+    m.run(&[]);
+    let lock = std::fs::read_dir(m.state())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "lock"))
+        .expect("the first run made a lock file");
+    // Hold the lock as a running mirror would.
+    let held = std::fs::OpenOptions::new().write(true).open(&lock).unwrap();
+    held.lock().unwrap();
+    let output = m.command(&[]).output().unwrap();
+    assert_eq!(output.status.code(), Some(5));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("error: another mailferry mirror"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        2,
+        "one error line and one hint: {stderr}"
+    );
+    held.unlock().unwrap();
+    m.run(&[]);
+}
+
+#[test]
+fn a_run_killed_half_way_is_completed_by_the_next_without_duplicates() {
+    let m = Mirror::new();
+    let count = 400;
+    for n in 0..count {
+        let folder = if n % 2 == 0 { "INBOX" } else { "Archive" };
+        m.source
+            .deliver("alice", folder, &support::big_message(150_000, n));
+    }
+    let copies =
+        || m.target.messages("bob", "INBOX").len() + m.target.messages("bob", "Archive").len();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mailferry"))
+        .args(m.command(&["--connections", "1"]).get_args())
+        .env("MAILFERRY_FROM_PASSWORD", password("alice"))
+        .env("MAILFERRY_TO_PASSWORD", password("bob"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // SIGKILL as soon as the first copies have landed (bounded: 60 s).
+    let started = Instant::now();
+    while copies() == 0 && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = copies();
+    assert!(
+        0 < at_kill && at_kill < count as usize,
+        "{at_kill} copies when killed: not half-way, so this run proves nothing"
+    );
+
+    let report = m.run(&[]);
+    assert_eq!(report["verified"], true);
+    assert_eq!(
+        copies(),
+        count as usize,
+        "every message exactly once after the re-run"
+    );
+}

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# bench/run.sh — end-to-end benchmark of `mailferry migrate` (POP3S -> IMAPS) on this machine.
+# bench/run.sh — end-to-end benchmark of `mailferry migrate` (POP3S -> IMAPS and IMAPS -> IMAPS)
+# and `mailferry mirror` on this machine.
 #
 # Usage: bash bench/run.sh [--count N] [--seed S] [--connections C] [--reps R]
 #   --count N        messages to generate (default 2000; env N)
 #   --seed S         corpus seed (default 42; env SEED): same N and seed, byte-identical corpus
 #   --connections C  passed to mailferry (default: mailferry's own default; env CONNECTIONS)
-#   --reps R         repetitions of the three timed cases, each into fresh target users
+#   --reps R         repetitions of the timed cases, each into fresh target users
 #                    (default 3; env REPS); the table shows medians
+#   --noop-samples K timed no-op mirror runs per rep (default 3; env NOOP_SAMPLES); its row
+#                    shows their median
 # Environment:
 #   BENCH_DIR        where the servers' directories go (default /dev/shm, tmpfs, as for the
 #                    reference numbers: the bench then measures protocol and CPU, not the VM's
@@ -16,25 +19,39 @@
 #
 # What it does: starts two throwaway Dovecot servers on 127.0.0.1 (tests/support/dovecot.sh),
 # generates N realistic messages (bench/bench.py: mostly 2-20 KB, some to 100 KB, a few 100 KB-
-# 2 MB attachments, ~2% without Message-ID, ~1% sharing one, CRLF) straight into the source
-# user's POP3 maildrop, then times
-#   1. doveadm import   the source Maildir into a fresh target user (Dovecot's own floor)
-#   2. mailferry copy   migrate --from pop3s://… --to imaps://…/INBOX into another fresh user
+# 2 MB attachments, ~2% without Message-ID, ~1% sharing one, CRLF) straight into two source
+# accounts: the POP3 user's maildrop, and an IMAP user's six folders (INBOX 55%, Archive 15%,
+# Archive/2019 8%, Sent 10%, Lists/dev 9%, Données 3%; \Seen 70%, \Answered 10%, \Flagged 5%;
+# internal dates spread over 2004-2025), then times, each into a fresh target user:
+#   1. doveadm import   the POP3 Maildir (Dovecot's own floor)
+#   2. mailferry copy   migrate --from pop3s://… --to imaps://…/INBOX
 #   3. mailferry no-op re-run   the same command again; must copy 0
-# --reps times (fresh target users each time), and prints one table: case, messages, seconds,
-# msg/s, MB/s, peak RSS MiB (wait4's ru_maxrss of that process; bench/measure.py) and the time
-# as a multiple of doveadm import's; medians over the reps. It checks that mailferry
-# exits 0, that its report says copied == N (then 0) with failed 0 and verified true, and that
-# each target Maildir holds N files; any miss prints a line starting with FAIL and the script
-# exits 1. Servers are stopped and every file removed on exit, even on Ctrl-C.
+#   4. doveadm import folders   the IMAP account's Maildir, every folder (the floor for 5-8)
+#   5. mailferry imap copy      migrate --from imaps://… --to imaps://… (every folder)
+#   6. mailferry imap no-op re-run   the same command again; must copy 0
+#   7. mailferry mirror first run    mirror --state DIR (fresh) --from imaps://… --to imaps://…
+#   8. mailferry mirror no-op   the same mirror again, nothing changed (K times): must copy 0 and
+#                               update 0 flags; with its state this is one STATUS per folder
+#                               and side
+# --reps times, and prints one table: case, messages, seconds, msg/s, MB/s, peak RSS MiB
+# (wait4's ru_maxrss of that process; bench/measure.py) and the time as a multiple of the
+# doveadm import of the same account; medians over the reps. It checks that mailferry exits 0,
+# that its report says copied == N (then 0) with failed 0 and verified true (mirror: also
+# flags_updated 0 and deleted 0), that each POP3 target Maildir holds N files and that each IMAP
+# target holds, per folder, the source's number of messages, flags and internal dates (read
+# from the Maildir file names and mtimes); any miss prints a line starting with FAIL and the
+# script exits 1. Servers are stopped and every file removed on exit, even on Ctrl-C.
 # Before the table, one line per case and rep gives its wall time and the CPU seconds of the
 # process itself and, for mailferry, of the source and target Dovecot during the run: on this
 # 2-core machine the servers' CPU, not mailferry's, is most of the cost. Other work on the
 # machine (a cargo build) moves the seconds by tens of percent: compare runs taken together.
 #
-# Loading: generating the files straight into Maildir/new/ takes ~1 s per 2000 messages;
+# Loading: generating the files straight into the Maildirs takes ~1 s per 2000 messages (the
+# IMAP account's files are hard links to the POP3 account's: same bytes, one copy in memory);
 # `doveadm save` runs one process per message (~9 ms each here: ~17 s at N=2000, ~90 s at
-# N=10000, just to load), so it is not used.
+# N=10000, just to load), so it is not used. Before the reps, untimed: the source Dovecot
+# indexes both accounts, and one `mailferry migrate --dry-run` of the IMAP account fills the
+# source's cache with the fields mailferry reads (as on a server in use).
 #
 # Needs root (Dovecot's mail processes run as nobody), python3, and Debian's dovecot-imapd +
 # dovecot-pop3d, which it installs with apt-get when missing.
@@ -45,19 +62,21 @@ COUNT=${N:-2000}
 SEED=${SEED:-42}
 CONNECTIONS=${CONNECTIONS:-}
 REPS=${REPS:-3}
+NOOP_SAMPLES=${NOOP_SAMPLES:-3}
 while [ $# -gt 0 ]; do
   case $1 in
   --count) COUNT=$2; shift 2 ;;
   --seed) SEED=$2; shift 2 ;;
   --connections) CONNECTIONS=$2; shift 2 ;;
   --reps) REPS=$2; shift 2 ;;
+  --noop-samples) NOOP_SAMPLES=$2; shift 2 ;;
   -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
   *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-for v in "$COUNT" "$REPS"; do
+for v in "$COUNT" "$REPS" "$NOOP_SAMPLES"; do
   case $v in '' | *[!0-9]* | 0)
-    echo "--count and --reps take a positive integer" >&2
+    echo "--count, --reps and --noop-samples take a positive integer" >&2
     exit 2
     ;;
   esac
@@ -136,17 +155,20 @@ start_server() { # NAME "USER USER…"
 port_of() { sed -n "s/^$2=127.0.0.1://p" "$WORK/$1.env"; }
 
 echo "== starting source and target Dovecot on 127.0.0.1 (mail in $WORK)"
-start_server src "pop"
-start_server dst "$(for r in $(seq 1 "$REPS"); do printf 'viaimport%s viaferry%s ' "$r" "$r"; done)"
+start_server src "pop imap"
+start_server dst "warmup $(for r in $(seq 1 "$REPS"); do
+  printf 'viaimport%s viaferry%s foldimport%s viaimap%s viamirror%s ' "$r" "$r" "$r" "$r" "$r"
+done)"
 cat "$WORK/src/cert.pem" "$WORK/dst/cert.pem" >"$WORK/ca.pem"
 
 # In the background and waited for, so a signal reaches the trap at once rather than after the
 # whole run; setsid gives it a process group of its own that cleanup can stop as a whole (in a
 # script, without job control, setsid does not fork: $! is that group's id).
 setsid python3 "$ROOT/bench/bench.py" --count "$COUNT" --seed "$SEED" --reps "$REPS" \
-  --src-dir "$WORK/src" --dst-dir "$WORK/dst" \
-  --src-user pop --import-user viaimport --ferry-user viaferry --password "$PASSWORD" \
-  --pop3s-port "$(port_of src pop3s)" --imaps-port "$(port_of dst imaps)" \
+  --noop-samples "$NOOP_SAMPLES" --src-dir "$WORK/src" --dst-dir "$WORK/dst" \
+  --src-user pop --imap-user imap --password "$PASSWORD" \
+  --pop3s-port "$(port_of src pop3s)" --src-imaps-port "$(port_of src imaps)" \
+  --imaps-port "$(port_of dst imaps)" \
   --ca "$WORK/ca.pem" --mailferry "$MAILFERRY" ${CONNECTIONS:+--connections "$CONNECTIONS"} \
   --work "$WORK" &
 BENCH_PID=$!

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use regex::Regex;
 
-use crate::endpoint::{Endpoint, PasswordSource, Side};
+use crate::endpoint::{Endpoint, PasswordSource, Protocol, Side};
 use crate::error::Error;
 use crate::folders::FolderRules;
 use crate::index::SourceMessage;
@@ -64,6 +64,10 @@ pub struct MirrorArgs {
     /// source (never anything else)
     #[arg(long)]
     pub delete: bool,
+    /// POP3 source: delete from the POP3 server the messages first seen D days ago or more,
+    /// once the target is verified to hold every message (like getmail's delete_after)
+    #[arg(long, value_name = "D")]
+    pub delete_source_after_days: Option<u32>,
 }
 
 /// Arguments of `mailferry migrate`.
@@ -184,7 +188,15 @@ fn run_mirror(args: &MirrorArgs) -> Result<i32, Error> {
         copy: migrate_job(&args.copy)?,
         state_dir: args.state.clone(),
         delete: args.delete,
+        delete_source_after_days: args.delete_source_after_days,
     };
+    if args.delete_source_after_days.is_some() && job.copy.from.endpoint.protocol != Protocol::Pop3
+    {
+        return Err(Error::Usage {
+            message: "--delete-source-after-days works only with a POP3 source".into(),
+            hint: Some("IMAP sources are never written to".into()),
+        });
+    }
     if let Some(path) = &args.copy.report {
         check_writable(path)?;
     }
@@ -380,10 +392,10 @@ fn print_summary(report: &Report) {
         report.failed,
         report.duration_s,
     );
-    if report.flags_updated > 0 || report.deleted > 0 {
+    if report.flags_updated + report.deleted + report.source_deleted > 0 {
         println!(
-            "mirror: flags updated on {} message(s), {} copy(ies) deleted from the target",
-            report.flags_updated, report.deleted
+            "mirror: flags updated on {} message(s), {} copy(ies) deleted from the target, {} message(s) deleted from the source",
+            report.flags_updated, report.deleted, report.source_deleted
         );
     }
     for warning in &report.warnings {

@@ -34,7 +34,9 @@ pub const IDENTITY_FIELDS: [&str; 8] = [
 pub const FINGERPRINT_FIELDS: &[&str] = IDENTITY_FIELDS.split_at(1).1;
 
 /// What makes two messages "the same message" for deduplication.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Identity {
     /// The normalised first Message-ID.
     MessageId(String),

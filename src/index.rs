@@ -1,6 +1,6 @@
 //! What the planner reads: a source folder's messages and a target folder's identities.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, FixedOffset};
 
@@ -11,6 +11,8 @@ use crate::identity::Identity;
 pub struct SourceMessage {
     /// How the source finds the message again: the POP3 message number or the IMAP UID.
     pub key: u32,
+    /// An id that stays the same across sessions, when the source has one (POP3 UIDL).
+    pub stable_id: Option<String>,
     /// What the message is, for deduplication.
     pub identity: Identity,
     /// Size in octets as the server reports it (CRLF line ends).
@@ -97,5 +99,54 @@ impl FromIterator<Identity> for TargetIndex {
         iter.into_iter()
             .for_each(|identity| index.add(identity, TargetCopy::default()));
         index
+    }
+}
+
+/// What an earlier run learnt about a message from its headers, kept by a source's stable id
+/// (POP3 UIDL) so a later run need not read them again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KnownMessage {
+    /// The message's identity; `None` when it must be read again (a run failed to verify).
+    pub identity: Option<Identity>,
+    /// Its size; a different size under the same id means the headers are read again.
+    pub size: u64,
+    /// Its arrival date (RFC 3339), when it has one.
+    pub internal_date: Option<String>,
+    /// When mailferry first saw it (Unix seconds): the clock of `--delete-source-after-days`.
+    pub first_seen: i64,
+}
+
+/// Known messages by stable id.
+pub type KnownMessages = BTreeMap<String, KnownMessage>;
+
+impl KnownMessage {
+    /// Remembers an indexed message, first seen at `first_seen`.
+    pub fn new(message: &SourceMessage, first_seen: i64) -> Self {
+        KnownMessage {
+            identity: Some(message.identity.clone()),
+            size: message.size,
+            internal_date: message.internal_date.map(|d| d.to_rfc3339()),
+            first_seen,
+        }
+    }
+
+    /// The index entry for this message under its current key, when its identity is known.
+    pub fn to_source_message(
+        &self,
+        key: u32,
+        stable_id: Option<String>,
+        flags: Vec<String>,
+    ) -> Option<SourceMessage> {
+        Some(SourceMessage {
+            key,
+            stable_id,
+            identity: self.identity.clone()?,
+            size: self.size,
+            flags,
+            internal_date: self
+                .internal_date
+                .as_deref()
+                .and_then(|d| DateTime::parse_from_rfc3339(d).ok()),
+        })
     }
 }

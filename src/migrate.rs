@@ -67,10 +67,35 @@ pub struct PlannedFolder {
     pub target_index: TargetIndex,
 }
 
-/// Decides, before a folder is indexed, that neither side changed since a previous run; such a
-/// folder is planned as complete without indexing. Returns the source's message count then.
-pub type UnchangedCheck<'a> = dyn FnMut(&FolderMapping, &mut dyn Source, &mut dyn Target) -> Result<Option<usize>, Error>
-    + 'a;
+/// What a job built on `migrate` (a mirror) may change in planning. The defaults plan as
+/// `migrate` does.
+pub trait PlanHooks {
+    /// Decides, before a folder is indexed, that neither side changed since a previous run;
+    /// such a folder is planned as complete without indexing. Returns the source's message
+    /// count then.
+    fn unchanged(
+        &mut self,
+        _mapping: &FolderMapping,
+        _source: &mut dyn Source,
+        _target: &mut dyn Target,
+    ) -> Result<Option<usize>, Error> {
+        Ok(None)
+    }
+
+    /// Indexes a source folder.
+    fn index_source(
+        &mut self,
+        mapping: &FolderMapping,
+        source: &mut dyn Source,
+    ) -> Result<Vec<SourceMessage>, Error> {
+        source.index(&mapping.source)
+    }
+}
+
+/// The hooks of a plain `migrate`.
+struct NoHooks;
+
+impl PlanHooks for NoHooks {}
 
 /// A step run after the copy and before verification (a mirror's flag and deletion sync).
 pub type AfterCopyStep<'a> = dyn FnMut(AfterCopy<'_>) -> Result<(), Error> + 'a;
@@ -99,14 +124,11 @@ pub struct Planned<'j> {
 /// Connects to both servers, indexes every folder on both sides and plans the copy. Writes
 /// nothing, except creating missing target folders when this is not a dry run.
 pub fn plan(job: &MigrateJob) -> Result<Planned<'_>, Error> {
-    plan_with(job, &mut |_, _, _| Ok(None))
+    plan_with(job, &mut NoHooks)
 }
 
-/// [`plan`], skipping the index of folders that `unchanged` vouches for.
-pub fn plan_with<'j>(
-    job: &'j MigrateJob,
-    unchanged: &mut UnchangedCheck<'_>,
-) -> Result<Planned<'j>, Error> {
+/// [`plan`], with the planning steps `hooks` change.
+pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<Planned<'j>, Error> {
     let report = ReportBuilder::new(
         job.from.endpoint.to_string(),
         job.to.endpoint.to_string(),
@@ -122,11 +144,11 @@ pub fn plan_with<'j>(
         if !mapping.selectable {
             continue;
         }
-        if let Some(messages) = unchanged(&mapping, source.as_mut(), target.as_mut())? {
+        if let Some(messages) = hooks.unchanged(&mapping, source.as_mut(), target.as_mut())? {
             report.planned(&plan::unchanged(&mapping.source, &mapping.target, messages));
             continue;
         }
-        let source_index = source.index(&mapping.source)?;
+        let source_index = hooks.index_source(&mapping, source.as_mut())?;
         let target_index = target.index(&mapping.target)?;
         let plan = plan::diff(
             &mapping.source,

@@ -10,12 +10,14 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use crate::error::Error;
+use crate::folders::FolderMapping;
 use crate::identity::Identity;
-use crate::index::SourceMessage;
-use crate::migrate::{self, AfterCopy, MigrateJob, PlannedFolder};
+use crate::index::{KnownMessages, SourceMessage};
+use crate::migrate::{self, AfterCopy, MigrateJob, PlanHooks, PlannedFolder};
 use crate::report::Report;
-use crate::state::{FolderState, StateStore};
-use crate::transfer::{Fanout, Observer, Target};
+use crate::state::{FolderState, MirrorState, StateStore};
+use crate::transfer::{Fanout, Observer, Source, Target};
+use crate::verify;
 
 /// Everything a `mirror` run needs.
 pub struct MirrorJob {
@@ -25,6 +27,9 @@ pub struct MirrorJob {
     pub state_dir: PathBuf,
     /// Remove from the target the copies whose message left the source.
     pub delete: bool,
+    /// Delete from a POP3 source the messages first seen this many days ago, once the target
+    /// is verified to hold them.
+    pub delete_source_after_days: Option<u32>,
 }
 
 /// Runs a mirror. The error beside the report is one that ended the run early; the outer
@@ -40,22 +45,18 @@ pub fn run(
         &job.copy.to.endpoint.to_string(),
     )?;
     let (previous, warning) = store.load();
-    let mut considered = Vec::new();
-    let planned = migrate::plan_with(&job.copy, &mut |mapping, source, target| {
-        considered.push(mapping.source.clone());
-        let Some(known) = previous.folders.get(&mapping.source) else {
-            return Ok(None);
-        };
-        if job.delete && !previous.deleted_gone {
-            return Ok(None);
-        }
-        if known.target_folder != mapping.target || known.source_status.is_none() {
-            return Ok(None);
-        }
-        let unchanged = source.status(&mapping.source)? == known.source_status
-            && target.status(&mapping.target)? == known.target_status;
-        Ok(unchanged.then(|| known.source_status.map_or(0, |s| s.messages as usize)))
-    })?;
+    let mut planning = MirrorPlanning {
+        previous: &previous,
+        delete: job.delete,
+        considered: Vec::new(),
+        known: BTreeMap::new(),
+    };
+    let planned = migrate::plan_with(&job.copy, &mut planning)?;
+    let MirrorPlanning {
+        considered,
+        mut known,
+        ..
+    } = planning;
     let (messages, bytes) = planned.totals();
     before_copy(messages, bytes);
 
@@ -66,11 +67,12 @@ pub fn run(
     state
         .folders
         .retain(|folder, _| considered.contains(folder));
-    let mut sync = |after: AfterCopy<'_>| {
+    let mut sync = |mut after: AfterCopy<'_>| {
         if let Some(warning) = &warning {
             after.report.warn(warning.clone());
         }
         let copies = copied.by_folder();
+        let known_by_folder = &mut known;
         for folder in after.folders {
             let known = state
                 .folders
@@ -90,10 +92,17 @@ pub fn run(
             } else {
                 0
             };
+            if let Some(fresh) = known_by_folder.remove(&folder.plan.source_folder) {
+                known.known = fresh;
+            }
             for identity in copies.get(&folder.plan.source_folder).into_iter().flatten() {
                 *known.copied.entry(identity.clone()).or_default() += 1;
             }
             after.report.synced(flags_updated, deleted);
+        }
+        if let Some(days) = job.delete_source_after_days {
+            let deleted = delete_from_source(after.folders, &mut state, &mut after, days)?;
+            after.report.source_deleted(deleted);
         }
         // Summaries last: they must describe the folders as this run leaves them.
         for (source_folder, known) in &mut state.folders {
@@ -116,12 +125,121 @@ pub fn run(
                 *known.copied.entry(identity).or_default() += 1;
             }
         }
-        for known in partial.folders.values_mut() {
-            known.source_status = None;
+        for (folder, fresh) in known {
+            partial.folders.entry(folder).or_default().known = fresh;
+        }
+        for folder in partial.folders.values_mut() {
+            folder.source_status = None;
+            // What may have misled this run is read again next time; ages are kept.
+            for message in folder.known.values_mut() {
+                message.identity = None;
+            }
         }
         store.save(&partial)
     };
     Ok((report, error.or(saved.err())))
+}
+
+/// Planning for a mirror: folders unchanged since the last run are not indexed, and a POP3
+/// source reads only the headers of UIDLs it has not seen.
+struct MirrorPlanning<'s> {
+    previous: &'s MirrorState,
+    delete: bool,
+    /// Every source folder looked at (the others are forgotten).
+    considered: Vec<String>,
+    /// What the source knows after this run's index, per source folder.
+    known: BTreeMap<String, KnownMessages>,
+}
+
+impl PlanHooks for MirrorPlanning<'_> {
+    fn unchanged(
+        &mut self,
+        mapping: &FolderMapping,
+        source: &mut dyn Source,
+        target: &mut dyn Target,
+    ) -> Result<Option<usize>, Error> {
+        self.considered.push(mapping.source.clone());
+        let Some(known) = self.previous.folders.get(&mapping.source) else {
+            return Ok(None);
+        };
+        // A --delete run after one without must look at every folder once.
+        if self.delete && !self.previous.deleted_gone {
+            return Ok(None);
+        }
+        if known.target_folder != mapping.target || known.source_status.is_none() {
+            return Ok(None);
+        }
+        let unchanged = source.status(&mapping.source)? == known.source_status
+            && target.status(&mapping.target)? == known.target_status;
+        Ok(unchanged.then(|| known.source_status.map_or(0, |s| s.messages as usize)))
+    }
+
+    fn index_source(
+        &mut self,
+        mapping: &FolderMapping,
+        source: &mut dyn Source,
+    ) -> Result<Vec<SourceMessage>, Error> {
+        let empty = KnownMessages::new();
+        let known = self
+            .previous
+            .folders
+            .get(&mapping.source)
+            .map_or(&empty, |f| &f.known);
+        let (index, fresh) = source.index_known(&mapping.source, known)?;
+        self.known.insert(mapping.source.clone(), fresh);
+        Ok(index)
+    }
+}
+
+/// `--delete-source-after-days`: deletes from a POP3 source the messages first seen at least
+/// `days` ago, in folders where a fresh index of the target finds every source message.
+fn delete_from_source(
+    folders: &[PlannedFolder],
+    state: &mut MirrorState,
+    after: &mut AfterCopy<'_>,
+    days: u32,
+) -> Result<usize, Error> {
+    let cutoff = chrono::Utc::now().timestamp() - i64::from(days) * 86_400;
+    let mut deleted = 0;
+    for folder in folders {
+        let missing = verify::missing_after_copy(
+            &folder.source_index,
+            &mut *after.target,
+            &folder.plan.target_folder,
+        )?;
+        if !missing.is_empty() {
+            after.report.warn(format!(
+                "{}: {} message(s) not verified on the target; nothing deleted from the source",
+                folder.plan.source_folder,
+                missing.len()
+            ));
+            continue;
+        }
+        let Some(known) = state.folders.get_mut(&folder.plan.source_folder) else {
+            continue;
+        };
+        let old: Vec<SourceMessage> = folder
+            .source_index
+            .iter()
+            .filter(|m| {
+                m.stable_id
+                    .as_ref()
+                    .and_then(|id| known.known.get(id))
+                    .is_some_and(|k| k.first_seen <= cutoff)
+            })
+            .cloned()
+            .collect();
+        if old.is_empty() {
+            continue;
+        }
+        deleted += after.source.delete(&folder.plan.source_folder, &old)?;
+        for message in &old {
+            if let Some(id) = &message.stable_id {
+                known.known.remove(id);
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 /// Applies source flag changes made since the last run to the target's copies. Only

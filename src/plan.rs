@@ -95,6 +95,7 @@ mod tests {
     fn msg(key: u32, id: &str) -> SourceMessage {
         SourceMessage {
             key,
+            stable_id: None,
             identity: Identity::MessageId(id.into()),
             size: 10,
             flags: vec![],

@@ -73,6 +73,8 @@ pub struct Report {
     pub flags_updated: usize,
     /// Mirror `--delete`: copies removed from the target because they left the source.
     pub deleted: usize,
+    /// Mirror `--delete-source-after-days`: messages deleted from the POP3 source.
+    pub source_deleted: usize,
     /// Bytes a dry run would copy (0 otherwise).
     pub bytes_to_copy: u64,
     /// Wall-clock seconds of the whole run.
@@ -132,6 +134,7 @@ impl ReportBuilder {
                 bytes_copied: 0,
                 flags_updated: 0,
                 deleted: 0,
+                source_deleted: 0,
                 bytes_to_copy: 0,
                 duration_s: 0.0,
                 verified: None,
@@ -171,6 +174,11 @@ impl ReportBuilder {
         let mut report = self.state.lock().unwrap();
         report.flags_updated += flags_updated;
         report.deleted += deleted;
+    }
+
+    /// Records messages deleted from the source.
+    pub fn source_deleted(&self, deleted: usize) {
+        self.state.lock().unwrap().source_deleted += deleted;
     }
 
     /// Records a warning for the user.

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::Error;
 use crate::imap::FolderStatus;
+use crate::index::KnownMessages;
 
 /// The state file's format version.
 const SCHEMA: u32 = 1;
@@ -34,6 +35,9 @@ pub struct FolderState {
     /// The source flags of each (unique) identity as last mirrored: a flag change on the source
     /// since then is applied to the target; a change made only on the target is left alone.
     pub flags: BTreeMap<String, Vec<String>>,
+    /// A POP3 source's messages by UIDL: only new UIDLs have their headers read.
+    #[serde(default)]
+    pub known: KnownMessages,
 }
 
 /// Everything a mirror remembers, per source folder.

@@ -20,7 +20,7 @@ use crossbeam_channel::bounded;
 use crate::error::Error;
 use crate::folders::FolderInfo;
 use crate::imap::FolderStatus;
-use crate::index::SourceMessage;
+use crate::index::{KnownMessages, SourceMessage};
 use crate::plan::FolderPlan;
 
 /// A message on its way to the target.
@@ -38,6 +38,23 @@ pub trait Source: Send {
     fn folders(&mut self) -> Result<Vec<FolderInfo>, Error>;
     /// Indexes a folder: identity, size, flags and date of every message, from headers only.
     fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error>;
+    /// [`index`](Self::index), reusing what `known` says of messages by their stable id and
+    /// returning what is known after this index, for the next run. Sources without stable ids
+    /// (the default) read every header and return nothing to keep.
+    fn index_known(
+        &mut self,
+        folder: &str,
+        _known: &KnownMessages,
+    ) -> Result<(Vec<SourceMessage>, KnownMessages), Error> {
+        Ok((self.index(folder)?, KnownMessages::new()))
+    }
+    /// Deletes these messages from the source, returning how many went. Only POP3 sources
+    /// can, for a mirror's `--delete-source-after-days`; the session ends with it.
+    fn delete(&mut self, folder: &str, _messages: &[SourceMessage]) -> Result<usize, Error> {
+        Err(Error::usage(format!(
+            "{folder}: this source does not delete messages"
+        )))
+    }
     /// A cheap summary of the folder that changes whenever its messages or flags do, when the
     /// source has one (IMAP with CONDSTORE); `None` otherwise.
     fn status(&mut self, _folder: &str) -> Result<Option<FolderStatus>, Error> {

@@ -36,7 +36,7 @@ pub enum FetchError<E> {
 /// After a method fails with anything but [`SessionError::Refused`] or
 /// [`SessionError::LoginRefused`], or a fetch stops early, the connection may sit in the middle
 /// of a response; every later call then fails and the client should be dropped. Mail is never
-/// deleted: DELE is not implemented.
+/// deleted unless the caller asks for it with [`Pop3Client::dele`].
 pub struct Pop3Client {
     conn: Connection,
     caps: Capabilities,
@@ -168,6 +168,22 @@ impl Pop3Client {
     ) -> Result<Vec<(u32, String)>, FetchError<E>> {
         let cap = usize::try_from(max_size).unwrap_or(usize::MAX);
         self.fetch_each(msgnos, "", RETR_WINDOW, cap, "RETR", on_each)
+    }
+
+    /// Marks messages for deletion (DELE). The server removes them only when the session
+    /// ends with [`quit`](Self::quit); a connection that breaks first deletes nothing.
+    /// Returns the messages the server refused to mark, with its reason.
+    pub fn dele(&mut self, msgnos: &[u32]) -> Result<Vec<(u32, String)>, SessionError> {
+        self.run(|conn| {
+            let mut refused = Vec::new();
+            for n in msgnos {
+                let answer = command(conn, format!("DELE {n}\r\n").as_bytes())?;
+                if !answer.ok {
+                    refused.push((*n, answer.text));
+                }
+            }
+            Ok(refused)
+        })
     }
 
     /// Ends the session with QUIT. A client left broken by an error is just closed.

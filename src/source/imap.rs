@@ -1,0 +1,128 @@
+//! [`ImapSource`]: every folder of an IMAP account, read with EXAMINE and `BODY.PEEK`.
+
+use super::{MAX_MESSAGE_SIZE, deliver_too_large};
+use crate::endpoint::Side;
+use crate::error::{Error, SessionError};
+use crate::folders::FolderInfo;
+use crate::identity::{self, IDENTITY_FIELDS};
+use crate::imap::{FolderStatus, ImapClient};
+use crate::index::SourceMessage;
+use crate::migrate::{Account, ConnectOptions};
+use crate::session;
+use crate::transfer::{Outgoing, Source, Unreadable};
+
+/// An IMAP account as a [`Source`]; one per connection.
+pub struct ImapSource {
+    client: ImapClient,
+    account: Account,
+    selected: Option<String>,
+}
+
+impl ImapSource {
+    /// Connects and logs in.
+    pub fn connect(account: &Account, options: &ConnectOptions) -> Result<Self, Error> {
+        Ok(ImapSource {
+            client: session::open_imap(account, Side::From, options)?,
+            account: account.clone(),
+            selected: None,
+        })
+    }
+
+    fn failed(&self, err: SessionError) -> Error {
+        Error::from_session(&self.account.endpoint, Side::From, err)
+    }
+
+    /// EXAMINE (read-only) the folder unless it is already open.
+    fn open(&mut self, folder: &str) -> Result<(), Error> {
+        if self.selected.as_deref() != Some(folder) {
+            self.selected = None;
+            self.client
+                .select(folder, true)
+                .map_err(|e| self.failed(e))?;
+            self.selected = Some(folder.to_owned());
+        }
+        Ok(())
+    }
+}
+
+impl Source for ImapSource {
+    fn status(&mut self, folder: &str) -> Result<Option<FolderStatus>, Error> {
+        let status = self.client.status(folder).map_err(|e| self.failed(e))?;
+        // Without HIGHESTMODSEQ a flag change leaves STATUS as it was: useless as a summary.
+        Ok(status.highest_modseq.is_some().then_some(status))
+    }
+
+    fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
+        let listed = self.client.list().map_err(|e| self.failed(e))?;
+        let mut folders: Vec<FolderInfo> = listed
+            .into_iter()
+            .map(|m| FolderInfo::from_list(m.name, m.delimiter, &m.attributes))
+            .collect();
+        if let Some(only) = &self.account.endpoint.folder {
+            folders.retain(|f| &f.name == only);
+        }
+        Ok(folders)
+    }
+
+    fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error> {
+        // Re-select so a second index of the same folder sees new mail.
+        self.selected = None;
+        self.open(folder)?;
+        let mut index = Vec::new();
+        self.client
+            .fetch_index(&IDENTITY_FIELDS, |record| {
+                index.push(SourceMessage {
+                    key: record.uid,
+                    stable_id: None,
+                    identity: identity::identify(record.header, record.size),
+                    size: record.size,
+                    // \Recent belongs to the session that saw the message first; no
+                    // server lets a client set it.
+                    flags: record
+                        .flags
+                        .into_iter()
+                        .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+                        .collect(),
+                    internal_date: record.internal_date,
+                });
+            })
+            .map_err(|e| self.failed(e))?;
+        Ok(index)
+    }
+
+    fn fetch(
+        &mut self,
+        folder: &str,
+        messages: Vec<SourceMessage>,
+        deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
+    ) -> Result<(), Error> {
+        self.open(folder)?;
+        let Some(mut by_uid) = deliver_too_large(messages, deliver) else {
+            return Ok(());
+        };
+        let mut uids: Vec<u32> = by_uid.keys().copied().collect();
+        uids.sort_unstable();
+        let mut receiving = true;
+        self.client
+            .fetch_messages(&uids, MAX_MESSAGE_SIZE, |fetched| {
+                // After the receiver has gone, the rest of the answer is only drained.
+                if receiving && let Some(message) = by_uid.remove(&fetched.uid) {
+                    receiving = deliver(Ok(Outgoing {
+                        message,
+                        raw: fetched.raw.to_vec(),
+                    }));
+                }
+            })
+            .map_err(|e| self.failed(e))?;
+        // What the server did not send was expunged since the index was taken.
+        let mut gone: Vec<SourceMessage> = by_uid.into_values().collect();
+        gone.sort_by_key(|m| m.key);
+        for message in gone {
+            let reason = "deleted from the source during the run".to_owned();
+            if !receiving || !deliver(Err(Unreadable { message, reason })) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}

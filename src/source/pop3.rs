@@ -1,0 +1,227 @@
+//! [`Pop3Source`]: a POP3 maildrop, the one folder `INBOX`.
+
+use std::collections::HashMap;
+
+use super::{MAX_MESSAGE_SIZE, deliver_too_large};
+use crate::endpoint::Side;
+use crate::error::{Error, SessionError};
+use crate::folders::FolderInfo;
+use crate::identity;
+use crate::index::{KnownMessage, KnownMessages, SourceMessage};
+use crate::migrate::{Account, ConnectOptions};
+use crate::pop3::{FetchError, Pop3Client};
+use crate::session;
+use crate::transfer::{Outgoing, Source, Unreadable};
+
+/// The one folder a POP3 maildrop has.
+pub const POP3_FOLDER: &str = "INBOX";
+
+/// A POP3 maildrop as a [`Source`].
+pub struct Pop3Source {
+    /// `None` once the session has ended to commit deletions.
+    client: Option<Pop3Client>,
+    account: Account,
+    flags: Vec<String>,
+}
+
+/// Why a fetch loop stopped early on the caller's request.
+struct Stop;
+
+impl Pop3Source {
+    /// Connects and logs in. `mark_seen` gives every copy the `\Seen` flag (POP3 has none).
+    pub fn connect(
+        account: &Account,
+        options: &ConnectOptions,
+        mark_seen: bool,
+    ) -> Result<Self, Error> {
+        Ok(Pop3Source {
+            client: Some(session::open_pop3(account, Side::From, options)?),
+            account: account.clone(),
+            flags: if mark_seen {
+                vec!["\\Seen".to_owned()]
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    /// The session, and a function putting its errors in the user's terms.
+    fn session(&mut self) -> Result<(&mut Pop3Client, impl Fn(SessionError) -> Error + '_), Error> {
+        let endpoint = &self.account.endpoint;
+        let failed = move |err| Error::from_session(endpoint, Side::From, err);
+        match &mut self.client {
+            Some(client) => Ok((client, failed)),
+            None => Err(failed(SessionError::Closed)),
+        }
+    }
+}
+
+/// POP3 must end a message with CRLF before its `.` line, so a server adds one to a message that
+/// had no final line ending (Dovecot does) while LIST still counts the message without it. When
+/// exactly that CRLF is extra, it is not part of the message: drop it, so the copy is exact and
+/// its size matches the fingerprint computed from LIST.
+fn strip_added_line_end(raw: &mut Vec<u8>, listed_size: u64) {
+    if raw.len() as u64 == listed_size + 2 && raw.ends_with(b"\r\n") {
+        raw.truncate(raw.len() - 2);
+    }
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl Source for Pop3Source {
+    fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
+        Ok(vec![FolderInfo::from_list(
+            POP3_FOLDER.to_owned(),
+            None,
+            &[],
+        )])
+    }
+
+    fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error> {
+        Ok(self.index_known(folder, &KnownMessages::new())?.0)
+    }
+
+    fn index_known(
+        &mut self,
+        _folder: &str,
+        known: &KnownMessages,
+    ) -> Result<(Vec<SourceMessage>, KnownMessages), Error> {
+        let flags = self.flags.clone();
+        let (client, failed) = self.session()?;
+        let sizes = client.list().map_err(&failed)?;
+        // Without UIDL (an old server) nothing is known across sessions: every header is read.
+        let uidls: HashMap<u32, String> = match client.uidl() {
+            Ok(uidls) => uidls.into_iter().collect(),
+            Err(SessionError::Refused(_)) => HashMap::new(),
+            Err(err) => return Err(failed(err)),
+        };
+        let now = unix_now();
+        let mut index = Vec::with_capacity(sizes.len());
+        let mut still_known = KnownMessages::new();
+        let mut unknown = HashMap::new();
+        for &(msgno, size) in &sizes {
+            let uidl = uidls.get(&msgno);
+            let remembered = uidl.and_then(|u| known.get(u)).filter(|k| k.size == size);
+            match remembered.and_then(|k| k.to_source_message(msgno, uidl.cloned(), flags.clone()))
+            {
+                Some(message) => {
+                    index.push(message);
+                    still_known.insert(
+                        uidl.cloned().unwrap_or_default(),
+                        remembered.unwrap().clone(),
+                    );
+                }
+                None => {
+                    // Its headers are read again, but its age counts from when it was first seen.
+                    let first_seen = remembered.map_or(now, |k| k.first_seen);
+                    unknown.insert(msgno, (size, uidl.cloned(), first_seen));
+                }
+            }
+        }
+        let mut to_read: Vec<u32> = unknown.keys().copied().collect();
+        to_read.sort_unstable();
+        let refused = client
+            .top_headers(&to_read, |msgno, header| {
+                let (size, uidl, first_seen) =
+                    unknown.remove(&msgno).expect("TOP answers what was asked");
+                let message = SourceMessage {
+                    key: msgno,
+                    stable_id: uidl.clone(),
+                    identity: identity::identify(&header, size),
+                    size,
+                    flags: flags.clone(),
+                    internal_date: identity::arrival_date(&header),
+                };
+                if let Some(uidl) = uidl {
+                    still_known.insert(uidl, KnownMessage::new(&message, first_seen));
+                }
+                index.push(message);
+                Ok::<(), Stop>(())
+            })
+            .map_err(|e| match e {
+                FetchError::Session(err) => failed(err),
+                FetchError::Stopped(Stop) => unreachable!("the index callback never stops"),
+            })?;
+        if let Some((msgno, reason)) = refused.first() {
+            return Err(failed(SessionError::Refused(format!(
+                "TOP {msgno} 0 refused ({reason}); the server may not support TOP"
+            ))));
+        }
+        index.sort_by_key(|m| m.key);
+        Ok((index, still_known))
+    }
+
+    fn fetch(
+        &mut self,
+        _folder: &str,
+        messages: Vec<SourceMessage>,
+        deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
+    ) -> Result<(), Error> {
+        let Some(mut planned) = deliver_too_large(messages, deliver) else {
+            return Ok(());
+        };
+        let mut msgnos: Vec<u32> = planned.keys().copied().collect();
+        msgnos.sort_unstable();
+        let (client, failed) = self.session()?;
+        // The cap leaves room for the line end a server adds (see strip_added_line_end).
+        let result = client.retr(&msgnos, MAX_MESSAGE_SIZE + 2, |msgno, mut raw| {
+            let message = planned
+                .remove(&msgno)
+                .expect("RETR answers only what was asked");
+            strip_added_line_end(&mut raw, message.size);
+            if deliver(Ok(Outgoing { message, raw })) {
+                Ok(())
+            } else {
+                Err(Stop)
+            }
+        });
+        match result {
+            Ok(refused) => {
+                for (msgno, reason) in refused {
+                    if let Some(message) = planned.remove(&msgno) {
+                        let reason = format!("the POP3 server refused to send it: {reason}");
+                        if !deliver(Err(Unreadable { message, reason })) {
+                            break;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(FetchError::Stopped(Stop)) => Ok(()),
+            Err(FetchError::Session(err)) => Err(failed(err)),
+        }
+    }
+
+    fn delete(&mut self, _folder: &str, messages: &[SourceMessage]) -> Result<usize, Error> {
+        let msgnos: Vec<u32> = messages.iter().map(|m| m.key).collect();
+        let refused = {
+            let (client, failed) = self.session()?;
+            client.dele(&msgnos).map_err(failed)?
+        };
+        // Only QUIT makes a POP3 server remove what DELE marked.
+        let client = self.client.take().expect("the session was open");
+        client
+            .quit()
+            .map_err(|e| Error::from_session(&self.account.endpoint, Side::From, e))?;
+        Ok(msgnos.len() - refused.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_crlf_beyond_the_listed_size_is_dropped() {
+        let mut added = b"Subject: x\r\n\r\nno newline\r\n".to_vec();
+        let listed = added.len() as u64 - 2;
+        strip_added_line_end(&mut added, listed);
+        assert_eq!(added, b"Subject: x\r\n\r\nno newline");
+        let mut exact = b"Subject: x\r\n\r\nline\r\n".to_vec();
+        let listed = exact.len() as u64;
+        strip_added_line_end(&mut exact, listed);
+        assert_eq!(exact, b"Subject: x\r\n\r\nline\r\n");
+    }
+}

@@ -38,7 +38,6 @@ import json
 import os
 import pwd
 import random
-import re
 import shutil
 import subprocess
 import sys

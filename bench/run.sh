@@ -2,7 +2,7 @@
 # bench/run.sh — end-to-end benchmark of `mailferry migrate` (POP3S -> IMAPS and IMAPS -> IMAPS)
 # and `mailferry mirror` on this machine.
 #
-# Usage: bash bench/run.sh [--count N] [--seed S] [--connections C] [--reps R]
+# Usage: bash bench/run.sh [--count N] [--seed S] [--connections C] [--reps R] [--noop-samples K]
 #   --count N        messages to generate (default 2000; env N)
 #   --seed S         corpus seed (default 42; env SEED): same N and seed, byte-identical corpus
 #   --connections C  passed to mailferry (default: mailferry's own default; env CONNECTIONS)

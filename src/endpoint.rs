@@ -201,11 +201,13 @@ pub struct PasswordSource {
     pub file: Option<PathBuf>,
     /// `--{from,to}-password-command`: the first line of the command's output (run by `sh -c`).
     pub command: Option<String>,
+    /// Whether to ask on the terminal as a last resort (not for batches of accounts).
+    pub prompt: bool,
 }
 
 impl PasswordSource {
     /// Finds the password: the file, else the command, else `MAILFERRY_{FROM,TO}_PASSWORD`,
-    /// else a prompt when stdin is a terminal.
+    /// else a prompt when allowed and stdin is a terminal.
     pub fn resolve(&self, side: Side, endpoint: &Endpoint) -> Result<Password, Error> {
         let word = side.word();
         let env_var = format!("MAILFERRY_{}_PASSWORD", word.to_ascii_uppercase());
@@ -225,7 +227,7 @@ impl PasswordSource {
             run_password_command(command, word)?
         } else if let Ok(value) = std::env::var(&env_var) {
             value
-        } else if std::io::stdin().is_terminal() {
+        } else if self.prompt && std::io::stdin().is_terminal() {
             rpassword::prompt_password(format!("Password for {endpoint}: ")).map_err(|e| {
                 Error::Usage {
                     message: format!("cannot read the {word} password from the terminal: {e}"),

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::auth::AuthMode;
 use crate::endpoint::{Endpoint, Password, Protocol};
 use crate::error::Error;
 use crate::folders::{self, FolderMapping, FolderRules};
@@ -33,8 +34,10 @@ pub struct ConnectOptions {
 pub struct Account {
     /// The server URL.
     pub endpoint: Endpoint,
-    /// The password.
+    /// The password (the administrator's, for a master-user login).
     pub password: Password,
+    /// How to log in.
+    pub auth: AuthMode,
 }
 
 /// Everything a `migrate` run needs.

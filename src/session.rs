@@ -1,6 +1,7 @@
 //! Opening a logged-in protocol session for an endpoint: address, TLS mode, the plaintext
 //! fallback the user allowed, login, and errors put in the user's terms.
 
+use crate::auth::Login;
 use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::imap::ImapClient;
@@ -19,7 +20,7 @@ pub fn open_pop3(
         side,
         options,
         Pop3Client::connect,
-        Pop3Client::login,
+        Pop3Client::login_as,
     )
 }
 
@@ -34,7 +35,7 @@ pub fn open_imap(
         side,
         options,
         ImapClient::connect,
-        ImapClient::login,
+        ImapClient::login_as,
     )
 }
 
@@ -43,7 +44,7 @@ fn open<C>(
     side: Side,
     options: &ConnectOptions,
     connect: impl Fn(&Address, TlsMode, &TlsConfig) -> Result<C, SessionError>,
-    login: impl FnOnce(&mut C, &str, &str) -> Result<(), SessionError>,
+    login: impl FnOnce(&mut C, &Login<'_>) -> Result<(), SessionError>,
 ) -> Result<C, Error> {
     let endpoint = &account.endpoint;
     let address = Address {
@@ -62,6 +63,7 @@ fn open<C>(
         other => other,
     }
     .map_err(failed)?;
-    login(&mut client, &endpoint.user, account.password.expose()).map_err(failed)?;
+    let credentials = Login::new(&endpoint.user, &account.auth, account.password.expose());
+    login(&mut client, &credentials).map_err(failed)?;
     Ok(client)
 }

@@ -12,11 +12,12 @@ use imap_proto::{
 };
 
 use super::command::{
-    CommandBuilder, LiteralMode, Segment, base64, flag_list, format_internal_date,
-    parse_internal_date, uid_sets,
+    CommandBuilder, LiteralMode, Segment, flag_list, format_internal_date, parse_internal_date,
+    uid_sets,
 };
 use super::mutf7;
 use super::response::{Framer, has_code, status_text};
+use crate::auth::Login;
 use crate::error::SessionError;
 use crate::net::{Address, Connection, TlsConfig, TlsMode};
 
@@ -246,6 +247,16 @@ impl ImapClient {
     /// (the server cannot check them now) is [`SessionError::Refused`]. Does nothing after a
     /// PREAUTH greeting.
     pub fn login(&mut self, user: &str, password: &str) -> Result<(), SessionError> {
+        self.login_as(&Login {
+            user,
+            admin: None,
+            password,
+        })
+    }
+
+    /// [`login`](Self::login) with any [`Login`], a master-user one included (AUTHENTICATE
+    /// PLAIN with an authorization id, else LOGIN as `user*admin`).
+    pub fn login_as(&mut self, login: &Login<'_>) -> Result<(), SessionError> {
         if self.preauthenticated {
             return Ok(());
         }
@@ -259,7 +270,7 @@ impl ImapClient {
         // An authenticated session may have other capabilities; only the fresh list counts.
         let before = std::mem::take(&mut self.state.capabilities);
         let completion = if plain {
-            let credentials = base64(format!("\0{user}\0{password}").as_bytes());
+            let credentials = login.sasl_plain();
             self.run(
                 |b| {
                     b.text("AUTHENTICATE PLAIN");
@@ -276,9 +287,9 @@ impl ImapClient {
             self.run(
                 |b| {
                     b.text("LOGIN ")
-                        .astring(user.as_bytes())
+                        .astring(login.login_name().as_bytes())
                         .text(" ")
-                        .astring(password.as_bytes())
+                        .astring(login.password.as_bytes())
                 },
                 |_| Ok(()),
             )

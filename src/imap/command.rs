@@ -226,18 +226,6 @@ pub fn uid_sets(uids: &[u32], max_len: usize) -> Vec<String> {
     sets
 }
 
-/// Standard base64 with padding, for SASL.
-pub fn base64(input: &[u8]) -> String {
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    mutf7::base64_into(
-        input,
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-        true,
-        &mut out,
-    );
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,13 +376,5 @@ mod tests {
         assert_eq!(uid_sets(&[5, 1, 2, 3, 9, 3], 100), ["1:3,5,9"]);
         assert_eq!(uid_sets(&[], 100), Vec::<String>::new());
         assert_eq!(uid_sets(&[1, 3, 5, 7], 3), ["1,3", "5,7"]);
-    }
-
-    #[test]
-    fn base64_pads() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"\0bob\0pw"), "AGJvYgBwdw==");
-        assert_eq!(base64(b"abc"), "YWJj");
-        assert_eq!(base64(b"ab"), "YWI=");
     }
 }

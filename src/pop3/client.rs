@@ -5,6 +5,7 @@ use std::fmt;
 use std::io::Write;
 
 use super::codec::{self, Capabilities, Status};
+use crate::auth::Login;
 use crate::error::SessionError;
 use crate::net::{Address, Connection, TlsConfig, TlsMode};
 
@@ -106,7 +107,22 @@ impl Pop3Client {
     /// server is busy or the mailbox locked (`[IN-USE]`, `[SYS/TEMP]`, `[SYS/PERM]`,
     /// `[LOGIN-DELAY]`): then [`SessionError::Refused`]. Errors never contain the password.
     pub fn login(&mut self, user: &str, password: &str) -> Result<(), SessionError> {
-        for (what, value) in [("user name", user), ("password", password)] {
+        self.login_as(&Login {
+            user,
+            admin: None,
+            password,
+        })
+    }
+
+    /// [`login`](Self::login) with any [`Login`], a master-user one included (SASL PLAIN with
+    /// an authorization id, else USER `user*admin`).
+    pub fn login_as(&mut self, login: &Login<'_>) -> Result<(), SessionError> {
+        let admin = login.admin.unwrap_or_default();
+        for (what, value) in [
+            ("user name", login.user),
+            ("administrator name", admin),
+            ("password", login.password),
+        ] {
             if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
                 return Err(SessionError::Unsupported(format!(
                     "the {what} contains a line break or NUL, which POP3 cannot send"
@@ -116,10 +132,12 @@ impl Pop3Client {
         let sasl_plain = self.caps.has_sasl("PLAIN");
         self.run(|conn| {
             if sasl_plain {
-                auth_plain(conn, user, password)
+                auth_plain(conn, login)
             } else {
+                let user = login.login_name();
                 let answer = command(conn, format!("USER {user}\r\n").as_bytes())?;
                 ok_or_login_refused(answer)?;
+                let password = login.password;
                 ok_or_login_refused(command(conn, format!("PASS {password}\r\n").as_bytes())?)
             }
         })?;
@@ -287,8 +305,8 @@ fn capa(conn: &mut Connection) -> Result<Capabilities, SessionError> {
     )?))
 }
 
-fn auth_plain(conn: &mut Connection, user: &str, password: &str) -> Result<(), SessionError> {
-    let response = codec::sasl_plain(user, password);
+fn auth_plain(conn: &mut Connection, login: &Login<'_>) -> Result<(), SessionError> {
+    let response = login.sasl_plain();
     let line = format!("AUTH PLAIN {response}\r\n");
     if line.len() <= MAX_AUTH_LINE {
         return ok_or_login_refused(command(conn, line.as_bytes())?);

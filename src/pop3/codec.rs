@@ -272,39 +272,6 @@ pub fn is_continuation(line: &[u8]) -> bool {
     line == b"+" || line.starts_with(b"+ ")
 }
 
-/// The RFC 4616 PLAIN response (empty authorisation identity), base64-encoded.
-pub fn sasl_plain(user: &str, password: &str) -> String {
-    let mut raw = Vec::with_capacity(user.len() + password.len() + 2);
-    raw.extend_from_slice(b"\0");
-    raw.extend_from_slice(user.as_bytes());
-    raw.extend_from_slice(b"\0");
-    raw.extend_from_slice(password.as_bytes());
-    base64(&raw)
-}
-
-/// Standard base64 with padding; a dozen lines do not justify a dependency.
-fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let bytes = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]);
-        for i in 0..4 {
-            let sextet = (n >> (18 - 6 * i)) & 63;
-            out.push(if i <= chunk.len() {
-                char::from(ALPHABET[sextet as usize])
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
-
 fn push(out: &mut Vec<u8>, bytes: &[u8], cap: usize) -> Result<(), SessionError> {
     if out.len() + bytes.len() > cap {
         return Err(SessionError::Protocol(format!(
@@ -497,20 +464,12 @@ mod tests {
     }
 
     #[test]
-    fn capabilities_and_auth_helpers() {
+    fn capabilities_and_continuations() {
         let caps = Capabilities::parse(b"TOP\r\nUIDL\r\nSASL PLAIN LOGIN\r\npipelining\r\n");
         assert!(caps.has("PIPELINING") && caps.has("top") && !caps.has("STLS"));
         assert!(caps.has_sasl("plain") && !caps.has_sasl("XOAUTH2") && !caps.has("PLAIN"));
         assert!(is_continuation(b"+ \r\n") && is_continuation(b"+\r\n"));
         assert!(!is_continuation(b"+OK\r\n"));
-        let encoded: Vec<_> = ["", "f", "fo", "foo", "foob"]
-            .map(|s| base64(s.as_bytes()))
-            .into();
-        assert_eq!(encoded, ["", "Zg==", "Zm8=", "Zm9v", "Zm9vYg=="]);
-        assert_eq!(
-            sasl_plain("tim", "tanstaaftanstaaf"),
-            "AHRpbQB0YW5zdGFhZnRhbnN0YWFm"
-        );
     }
 
     proptest! {

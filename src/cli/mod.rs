@@ -8,11 +8,16 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use regex::Regex;
 
+mod batch;
+mod output;
+
+use crate::auth::AuthMode;
+use crate::batch::Shard;
 use crate::endpoint::{Endpoint, PasswordSource, Protocol, Side};
 use crate::error::Error;
 use crate::folders::FolderRules;
 use crate::index::SourceMessage;
-use crate::migrate::{self, Account, ConnectOptions, MigrateJob, Planned};
+use crate::migrate::{self, Account, ConnectOptions, MigrateJob};
 use crate::mirror::{self, MirrorJob};
 use crate::net::{TlsConfig, TlsTrust};
 use crate::plan::FolderPlan;
@@ -29,6 +34,12 @@ Exit codes:
   4  a server could not be reached, TLS failed, or a connection broke (nothing is lost:
      re-run to copy what is still missing)
   5  mirror: another run of the same mirror holds the lock";
+
+const BATCH_EXIT_CODES: &str = "\
+Exit codes:
+  0  every account is ok (or was, with --resume)
+  1  some accounts are partial or failed (see summary.json and each account's report)
+  2  usage error (bad accounts file, bad option)";
 
 /// Move mail between servers: POP3 or IMAP in, IMAP out, deduplicated by Message-ID.
 #[derive(Debug, Parser)]
@@ -49,6 +60,9 @@ pub enum Command {
     /// deletions) to the target; for cron, with state and a lock in --state DIR.
     #[command(after_help = EXIT_CODES)]
     Mirror(MirrorArgs),
+    /// Migrate many accounts from a CSV or TOML file, several at once, with a report each.
+    #[command(after_help = BATCH_EXIT_CODES)]
+    Batch(BatchArgs),
 }
 
 /// Arguments of `mailferry mirror`.
@@ -82,6 +96,45 @@ pub struct MigrateArgs {
     /// (default: at the top). Missing folders are created.
     #[arg(long, value_name = "URL")]
     pub to: String,
+    /// Write a JSON report to FILE
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// How to log in.
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+    /// How to copy.
+    #[command(flatten)]
+    pub options: CopyArgs,
+}
+
+/// Where passwords come from and how to log in; in a batch, for every account that does not
+/// say otherwise.
+#[derive(Debug, Clone, Args)]
+pub struct CredentialArgs {
+    /// Read the source password from the first line of FILE
+    #[arg(long, value_name = "FILE", conflicts_with = "from_password_command")]
+    pub from_password_file: Option<PathBuf>,
+    /// Run CMD (with sh -c) and use the first line it prints as the source password
+    #[arg(long, value_name = "CMD")]
+    pub from_password_command: Option<String>,
+    /// Read the target password from the first line of FILE
+    #[arg(long, value_name = "FILE", conflicts_with = "to_password_command")]
+    pub to_password_file: Option<PathBuf>,
+    /// Run CMD (with sh -c) and use the first line it prints as the target password
+    #[arg(long, value_name = "CMD")]
+    pub to_password_command: Option<String>,
+    /// Source login: "user" (default) or "master:ADMIN" to log in as ADMIN on behalf of the
+    /// URL's user (SASL PLAIN authorization id; the password is ADMIN's)
+    #[arg(long, value_name = "MODE")]
+    pub from_auth: Option<String>,
+    /// Target login: "user" (default) or "master:ADMIN"
+    #[arg(long, value_name = "MODE")]
+    pub to_auth: Option<String>,
+}
+
+/// How to copy: TLS, connections, folders, output.
+#[derive(Debug, Clone, Args)]
+pub struct CopyArgs {
     /// IMAP source: copy only folders whose name (with / as separator) matches REGEX
     #[arg(long, value_name = "REGEX")]
     pub include: Vec<String>,
@@ -104,9 +157,6 @@ pub struct MigrateArgs {
     /// Show what would be copied; write nothing to either server
     #[arg(long)]
     pub dry_run: bool,
-    /// Write a JSON report to FILE
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
     /// Trust the PEM certificate(s) in FILE (a CA, or the server's own self-signed certificate)
     #[arg(long, value_name = "FILE", conflicts_with = "tls_insecure")]
     pub tls_ca: Option<PathBuf>,
@@ -122,18 +172,6 @@ pub struct MigrateArgs {
     /// Seconds to wait for a server before giving up
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
-    /// Read the source password from the first line of FILE
-    #[arg(long, value_name = "FILE", conflicts_with = "from_password_command")]
-    pub from_password_file: Option<PathBuf>,
-    /// Run CMD (with sh -c) and use the first line it prints as the source password
-    #[arg(long, value_name = "CMD")]
-    pub from_password_command: Option<String>,
-    /// Read the target password from the first line of FILE
-    #[arg(long, value_name = "FILE", conflicts_with = "to_password_command")]
-    pub to_password_file: Option<PathBuf>,
-    /// Run CMD (with sh -c) and use the first line it prints as the target password
-    #[arg(long, value_name = "CMD")]
-    pub to_password_command: Option<String>,
     /// More output: with --dry-run, list every message to copy
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -142,17 +180,48 @@ pub struct MigrateArgs {
     pub quiet: bool,
 }
 
+/// Arguments of `mailferry batch`.
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// The accounts: CSV with a header row (from,to,from_password_file,to_password_file,
+    /// from_auth,to_auth) or TOML (*.toml, with [defaults]); see README, section Admins
+    #[arg(value_name = "ACCOUNTS")]
+    pub accounts: PathBuf,
+    /// Accounts copied at once
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    /// Directory for one JSON report per account and summary.json
+    #[arg(long, value_name = "DIR", default_value = "mailferry-reports")]
+    pub report_dir: PathBuf,
+    /// Run only the accounts whose index (from 0, in file order) is K modulo N
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
+    /// Skip accounts whose report in --report-dir says ok
+    #[arg(long)]
+    pub resume: bool,
+    /// At most this many connections to one server from all jobs together
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_connections_per_host: Option<u16>,
+    /// Password sources and login modes for accounts that do not give their own.
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+    /// How to copy, for every account (a TOML file may override some per account).
+    #[command(flatten)]
+    pub options: CopyArgs,
+}
+
 /// Runs a parsed command line; returns the exit code of a run that finished.
 pub fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Migrate(args) => run_migrate(&args),
-        Command::Mirror(args) if args.copy.dry_run => run_migrate(&args.copy),
+        Command::Mirror(args) if args.copy.options.dry_run => run_migrate(&args.copy),
         Command::Mirror(args) => run_mirror(&args),
+        Command::Batch(args) => batch::run(&args),
     }
 }
 
 fn run_migrate(args: &MigrateArgs) -> Result<i32, Error> {
-    let job = migrate_job(args)?;
+    let job = build_job(&account_of(args)?, &args.options, Overrides::none())?;
     if let Some(path) = &args.report {
         check_writable(path)?;
     }
@@ -160,32 +229,27 @@ fn run_migrate(args: &MigrateArgs) -> Result<i32, Error> {
         Ok(planned) => planned,
         Err(error) => {
             // A monitor reading the report must see this run failed, not last run's success.
-            let report = ReportBuilder::new(
-                job.from.endpoint.to_string(),
-                job.to.endpoint.to_string(),
-                job.dry_run,
-            );
-            report.fatal(&error.to_string());
-            write_report(args, &report.finish());
+            write_report(args.report.as_deref(), &failed_report(&job, &error));
             return Err(error);
         }
     };
-    if args.dry_run {
-        print_dry_run(&planned, args.verbose);
+    if args.options.dry_run {
+        output::print_dry_run(&planned, args.options.verbose);
         let report = planned.dry_run_report();
-        write_report(args, &report);
+        write_report(args.report.as_deref(), &report);
         return Ok(report.exit_code());
     }
     let (messages, bytes) = planned.totals();
-    let bars = ProgressBars::new(messages, bytes, bars_visible(args, messages));
+    let bars = ProgressBars::new(messages, bytes, bars_visible(&args.options, messages));
     let (report, error) = planned.execute(&bars, None);
     bars.finish();
     conclude(args, &report, error)
 }
 
 fn run_mirror(args: &MirrorArgs) -> Result<i32, Error> {
+    let copy = &args.copy;
     let job = MirrorJob {
-        copy: migrate_job(&args.copy)?,
+        copy: build_job(&account_of(copy)?, &copy.options, Overrides::none())?,
         state_dir: args.state.clone(),
         delete: args.delete,
         delete_source_after_days: args.delete_source_after_days,
@@ -197,18 +261,18 @@ fn run_mirror(args: &MirrorArgs) -> Result<i32, Error> {
             hint: Some("IMAP sources are never written to".into()),
         });
     }
-    if let Some(path) = &args.copy.report {
+    if let Some(path) = &copy.report {
         check_writable(path)?;
     }
     let bars = OnceLock::new();
     let (report, error) = mirror::run(&job, &LazyBars(&bars), |messages, bytes| {
-        let visible = bars_visible(&args.copy, messages);
+        let visible = bars_visible(&copy.options, messages);
         let _ = bars.set(ProgressBars::new(messages, bytes, visible));
     })?;
     if let Some(bars) = bars.get() {
         bars.finish();
     }
-    conclude(&args.copy, &report, error)
+    conclude(copy, &report, error)
 }
 
 /// Progress bars that exist only once the plan has sized them.
@@ -232,15 +296,15 @@ impl Observer for LazyBars<'_> {
     }
 }
 
-fn bars_visible(args: &MigrateArgs, messages: u64) -> bool {
-    messages > 0 && !args.quiet && std::io::stderr().is_terminal()
+fn bars_visible(options: &CopyArgs, messages: u64) -> bool {
+    messages > 0 && !options.quiet && std::io::stderr().is_terminal()
 }
 
 /// Writes the report, prints the summary (unless quiet and all went well) and picks the exit.
 fn conclude(args: &MigrateArgs, report: &Report, error: Option<Error>) -> Result<i32, Error> {
-    write_report(args, report);
-    if !args.quiet || report.exit_code() != 0 || error.is_some() {
-        print_summary(report);
+    write_report(args.report.as_deref(), report);
+    if !args.options.quiet || report.exit_code() != 0 || error.is_some() {
+        output::print_summary(report);
     }
     match error {
         Some(error) => Err(error),
@@ -248,11 +312,86 @@ fn conclude(args: &MigrateArgs, report: &Report, error: Option<Error>) -> Result
     }
 }
 
-fn migrate_job(args: &MigrateArgs) -> Result<MigrateJob, Error> {
-    let from = Endpoint::parse(&args.from)?;
-    let to = Endpoint::parse(&args.to)?;
-    let trust = match (&args.tls_ca, args.tls_insecure) {
-        (Some(path), _) => TlsTrust::CaFile(path.clone()),
+/// The report of a run that failed before it could copy anything.
+fn failed_report(job: &MigrateJob, error: &Error) -> Report {
+    let report = ReportBuilder::new(
+        job.from.endpoint.to_string(),
+        job.to.endpoint.to_string(),
+        job.dry_run,
+    );
+    report.fatal(&error.to_string());
+    report.finish()
+}
+
+/// One account's own settings: the command line's for `migrate`, a line of the accounts file
+/// for `batch`.
+struct AccountSettings {
+    from: String,
+    to: String,
+    from_password: PasswordSource,
+    to_password: PasswordSource,
+    from_auth: AuthMode,
+    to_auth: AuthMode,
+}
+
+fn account_of(args: &MigrateArgs) -> Result<AccountSettings, Error> {
+    let credentials = &args.credentials;
+    Ok(AccountSettings {
+        from: args.from.clone(),
+        to: args.to.clone(),
+        from_password: PasswordSource {
+            file: credentials.from_password_file.clone(),
+            command: credentials.from_password_command.clone(),
+            prompt: true,
+        },
+        to_password: PasswordSource {
+            file: credentials.to_password_file.clone(),
+            command: credentials.to_password_command.clone(),
+            prompt: true,
+        },
+        from_auth: auth_mode(credentials.from_auth.as_deref(), "from")?,
+        to_auth: auth_mode(credentials.to_auth.as_deref(), "to")?,
+    })
+}
+
+fn auth_mode(text: Option<&str>, side: &str) -> Result<AuthMode, Error> {
+    AuthMode::parse(text.unwrap_or_default()).map_err(|why| Error::Usage {
+        message: format!("--{side}-auth: {why}"),
+        hint: None,
+    })
+}
+
+/// Per-account settings that replace the command line's (from a TOML accounts file).
+struct Overrides<'a> {
+    connections: Option<u16>,
+    tls_ca: Option<&'a std::path::Path>,
+    include: &'a [String],
+    exclude: &'a [String],
+    map: &'a [String],
+}
+
+impl Overrides<'_> {
+    fn none() -> Self {
+        Overrides {
+            connections: None,
+            tls_ca: None,
+            include: &[],
+            exclude: &[],
+            map: &[],
+        }
+    }
+}
+
+fn build_job(
+    account: &AccountSettings,
+    options: &CopyArgs,
+    overrides: Overrides<'_>,
+) -> Result<MigrateJob, Error> {
+    let from = Endpoint::parse(&account.from)?;
+    let to = Endpoint::parse(&account.to)?;
+    let tls_ca = overrides.tls_ca.or(options.tls_ca.as_deref());
+    let trust = match (tls_ca, options.tls_insecure) {
+        (Some(path), _) => TlsTrust::CaFile(path.to_owned()),
         (None, true) => {
             eprintln!("warning: --tls-insecure: server certificates are not checked");
             TlsTrust::Insecure
@@ -263,41 +402,49 @@ fn migrate_job(args: &MigrateArgs) -> Result<MigrateJob, Error> {
         message,
         hint: Some("--tls-ca takes a PEM file with one or more certificates".into()),
     })?;
-    let from_password = PasswordSource {
-        file: args.from_password_file.clone(),
-        command: args.from_password_command.clone(),
-    }
-    .resolve(Side::From, &from)?;
-    let to_password = PasswordSource {
-        file: args.to_password_file.clone(),
-        command: args.to_password_command.clone(),
-    }
-    .resolve(Side::To, &to)?;
+    let from_password = account.from_password.resolve(Side::From, &from)?;
+    let to_password = account.to_password.resolve(Side::To, &to)?;
+    let pick = |own: &'_ [String], shared: &'_ [String]| -> Vec<String> {
+        if own.is_empty() { shared } else { own }.to_vec()
+    };
+    let folders = folder_rules(
+        &pick(overrides.include, &options.include),
+        &pick(overrides.exclude, &options.exclude),
+        &pick(overrides.map, &options.map),
+        options,
+    )?;
     Ok(MigrateJob {
         from: Account {
             endpoint: from,
             password: from_password,
+            auth: account.from_auth.clone(),
         },
         to: Account {
             endpoint: to,
             password: to_password,
+            auth: account.to_auth.clone(),
         },
         connect: ConnectOptions {
             tls,
-            allow_plaintext: args.allow_plaintext,
-            timeout: Duration::from_secs(args.timeout),
+            allow_plaintext: options.allow_plaintext,
+            timeout: Duration::from_secs(options.timeout),
         },
         transfer: TransferSettings {
-            connections: usize::from(args.connections),
+            connections: usize::from(overrides.connections.unwrap_or(options.connections)),
             ..TransferSettings::default()
         },
-        mark_seen: args.mark_seen,
-        dry_run: args.dry_run,
-        folders: folder_rules(args)?,
+        mark_seen: options.mark_seen,
+        dry_run: options.dry_run,
+        folders,
     })
 }
 
-fn folder_rules(args: &MigrateArgs) -> Result<FolderRules, Error> {
+fn folder_rules(
+    include: &[String],
+    exclude: &[String],
+    map: &[String],
+    options: &CopyArgs,
+) -> Result<FolderRules, Error> {
     let regexes = |patterns: &[String], option: &str| {
         patterns
             .iter()
@@ -309,8 +456,7 @@ fn folder_rules(args: &MigrateArgs) -> Result<FolderRules, Error> {
             })
             .collect::<Result<Vec<_>, _>>()
     };
-    let renames = args
-        .map
+    let renames = map
         .iter()
         .map(|m| match m.split_once('=') {
             Some((old, new)) if !old.is_empty() && !new.is_empty() => {
@@ -323,11 +469,11 @@ fn folder_rules(args: &MigrateArgs) -> Result<FolderRules, Error> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(FolderRules {
-        include: regexes(&args.include, "include")?,
-        exclude: regexes(&args.exclude, "exclude")?,
+        include: regexes(include, "include")?,
+        exclude: regexes(exclude, "exclude")?,
         renames,
-        prefix: args.target_prefix.clone(),
-        special_use_map: !args.no_special_use_map,
+        prefix: options.target_prefix.clone(),
+        special_use_map: !options.no_special_use_map,
     })
 }
 
@@ -346,8 +492,8 @@ fn check_writable(path: &std::path::Path) -> Result<(), Error> {
 
 /// Writes the report if one was asked for. A failure here is only a warning: the run's own
 /// outcome (and exit code) matters more than its paperwork.
-fn write_report(args: &MigrateArgs, report: &Report) {
-    if let Some(path) = &args.report
+fn write_report(path: Option<&std::path::Path>, report: &Report) {
+    if let Some(path) = path
         && let Err(e) = report.write(path)
     {
         eprintln!(
@@ -355,60 +501,4 @@ fn write_report(args: &MigrateArgs, report: &Report) {
             path.display()
         );
     }
-}
-
-fn print_dry_run(planned: &Planned<'_>, verbose: u8) {
-    for folder in &planned.folders {
-        let plan = &folder.plan;
-        println!(
-            "dry run: {} → {}: would copy {} of {} messages ({}), {} already on the target",
-            plan.source_folder,
-            plan.target_folder,
-            plan.to_copy.len(),
-            plan.source_messages,
-            human_bytes(plan.bytes_to_copy()),
-            plan.already_present,
-        );
-        if verbose > 0 {
-            for message in &plan.to_copy {
-                println!("  {:>10}  {}", message.size, message.identity);
-            }
-        }
-    }
-}
-
-fn print_summary(report: &Report) {
-    let verified = match report.verified {
-        Some(true) => "verified: every source message is on the target",
-        Some(false) => "verification FAILED: some source messages are not on the target",
-        None => "not verified",
-    };
-    println!(
-        "{} messages on the source, {} already on the target, {} copied ({}), {} failed in {:.1} s; {verified}",
-        report.source_messages,
-        report.already_present,
-        report.copied,
-        human_bytes(report.bytes_copied),
-        report.failed,
-        report.duration_s,
-    );
-    if report.flags_updated + report.deleted + report.source_deleted > 0 {
-        println!(
-            "mirror: flags updated on {} message(s), {} copy(ies) deleted from the target, {} message(s) deleted from the source",
-            report.flags_updated, report.deleted, report.source_deleted
-        );
-    }
-    for warning in &report.warnings {
-        eprintln!("warning: {warning}");
-    }
-    for failed in &report.errors {
-        eprintln!(
-            "failed: {} in {}: {}",
-            failed.message, failed.folder, failed.reason
-        );
-    }
-}
-
-fn human_bytes(bytes: u64) -> String {
-    indicatif::HumanBytes(bytes).to_string()
 }

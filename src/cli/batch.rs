@@ -1,0 +1,229 @@
+//! `mailferry batch`: every account of an accounts file run as a `migrate`, several at once,
+//! each with its own report, then a summary.
+
+use std::path::Path;
+
+use super::{AccountSettings, BatchArgs, Overrides, auth_mode, build_job, output};
+use crate::batch::{self, AccountEntry, AccountResult, Outcome, Summary};
+use crate::endpoint::PasswordSource;
+use crate::error::Error;
+use crate::migrate;
+use crate::transfer::Observer;
+
+/// Runs the batch; the exit code is 0 when every account is ok.
+pub(super) fn run(args: &BatchArgs) -> Result<i32, Error> {
+    let accounts = batch::read_accounts(&args.accounts)?;
+    std::fs::create_dir_all(&args.report_dir).map_err(|e| Error::Usage {
+        message: format!("cannot create {}: {e}", args.report_dir.display()),
+        hint: Some("--report-dir needs a writable directory".into()),
+    })?;
+    let selected: Vec<(usize, &AccountEntry)> = accounts
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| args.shard.is_none_or(|shard| shard.takes(*i)))
+        .collect();
+    let jobs = usize::from(args.jobs);
+    // Each account has its upload connections plus one to plan on; share the per-host budget.
+    let connections = args
+        .max_connections_per_host
+        .map(|max| (usize::from(max) / jobs).saturating_sub(1).max(1));
+    let results = batch::run_all(
+        &selected,
+        jobs,
+        |&(index, entry)| run_account(args, index, entry, connections),
+        |result| {
+            if !args.options.quiet {
+                println!("{:<8} {}", outcome_word(result.outcome), describe(result));
+            }
+        },
+    );
+    let summary = Summary::of(&results);
+    let summary_path = args.report_dir.join("summary.json");
+    let written = serde_json::to_vec_pretty(&summary)
+        .map_err(std::io::Error::other)
+        .and_then(|json| std::fs::write(&summary_path, json));
+    if let Err(e) = written {
+        eprintln!("warning: cannot write {}: {e}", summary_path.display());
+    }
+    if !args.options.quiet || summary.exit_code() != 0 {
+        print_table(&summary, &args.report_dir);
+    }
+    Ok(summary.exit_code())
+}
+
+fn run_account(
+    args: &BatchArgs,
+    index: usize,
+    entry: &AccountEntry,
+    connections: Option<usize>,
+) -> AccountResult {
+    let name = batch::account_name(index, entry);
+    if args.resume && batch::already_ok(&args.report_dir, &name) {
+        return AccountResult {
+            schema: 1,
+            account: name,
+            outcome: Outcome::Skipped,
+            exit_code: 0,
+            error: None,
+            report: None,
+        };
+    }
+    let result = match job_for(args, entry, connections) {
+        Err(error) => AccountResult::failed(name, &error),
+        Ok(job) => match migrate::plan(&job) {
+            Err(error) => AccountResult::failed(name, &error),
+            Ok(planned) if job.dry_run => {
+                AccountResult::finished(name, &planned.dry_run_report(), None)
+            }
+            Ok(planned) => {
+                let (report, error) = planned.execute(&Silent, None);
+                AccountResult::finished(name, &report, error.as_ref())
+            }
+        },
+    };
+    write_result(&args.report_dir, &result);
+    result
+}
+
+/// The account's own settings over the command line's.
+fn job_for(
+    args: &BatchArgs,
+    entry: &AccountEntry,
+    connections: Option<usize>,
+) -> Result<migrate::MigrateJob, Error> {
+    let credentials = &args.credentials;
+    let password = |own: &Option<std::path::PathBuf>, file: &Option<_>, command: &Option<_>| {
+        PasswordSource {
+            file: own.clone().or_else(|| file.clone()),
+            command: if own.is_some() { None } else { command.clone() },
+            // Nobody answers a prompt in the middle of a batch.
+            prompt: false,
+        }
+    };
+    let settings = AccountSettings {
+        from: entry.from.clone(),
+        to: entry.to.clone(),
+        from_password: password(
+            &entry.from_password_file,
+            &credentials.from_password_file,
+            &credentials.from_password_command,
+        ),
+        to_password: password(
+            &entry.to_password_file,
+            &credentials.to_password_file,
+            &credentials.to_password_command,
+        ),
+        from_auth: auth_mode(
+            entry
+                .from_auth
+                .as_deref()
+                .or(credentials.from_auth.as_deref()),
+            "from",
+        )?,
+        to_auth: auth_mode(
+            entry.to_auth.as_deref().or(credentials.to_auth.as_deref()),
+            "to",
+        )?,
+    };
+    let own = &entry.overrides;
+    let mut job = build_job(
+        &settings,
+        &args.options,
+        Overrides {
+            connections: own.connections,
+            tls_ca: own.tls_ca.as_deref(),
+            include: &own.include,
+            exclude: &own.exclude,
+            map: &own.map,
+        },
+    )?;
+    if let Some(cap) = connections {
+        job.transfer.connections = job.transfer.connections.min(cap);
+    }
+    Ok(job)
+}
+
+/// A batch shows one line per account, not progress bars.
+struct Silent;
+
+impl Observer for Silent {}
+
+fn write_result(dir: &Path, result: &AccountResult) {
+    let path = dir.join(format!("{}.json", result.account));
+    let tmp = path.with_extension("json.tmp");
+    let written = serde_json::to_vec_pretty(result)
+        .map_err(std::io::Error::other)
+        .and_then(|json| std::fs::write(&tmp, json))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        eprintln!("warning: cannot write {}: {e}", path.display());
+    }
+}
+
+fn outcome_word(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Ok => "ok",
+        Outcome::Partial => "PARTIAL",
+        Outcome::Failed => "FAILED",
+        Outcome::Skipped => "skipped",
+    }
+}
+
+fn describe(result: &AccountResult) -> String {
+    let count = |key: &str| {
+        result
+            .report
+            .as_ref()
+            .and_then(|r| r[key].as_u64())
+            .unwrap_or(0)
+    };
+    match (&result.error, result.outcome) {
+        (Some(error), _) => format!("{}: {error}", result.account),
+        (None, Outcome::Skipped) => format!("{}: ok in an earlier run", result.account),
+        (None, _) => format!(
+            "{}: {} copied ({}), {} already there, {} failed",
+            result.account,
+            count("copied"),
+            output::human_bytes(count("bytes_copied")),
+            count("already_present"),
+            count("failed"),
+        ),
+    }
+}
+
+fn print_table(summary: &Summary, dir: &Path) {
+    println!();
+    println!(
+        "{} accounts: {} ok, {} partial, {} failed, {} skipped; {} messages copied ({}), {} failed",
+        summary.accounts,
+        summary.ok,
+        summary.partial,
+        summary.failed,
+        summary.skipped,
+        summary.copied,
+        output::human_bytes(summary.bytes_copied),
+        summary.failed_messages,
+    );
+    let troubled: Vec<_> = summary
+        .results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Partial | Outcome::Failed))
+        .collect();
+    for line in troubled.iter().take(20) {
+        println!(
+            "  {:<8} {:<40} {}",
+            outcome_word(line.outcome),
+            line.account,
+            line.error
+                .clone()
+                .unwrap_or_else(|| format!("{} message(s) failed", line.failed))
+        );
+    }
+    if troubled.len() > 20 {
+        println!("  … and {} more", troubled.len() - 20);
+    }
+    println!(
+        "reports: {}  (summary.json and one file per account)",
+        dir.display()
+    );
+}

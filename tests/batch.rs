@@ -1,0 +1,268 @@
+//! `mailferry batch`, end to end through the binary, against a real Dovecot: twenty accounts
+//! with some wrong passwords and an unreachable server, the per-account reports and the
+//! summary, `--resume`, `--shard`, and master-user logins.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use serde_json::Value;
+use support::Dovecot;
+
+const ACCOUNTS: usize = 20;
+
+fn source_user(n: usize) -> String {
+    format!("s{n:02}")
+}
+
+fn target_user(n: usize) -> String {
+    format!("t{n:02}")
+}
+
+fn secret(user: &str) -> String {
+    format!("pw-{user}-x9")
+}
+
+/// A Dovecot with users s00…s19 (two messages each) and t00…t19, and a master user "admin"
+/// whose password is in `admin.pw` of the returned directory.
+fn server() -> (Dovecot, tempfile::TempDir) {
+    let files = tempfile::tempdir().unwrap();
+    // Dovecot's auth process reads the master passdb as an unprivileged user.
+    let world_readable = |path: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    world_readable(files.path());
+    let masters = files.path().join("masters");
+    std::fs::write(&masters, "admin:{PLAIN}admin-master-pw::::::\n").unwrap();
+    std::fs::write(files.path().join("admin.pw"), "admin-master-pw\n").unwrap();
+    let users: Vec<(String, String)> = (0..ACCOUNTS)
+        .flat_map(|n| [source_user(n), target_user(n)])
+        .map(|u| (u.clone(), secret(&u)))
+        .collect();
+    let users: Vec<(&str, &str)> = users
+        .iter()
+        .map(|(u, p)| (u.as_str(), p.as_str()))
+        .collect();
+    let conf = format!(
+        "auth_master_user_separator = *\npassdb {{\n  driver = passwd-file\n  master = yes\n  args = scheme=PLAIN {}\n  pass = yes\n}}\n",
+        masters.display()
+    );
+    let server = Dovecot::start_custom(&conf, true, &users);
+    for n in 0..ACCOUNTS {
+        for i in 0..2 {
+            let raw =
+                format!("Message-ID: <{n}-{i}@batch.test>\r\nSubject: {n} {i}\r\n\r\nbody\r\n");
+            server.deliver(&source_user(n), "INBOX", raw.as_bytes());
+        }
+    }
+    (server, files)
+}
+
+/// Writes the accounts CSV: account n reads s_n's POP3 maildrop into t_n's INBOX. `tweak`
+/// may change a line's fields (from, to, from_password_file, to_password_file, from_auth).
+fn accounts_csv(server: &Dovecot, dir: &Path, tweak: impl Fn(usize, &mut [String; 5])) -> PathBuf {
+    let mut csv = String::from("from,to,from_password_file,to_password_file,from_auth\n");
+    for n in 0..ACCOUNTS {
+        let (s, t) = (source_user(n), target_user(n));
+        for user in [&s, &t] {
+            std::fs::write(dir.join(format!("{user}.pw")), secret(user)).unwrap();
+        }
+        let mut fields = [
+            format!("pop3s://{s}@127.0.0.1:{}", server.pop3s_port()),
+            format!("imaps://{t}@127.0.0.1:{}/INBOX", server.imaps_port()),
+            format!("{s}.pw"),
+            format!("{t}.pw"),
+            String::new(),
+        ];
+        tweak(n, &mut fields);
+        csv.push_str(&fields.join(","));
+        csv.push('\n');
+    }
+    let path = dir.join("accounts.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+fn batch(server: &Dovecot, accounts: &Path, reports: &Path, extra: &[&str]) -> (i32, String) {
+    let output = Command::cargo_bin("mailferry")
+        .unwrap()
+        .arg("batch")
+        .arg(accounts)
+        .arg("--report-dir")
+        .arg(reports)
+        .arg("--tls-ca")
+        .arg(server.cert_path())
+        .args(["--jobs", "4", "--timeout", "20"])
+        .args(extra)
+        .env_remove("MAILFERRY_FROM_PASSWORD")
+        .env_remove("MAILFERRY_TO_PASSWORD")
+        .timeout(Duration::from_secs(300))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap(), text)
+}
+
+fn json(path: PathBuf) -> Value {
+    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}")))
+        .unwrap()
+}
+
+/// The account reports in a directory: name → (outcome, exit code).
+fn outcomes(reports: &Path) -> Vec<(String, String, i64)> {
+    let mut all: Vec<_> = std::fs::read_dir(reports)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != "summary.json")
+        .map(|p| {
+            let v = json(p);
+            (
+                v["account"].as_str().unwrap().to_owned(),
+                v["outcome"].as_str().unwrap().to_owned(),
+                v["exit_code"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+#[test]
+fn twenty_accounts_with_failures_then_resume_then_shards() {
+    let (server, _files) = server();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = [3, 8, 15];
+    let unreachable = 11;
+    let closed = support::free_port();
+    let accounts = accounts_csv(&server, dir.path(), |n, fields| {
+        if wrong.contains(&n) {
+            fields[2] = "wrong.pw".into();
+        }
+        if n == unreachable {
+            fields[1] = format!("imaps://{}@127.0.0.1:{closed}/INBOX", target_user(n));
+        }
+    });
+    std::fs::write(dir.path().join("wrong.pw"), "not-the-password").unwrap();
+    let reports = dir.path().join("reports");
+
+    let (code, text) = batch(&server, &accounts, &reports, &[]);
+    assert_eq!(code, 1, "{text}");
+    let summary = json(reports.join("summary.json"));
+    assert_eq!(
+        (
+            summary["accounts"].as_u64(),
+            summary["ok"].as_u64(),
+            summary["failed"].as_u64()
+        ),
+        (Some(20), Some(16), Some(4)),
+        "{summary:#}"
+    );
+    assert_eq!(summary["copied"], 32);
+    let results = outcomes(&reports);
+    assert_eq!(results.len(), ACCOUNTS);
+    for (n, (name, outcome, exit)) in results.iter().enumerate() {
+        assert!(
+            name.starts_with(&format!("{n:04}-{}@127.0.0.1", source_user(n))),
+            "{name}"
+        );
+        let expected = if wrong.contains(&n) {
+            ("failed", 3)
+        } else if n == unreachable {
+            ("failed", 4)
+        } else {
+            ("ok", 0)
+        };
+        assert_eq!((outcome.as_str(), *exit), expected, "{name}");
+    }
+    assert!(text.contains("16 ok, 0 partial, 4 failed"), "{text}");
+    for n in 0..ACCOUNTS {
+        let expected = if wrong.contains(&n) || n == unreachable {
+            0
+        } else {
+            2
+        };
+        assert_eq!(server.messages(&target_user(n), "INBOX").len(), expected);
+    }
+    assert!(!text.contains(&secret("s00")) && !text.contains("not-the-password"));
+
+    // The passwords are fixed; --resume skips what is done and copies nothing twice.
+    let accounts = accounts_csv(&server, dir.path(), |n, fields| {
+        if n == unreachable {
+            fields[1] = format!("imaps://{}@127.0.0.1:{closed}/INBOX", target_user(n));
+        }
+    });
+    let (code, text) = batch(&server, &accounts, &reports, &["--resume"]);
+    assert_eq!(code, 1, "{text}");
+    let summary = json(reports.join("summary.json"));
+    assert_eq!(
+        (
+            summary["ok"].as_u64(),
+            summary["skipped"].as_u64(),
+            summary["failed"].as_u64()
+        ),
+        (Some(3), Some(16), Some(1)),
+        "{summary:#}"
+    );
+    for n in 0..ACCOUNTS {
+        let expected = if n == unreachable { 0 } else { 2 };
+        assert_eq!(
+            server.messages(&target_user(n), "INBOX").len(),
+            expected,
+            "account {n}"
+        );
+    }
+
+    // Two shards together cover every account exactly once.
+    let halves = ["0/2", "1/2"].map(|shard| {
+        let reports = dir.path().join(format!("shard{}", &shard[..1]));
+        batch(&server, &accounts, &reports, &["--shard", shard]);
+        outcomes(&reports)
+            .into_iter()
+            .map(|(name, _, _)| name)
+            .collect::<BTreeSet<_>>()
+    });
+    assert!(halves[0].is_disjoint(&halves[1]));
+    assert_eq!(halves[0].len() + halves[1].len(), ACCOUNTS);
+    assert!(
+        halves[0]
+            .iter()
+            .all(|name| name[..4].parse::<usize>().unwrap() % 2 == 0)
+    );
+}
+
+#[test]
+fn master_user_logins_and_a_wrong_master_password() {
+    let (server, files) = server();
+    let dir = tempfile::tempdir().unwrap();
+    let admin_pw = files.path().join("admin.pw");
+    std::fs::write(dir.path().join("bad-admin.pw"), "not-the-master-pw").unwrap();
+    let accounts = accounts_csv(&server, dir.path(), |n, fields| {
+        if n == 0 {
+            fields[2] = admin_pw.display().to_string();
+            fields[4] = "master:admin".into();
+        } else if n == 1 {
+            fields[2] = "bad-admin.pw".into();
+            fields[4] = "master:admin".into();
+        }
+    });
+    let reports = dir.path().join("reports");
+    let (_, text) = batch(&server, &accounts, &reports, &["--shard", "0/10"]);
+    let results = outcomes(&reports);
+    assert_eq!(results[0].1, "ok", "{text}");
+    assert_eq!(server.messages(&target_user(0), "INBOX").len(), 2);
+    let (code, text) = batch(&server, &accounts, &reports, &["--shard", "1/10"]);
+    assert_eq!(code, 1, "{text}");
+    let account_1 = outcomes(&reports)
+        .into_iter()
+        .find(|(name, _, _)| name.starts_with("0001-"))
+        .unwrap();
+    assert_eq!((account_1.1.as_str(), account_1.2), ("failed", 3));
+}

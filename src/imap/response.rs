@@ -103,7 +103,10 @@ impl Framer {
                             self.max_literal
                         ))
                     })?;
-                if self.buf.len() + len > self.max_literal + MAX_LINE {
+                // Saturating: with no cap (`usize::MAX`, which `fetch_messages` sets for a
+                // `u64::MAX` limit) the sums overflow, which panicked in debug builds and, in
+                // release, wrapped the bound to under 1 MiB. Found by fuzzing.
+                if self.buf.len().saturating_add(len) > self.max_literal.saturating_add(MAX_LINE) {
                     return Err(SessionError::Protocol(
                         "a response is larger than allowed here".into(),
                     ));
@@ -469,6 +472,21 @@ mod tests {
             .collect::<Vec<_>>();
         let chunks: Vec<&[u8]> = std::iter::repeat_n(&many[..], 20_000).collect();
         assert!(frame(&chunks, 100).is_err());
+    }
+
+    #[test]
+    fn no_cap_means_no_cap() {
+        // Fuzzer input: any literal under a `usize::MAX` cap overflowed the size check.
+        let raw = b"* 1 FETCH (UID 9 BODY[] {5}\r\nab\r\nc)\r\n";
+        let got = frame(&[raw], usize::MAX).unwrap();
+        assert_eq!(got, [raw.to_vec()]);
+        let big = [
+            &b"* 1 FETCH (BODY[] {2000000}\r\n"[..],
+            &[b'x'; 2_000_000],
+            b")\r\n",
+        ]
+        .concat();
+        assert_eq!(frame(&[&big], usize::MAX).unwrap(), [big]);
     }
 
     #[test]

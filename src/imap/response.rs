@@ -31,6 +31,9 @@ pub struct Framer {
     max_literal: usize,
 }
 
+/// The most buffer reserved ahead for an announced literal.
+const MAX_RESERVE: usize = 16 << 20;
+
 /// After a large response, give the memory back rather than keep the peak for the session.
 const KEEP_CAPACITY: usize = 1 << 20;
 
@@ -111,7 +114,11 @@ impl Framer {
                         "a response is larger than allowed here".into(),
                     ));
                 }
-                self.buf.reserve(len);
+                // Reserve for the announced literal, but only so far: with a large or no cap,
+                // reserving all of it let an announcement alone allocate up to the cap, or
+                // panic with "capacity overflow" under no cap (found by fuzzing). Past this
+                // the buffer grows as the bytes actually arrive.
+                self.buf.reserve(len.min(MAX_RESERVE));
                 self.literal_left = len;
                 self.line_start = self.buf.len();
             }
@@ -487,6 +494,20 @@ mod tests {
         ]
         .concat();
         assert_eq!(frame(&[&big], usize::MAX).unwrap(), [big]);
+    }
+
+    #[test]
+    fn an_announcement_alone_allocates_little() {
+        // Fuzzer input: a literal of `usize::MAX` bytes under no cap was reserved in full.
+        let mut framer = Framer::new(usize::MAX);
+        framer
+            .push(b"* 1 FETCH (BODY[] {18446744073709551616}\r\n")
+            .unwrap();
+        assert!(framer.buf.capacity() <= 2 * MAX_RESERVE);
+        let mut framer = Framer::new(usize::MAX);
+        framer.push(b"* 1 FETCH (BODY[] {99999999999}\r\n").unwrap();
+        assert!(framer.buf.capacity() <= 2 * MAX_RESERVE);
+        assert!(!framer.is_complete());
     }
 
     #[test]

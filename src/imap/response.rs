@@ -200,7 +200,14 @@ fn nesting_depth(bytes: &[u8]) -> usize {
                 // A quoted string never spans lines; a literal's bytes are data, not syntax.
                 (quoted, escaped) = (false, false);
                 if let Some(len) = literal_length(&bytes[..=i]) {
-                    i = i.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+                    // Clamped, not just saturating: `i += 1` below overflowed from usize::MAX
+                    // (a panic in debug, a wrap to 0 and an endless rescan in release). A `{`
+                    // in a literal's data plus digits and `}` on the line after it read as an
+                    // announcement here though not to the framer, which ended the response on
+                    // that line; so a skip past the end only ends the scan. Found by fuzzing.
+                    i = i
+                        .saturating_add(usize::try_from(len).unwrap_or(usize::MAX))
+                        .min(bytes.len());
                 }
             }
             _ if escaped => escaped = false,
@@ -508,6 +515,19 @@ mod tests {
         framer.push(b"* 1 FETCH (BODY[] {99999999999}\r\n").unwrap();
         assert!(framer.buf.capacity() <= 2 * MAX_RESERVE);
         assert!(!framer.is_complete());
+    }
+
+    #[test]
+    fn a_literal_marker_split_by_a_literal_ends_the_scan() {
+        // Fuzzer input: the framer sees a 5-byte literal `{1844` and then a last line
+        // `6744073709551616}`; the nesting scan read `{18446744073709551616}` across the two
+        // as a literal of u64::MAX bytes and overflowed skipping it (a spin in release).
+        let raw = b" {5}\r\n{18446744073709551616}\r\na}";
+        let mut framer = Framer::new(1000);
+        assert_eq!(framer.push(raw).unwrap(), raw.len() - 2);
+        assert!(framer.is_complete());
+        assert!(matches!(framer.parse(), Err(SessionError::Protocol(_))));
+        assert_eq!(nesting_depth(b"(( {5}\r\n{18446744073709551616}\r\n"), 2);
     }
 
     #[test]

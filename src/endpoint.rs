@@ -136,14 +136,22 @@ fn decode(text: &str) -> Option<String> {
 fn split_host_port(hostport: &str) -> Option<(String, Option<u16>)> {
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         let (host, after) = v6.split_once(']')?;
-        (host, after.strip_prefix(':'))
+        // Only `:PORT` may follow the `]`. Anything else used to be dropped silently, so
+        // `[::1]993` meant the default port. Found by fuzzing.
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':')?),
+        };
+        (host, port)
     } else {
         match hostport.rsplit_once(':') {
             Some((host, port)) => (host, Some(port)),
             None => (hostport, None),
         }
     };
-    if host.is_empty() || host.contains(['/', ' ', '@']) {
+    // No brackets in a host name: `u@:0:][14:13` parsed as host `:0:][14`, which displays as
+    // `[:0:][14]:13` and so reads back as another endpoint. Found by fuzzing.
+    if host.is_empty() || host.contains(['/', ' ', '@', '[', ']']) {
         return None;
     }
     let port = match port {
@@ -336,9 +344,29 @@ mod tests {
             "imaps://u@h:abc",
             "imaps://u@:993",
             "imaps://u%ff@h",
+            // Found by fuzzing: junk after `]`, and brackets inside a host name.
+            "imaps://u@[::1]993",
+            "imaps://u@[::1]x:993",
+            "imap://u@:0:][14:13/Archive/2019%20Q1",
+            "imap://u@[:0:][14]:13",
+            "imaps://u@a[b",
+            "imaps://u@[[::1]]",
         ] {
             let err = Endpoint::parse(url).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{url}");
+        }
+    }
+
+    #[test]
+    fn display_reads_back_as_the_same_endpoint() {
+        for url in [
+            "imap://u@[::1]:1143/Archive/2019%20Q1",
+            "imaps://alice%40new.example@mail.new.example/INBOX",
+            "pop3://u@[localhost]",
+            "pop3s://u@h:1",
+        ] {
+            let endpoint = Endpoint::parse(url).unwrap();
+            assert_eq!(Endpoint::parse(&endpoint.to_string()).unwrap(), endpoint);
         }
     }
 

@@ -16,6 +16,27 @@ pub enum AuthMode {
         /// The administrator's login name.
         admin: String,
     },
+    /// With an OAuth 2.0 access token instead of a password (`xoauth2`, `oauthbearer`).
+    OAuth2(OAuthMechanism),
+}
+
+/// The SASL mechanisms that carry an OAuth 2.0 bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthMechanism {
+    /// Google's and Microsoft's `XOAUTH2`.
+    XOAuth2,
+    /// RFC 7628 `OAUTHBEARER`.
+    OAuthBearer,
+}
+
+impl OAuthMechanism {
+    /// The SASL mechanism name.
+    pub fn name(self) -> &'static str {
+        match self {
+            OAuthMechanism::XOAuth2 => "XOAUTH2",
+            OAuthMechanism::OAuthBearer => "OAUTHBEARER",
+        }
+    }
 }
 
 impl AuthMode {
@@ -23,12 +44,14 @@ impl AuthMode {
     pub fn parse(text: &str) -> Result<Self, String> {
         match text.trim() {
             "" | "user" => Ok(AuthMode::User),
+            "xoauth2" => Ok(AuthMode::OAuth2(OAuthMechanism::XOAuth2)),
+            "oauthbearer" => Ok(AuthMode::OAuth2(OAuthMechanism::OAuthBearer)),
             other => match other.strip_prefix("master:") {
                 Some(admin) if !admin.is_empty() => Ok(AuthMode::Master {
                     admin: admin.to_owned(),
                 }),
                 _ => Err(format!(
-                    "unknown login mode {other:?}: use \"user\" or \"master:ADMIN\""
+                    "unknown login mode {other:?}: use user, master:ADMIN, xoauth2 or oauthbearer"
                 )),
             },
         }
@@ -42,21 +65,47 @@ pub struct Login<'a> {
     pub user: &'a str,
     /// The administrator logging in on the owner's behalf, if any.
     pub admin: Option<&'a str>,
-    /// The password of whoever authenticates (the administrator when there is one).
+    /// The password of whoever authenticates (the administrator when there is one), or the
+    /// access token for an OAuth mechanism.
     pub password: &'a str,
+    /// The OAuth mechanism, when `password` is a bearer token.
+    pub oauth: Option<OAuthMechanism>,
 }
 
 impl<'a> Login<'a> {
     /// A login for a mode.
     pub fn new(user: &'a str, mode: &'a AuthMode, password: &'a str) -> Self {
-        let admin = match mode {
-            AuthMode::User => None,
-            AuthMode::Master { admin } => Some(admin.as_str()),
+        let (admin, oauth) = match mode {
+            AuthMode::User => (None, None),
+            AuthMode::Master { admin } => (Some(admin.as_str()), None),
+            AuthMode::OAuth2(mechanism) => (None, Some(*mechanism)),
         };
         Login {
             user,
             admin,
             password,
+            oauth,
+        }
+    }
+
+    /// The SASL mechanism and its base64 initial response: the OAuth mechanism's message when
+    /// there is a token, PLAIN otherwise.
+    pub fn sasl(&self) -> (&'static str, String) {
+        let (user, token) = (self.user, self.password);
+        match self.oauth {
+            None => ("PLAIN", self.sasl_plain()),
+            Some(OAuthMechanism::XOAuth2) => (
+                "XOAUTH2",
+                STANDARD.encode(format!("user={user}\x01auth=Bearer {token}\x01\x01")),
+            ),
+            // RFC 7628 §3.1: a GS2 header naming the user, then the token.
+            Some(OAuthMechanism::OAuthBearer) => (
+                "OAUTHBEARER",
+                STANDARD.encode(format!(
+                    "n,a={},\x01auth=Bearer {token}\x01\x01",
+                    user.replace('=', "=3D").replace(',', "=2C")
+                )),
+            ),
         }
     }
 
@@ -90,6 +139,7 @@ mod tests {
             user: "tim",
             admin: None,
             password: "tanstaaftanstaaf",
+            oauth: None,
         };
         assert_eq!(plain.sasl_plain(), "AHRpbQB0YW5zdGFhZnRhbnN0YWFm");
         let master = Login {
@@ -104,6 +154,30 @@ mod tests {
     }
 
     #[test]
+    fn oauth_messages() {
+        let login = Login {
+            user: "a,b=c@x",
+            admin: None,
+            password: "tok",
+            oauth: Some(OAuthMechanism::OAuthBearer),
+        };
+        let (name, message) = login.sasl();
+        assert_eq!(name, "OAUTHBEARER");
+        assert_eq!(
+            STANDARD.decode(message).unwrap(),
+            b"n,a=a=2Cb=3Dc@x,\x01auth=Bearer tok\x01\x01"
+        );
+        let xoauth2 = Login {
+            oauth: Some(OAuthMechanism::XOAuth2),
+            ..login
+        };
+        assert_eq!(
+            STANDARD.decode(xoauth2.sasl().1).unwrap(),
+            b"user=a,b=c@x\x01auth=Bearer tok\x01\x01"
+        );
+    }
+
+    #[test]
     fn modes_parse() {
         assert_eq!(AuthMode::parse(""), Ok(AuthMode::User));
         assert_eq!(
@@ -113,6 +187,10 @@ mod tests {
             })
         );
         assert!(AuthMode::parse("master:").is_err());
-        assert!(AuthMode::parse("xoauth2").is_err());
+        assert_eq!(
+            AuthMode::parse("xoauth2"),
+            Ok(AuthMode::OAuth2(OAuthMechanism::XOAuth2))
+        );
+        assert!(AuthMode::parse("cram-md5").is_err());
     }
 }

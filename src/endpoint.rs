@@ -232,7 +232,7 @@ impl PasswordSource {
             })?;
             first_line(&text)
         } else if let Some(command) = &self.command {
-            run_password_command(command, word)?
+            run_secret_command(command, word)?
         } else if let Ok(value) = std::env::var(&env_var) {
             value
         } else if self.prompt && std::io::stdin().is_terminal() {
@@ -262,7 +262,8 @@ fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().to_owned()
 }
 
-fn run_password_command(command: &str, word: &str) -> Result<String, Error> {
+/// Runs a password or token command (`sh -c`) and returns the first line it prints.
+pub fn run_secret_command(command: &str, word: &str) -> Result<String, Error> {
     let failed = |why: String| Error::Usage {
         message: format!("the --{word}-password-command failed: {why}"),
         hint: Some("run the command by hand; its first output line must be the password".into()),

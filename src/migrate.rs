@@ -38,6 +38,9 @@ pub struct Account {
     pub password: Password,
     /// How to log in.
     pub auth: AuthMode,
+    /// For OAuth logins: the command printing a fresh access token, run for every connection
+    /// (tokens expire within the hour; a long migration outlives several).
+    pub token_command: Option<String>,
 }
 
 /// Everything a `migrate` run needs.

@@ -1,8 +1,8 @@
 //! Opening a logged-in protocol session for an endpoint: address, TLS mode, the plaintext
 //! fallback the user allowed, login, and errors put in the user's terms.
 
-use crate::auth::Login;
-use crate::endpoint::Side;
+use crate::auth::{AuthMode, Login};
+use crate::endpoint::{Side, run_secret_command};
 use crate::error::{Error, SessionError};
 use crate::imap::ImapClient;
 use crate::migrate::{Account, ConnectOptions};
@@ -63,7 +63,12 @@ fn open<C>(
         other => other,
     }
     .map_err(failed)?;
-    let credentials = Login::new(&endpoint.user, &account.auth, account.password.expose());
+    let fresh_token = match (&account.auth, &account.token_command) {
+        (AuthMode::OAuth2(_), Some(command)) => Some(run_secret_command(command, side.word())?),
+        _ => None,
+    };
+    let secret = fresh_token.as_deref().unwrap_or(account.password.expose());
+    let credentials = Login::new(&endpoint.user, &account.auth, secret);
     login(&mut client, &credentials).map_err(failed)?;
     Ok(client)
 }

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use super::{AccountSettings, BatchArgs, Overrides, auth_mode, build_job, output};
+use super::{AccountSettings, BatchArgs, Overrides, SideLogin, build_job, output};
 use crate::batch::{self, AccountEntry, AccountResult, Outcome, Summary};
-use crate::endpoint::PasswordSource;
+use crate::endpoint::Side;
 use crate::error::Error;
 use crate::migrate;
 use crate::transfer::Observer;
@@ -92,37 +92,23 @@ fn job_for(
     connections: Option<usize>,
 ) -> Result<migrate::MigrateJob, Error> {
     let credentials = &args.credentials;
-    let password = |own: &Option<std::path::PathBuf>, file: &Option<_>, command: &Option<_>| {
-        PasswordSource {
-            file: own.clone().or_else(|| file.clone()),
-            command: if own.is_some() { None } else { command.clone() },
-            // Nobody answers a prompt in the middle of a batch.
-            prompt: false,
-        }
-    };
+    // Nobody answers a prompt in the middle of a batch.
     let settings = AccountSettings {
         from: entry.from.clone(),
         to: entry.to.clone(),
-        from_password: password(
-            &entry.from_password_file,
-            &credentials.from_password_file,
-            &credentials.from_password_command,
-        ),
-        to_password: password(
-            &entry.to_password_file,
-            &credentials.to_password_file,
-            &credentials.to_password_command,
-        ),
-        from_auth: auth_mode(
-            entry
-                .from_auth
-                .as_deref()
-                .or(credentials.from_auth.as_deref()),
-            "from",
+        from_login: SideLogin::new(
+            Side::From,
+            entry.from_password_file.as_deref(),
+            entry.from_auth.as_deref(),
+            credentials,
+            false,
         )?,
-        to_auth: auth_mode(
-            entry.to_auth.as_deref().or(credentials.to_auth.as_deref()),
-            "to",
+        to_login: SideLogin::new(
+            Side::To,
+            entry.to_password_file.as_deref(),
+            entry.to_auth.as_deref(),
+            credentials,
+            false,
         )?,
     };
     let own = &entry.overrides;

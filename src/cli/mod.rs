@@ -11,7 +11,7 @@ use regex::Regex;
 mod batch;
 mod output;
 
-use crate::auth::AuthMode;
+use crate::auth::{AuthMode, OAuthMechanism};
 use crate::batch::Shard;
 use crate::endpoint::{Endpoint, PasswordSource, Protocol, Side};
 use crate::error::Error;
@@ -123,13 +123,21 @@ pub struct CredentialArgs {
     /// Run CMD (with sh -c) and use the first line it prints as the target password
     #[arg(long, value_name = "CMD")]
     pub to_password_command: Option<String>,
-    /// Source login: "user" (default) or "master:ADMIN" to log in as ADMIN on behalf of the
-    /// URL's user (SASL PLAIN authorization id; the password is ADMIN's)
+    /// Source login: "user" (default), "master:ADMIN" to log in as ADMIN on behalf of the
+    /// URL's user (SASL PLAIN authorization id; the password is ADMIN's), or "xoauth2" /
+    /// "oauthbearer" with an access token as the password
     #[arg(long, value_name = "MODE")]
     pub from_auth: Option<String>,
-    /// Target login: "user" (default) or "master:ADMIN"
+    /// Target login: "user" (default), "master:ADMIN", "xoauth2" or "oauthbearer"
     #[arg(long, value_name = "MODE")]
     pub to_auth: Option<String>,
+    /// Run CMD (with sh -c) for an OAuth 2.0 access token to the source, afresh for every
+    /// connection; implies --from-auth xoauth2 unless it says oauthbearer
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["from_password_file", "from_password_command"])]
+    pub from_oauth2_token_command: Option<String>,
+    /// The same for the target
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["to_password_file", "to_password_command"])]
+    pub to_oauth2_token_command: Option<String>,
 }
 
 /// How to copy: TLS, connections, folders, output.
@@ -328,10 +336,82 @@ fn failed_report(job: &MigrateJob, error: &Error) -> Report {
 struct AccountSettings {
     from: String,
     to: String,
-    from_password: PasswordSource,
-    to_password: PasswordSource,
-    from_auth: AuthMode,
-    to_auth: AuthMode,
+    from_login: SideLogin,
+    to_login: SideLogin,
+}
+
+/// How one side logs in: where the secret comes from, the mode, and for OAuth the command
+/// that prints a fresh token.
+struct SideLogin {
+    password: PasswordSource,
+    auth: AuthMode,
+    token_command: Option<String>,
+}
+
+impl SideLogin {
+    /// The side's login from its own password file (a batch line's) over the command line's
+    /// credentials.
+    fn new(
+        side: Side,
+        own_file: Option<&std::path::Path>,
+        own_auth: Option<&str>,
+        credentials: &CredentialArgs,
+        prompt: bool,
+    ) -> Result<Self, Error> {
+        let (file, command, token_command, auth) = match side {
+            Side::From => (
+                &credentials.from_password_file,
+                &credentials.from_password_command,
+                &credentials.from_oauth2_token_command,
+                &credentials.from_auth,
+            ),
+            Side::To => (
+                &credentials.to_password_file,
+                &credentials.to_password_command,
+                &credentials.to_oauth2_token_command,
+                &credentials.to_auth,
+            ),
+        };
+        let word = side.word();
+        let mode = own_auth.or(auth.as_deref());
+        let auth = match (mode, token_command) {
+            // A token command alone means XOAUTH2, what Gmail and Microsoft 365 speak.
+            (None, Some(_)) => AuthMode::OAuth2(OAuthMechanism::XOAuth2),
+            (mode, _) => AuthMode::parse(mode.unwrap_or_default()).map_err(|why| Error::Usage {
+                message: format!("--{word}-auth: {why}"),
+                hint: None,
+            })?,
+        };
+        let token_command = token_command
+            .clone()
+            .filter(|_| own_file.is_none() && matches!(auth, AuthMode::OAuth2(_)));
+        let password = match own_file {
+            Some(file) => PasswordSource {
+                file: Some(file.to_owned()),
+                command: None,
+                prompt,
+            },
+            None => PasswordSource {
+                file: file.clone(),
+                command: token_command.clone().or_else(|| command.clone()),
+                prompt,
+            },
+        };
+        Ok(SideLogin {
+            password,
+            auth,
+            token_command,
+        })
+    }
+
+    fn account(&self, endpoint: Endpoint, side: Side) -> Result<Account, Error> {
+        Ok(Account {
+            password: self.password.resolve(side, &endpoint)?,
+            endpoint,
+            auth: self.auth.clone(),
+            token_command: self.token_command.clone(),
+        })
+    }
 }
 
 fn account_of(args: &MigrateArgs) -> Result<AccountSettings, Error> {
@@ -339,25 +419,8 @@ fn account_of(args: &MigrateArgs) -> Result<AccountSettings, Error> {
     Ok(AccountSettings {
         from: args.from.clone(),
         to: args.to.clone(),
-        from_password: PasswordSource {
-            file: credentials.from_password_file.clone(),
-            command: credentials.from_password_command.clone(),
-            prompt: true,
-        },
-        to_password: PasswordSource {
-            file: credentials.to_password_file.clone(),
-            command: credentials.to_password_command.clone(),
-            prompt: true,
-        },
-        from_auth: auth_mode(credentials.from_auth.as_deref(), "from")?,
-        to_auth: auth_mode(credentials.to_auth.as_deref(), "to")?,
-    })
-}
-
-fn auth_mode(text: Option<&str>, side: &str) -> Result<AuthMode, Error> {
-    AuthMode::parse(text.unwrap_or_default()).map_err(|why| Error::Usage {
-        message: format!("--{side}-auth: {why}"),
-        hint: None,
+        from_login: SideLogin::new(Side::From, None, None, credentials, true)?,
+        to_login: SideLogin::new(Side::To, None, None, credentials, true)?,
     })
 }
 
@@ -402,8 +465,6 @@ fn build_job(
         message,
         hint: Some("--tls-ca takes a PEM file with one or more certificates".into()),
     })?;
-    let from_password = account.from_password.resolve(Side::From, &from)?;
-    let to_password = account.to_password.resolve(Side::To, &to)?;
     let pick = |own: &'_ [String], shared: &'_ [String]| -> Vec<String> {
         if own.is_empty() { shared } else { own }.to_vec()
     };
@@ -414,16 +475,8 @@ fn build_job(
         options,
     )?;
     Ok(MigrateJob {
-        from: Account {
-            endpoint: from,
-            password: from_password,
-            auth: account.from_auth.clone(),
-        },
-        to: Account {
-            endpoint: to,
-            password: to_password,
-            auth: account.to_auth.clone(),
-        },
+        from: account.from_login.account(from, Side::From)?,
+        to: account.to_login.account(to, Side::To)?,
         connect: ConnectOptions {
             tls,
             allow_plaintext: options.allow_plaintext,

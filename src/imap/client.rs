@@ -251,16 +251,24 @@ impl ImapClient {
             user,
             admin: None,
             password,
+            oauth: None,
         })
     }
 
-    /// [`login`](Self::login) with any [`Login`], a master-user one included (AUTHENTICATE
-    /// PLAIN with an authorization id, else LOGIN as `user*admin`).
+    /// [`login`](Self::login) with any [`Login`]: a master-user one (AUTHENTICATE PLAIN with
+    /// an authorization id, else LOGIN as `user*admin`) or an OAuth token (AUTHENTICATE
+    /// XOAUTH2 / OAUTHBEARER, which the server must offer).
     pub fn login_as(&mut self, login: &Login<'_>) -> Result<(), SessionError> {
         if self.preauthenticated {
             return Ok(());
         }
-        let plain = self.has_capability("AUTH=PLAIN");
+        let (mechanism, credentials) = login.sasl();
+        if login.oauth.is_some() && !self.has_capability(&format!("AUTH={mechanism}")) {
+            return Err(SessionError::Unsupported(format!(
+                "the server does not offer AUTH={mechanism}"
+            )));
+        }
+        let plain = login.oauth.is_some() || self.has_capability("AUTH=PLAIN");
         let initial_response = self.has_capability("SASL-IR");
         if !plain && self.has_capability("LOGINDISABLED") {
             return Err(SessionError::Unsupported(
@@ -270,16 +278,21 @@ impl ImapClient {
         // An authenticated session may have other capabilities; only the fresh list counts.
         let before = std::mem::take(&mut self.state.capabilities);
         let completion = if plain {
-            let credentials = login.sasl_plain();
             self.run(
                 |b| {
-                    b.text("AUTHENTICATE PLAIN");
+                    b.text("AUTHENTICATE ").text(mechanism);
                     if initial_response {
                         b.text(" ")
                     } else {
                         b.await_continuation()
                     }
-                    .text(&credentials)
+                    .text(&credentials);
+                    if login.oauth.is_some() {
+                        // A refused token comes back as a `+` challenge carrying the error;
+                        // the client answers with an empty line and then gets the NO.
+                        b.await_continuation();
+                    }
+                    b
                 },
                 |_| Ok(()),
             )

@@ -111,6 +111,7 @@ impl Pop3Client {
             user,
             admin: None,
             password,
+            oauth: None,
         })
     }
 
@@ -129,10 +130,16 @@ impl Pop3Client {
                 )));
             }
         }
-        let sasl_plain = self.caps.has_sasl("PLAIN");
+        let (mechanism, _) = login.sasl();
+        if login.oauth.is_some() && !self.caps.has_sasl(mechanism) {
+            return Err(SessionError::Unsupported(format!(
+                "the server does not offer SASL {mechanism}"
+            )));
+        }
+        let sasl_plain = login.oauth.is_some() || self.caps.has_sasl("PLAIN");
         self.run(|conn| {
             if sasl_plain {
-                auth_plain(conn, login)
+                auth_sasl(conn, login)
             } else {
                 let user = login.login_name();
                 let answer = command(conn, format!("USER {user}\r\n").as_bytes())?;
@@ -305,19 +312,31 @@ fn capa(conn: &mut Connection) -> Result<Capabilities, SessionError> {
     )?))
 }
 
-fn auth_plain(conn: &mut Connection, login: &Login<'_>) -> Result<(), SessionError> {
-    let response = login.sasl_plain();
-    let line = format!("AUTH PLAIN {response}\r\n");
-    if line.len() <= MAX_AUTH_LINE {
-        return ok_or_login_refused(command(conn, line.as_bytes())?);
+/// SASL AUTH (RFC 5034) with the login's mechanism and initial response.
+fn auth_sasl(conn: &mut Connection, login: &Login<'_>) -> Result<(), SessionError> {
+    let (mechanism, response) = login.sasl();
+    let send = |conn: &mut Connection, line: String| -> Result<Vec<u8>, SessionError> {
+        conn.write_all(line.as_bytes())?;
+        conn.flush()?;
+        codec::read_line(conn, codec::MAX_STATUS_LINE)
+    };
+    let with_response = format!("AUTH {mechanism} {response}\r\n");
+    let mut answer = if with_response.len() <= MAX_AUTH_LINE {
+        send(conn, with_response)?
+    } else {
+        // Too long for one line: the response goes after the server's `+`.
+        let first = send(conn, format!("AUTH {mechanism}\r\n"))?;
+        if !codec::is_continuation(&first) {
+            return ok_or_login_refused(Status::parse(&first)?);
+        }
+        send(conn, format!("{response}\r\n"))?
+    };
+    if codec::is_continuation(&answer) {
+        // A refused OAuth token comes back as a challenge carrying the error; an empty line
+        // ends the exchange and brings the -ERR.
+        answer = send(conn, "\r\n".into())?;
     }
-    conn.write_all(b"AUTH PLAIN\r\n")?;
-    conn.flush()?;
-    let first = codec::read_line(conn, codec::MAX_STATUS_LINE)?;
-    if !codec::is_continuation(&first) {
-        return ok_or_login_refused(Status::parse(&first)?);
-    }
-    ok_or_login_refused(command(conn, format!("{response}\r\n").as_bytes())?)
+    ok_or_login_refused(Status::parse(&answer)?)
 }
 
 fn ok_or_refused(answer: Status) -> Result<String, SessionError> {

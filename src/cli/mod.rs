@@ -273,10 +273,17 @@ fn run_mirror(args: &MirrorArgs) -> Result<i32, Error> {
         check_writable(path)?;
     }
     let bars = OnceLock::new();
-    let (report, error) = mirror::run(&job, &LazyBars(&bars), |messages, bytes| {
+    let ran = mirror::run(&job, &LazyBars(&bars), |messages, bytes| {
         let visible = bars_visible(&copy.options, messages);
         let _ = bars.set(ProgressBars::new(messages, bytes, visible));
-    })?;
+    });
+    let (report, error) = match ran {
+        Ok(ran) => ran,
+        Err(error) => {
+            write_report(copy.report.as_deref(), &failed_report(&job.copy, &error));
+            return Err(error);
+        }
+    };
     if let Some(bars) = bars.get() {
         bars.finish();
     }

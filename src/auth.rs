@@ -119,6 +119,14 @@ impl<'a> Login<'a> {
         STANDARD.encode(message)
     }
 
+    /// What a client answers to a server's error challenge during an OAuth exchange.
+    pub fn error_answer(&self) -> &'static str {
+        match self.oauth {
+            Some(OAuthMechanism::OAuthBearer) => "AQ==",
+            _ => "",
+        }
+    }
+
     /// The name for commands without an authorization id (IMAP LOGIN, POP3 USER): for a
     /// master login, Dovecot's `user*admin` form.
     pub fn login_name(&self) -> String {

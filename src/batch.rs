@@ -305,12 +305,18 @@ pub fn account_name(index: usize, account: &AccountEntry) -> String {
     format!("{index:04}-{safe}")
 }
 
-/// Whether an earlier run of this account ended ok, by its report in `dir`.
+/// Whether an earlier run of this account copied everything and verified it, by its report
+/// in `dir` (a dry run's report does not count).
 pub fn already_ok(dir: &Path, name: &str) -> bool {
     std::fs::read(dir.join(format!("{name}.json")))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<AccountResult>(&bytes).ok())
-        .is_some_and(|result| result.outcome == Outcome::Ok)
+        .is_some_and(|result| {
+            result.outcome == Outcome::Ok
+                && result
+                    .report
+                    .is_some_and(|r| r["dry_run"] == false && r["verified"] == true)
+        })
 }
 
 /// Runs `run` for every job, `jobs` at a time, in file order of start; a failing account
@@ -334,7 +340,23 @@ pub fn run_all<J: Sync>(
                         i
                     };
                     let Some(job) = work.get(i) else { break };
-                    let result = run(job);
+                    // A panic in one account (a server that confuses a client) must not take
+                    // the summary of all the others with it.
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job)))
+                            .unwrap_or_else(|_| {
+                                AccountResult {
+                        schema: 1,
+                        account: format!("#{i}"),
+                        outcome: Outcome::Failed,
+                        exit_code: crate::error::EXIT_CONNECTION,
+                        error: Some(
+                            "mailferry failed internally on this account (a bug: please report it)"
+                                .into(),
+                        ),
+                        report: None,
+                    }
+                            });
                     done(&result);
                     results.lock().unwrap()[i] = Some(result);
                 }

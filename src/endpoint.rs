@@ -265,8 +265,10 @@ fn first_line(text: &str) -> String {
 /// Runs a password or token command (`sh -c`) and returns the first line it prints.
 pub fn run_secret_command(command: &str, word: &str) -> Result<String, Error> {
     let failed = |why: String| Error::Usage {
-        message: format!("the --{word}-password-command failed: {why}"),
-        hint: Some("run the command by hand; its first output line must be the password".into()),
+        message: format!("the {word} password or token command failed: {why}"),
+        hint: Some(
+            "run the command by hand; its first output line must be the password or token".into(),
+        ),
     };
     let output = Command::new("sh")
         .arg("-c")

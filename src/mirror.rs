@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use crate::error::Error;
 use crate::folders::FolderMapping;
 use crate::identity::Identity;
+use crate::imap::FolderStatus;
 use crate::index::{KnownMessages, SourceMessage};
 use crate::migrate::{self, AfterCopy, MigrateJob, PlanHooks, PlannedFolder};
 use crate::report::Report;
@@ -50,15 +51,22 @@ pub fn run(
         delete: job.delete,
         considered: Vec::new(),
         known: BTreeMap::new(),
+        indexed_status: BTreeMap::new(),
     };
     let planned = migrate::plan_with(&job.copy, &mut planning)?;
     let MirrorPlanning {
         considered,
         mut known,
+        indexed_status,
         ..
     } = planning;
     let (messages, bytes) = planned.totals();
     before_copy(messages, bytes);
+    let targets: Vec<(String, String)> = planned
+        .folders
+        .iter()
+        .map(|f| (f.plan.source_folder.clone(), f.plan.target_folder.clone()))
+        .collect();
 
     let copied = CopiedIdentities::default();
     let mut state = previous.clone();
@@ -67,77 +75,110 @@ pub fn run(
     state
         .folders
         .retain(|folder, _| considered.contains(folder));
+    let mut recorded = false;
     let mut sync = |mut after: AfterCopy<'_>| {
         if let Some(warning) = &warning {
             after.report.warn(warning.clone());
         }
-        let copies = copied.by_folder();
-        let known_by_folder = &mut known;
         for folder in after.folders {
-            let known = state
-                .folders
-                .entry(folder.plan.source_folder.clone())
-                .or_default();
-            if known.target_folder != folder.plan.target_folder {
-                // A folder mirrored somewhere else before: what was copied there is not here.
-                // (An empty name is an entry a failed run left, about this very folder.)
-                if !known.target_folder.is_empty() {
-                    *known = FolderState::default();
-                }
-                known.target_folder = folder.plan.target_folder.clone();
-            }
+            let known = folder_state(
+                &mut state,
+                &folder.plan.target_folder,
+                &folder.plan.source_folder,
+            );
             let flags_updated = sync_flags(folder, known, after.target)?;
             let deleted = if job.delete {
                 delete_departed(folder, known, after.target)?
             } else {
                 0
             };
-            if let Some(fresh) = known_by_folder.remove(&folder.plan.source_folder) {
-                known.known = fresh;
-            }
-            for identity in copies.get(&folder.plan.source_folder).into_iter().flatten() {
-                *known.copied.entry(identity.clone()).or_default() += 1;
+            let counts = by_identity(&folder.source_index)
+                .into_iter()
+                .map(|(identity, messages)| (identity.to_string(), messages.len()));
+            if job.delete {
+                known.source_counts = counts.collect();
+            } else {
+                // Without --delete, departures are not acted on yet: a count may rise (new
+                // copies) but must not fall, or a later --delete run would miss the fall.
+                for (key, count) in counts {
+                    let kept = known.source_counts.entry(key).or_default();
+                    *kept = (*kept).max(count);
+                }
             }
             after.report.synced(flags_updated, deleted);
         }
+        record_run(&mut state, &targets, &copied, &mut known);
+        recorded = true;
         if let Some(days) = job.delete_source_after_days {
             let deleted = delete_from_source(after.folders, &mut state, &mut after, days)?;
             after.report.source_deleted(deleted);
         }
-        // Summaries last: they must describe the folders as this run leaves them.
+        // The source's summaries are the ones taken before its index (a message arriving
+        // during the run must make the next run look); the target's describe it as this
+        // run leaves it.
         for (source_folder, known) in &mut state.folders {
-            known.source_status = after.source.status(source_folder)?;
+            if let Some(status) = indexed_status.get(source_folder) {
+                known.source_status = *status;
+            }
             known.target_status = after.target.status(&known.target_folder)?;
         }
         Ok(())
     };
     let events = Fanout(vec![observer, &copied]);
     let (report, error) = planned.execute(&events, Some(&mut sync));
-    let saved = if error.is_none() && report.exit_code() == 0 {
-        store.save(&state)
-    } else {
-        // Keep what was learnt about the copies (for a later --delete), but not the
-        // summaries: the next run must index everything again.
-        let mut partial = previous;
-        for (folder, identities) in copied.by_folder() {
-            let known = partial.folders.entry(folder).or_default();
-            for identity in identities {
-                *known.copied.entry(identity).or_default() += 1;
-            }
-        }
-        for (folder, fresh) in known {
-            partial.folders.entry(folder).or_default().known = fresh;
-        }
-        for folder in partial.folders.values_mut() {
+    if !recorded {
+        record_run(&mut state, &targets, &copied, &mut known);
+    }
+    if error.is_some() || report.exit_code() != 0 {
+        // What this run did is kept (its copies, for a later --delete); what may have misled
+        // it is not: the next run indexes everything and reads POP3 headers again (their
+        // ages are kept).
+        for folder in state.folders.values_mut() {
             folder.source_status = None;
-            // What may have misled this run is read again next time; ages are kept.
             for message in folder.known.values_mut() {
                 message.identity = None;
             }
         }
-        store.save(&partial)
-    };
+    }
+    let saved = store.save(&state);
     Ok((report, error.or(saved.err())))
+}
+
+/// The state of a source folder mirrored into `target_folder`; a folder mirrored somewhere
+/// else before starts afresh (what was copied there is not here).
+fn folder_state<'s>(
+    state: &'s mut MirrorState,
+    target_folder: &str,
+    source_folder: &str,
+) -> &'s mut FolderState {
+    let known = state.folders.entry(source_folder.to_owned()).or_default();
+    if known.target_folder != target_folder {
+        *known = FolderState {
+            target_folder: target_folder.to_owned(),
+            known: std::mem::take(&mut known.known),
+            ..FolderState::default()
+        };
+    }
+    known
+}
+
+/// Adds this run's copies and what the source's index learnt to the state.
+fn record_run(
+    state: &mut MirrorState,
+    targets: &[(String, String)],
+    copied: &CopiedIdentities,
+    known: &mut BTreeMap<String, KnownMessages>,
+) {
+    let copies = copied.by_folder();
+    for (source_folder, target_folder) in targets {
+        let folder = folder_state(state, target_folder, source_folder);
+        for identity in copies.get(source_folder).into_iter().flatten() {
+            *folder.copied.entry(identity.clone()).or_default() += 1;
+        }
+        if let Some(fresh) = known.remove(source_folder) {
+            folder.known = fresh;
+        }
+    }
 }
 
 /// Planning for a mirror: folders unchanged since the last run are not indexed, and a POP3
@@ -149,6 +190,8 @@ struct MirrorPlanning<'s> {
     considered: Vec<String>,
     /// What the source knows after this run's index, per source folder.
     known: BTreeMap<String, KnownMessages>,
+    /// The source folders' summaries, taken just before their index.
+    indexed_status: BTreeMap<String, Option<FolderStatus>>,
 }
 
 impl PlanHooks for MirrorPlanning<'_> {
@@ -166,7 +209,11 @@ impl PlanHooks for MirrorPlanning<'_> {
         if self.delete && !self.previous.deleted_gone {
             return Ok(None);
         }
-        if known.target_folder != mapping.target || known.source_status.is_none() {
+        // Both sides must have a summary: without one, a change there goes unseen.
+        if known.target_folder != mapping.target
+            || known.source_status.is_none()
+            || known.target_status.is_none()
+        {
             return Ok(None);
         }
         let unchanged = source.status(&mapping.source)? == known.source_status
@@ -185,6 +232,8 @@ impl PlanHooks for MirrorPlanning<'_> {
             .folders
             .get(&mapping.source)
             .map_or(&empty, |f| &f.known);
+        let status = source.status(&mapping.source)?;
+        self.indexed_status.insert(mapping.source.clone(), status);
         let (index, fresh) = source.index_known(&mapping.source, known)?;
         self.known.insert(mapping.source.clone(), fresh);
         Ok(index)
@@ -218,14 +267,20 @@ fn delete_from_source(
         let Some(known) = state.folders.get_mut(&folder.plan.source_folder) else {
             continue;
         };
+        // Only messages the mirror itself copied: another message on the target with the
+        // same identity is no proof that this one arrived.
         let old: Vec<SourceMessage> = folder
             .source_index
             .iter()
             .filter(|m| {
-                m.stable_id
-                    .as_ref()
-                    .and_then(|id| known.known.get(id))
-                    .is_some_and(|k| k.first_seen <= cutoff)
+                known
+                    .copied
+                    .get(&m.identity.to_string())
+                    .is_some_and(|&made| made > 0)
+                    && m.stable_id
+                        .as_ref()
+                        .and_then(|id| known.known.get(id))
+                        .is_some_and(|k| k.first_seen <= cutoff)
             })
             .cloned()
             .collect();
@@ -242,63 +297,97 @@ fn delete_from_source(
     Ok(deleted)
 }
 
-/// Applies source flag changes made since the last run to the target's copies. Only
-/// identities that occur once on the source take part: with duplicates, which source
-/// message a copy stands for is unknowable.
+/// Applies the source's flag changes since the last run to the target's copies, as flags
+/// added and removed: flags set only on the target stay. Only identities that occur once on
+/// the source take part (with duplicates, which source message a copy stands for is
+/// unknowable), and only those the last run saw (a first look changes nothing).
 fn sync_flags(
     folder: &PlannedFolder,
     known: &mut FolderState,
     target: &mut dyn Target,
 ) -> Result<usize, Error> {
-    let mut updates: BTreeMap<Vec<String>, Vec<u32>> = BTreeMap::new();
+    type Change = (Vec<String>, Vec<String>);
+    let mut updates: BTreeMap<Change, Vec<u32>> = BTreeMap::new();
     let mut flags_now = BTreeMap::new();
     for (identity, messages) in by_identity(&folder.source_index) {
         let [message] = messages.as_slice() else {
             continue;
         };
-        let flags = canonical_flags(
+        let now = canonical_flags(
             message
                 .flags
                 .iter()
                 .filter(|f| folder.target_index.keywords.accepts(f)),
         );
         let key = identity.to_string();
-        if known.flags.get(&key) != Some(&flags) {
+        if let Some(before) = known.flags.get(&key)
+            && before != &now
+        {
+            let add: Vec<String> = now
+                .iter()
+                .filter(|f| !before.contains(f))
+                .cloned()
+                .collect();
+            let remove: Vec<String> = before
+                .iter()
+                .filter(|f| !now.contains(f))
+                .cloned()
+                .collect();
             for copy in folder.target_index.copies(identity) {
-                if canonical_flags(copy.flags.iter()) != flags {
-                    updates.entry(flags.clone()).or_default().push(copy.uid);
+                let changes = add.iter().any(|f| !copy.flags.contains(f))
+                    || remove.iter().any(|f| copy.flags.contains(f));
+                if changes {
+                    updates
+                        .entry((add.clone(), remove.clone()))
+                        .or_default()
+                        .push(copy.uid);
                 }
             }
         }
-        flags_now.insert(key, flags);
+        flags_now.insert(key, now);
     }
     known.flags = flags_now;
     let mut updated = 0;
-    for (flags, uids) in updates {
-        target.set_flags(&folder.plan.target_folder, &uids, &flags)?;
+    for ((add, remove), uids) in updates {
+        target.change_flags(&folder.plan.target_folder, &uids, &add, &remove)?;
         updated += uids.len();
     }
     Ok(updated)
 }
 
-/// Removes copies this mirror made whose message is gone from the source: of an identity
-/// with k copies made by the mirror, at most k, and only as many as the target holds beyond
-/// what the source still has.
+/// Removes copies this mirror made of messages that have left the source since the last
+/// run: of an identity whose source count fell by n, at most n copies, at most as many as the
+/// mirror made, and never below what the source still holds. A duplicate someone else put
+/// on the target is safe while the source's count does not fall.
 fn delete_departed(
     folder: &PlannedFolder,
     known: &mut FolderState,
     target: &mut dyn Target,
 ) -> Result<usize, Error> {
     let on_source = by_identity(&folder.source_index);
+    let on_target: HashMap<String, &Identity> = folder
+        .target_index
+        .identities()
+        .map(|identity| (identity.to_string(), identity))
+        .collect();
     let mut doomed = Vec::new();
-    for identity in folder.target_index.identities() {
-        let key = identity.to_string();
-        let Some(made) = known.copied.get_mut(&key) else {
+    for (key, made) in known.copied.iter_mut() {
+        let copies = on_target
+            .get(key)
+            .map_or(&[][..], |identity| folder.target_index.copies(identity));
+        // Copies removed on the target by someone else are no longer the mirror's.
+        *made = (*made).min(copies.len());
+        let Some(&before) = known.source_counts.get(key) else {
             continue;
         };
-        let copies = folder.target_index.copies(identity);
-        let still = on_source.get(identity).map_or(0, Vec::len);
-        let remove = copies.len().saturating_sub(still).min(*made);
+        let still = on_target
+            .get(key)
+            .and_then(|identity| on_source.get(identity))
+            .map_or(0, Vec::len);
+        let remove = before
+            .saturating_sub(still)
+            .min(*made)
+            .min(copies.len().saturating_sub(still));
         // The newest copies go first: they are the likeliest to be the mirror's own.
         doomed.extend(copies.iter().rev().take(remove).map(|c| c.uid));
         *made -= remove;

@@ -35,6 +35,10 @@ pub struct FolderState {
     /// The source flags of each (unique) identity as last mirrored: a flag change on the source
     /// since then is applied to the target; a change made only on the target is left alone.
     pub flags: BTreeMap<String, Vec<String>>,
+    /// How many source messages of each identity the last run saw: `--delete` removes copies
+    /// only when this count falls.
+    #[serde(default)]
+    pub source_counts: BTreeMap<String, usize>,
     /// A POP3 source's messages by UIDL: only new UIDLs have their headers read.
     #[serde(default)]
     pub known: KnownMessages,

@@ -121,15 +121,27 @@ impl Target for ImapTarget {
     }
 
     fn status(&mut self, folder: &str) -> Result<Option<FolderStatus>, Error> {
-        let status = self.client.status(folder).map_err(|e| self.failed(e))?;
-        Ok(status.highest_modseq.is_some().then_some(status))
+        self.client
+            .change_summary(folder)
+            .map_err(|e| self.failed(e))
     }
 
-    fn set_flags(&mut self, folder: &str, uids: &[u32], flags: &[String]) -> Result<(), Error> {
+    fn change_flags(
+        &mut self,
+        folder: &str,
+        uids: &[u32],
+        add: &[String],
+        remove: &[String],
+    ) -> Result<(), Error> {
         self.select(folder)?;
-        self.client
-            .set_flags(uids, flags)
-            .map_err(|e| self.failed(e))
+        for (sign, flags) in [('+', add), ('-', remove)] {
+            if !flags.is_empty() {
+                self.client
+                    .change_flags(uids, sign, flags)
+                    .map_err(|e| self.failed(e))?;
+            }
+        }
+        Ok(())
     }
 
     fn delete(&mut self, folder: &str, uids: &[u32]) -> Result<(), Error> {

@@ -90,8 +90,14 @@ pub trait Target: Send {
     fn index(&mut self, folder: &str) -> Result<crate::index::TargetIndex, Error>;
     /// A cheap summary of the folder, as [`Source::status`].
     fn status(&mut self, folder: &str) -> Result<Option<FolderStatus>, Error>;
-    /// Replaces the flags of these messages.
-    fn set_flags(&mut self, folder: &str, uids: &[u32], flags: &[String]) -> Result<(), Error>;
+    /// Adds some flags to these messages and removes others, leaving the rest alone.
+    fn change_flags(
+        &mut self,
+        folder: &str,
+        uids: &[u32],
+        add: &[String],
+        remove: &[String],
+    ) -> Result<(), Error>;
     /// Removes these messages (and only these).
     fn delete(&mut self, folder: &str, uids: &[u32]) -> Result<(), Error>;
     /// Uploads a batch. The outer error means the connection failed; otherwise there is one

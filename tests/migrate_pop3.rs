@@ -546,7 +546,10 @@ fn passwords_from_a_file_and_from_a_command() {
         .output()
         .unwrap();
     assert_eq!(failing.status.code(), Some(2), "{}", output_text(&failing));
-    assert!(String::from_utf8_lossy(&failing.stderr).contains("--to-password-command"));
+    assert!(
+        String::from_utf8_lossy(&failing.stderr)
+            .contains("the to password or token command failed")
+    );
 }
 
 #[test]

@@ -256,19 +256,20 @@ fn run_migrate(args: &MigrateArgs) -> Result<i32, Error> {
 
 fn run_mirror(args: &MirrorArgs) -> Result<i32, Error> {
     let copy = &args.copy;
-    let job = MirrorJob {
-        copy: build_job(&account_of(copy)?, &copy.options, Overrides::none())?,
-        state_dir: args.state.clone(),
-        delete: args.delete,
-        delete_source_after_days: args.delete_source_after_days,
-    };
-    if args.delete_source_after_days.is_some() && job.copy.from.endpoint.protocol != Protocol::Pop3
+    if args.delete_source_after_days.is_some()
+        && Endpoint::parse(&copy.from)?.protocol != Protocol::Pop3
     {
         return Err(Error::Usage {
             message: "--delete-source-after-days works only with a POP3 source".into(),
             hint: Some("IMAP sources are never written to".into()),
         });
     }
+    let job = MirrorJob {
+        copy: build_job(&account_of(copy)?, &copy.options, Overrides::none())?,
+        state_dir: args.state.clone(),
+        delete: args.delete,
+        delete_source_after_days: args.delete_source_after_days,
+    };
     if let Some(path) = &copy.report {
         check_writable(path)?;
     }
@@ -382,8 +383,9 @@ impl SideLogin {
         let word = side.word();
         let mode = own_auth.or(auth.as_deref());
         let auth = match (mode, token_command) {
-            // A token command alone means XOAUTH2, what Gmail and Microsoft 365 speak.
-            (None, Some(_)) => AuthMode::OAuth2(OAuthMechanism::XOAuth2),
+            // A token command alone means XOAUTH2, what Gmail and Microsoft 365 speak (unless
+            // the account has a password file of its own, which wins).
+            (None, Some(_)) if own_file.is_none() => AuthMode::OAuth2(OAuthMechanism::XOAuth2),
             (mode, _) => AuthMode::parse(mode.unwrap_or_default()).map_err(|why| Error::Usage {
                 message: format!("--{word}-auth: {why}"),
                 hint: None,

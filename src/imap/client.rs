@@ -289,8 +289,9 @@ impl ImapClient {
                     .text(&credentials);
                     if login.oauth.is_some() {
                         // A refused token comes back as a `+` challenge carrying the error;
-                        // the client answers with an empty line and then gets the NO.
-                        b.await_continuation();
+                        // the client's answer (RFC 7628 §3.2.3: a lone %x01 for
+                        // OAUTHBEARER; an empty line for XOAUTH2) brings the NO.
+                        b.await_continuation().text(login.error_answer());
                     }
                     b
                 },
@@ -395,22 +396,32 @@ impl ImapClient {
         Ok(status)
     }
 
-    /// Replaces the flags of these messages in the selected (read-write) mailbox.
-    pub fn set_flags(&mut self, uids: &[u32], flags: &[String]) -> Result<(), SessionError> {
+    /// Adds flags to (`+`) or removes them from (`-`) these messages in the selected
+    /// (read-write) mailbox, leaving their other flags as they are.
+    pub fn change_flags(
+        &mut self,
+        uids: &[u32],
+        sign: char,
+        flags: &[String],
+    ) -> Result<(), SessionError> {
         let list = flag_list(flags)?;
+        let item = format!(" {sign}FLAGS.SILENT ");
         uid_sets(uids, MAX_UID_SET).iter().try_for_each(|set| {
             self.run(
-                |b| {
-                    b.text("UID STORE ")
-                        .text(set)
-                        .text(" FLAGS.SILENT ")
-                        .text(&list)
-                },
+                |b| b.text("UID STORE ").text(set).text(&item).text(&list),
                 |_| Ok(()),
             )?
             .ok()
             .map(drop)
         })
+    }
+
+    /// STATUS as a summary that changes whenever the mailbox's messages or flags do: only
+    /// with CONDSTORE (HIGHESTMODSEQ), since without it a flag change leaves STATUS as it
+    /// was; `None` otherwise.
+    pub fn change_summary(&mut self, name: &str) -> Result<Option<FolderStatus>, SessionError> {
+        let status = self.status(name)?;
+        Ok(status.highest_modseq.is_some().then_some(status))
     }
 
     /// Removes exactly these messages from the selected mailbox: `\Deleted` then

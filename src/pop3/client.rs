@@ -332,9 +332,9 @@ fn auth_sasl(conn: &mut Connection, login: &Login<'_>) -> Result<(), SessionErro
         send(conn, format!("{response}\r\n"))?
     };
     if codec::is_continuation(&answer) {
-        // A refused OAuth token comes back as a challenge carrying the error; an empty line
-        // ends the exchange and brings the -ERR.
-        answer = send(conn, "\r\n".into())?;
+        // A refused OAuth token comes back as a challenge carrying the error; the client's
+        // answer ends the exchange and brings the -ERR.
+        answer = send(conn, format!("{}\r\n", login.error_answer()))?;
     }
     ok_or_login_refused(Status::parse(&answer)?)
 }

@@ -47,9 +47,9 @@ impl ImapSource {
 
 impl Source for ImapSource {
     fn status(&mut self, folder: &str) -> Result<Option<FolderStatus>, Error> {
-        let status = self.client.status(folder).map_err(|e| self.failed(e))?;
-        // Without HIGHESTMODSEQ a flag change leaves STATUS as it was: useless as a summary.
-        Ok(status.highest_modseq.is_some().then_some(status))
+        self.client
+            .change_summary(folder)
+            .map_err(|e| self.failed(e))
     }
 
     fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {

@@ -24,6 +24,10 @@ pub struct FolderPlan {
     pub already_present: usize,
     /// Keywords the target folder refuses, with how many copies lose each.
     pub dropped_keywords: BTreeMap<String, usize>,
+    /// For identities among `to_copy` that the target folder already held some copies of (the
+    /// source holds more), how many it held when planned. The upload workers need it to tell,
+    /// after a broken connection, which copies the target stored meanwhile.
+    pub target_copies: BTreeMap<Identity, usize>,
 }
 
 impl FolderPlan {
@@ -43,6 +47,7 @@ pub fn unchanged(source_folder: &str, target_folder: &str, source_messages: usiz
         to_copy: Vec::new(),
         already_present: source_messages,
         dropped_keywords: BTreeMap::new(),
+        target_copies: BTreeMap::new(),
     }
 }
 
@@ -77,6 +82,11 @@ pub fn diff(
             message
         })
         .collect();
+    let target_copies = to_copy
+        .iter()
+        .map(|m| (m.identity.clone(), target.count(&m.identity)))
+        .filter(|(_, held)| *held > 0)
+        .collect();
     FolderPlan {
         source_folder: source_folder.to_owned(),
         target_folder: target_folder.to_owned(),
@@ -84,6 +94,7 @@ pub fn diff(
         already_present: source_messages - to_copy.len(),
         to_copy,
         dropped_keywords,
+        target_copies,
     }
 }
 
@@ -127,7 +138,12 @@ mod tests {
         let plan = diff("I", "I", source.clone(), &TargetIndex::default());
         assert_eq!(keys(&plan), vec![1, 2, 3]);
         let one_there: TargetIndex = [Identity::MessageId("a".into())].into_iter().collect();
-        assert_eq!(keys(&diff("I", "I", source, &one_there)), vec![2, 3]);
+        let plan = diff("I", "I", source, &one_there);
+        assert_eq!(keys(&plan), vec![2, 3]);
+        assert_eq!(
+            plan.target_copies,
+            BTreeMap::from([(Identity::MessageId("a".into()), 1)])
+        );
     }
 
     #[test]

@@ -11,16 +11,24 @@
 //! own target connection. The channel's bound is the back-pressure that keeps memory flat
 //! whatever the mailbox size. The engine reports what happens to an [`Observer`] and prints
 //! nothing.
+//!
+//! An upload worker whose connection breaks opens a new one (`TransferSettings::retries` times
+//! per batch, with exponential backoff), re-indexes the folder to learn which of the batch's
+//! messages the server stored before the break, and sends only the others; a `Ledger` shared by
+//! every worker keeps that count exact when one identity occurs in several batches.
 
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use crossbeam_channel::bounded;
 
-use crate::error::Error;
+use crate::error::{Error, SessionError};
 use crate::folders::FolderInfo;
+use crate::identity::Identity;
 use crate::imap::FolderStatus;
-use crate::index::{KnownMessages, SourceMessage};
+use crate::index::{KnownMessages, SourceMessage, TargetIndex};
 use crate::plan::FolderPlan;
 
 /// A message on its way to the target.
@@ -158,7 +166,16 @@ pub struct TransferSettings {
     pub batch_bytes: u64,
     /// A batch closes when it holds this many messages.
     pub batch_messages: usize,
+    /// How many times an upload worker opens a new target connection after one broke, for
+    /// one batch (or for its first login), before it gives up.
+    pub retries: u32,
+    /// The wait before the first retry; each further retry for the same batch waits twice as
+    /// long as the one before, up to [`MAX_RETRY_DELAY`].
+    pub retry_delay: Duration,
 }
+
+/// The longest wait before a retry.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
 impl Default for TransferSettings {
     fn default() -> Self {
@@ -166,11 +183,23 @@ impl Default for TransferSettings {
             connections: 2,
             batch_bytes: 2 * 1024 * 1024,
             batch_messages: 100,
+            retries: 3,
+            retry_delay: Duration::from_millis(200),
         }
     }
 }
 
-/// Copies every folder's plan. Returns the first connection error of any lane or worker;
+impl TransferSettings {
+    /// The wait before retry number `attempt` (from 1): exponential, capped.
+    fn delay_before_retry(&self, attempt: u32) -> Duration {
+        self.retry_delay
+            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+            .min(MAX_RETRY_DELAY)
+    }
+}
+
+/// Copies every folder's plan. Returns the first connection error of any lane or worker (an
+/// upload worker first retries a broken target connection, see [`TransferSettings::retries`]);
 /// messages the target refused are reported to the observer and do not stop the copy.
 pub fn copy_folders(
     plans: &[FolderPlan],
@@ -197,13 +226,21 @@ pub fn copy_folders(
         connections: (settings.connections / lanes).max(1),
         ..settings
     };
+    let ledger = Ledger::new(&plans.iter().collect::<Vec<_>>());
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let run_lane = |source: &mut dyn Source| {
         for plan in queue.iter() {
             if first_error.lock().unwrap().is_some() {
                 break;
             }
-            if let Err(err) = copy_folder(plan, source, connect_target, lane_settings, observer) {
+            if let Err(err) = copy_folder(
+                plan,
+                source,
+                connect_target,
+                lane_settings,
+                observer,
+                &ledger,
+            ) {
                 first_error.lock().unwrap().get_or_insert(err);
                 break;
             }
@@ -233,6 +270,7 @@ fn copy_folder(
     connect_target: &TargetConnector<'_>,
     settings: TransferSettings,
     observer: &dyn Observer,
+    ledger: &Ledger,
 ) -> Result<(), Error> {
     observer.folder_started(plan);
     // A worker without a batch to upload would only hold a login open.
@@ -245,7 +283,6 @@ fn copy_folder(
     let upload_error: Mutex<Option<Error>> = Mutex::new(None);
     let connect_error: Mutex<Option<Error>> = Mutex::new(None);
     let connected = AtomicUsize::new(0);
-    let folder = plan.target_folder.as_str();
 
     std::thread::scope(|scope| {
         for _ in 0..workers {
@@ -253,19 +290,23 @@ fn copy_folder(
             let (upload_error, connect_error, connected) =
                 (&upload_error, &connect_error, &connected);
             scope.spawn(move || {
+                let mut uploader = Uploader {
+                    plan,
+                    connect: connect_target,
+                    settings,
+                    observer,
+                    ledger,
+                    target: None,
+                };
                 // A worker that cannot log in (a server's per-user connection limit, say)
                 // leaves the batches to the others; only when none connects is it fatal.
-                let mut target = match connect_target() {
-                    Ok(target) => target,
-                    Err(err) => {
-                        connect_error.lock().unwrap().get_or_insert(err);
-                        return;
-                    }
-                };
+                if let Err(err) = uploader.connect() {
+                    connect_error.lock().unwrap().get_or_insert(err);
+                    return;
+                }
                 connected.fetch_add(1, Ordering::SeqCst);
                 for batch in batches.iter() {
-                    if let Err(err) = upload(target.as_mut(), folder, plan, &batch, observer) {
-                        lost(plan, &batch, observer);
+                    if let Err(err) = uploader.upload(batch) {
                         upload_error.lock().unwrap().get_or_insert(err);
                         break;
                     }
@@ -339,19 +380,835 @@ fn lost(plan: &FolderPlan, batch: &[Outgoing], observer: &dyn Observer) {
     }
 }
 
-fn upload(
-    target: &mut dyn Target,
-    folder: &str,
-    plan: &FolderPlan,
-    batch: &[Outgoing],
-    observer: &dyn Observer,
-) -> Result<(), Error> {
-    let outcomes = target.append(folder, batch)?;
-    for (outgoing, outcome) in batch.iter().zip(outcomes) {
-        match outcome {
-            Ok(()) => observer.message_copied(&plan.source_folder, &outgoing.message),
-            Err(reason) => observer.message_failed(&plan.source_folder, &outgoing.message, &reason),
+/// One upload worker of a folder: its target connection, re-opened when it breaks.
+struct Uploader<'a> {
+    plan: &'a FolderPlan,
+    connect: &'a TargetConnector<'a>,
+    settings: TransferSettings,
+    observer: &'a dyn Observer,
+    ledger: &'a Ledger,
+    /// `None` between a break and the next connection.
+    target: Option<Box<dyn Target>>,
+}
+
+impl Uploader<'_> {
+    /// Opens the worker's first connection, trying again (`settings.retries` times) when it
+    /// could not be opened, broke or timed out. The planning connection got through with the
+    /// same settings, so a TLS or protocol failure here is a broken connection too. A refusal
+    /// by the server is final: a worker beyond a per-user connection limit gives up at once
+    /// and leaves the batches to the others.
+    fn connect(&mut self) -> Result<(), Error> {
+        let mut attempt = 0;
+        loop {
+            match (self.connect)() {
+                Ok(target) => {
+                    self.target = Some(target);
+                    return Ok(());
+                }
+                Err(
+                    err @ Error::Connection {
+                        source: SessionError::Refused(_) | SessionError::Unsupported(_),
+                        ..
+                    },
+                ) => return Err(err),
+                Err(Error::Connection { .. }) if attempt < self.settings.retries => {
+                    attempt += 1;
+                    std::thread::sleep(self.settings.delay_before_retry(attempt));
+                }
+                Err(err) => return Err(err),
+            }
         }
     }
-    Ok(())
+
+    /// Uploads a batch. When the connection breaks, opens a new one (up to `settings.retries`
+    /// times for this batch, waiting longer each time), finds out which of the batch's
+    /// messages the target stored before the break, and uploads only the others. Reports every
+    /// message to the observer: copied, refused, or lost with the connection when it gives up.
+    fn upload(&mut self, batch: Vec<Outgoing>) -> Result<(), Error> {
+        let folder = self.plan.target_folder.as_str();
+        // Held until every message of the batch is settled; see `Ledger`.
+        let _claim = self.ledger.claim(folder, &batch);
+        let mut pending = batch;
+        let mut attempt = 0;
+        loop {
+            let target = self
+                .target
+                .as_mut()
+                .expect("an uploader uploads only while connected");
+            let mut err = match target.append(folder, &pending) {
+                Ok(outcomes) => {
+                    for (outgoing, outcome) in pending.iter().zip(outcomes) {
+                        match outcome {
+                            Ok(()) => self.copied(outgoing),
+                            Err(reason) => self.observer.message_failed(
+                                &self.plan.source_folder,
+                                &outgoing.message,
+                                &reason,
+                            ),
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(err) => err,
+            };
+            // The broken connection goes first: a server that limits connections per user
+            // must see it closed before the next one logs in.
+            self.target = None;
+            // Any connection failure is retried here, a refused login too: a server may count
+            // the broken session against a connection limit for a moment.
+            let index = loop {
+                if !matches!(err, Error::Connection { .. }) || attempt >= self.settings.retries {
+                    lost(self.plan, &pending, self.observer);
+                    return Err(err);
+                }
+                attempt += 1;
+                std::thread::sleep(self.settings.delay_before_retry(attempt));
+                match self.reopen(folder) {
+                    Ok(index) => break index,
+                    Err(again) => err = again,
+                }
+            };
+            pending = self.keep_missing(folder, pending, &index);
+            if pending.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A new connection, and a fresh index of the folder on it.
+    fn reopen(&mut self, folder: &str) -> Result<TargetIndex, Error> {
+        let mut target = (self.connect)()?;
+        let index = target.index(folder)?;
+        self.target = Some(target);
+        Ok(index)
+    }
+
+    /// Reports as copied the messages of `pending` (a batch whose upload broke off) that the
+    /// freshly indexed target holds, and returns the others.
+    ///
+    /// For an identity X of the batch, the folder held B(X) copies when planned
+    /// (`plan.target_copies`), and this run's uploads have stored C(X) more since, as
+    /// confirmed by the server or found by an earlier recovery (the ledger). No other upload
+    /// of X can be under way: an identity planned once into the folder is in this batch only,
+    /// and a batch holding an identity planned more than once has claimed it in the ledger,
+    /// so every other batch holding X is settled. The index's count N(X) is therefore B(X) +
+    /// C(X) + what this batch's attempts stored, and N(X) − B(X) − C(X) of the batch's copies
+    /// of X are on the target, the first ones in batch order: MULTIAPPEND stores a batch
+    /// whole or not at all, single APPENDs store it from the front. The difference is clamped
+    /// at 0 (a copy deleted meanwhile is sent again) and at the batch's count.
+    ///
+    /// Two things can still fool it, both outside mailferry's control: another client storing
+    /// X in the folder during the run (the copy is then skipped, and the folder still holds
+    /// X as often as the source), and a server that commits the broken session's upload only
+    /// after the new session indexed the folder (the delay before a retry leaves it time).
+    fn keep_missing(
+        &self,
+        folder: &str,
+        pending: Vec<Outgoing>,
+        index: &TargetIndex,
+    ) -> Vec<Outgoing> {
+        let (stored, missing) = split_stored(pending, |identity| {
+            index
+                .count(identity)
+                .saturating_sub(self.ledger.stored_before(folder, identity))
+        });
+        stored.iter().for_each(|outgoing| self.copied(outgoing));
+        missing
+    }
+
+    fn copied(&self, outgoing: &Outgoing) {
+        self.ledger
+            .record_stored(&self.plan.target_folder, &outgoing.message.identity);
+        self.observer
+            .message_copied(&self.plan.source_folder, &outgoing.message);
+    }
+}
+
+/// Splits a batch into the messages the target stored and the others: of each identity, the
+/// first `stored(identity)` in batch order count as stored.
+fn split_stored(
+    batch: Vec<Outgoing>,
+    mut stored: impl FnMut(&Identity) -> usize,
+) -> (Vec<Outgoing>, Vec<Outgoing>) {
+    let mut left: HashMap<Identity, usize> = HashMap::new();
+    let (mut done, mut missing) = (Vec::new(), Vec::new());
+    for outgoing in batch {
+        let left = left
+            .entry(outgoing.message.identity.clone())
+            .or_insert_with_key(|identity| stored(identity));
+        if *left > 0 {
+            *left -= 1;
+            done.push(outgoing);
+        } else {
+            missing.push(outgoing);
+        }
+    }
+    (done, missing)
+}
+
+/// What the upload workers of every folder lane have stored, as far as recovering from a
+/// broken connection needs it (see [`Uploader::keep_missing`]): per target folder, the copies
+/// the folder held when planned, and for each identity planned into the folder more than
+/// once, how many copies this run stored and whether a batch holding it is being uploaded.
+/// Identities planned once need no entry, so the ledger stays small whatever the mailbox size.
+/// Kept for the whole job, because two source folders may be copied into one target folder.
+struct Ledger {
+    folders: Mutex<HashMap<String, FolderLedger>>,
+    /// Signalled whenever a batch releases its claims.
+    released: Condvar,
+}
+
+#[derive(Default)]
+struct FolderLedger {
+    /// Copies the folder held when planned, of identities it held some of.
+    planned: BTreeMap<Identity, usize>,
+    /// Identities planned into the folder more than once.
+    repeated: HashMap<Identity, Repeated>,
+}
+
+#[derive(Default)]
+struct Repeated {
+    /// Copies this run stored.
+    stored: usize,
+    /// Whether a batch holding the identity is being uploaded.
+    claimed: bool,
+}
+
+impl Ledger {
+    fn new(plans: &[&FolderPlan]) -> Self {
+        let mut planned: HashMap<&str, HashMap<&Identity, usize>> = HashMap::new();
+        let mut folders: HashMap<String, FolderLedger> = HashMap::new();
+        for plan in plans {
+            let folder = folders.entry(plan.target_folder.clone()).or_default();
+            for (identity, held) in &plan.target_copies {
+                folder.planned.insert(identity.clone(), *held);
+            }
+            let counts = planned.entry(&plan.target_folder).or_default();
+            for message in &plan.to_copy {
+                *counts.entry(&message.identity).or_default() += 1;
+            }
+        }
+        for (folder, counts) in planned {
+            let repeated = &mut folders.get_mut(folder).expect("added above").repeated;
+            for (identity, _) in counts.into_iter().filter(|(_, n)| *n > 1) {
+                repeated.insert(identity.clone(), Repeated::default());
+            }
+        }
+        Ledger {
+            folders: Mutex::new(folders),
+            released: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, FolderLedger>> {
+        self.folders.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until no other batch holds any of this batch's repeated identities, then claims
+    /// them until the returned guard is dropped. Waits only for batches being uploaded,
+    /// which never wait themselves, so it cannot deadlock.
+    fn claim<'l>(&'l self, folder: &'l str, batch: &[Outgoing]) -> Claim<'l> {
+        let mut folders = self.lock();
+        let Some(ledger) = folders.get(folder) else {
+            return Claim::none(self, folder);
+        };
+        let mut identities: Vec<Identity> = batch
+            .iter()
+            .map(|outgoing| &outgoing.message.identity)
+            .filter(|identity| ledger.repeated.contains_key(*identity))
+            .cloned()
+            .collect();
+        if identities.is_empty() {
+            return Claim::none(self, folder);
+        }
+        identities.sort();
+        identities.dedup();
+        let busy = |folders: &mut HashMap<String, FolderLedger>| {
+            let repeated = &folders[folder].repeated;
+            identities.iter().any(|identity| repeated[identity].claimed)
+        };
+        folders = self
+            .released
+            .wait_while(folders, busy)
+            .unwrap_or_else(PoisonError::into_inner);
+        let repeated = &mut folders.get_mut(folder).expect("checked above").repeated;
+        for identity in &identities {
+            repeated.get_mut(identity).expect("checked above").claimed = true;
+        }
+        Claim {
+            ledger: self,
+            folder,
+            identities,
+        }
+    }
+
+    /// Copies of `identity` in `folder` before the batch being recovered: held when planned,
+    /// plus stored by this run's other uploads.
+    fn stored_before(&self, folder: &str, identity: &Identity) -> usize {
+        let folders = self.lock();
+        folders.get(folder).map_or(0, |ledger| {
+            ledger.planned.get(identity).copied().unwrap_or(0)
+                + ledger.repeated.get(identity).map_or(0, |r| r.stored)
+        })
+    }
+
+    /// Counts a copy this run stored.
+    fn record_stored(&self, folder: &str, identity: &Identity) {
+        let mut folders = self.lock();
+        if let Some(repeated) = folders
+            .get_mut(folder)
+            .and_then(|ledger| ledger.repeated.get_mut(identity))
+        {
+            repeated.stored += 1;
+        }
+    }
+}
+
+/// A batch's claim on its repeated identities; released on drop.
+struct Claim<'l> {
+    ledger: &'l Ledger,
+    folder: &'l str,
+    identities: Vec<Identity>,
+}
+
+impl<'l> Claim<'l> {
+    fn none(ledger: &'l Ledger, folder: &'l str) -> Self {
+        Claim {
+            ledger,
+            folder,
+            identities: Vec::new(),
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.identities.is_empty() {
+            return;
+        }
+        let mut folders = self.ledger.lock();
+        if let Some(ledger) = folders.get_mut(self.folder) {
+            for identity in &self.identities {
+                if let Some(repeated) = ledger.repeated.get_mut(identity) {
+                    repeated.claimed = false;
+                }
+            }
+        }
+        drop(folders);
+        self.ledger.released.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::error::SessionError;
+    use crate::plan;
+
+    /// What the fake server does with one message of an upload.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Upload {
+        Store,
+        /// Refuses the message (NO); only without MULTIAPPEND.
+        Refuse,
+        /// The connection breaks before the message is stored.
+        Break,
+        /// The message (with MULTIAPPEND: the batch) is stored, then the connection breaks
+        /// before the answer arrives.
+        AnswerLost,
+        /// The message is stored, and the answer comes once the folder was indexed (or after
+        /// 300 ms); only without MULTIAPPEND.
+        StoreSlowly,
+    }
+
+    /// Decides, per message and attempt (from 1), what the server does.
+    type Behaviour = dyn Fn(&Server, &SourceMessage, usize) -> Upload + Send + Sync;
+
+    struct Server {
+        state: Mutex<ServerState>,
+        changed: Condvar,
+        multiappend: bool,
+        behaviour: Box<Behaviour>,
+    }
+
+    #[derive(Default)]
+    struct ServerState {
+        stored: Vec<SourceMessage>,
+        attempts: HashMap<u32, usize>,
+        connections: usize,
+        /// Connections to refuse (as broken) before the next one succeeds.
+        failing_connects: usize,
+        indexes: usize,
+    }
+
+    impl Server {
+        fn new(
+            multiappend: bool,
+            behaviour: impl Fn(&Server, &SourceMessage, usize) -> Upload + Send + Sync + 'static,
+        ) -> Arc<Self> {
+            Arc::new(Server {
+                state: Mutex::new(ServerState::default()),
+                changed: Condvar::new(),
+                multiappend,
+                behaviour: Box::new(behaviour),
+            })
+        }
+
+        /// Waits (at most `limit`) until `done` holds; whether it does.
+        fn wait_until(&self, limit: Duration, done: impl Fn(&ServerState) -> bool) -> bool {
+            let state = self.state.lock().unwrap();
+            let (state, _) = self
+                .changed
+                .wait_timeout_while(state, limit, |state| !done(state))
+                .unwrap();
+            done(&state)
+        }
+
+        fn decide(&self, message: &SourceMessage) -> Upload {
+            let attempt = {
+                let mut state = self.state.lock().unwrap();
+                let attempt = state.attempts.entry(message.key).or_default();
+                *attempt += 1;
+                *attempt
+            };
+            (self.behaviour)(self, message, attempt)
+        }
+
+        fn store(&self, messages: &[&Outgoing]) {
+            let mut state = self.state.lock().unwrap();
+            state
+                .stored
+                .extend(messages.iter().map(|outgoing| outgoing.message.clone()));
+            self.changed.notify_all();
+        }
+
+        fn connect(server: &Arc<Server>) -> Result<Box<dyn Target>, Error> {
+            let mut state = server.state.lock().unwrap();
+            state.connections += 1;
+            if state.failing_connects > 0 {
+                state.failing_connects -= 1;
+                return Err(broken());
+            }
+            Ok(Box::new(FakeTarget(Arc::clone(server))))
+        }
+
+        fn stored_keys(&self) -> Vec<u32> {
+            let mut keys: Vec<u32> = self
+                .state
+                .lock()
+                .unwrap()
+                .stored
+                .iter()
+                .map(|m| m.key)
+                .collect();
+            keys.sort_unstable();
+            keys
+        }
+    }
+
+    fn broken() -> Error {
+        Error::Connection {
+            server: "imaps://fake".into(),
+            source: SessionError::Closed,
+            hint: None,
+        }
+    }
+
+    struct FakeTarget(Arc<Server>);
+
+    impl Target for FakeTarget {
+        fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
+            Ok(Vec::new())
+        }
+        fn ensure_folder(&mut self, _folder: &str) -> Result<(), Error> {
+            Ok(())
+        }
+        fn index(&mut self, _folder: &str) -> Result<TargetIndex, Error> {
+            let mut state = self.0.state.lock().unwrap();
+            state.indexes += 1;
+            self.0.changed.notify_all();
+            Ok(state.stored.iter().map(|m| m.identity.clone()).collect())
+        }
+        fn status(&mut self, _folder: &str) -> Result<Option<FolderStatus>, Error> {
+            Ok(None)
+        }
+        fn change_flags(
+            &mut self,
+            _: &str,
+            _: &[u32],
+            _: &[String],
+            _: &[String],
+        ) -> Result<(), Error> {
+            unimplemented!()
+        }
+        fn delete(&mut self, _: &str, _: &[u32]) -> Result<(), Error> {
+            unimplemented!()
+        }
+        fn append(
+            &mut self,
+            _folder: &str,
+            batch: &[Outgoing],
+        ) -> Result<Vec<Result<(), String>>, Error> {
+            let server = &self.0;
+            if server.multiappend && batch.len() > 1 {
+                // All or nothing; the first message that breaks decides.
+                let decisions: Vec<Upload> =
+                    batch.iter().map(|o| server.decide(&o.message)).collect();
+                assert!(
+                    !decisions.contains(&Upload::Refuse)
+                        && !decisions.contains(&Upload::StoreSlowly),
+                    "only for single APPENDs"
+                );
+                if decisions.contains(&Upload::Break) {
+                    return Err(broken());
+                }
+                server.store(&batch.iter().collect::<Vec<_>>());
+                if decisions.contains(&Upload::AnswerLost) {
+                    return Err(broken());
+                }
+                return Ok(vec![Ok(()); batch.len()]);
+            }
+            let mut outcomes = Vec::new();
+            for outgoing in batch {
+                match server.decide(&outgoing.message) {
+                    Upload::Store => {
+                        server.store(&[outgoing]);
+                        outcomes.push(Ok(()));
+                    }
+                    Upload::StoreSlowly => {
+                        server.store(&[outgoing]);
+                        server.wait_until(Duration::from_millis(300), |s| s.indexes > 0);
+                        outcomes.push(Ok(()));
+                    }
+                    Upload::Refuse => outcomes.push(Err("NO [OVERQUOTA] full".into())),
+                    Upload::Break => return Err(broken()),
+                    Upload::AnswerLost => {
+                        server.store(&[outgoing]);
+                        return Err(broken());
+                    }
+                }
+            }
+            Ok(outcomes)
+        }
+    }
+
+    struct FakeSource;
+
+    impl Source for FakeSource {
+        fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
+            unimplemented!()
+        }
+        fn index(&mut self, _folder: &str) -> Result<Vec<SourceMessage>, Error> {
+            unimplemented!()
+        }
+        fn fetch(
+            &mut self,
+            _folder: &str,
+            messages: Vec<SourceMessage>,
+            deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
+        ) -> Result<(), Error> {
+            for message in messages {
+                let raw = message.key.to_string().into_bytes();
+                if !deliver(Ok(Outgoing { message, raw })) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    struct Events {
+        copied: Mutex<Vec<u32>>,
+        failed: Mutex<Vec<(u32, String)>>,
+    }
+
+    impl Observer for Events {
+        fn message_copied(&self, _folder: &str, message: &SourceMessage) {
+            self.copied.lock().unwrap().push(message.key);
+        }
+        fn message_failed(&self, _folder: &str, message: &SourceMessage, reason: &str) {
+            self.failed
+                .lock()
+                .unwrap()
+                .push((message.key, reason.to_owned()));
+        }
+    }
+
+    impl Events {
+        fn copied(&self) -> Vec<u32> {
+            let mut keys = self.copied.lock().unwrap().clone();
+            keys.sort_unstable();
+            keys
+        }
+        fn failed(&self) -> Vec<u32> {
+            let mut keys: Vec<u32> = self.failed.lock().unwrap().iter().map(|f| f.0).collect();
+            keys.sort_unstable();
+            keys
+        }
+    }
+
+    fn message(key: u32, id: &str) -> SourceMessage {
+        SourceMessage {
+            key,
+            stable_id: None,
+            identity: Identity::MessageId(id.into()),
+            size: 10,
+            flags: vec![],
+            internal_date: None,
+        }
+    }
+
+    /// Messages 1..=n, each with its own identity.
+    fn distinct(n: u32) -> Vec<SourceMessage> {
+        (1..=n)
+            .map(|key| message(key, &format!("m{key}")))
+            .collect()
+    }
+
+    fn settings(connections: usize, batch_messages: usize, retries: u32) -> TransferSettings {
+        TransferSettings {
+            connections,
+            batch_messages,
+            retries,
+            retry_delay: Duration::ZERO,
+            ..TransferSettings::default()
+        }
+    }
+
+    /// Copies `source` into a target holding `held`, with the fake server; returns the result.
+    fn copy(
+        server: &Arc<Server>,
+        source: Vec<SourceMessage>,
+        held: &[SourceMessage],
+        settings: TransferSettings,
+        events: &Events,
+    ) -> Result<(), Error> {
+        server.state.lock().unwrap().stored = held.to_vec();
+        let index: TargetIndex = held.iter().map(|m| m.identity.clone()).collect();
+        let plan = plan::diff("INBOX", "INBOX", source, &index);
+        copy_folders(
+            &[plan],
+            &mut FakeSource,
+            &|| unreachable!("one folder needs one source connection"),
+            &|| Server::connect(server),
+            settings,
+            events,
+        )
+    }
+
+    fn identities(messages: &[SourceMessage]) -> Vec<Identity> {
+        let mut ids: Vec<Identity> = messages.iter().map(|m| m.identity.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn split_stored_takes_the_first_copies_of_each_identity() {
+        let batch: Vec<Outgoing> = [(1, "a"), (2, "b"), (3, "a"), (4, "c"), (5, "a")]
+            .into_iter()
+            .map(|(key, id)| Outgoing {
+                message: message(key, id),
+                raw: Vec::new(),
+            })
+            .collect();
+        let (stored, missing) = split_stored(batch, |identity| match identity {
+            Identity::MessageId(id) if id == "a" => 2,
+            Identity::MessageId(id) if id == "c" => 7,
+            _ => 0,
+        });
+        let keys = |v: &[Outgoing]| v.iter().map(|o| o.message.key).collect::<Vec<_>>();
+        assert_eq!(keys(&stored), [1, 3, 4]);
+        assert_eq!(keys(&missing), [2, 5]);
+    }
+
+    #[test]
+    fn delays_before_retries_double_up_to_the_cap() {
+        let settings = TransferSettings::default();
+        let delays: Vec<u128> = (1..=8)
+            .map(|n| settings.delay_before_retry(n).as_millis())
+            .collect();
+        assert_eq!(delays, [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
+        assert_eq!(settings.delay_before_retry(u32::MAX), MAX_RETRY_DELAY);
+    }
+
+    #[test]
+    fn a_batch_cut_after_some_single_appends_sends_only_the_rest() {
+        let server = Server::new(false, |_, m, attempt| {
+            if m.key == 4 && attempt == 1 {
+                Upload::Break
+            } else {
+                Upload::Store
+            }
+        });
+        let events = Events::default();
+        copy(&server, distinct(6), &[], settings(1, 10, 3), &events).unwrap();
+        assert_eq!(server.stored_keys(), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(events.copied(), [1, 2, 3, 4, 5, 6]);
+        assert!(events.failed().is_empty());
+        let state = server.state.lock().unwrap();
+        assert_eq!((state.connections, state.indexes), (2, 1));
+        // 1–3 were stored before the break and not sent again.
+        assert_eq!(state.attempts[&1], 1);
+    }
+
+    #[test]
+    fn a_multiappend_whose_answer_was_lost_is_not_sent_again() {
+        let server = Server::new(true, |_, m, attempt| {
+            if m.key == 2 && attempt == 1 {
+                Upload::AnswerLost
+            } else {
+                Upload::Store
+            }
+        });
+        let events = Events::default();
+        copy(&server, distinct(5), &[], settings(1, 10, 3), &events).unwrap();
+        assert_eq!(server.stored_keys(), [1, 2, 3, 4, 5]);
+        assert_eq!(events.copied(), [1, 2, 3, 4, 5]);
+        assert!(
+            server
+                .state
+                .lock()
+                .unwrap()
+                .attempts
+                .values()
+                .all(|n| *n == 1)
+        );
+    }
+
+    #[test]
+    fn refused_messages_are_reported_once_and_not_retried() {
+        let server = Server::new(false, |_, m, attempt| match (m.key, attempt) {
+            (2, _) => Upload::Refuse,
+            (4, 1) => Upload::Break,
+            _ => Upload::Store,
+        });
+        let events = Events::default();
+        copy(&server, distinct(5), &[], settings(1, 10, 3), &events).unwrap();
+        assert_eq!(server.stored_keys(), [1, 3, 4, 5]);
+        assert_eq!(events.copied(), [1, 3, 4, 5]);
+        assert_eq!(events.failed(), [2]);
+        // Sent again after the break, since a refused message is not on the target.
+        assert_eq!(server.state.lock().unwrap().attempts[&2], 2);
+    }
+
+    #[test]
+    fn when_retries_run_out_the_rest_of_the_batch_is_reported_lost() {
+        let server = Server::new(false, |_, m, _| {
+            if m.key == 3 {
+                Upload::Break
+            } else {
+                Upload::Store
+            }
+        });
+        let events = Events::default();
+        let err = copy(&server, distinct(5), &[], settings(1, 10, 2), &events).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::EXIT_CONNECTION);
+        assert_eq!(server.stored_keys(), [1, 2]);
+        assert_eq!(events.copied(), [1, 2]);
+        assert_eq!(events.failed(), [3, 4, 5]);
+        let state = server.state.lock().unwrap();
+        assert_eq!((state.attempts[&3], state.connections), (3, 3));
+    }
+
+    #[test]
+    fn without_retries_the_first_break_ends_the_copy() {
+        let server = Server::new(true, |_, m, _| {
+            if m.key == 3 {
+                Upload::Break
+            } else {
+                Upload::Store
+            }
+        });
+        let events = Events::default();
+        assert!(copy(&server, distinct(5), &[], settings(1, 10, 0), &events).is_err());
+        assert!(server.stored_keys().is_empty());
+        assert_eq!(events.failed(), [1, 2, 3, 4, 5]);
+        assert_eq!(server.state.lock().unwrap().connections, 1);
+    }
+
+    #[test]
+    fn a_first_login_that_breaks_is_retried() {
+        let server = Server::new(true, |_, _, _| Upload::Store);
+        server.state.lock().unwrap().failing_connects = 2;
+        let events = Events::default();
+        copy(&server, distinct(3), &[], settings(1, 10, 2), &events).unwrap();
+        assert_eq!(server.stored_keys(), [1, 2, 3]);
+        assert_eq!(server.state.lock().unwrap().connections, 3);
+    }
+
+    /// Two batches hold one identity each; the second is uploaded while the first recovers
+    /// from a break that stored nothing. Were both uploaded at once, the first's recovery
+    /// would count the second's copy as its own and skip it: the claim on the identity makes
+    /// the second wait.
+    #[test]
+    fn a_recovery_does_not_count_another_batch_s_copy_of_the_same_identity() {
+        let server = Server::new(false, |server, m, attempt| match (m.key, attempt) {
+            (1, 1) => {
+                // Gives the other batch, if it may run, the time to store its copy.
+                server.wait_until(Duration::from_millis(300), |s| {
+                    s.stored.iter().any(|m| m.key == 2)
+                });
+                Upload::Break
+            }
+            (2, _) => Upload::StoreSlowly,
+            _ => Upload::Store,
+        });
+        let events = Events::default();
+        let source = vec![message(1, "x"), message(2, "x")];
+        copy(&server, source, &[], settings(2, 1, 3), &events).unwrap();
+        assert_eq!(server.stored_keys(), [1, 2]);
+        assert_eq!(events.copied(), [1, 2]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever breaks (before a message is stored, or after with the answer lost; each
+        /// message at most on its first attempt, so enough retries always get through), with
+        /// any number of workers, batch sizes, repeated identities and copies already on the
+        /// target, every identity ends up on the target as often as the source holds it, or
+        /// as the target already did.
+        #[test]
+        fn breaks_never_lose_or_duplicate(
+            ids in prop::collection::vec(0u8..5, 1..30),
+            held in prop::collection::vec(0u8..5, 0..4),
+            faults in prop::collection::vec(0u8..6, 30),
+            connections in 1usize..4,
+            batch_messages in 1usize..5,
+            multiappend: bool,
+            failing_connects in 0usize..3,
+        ) {
+            let source: Vec<SourceMessage> = ids.iter().enumerate()
+                .map(|(i, id)| message(i as u32 + 1, &id.to_string())).collect();
+            let held: Vec<SourceMessage> = held.iter().enumerate()
+                .map(|(i, id)| message(1000 + i as u32, &id.to_string())).collect();
+            let server = Server::new(multiappend, move |_, m, attempt| {
+                match (attempt, faults[m.key as usize - 1]) {
+                    (1, 0) => Upload::Break,
+                    (1, 1) => Upload::AnswerLost,
+                    _ => Upload::Store,
+                }
+            });
+            server.state.lock().unwrap().failing_connects = failing_connects;
+            let events = Events::default();
+            copy(&server, source.clone(), &held, settings(connections, batch_messages, 10), &events)
+                .unwrap();
+            let stored = server.state.lock().unwrap().stored.clone();
+            let mut want = identities(&held);
+            let index: TargetIndex = held.iter().map(|m| m.identity.clone()).collect();
+            let plan = plan::diff("INBOX", "INBOX", source, &index);
+            want.extend(plan.to_copy.iter().map(|m| m.identity.clone()));
+            want.sort();
+            prop_assert_eq!(identities(&stored), want);
+            let mut copied: Vec<u32> = plan.to_copy.iter().map(|m| m.key).collect();
+            copied.sort_unstable();
+            prop_assert_eq!(events.copied(), copied);
+            prop_assert!(events.failed().is_empty());
+        }
+    }
 }

@@ -177,6 +177,11 @@ pub struct CopyArgs {
     /// Give the copies the \Seen flag (POP3 has no flags; by default copies arrive unread)
     #[arg(long)]
     pub mark_seen: bool,
+    /// When a target connection breaks during the copy, open a new one up to N times per batch
+    /// (waiting 0.2 s, 0.4 s, 0.8 s, …), check what arrived, and send only the rest; 0: stop
+    /// at the first break (exit 4)
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub retries: u32,
     /// Seconds to wait for a server before giving up
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
@@ -493,6 +498,7 @@ fn build_job(
         },
         transfer: TransferSettings {
             connections: usize::from(overrides.connections.unwrap_or(options.connections)),
+            retries: options.retries,
             ..TransferSettings::default()
         },
         mark_seen: options.mark_seen,

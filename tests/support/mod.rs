@@ -36,6 +36,8 @@
 //!   a folder name is refused ("Character not allowed in mailbox name: '.'").
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
@@ -291,6 +293,39 @@ impl Dovecot {
             done.starts_with("A OK"),
             "APPEND to {folder:?} failed: {done}"
         );
+        imap.logout();
+    }
+
+    /// Stores every message of `raws`, in order, in `user`'s `folder` (created if missing,
+    /// not subscribed) through one IMAP session on the plain IMAP port: no flags,
+    /// INTERNALDATE = now. Much faster than [`Dovecot::deliver`] (one doveadm run each) for
+    /// many messages. Panics if the server refuses one.
+    pub fn append_many(&self, user: &str, folder: &str, raws: &[Vec<u8>]) {
+        let mut imap = ImapSession::login(self.imap_port, user);
+        let mailbox = imap_quote(&mutf7_encode(folder));
+        if !folder.eq_ignore_ascii_case("INBOX") {
+            imap.send(format!("C CREATE {mailbox}\r\n").as_bytes());
+            let done = imap.read_tagged("C");
+            assert!(
+                done.starts_with("C OK") || done.contains("[ALREADYEXISTS]"),
+                "CREATE {folder:?} failed: {done}"
+            );
+        }
+        for raw in raws {
+            imap.send(format!("A APPEND {mailbox} {{{}}}\r\n", raw.len()).as_bytes());
+            let go_ahead = imap.read_line();
+            assert!(
+                go_ahead.starts_with("+"),
+                "APPEND to {folder:?} refused: {go_ahead}"
+            );
+            imap.send(raw);
+            imap.send(b"\r\n");
+            let done = imap.read_tagged("A");
+            assert!(
+                done.starts_with("A OK"),
+                "APPEND to {folder:?} failed: {done}"
+            );
+        }
         imap.logout();
     }
 

@@ -1,0 +1,558 @@
+//! Faults: target (and source) connections that break mid-transfer or stall, injected by
+//! `support::relay` between mailferry and a real Dovecot. Whatever breaks, each message must
+//! end up on the target exactly once: within the run when `--retries` lets the upload workers
+//! reconnect, or by re-running when it does not.
+//!
+//! Carol's POP3 maildrop is copied into one fresh folder of alice's per trial, so one Dovecot
+//! serves many trials. The mailbox holds 150 messages with identities that occur more than
+//! once across the two batches they are uploaded in (see [`mailbox`]), and each target folder
+//! already holds one copy of a repeated identity, so 149 are copied, in batches of 100 and 49:
+//! a recovery that miscounts any of these duplicates or loses a message.
+
+mod support;
+
+use std::collections::HashMap;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use support::relay::{ConnectionLog, Fault, Relay};
+use support::{Dovecot, normalize_crlf, password};
+
+/// Dovecot's capabilities after login without MULTIAPPEND, so mailferry uploads one message per
+/// APPEND: a connection that breaks mid-batch leaves the first part of the batch stored.
+const NO_MULTIAPPEND: &str = "imap_capability = IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE \
+                              UNSELECT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED CONDSTORE \
+                              SPECIAL-USE\n";
+
+/// How long a test waits for one mailferry run before killing it.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Messages the source holds: index → what is special about it.
+const TWIN: [usize; 2] = [10, 120];
+const TRIPLET: [usize; 3] = [20, 60, 140];
+const NO_ID: [usize; 2] = [30, 130];
+/// The triplet member the target folder holds before each trial.
+const ALREADY_THERE: usize = TRIPLET[0];
+
+/// Carol's maildrop: 150 messages of 1–4 KB. Two pairs share an identity (a Message-ID, and
+/// the fingerprint of two messages without one) and three messages share another, each time
+/// across both batches, with different bodies.
+fn mailbox() -> Vec<Vec<u8>> {
+    let mut rng = SplitMix64(0x6d61_696c);
+    let mailbox: Vec<Vec<u8>> = (0..150)
+        .map(|i| {
+            // Same headers and size: the two messages without a Message-ID share a fingerprint.
+            let (subject, len) = if NO_ID.contains(&i) {
+                ("no id".to_string(), 2000)
+            } else {
+                (format!("message {i}"), 1000 + (rng.next() % 3000) as usize)
+            };
+            let body: String = (0..len)
+                .map(|k| {
+                    if k % 72 == 71 {
+                        '\n'
+                    } else {
+                        char::from(b'a' + (rng.next() % 26) as u8)
+                    }
+                })
+                .collect::<String>()
+                .replace('\n', "\r\n");
+            let id = if TWIN.contains(&i) {
+                "Message-ID: <twin@mailferry.test>\r\n".to_string()
+            } else if TRIPLET.contains(&i) {
+                "Message-ID: <triplet@mailferry.test>\r\n".to_string()
+            } else if NO_ID.contains(&i) {
+                String::new()
+            } else {
+                format!("Message-ID: <fault-{i}@mailferry.test>\r\n")
+            };
+            format!(
+                "From: Fault Test <faults@example.org>\r\nTo: carol@example.net\r\n\
+                 Date: Mon, 6 Jan 2020 09:15:27 +0000\r\nSubject: {subject}\r\n{id}\r\n{body}\r\n"
+            )
+            .into_bytes()
+        })
+        .collect();
+    let identity = |i: usize| {
+        let raw = &mailbox[i];
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        mailferry::identity::identify(&raw[..end], raw.len() as u64)
+    };
+    for group in [&TWIN[..], &TRIPLET[..], &NO_ID[..]] {
+        assert!(group.iter().all(|&i| identity(i) == identity(group[0])));
+        assert!(
+            group
+                .iter()
+                .skip(1)
+                .all(|&i| mailbox[i] != mailbox[group[0]])
+        );
+    }
+    mailbox
+}
+
+/// Dovecot's default, an fsync per stored message, would make one APPEND per message slow.
+const NO_FSYNC: &str = "mail_fsync = never\n";
+
+/// A Dovecot with carol's maildrop loaded (and MULTIAPPEND hidden unless `multiappend`).
+fn server(multiappend: bool) -> (Dovecot, Vec<Vec<u8>>) {
+    let server = Dovecot::start_with(&if multiappend {
+        NO_FSYNC.to_string()
+    } else {
+        format!("{NO_FSYNC}{NO_MULTIAPPEND}")
+    });
+    let mailbox = mailbox();
+    server.append_many("carol", "INBOX", &mailbox);
+    (server, mailbox)
+}
+
+/// A fresh target folder holding one copy of a triplet member, as the trials start from.
+fn prepare_folder(server: &Dovecot, folder: &str, mailbox: &[Vec<u8>]) {
+    server.append_many("alice", folder, &[mailbox[ALREADY_THERE].clone()]);
+}
+
+/// `mailferry migrate` from carol's POP3S maildrop (at `pop3s_port`) to alice's `folder` over
+/// IMAPS at `imaps_port` (a relay's, usually), trusting the server's certificate, with one
+/// upload connection and a 10 s `--timeout`.
+fn migrate(server: &Dovecot, pop3s_port: u16, imaps_port: u16, folder: &str) -> Command {
+    migrate_with(server, pop3s_port, imaps_port, folder, 10, 1)
+}
+
+/// [`migrate`] with `--timeout SECS` and `--connections N`.
+fn migrate_with(
+    server: &Dovecot,
+    pop3s_port: u16,
+    imaps_port: u16,
+    folder: &str,
+    secs: u64,
+    connections: u16,
+) -> Command {
+    let mut cmd = Command::cargo_bin("mailferry").unwrap();
+    cmd.arg("migrate")
+        .arg("--from")
+        .arg(format!("pop3s://carol@127.0.0.1:{pop3s_port}"))
+        .arg("--to")
+        .arg(format!("imaps://alice@127.0.0.1:{imaps_port}/{folder}"))
+        .arg("--tls-ca")
+        .arg(server.cert_path())
+        .args(["--connections", &connections.to_string()])
+        .args(["--timeout", &secs.to_string()])
+        .env("MAILFERRY_FROM_PASSWORD", password("carol"))
+        .env("MAILFERRY_TO_PASSWORD", password("alice"))
+        .timeout(RUN_LIMIT);
+    cmd
+}
+
+fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Asserts that `folder` holds each message of the mailbox exactly once (byte for byte, after
+/// Dovecot's normalisation) and nothing else.
+fn assert_exactly_once(server: &Dovecot, folder: &str, mailbox: &[Vec<u8>], trial: &str) {
+    let count = |messages: &mut dyn Iterator<Item = &[u8]>| {
+        let mut counts: HashMap<Vec<u8>, usize> = HashMap::new();
+        for raw in messages {
+            *counts.entry(normalize_crlf(raw)).or_default() += 1;
+        }
+        counts
+    };
+    let want = count(&mut mailbox.iter().map(Vec::as_slice));
+    let stored = server.messages("alice", folder);
+    let got = count(&mut stored.iter().map(|m| m.raw.as_slice()));
+    if want == got {
+        return;
+    }
+    let subject = |raw: &[u8]| {
+        let text = String::from_utf8_lossy(raw);
+        text.lines()
+            .find(|l| l.starts_with("Subject:"))
+            .unwrap_or("?")
+            .to_string()
+    };
+    let mut wrong = Vec::new();
+    for (raw, n) in &want {
+        let have = got.get(raw).copied().unwrap_or(0);
+        if have != *n {
+            wrong.push(format!("{}: {have} copies, want {n}", subject(raw)));
+        }
+    }
+    for raw in got.keys().filter(|raw| !want.contains_key(*raw)) {
+        wrong.push(format!("{}: not from the source", subject(raw)));
+    }
+    panic!(
+        "{trial}: {folder} holds {} messages, want {}: {}",
+        stored.len(),
+        mailbox.len(),
+        wrong.join("; ")
+    );
+}
+
+/// `n` distinct offsets in `range`, the same for the same seed.
+fn offsets(seed: u64, n: usize, range: std::ops::Range<u64>) -> Vec<u64> {
+    let mut rng = SplitMix64(seed);
+    let mut picked = Vec::new();
+    while picked.len() < n {
+        let offset = range.start + rng.next() % (range.end - range.start);
+        if !picked.contains(&offset) {
+            picked.push(offset);
+        }
+    }
+    picked
+}
+
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// Trial `i`'s folder. Every folder of a test has a name of the same length: the client's
+/// bytes (APPEND names the folder) then line up with the calibration's.
+fn trial_folder(prefix: &str, i: usize) -> String {
+    assert!(i < 100);
+    format!("{prefix}{i:02}")
+}
+
+/// A clean run through the relay into a folder of its own (trial 99 of `prefix`): the relay's
+/// log of the upload worker's connection. With `--connections 1` the target connections are,
+/// in order: planning, the upload worker, verification.
+fn calibrate(server: &Dovecot, relay: &Relay, mailbox: &[Vec<u8>], prefix: &str) -> ConnectionLog {
+    let folder = trial_folder(prefix, 99);
+    prepare_folder(server, &folder, mailbox);
+    relay.set_faults(&[]);
+    let output = migrate(server, server.pop3s_port(), relay.port(), &folder)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+    assert_exactly_once(server, &folder, mailbox, "calibration");
+    let connections = relay.connections();
+    assert_eq!(connections.len(), 3, "{connections:?}");
+    connections[1].clone()
+}
+
+/// Runs one trial per fault on the upload worker's connection (the second one) into a fresh
+/// folder, with the default `--retries`: each run must exit 0 with every message there once.
+fn retried_trials(
+    server: &Dovecot,
+    relay: &Relay,
+    mailbox: &[Vec<u8>],
+    name: &str,
+    faults: &[Fault],
+) {
+    for (i, fault) in faults.iter().enumerate() {
+        let folder = trial_folder(name, i);
+        let trial = format!("{fault:?} into {folder}");
+        prepare_folder(server, &folder, mailbox);
+        relay.set_faults(&[Fault::Pass, *fault]);
+        let output = migrate(server, server.pop3s_port(), relay.port(), &folder)
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{trial}: {}",
+            output_text(&output)
+        );
+        let connections = relay.connections();
+        assert!(
+            connections[1].fired,
+            "{trial}: the fault never fired: {connections:?}"
+        );
+        // Planning, the worker, at least one reconnection, verification.
+        assert!(
+            connections.len() >= 4,
+            "{trial}: no reconnection: {connections:?}"
+        );
+        assert_exactly_once(server, &folder, mailbox, &trial);
+    }
+}
+
+/// 20 cut points on the upload worker's connection of `worker` (a calibration): 3 in its first
+/// 2000 bytes (TLS handshake and login) and 17 over the rest (mostly inside APPEND literals).
+fn cut_offsets(seed: u64, worker: &ConnectionLog) -> Vec<u64> {
+    let mut picked = offsets(seed, 3, 1..2_000);
+    picked.extend(offsets(seed + 1, 17, 2_000..worker.to_server));
+    picked
+}
+
+/// Faults losing the server's answers to uploads on the worker's connection of `worker` (a
+/// calibration): its APPEND answers, one per batch with MULTIAPPEND, one per message without,
+/// are the records that arrived after the upload began, and each came when the client had sent
+/// its APPEND up to the end. At most `n` of them, seeded. The last record is not one: it is
+/// the TLS close_notify Dovecot sends when the client hangs up.
+fn answer_losses(seed: u64, n: usize, worker: &ConnectionLog) -> Vec<Fault> {
+    let (_, replies) = worker.replies.split_last().expect("the server answered");
+    let mut ends: Vec<u64> = replies
+        .iter()
+        .map(|reply| reply.sent)
+        .filter(|sent| *sent > 10_000)
+        .collect();
+    assert!(ends.len() >= 2, "no answers to uploads in {worker:?}");
+    if ends.len() > n {
+        let picked = offsets(seed, n, 0..ends.len() as u64);
+        ends = picked.into_iter().map(|i| ends[i as usize]).collect();
+    }
+    ends.into_iter().map(Fault::LoseAnswer).collect()
+}
+
+/// (a), within the run: one APPEND per message, so a cut leaves the first part of the batch
+/// on the target, and the batch's first messages were stored while the rest was not. A retry
+/// that sent the whole batch again would duplicate them.
+#[test]
+fn retries_complete_uploads_cut_at_20_offsets_without_duplicates() {
+    let (server, mailbox) = server(false);
+    let relay = Relay::start(server.imaps_port());
+    let worker = calibrate(&server, &relay, &mailbox, "Cut");
+    let cuts: Vec<Fault> = cut_offsets(0xc0ffee, &worker)
+        .into_iter()
+        .map(Fault::Cut)
+        .collect();
+    retried_trials(&server, &relay, &mailbox, "Cut", &cuts);
+}
+
+/// The server stored an upload but its answer is lost with the connection: the retry must find
+/// those messages on the target and not send them again. Without MULTIAPPEND (one answer per
+/// message) and with it (one per batch: the whole batch was stored).
+#[test]
+fn retries_find_uploads_whose_answer_was_lost() {
+    let (server, mailbox) = server(false);
+    let relay = Relay::start(server.imaps_port());
+    let worker = calibrate(&server, &relay, &mailbox, "Lost");
+    retried_trials(
+        &server,
+        &relay,
+        &mailbox,
+        "Lost",
+        &answer_losses(0xa11ce, 6, &worker),
+    );
+}
+
+#[test]
+fn retries_find_multiappends_whose_answer_was_lost() {
+    let (server, mailbox) = server(true);
+    let relay = Relay::start(server.imaps_port());
+    let worker = calibrate(&server, &relay, &mailbox, "Lost");
+    retried_trials(
+        &server,
+        &relay,
+        &mailbox,
+        "Lost",
+        &answer_losses(0xa11ce, 6, &worker),
+    );
+}
+
+/// Both upload workers (MULTIAPPEND) are cut, each once; the batches share identities, so their
+/// recoveries must not count each other's copies.
+#[test]
+fn retries_recover_two_workers_cut_in_the_same_run() {
+    let (server, mailbox) = server(true);
+    let relay = Relay::start(server.imaps_port());
+    for (i, cut) in offsets(0xd0d0, 12, 1..100_000).chunks(2).enumerate() {
+        let folder = trial_folder("Two", i);
+        let trial = format!("cuts at {cut:?} into {folder}");
+        prepare_folder(&server, &folder, &mailbox);
+        relay.set_faults(&[Fault::Pass, Fault::Cut(cut[0]), Fault::Cut(cut[1])]);
+        let output = migrate_with(&server, server.pop3s_port(), relay.port(), &folder, 10, 2)
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{trial}: {}",
+            output_text(&output)
+        );
+        let connections = relay.connections();
+        assert!(
+            connections[1].fired && connections[2].fired,
+            "{trial}: a fault never fired: {connections:?}"
+        );
+        assert_exactly_once(&server, &folder, &mailbox, &trial);
+    }
+}
+
+/// (a), across runs: with `--retries 0` a cut ends the run with exit 4 and one error line
+/// naming the target; a re-run completes the copy without duplicates.
+#[test]
+fn without_retries_a_cut_run_exits_4_and_a_rerun_completes_it() {
+    let (server, mailbox) = server(true);
+    let relay = Relay::start(server.imaps_port());
+    let worker = calibrate(&server, &relay, &mailbox, "Rerun");
+    for (i, offset) in cut_offsets(0xbeef, &worker).into_iter().enumerate() {
+        let folder = trial_folder("Rerun", i);
+        let trial = format!("cut at {offset} into {folder}");
+        prepare_folder(&server, &folder, &mailbox);
+        relay.set_faults(&[Fault::Pass, Fault::Cut(offset)]);
+        let first = migrate(&server, server.pop3s_port(), relay.port(), &folder)
+            .args(["--retries", "0"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            first.status.code(),
+            Some(4),
+            "{trial}: {}",
+            output_text(&first)
+        );
+        assert_one_error(
+            &first,
+            &format!("imaps://alice@127.0.0.1:{}/{folder}: ", relay.port()),
+            &trial,
+        );
+        let connections = relay.connections();
+        assert!(
+            connections[1].fired,
+            "{trial}: the fault never fired: {connections:?}"
+        );
+        assert_eq!(
+            connections.len(),
+            2,
+            "{trial}: retried with --retries 0: {connections:?}"
+        );
+
+        relay.set_faults(&[]);
+        let rerun = migrate(&server, server.pop3s_port(), relay.port(), &folder)
+            .args(["--retries", "0"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            rerun.status.code(),
+            Some(0),
+            "{trial}: {}",
+            output_text(&rerun)
+        );
+        assert_exactly_once(&server, &folder, &mailbox, &trial);
+    }
+}
+
+/// Exactly one `error:` line, starting with `prefix` (after `error: `), and a `hint:` line.
+fn assert_one_error(output: &Output, prefix: &str, trial: &str) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{trial}: {stderr}");
+    assert!(
+        errors[0].starts_with(&format!("error: {prefix}")),
+        "{trial}: {stderr}"
+    );
+    assert!(
+        stderr.lines().any(|l| l.starts_with("hint: ")),
+        "{trial}: {stderr}"
+    );
+    errors[0].to_string()
+}
+
+/// (b) A target that stops answering mid-upload, or before the TLS handshake, ends the run
+/// after `--timeout` with exit 4 and a one-line error, not a hang; with a retry, a target that
+/// stalled once is reconnected and the run completes.
+#[test]
+fn a_stalled_target_times_out_with_exit_4() {
+    let (server, mailbox) = server(true);
+    let relay = Relay::start(server.imaps_port());
+    let stalling = |folder: &str| {
+        let mut cmd = migrate_with(&server, server.pop3s_port(), relay.port(), folder, 2, 1);
+        cmd.timeout(Duration::from_secs(30));
+        cmd
+    };
+    let cases = [
+        ("Upload", vec![Fault::Pass, Fault::Stall(100_000)], "0"),
+        ("Handshake", vec![Fault::Stall(0)], "3"),
+    ];
+    for (folder, faults, retries) in cases {
+        prepare_folder(&server, folder, &mailbox);
+        relay.set_faults(&faults);
+        let started = Instant::now();
+        let output = stalling(folder)
+            .args(["--retries", retries])
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(
+            output.status.code(),
+            Some(4),
+            "{folder}: {}",
+            output_text(&output)
+        );
+        let error = assert_one_error(
+            &output,
+            &format!("imaps://alice@127.0.0.1:{}/{folder}: ", relay.port()),
+            folder,
+        );
+        assert!(
+            error.ends_with("timed out waiting for the server"),
+            "{folder}: {error}"
+        );
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(15),
+            "{folder}: took {took:?}"
+        );
+        assert!(relay.connections()[faults.len() - 1].fired, "{folder}");
+    }
+
+    prepare_folder(&server, "Retried", &mailbox);
+    relay.set_faults(&[Fault::Pass, Fault::Stall(100_000)]);
+    let started = Instant::now();
+    let output = stalling("Retried").output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(relay.connections()[1].fired);
+    assert_exactly_once(&server, "Retried", &mailbox, "stalled once, retried");
+}
+
+/// The source's connection (POP3S) cut at seeded offsets: the run ends with exit 4 naming the
+/// source, and a re-run completes the copy without duplicates.
+#[test]
+fn a_cut_source_exits_4_and_a_rerun_completes_it() {
+    let (server, mailbox) = server(true);
+    let relay = Relay::start(server.pop3s_port());
+    prepare_folder(&server, "Calibration", &mailbox);
+    let clean = migrate(&server, relay.port(), server.imaps_port(), "Calibration")
+        .output()
+        .unwrap();
+    assert_eq!(clean.status.code(), Some(0), "{}", output_text(&clean));
+    let pop3 = relay.connections();
+    assert_eq!(pop3.len(), 1, "a POP3 maildrop is opened once: {pop3:?}");
+    for (i, offset) in offsets(0x9093, 6, 1..pop3[0].to_server)
+        .into_iter()
+        .enumerate()
+    {
+        let folder = trial_folder("Source", i);
+        let trial = format!("source cut at {offset} into {folder}");
+        prepare_folder(&server, &folder, &mailbox);
+        relay.set_faults(&[Fault::Cut(offset)]);
+        let first = migrate(&server, relay.port(), server.imaps_port(), &folder)
+            .output()
+            .unwrap();
+        assert_eq!(
+            first.status.code(),
+            Some(4),
+            "{trial}: {}",
+            output_text(&first)
+        );
+        assert_one_error(
+            &first,
+            &format!("pop3s://carol@127.0.0.1:{}: ", relay.port()),
+            &trial,
+        );
+        assert!(relay.connections()[0].fired, "{trial}");
+        relay.set_faults(&[]);
+        let rerun = migrate(&server, relay.port(), server.imaps_port(), &folder)
+            .output()
+            .unwrap();
+        assert_eq!(
+            rerun.status.code(),
+            Some(0),
+            "{trial}: {}",
+            output_text(&rerun)
+        );
+        assert_exactly_once(&server, &folder, &mailbox, &trial);
+    }
+}

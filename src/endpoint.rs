@@ -61,7 +61,7 @@ impl Endpoint {
         let bad = |why: &str| {
             Error::Usage {
             message: format!("invalid server URL {}: {why}", redact_url(url)),
-            hint: Some("write it as pop3s://USER@HOST[:PORT] or imaps://USER@HOST[:PORT]/FOLDER (user %-encoded, e.g. alice%40example.com)".into()),
+            hint: Some("write it as pop3s://USER@HOST[:PORT] or imaps://USER@HOST[:PORT]/FOLDER (user %-encoded, e.g. alice%40example.com; IPv6 in brackets, [::1])".into()),
         }
         };
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
@@ -145,6 +145,8 @@ fn split_host_port(hostport: &str) -> Option<(String, Option<u16>)> {
         (host, port)
     } else {
         match hostport.rsplit_once(':') {
+            // An IPv6 address needs brackets: `u@::1` would otherwise read as host `:`, port 1.
+            Some((host, _)) if host.contains(':') => return None,
             Some((host, port)) => (host, Some(port)),
             None => (hostport, None),
         }
@@ -347,6 +349,8 @@ mod tests {
             "imaps://u@h:abc",
             "imaps://u@:993",
             "imaps://u%ff@h",
+            "imap://u@::1",
+            "imaps://u@fe80::1/INBOX",
             // Found by fuzzing: junk after `]`, and brackets inside a host name.
             "imaps://u@[::1]993",
             "imaps://u@[::1]x:993",

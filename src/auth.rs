@@ -73,6 +73,16 @@ pub struct Login<'a> {
 }
 
 impl<'a> Login<'a> {
+    /// A plain login: the user with the user's own password.
+    pub fn plain(user: &'a str, password: &'a str) -> Self {
+        Login {
+            user,
+            admin: None,
+            password,
+            oauth: None,
+        }
+    }
+
     /// A login for a mode.
     pub fn new(user: &'a str, mode: &'a AuthMode, password: &'a str) -> Self {
         let (admin, oauth) = match mode {

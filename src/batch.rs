@@ -271,6 +271,14 @@ impl AccountResult {
         }
     }
 
+    /// A count from the run's report (`copied`, `failed`, `bytes_copied`, ...); 0 without one.
+    pub fn count(&self, key: &str) -> u64 {
+        self.report
+            .as_ref()
+            .and_then(|report| report[key].as_u64())
+            .unwrap_or(0)
+    }
+
     /// The result of a run that could not start.
     pub fn failed(account: String, error: &Error) -> Self {
         AccountResult {
@@ -420,13 +428,7 @@ impl Summary {
             ..Summary::default()
         };
         for result in results {
-            let count = |key: &str| {
-                result
-                    .report
-                    .as_ref()
-                    .and_then(|r| r[key].as_u64())
-                    .unwrap_or(0)
-            };
+            let count = |key: &str| result.count(key);
             *match result.outcome {
                 Outcome::Ok => &mut summary.ok,
                 Outcome::Partial => &mut summary.partial,

@@ -20,7 +20,7 @@ pub fn open_pop3(
         side,
         options,
         Pop3Client::connect,
-        Pop3Client::login_as,
+        Pop3Client::login,
     )
 }
 
@@ -35,7 +35,7 @@ pub fn open_imap(
         side,
         options,
         ImapClient::connect,
-        ImapClient::login_as,
+        ImapClient::login,
     )
 }
 

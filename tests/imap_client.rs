@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chrono::DateTime;
+use mailferry::auth::Login;
 use mailferry::error::SessionError;
 use mailferry::imap::{AppendMessage, ImapClient};
 use mailferry::net::{Address, TlsConfig, TlsMode, TlsTrust};
@@ -32,7 +33,7 @@ fn session(dovecot: &Dovecot, user: &str) -> ImapClient {
         &tls(dovecot),
     )
     .unwrap();
-    client.login(user, &password(user)).unwrap();
+    client.login(&Login::plain(user, &password(user))).unwrap();
     client
 }
 
@@ -67,7 +68,9 @@ fn starttls_plain_and_refusals() {
     let address = address(dovecot.imap_port());
     let mut client = ImapClient::connect(&address, TlsMode::StartTls, &tls(&dovecot)).unwrap();
     assert!(client.is_tls());
-    client.login("bob", &password("bob")).unwrap();
+    client
+        .login(&Login::plain("bob", &password("bob")))
+        .unwrap();
     client.logout().unwrap();
 
     let client = ImapClient::connect(&address, TlsMode::Plain, &tls(&dovecot)).unwrap();
@@ -75,7 +78,7 @@ fn starttls_plain_and_refusals() {
     assert!(client.has_capability("STARTTLS"));
 
     let mut client = ImapClient::connect(&address, TlsMode::StartTls, &tls(&dovecot)).unwrap();
-    match client.login("bob", "wrong-secret") {
+    match client.login(&Login::plain("bob", "wrong-secret")) {
         Err(SessionError::LoginRefused(text)) => {
             assert!(text.contains("AUTHENTICATIONFAILED"), "{text}");
             assert!(!text.contains("wrong-secret"));
@@ -83,7 +86,9 @@ fn starttls_plain_and_refusals() {
         other => panic!("expected LoginRefused, got {other:?}"),
     }
     // The session survives a refused login.
-    client.login("bob", &password("bob")).unwrap();
+    client
+        .login(&Login::plain("bob", &password("bob")))
+        .unwrap();
     client.list().unwrap();
 }
 
@@ -102,12 +107,12 @@ fn eight_bit_password() {
     let dovecot = Dovecot::start_custom("", true, &[("erin", "pä\"ss\\wörd")]);
     let address = address(dovecot.imap_port());
     let mut client = ImapClient::connect(&address, TlsMode::StartTls, &tls(&dovecot)).unwrap();
-    let refused = client.login("erin", "pä\"ss\\wörX");
+    let refused = client.login(&Login::plain("erin", "pä\"ss\\wörX"));
     assert!(
         matches!(refused, Err(SessionError::LoginRefused(_))),
         "{refused:?}"
     );
-    client.login("erin", "pä\"ss\\wörd").unwrap();
+    client.login(&Login::plain("erin", "pä\"ss\\wörd")).unwrap();
 }
 
 #[test]
@@ -123,7 +128,7 @@ fn dovecot_without_plain_disables_login() {
     .unwrap();
     assert!(client.has_capability("LOGINDISABLED"));
     assert!(matches!(
-        client.login("alice", &password("alice")),
+        client.login(&Login::plain("alice", &password("alice"))),
         Err(SessionError::Unsupported(_))
     ));
 }

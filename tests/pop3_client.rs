@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use mailferry::auth::Login;
 use mailferry::error::SessionError;
 use mailferry::net::{Address, TlsConfig, TlsMode, TlsTrust};
 use mailferry::pop3::{FetchError, Pop3Client};
@@ -66,7 +67,9 @@ fn pop3s_fetches_exact_bytes() {
     )
     .unwrap();
     assert!(client.is_tls());
-    client.login("carol", &password("carol")).unwrap();
+    client
+        .login(&Login::plain("carol", &password("carol")))
+        .unwrap();
     assert!(client.capabilities().has("PIPELINING"));
 
     let total: u64 = messages.iter().map(|m| m.len() as u64).sum();
@@ -131,14 +134,16 @@ fn stls_plain_and_refused_login() {
     let mut client =
         Pop3Client::connect(&address(dovecot.pop3_port()), TlsMode::StartTls, &tls).unwrap();
     assert!(client.is_tls());
-    match client.login("dave", "Wrong-Secret-42") {
+    match client.login(&Login::plain("dave", "Wrong-Secret-42")) {
         Err(err @ SessionError::LoginRefused(_)) => {
             assert!(!format!("{err} {err:?} {client:?}").contains("Wrong-Secret-42"));
         }
         other => panic!("expected LoginRefused, got {other:?}"),
     }
     // A refusal leaves the session in step: the right password works on the same connection.
-    client.login("dave", &password("dave")).unwrap();
+    client
+        .login(&Login::plain("dave", &password("dave")))
+        .unwrap();
     let mut got = Vec::new();
     client.retr(&[1], 1 << 20, keep(&mut got)).unwrap();
     assert_eq!(got, [(1, test_messages()[1].clone())]);
@@ -147,7 +152,9 @@ fn stls_plain_and_refused_login() {
     let mut plain =
         Pop3Client::connect(&address(dovecot.pop3_port()), TlsMode::Plain, &tls).unwrap();
     assert!(!plain.is_tls());
-    plain.login("dave", &password("dave")).unwrap();
+    plain
+        .login(&Login::plain("dave", &password("dave")))
+        .unwrap();
     assert_eq!(plain.stat().unwrap().0, 1);
     plain.quit().unwrap();
 }

@@ -156,13 +156,7 @@ fn outcome_word(outcome: Outcome) -> &'static str {
 }
 
 fn describe(result: &AccountResult) -> String {
-    let count = |key: &str| {
-        result
-            .report
-            .as_ref()
-            .and_then(|r| r[key].as_u64())
-            .unwrap_or(0)
-    };
+    let count = |key: &str| result.count(key);
     match (&result.error, result.outcome) {
         (Some(error), _) => format!("{}: {error}", result.account),
         (None, Outcome::Skipped) => format!("{}: ok in an earlier run", result.account),

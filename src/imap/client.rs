@@ -242,23 +242,13 @@ impl ImapClient {
         Ok(())
     }
 
-    /// Logs in: AUTHENTICATE PLAIN (with SASL-IR when offered) when the server offers it, else
-    /// LOGIN. A refusal of the credentials is [`SessionError::LoginRefused`]; `[UNAVAILABLE]`
-    /// (the server cannot check them now) is [`SessionError::Refused`]. Does nothing after a
-    /// PREAUTH greeting.
-    pub fn login(&mut self, user: &str, password: &str) -> Result<(), SessionError> {
-        self.login_as(&Login {
-            user,
-            admin: None,
-            password,
-            oauth: None,
-        })
-    }
-
-    /// [`login`](Self::login) with any [`Login`]: a master-user one (AUTHENTICATE PLAIN with
-    /// an authorization id, else LOGIN as `user*admin`) or an OAuth token (AUTHENTICATE
-    /// XOAUTH2 / OAUTHBEARER, which the server must offer).
-    pub fn login_as(&mut self, login: &Login<'_>) -> Result<(), SessionError> {
+    /// Logs in: AUTHENTICATE PLAIN (with SASL-IR when offered; with an authorization id for a
+    /// master-user login) when the server offers it, else LOGIN (as `user*admin` for a master
+    /// user); AUTHENTICATE XOAUTH2 / OAUTHBEARER for an OAuth token, which the server must
+    /// offer. A refusal of the credentials is [`SessionError::LoginRefused`]; `[UNAVAILABLE]`,
+    /// `[LIMIT]` and kin (the server cannot or will not check them now) are
+    /// [`SessionError::Refused`]. Does nothing after a PREAUTH greeting.
+    pub fn login(&mut self, login: &Login<'_>) -> Result<(), SessionError> {
         if self.preauthenticated {
             return Ok(());
         }

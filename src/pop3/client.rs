@@ -101,23 +101,14 @@ impl Pop3Client {
         self.conn.is_tls()
     }
 
-    /// Logs in with AUTH PLAIN (RFC 5034) when the server lists it, else USER/PASS.
+    /// Logs in with SASL (RFC 5034): PLAIN when the server lists it (with an authorization id
+    /// for a master-user login), XOAUTH2 / OAUTHBEARER for an OAuth token; else USER/PASS (as
+    /// `user*admin` for a master user).
     ///
     /// A refusal is [`SessionError::LoginRefused`], except when its response code says the
     /// server is busy or the mailbox locked (`[IN-USE]`, `[SYS/TEMP]`, `[SYS/PERM]`,
     /// `[LOGIN-DELAY]`): then [`SessionError::Refused`]. Errors never contain the password.
-    pub fn login(&mut self, user: &str, password: &str) -> Result<(), SessionError> {
-        self.login_as(&Login {
-            user,
-            admin: None,
-            password,
-            oauth: None,
-        })
-    }
-
-    /// [`login`](Self::login) with any [`Login`], a master-user one included (SASL PLAIN with
-    /// an authorization id, else USER `user*admin`).
-    pub fn login_as(&mut self, login: &Login<'_>) -> Result<(), SessionError> {
+    pub fn login(&mut self, login: &Login<'_>) -> Result<(), SessionError> {
         let admin = login.admin.unwrap_or_default();
         for (what, value) in [
             ("user name", login.user),

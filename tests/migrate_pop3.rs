@@ -576,3 +576,71 @@ fn a_per_user_connection_limit_leaves_the_work_to_the_connections_it_allows() {
         "the limit was never hit, so this test proves nothing"
     );
 }
+
+#[test]
+fn tls_on_a_plain_port_and_plain_on_a_tls_port_exit_4() {
+    let server = Dovecot::start();
+    let run = |from: String| {
+        Command::cargo_bin("mailferry")
+            .unwrap()
+            .args(["migrate", "--from"])
+            .arg(from)
+            .arg("--to")
+            .arg(format!("imaps://alice@127.0.0.1:{}", server.imaps_port()))
+            .arg("--tls-ca")
+            .arg(server.cert_path())
+            .args(["--timeout", "3"])
+            .env("MAILFERRY_FROM_PASSWORD", password("carol"))
+            .env("MAILFERRY_TO_PASSWORD", password("alice"))
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap()
+    };
+    // TLS spoken to the plain POP3 port: the server's plaintext greeting is no TLS record.
+    let output = run(format!("pop3s://carol@127.0.0.1:{}", server.pop3_port()));
+    assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("TLS"));
+    // Plain POP3 spoken to the TLS port: the server waits for a handshake that never comes.
+    let output = run(format!("pop3://carol@127.0.0.1:{}", server.pop3s_port()));
+    assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("timed out"), "{stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        2,
+        "one error line and one hint: {stderr}"
+    );
+}
+
+#[test]
+fn a_pop3_maildrop_in_use_exits_4_with_the_servers_reason() {
+    use std::io::{BufRead, BufReader, Write};
+    let server = Dovecot::start_with("pop3_lock_session = yes\n");
+    server.deliver("carol", "INBOX", b"Message-ID: <busy@x>\r\n\r\nbody\r\n");
+    // Another client holds carol's maildrop (plain POP3 on loopback, as a mail client would).
+    let holder = std::net::TcpStream::connect(("127.0.0.1", server.pop3_port())).unwrap();
+    holder
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(holder.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    for command in [
+        "USER carol\r\n".to_string(),
+        format!("PASS {}\r\n", password("carol")),
+    ] {
+        (&holder).write_all(command.as_bytes()).unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("+OK"), "{line}");
+    }
+    let output = migrate(&server, "INBOX").output().unwrap();
+    assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("[IN-USE]"), "{stderr}");
+    assert!(
+        !stderr.contains("could not log in"),
+        "not a password problem: {stderr}"
+    );
+    assert!(server.messages("alice", "INBOX").is_empty());
+}

@@ -17,19 +17,21 @@
 //! messages the server stored before the break, and sends only the others; a `Ledger` shared by
 //! every worker keeps that count exact when one identity occurs in several batches.
 
-use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crossbeam_channel::bounded;
 
-use crate::error::{Error, SessionError};
+use crate::error::Error;
 use crate::folders::FolderInfo;
-use crate::identity::Identity;
 use crate::imap::FolderStatus;
-use crate::index::{KnownMessages, SourceMessage, TargetIndex};
+use crate::index::{KnownMessages, SourceMessage};
 use crate::plan::FolderPlan;
+
+mod upload;
+
+use upload::{Ledger, Uploader};
 
 /// A message on its way to the target.
 #[derive(Debug)]
@@ -290,14 +292,7 @@ fn copy_folder(
             let (upload_error, connect_error, connected) =
                 (&upload_error, &connect_error, &connected);
             scope.spawn(move || {
-                let mut uploader = Uploader {
-                    plan,
-                    connect: connect_target,
-                    settings,
-                    observer,
-                    ledger,
-                    target: None,
-                };
+                let mut uploader = Uploader::new(plan, connect_target, settings, observer, ledger);
                 // A worker that cannot log in (a server's per-user connection limit, say)
                 // leaves the batches to the others; only when none connects is it fatal.
                 if let Err(err) = uploader.connect() {
@@ -380,333 +375,18 @@ fn lost(plan: &FolderPlan, batch: &[Outgoing], observer: &dyn Observer) {
     }
 }
 
-/// One upload worker of a folder: its target connection, re-opened when it breaks.
-struct Uploader<'a> {
-    plan: &'a FolderPlan,
-    connect: &'a TargetConnector<'a>,
-    settings: TransferSettings,
-    observer: &'a dyn Observer,
-    ledger: &'a Ledger,
-    /// `None` between a break and the next connection.
-    target: Option<Box<dyn Target>>,
-}
-
-impl Uploader<'_> {
-    /// Opens the worker's first connection, trying again (`settings.retries` times) when it
-    /// could not be opened, broke or timed out. The planning connection got through with the
-    /// same settings, so a TLS or protocol failure here is a broken connection too. A refusal
-    /// by the server is final: a worker beyond a per-user connection limit gives up at once
-    /// and leaves the batches to the others.
-    fn connect(&mut self) -> Result<(), Error> {
-        let mut attempt = 0;
-        loop {
-            match (self.connect)() {
-                Ok(target) => {
-                    self.target = Some(target);
-                    return Ok(());
-                }
-                Err(
-                    err @ Error::Connection {
-                        source: SessionError::Refused(_) | SessionError::Unsupported(_),
-                        ..
-                    },
-                ) => return Err(err),
-                Err(Error::Connection { .. }) if attempt < self.settings.retries => {
-                    attempt += 1;
-                    std::thread::sleep(self.settings.delay_before_retry(attempt));
-                }
-                Err(err) => return Err(err),
-            }
-        }
-    }
-
-    /// Uploads a batch. When the connection breaks, opens a new one (up to `settings.retries`
-    /// times for this batch, waiting longer each time), finds out which of the batch's
-    /// messages the target stored before the break, and uploads only the others. Reports every
-    /// message to the observer: copied, refused, or lost with the connection when it gives up.
-    fn upload(&mut self, batch: Vec<Outgoing>) -> Result<(), Error> {
-        let folder = self.plan.target_folder.as_str();
-        // Held until every message of the batch is settled; see `Ledger`.
-        let _claim = self.ledger.claim(folder, &batch);
-        let mut pending = batch;
-        let mut attempt = 0;
-        loop {
-            let target = self
-                .target
-                .as_mut()
-                .expect("an uploader uploads only while connected");
-            let mut err = match target.append(folder, &pending) {
-                Ok(outcomes) => {
-                    for (outgoing, outcome) in pending.iter().zip(outcomes) {
-                        match outcome {
-                            Ok(()) => self.copied(outgoing),
-                            Err(reason) => self.observer.message_failed(
-                                &self.plan.source_folder,
-                                &outgoing.message,
-                                &reason,
-                            ),
-                        }
-                    }
-                    return Ok(());
-                }
-                Err(err) => err,
-            };
-            // The broken connection goes first: a server that limits connections per user
-            // must see it closed before the next one logs in.
-            self.target = None;
-            // Any connection failure is retried here, a refused login too: a server may count
-            // the broken session against a connection limit for a moment.
-            let index = loop {
-                if !matches!(err, Error::Connection { .. }) || attempt >= self.settings.retries {
-                    lost(self.plan, &pending, self.observer);
-                    return Err(err);
-                }
-                attempt += 1;
-                std::thread::sleep(self.settings.delay_before_retry(attempt));
-                match self.reopen(folder) {
-                    Ok(index) => break index,
-                    Err(again) => err = again,
-                }
-            };
-            pending = self.keep_missing(folder, pending, &index);
-            if pending.is_empty() {
-                return Ok(());
-            }
-        }
-    }
-
-    /// A new connection, and a fresh index of the folder on it.
-    fn reopen(&mut self, folder: &str) -> Result<TargetIndex, Error> {
-        let mut target = (self.connect)()?;
-        let index = target.index(folder)?;
-        self.target = Some(target);
-        Ok(index)
-    }
-
-    /// Reports as copied the messages of `pending` (a batch whose upload broke off) that the
-    /// freshly indexed target holds, and returns the others.
-    ///
-    /// For an identity X of the batch, the folder held B(X) copies when planned
-    /// (`plan.target_copies`), and this run's uploads have stored C(X) more since, as
-    /// confirmed by the server or found by an earlier recovery (the ledger). No other upload
-    /// of X can be under way: an identity planned once into the folder is in this batch only,
-    /// and a batch holding an identity planned more than once has claimed it in the ledger,
-    /// so every other batch holding X is settled. The index's count N(X) is therefore B(X) +
-    /// C(X) + what this batch's attempts stored, and N(X) − B(X) − C(X) of the batch's copies
-    /// of X are on the target, the first ones in batch order: MULTIAPPEND stores a batch
-    /// whole or not at all, single APPENDs store it from the front. The difference is clamped
-    /// at 0 (a copy deleted meanwhile is sent again) and at the batch's count.
-    ///
-    /// Two things can still fool it, both outside mailferry's control: another client storing
-    /// X in the folder during the run (the copy is then skipped, and the folder still holds
-    /// X as often as the source), and a server that commits the broken session's upload only
-    /// after the new session indexed the folder (the delay before a retry leaves it time).
-    fn keep_missing(
-        &self,
-        folder: &str,
-        pending: Vec<Outgoing>,
-        index: &TargetIndex,
-    ) -> Vec<Outgoing> {
-        let (stored, missing) = split_stored(pending, |identity| {
-            index
-                .count(identity)
-                .saturating_sub(self.ledger.stored_before(folder, identity))
-        });
-        stored.iter().for_each(|outgoing| self.copied(outgoing));
-        missing
-    }
-
-    fn copied(&self, outgoing: &Outgoing) {
-        self.ledger
-            .record_stored(&self.plan.target_folder, &outgoing.message.identity);
-        self.observer
-            .message_copied(&self.plan.source_folder, &outgoing.message);
-    }
-}
-
-/// Splits a batch into the messages the target stored and the others: of each identity, the
-/// first `stored(identity)` in batch order count as stored.
-fn split_stored(
-    batch: Vec<Outgoing>,
-    mut stored: impl FnMut(&Identity) -> usize,
-) -> (Vec<Outgoing>, Vec<Outgoing>) {
-    let mut left: HashMap<Identity, usize> = HashMap::new();
-    let (mut done, mut missing) = (Vec::new(), Vec::new());
-    for outgoing in batch {
-        let left = left
-            .entry(outgoing.message.identity.clone())
-            .or_insert_with_key(|identity| stored(identity));
-        if *left > 0 {
-            *left -= 1;
-            done.push(outgoing);
-        } else {
-            missing.push(outgoing);
-        }
-    }
-    (done, missing)
-}
-
-/// What the upload workers of every folder lane have stored, as far as recovering from a
-/// broken connection needs it (see [`Uploader::keep_missing`]): per target folder, the copies
-/// the folder held when planned, and for each identity planned into the folder more than
-/// once, how many copies this run stored and whether a batch holding it is being uploaded.
-/// Identities planned once need no entry, so the ledger stays small whatever the mailbox size.
-/// Kept for the whole job, because two source folders may be copied into one target folder.
-struct Ledger {
-    folders: Mutex<HashMap<String, FolderLedger>>,
-    /// Signalled whenever a batch releases its claims.
-    released: Condvar,
-}
-
-#[derive(Default)]
-struct FolderLedger {
-    /// Copies the folder held when planned, of identities it held some of.
-    planned: BTreeMap<Identity, usize>,
-    /// Identities planned into the folder more than once.
-    repeated: HashMap<Identity, Repeated>,
-}
-
-#[derive(Default)]
-struct Repeated {
-    /// Copies this run stored.
-    stored: usize,
-    /// Whether a batch holding the identity is being uploaded.
-    claimed: bool,
-}
-
-impl Ledger {
-    fn new(plans: &[&FolderPlan]) -> Self {
-        let mut planned: HashMap<&str, HashMap<&Identity, usize>> = HashMap::new();
-        let mut folders: HashMap<String, FolderLedger> = HashMap::new();
-        for plan in plans {
-            let folder = folders.entry(plan.target_folder.clone()).or_default();
-            for (identity, held) in &plan.target_copies {
-                folder.planned.insert(identity.clone(), *held);
-            }
-            let counts = planned.entry(&plan.target_folder).or_default();
-            for message in &plan.to_copy {
-                *counts.entry(&message.identity).or_default() += 1;
-            }
-        }
-        for (folder, counts) in planned {
-            let repeated = &mut folders.get_mut(folder).expect("added above").repeated;
-            for (identity, _) in counts.into_iter().filter(|(_, n)| *n > 1) {
-                repeated.insert(identity.clone(), Repeated::default());
-            }
-        }
-        Ledger {
-            folders: Mutex::new(folders),
-            released: Condvar::new(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, FolderLedger>> {
-        self.folders.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Waits until no other batch holds any of this batch's repeated identities, then claims
-    /// them until the returned guard is dropped. Waits only for batches being uploaded,
-    /// which never wait themselves, so it cannot deadlock.
-    fn claim<'l>(&'l self, folder: &'l str, batch: &[Outgoing]) -> Claim<'l> {
-        let mut folders = self.lock();
-        let Some(ledger) = folders.get(folder) else {
-            return Claim::none(self, folder);
-        };
-        let mut identities: Vec<Identity> = batch
-            .iter()
-            .map(|outgoing| &outgoing.message.identity)
-            .filter(|identity| ledger.repeated.contains_key(*identity))
-            .cloned()
-            .collect();
-        if identities.is_empty() {
-            return Claim::none(self, folder);
-        }
-        identities.sort();
-        identities.dedup();
-        let busy = |folders: &mut HashMap<String, FolderLedger>| {
-            let repeated = &folders[folder].repeated;
-            identities.iter().any(|identity| repeated[identity].claimed)
-        };
-        folders = self
-            .released
-            .wait_while(folders, busy)
-            .unwrap_or_else(PoisonError::into_inner);
-        let repeated = &mut folders.get_mut(folder).expect("checked above").repeated;
-        for identity in &identities {
-            repeated.get_mut(identity).expect("checked above").claimed = true;
-        }
-        Claim {
-            ledger: self,
-            folder,
-            identities,
-        }
-    }
-
-    /// Copies of `identity` in `folder` before the batch being recovered: held when planned,
-    /// plus stored by this run's other uploads.
-    fn stored_before(&self, folder: &str, identity: &Identity) -> usize {
-        let folders = self.lock();
-        folders.get(folder).map_or(0, |ledger| {
-            ledger.planned.get(identity).copied().unwrap_or(0)
-                + ledger.repeated.get(identity).map_or(0, |r| r.stored)
-        })
-    }
-
-    /// Counts a copy this run stored.
-    fn record_stored(&self, folder: &str, identity: &Identity) {
-        let mut folders = self.lock();
-        if let Some(repeated) = folders
-            .get_mut(folder)
-            .and_then(|ledger| ledger.repeated.get_mut(identity))
-        {
-            repeated.stored += 1;
-        }
-    }
-}
-
-/// A batch's claim on its repeated identities; released on drop.
-struct Claim<'l> {
-    ledger: &'l Ledger,
-    folder: &'l str,
-    identities: Vec<Identity>,
-}
-
-impl<'l> Claim<'l> {
-    fn none(ledger: &'l Ledger, folder: &'l str) -> Self {
-        Claim {
-            ledger,
-            folder,
-            identities: Vec::new(),
-        }
-    }
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        if self.identities.is_empty() {
-            return;
-        }
-        let mut folders = self.ledger.lock();
-        if let Some(ledger) = folders.get_mut(self.folder) {
-            for identity in &self.identities {
-                if let Some(repeated) = ledger.repeated.get_mut(identity) {
-                    repeated.claimed = false;
-                }
-            }
-        }
-        drop(folders);
-        self.ledger.released.notify_all();
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Condvar};
 
     use proptest::prelude::*;
 
+    use super::upload::split_stored;
     use super::*;
     use crate::error::SessionError;
+    use crate::identity::Identity;
+    use crate::index::TargetIndex;
     use crate::plan;
 
     /// What the fake server does with one message of an upload.

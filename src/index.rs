@@ -23,6 +23,21 @@ pub struct SourceMessage {
     pub internal_date: Option<DateTime<FixedOffset>>,
 }
 
+#[cfg(test)]
+impl SourceMessage {
+    /// A 10-byte message with this Message-ID and no flags or date, for unit tests.
+    pub(crate) fn with_id(key: u32, id: &str) -> Self {
+        SourceMessage {
+            key,
+            stable_id: None,
+            identity: Identity::MessageId(id.into()),
+            size: 10,
+            flags: vec![],
+            internal_date: None,
+        }
+    }
+}
+
 /// Which keywords (flags without a leading `\\`) a target folder can store.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum KeywordPolicy {

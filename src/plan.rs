@@ -104,14 +104,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn msg(key: u32, id: &str) -> SourceMessage {
-        SourceMessage {
-            key,
-            stable_id: None,
-            identity: Identity::MessageId(id.into()),
-            size: 10,
-            flags: vec![],
-            internal_date: None,
-        }
+        SourceMessage::with_id(key, id)
     }
 
     fn keys(plan: &FolderPlan) -> Vec<u32> {

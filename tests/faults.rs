@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use support::relay::{ConnectionLog, Fault, Relay};
-use support::{Dovecot, normalize_crlf, password};
+use support::{Dovecot, SplitMix64, normalize_crlf, password};
 
 /// Dovecot's capabilities after login without MULTIAPPEND, so mailferry uploads one message per
 /// APPEND: a connection that breaks mid-batch leaves the first part of the batch stored.
@@ -205,18 +205,6 @@ fn offsets(seed: u64, n: usize, range: std::ops::Range<u64>) -> Vec<u64> {
     picked
 }
 
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// Trial `i`'s folder. Every folder of a test has a name of the same length: the client's
 /// bytes (APPEND names the folder) then line up with the calibration's.
 fn trial_folder(prefix: &str, i: usize) -> String {
@@ -326,21 +314,16 @@ fn retries_complete_uploads_cut_at_20_offsets_without_duplicates() {
 /// message) and with it (one per batch: the whole batch was stored).
 #[test]
 fn retries_find_uploads_whose_answer_was_lost() {
-    let (server, mailbox) = server(false);
-    let relay = Relay::start(server.imaps_port());
-    let worker = calibrate(&server, &relay, &mailbox, "Lost");
-    retried_trials(
-        &server,
-        &relay,
-        &mailbox,
-        "Lost",
-        &answer_losses(0xa11ce, 6, &worker),
-    );
+    lost_answer_trials(false);
 }
 
 #[test]
 fn retries_find_multiappends_whose_answer_was_lost() {
-    let (server, mailbox) = server(true);
+    lost_answer_trials(true);
+}
+
+fn lost_answer_trials(multiappend: bool) {
+    let (server, mailbox) = server(multiappend);
     let relay = Relay::start(server.imaps_port());
     let worker = calibrate(&server, &relay, &mailbox, "Lost");
     retried_trials(

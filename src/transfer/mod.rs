@@ -633,14 +633,7 @@ mod tests {
     }
 
     fn message(key: u32, id: &str) -> SourceMessage {
-        SourceMessage {
-            key,
-            stable_id: None,
-            identity: Identity::MessageId(id.into()),
-            size: 10,
-            flags: vec![],
-            internal_date: None,
-        }
+        SourceMessage::with_id(key, id)
     }
 
     /// Messages 1..=n, each with its own identity.

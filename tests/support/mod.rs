@@ -515,10 +515,12 @@ pub fn big_message(size_bytes: usize, seed: u64) -> Vec<u8> {
     message
 }
 
-struct SplitMix64(u64);
+/// A small deterministic generator (SplitMix64): the same seed gives the same test data.
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    /// The next pseudo-random number.
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::auth::AuthMode;
 use crate::endpoint::{Endpoint, Password, Protocol};
 use crate::error::Error;
-use crate::folders::{self, FolderMapping, FolderRules};
+use crate::folders::{self, FolderInfo, FolderMapping, FolderRules};
 use crate::index::{SourceMessage, TargetIndex};
 use crate::net::TlsConfig;
 use crate::plan::{self, FolderPlan};
@@ -88,13 +88,14 @@ pub trait PlanHooks {
         Ok(None)
     }
 
-    /// Indexes a source folder.
-    fn index_source(
+    /// Indexes these source folders.
+    fn index_sources(
         &mut self,
-        mapping: &FolderMapping,
+        mappings: &[&FolderMapping],
         source: &mut dyn Source,
-    ) -> Result<Vec<SourceMessage>, Error> {
-        source.index(&mapping.source)
+    ) -> Result<Vec<Vec<SourceMessage>>, Error> {
+        let folders: Vec<String> = mappings.iter().map(|m| m.source.clone()).collect();
+        source.index_all(&folders)
     }
 }
 
@@ -140,22 +141,42 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
         job.to.endpoint.to_string(),
         job.dry_run,
     );
-    let mut source = open_source(job)?;
-    let mut target = open_target(job)?;
+    // The two sides are independent until the diff: over a slow link, doing them at once
+    // halves the round trips the plan waits for.
+    let (source, target) = both(|| open_source(job), || open_target(job));
+    let (mut source, mut target) = (source?, target?);
+    let (mappings, target_folders) = folder_mappings(job, source.as_mut(), target.as_mut())?;
+    if !job.dry_run {
+        // A folder that only holds others (\Noselect) comes into being with its children.
+        let missing: Vec<String> = mappings
+            .iter()
+            .filter(|m| m.selectable)
+            .map(|m| &m.target)
+            .filter(|name| !target_folders.iter().any(|f| &f.name == *name))
+            .cloned()
+            .collect();
+        target.create_folders(&missing)?;
+    }
+    let mut to_index = Vec::new();
+    for mapping in mappings.iter().filter(|m| m.selectable) {
+        match hooks.unchanged(mapping, source.as_mut(), target.as_mut())? {
+            Some(messages) => {
+                report.planned(&plan::unchanged(&mapping.source, &mapping.target, messages));
+            }
+            None => to_index.push(mapping),
+        }
+    }
+    let target_names: Vec<String> = to_index.iter().map(|m| m.target.clone()).collect();
+    let (source_indexes, target_indexes) = both(
+        || hooks.index_sources(&to_index, source.as_mut()),
+        || target.index_all(&target_names),
+    );
     let mut folders = Vec::new();
-    for mapping in folder_mappings(job, source.as_mut(), target.as_mut())? {
-        if !job.dry_run {
-            target.ensure_folder(&mapping.target)?;
-        }
-        if !mapping.selectable {
-            continue;
-        }
-        if let Some(messages) = hooks.unchanged(&mapping, source.as_mut(), target.as_mut())? {
-            report.planned(&plan::unchanged(&mapping.source, &mapping.target, messages));
-            continue;
-        }
-        let source_index = hooks.index_source(&mapping, source.as_mut())?;
-        let target_index = target.index(&mapping.target)?;
+    for ((mapping, source_index), target_index) in to_index
+        .into_iter()
+        .zip(source_indexes?)
+        .zip(target_indexes?)
+    {
         let plan = plan::diff(
             &mapping.source,
             &mapping.target,
@@ -240,13 +261,14 @@ impl Planned<'_> {
 
     /// Re-indexes every target folder and checks that every source message is there.
     fn verify(&self, target: &mut dyn Target) -> Result<bool, Error> {
+        let names: Vec<String> = self
+            .folders
+            .iter()
+            .map(|f| f.plan.target_folder.clone())
+            .collect();
         let mut complete = true;
-        for folder in &self.folders {
-            let missing = verify::missing_after_copy(
-                &folder.source_index,
-                target,
-                &folder.plan.target_folder,
-            )?;
+        for (folder, target_index) in self.folders.iter().zip(target.index_all(&names)?) {
+            let missing = verify::missing(&folder.source_index, &target_index);
             self.report
                 .missing_after_copy(&folder.plan.source_folder, &missing);
             complete &= missing.is_empty();
@@ -255,16 +277,29 @@ impl Planned<'_> {
     }
 }
 
-/// Where each source folder goes. A POP3 maildrop goes into the target URL's folder (INBOX by
-/// default); an IMAP account's folders keep their hierarchy, below the target URL's folder
-/// when it names one.
+/// Runs `a` on this thread and `b` on another, at once.
+fn both<A, B: Send>(a: impl FnOnce() -> A, b: impl FnOnce() -> B + Send) -> (A, B) {
+    std::thread::scope(|scope| {
+        let b = scope.spawn(b);
+        let a = a();
+        (
+            a,
+            b.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        )
+    })
+}
+
+/// Where each source folder goes, and the folders the target has. A POP3 maildrop goes into
+/// the target URL's folder (INBOX by default); an IMAP account's folders keep their
+/// hierarchy, below the target URL's folder when it names one.
 fn folder_mappings(
     job: &MigrateJob,
     source: &mut dyn Source,
     target: &mut dyn Target,
-) -> Result<Vec<FolderMapping>, Error> {
+) -> Result<(Vec<FolderMapping>, Vec<FolderInfo>), Error> {
     if job.from.endpoint.protocol == Protocol::Pop3 {
-        return Ok(vec![FolderMapping {
+        let mapping = FolderMapping {
             source: POP3_FOLDER.to_owned(),
             target: job
                 .to
@@ -273,10 +308,11 @@ fn folder_mappings(
                 .clone()
                 .unwrap_or_else(|| POP3_FOLDER.to_owned()),
             selectable: true,
-        }]);
+        };
+        return Ok((vec![mapping], target.folders()?));
     }
-    let source_folders = source.folders()?;
-    let target_folders = target.folders()?;
+    let (source_folders, target_folders) = both(|| source.folders(), || target.folders());
+    let (source_folders, target_folders) = (source_folders?, target_folders?);
     let delimiter = target_folders
         .iter()
         .find_map(|f| f.delimiter)
@@ -285,12 +321,8 @@ fn folder_mappings(
     if rules.prefix.is_none() {
         rules.prefix = job.to.endpoint.folder.clone();
     }
-    Ok(folders::map_folders(
-        &source_folders,
-        &target_folders,
-        delimiter,
-        &rules,
-    ))
+    let mappings = folders::map_folders(&source_folders, &target_folders, delimiter, &rules);
+    Ok((mappings, target_folders))
 }
 
 fn open_source(job: &MigrateJob) -> Result<Box<dyn Source>, Error> {

@@ -221,22 +221,26 @@ impl PlanHooks for MirrorPlanning<'_> {
         Ok(unchanged.then(|| known.source_status.map_or(0, |s| s.messages as usize)))
     }
 
-    fn index_source(
+    fn index_sources(
         &mut self,
-        mapping: &FolderMapping,
+        mappings: &[&FolderMapping],
         source: &mut dyn Source,
-    ) -> Result<Vec<SourceMessage>, Error> {
+    ) -> Result<Vec<Vec<SourceMessage>>, Error> {
         let empty = KnownMessages::new();
-        let known = self
-            .previous
-            .folders
-            .get(&mapping.source)
-            .map_or(&empty, |f| &f.known);
-        let status = source.status(&mapping.source)?;
-        self.indexed_status.insert(mapping.source.clone(), status);
-        let (index, fresh) = source.index_known(&mapping.source, known)?;
-        self.known.insert(mapping.source.clone(), fresh);
-        Ok(index)
+        let mut indexes = Vec::with_capacity(mappings.len());
+        for mapping in mappings {
+            let known = self
+                .previous
+                .folders
+                .get(&mapping.source)
+                .map_or(&empty, |f| &f.known);
+            let status = source.status(&mapping.source)?;
+            self.indexed_status.insert(mapping.source.clone(), status);
+            let (index, fresh) = source.index_known(&mapping.source, known)?;
+            self.known.insert(mapping.source.clone(), fresh);
+            indexes.push(index);
+        }
+        Ok(indexes)
     }
 }
 

@@ -83,32 +83,31 @@ impl Target for ImapTarget {
             .collect())
     }
 
-    fn ensure_folder(&mut self, folder: &str) -> Result<(), Error> {
-        if self.exists(folder)? {
-            return Ok(());
-        }
-        self.client.create(folder).map_err(|e| self.failed(e))?;
-        self.client.subscribe(folder).map_err(|e| self.failed(e))
+    fn create_folders(&mut self, folders: &[String]) -> Result<(), Error> {
+        let folders: Vec<String> = folders
+            .iter()
+            .filter(|f| !f.eq_ignore_ascii_case("INBOX"))
+            .cloned()
+            .collect();
+        self.client
+            .create_and_subscribe(&folders)
+            .map_err(|e| self.failed(e))
     }
 
     fn index(&mut self, folder: &str) -> Result<TargetIndex, Error> {
+        let mut indexes = self.index_all(std::slice::from_ref(&folder.to_owned()))?;
+        Ok(indexes.pop().expect("one index per folder"))
+    }
+
+    fn index_all(&mut self, folders: &[String]) -> Result<Vec<TargetIndex>, Error> {
         // SELECT, not EXAMINE: only a read-write session learns which keywords the folder
         // stores (PERMANENTFLAGS).
         self.selected = None;
-        let keywords = match self.client.select(folder, false) {
-            Ok(status) => KeywordPolicy::from_permanent_flags(&status.permanent_flags),
-            // A folder that does not exist yet (a dry run creates nothing) holds nothing.
-            Err(SessionError::Refused(_)) if !self.exists(folder)? => {
-                return Ok(TargetIndex::default());
-            }
-            Err(err) => return Err(self.failed(err)),
-        };
-        self.selected = Some(folder.to_owned());
-        let mut index = TargetIndex::default();
-        index.keywords = keywords;
-        self.client
-            .fetch_index(&IDENTITY_FIELDS, |record| {
-                index.add(
+        let mut indexes = vec![TargetIndex::default(); folders.len()];
+        let opened = self
+            .client
+            .index_mailboxes(folders, false, &IDENTITY_FIELDS, |i, record| {
+                indexes[i].add(
                     identity::identify(record.header, record.size),
                     TargetCopy {
                         uid: record.uid,
@@ -117,7 +116,19 @@ impl Target for ImapTarget {
                 );
             })
             .map_err(|e| self.failed(e))?;
-        Ok(index)
+        for ((folder, index), opened) in folders.iter().zip(&mut indexes).zip(opened) {
+            // The server keeps the last folder it could open selected.
+            self.selected = opened.is_ok().then(|| folder.clone());
+            match opened {
+                Ok(status) => {
+                    index.keywords = KeywordPolicy::from_permanent_flags(&status.permanent_flags);
+                }
+                // A folder that does not exist yet (a dry run creates nothing) holds nothing.
+                Err(SessionError::Refused(_)) if !self.exists(folder)? => {}
+                Err(err) => return Err(self.failed(err)),
+            }
+        }
+        Ok(indexes)
     }
 
     fn status(&mut self, folder: &str) -> Result<Option<FolderStatus>, Error> {

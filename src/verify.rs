@@ -2,7 +2,7 @@
 //! there, by the same identity rules the planner used.
 
 use crate::error::Error;
-use crate::index::SourceMessage;
+use crate::index::{SourceMessage, TargetIndex};
 use crate::plan;
 use crate::transfer::Target;
 
@@ -12,6 +12,10 @@ pub fn missing_after_copy(
     target: &mut dyn Target,
     target_folder: &str,
 ) -> Result<Vec<SourceMessage>, Error> {
-    let target_index = target.index(target_folder)?;
-    Ok(plan::diff("", target_folder, source_index.to_vec(), &target_index).to_copy)
+    Ok(missing(source_index, &target.index(target_folder)?))
+}
+
+/// The source messages `target_index` lacks.
+pub fn missing(source_index: &[SourceMessage], target_index: &TargetIndex) -> Vec<SourceMessage> {
+    plan::diff("", "", source_index.to_vec(), target_index).to_copy
 }

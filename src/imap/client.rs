@@ -1,6 +1,7 @@
 //! A small blocking IMAP client: one command at a time over a [`Connection`], encoding with
 //! [`super::command`] and reading with [`super::response`].
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io::{self, BufRead, Write};
 
@@ -113,7 +114,30 @@ pub struct ImapClient {
     state: State,
     next_tag: u32,
     preauthenticated: bool,
+    /// Tags of commands sent with [`ImapClient::send`] and not yet answered.
+    in_flight: HashSet<String>,
+    /// Completions that arrived while waiting for another command's.
+    answered: HashMap<String, Completion>,
 }
+
+/// A pipelined command: sent, its completion still to be collected with [`ImapClient::wait`].
+#[derive(Debug)]
+#[must_use = "a sent command's completion must be collected"]
+pub struct Sent {
+    tag: String,
+}
+
+/// An APPEND sent without waiting for its completion ([`ImapClient::append_send`]).
+#[derive(Debug)]
+#[must_use = "a sent APPEND's completion must be collected"]
+pub struct SentAppend {
+    sent: Sent,
+    messages: usize,
+}
+
+/// Commands sent ahead of their answers at most. Enough to hide round trips; small enough
+/// that the commands never fill the socket buffers while the server's answers wait unread.
+const PIPELINE_WINDOW: usize = 32;
 
 /// What untagged data tells us along the way.
 #[derive(Debug, Default)]
@@ -124,6 +148,7 @@ struct State {
 }
 
 /// How a command ended.
+#[derive(Debug)]
 struct Completion {
     status: Status,
     /// The server's text, response code included.
@@ -193,6 +218,8 @@ impl ImapClient {
             state: State::default(),
             next_tag: 0,
             preauthenticated: false,
+            in_flight: HashSet::new(),
+            answered: HashMap::new(),
         };
         let status = loop {
             client.read_response()?;
@@ -340,17 +367,32 @@ impl ImapClient {
     /// Creates a mailbox; one that already exists (`[ALREADYEXISTS]`) counts as success.
     pub fn create(&mut self, name: &str) -> Result<(), SessionError> {
         let completion = self.run(|b| b.text("CREATE ").mailbox(name), |_| Ok(()))?;
-        if completion.status == Status::No && has_code(&completion.text, "ALREADYEXISTS") {
-            return Ok(());
-        }
-        completion.ok()?;
-        Ok(())
+        created(completion)
     }
 
     /// Subscribes to a mailbox, so mail clients that show only subscribed folders see it.
     pub fn subscribe(&mut self, name: &str) -> Result<(), SessionError> {
         self.run(|b| b.text("SUBSCRIBE ").mailbox(name), |_| Ok(()))?
             .ok()?;
+        Ok(())
+    }
+
+    /// Creates and subscribes to each of these mailboxes, pipelined: one round trip for
+    /// all, parents before children as listed. The first refusal is the error.
+    pub fn create_and_subscribe(&mut self, names: &[String]) -> Result<(), SessionError> {
+        let completions = self.pipeline(
+            names.len() * 2,
+            |i, b| {
+                let verb = if i % 2 == 0 { "CREATE " } else { "SUBSCRIBE " };
+                b.text(verb).mailbox(&names[i / 2])
+            },
+            |_, _| Ok(()),
+        )?;
+        let mut completions = completions.into_iter();
+        while let (Some(create), Some(subscribe)) = (completions.next(), completions.next()) {
+            created(create)?;
+            subscribe.ok()?;
+        }
         Ok(())
     }
 
@@ -447,24 +489,7 @@ impl ImapClient {
         self.run(
             |b| b.text(verb).mailbox(name),
             |response| {
-                match response {
-                    Response::MailboxData(MailboxDatum::Exists(n)) => status.exists = *n,
-                    Response::Data {
-                        outcome:
-                            Outcome {
-                                code: Some(code), ..
-                            },
-                        ..
-                    } => match code {
-                        ResponseCode::UidValidity(v) => status.uid_validity = Some(*v),
-                        ResponseCode::UidNext(n) => status.uid_next = Some(*n),
-                        ResponseCode::PermanentFlags(flags) => {
-                            status.permanent_flags = strings(flags);
-                        }
-                        _ => {}
-                    },
-                    _ => {}
-                }
+                note_selected(&mut status, response);
                 Ok(())
             },
         )?
@@ -487,20 +512,7 @@ impl ImapClient {
             return Ok(());
         }
         self.run(
-            |b| {
-                b.text("UID FETCH 1:* (UID RFC822.SIZE FLAGS INTERNALDATE");
-                if !header_fields.is_empty() {
-                    b.text(" BODY.PEEK[HEADER.FIELDS (");
-                    for (i, field) in header_fields.iter().enumerate() {
-                        if i > 0 {
-                            b.text(" ");
-                        }
-                        b.astring(field.as_bytes());
-                    }
-                    b.text(")]");
-                }
-                b.text(")")
-            },
+            |b| index_fetch(b, header_fields),
             |response| {
                 if let Some(record) = index_record(response) {
                     on_each(record);
@@ -510,6 +522,56 @@ impl ImapClient {
         )?
         .ok()?;
         Ok(())
+    }
+
+    /// [`select`](Self::select) and [`fetch_index`](Self::fetch_index) of several mailboxes,
+    /// pipelined: one round trip for all instead of two per mailbox. `on_each` gets the
+    /// number of the mailbox with each record. Returns, per mailbox, its status or the
+    /// server's refusal to open it (a mailbox that does not exist). The last one stays
+    /// selected.
+    pub fn index_mailboxes(
+        &mut self,
+        names: &[String],
+        read_only: bool,
+        header_fields: &[&str],
+        mut on_each: impl FnMut(usize, IndexRecord<'_>),
+    ) -> Result<Vec<Result<MailboxStatus, SessionError>>, SessionError> {
+        let verb = if read_only { "EXAMINE " } else { "SELECT " };
+        let mut statuses = vec![MailboxStatus::default(); names.len()];
+        let completions = self.pipeline(
+            names.len() * 2,
+            |i, b| {
+                if i % 2 == 0 {
+                    b.text(verb).mailbox(&names[i / 2])
+                } else {
+                    index_fetch(b, header_fields)
+                }
+            },
+            |i, response| {
+                if i % 2 == 0 {
+                    note_selected(&mut statuses[i / 2], response);
+                } else if let Some(record) = index_record(response) {
+                    on_each(i / 2, record);
+                }
+                Ok(())
+            },
+        )?;
+        let mut completions = completions.into_iter();
+        let mut outcomes = Vec::with_capacity(names.len());
+        for status in statuses {
+            let (Some(select), Some(fetch)) = (completions.next(), completions.next()) else {
+                unreachable!("two completions per mailbox")
+            };
+            // A failed SELECT leaves no mailbox selected, so its FETCH failed harmlessly; a
+            // FETCH of `1:*` in an empty mailbox is refused by some servers.
+            outcomes.push(match (select.ok(), fetch.ok()) {
+                (Err(refused), _) => Err(refused),
+                (Ok(_), Err(_)) if status.exists == 0 => Ok(status),
+                (Ok(_), Err(refused)) => return Err(refused),
+                (Ok(_), Ok(_)) => Ok(status),
+            });
+        }
+        Ok(outcomes)
     }
 
     /// Fetches whole messages by UID (`UID FETCH … (UID FLAGS INTERNALDATE BODY.PEEK[])`),
@@ -583,34 +645,44 @@ impl ImapClient {
         mailbox: &str,
         messages: &[AppendMessage<'_>],
     ) -> Result<Vec<u32>, SessionError> {
-        let flags: Vec<String> = messages
-            .iter()
-            .map(|m| flag_list(m.flags))
-            .collect::<Result<_, _>>()?;
-        let completion = self
-            .run(
-                |b| {
-                    b.text("APPEND ").mailbox(mailbox);
-                    for (message, flags) in messages.iter().zip(&flags) {
-                        if flags != "()" {
-                            b.text(" ").text(flags);
-                        }
-                        if let Some(date) = &message.internal_date {
-                            b.text(" ").text(&format_internal_date(date));
-                        }
-                        b.text(" ").literal(message.raw);
-                    }
-                    b
-                },
-                |_| Ok(()),
-            )?
-            .ok()?;
-        // A UID set that does not match the upload is the server's bug; the messages are
-        // stored all the same, so report no UIDs rather than an error the caller would retry.
-        Ok(completion
-            .append_uid
-            .and_then(|set| expand_uid_set(&set, messages.len()))
-            .unwrap_or_default())
+        let flags = flag_lists(messages)?;
+        let completion = self.run(|b| append_command(b, mailbox, messages, &flags), |_| Ok(()))?;
+        uids_of(completion, messages.len())
+    }
+
+    /// Whether APPENDs can be pipelined: only when every literal goes without waiting for
+    /// the server's `+` (LITERAL+).
+    pub fn can_pipeline_appends(&self) -> bool {
+        self.has_capability("LITERAL+")
+    }
+
+    /// Sends an APPEND of one message, or of several (MULTIAPPEND, which the server must
+    /// offer), without waiting for its completion, so that the next can follow at once; the
+    /// answers are collected in any order with [`ImapClient::append_wait`]. Needs
+    /// [`ImapClient::can_pipeline_appends`].
+    pub fn append_send(
+        &mut self,
+        mailbox: &str,
+        messages: &[AppendMessage<'_>],
+    ) -> Result<SentAppend, SessionError> {
+        if !self.can_pipeline_appends() || (messages.len() > 1 && !self.supports_multiappend()) {
+            return Err(SessionError::Unsupported(
+                "pipelined APPEND needs LITERAL+ (and MULTIAPPEND for several messages)".into(),
+            ));
+        }
+        let flags = flag_lists(messages)?;
+        let sent = self.send(|b| append_command(b, mailbox, messages, &flags))?;
+        Ok(SentAppend {
+            sent,
+            messages: messages.len(),
+        })
+    }
+
+    /// The answer to an [`ImapClient::append_send`]: the UIDs as [`ImapClient::multiappend`]
+    /// returns them, or the server's refusal.
+    pub fn append_wait(&mut self, sent: SentAppend) -> Result<Vec<u32>, SessionError> {
+        let completion = self.wait(sent.sent)?;
+        uids_of(completion, sent.messages)
     }
 
     /// Ends the session politely. The server's BYE is expected here, not an error.
@@ -675,14 +747,77 @@ impl ImapClient {
             .ok_or_else(|| SessionError::Protocol("unexpected continuation request".into()))
     }
 
+    /// Sends a command without waiting for its answer (pipelining, RFC 3501 §5.5). The
+    /// command must need no `+` from the server on the way: with synchronizing literals use
+    /// [`ImapClient::run`].
+    fn send<'a>(
+        &mut self,
+        build: impl for<'b> FnOnce(&'b mut CommandBuilder<'a>) -> &'b mut CommandBuilder<'a>,
+    ) -> Result<Sent, SessionError> {
+        let tag = self.tag();
+        let mut builder = CommandBuilder::new(&tag, self.literal_mode());
+        build(&mut builder);
+        for segment in builder.finish() {
+            match segment {
+                Segment::Bytes(bytes) => self.conn.write_all(&bytes)?,
+                Segment::Slice(bytes) => self.conn.write_all(bytes)?,
+                Segment::AwaitContinuation => {
+                    return Err(SessionError::Protocol(
+                        "a pipelined command cannot wait for a continuation".into(),
+                    ));
+                }
+            }
+        }
+        self.conn.flush()?;
+        self.in_flight.insert(tag.clone());
+        Ok(Sent { tag })
+    }
+
+    /// Collects the completion of a command sent with [`ImapClient::send`]; untagged data on
+    /// the way is only observed.
+    fn wait(&mut self, sent: Sent) -> Result<Completion, SessionError> {
+        self.read_until(&sent.tag, false, &mut |_| Ok(()))?
+            .ok_or_else(|| SessionError::Protocol("unexpected continuation request".into()))
+    }
+
+    /// Sends `count` commands, built by `build(i)`, each without waiting for the answers to
+    /// the ones before (at most [`PIPELINE_WINDOW`] unanswered), and returns their
+    /// completions in order. Untagged data goes to `on_data` with the number of the oldest
+    /// unanswered command: the one it belongs to whenever each command waits for the
+    /// previous one to finish, as SELECT, and anything after a SELECT, does.
+    fn pipeline<'a>(
+        &mut self,
+        count: usize,
+        mut build: impl for<'b> FnMut(usize, &'b mut CommandBuilder<'a>) -> &'b mut CommandBuilder<'a>,
+        mut on_data: impl FnMut(usize, &Response<'_>) -> Result<(), SessionError>,
+    ) -> Result<Vec<Completion>, SessionError> {
+        let mut completions = Vec::with_capacity(count);
+        let mut unanswered: VecDeque<(usize, Sent)> = VecDeque::new();
+        for i in 0..count {
+            unanswered.push_back((i, self.send(|b| build(i, b))?));
+            while unanswered.len() >= PIPELINE_WINDOW || (i + 1 == count && !unanswered.is_empty())
+            {
+                let (oldest, sent) = unanswered.pop_front().expect("not empty");
+                let completion = self.read_until(&sent.tag, false, &mut |r| on_data(oldest, r))?;
+                completions.push(completion.ok_or_else(|| {
+                    SessionError::Protocol("unexpected continuation request".into())
+                })?);
+            }
+        }
+        Ok(completions)
+    }
+
     /// Reads until the completion of `tag` (`Some`) or, when `continuation` is set, a `+`
-    /// (`None`).
+    /// (`None`). Completions of other pipelined commands are kept for their own wait.
     fn read_until(
         &mut self,
         tag: &str,
         continuation: bool,
         on_data: &mut impl FnMut(&Response<'_>) -> Result<(), SessionError>,
     ) -> Result<Option<Completion>, SessionError> {
+        if let Some(done) = self.answered.remove(tag) {
+            return Ok(Some(done));
+        }
         loop {
             self.read_response()?;
             let Some(response) = self.framer.parse()? else {
@@ -702,21 +837,26 @@ impl ImapClient {
                     status,
                     outcome,
                 } => {
-                    if done.0 != tag {
+                    let done: &str = &done.0;
+                    if done != tag && !self.in_flight.contains(done) {
                         return Err(SessionError::Protocol(format!(
-                            "answer to a command never sent (tag {})",
-                            done.0
+                            "answer to a command never sent (tag {done})"
                         )));
                     }
-                    let append_uid = match outcome.code {
-                        Some(ResponseCode::AppendUid(_, set)) => Some(set),
-                        _ => None,
-                    };
-                    return Ok(Some(Completion {
+                    let completion = Completion {
                         status,
                         text: status_text(raw),
-                        append_uid,
-                    }));
+                        append_uid: match outcome.code {
+                            Some(ResponseCode::AppendUid(_, set)) => Some(set),
+                            _ => None,
+                        },
+                    };
+                    let done = done.to_owned();
+                    self.in_flight.remove(&done);
+                    if done == tag {
+                        return Ok(Some(completion));
+                    }
+                    self.answered.insert(done, completion);
                 }
                 other => on_data(&other)?,
             }
@@ -742,6 +882,90 @@ impl ImapClient {
             }
         }
     }
+}
+
+/// Notes what a SELECT / EXAMINE response says about the mailbox.
+fn note_selected(status: &mut MailboxStatus, response: &Response<'_>) {
+    match response {
+        Response::MailboxData(MailboxDatum::Exists(n)) => status.exists = *n,
+        Response::Data {
+            outcome: Outcome {
+                code: Some(code), ..
+            },
+            ..
+        } => match code {
+            ResponseCode::UidValidity(v) => status.uid_validity = Some(*v),
+            ResponseCode::UidNext(n) => status.uid_next = Some(*n),
+            ResponseCode::PermanentFlags(flags) => status.permanent_flags = strings(flags),
+            _ => {}
+        },
+        _ => {}
+    }
+}
+
+/// The index FETCH of [`ImapClient::fetch_index`]: UID, size, flags, INTERNALDATE and the
+/// header fields of every message.
+fn index_fetch<'a, 'b>(
+    b: &'b mut CommandBuilder<'a>,
+    header_fields: &[&str],
+) -> &'b mut CommandBuilder<'a> {
+    b.text("UID FETCH 1:* (UID RFC822.SIZE FLAGS INTERNALDATE");
+    if !header_fields.is_empty() {
+        b.text(" BODY.PEEK[HEADER.FIELDS (");
+        for (i, field) in header_fields.iter().enumerate() {
+            if i > 0 {
+                b.text(" ");
+            }
+            b.astring(field.as_bytes());
+        }
+        b.text(")]");
+    }
+    b.text(")")
+}
+
+/// A CREATE's completion: success also when the mailbox already exists.
+fn created(completion: Completion) -> Result<(), SessionError> {
+    if completion.status == Status::No && has_code(&completion.text, "ALREADYEXISTS") {
+        return Ok(());
+    }
+    completion.ok().map(drop)
+}
+
+/// Each message's flag list, as APPEND sends it.
+fn flag_lists(messages: &[AppendMessage<'_>]) -> Result<Vec<String>, SessionError> {
+    messages.iter().map(|m| flag_list(m.flags)).collect()
+}
+
+/// The APPEND command for `messages` (several make a MULTIAPPEND), with their
+/// [`flag_lists`].
+fn append_command<'a, 'b>(
+    b: &'b mut CommandBuilder<'a>,
+    mailbox: &str,
+    messages: &[AppendMessage<'a>],
+    flags: &[String],
+) -> &'b mut CommandBuilder<'a> {
+    b.text("APPEND ").mailbox(mailbox);
+    for (message, flags) in messages.iter().zip(flags) {
+        if flags != "()" {
+            b.text(" ").text(flags);
+        }
+        if let Some(date) = &message.internal_date {
+            b.text(" ").text(&format_internal_date(date));
+        }
+        b.text(" ").literal(message.raw);
+    }
+    b
+}
+
+/// The UIDs an APPEND's completion reports (UIDPLUS), or its refusal.
+fn uids_of(completion: Completion, messages: usize) -> Result<Vec<u32>, SessionError> {
+    // A UID set that does not match the upload is the server's bug; the messages are stored
+    // all the same, so report no UIDs rather than an error the caller would retry.
+    Ok(completion
+        .ok()?
+        .append_uid
+        .and_then(|set| expand_uid_set(&set, messages))
+        .unwrap_or_default())
 }
 
 /// Tracks what any response may carry: capabilities, message counts, and BYE, which ends the

@@ -65,13 +65,18 @@ impl Source for ImapSource {
     }
 
     fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error> {
-        // Re-select so a second index of the same folder sees new mail.
+        let mut indexes = self.index_all(std::slice::from_ref(&folder.to_owned()))?;
+        Ok(indexes.pop().expect("one index per folder"))
+    }
+
+    fn index_all(&mut self, folders: &[String]) -> Result<Vec<Vec<SourceMessage>>, Error> {
+        // Opened afresh, so that a second index of the same folder sees new mail.
         self.selected = None;
-        self.open(folder)?;
-        let mut index = Vec::new();
-        self.client
-            .fetch_index(&IDENTITY_FIELDS, |record| {
-                index.push(SourceMessage {
+        let mut indexes = vec![Vec::new(); folders.len()];
+        let opened = self
+            .client
+            .index_mailboxes(folders, true, &IDENTITY_FIELDS, |i, record| {
+                indexes[i].push(SourceMessage {
                     key: record.uid,
                     stable_id: None,
                     identity: identity::identify(record.header, record.size),
@@ -87,7 +92,11 @@ impl Source for ImapSource {
                 });
             })
             .map_err(|e| self.failed(e))?;
-        Ok(index)
+        for (folder, opened) in folders.iter().zip(opened) {
+            self.selected = opened.is_ok().then(|| folder.clone());
+            opened.map_err(|e| self.failed(e))?;
+        }
+        Ok(indexes)
     }
 
     fn fetch(

@@ -48,6 +48,11 @@ pub trait Source: Send {
     fn folders(&mut self) -> Result<Vec<FolderInfo>, Error>;
     /// Indexes a folder: identity, size, flags and date of every message, from headers only.
     fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error>;
+    /// [`index`](Self::index) of several folders; a source that can pipeline does them in
+    /// one round trip.
+    fn index_all(&mut self, folders: &[String]) -> Result<Vec<Vec<SourceMessage>>, Error> {
+        folders.iter().map(|folder| self.index(folder)).collect()
+    }
     /// [`index`](Self::index), reusing what `known` says of messages by their stable id and
     /// returning what is known after this index, for the next run. Sources without stable ids
     /// (the default) read every header and return nothing to keep.
@@ -94,10 +99,17 @@ pub struct Unreadable {
 pub trait Target: Send {
     /// The folders that exist on the target.
     fn folders(&mut self) -> Result<Vec<FolderInfo>, Error>;
-    /// Creates (and subscribes) the folder if it does not exist.
-    fn ensure_folder(&mut self, folder: &str) -> Result<(), Error>;
-    /// Counts the identities of the messages in a folder.
+    /// Creates (and subscribes to) these folders, parents listed before their children; one
+    /// that exists already is no error.
+    fn create_folders(&mut self, folders: &[String]) -> Result<(), Error>;
+    /// Counts the identities of the messages in a folder; a folder that does not exist holds
+    /// nothing.
     fn index(&mut self, folder: &str) -> Result<crate::index::TargetIndex, Error>;
+    /// [`index`](Self::index) of several folders; a target that can pipeline does them in
+    /// one round trip.
+    fn index_all(&mut self, folders: &[String]) -> Result<Vec<crate::index::TargetIndex>, Error> {
+        folders.iter().map(|folder| self.index(folder)).collect()
+    }
     /// A cheap summary of the folder, as [`Source::status`].
     fn status(&mut self, folder: &str) -> Result<Option<FolderStatus>, Error>;
     /// Adds some flags to these messages and removes others, leaving the rest alone.
@@ -504,7 +516,7 @@ mod tests {
         fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
             Ok(Vec::new())
         }
-        fn ensure_folder(&mut self, _folder: &str) -> Result<(), Error> {
+        fn create_folders(&mut self, _folders: &[String]) -> Result<(), Error> {
             Ok(())
         }
         fn index(&mut self, _folder: &str) -> Result<TargetIndex, Error> {

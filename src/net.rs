@@ -28,6 +28,9 @@ pub enum TlsMode {
     Implicit,
     /// Plain connect, then STLS / STARTTLS, which the server must offer.
     StartTls,
+    /// Plain connect, then STLS / STARTTLS if the server offers it, else on in plaintext on
+    /// the same connection; only when the user passed `--allow-plaintext`.
+    StartTlsIfOffered,
     /// No TLS at all; only when the user passed `--allow-plaintext` and the server offers none.
     Plain,
 }

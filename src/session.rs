@@ -53,16 +53,12 @@ fn open<C>(
         timeout: options.timeout,
     };
     let failed = |err| Error::from_session(endpoint, side, err);
-    let mut client = match connect(&address, endpoint.tls_mode, &options.tls) {
+    let mode = match endpoint.tls_mode {
         // The user allowed plaintext: a server without STARTTLS/STLS is used as it is.
-        Err(SessionError::Unsupported(_))
-            if endpoint.tls_mode == TlsMode::StartTls && options.allow_plaintext =>
-        {
-            connect(&address, TlsMode::Plain, &options.tls)
-        }
-        other => other,
-    }
-    .map_err(failed)?;
+        TlsMode::StartTls if options.allow_plaintext => TlsMode::StartTlsIfOffered,
+        mode => mode,
+    };
+    let mut client = connect(&address, mode, &options.tls).map_err(failed)?;
     let fresh_token = match (&account.auth, &account.token_command) {
         (AuthMode::OAuth2(_), Some(command)) => Some(run_secret_command(command, side.word())?),
         _ => None,

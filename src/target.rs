@@ -2,15 +2,17 @@
 //! with one bulk `UID FETCH` of the identity header fields, messages uploaded with MULTIAPPEND
 //! when offered (one server transaction per batch) and single APPENDs otherwise.
 
+use std::collections::HashMap;
+
 use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::folders::FolderInfo;
 use crate::identity::{self, IDENTITY_FIELDS};
-use crate::imap::{AppendMessage, FolderStatus, ImapClient};
+use crate::imap::{AppendMessage, FolderStatus, ImapClient, SentAppend};
 use crate::index::{KeywordPolicy, TargetCopy, TargetIndex};
 use crate::migrate::{Account, ConnectOptions};
 use crate::session;
-use crate::transfer::{Outgoing, Target};
+use crate::transfer::{Outgoing, Started, Target};
 
 /// An IMAP account as a [`Target`]; one per connection.
 pub struct ImapTarget {
@@ -18,6 +20,9 @@ pub struct ImapTarget {
     account: Account,
     /// The folder selected read-write, if any (flag changes and deletions need one).
     selected: Option<String>,
+    /// Uploads sent and not yet answered, by the number [`Started::Pending`] carries.
+    pending: HashMap<u64, SentAppend>,
+    next_upload: u64,
 }
 
 impl ImapTarget {
@@ -27,6 +32,8 @@ impl ImapTarget {
             client: session::open_imap(account, Side::To, options)?,
             account: account.clone(),
             selected: None,
+            pending: HashMap::new(),
+            next_upload: 0,
         })
     }
 
@@ -169,14 +176,64 @@ impl Target for ImapTarget {
     ) -> Result<Vec<Result<(), String>>, Error> {
         if batch.len() > 1 && self.client.supports_multiappend() {
             let messages: Vec<_> = batch.iter().map(append_message).collect();
-            match self.client.multiappend(folder, &messages) {
-                Ok(_) => return Ok(vec![Ok(()); batch.len()]),
-                // MULTIAPPEND is all-or-nothing (RFC 3502): nothing was stored, so retrying
-                // one by one is safe and tells which message the server refuses.
-                Err(SessionError::Refused(_)) => {}
-                Err(err) => return Err(self.failed(err)),
-            }
+            let stored = self.client.multiappend(folder, &messages);
+            return self.settle(stored, folder, batch);
         }
         batch.iter().map(|m| self.append_one(folder, m)).collect()
+    }
+
+    fn start_append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Started, Error> {
+        let whole = batch.len() == 1 || self.client.supports_multiappend();
+        if !(whole && self.client.can_pipeline_appends()) {
+            return Ok(Started::Done(self.append(folder, batch)?));
+        }
+        let messages: Vec<_> = batch.iter().map(append_message).collect();
+        let sent = self
+            .client
+            .append_send(folder, &messages)
+            .map_err(|e| self.failed(e))?;
+        self.next_upload += 1;
+        self.pending.insert(self.next_upload, sent);
+        Ok(Started::Pending(self.next_upload))
+    }
+
+    fn finish_append(
+        &mut self,
+        started: Started,
+        folder: &str,
+        batch: &[Outgoing],
+    ) -> Result<Vec<Result<(), String>>, Error> {
+        let number = match started {
+            Started::Done(outcome) => return Ok(outcome),
+            Started::Pending(number) => number,
+        };
+        let sent = self
+            .pending
+            .remove(&number)
+            .expect("finished once, on the connection that started it");
+        let stored = self.client.append_wait(sent);
+        self.settle(stored, folder, batch)
+    }
+}
+
+impl ImapTarget {
+    /// The outcome of an APPEND of the whole batch: every message stored, or, when the server
+    /// refused it, each message tried alone. A MULTIAPPEND is all-or-nothing (RFC 3502): on a
+    /// refusal nothing was stored, so the retry one by one is safe and tells which message
+    /// the server refuses.
+    fn settle(
+        &mut self,
+        stored: Result<Vec<u32>, SessionError>,
+        folder: &str,
+        batch: &[Outgoing],
+    ) -> Result<Vec<Result<(), String>>, Error> {
+        match stored {
+            Ok(_) => Ok(vec![Ok(()); batch.len()]),
+            Err(SessionError::Refused(reason)) if batch.len() == 1 => Ok(vec![Err(reason)]),
+            Err(SessionError::Refused(_)) => {
+                batch.iter().map(|m| self.append_one(folder, m)).collect()
+            }
+            Err(err) => Err(self.failed(err)),
+        }
     }
 }

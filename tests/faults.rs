@@ -341,7 +341,8 @@ fn lost_answer_trials(multiappend: bool) {
 fn retries_recover_two_workers_cut_in_the_same_run() {
     let (server, mailbox) = server(true);
     let relay = Relay::start(server.imaps_port());
-    for (i, cut) in offsets(0xd0d0, 12, 1..100_000).chunks(2).enumerate() {
+    let mut both_cut = 0;
+    for (i, cut) in offsets(0xd0d0, 24, 1..100_000).chunks(2).enumerate() {
         let folder = trial_folder("Two", i);
         let trial = format!("cuts at {cut:?} into {folder}");
         prepare_folder(&server, &folder, &mailbox);
@@ -357,11 +358,18 @@ fn retries_recover_two_workers_cut_in_the_same_run() {
         );
         let connections = relay.connections();
         assert!(
-            connections[1].fired && connections[2].fired,
-            "{trial}: a fault never fired: {connections:?}"
+            connections[1].fired || connections[2].fired,
+            "{trial}: no fault fired: {connections:?}"
         );
+        // A worker may send both batches before the other one asks for one (it does not wait
+        // for an answer before sending the next): then only its cut fires.
+        both_cut += usize::from(connections[1].fired && connections[2].fired);
         assert_exactly_once(&server, &folder, &mailbox, &trial);
     }
+    assert!(
+        both_cut >= 1,
+        "both workers were cut in none of the 12 trials"
+    );
 }
 
 /// (a), across runs: with `--retries 0` a cut ends the run with exit 4 and one error line

@@ -177,7 +177,7 @@ pub struct CopyArgs {
     /// Give the copies the \Seen flag (POP3 has no flags; by default copies arrive unread)
     #[arg(long)]
     pub mark_seen: bool,
-    /// When a target connection breaks during the copy, open a new one up to N times per batch
+    /// When a target connection breaks during the copy, open a new one up to N times per break
     /// (waiting 0.2 s, 0.4 s, 0.8 s, …), check what arrived, and send only the rest; 0: stop
     /// at the first break (exit 4)
     #[arg(long, value_name = "N", default_value_t = 3)]

@@ -123,7 +123,7 @@ pub struct ImapClient {
 /// A pipelined command: sent, its completion still to be collected with [`ImapClient::wait`].
 #[derive(Debug)]
 #[must_use = "a sent command's completion must be collected"]
-pub struct Sent {
+struct Sent {
     tag: String,
 }
 
@@ -185,14 +185,20 @@ impl ImapClient {
     ) -> Result<Self, SessionError> {
         let conn = match mode {
             TlsMode::Implicit => Connection::connect_tls(address, tls)?,
-            TlsMode::StartTls | TlsMode::Plain => Connection::connect_plain(address)?,
+            TlsMode::StartTls | TlsMode::StartTlsIfOffered | TlsMode::Plain => {
+                Connection::connect_plain(address)?
+            }
         };
         let mut client = Self::greet(conn)?;
-        if mode == TlsMode::StartTls {
+        if matches!(mode, TlsMode::StartTls | TlsMode::StartTlsIfOffered) {
             if client.state.capabilities.is_empty() {
                 client.refresh_capabilities()?;
             }
-            if !client.has_capability("STARTTLS") {
+            let offered = client.has_capability("STARTTLS");
+            if !offered && mode == TlsMode::StartTlsIfOffered {
+                return Ok(client);
+            }
+            if !offered {
                 return Err(SessionError::Unsupported(
                     "the server does not offer STARTTLS; use implicit TLS (imaps) or, on a \
                      trusted network only, plain IMAP"

@@ -9,10 +9,14 @@ use crate::auth::Login;
 use crate::error::SessionError;
 use crate::net::{Address, Connection, TlsConfig, TlsMode};
 
-/// TOP responses are a few KiB, so many can be in flight without filling socket buffers.
-const TOP_WINDOW: usize = 64;
-/// RETR responses can be megabytes; a smaller window keeps the server from racing far ahead.
-const RETR_WINDOW: usize = 16;
+/// Commands in flight at most. Each is a dozen bytes, so even a full window never fills the
+/// socket buffers while the answers wait to be read (the answers themselves cost no memory
+/// here: a server that runs ahead of the reader blocks on its own socket). Over a slow link
+/// the window is what keeps the server busy: at 50 ms RTT, 64 TOPs in flight meant a round
+/// trip per 64 messages, and 16 RETRs about 20 MB/s.
+const TOP_WINDOW: usize = 1024;
+/// See [`TOP_WINDOW`]: RETR answers are bigger, so fewer already fill the link.
+const RETR_WINDOW: usize = 256;
 /// Largest header block [`Pop3Client::top_headers`] accepts.
 pub const MAX_HEADER_SIZE: usize = 8 << 20;
 /// Largest LIST/UIDL/CAPA body accepted: millions of messages, yet bounded.
@@ -64,25 +68,28 @@ impl Pop3Client {
     ) -> Result<Self, SessionError> {
         let mut conn = match mode {
             TlsMode::Implicit => Connection::connect_tls(address, tls)?,
-            TlsMode::StartTls | TlsMode::Plain => Connection::connect_plain(address)?,
+            TlsMode::StartTls | TlsMode::StartTlsIfOffered | TlsMode::Plain => {
+                Connection::connect_plain(address)?
+            }
         };
         let greeting = codec::read_status(&mut conn)?;
         if !greeting.ok {
             return Err(SessionError::Refused(greeting.text));
         }
         let mut caps = capa(&mut conn)?;
-        if mode == TlsMode::StartTls {
+        if matches!(mode, TlsMode::StartTls | TlsMode::StartTlsIfOffered) {
             // Some servers offer STLS without listing it (or have no CAPA), so always try.
             let answer = command(&mut conn, b"STLS\r\n")?;
-            if !answer.ok {
+            if answer.ok {
+                conn = conn.start_tls(&address.host, tls)?;
+                caps = capa(&mut conn)?;
+            } else if mode == TlsMode::StartTls {
                 return Err(SessionError::Unsupported(format!(
                     "the server does not offer STLS; use pop3s (implicit TLS) or allow \
                      plaintext (the server said: {})",
                     answer.text
                 )));
             }
-            conn = conn.start_tls(&address.host, tls)?;
-            caps = capa(&mut conn)?;
         }
         Ok(Pop3Client {
             conn,

@@ -12,10 +12,15 @@
 //! whatever the mailbox size. The engine reports what happens to an [`Observer`] and prints
 //! nothing.
 //!
+//! A worker sends its next batch without waiting for the server's answer to the previous
+//! ones (a few batches in flight when the target takes LITERAL+): over a slow link each
+//! answer is a round trip away, and waiting for it would leave the link idle.
+//!
 //! An upload worker whose connection breaks opens a new one (`TransferSettings::retries` times
-//! per batch, with exponential backoff), re-indexes the folder to learn which of the batch's
-//! messages the server stored before the break, and sends only the others; a `Ledger` shared by
-//! every worker keeps that count exact when one identity occurs in several batches.
+//! per break, with exponential backoff), re-indexes the folder to learn which messages of the
+//! batches in flight the server stored before the break, and sends only the others; a
+//! `Ledger` shared by every worker keeps that count exact when one identity occurs in several
+//! batches.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -129,6 +134,35 @@ pub trait Target: Send {
         folder: &str,
         batch: &[Outgoing],
     ) -> Result<Vec<Result<(), String>>, Error>;
+    /// Starts uploading a batch, so that the next can be sent before the server answered
+    /// this one (over a slow link that answer is a round trip away); the outcome comes from
+    /// [`finish_append`](Self::finish_append), in any order. A target that cannot pipeline
+    /// uploads the batch at once (the default).
+    fn start_append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Started, Error> {
+        Ok(Started::Done(self.append(folder, batch)?))
+    }
+    /// The outcome of a [`start_append`](Self::start_append) of `batch` into `folder`, as
+    /// [`append`](Self::append) returns it.
+    fn finish_append(
+        &mut self,
+        started: Started,
+        _folder: &str,
+        _batch: &[Outgoing],
+    ) -> Result<Vec<Result<(), String>>, Error> {
+        match started {
+            Started::Done(outcome) => Ok(outcome),
+            Started::Pending(_) => unreachable!("only a pipelining target starts uploads"),
+        }
+    }
+}
+
+/// A batch handed to [`Target::start_append`].
+#[derive(Debug)]
+pub enum Started {
+    /// Already uploaded, with this outcome.
+    Done(Vec<Result<(), String>>),
+    /// Sent; the target knows it by this number until it is finished.
+    Pending(u64),
 }
 
 /// Opens a new, logged-in target connection; called once per upload worker.
@@ -312,11 +346,12 @@ fn copy_folder(
                     return;
                 }
                 connected.fetch_add(1, Ordering::SeqCst);
-                for batch in batches.iter() {
-                    if let Err(err) = uploader.upload(batch) {
-                        upload_error.lock().unwrap().get_or_insert(err);
-                        break;
-                    }
+                let uploaded = batches
+                    .iter()
+                    .try_for_each(|batch| uploader.upload(batch))
+                    .and_then(|()| uploader.finish());
+                if let Err(err) = uploaded {
+                    upload_error.lock().unwrap().get_or_insert(err);
                 }
                 // When every worker is gone, its receiver with it, the fetcher's next send
                 // fails, which stops the source promptly.
@@ -424,6 +459,8 @@ mod tests {
         state: Mutex<ServerState>,
         changed: Condvar,
         multiappend: bool,
+        /// Whether its connections take a batch before the previous one was answered.
+        pipelined: bool,
         behaviour: Box<Behaviour>,
     }
 
@@ -446,7 +483,19 @@ mod tests {
                 state: Mutex::new(ServerState::default()),
                 changed: Condvar::new(),
                 multiappend,
+                pipelined: false,
                 behaviour: Box::new(behaviour),
+            })
+        }
+
+        /// [`Server::new`], pipelining.
+        fn pipelined(
+            behaviour: impl Fn(&Server, &SourceMessage, usize) -> Upload + Send + Sync + 'static,
+        ) -> Arc<Self> {
+            let server = Arc::into_inner(Server::new(true, behaviour)).expect("just made");
+            Arc::new(Server {
+                pipelined: true,
+                ..server
             })
         }
 
@@ -485,7 +534,11 @@ mod tests {
                 state.failing_connects -= 1;
                 return Err(broken());
             }
-            Ok(Box::new(FakeTarget(Arc::clone(server))))
+            Ok(Box::new(FakeTarget {
+                server: Arc::clone(server),
+                sent: HashMap::new(),
+                broken: false,
+            }))
         }
 
         fn stored_keys(&self) -> Vec<u32> {
@@ -510,7 +563,13 @@ mod tests {
         }
     }
 
-    struct FakeTarget(Arc<Server>);
+    struct FakeTarget {
+        server: Arc<Server>,
+        /// Pipelined batches: what the server did with each, by number.
+        sent: HashMap<u64, Result<Vec<Result<(), String>>, Error>>,
+        /// A pipelined connection that broke takes nothing more.
+        broken: bool,
+    }
 
     impl Target for FakeTarget {
         fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
@@ -520,9 +579,9 @@ mod tests {
             Ok(())
         }
         fn index(&mut self, _folder: &str) -> Result<TargetIndex, Error> {
-            let mut state = self.0.state.lock().unwrap();
+            let mut state = self.server.state.lock().unwrap();
             state.indexes += 1;
-            self.0.changed.notify_all();
+            self.server.changed.notify_all();
             Ok(state.stored.iter().map(|m| m.identity.clone()).collect())
         }
         fn status(&mut self, _folder: &str) -> Result<Option<FolderStatus>, Error> {
@@ -545,7 +604,7 @@ mod tests {
             _folder: &str,
             batch: &[Outgoing],
         ) -> Result<Vec<Result<(), String>>, Error> {
-            let server = &self.0;
+            let server = &self.server;
             if server.multiappend && batch.len() > 1 {
                 // All or nothing; the first message that breaks decides.
                 let decisions: Vec<Upload> =
@@ -585,6 +644,33 @@ mod tests {
                 }
             }
             Ok(outcomes)
+        }
+
+        /// The server acts on a pipelined batch as it arrives; its answer comes later.
+        fn start_append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Started, Error> {
+            if !self.server.pipelined {
+                return Ok(Started::Done(self.append(folder, batch)?));
+            }
+            if self.broken {
+                return Err(broken());
+            }
+            let outcome = self.append(folder, batch);
+            self.broken = outcome.is_err();
+            let number = self.sent.len() as u64;
+            self.sent.insert(number, outcome);
+            Ok(Started::Pending(number))
+        }
+
+        fn finish_append(
+            &mut self,
+            started: Started,
+            _folder: &str,
+            _batch: &[Outgoing],
+        ) -> Result<Vec<Result<(), String>>, Error> {
+            match started {
+                Started::Done(outcome) => Ok(outcome),
+                Started::Pending(number) => self.sent.remove(&number).expect("sent once"),
+            }
         }
     }
 
@@ -739,6 +825,24 @@ mod tests {
         assert_eq!((state.connections, state.indexes), (2, 1));
         // 1–3 were stored before the break and not sent again.
         assert_eq!(state.attempts[&1], 1);
+    }
+
+    #[test]
+    fn batches_in_flight_when_the_connection_breaks_are_each_checked_before_a_resend() {
+        // Batch 2's answer is lost, batch 3 is sent on the dead connection, batch 1 is
+        // still unanswered: after the reconnect, 1 and 2 are found stored, 3 is sent again.
+        let server = Server::pipelined(|_, m, attempt| {
+            if m.key == 15 && attempt == 1 {
+                Upload::AnswerLost
+            } else {
+                Upload::Store
+            }
+        });
+        let events = Events::default();
+        copy(&server, distinct(40), &[], settings(1, 10, 3), &events).unwrap();
+        assert_eq!(server.stored_keys(), (1..=40).collect::<Vec<_>>());
+        assert_eq!(events.copied(), (1..=40).collect::<Vec<_>>());
+        assert_eq!(server.state.lock().unwrap().connections, 2);
     }
 
     #[test]

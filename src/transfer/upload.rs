@@ -2,16 +2,22 @@
 //! with a re-index of the folder so that nothing the server already stored is sent twice, and
 //! the `Ledger` that keeps that count exact when one identity is in several batches.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-use super::{Observer, Outgoing, Target, TargetConnector, TransferSettings, lost};
+use super::{Observer, Outgoing, Started, Target, TargetConnector, TransferSettings, lost};
 use crate::error::{Error, SessionError};
 use crate::identity::Identity;
 use crate::index::TargetIndex;
 use crate::plan::FolderPlan;
 
-/// One upload worker of a folder: its target connection, re-opened when it breaks.
+/// Batches sent on one connection before the first of them is answered, at most: enough to
+/// keep a slow link busy while answers travel back, few enough to bound the memory held for
+/// a resend (each batch is at most `TransferSettings::batch_bytes`).
+const UPLOAD_WINDOW: usize = 4;
+
+/// One upload worker of a folder: its target connection, re-opened when it breaks, and the
+/// batches sent on it whose answer has not been read yet.
 pub(super) struct Uploader<'a> {
     plan: &'a FolderPlan,
     connect: &'a TargetConnector<'a>,
@@ -20,14 +26,19 @@ pub(super) struct Uploader<'a> {
     ledger: &'a Ledger,
     /// `None` between a break and the next connection.
     target: Option<Box<dyn Target>>,
+    /// Sent and not yet answered, oldest first.
+    in_flight: VecDeque<InFlight<'a>>,
+}
+
+/// A batch sent and not yet settled, with its claim on the ledger.
+struct InFlight<'a> {
+    batch: Vec<Outgoing>,
+    /// `None` once the connection it was sent on broke.
+    started: Option<Started>,
+    _claim: Claim<'a>,
 }
 
 impl<'a> Uploader<'a> {
-    /// Opens the worker's first connection, trying again (`settings.retries` times) when it
-    /// could not be opened, broke or timed out. The planning connection got through with the
-    /// same settings, so a TLS or protocol failure here is a broken connection too. A refusal
-    /// by the server is final: a worker beyond a per-user connection limit gives up at once
-    /// and leaves the batches to the others.
     /// A worker for `plan`'s folder, not connected yet.
     pub(super) fn new(
         plan: &'a FolderPlan,
@@ -43,9 +54,15 @@ impl<'a> Uploader<'a> {
             observer,
             ledger,
             target: None,
+            in_flight: VecDeque::new(),
         }
     }
 
+    /// Opens the worker's first connection, trying again (`settings.retries` times) when it
+    /// could not be opened, broke or timed out. The planning connection got through with the
+    /// same settings, so a TLS or protocol failure here is a broken connection too. A refusal
+    /// by the server is final: a worker beyond a per-user connection limit gives up at once
+    /// and leaves the batches to the others.
     pub(super) fn connect(&mut self) -> Result<(), Error> {
         let mut attempt = 0;
         loop {
@@ -69,37 +86,93 @@ impl<'a> Uploader<'a> {
         }
     }
 
-    /// Uploads a batch. When the connection breaks, opens a new one (up to `settings.retries`
-    /// times for this batch, waiting longer each time), finds out which of the batch's
-    /// messages the target stored before the break, and uploads only the others. Reports every
-    /// message to the observer: copied, refused, or lost with the connection when it gives up.
+    /// Sends a batch, without waiting for the answers to the batches sent before it (at most
+    /// [`UPLOAD_WINDOW`] unanswered). See [`Uploader::recover`] for a connection that breaks.
     pub(super) fn upload(&mut self, batch: Vec<Outgoing>) -> Result<(), Error> {
         let folder = self.plan.target_folder.as_str();
-        // Held until every message of the batch is settled; see `Ledger`.
-        let _claim = self.ledger.claim(folder, &batch);
-        let mut pending = batch;
+        // A batch waits for the others holding its repeated identities (see `Ledger`): first
+        // settle this worker's own, which would otherwise wait for it in turn.
+        if self.ledger.holds_repeated(folder, &batch) {
+            self.finish()?;
+        }
+        let claim = self.ledger.claim(folder, &batch);
+        let target = self
+            .target
+            .as_mut()
+            .expect("an uploader uploads only while connected");
+        match target.start_append(folder, &batch) {
+            Ok(started) => self.in_flight.push_back(InFlight {
+                batch,
+                started: Some(started),
+                _claim: claim,
+            }),
+            Err(err) => {
+                self.in_flight.push_back(InFlight {
+                    batch,
+                    started: None,
+                    _claim: claim,
+                });
+                return self.recover(err);
+            }
+        }
+        while self.in_flight.len() > UPLOAD_WINDOW {
+            self.settle_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the answers to every batch sent.
+    pub(super) fn finish(&mut self) -> Result<(), Error> {
+        while !self.in_flight.is_empty() {
+            self.settle_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Reads the answer to the oldest batch sent and reports its messages: copied or refused.
+    fn settle_oldest(&mut self) -> Result<(), Error> {
+        let folder = self.plan.target_folder.as_str();
+        let oldest = self.in_flight.front_mut().expect("a batch in flight");
+        let started = oldest
+            .started
+            .take()
+            .expect("sent on the current connection");
+        let target = self
+            .target
+            .as_mut()
+            .expect("an uploader uploads only while connected");
+        match target.finish_append(started, folder, &oldest.batch) {
+            Ok(outcomes) => {
+                let settled = self.in_flight.pop_front().expect("the oldest");
+                self.report(&settled.batch, outcomes);
+                Ok(())
+            }
+            Err(err) => self.recover(err),
+        }
+    }
+
+    fn report(&self, batch: &[Outgoing], outcomes: Vec<Result<(), String>>) {
+        for (outgoing, outcome) in batch.iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => self.copied(outgoing),
+                Err(reason) => self.observer.message_failed(
+                    &self.plan.source_folder,
+                    &outgoing.message,
+                    &reason,
+                ),
+            }
+        }
+    }
+
+    /// After the connection broke (`err`) with batches in flight, any of which the server may
+    /// have stored, wholly or in part: opens a new connection (up to `settings.retries` times,
+    /// waiting longer each time), finds out from a fresh index which of their messages the
+    /// target holds, and uploads only the others, one batch at a time. Reports every message
+    /// to the observer: copied, refused, or lost with the connection when it gives up.
+    fn recover(&mut self, mut err: Error) -> Result<(), Error> {
+        let folder = self.plan.target_folder.as_str();
         let mut attempt = 0;
-        loop {
-            let target = self
-                .target
-                .as_mut()
-                .expect("an uploader uploads only while connected");
-            let mut err = match target.append(folder, &pending) {
-                Ok(outcomes) => {
-                    for (outgoing, outcome) in pending.iter().zip(outcomes) {
-                        match outcome {
-                            Ok(()) => self.copied(outgoing),
-                            Err(reason) => self.observer.message_failed(
-                                &self.plan.source_folder,
-                                &outgoing.message,
-                                &reason,
-                            ),
-                        }
-                    }
-                    return Ok(());
-                }
-                Err(err) => err,
-            };
+        'reconnect: loop {
             // The broken connection goes first: a server that limits connections per user
             // must see it closed before the next one logs in.
             self.target = None;
@@ -107,7 +180,9 @@ impl<'a> Uploader<'a> {
             // the broken session against a connection limit for a moment.
             let index = loop {
                 if !matches!(err, Error::Connection { .. }) || attempt >= self.settings.retries {
-                    lost(self.plan, &pending, self.observer);
+                    for unsettled in self.in_flight.drain(..) {
+                        lost(self.plan, &unsettled.batch, self.observer);
+                    }
                     return Err(err);
                 }
                 attempt += 1;
@@ -117,10 +192,29 @@ impl<'a> Uploader<'a> {
                     Err(again) => err = again,
                 }
             };
-            pending = self.keep_missing(folder, pending, &index);
-            if pending.is_empty() {
-                return Ok(());
+            // No two batches in flight hold one identity (see `upload`), so one index
+            // answers for each of them.
+            let mut in_flight = std::mem::take(&mut self.in_flight);
+            for unsettled in &mut in_flight {
+                let batch = std::mem::take(&mut unsettled.batch);
+                unsettled.batch = self.keep_missing(folder, batch, &index);
             }
+            in_flight.retain(|unsettled| !unsettled.batch.is_empty());
+            self.in_flight = in_flight;
+            while let Some(oldest) = self.in_flight.front() {
+                let target = self.target.as_mut().expect("connected above");
+                match target.append(folder, &oldest.batch) {
+                    Ok(outcomes) => {
+                        let settled = self.in_flight.pop_front().expect("the oldest");
+                        self.report(&settled.batch, outcomes);
+                    }
+                    Err(again) => {
+                        err = again;
+                        continue 'reconnect;
+                    }
+                }
+            }
+            return Ok(());
         }
     }
 
@@ -251,6 +345,16 @@ impl Ledger {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, FolderLedger>> {
         self.folders.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the batch holds identities planned into the folder more than once, which
+    /// [`Ledger::claim`] may have to wait for.
+    fn holds_repeated(&self, folder: &str, batch: &[Outgoing]) -> bool {
+        self.lock().get(folder).is_some_and(|ledger| {
+            batch
+                .iter()
+                .any(|outgoing| ledger.repeated.contains_key(&outgoing.message.identity))
+        })
     }
 
     /// Waits until no other batch holds any of this batch's repeated identities, then claims

@@ -15,7 +15,7 @@ use crate::plan::{self, FolderPlan};
 use crate::report::{Report, ReportBuilder};
 use crate::source::{ImapSource, POP3_FOLDER, Pop3Source};
 use crate::target::ImapTarget;
-use crate::transfer::{self, Fanout, Observer, Source, Target, TransferSettings};
+use crate::transfer::{self, Fanout, Observer, Source, Target, TargetPool, TransferSettings};
 use crate::verify;
 
 /// How to open connections, shared by both sides.
@@ -123,6 +123,8 @@ pub struct AfterCopy<'a> {
 pub struct Planned<'j> {
     job: &'j MigrateJob,
     source: Box<dyn Source>,
+    /// The planning target connection, which the copy uses next.
+    target: Option<Box<dyn Target>>,
     /// One entry per folder.
     pub folders: Vec<PlannedFolder>,
     report: ReportBuilder,
@@ -193,6 +195,7 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
     Ok(Planned {
         job,
         source,
+        target: Some(target),
         folders,
         report,
     })
@@ -225,19 +228,27 @@ impl Planned<'_> {
         let job = self.job;
         let events = Fanout(vec![&self.report, observer]);
         let plans: Vec<FolderPlan> = self.folders.iter().map(|f| f.plan.clone()).collect();
+        let connect = || open_target(job);
+        let targets = TargetPool::new(&connect);
+        if let Some(target) = self.target.take() {
+            targets.put(target);
+        }
         let mut error = transfer::copy_folders(
             &plans,
             self.source.as_mut(),
             &|| open_source(job),
-            &|| open_target(job),
+            &targets,
             job.transfer,
             &events,
         )
         .err();
         if error.is_none() {
-            // A fresh connection: the planning one may have been closed by the server while it
-            // sat idle during a long copy.
-            let finished = open_target(job).and_then(|mut target| {
+            // The connection an upload worker left last, used a moment ago (or the planning
+            // one, when nothing was copied): not one the server may have closed while it sat
+            // idle through a long copy.
+            let target = targets.take().map_or_else(|| open_target(job), Ok);
+            let finished = target.and_then(|mut target| {
+                let changed = after_copy.is_some();
                 if let Some(after_copy) = after_copy {
                     after_copy(AfterCopy {
                         folders: &self.folders,
@@ -246,7 +257,7 @@ impl Planned<'_> {
                         report: &self.report,
                     })?;
                 }
-                self.verify(target.as_mut())
+                self.verify(target.as_mut(), changed)
             });
             match finished {
                 Ok(complete) => self.report.verified(complete),
@@ -259,15 +270,21 @@ impl Planned<'_> {
         (self.report.finish(), error)
     }
 
-    /// Re-indexes every target folder and checks that every source message is there.
-    fn verify(&self, target: &mut dyn Target) -> Result<bool, Error> {
-        let names: Vec<String> = self
+    /// Re-indexes the target folders this run wrote to and checks that every source message is
+    /// there. A folder it did not write to (nothing to copy, and no `after_copy` step that
+    /// changed the target) was found complete by its plan's index moments ago.
+    fn verify(&self, target: &mut dyn Target, after_copy_changed: bool) -> Result<bool, Error> {
+        let written: Vec<&PlannedFolder> = self
             .folders
+            .iter()
+            .filter(|f| after_copy_changed || !f.plan.to_copy.is_empty())
+            .collect();
+        let names: Vec<String> = written
             .iter()
             .map(|f| f.plan.target_folder.clone())
             .collect();
         let mut complete = true;
-        for (folder, target_index) in self.folders.iter().zip(target.index_all(&names)?) {
+        for (folder, target_index) in written.into_iter().zip(target.index_all(&names)?) {
             let missing = verify::missing(&folder.source_index, &target_index);
             self.report
                 .missing_after_copy(&folder.plan.source_folder, &missing);

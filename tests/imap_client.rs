@@ -283,7 +283,7 @@ fn multiappend_fifty_messages_and_fetch_them_back() {
 
     let mut fetched = 0;
     client
-        .fetch_messages(&uids, 8 << 20, |m| {
+        .fetch_messages(None, &uids, 8 << 20, |m| {
             assert_eq!(
                 m.raw,
                 by_uid[&m.uid].as_slice(),
@@ -299,7 +299,7 @@ fn multiappend_fifty_messages_and_fetch_them_back() {
     // A cap below the 3 MB message is a protocol error, not unbounded memory.
     let big = uids[48];
     assert!(matches!(
-        client.fetch_messages(&[big], 1 << 20, |_| {}),
+        client.fetch_messages(None, &[big], 1 << 20, |_| {}),
         Err(SessionError::Protocol(_))
     ));
 }

@@ -582,37 +582,47 @@ impl ImapClient {
 
     /// Fetches whole messages by UID (`UID FETCH … (UID FLAGS INTERNALDATE BODY.PEEK[])`),
     /// calling `on_each` per message; each is held in memory only during its call. UIDs that no
-    /// longer exist are simply not reported. A message larger than `max_size` bytes ends the
-    /// session with [`SessionError::Protocol`]: leave such UIDs out (see
-    /// [`IndexRecord::size`]).
+    /// longer exist are simply not reported. With `examine`, that mailbox is opened read-only
+    /// first, in the same round trip. A message larger than `max_size` bytes ends the session
+    /// with [`SessionError::Protocol`]: leave such UIDs out (see [`IndexRecord::size`]).
     pub fn fetch_messages(
         &mut self,
+        examine: Option<&str>,
         uids: &[u32],
         max_size: u64,
         mut on_each: impl FnMut(FetchedMessage<'_>),
     ) -> Result<(), SessionError> {
+        let sets = uid_sets(uids, MAX_UID_SET);
+        let first_fetch = usize::from(examine.is_some());
+        if examine.is_some() {
+            self.state.exists = None;
+        }
         let previous = self.framer.max_literal();
         self.framer
             .set_max_literal(usize::try_from(max_size).unwrap_or(usize::MAX));
-        let result = uid_sets(uids, MAX_UID_SET).iter().try_for_each(|set| {
-            self.run(
-                |b| {
-                    b.text("UID FETCH ")
-                        .text(set)
-                        .text(" (UID FLAGS INTERNALDATE BODY.PEEK[])")
-                },
-                |response| {
-                    if let Some(message) = fetched_message(response) {
-                        on_each(message);
-                    }
-                    Ok(())
-                },
-            )?
-            .ok()
-            .map(drop)
-        });
+        let completions = self.pipeline(
+            first_fetch + sets.len(),
+            |i, b| match (i.checked_sub(first_fetch), examine) {
+                (Some(set), _) => b
+                    .text("UID FETCH ")
+                    .text(&sets[set])
+                    .text(" (UID FLAGS INTERNALDATE BODY.PEEK[])"),
+                (None, Some(mailbox)) => b.text("EXAMINE ").mailbox(mailbox),
+                (None, None) => unreachable!("EXAMINE only when asked"),
+            },
+            |i, response| {
+                if i >= first_fetch
+                    && let Some(message) = fetched_message(response)
+                {
+                    on_each(message);
+                }
+                Ok(())
+            },
+        );
         self.framer.set_max_literal(previous);
-        result
+        completions?
+            .into_iter()
+            .try_for_each(|completion| completion.ok().map(drop))
     }
 
     /// Appends one message. Returns its UID when the server reports it (UIDPLUS). A refusal is

@@ -15,7 +15,6 @@ use crate::transfer::{Outgoing, Source, Unreadable};
 pub struct ImapSource {
     client: ImapClient,
     account: Account,
-    selected: Option<String>,
 }
 
 impl ImapSource {
@@ -24,24 +23,11 @@ impl ImapSource {
         Ok(ImapSource {
             client: session::open_imap(account, Side::From, options)?,
             account: account.clone(),
-            selected: None,
         })
     }
 
     fn failed(&self, err: SessionError) -> Error {
         Error::from_session(&self.account.endpoint, Side::From, err)
-    }
-
-    /// EXAMINE (read-only) the folder unless it is already open.
-    fn open(&mut self, folder: &str) -> Result<(), Error> {
-        if self.selected.as_deref() != Some(folder) {
-            self.selected = None;
-            self.client
-                .select(folder, true)
-                .map_err(|e| self.failed(e))?;
-            self.selected = Some(folder.to_owned());
-        }
-        Ok(())
     }
 }
 
@@ -70,8 +56,6 @@ impl Source for ImapSource {
     }
 
     fn index_all(&mut self, folders: &[String]) -> Result<Vec<Vec<SourceMessage>>, Error> {
-        // Opened afresh, so that a second index of the same folder sees new mail.
-        self.selected = None;
         let mut indexes = vec![Vec::new(); folders.len()];
         let opened = self
             .client
@@ -92,8 +76,7 @@ impl Source for ImapSource {
                 });
             })
             .map_err(|e| self.failed(e))?;
-        for (folder, opened) in folders.iter().zip(opened) {
-            self.selected = opened.is_ok().then(|| folder.clone());
+        for opened in opened {
             opened.map_err(|e| self.failed(e))?;
         }
         Ok(indexes)
@@ -105,7 +88,6 @@ impl Source for ImapSource {
         messages: Vec<SourceMessage>,
         deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
     ) -> Result<(), Error> {
-        self.open(folder)?;
         let Some(mut by_uid) = deliver_too_large(messages, deliver) else {
             return Ok(());
         };
@@ -113,7 +95,7 @@ impl Source for ImapSource {
         uids.sort_unstable();
         let mut receiving = true;
         self.client
-            .fetch_messages(&uids, MAX_MESSAGE_SIZE, |fetched| {
+            .fetch_messages(Some(folder), &uids, MAX_MESSAGE_SIZE, |fetched| {
                 // After the receiver has gone, the rest of the answer is only drained.
                 if receiving && let Some(message) = by_uid.remove(&fetched.uid) {
                     receiving = deliver(Ok(Outgoing {

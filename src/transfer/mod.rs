@@ -165,8 +165,43 @@ pub enum Started {
     Pending(u64),
 }
 
-/// Opens a new, logged-in target connection; called once per upload worker.
+/// Opens a new, logged-in target connection.
 pub type TargetConnector<'a> = dyn Fn() -> Result<Box<dyn Target>, Error> + Sync + 'a;
+
+/// Where upload workers get their target connections: one left idle by an earlier folder's
+/// worker (or by planning) when there is one, else a new one. Over a slow link a login costs
+/// several round trips, so a copy of many folders logs in about `connections` times, not once
+/// per folder. An idle connection the server closed meanwhile breaks at its first use and is
+/// replaced as any broken connection is.
+pub struct TargetPool<'a> {
+    connect: &'a TargetConnector<'a>,
+    idle: Mutex<Vec<Box<dyn Target>>>,
+}
+
+impl<'a> TargetPool<'a> {
+    /// A pool that opens connections with `connect`, none idle yet.
+    pub fn new(connect: &'a TargetConnector<'a>) -> Self {
+        TargetPool {
+            connect,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Opens a new connection.
+    pub fn connect(&self) -> Result<Box<dyn Target>, Error> {
+        (self.connect)()
+    }
+
+    /// Leaves a connection for the next worker (or the caller) to take.
+    pub fn put(&self, target: Box<dyn Target>) {
+        self.idle.lock().unwrap().push(target);
+    }
+
+    /// Takes an idle connection, if there is one.
+    pub fn take(&self) -> Option<Box<dyn Target>> {
+        self.idle.lock().unwrap().pop()
+    }
+}
 
 /// Opens a new, logged-in source connection; called once per folder lane but the first.
 pub type SourceConnector<'a> = dyn Fn() -> Result<Box<dyn Source>, Error> + Sync + 'a;
@@ -253,7 +288,7 @@ pub fn copy_folders(
     plans: &[FolderPlan],
     source: &mut dyn Source,
     connect_source: &SourceConnector<'_>,
-    connect_target: &TargetConnector<'_>,
+    targets: &TargetPool<'_>,
     settings: TransferSettings,
     observer: &dyn Observer,
 ) -> Result<(), Error> {
@@ -281,14 +316,7 @@ pub fn copy_folders(
             if first_error.lock().unwrap().is_some() {
                 break;
             }
-            if let Err(err) = copy_folder(
-                plan,
-                source,
-                connect_target,
-                lane_settings,
-                observer,
-                &ledger,
-            ) {
+            if let Err(err) = copy_folder(plan, source, targets, lane_settings, observer, &ledger) {
                 first_error.lock().unwrap().get_or_insert(err);
                 break;
             }
@@ -315,7 +343,7 @@ pub fn copy_folders(
 fn copy_folder(
     plan: &FolderPlan,
     source: &mut dyn Source,
-    connect_target: &TargetConnector<'_>,
+    targets: &TargetPool<'_>,
     settings: TransferSettings,
     observer: &dyn Observer,
     ledger: &Ledger,
@@ -338,7 +366,7 @@ fn copy_folder(
             let (upload_error, connect_error, connected) =
                 (&upload_error, &connect_error, &connected);
             scope.spawn(move || {
-                let mut uploader = Uploader::new(plan, connect_target, settings, observer, ledger);
+                let mut uploader = Uploader::new(plan, targets, settings, observer, ledger);
                 // A worker that cannot log in (a server's per-user connection limit, say)
                 // leaves the batches to the others; only when none connects is it fatal.
                 if let Err(err) = uploader.connect() {
@@ -350,8 +378,11 @@ fn copy_folder(
                     .iter()
                     .try_for_each(|batch| uploader.upload(batch))
                     .and_then(|()| uploader.finish());
-                if let Err(err) = uploaded {
-                    upload_error.lock().unwrap().get_or_insert(err);
+                match uploaded {
+                    Ok(()) => uploader.release(),
+                    Err(err) => {
+                        upload_error.lock().unwrap().get_or_insert(err);
+                    }
                 }
                 // When every worker is gone, its receiver with it, the fetcher's next send
                 // fails, which stops the source promptly.
@@ -766,7 +797,7 @@ mod tests {
             &[plan],
             &mut FakeSource,
             &|| unreachable!("one folder needs one source connection"),
-            &|| Server::connect(server),
+            &TargetPool::new(&|| Server::connect(server)),
             settings,
             events,
         )

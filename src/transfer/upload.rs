@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-use super::{Observer, Outgoing, Started, Target, TargetConnector, TransferSettings, lost};
+use super::{Observer, Outgoing, Started, Target, TargetPool, TransferSettings, lost};
 use crate::error::{Error, SessionError};
 use crate::identity::Identity;
 use crate::index::TargetIndex;
@@ -20,7 +20,7 @@ const UPLOAD_WINDOW: usize = 4;
 /// batches sent on it whose answer has not been read yet.
 pub(super) struct Uploader<'a> {
     plan: &'a FolderPlan,
-    connect: &'a TargetConnector<'a>,
+    targets: &'a TargetPool<'a>,
     settings: TransferSettings,
     observer: &'a dyn Observer,
     ledger: &'a Ledger,
@@ -42,14 +42,14 @@ impl<'a> Uploader<'a> {
     /// A worker for `plan`'s folder, not connected yet.
     pub(super) fn new(
         plan: &'a FolderPlan,
-        connect: &'a TargetConnector<'a>,
+        targets: &'a TargetPool<'a>,
         settings: TransferSettings,
         observer: &'a dyn Observer,
         ledger: &'a Ledger,
     ) -> Self {
         Uploader {
             plan,
-            connect,
+            targets,
             settings,
             observer,
             ledger,
@@ -58,15 +58,20 @@ impl<'a> Uploader<'a> {
         }
     }
 
-    /// Opens the worker's first connection, trying again (`settings.retries` times) when it
+    /// Takes an idle connection from the pool, or opens the worker's first connection, trying
+    /// again (`settings.retries` times) when it
     /// could not be opened, broke or timed out. The planning connection got through with the
     /// same settings, so a TLS or protocol failure here is a broken connection too. A refusal
     /// by the server is final: a worker beyond a per-user connection limit gives up at once
     /// and leaves the batches to the others.
     pub(super) fn connect(&mut self) -> Result<(), Error> {
+        if let Some(target) = self.targets.take() {
+            self.target = Some(target);
+            return Ok(());
+        }
         let mut attempt = 0;
         loop {
-            match (self.connect)() {
+            match self.targets.connect() {
                 Ok(target) => {
                     self.target = Some(target);
                     return Ok(());
@@ -119,6 +124,14 @@ impl<'a> Uploader<'a> {
             self.settle_oldest()?;
         }
         Ok(())
+    }
+
+    /// Leaves the connection, with nothing in flight, for the next worker.
+    pub(super) fn release(mut self) {
+        debug_assert!(self.in_flight.is_empty(), "finished first");
+        if let Some(target) = self.target.take() {
+            self.targets.put(target);
+        }
     }
 
     /// Waits for the answers to every batch sent.
@@ -220,7 +233,7 @@ impl<'a> Uploader<'a> {
 
     /// A new connection, and a fresh index of the folder on it.
     fn reopen(&mut self, folder: &str) -> Result<TargetIndex, Error> {
-        let mut target = (self.connect)()?;
+        let mut target = self.targets.connect()?;
         let index = target.index(folder)?;
         self.target = Some(target);
         Ok(index)

@@ -63,9 +63,17 @@ SEED=${SEED:-42}
 CONNECTIONS=${CONNECTIONS:-}
 REPS=${REPS:-3}
 NOOP_SAMPLES=${NOOP_SAMPLES:-3}
+TRANSPORT=${TRANSPORT:-plain}
+RTT_MS=${RTT_MS:-50}
+RTT_COUNT=${RTT_COUNT:-1000}
+CASE_TIMEOUT=${CASE_TIMEOUT:-300}
 while [ $# -gt 0 ]; do
   case $1 in
   --count) COUNT=$2; shift 2 ;;
+  --rtt-count) RTT_COUNT=$2; shift 2 ;;
+  --rtt-ms) RTT_MS=$2; shift 2 ;;
+  --transport) TRANSPORT=$2; shift 2 ;;
+  --case-timeout) CASE_TIMEOUT=$2; shift 2 ;;
   --seed) SEED=$2; shift 2 ;;
   --connections) CONNECTIONS=$2; shift 2 ;;
   --reps) REPS=$2; shift 2 ;;
@@ -74,13 +82,24 @@ while [ $# -gt 0 ]; do
   *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-for v in "$COUNT" "$REPS" "$NOOP_SAMPLES"; do
+for v in "$COUNT" "$REPS" "$NOOP_SAMPLES" "$RTT_COUNT" "$CASE_TIMEOUT"; do
   case $v in '' | *[!0-9]* | 0)
-    echo "--count, --reps and --noop-samples take a positive integer" >&2
+    echo "--count, --rtt-count, --reps, --noop-samples and --case-timeout take a positive" \
+      "integer" >&2
     exit 2
     ;;
   esac
 done
+case $RTT_MS in '' | *[!0-9]*)
+  echo "--rtt-ms takes a whole number of milliseconds (0: no relayed link)" >&2
+  exit 2
+  ;;
+esac
+case $TRANSPORT in plain | tls) ;; *)
+  echo "--transport is plain or tls" >&2
+  exit 2
+  ;;
+esac
 if [ "$(id -u)" != 0 ]; then
   echo "bench/run.sh must run as root (Dovecot runs mail as nobody)" >&2
   exit 2
@@ -142,8 +161,10 @@ start_server() { # NAME "USER USER…"
   for attempt in 1 2 3; do
     # MAILFERRY_TEST_OWNER_PID: if this script is killed outright, dovecot.sh's watcher stops
     # the server anyway.
+    # DOVECOT_TLS=no: plaintext only (no STARTTLS offered), as for the reference numbers.
     if IMAP_PORT=$(free_port) IMAPS_PORT=$(free_port) POP3_PORT=$(free_port) \
       POP3S_PORT=$(free_port) MAILFERRY_TEST_USERS="$users" MAILFERRY_TEST_OWNER_PID=$$ \
+      DOVECOT_TLS=$([ "$TRANSPORT" = tls ] && echo yes || echo no) \
       bash "$DOVECOT_SH" up "$WORK/$1" >"$WORK/$1.env"; then
       return 0
     fi
@@ -155,20 +176,30 @@ start_server() { # NAME "USER USER…"
 port_of() { sed -n "s/^$2=127.0.0.1://p" "$WORK/$1.env"; }
 
 echo "== starting source and target Dovecot on 127.0.0.1 (mail in $WORK)"
-start_server src "pop imap"
+start_server src "pop imap rpop rimap"
+# Target users: <link: l loopback, r relay><case><rep>, each filled once.
 start_server dst "warmup $(for r in $(seq 1 "$REPS"); do
-  printf 'viaimport%s viaferry%s foldimport%s viaimap%s viamirror%s ' "$r" "$r" "$r" "$r" "$r"
+  for link in l r; do
+    printf '%sbase%s %simport%s %spop%s %simap%s %smirror%s ' \
+      "$link" "$r" "$link" "$r" "$link" "$r" "$link" "$r" "$link" "$r"
+  done
 done)"
 cat "$WORK/src/cert.pem" "$WORK/dst/cert.pem" >"$WORK/ca.pem"
+if [ "$TRANSPORT" = tls ]; then
+  SRC_POP3=$(port_of src pop3s) SRC_IMAP=$(port_of src imaps) DST_IMAP=$(port_of dst imaps)
+else
+  SRC_POP3=$(port_of src pop3) SRC_IMAP=$(port_of src imap) DST_IMAP=$(port_of dst imap)
+fi
 
 # In the background and waited for, so a signal reaches the trap at once rather than after the
 # whole run; setsid gives it a process group of its own that cleanup can stop as a whole (in a
 # script, without job control, setsid does not fork: $! is that group's id).
 setsid python3 "$ROOT/bench/bench.py" --count "$COUNT" --seed "$SEED" --reps "$REPS" \
-  --noop-samples "$NOOP_SAMPLES" --src-dir "$WORK/src" --dst-dir "$WORK/dst" \
-  --src-user pop --imap-user imap --password "$PASSWORD" \
-  --pop3s-port "$(port_of src pop3s)" --src-imaps-port "$(port_of src imaps)" \
-  --imaps-port "$(port_of dst imaps)" \
+  --noop-samples "$NOOP_SAMPLES" --rtt-ms "$RTT_MS" --rtt-count "$RTT_COUNT" \
+  --case-timeout "$CASE_TIMEOUT" --transport "$TRANSPORT" \
+  --src-dir "$WORK/src" --dst-dir "$WORK/dst" --src-user pop --imap-user imap \
+  --rtt-src-user rpop --rtt-imap-user rimap --password "$PASSWORD" \
+  --src-pop3-port "$SRC_POP3" --src-imap-port "$SRC_IMAP" --dst-imap-port "$DST_IMAP" \
   --ca "$WORK/ca.pem" --mailferry "$MAILFERRY" ${CONNECTIONS:+--connections "$CONNECTIONS"} \
   --work "$WORK" &
 BENCH_PID=$!

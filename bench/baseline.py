@@ -15,7 +15,7 @@ folder on the target with its flags and internal date (the file's mtime), using:
 It assumes a server that offers LITERAL+ and MULTIAPPEND (Dovecot does) and checks that after
 LOGIN. Usage (the password comes from the environment, never the command line):
   BASELINE_PASSWORD=… python3 bench/baseline.py --maildir DIR --port PORT --user USER
-      [--host 127.0.0.1] [--tls-ca FILE] [--batch 50] [--window 4] [--timeout 300]
+      [--host 127.0.0.1] [--tls-ca FILE] [--batch 50] [--window 8] [--timeout 300]
 Prints one JSON line {"messages", "bytes", "commands", "seconds"} (seconds: from before the
 connect to the last tagged answer; LOGOUT and the interpreter's start-up left out); exit 0 when every command
 got OK, 1 otherwise (the failing answers on stderr), 2 on a usage error.
@@ -167,7 +167,7 @@ def main():
     ap.add_argument("--batch", type=int, default=50, help="messages per MULTIAPPEND command")
     ap.add_argument("--max-batch-bytes", type=int, default=16 * 1024 * 1024,
                     help="also end a batch once it holds this many bytes")
-    ap.add_argument("--window", type=int, default=4, help="APPEND commands left unanswered")
+    ap.add_argument("--window", type=int, default=8, help="APPEND commands left unanswered")
     ap.add_argument("--timeout", type=float, default=300)
     a = ap.parse_args()
     password = os.environ.get("BASELINE_PASSWORD")

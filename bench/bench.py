@@ -1,34 +1,34 @@
 #!/usr/bin/env python3
-"""bench.py — the timed part of bench/run.sh: corpus, load, doveadm import, mailferry, table.
+"""bench.py — the timed part of bench/run.sh: corpus, load, baseline, mailferry, table.
 
 bench/run.sh starts the two Dovecot servers and calls this with their directories and ports; it
 is not meant to be run by hand (run.sh's header documents the knobs). Python 3 standard library
 only.
 
 Steps:
-  1. generate --count messages from --seed (deterministic: the same count and seed give
-     byte-identical messages) and write each one twice on the source server: into the POP3
-     user's Maildir/new/, and into the IMAP user's Maildir, spread over six folders (INBOX,
-     Archive, Archive/2019, Sent, Lists/dev, Données) with flags (see FOLDERS and FLAGS);
-  2. let the source Dovecot index both accounts (`doveadm mailbox status`, untimed), so no timed
-     run pays for the first index build of a mailbox nobody has opened yet, and check that it
-     sees every message in every folder; then one untimed `mailferry migrate --dry-run` of the
-     IMAP account, which fills the source's cache with the fields mailferry asks for (a server
-     in use has them from its users' mail clients);
-  3. POP3 source: `doveadm import` of the POP3 Maildir into a fresh target user (the server's
-     own floor: no network, no protocol, Dovecot's store reading Dovecot's store), then
-     `mailferry migrate` POP3S -> IMAPS into another fresh target user, then the same command
-     again (a no-op re-run: must copy 0);
-  4. IMAP source: the same three for the IMAP account (`doveadm import` of every folder,
-     `mailferry migrate` IMAPS -> IMAPS, and again);
-  5. mirror: `mailferry mirror` with a fresh --state into another fresh user (the first run, a
-     full copy), then the same command --noop-samples times with nothing changed: each must copy
-     0 and update 0 flags;
-  6. check exit codes, the reports and, on disk, the target Maildirs: N files for POP3; for the
-     IMAP source, per folder the same number of files, the same flags (\\Seen, \\Answered,
-     \\Flagged from the Maildir file names) and the same internal dates (file mtimes) as the
-     source;
-  steps 3-6 are repeated --reps times with fresh users; then the table of medians.
+  1. per link (loopback: --count messages; the slow link: the first --rtt-count of the same
+     corpus), generate the messages from --seed (deterministic: the same count and seed give
+     byte-identical messages) and write each one twice on the source server: into a POP3 user's
+     Maildir/new/, and into an IMAP user's Maildir, spread over six folders (INBOX, Archive,
+     Archive/2019, Sent, Lists/dev, Données) with flags (see FOLDERS and FLAGS);
+  2. let the source Dovecot index those accounts (`doveadm mailbox status`, untimed), so no
+     timed run pays for the first index build of a mailbox nobody has opened yet, and check
+     that it sees every message in every folder; then one untimed `mailferry migrate --dry-run`
+     of each IMAP account, which fills the source's cache with the fields mailferry asks for (a
+     server in use has them from its users' mail clients);
+  3. with --rtt-ms, run bench/latency_relay.py's self-test at that delay, then start the relay
+     in front of the source's POP3 and IMAP ports and the target's IMAP port;
+  4. per rep and link, each into a fresh target user: the baseline upload (bench/baseline.py,
+     not mailferry) of the IMAP account's files; on loopback `doveadm import` of the same
+     Maildir (the server's own floor); `mailferry migrate` POP3 -> IMAP and again (a no-op
+     re-run: must copy 0); the same for the IMAP account (every folder); `mailferry mirror`
+     with a fresh --state (a full copy), then --noop-samples times with nothing changed (each
+     must copy 0 and update 0 flags);
+  5. check exit codes, the reports and, on disk, the target Maildirs: N files for POP3; for the
+     IMAP source and the baseline, per folder the same number of files, the same flags
+     (\\Seen, \\Answered, \\Flagged from the Maildir file names) and the same internal dates
+     (file mtimes) as the source;
+  then the table of medians, each row's time also as a multiple of the baseline on its link.
 Exit status: 0 when every check passed, 1 when any FAIL line was printed.
 """
 import argparse

@@ -468,8 +468,9 @@ def tail(path, lines=15):
 # The table's rows, in the order of each link's run. The "x baseline" column divides each by
 # BASELINE on the same link (transport and latency) in the same rep.
 BASELINE = "baseline upload (not mailferry)"
+BASELINE_COPY = "baseline IMAP copy (not mailferry)"
 DOVEADM = "doveadm import (floor)"
-CASES = [BASELINE, DOVEADM,
+CASES = [BASELINE, BASELINE_COPY, DOVEADM,
          "mailferry POP3 copy", "mailferry POP3 no-op re-run",
          "mailferry IMAP copy", "mailferry IMAP no-op re-run",
          "mailferry mirror first run", "mailferry mirror no-op"]
@@ -563,18 +564,20 @@ def run_doveadm_import(a, user, src_maildir, env, limit, log):
     return rc, Row(secs, None, rss, cpu)
 
 
-def run_baseline(a, link, user, port, env, limit, log, fail, rep):
-    """bench/baseline.py's upload of the link's IMAP account (every folder) into a fresh user.
-    Its seconds are its own (connect to the last answer; the Python start-up, ~30 ms, left
-    out, which makes the baseline look faster, never slower). Returns a Row."""
-    argv = [sys.executable, "-I", f"{HERE}/baseline.py", "--maildir", link["imap_maildir"],
-            "--port", str(port), "--user", user, "--timeout", str(limit)]
+def run_baseline(a, link, source, user, port, env, limit, log, fail, rep):
+    """bench/baseline.py's upload of the link's IMAP account (every folder) into a fresh user:
+    `source` is ["--maildir", DIR] (its files) or ["--copy-port", PORT, "--copy-user", USER]
+    (the account on the source server). Its seconds are its own (connect to the last answer;
+    the Python start-up, ~30 ms, left out, which makes the baseline look faster, never
+    slower). Returns a Row."""
+    argv = [sys.executable, "-I", f"{HERE}/baseline.py", *source, "--port", str(port),
+            "--user", user, "--timeout", str(limit)]
     if a.transport == "tls":
         argv += ["--tls-ca", a.ca]
-    before = server_cpu(a.dst_dir)
+    before = server_cpu(a.src_dir), server_cpu(a.dst_dir)
     rc, secs, rss, cpu = timed(argv, dict(env, BASELINE_PASSWORD=a.password), log, limit)
-    time.sleep(0.3)  # untimed: lets the server's session process exit and be reaped
-    servers = [0.0, server_cpu(a.dst_dir) - before]
+    time.sleep(0.3)  # untimed: lets the servers' session processes exit and be reaped
+    servers = [server_cpu(d) - b for d, b in zip((a.src_dir, a.dst_dir), before)]
     result = {}
     with open(log) as f:
         for line in f:
@@ -651,11 +654,16 @@ def run_rep(a, rep, link, env, limit, fail):
     def files(name):
         return f"{a.work}/report-{tag}-{name}-{rep}.json", f"{a.work}/{tag}-{name}-{rep}.log"
 
-    # ---- the baseline: the IMAP account's files, every folder, flags and dates ----
-    out[BASELINE] = run_baseline(a, link, user("base"), dst_imap, env, limit,
-                                 files("baseline")[1], fail, rep)
-    check_tree(BASELINE, rep, tree, f"{dst_mail}/{user('base')}/Maildir", fail)
-    shutil.rmtree(f"{dst_mail}/{user('base')}", ignore_errors=True)  # frees the tmpfs as we go
+    # ---- the baselines: the IMAP account's files, then the account on the source server,
+    # every folder, flags and dates ----
+    for case, name, source in (
+            (BASELINE, "base", ["--maildir", link["imap_maildir"]]),
+            (BASELINE_COPY, "basecopy", ["--copy-port", str(src_imap), "--copy-user",
+                                         link["imap_user"]])):
+        out[case] = run_baseline(a, link, source, user(name), dst_imap, env, limit,
+                                 files(name)[1], fail, rep)
+        check_tree(case, rep, tree, f"{dst_mail}/{user(name)}/Maildir", fail)
+        shutil.rmtree(f"{dst_mail}/{user(name)}", ignore_errors=True)  # frees the tmpfs
 
     # ---- Dovecot's own floor (no network, so only on the loopback link) ----
     if relay is None:
@@ -862,11 +870,13 @@ def print_table(a, links, reps, floor):
             print("  ".join("-" * w for w in widths))
     print(f"seconds: median of the reps (mirror no-op: of each rep's median of "
           f"{a.noop_samples} runs); msg/s and MB/s from it (MB/s: bytes moved, the corpus for\n"
-          f"the baseline and doveadm import, the report's bytes_copied for mailferry); x "
+          f"the baselines and doveadm import, the report's bytes_copied for mailferry); x "
           f"baseline: median of the per-rep ratios to the baseline upload\n(bench/baseline.py: "
           f"a raw pipelined MULTIAPPEND + LITERAL+ client, not part of mailferry, its own "
-          f"seconds) on the same link;\npeak RSS: largest ru_maxrss of the process over the "
-          f"reps, measured with a floor of {floor:.1f} MiB.")
+          f"seconds) on the same link; baseline IMAP copy:\nthe same client reading the IMAP "
+          f"account from the source server (LIST, then every folder's EXAMINE + UID FETCH at "
+          f"once, no diff);\npeak RSS: largest ru_maxrss of the process over the reps, "
+          f"measured with a floor of {floor:.1f} MiB.")
 
 
 def main():
@@ -945,7 +955,7 @@ def main():
         for msg in failures:
             print(f"FAIL: {msg.splitlines()[0]}", file=sys.stderr)
         return 1
-    print("\nall checks passed: exit codes 0; the baseline landed every message with its "
+    print("\nall checks passed: exit codes 0; the baselines landed every message with its "
           "folder, flags and date; mailferry's reports: copied == N then 0,\nfailed 0, "
           "verified, mirror no-op flags_updated 0 and deleted 0; on disk: N messages in the "
           "POP3 targets, and per folder the source's\nmessages, flags and internal dates in "

@@ -49,6 +49,9 @@
 #                        with LOGIN + CREATEs pipelined, then MULTIAPPEND batches of 50 with
 #                        LITERAL+, never waiting for an answer before the next batch (8 in
 #                        flight). The yardstick: the "x baseline" column divides by it
+#   1b. baseline IMAP copy   the same client reading the IMAP account from the source server
+#                        instead (LIST, then every folder's EXAMINE + UID FETCH at once, each
+#                        message passed on to the upload as it arrives; no diff, no state)
 #   2. doveadm import    the IMAP account's Maildir, every folder (Dovecot's own floor, no
 #                        network: loopback only)
 #   3. mailferry POP3 copy      migrate --from pop3://… --to imap://…/INBOX
@@ -61,8 +64,8 @@
 # --reps times, and prints one table: case, link, messages, seconds, msg/s, MB/s, peak RSS MiB
 # (wait4's ru_maxrss of that process; bench/measure.py) and the time as a multiple of the
 # baseline upload on the same link in the same rep (median of the per-rep ratios); medians over
-# the reps. The baseline's seconds are its own (connect to last answer, without Python's
-# start-up: that only makes the yardstick stricter). It checks that the baseline exits 0 and
+# the reps. The baselines' seconds are their own (connect to last answer, without Python's
+# start-up: that only makes the yardstick stricter). It checks that each baseline exits 0 and
 # landed every message with its folder, flags and date; that mailferry exits 0, that its report
 # says copied == N (then 0) with failed 0 and verified true (mirror: also flags_updated 0 and
 # deleted 0), that each POP3 target Maildir holds N files and that each IMAP target holds, per
@@ -210,8 +213,7 @@ start_server src "pop imap rpop rimap"
 # Target users: <link: l loopback, r relay><case><rep>, each filled once.
 start_server dst "warmup $(for r in $(seq 1 "$REPS"); do
   for link in l r; do
-    printf '%sbase%s %simport%s %spop%s %simap%s %smirror%s ' \
-      "$link" "$r" "$link" "$r" "$link" "$r" "$link" "$r" "$link" "$r"
+    for case in base basecopy import pop imap mirror; do printf '%s%s%s ' "$link" "$case" "$r"; done
   done
 done)"
 cat "$WORK/src/cert.pem" "$WORK/dst/cert.pem" >"$WORK/ca.pem"

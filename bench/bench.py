@@ -743,7 +743,7 @@ def run_rep(a, rep, link, env, limit, fail):
         extra = ""
         if case == "mailferry mirror no-op":
             extra = f" (median of {', '.join(f'{r.secs:.3f}' for r in samples)})"
-        print(f"   rep {rep} {link['name']}: {case:<31} {v.secs:6.2f} s wall; CPU s: own "
+        print(f"   rep {rep} {link['name']}: {case:<34} {v.secs:6.2f} s wall; CPU s: own "
               f"{v.cpu:.2f}{servers}{extra}{relay_text(v.relay)}", flush=True)
     return out
 

@@ -489,13 +489,16 @@ class Row:
 
 class RelayProcess:
     """bench/latency_relay.py in front of the source's POP3 and IMAP ports and the target's
-    IMAP port, for the whole run; its --stats file is read per case (stats_since)."""
+    IMAP port, for the whole run; its --stats file (and, with --trace, its trace) is read per
+    case (since)."""
 
     def __init__(self, a, delay_ms, targets):
         self.stats = f"{a.work}/relay-stats.jsonl"
+        self.trace = f"{a.work}/relay-trace.txt" if a.trace else None
         self.proc = subprocess.Popen(
             [sys.executable, "-I", f"{HERE}/latency_relay.py", "--delay-ms", str(delay_ms),
-             "--stats", self.stats, *(x for t in targets for x in ("--target", str(t)))],
+             "--stats", self.stats, *(["--trace", self.trace] if self.trace else []),
+             *(x for t in targets for x in ("--target", str(t)))],
             stdout=subprocess.PIPE, text=True)
         self.port_of = {}
         ready, _, _ = select.select([self.proc.stdout], [], [], 10)
@@ -511,19 +514,22 @@ class RelayProcess:
                                                                         "target"))}
 
     def offset(self):
-        try:
-            return os.path.getsize(self.stats)
-        except OSError:
-            return 0
+        """Where the stats and the trace files end now."""
+        return tuple(os.path.getsize(p) if p and os.path.exists(p) else 0
+                     for p in (self.stats, self.trace))
 
-    def stats_since(self, offset):
+    def since(self, offset, trace_copy):
         """What the relay saw of the connections that ended since `offset`: per side
         (source, target), connections, turns (the client spoke again after the server had)
-        and bytes each way."""
+        and bytes each way. With --trace, the chunks since then go to `trace_copy`."""
+        if self.trace:
+            with open(self.trace, "rb") as f, open(trace_copy, "wb") as out_file:
+                f.seek(offset[1])
+                shutil.copyfileobj(f, out_file)
         out = {side: {"conns": 0, "turns": 0, "max_turns": 0, "up": 0, "down": 0}
                for side in ("source", "target")}
         with open(self.stats) as f:
-            f.seek(offset)
+            f.seek(offset[0])
             for line in f:
                 s = json.loads(line)
                 o = out[self.role[s["listen"]]]
@@ -599,7 +605,7 @@ def run_mailferry(a, case, argv, want, report, log, env, limit, fail, rep, relay
     rc, secs, rss, cpu = timed(argv, env, log, limit)
     time.sleep(0.3)  # untimed: lets the servers' sessions (and the relay's) end and be reaped
     servers = [server_cpu(d) - b for d, b in zip((a.src_dir, a.dst_dir), before)]
-    seen = relay.stats_since(offset) if relay else None
+    seen = relay.since(offset, log[:-len(".log")] + ".trace") if relay else None
     try:
         with open(report) as f:
             rep_json = json.load(f)
@@ -908,6 +914,8 @@ def main():
     ap.add_argument("--ca", help="both servers' certificates, concatenated (--transport tls)")
     ap.add_argument("--mailferry", required=True)
     ap.add_argument("--connections", type=int, help="passed to mailferry when given")
+    ap.add_argument("--trace", action="store_true",
+                    help="keep the relay's chunk trace of every relayed mailferry case")
     ap.add_argument("--work", required=True, help="directory for logs and reports")
     a = ap.parse_args()
     failures = []

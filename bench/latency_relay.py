@@ -13,6 +13,9 @@ Usage:
   python3 bench/latency_relay.py --self-test [--delay-ms D]
       Checks itself (ping-pong round trip ~= 2 x D, bulk throughput not capped by the delay)
       and exits 1 when a check fails.
+  python3 bench/latency_relay.py --timeline TRACE
+      Prints a --trace file as a timeline, a line per burst (chunks of one connection and
+      direction less than 10 ms apart): where a client waits for answers one at a time.
 
 How the delay is made: each direction has a reader and a sender. The reader stamps every chunk
 with its arrival time and queues it, then reads on at once; the sender writes the chunk out
@@ -26,7 +29,8 @@ so they are passed on D later. TCP_NODELAY on both legs: the delay is ours, not 
 --stats FILE gets one JSON line per finished connection: bytes, chunks and "turns" per
 direction (a turn = the client sends again after the server has spoken since its last chunk;
 for a request/answer protocol that is the number of round trips the client waited for, give or
-take pipelining). --trace FILE gets one line per chunk: time, connection, direction, bytes.
+take pipelining). --trace FILE gets one line per chunk: seconds since the relay started,
+connection, target port, direction (up: client to server), bytes.
 --lifetime S (default 3600) ends the relay after S seconds whatever happens, and it also ends
 when its parent process goes away: a bench killed outright leaves no relay behind.
 """
@@ -164,7 +168,8 @@ class Relay:
                     stats.saw(direction, n)
                     if self.trace_file:
                         self.trace_file.write(f"{time.monotonic() - self.start:.6f} "
-                                              f"{stats.conn_id} {direction} {n}\n")
+                                              f"{stats.conn_id} {target_port} {direction} "
+                                              f"{n}\n")
                 return note
 
             try:
@@ -207,6 +212,27 @@ async def run(args):
         server.close()
     if trace:
         trace.close()
+
+
+def timeline(path):
+    """--timeline: a trace as bursts, times from its first line."""
+    bursts = []
+    with open(path) as f:
+        for line in f:
+            t, conn, port, direction, n = line.split()
+            t, n = float(t), int(n)
+            last = bursts[-1] if bursts else None
+            if last and last["key"] == (conn, direction) and t - last["end"] < 0.010:
+                last["end"], last["bytes"], last["chunks"] = t, last["bytes"] + n, \
+                    last["chunks"] + 1
+            else:
+                bursts.append({"key": (conn, direction), "port": port, "start": t, "end": t,
+                               "bytes": n, "chunks": 1})
+    t0 = bursts[0]["start"] if bursts else 0
+    for b in bursts:
+        conn, direction = b["key"]
+        print(f"{b['start'] - t0:8.3f} s  conn {conn:>4} (port {b['port']})  {direction:<4} "
+              f"{b['bytes']:>10} bytes in {b['chunks']} chunk(s)")
 
 
 # ---- self-test --------------------------------------------------------------------------------
@@ -307,7 +333,11 @@ def main():
     ap.add_argument("--trace", help="append one line per chunk")
     ap.add_argument("--lifetime", type=float, default=3600, help="seconds before it ends itself")
     ap.add_argument("--self-test", action="store_true")
+    ap.add_argument("--timeline", metavar="TRACE", help="print a --trace file as a timeline")
     args = ap.parse_args()
+    if args.timeline:
+        timeline(args.timeline)
+        return 0
     if args.self_test:
         return asyncio.run(self_test(args))
     if not args.target:

@@ -29,6 +29,10 @@
 #   MAILFERRY        a mailferry binary to use instead of `cargo build --release`'s
 #   KEEP=1           keep the directory (logs, reports, relay stats, Maildirs) after the servers
 #                    stop
+#   TRACE=1          the relay also records every chunk; each mailferry case on the slow link
+#                    leaves its own DIR/r-CASE-REP.trace (use with KEEP=1), which
+#                    `python3 bench/latency_relay.py --timeline FILE` prints as a timeline of
+#                    bursts per connection: where a run waits for answers one at a time
 #
 # What it does: starts two throwaway Dovecot servers on 127.0.0.1 (tests/support/dovecot.sh;
 # DOVECOT_TLS=no for the plain transport), generates N realistic messages (bench/bench.py:
@@ -232,7 +236,8 @@ setsid python3 "$ROOT/bench/bench.py" --count "$COUNT" --seed "$SEED" --reps "$R
   --src-dir "$WORK/src" --dst-dir "$WORK/dst" --src-user pop --imap-user imap \
   --rtt-src-user rpop --rtt-imap-user rimap --password "$PASSWORD" \
   --src-pop3-port "$SRC_POP3" --src-imap-port "$SRC_IMAP" --dst-imap-port "$DST_IMAP" \
-  --ca "$WORK/ca.pem" --mailferry "$MAILFERRY" ${CONNECTIONS:+--connections "$CONNECTIONS"} \
+  --ca "$WORK/ca.pem" ${TRACE:+--trace} --mailferry "$MAILFERRY" \
+  ${CONNECTIONS:+--connections "$CONNECTIONS"} \
   --work "$WORK" &
 BENCH_PID=$!
 rc=0

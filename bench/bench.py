@@ -1,34 +1,34 @@
 #!/usr/bin/env python3
-"""bench.py — the timed part of bench/run.sh: corpus, load, doveadm import, mailferry, table.
+"""bench.py — the timed part of bench/run.sh: corpus, load, baseline, mailferry, table.
 
 bench/run.sh starts the two Dovecot servers and calls this with their directories and ports; it
 is not meant to be run by hand (run.sh's header documents the knobs). Python 3 standard library
 only.
 
 Steps:
-  1. generate --count messages from --seed (deterministic: the same count and seed give
-     byte-identical messages) and write each one twice on the source server: into the POP3
-     user's Maildir/new/, and into the IMAP user's Maildir, spread over six folders (INBOX,
-     Archive, Archive/2019, Sent, Lists/dev, Données) with flags (see FOLDERS and FLAGS);
-  2. let the source Dovecot index both accounts (`doveadm mailbox status`, untimed), so no timed
-     run pays for the first index build of a mailbox nobody has opened yet, and check that it
-     sees every message in every folder; then one untimed `mailferry migrate --dry-run` of the
-     IMAP account, which fills the source's cache with the fields mailferry asks for (a server
-     in use has them from its users' mail clients);
-  3. POP3 source: `doveadm import` of the POP3 Maildir into a fresh target user (the server's
-     own floor: no network, no protocol, Dovecot's store reading Dovecot's store), then
-     `mailferry migrate` POP3S -> IMAPS into another fresh target user, then the same command
-     again (a no-op re-run: must copy 0);
-  4. IMAP source: the same three for the IMAP account (`doveadm import` of every folder,
-     `mailferry migrate` IMAPS -> IMAPS, and again);
-  5. mirror: `mailferry mirror` with a fresh --state into another fresh user (the first run, a
-     full copy), then the same command --noop-samples times with nothing changed: each must copy
-     0 and update 0 flags;
-  6. check exit codes, the reports and, on disk, the target Maildirs: N files for POP3; for the
-     IMAP source, per folder the same number of files, the same flags (\\Seen, \\Answered,
-     \\Flagged from the Maildir file names) and the same internal dates (file mtimes) as the
-     source;
-  steps 3-6 are repeated --reps times with fresh users; then the table of medians.
+  1. per link (loopback: --count messages; the slow link: the first --rtt-count of the same
+     corpus), generate the messages from --seed (deterministic: the same count and seed give
+     byte-identical messages) and write each one twice on the source server: into a POP3 user's
+     Maildir/new/, and into an IMAP user's Maildir, spread over six folders (INBOX, Archive,
+     Archive/2019, Sent, Lists/dev, Données) with flags (see FOLDERS and FLAGS);
+  2. let the source Dovecot index those accounts (`doveadm mailbox status`, untimed), so no
+     timed run pays for the first index build of a mailbox nobody has opened yet, and check
+     that it sees every message in every folder; then one untimed `mailferry migrate --dry-run`
+     of each IMAP account, which fills the source's cache with the fields mailferry asks for (a
+     server in use has them from its users' mail clients);
+  3. with --rtt-ms, run bench/latency_relay.py's self-test at that delay, then start the relay
+     in front of the source's POP3 and IMAP ports and the target's IMAP port;
+  4. per rep and link, each into a fresh target user: the baseline upload (bench/baseline.py,
+     not mailferry) of the IMAP account's files; on loopback `doveadm import` of the same
+     Maildir (the server's own floor); `mailferry migrate` POP3 -> IMAP and again (a no-op
+     re-run: must copy 0); the same for the IMAP account (every folder); `mailferry mirror`
+     with a fresh --state (a full copy), then --noop-samples times with nothing changed (each
+     must copy 0 and update 0 flags);
+  5. check exit codes, the reports and, on disk, the target Maildirs: N files for POP3; for the
+     IMAP source and the baseline, per folder the same number of files, the same flags
+     (\\Seen, \\Answered, \\Flagged from the Maildir file names) and the same internal dates
+     (file mtimes) as the source;
+  then the table of medians, each row's time also as a multiple of the baseline on its link.
 Exit status: 0 when every check passed, 1 when any FAIL line was printed.
 """
 import argparse
@@ -38,6 +38,7 @@ import json
 import os
 import pwd
 import random
+import select
 import shutil
 import subprocess
 import sys
@@ -464,40 +465,147 @@ def tail(path, lines=15):
     except OSError as e:
         return str(e)
 
+# The table's rows, in the order of each link's run. The "x baseline" column divides each by
+# BASELINE on the same link (transport and latency) in the same rep.
+BASELINE = "baseline upload (not mailferry)"
+BASELINE_COPY = "baseline IMAP copy (not mailferry)"
+DOVEADM = "doveadm import (floor)"
+CASES = [BASELINE, BASELINE_COPY, DOVEADM,
+         "mailferry POP3 copy", "mailferry POP3 no-op re-run",
+         "mailferry IMAP copy", "mailferry IMAP no-op re-run",
+         "mailferry mirror first run", "mailferry mirror no-op"]
+HERE = os.path.dirname(os.path.abspath(__file__))
 
-# The table's rows, in order, each with the doveadm import its "x doveadm import" column
-# divides by: the one that copied the same account.
-CASES = [("doveadm import", "doveadm import"),
-         ("mailferry copy", "doveadm import"),
-         ("mailferry no-op re-run", "doveadm import"),
-         ("doveadm import folders", "doveadm import folders"),
-         ("mailferry imap copy", "doveadm import folders"),
-         ("mailferry imap no-op re-run", "doveadm import folders"),
-         ("mailferry mirror first run", "doveadm import folders"),
-         ("mailferry mirror no-op", "doveadm import folders")]
+
+class Row:
+    """One timed run: wall seconds, bytes moved (None: the whole corpus), peak RSS MiB, CPU
+    seconds of the process, the servers' CPU seconds during it ([source, target] or None) and,
+    through the relay, what the relay saw (relay_summary's dict, or None)."""
+
+    def __init__(self, secs, nbytes, rss, cpu, servers=None, relay=None):
+        self.secs, self.nbytes, self.rss, self.cpu = secs, nbytes, rss, cpu
+        self.servers, self.relay = servers, relay
+
+
+class RelayProcess:
+    """bench/latency_relay.py in front of the source's POP3 and IMAP ports and the target's
+    IMAP port, for the whole run; its --stats file (and, with --trace, its trace) is read per
+    case (since)."""
+
+    def __init__(self, a, delay_ms, targets):
+        self.stats = f"{a.work}/relay-stats.jsonl"
+        self.trace = f"{a.work}/relay-trace.txt" if a.trace else None
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", f"{HERE}/latency_relay.py", "--delay-ms", str(delay_ms),
+             "--stats", self.stats, *(["--trace", self.trace] if self.trace else []),
+             *(x for t in targets for x in ("--target", str(t)))],
+            stdout=subprocess.PIPE, text=True)
+        self.port_of = {}
+        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
+        while ready:
+            line = self.proc.stdout.readline().split()
+            if not line or line == ["ready"]:
+                break
+            self.port_of[int(line[3])] = int(line[1])  # relay LISTEN -> TARGET
+        if len(self.port_of) != len(targets):
+            self.stop()
+            raise RuntimeError("the latency relay did not start")
+        self.role = {self.port_of[t]: role for t, role in zip(targets, ("source", "source",
+                                                                        "target"))}
+
+    def offset(self):
+        """Where the stats and the trace files end now."""
+        return tuple(os.path.getsize(p) if p and os.path.exists(p) else 0
+                     for p in (self.stats, self.trace))
+
+    def since(self, offset, trace_copy):
+        """What the relay saw of the connections that ended since `offset`: per side
+        (source, target), connections, turns (the client spoke again after the server had)
+        and bytes each way. With --trace, the chunks since then go to `trace_copy`."""
+        if self.trace:
+            with open(self.trace, "rb") as f, open(trace_copy, "wb") as out_file:
+                f.seek(offset[1])
+                shutil.copyfileobj(f, out_file)
+        out = {side: {"conns": 0, "turns": 0, "max_turns": 0, "up": 0, "down": 0}
+               for side in ("source", "target")}
+        with open(self.stats) as f:
+            f.seek(offset[0])
+            for line in f:
+                s = json.loads(line)
+                o = out[self.role[s["listen"]]]
+                o["conns"] += 1
+                o["turns"] += s["turns"]
+                o["max_turns"] = max(o["max_turns"], s["turns"])
+                o["up"] += s["up_bytes"]
+                o["down"] += s["down_bytes"]
+        return out
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def relay_text(r):
+    """The relay's view of one case, for the per-rep lines."""
+    if not r:
+        return ""
+    parts = [f"{side} {v['conns']} conn, {v['turns']} turns (max {v['max_turns']} on one), "
+             f"{v['up'] / 1e6:.1f} MB up / {v['down'] / 1e6:.1f} MB down"
+             for side, v in r.items() if v["conns"]]
+    return "; relay: " + "; ".join(parts)
 
 
 def run_doveadm_import(a, user, src_maildir, env, limit, log):
     """doveadm import of a whole Maildir into a fresh target user. INDEX=MEMORY keeps doveadm
     from writing index files next to the source's (it reads the same Maildir the source server
     serves); "" as the destination parent keeps the folder names (INBOX -> INBOX, Archive/2019
-    -> Archive/2019); -s subscribes them. Returns (exit code, the row's tuple)."""
+    -> Archive/2019); -s subscribes them. Returns (exit code, Row)."""
     rc, secs, rss, cpu = timed(["doveadm", "-c", f"{a.dst_dir}/dovecot.conf", "import", "-u",
                                 user, "-s", f"maildir:{src_maildir}:INDEX=MEMORY", "", "all"],
                                env, log, limit)
-    return rc, (secs, None, rss, cpu, None)
+    return rc, Row(secs, None, rss, cpu)
 
 
-def run_mailferry(a, case, argv, want, report, log, env, limit, fail, rep):
+def run_baseline(a, link, source, user, port, env, limit, log, fail, rep):
+    """bench/baseline.py's upload of the link's IMAP account (every folder) into a fresh user:
+    `source` is ["--maildir", DIR] (its files) or ["--copy-port", PORT, "--copy-user", USER]
+    (the account on the source server). Its seconds are its own (connect to the last answer;
+    the Python start-up, ~30 ms, left out, which makes the baseline look faster, never
+    slower). Returns a Row."""
+    argv = [sys.executable, "-I", f"{HERE}/baseline.py", *source, "--port", str(port),
+            "--user", user, "--timeout", str(limit)]
+    if a.transport == "tls":
+        argv += ["--tls-ca", a.ca]
+    before = server_cpu(a.src_dir), server_cpu(a.dst_dir)
+    rc, secs, rss, cpu = timed(argv, dict(env, BASELINE_PASSWORD=a.password), log, limit)
+    time.sleep(0.3)  # untimed: lets the servers' session processes exit and be reaped
+    servers = [server_cpu(d) - b for d, b in zip((a.src_dir, a.dst_dir), before)]
+    result = {}
+    with open(log) as f:
+        for line in f:
+            if line.startswith("{"):
+                result = json.loads(line)
+    if rc != 0 or result.get("messages") != link["count"]:
+        fail(f"rep {rep}: {link['name']}: baseline exited {rc} after {result.get('messages')} "
+             f"of {link['count']} messages; tail of its log:\n{tail(log)}")
+    return Row(result.get("seconds", secs), result.get("bytes"), rss, cpu, servers)
+
+
+def run_mailferry(a, case, argv, want, report, log, env, limit, fail, rep, relay):
     """One timed mailferry run; checks its exit code and that its report has the `want`
-    values. Returns (seconds, bytes copied, peak RSS MiB, CPU seconds, [source server CPU,
-    target server CPU]) and the report."""
+    values. Returns its Row and the report."""
     if a.connections:
         argv = argv + ["--connections", str(a.connections)]
     before = server_cpu(a.src_dir), server_cpu(a.dst_dir)
+    offset = relay.offset() if relay else 0
     rc, secs, rss, cpu = timed(argv, env, log, limit)
-    time.sleep(0.3)  # untimed: lets the servers' session processes exit and be reaped
+    time.sleep(0.3)  # untimed: lets the servers' sessions (and the relay's) end and be reaped
     servers = [server_cpu(d) - b for d, b in zip((a.src_dir, a.dst_dir), before)]
+    seen = relay.since(offset, log[:-len(".log")] + ".trace") if relay else None
     try:
         with open(report) as f:
             rep_json = json.load(f)
@@ -511,7 +619,7 @@ def run_mailferry(a, case, argv, want, report, log, env, limit, fail, rep):
             if rep_json.get(key) != value:
                 fail(f"rep {rep}: {case}: report says {key}={rep_json.get(key)!r}, "
                      f"expected {value!r}")
-    return (secs, rep_json.get("bytes_copied") or 0, rss, cpu, servers), rep_json
+    return Row(secs, rep_json.get("bytes_copied") or 0, rss, cpu, servers, seen), rep_json
 
 
 def check_tree(case, rep, want_tree, maildir, fail, strict=True):
@@ -525,110 +633,124 @@ def check_tree(case, rep, want_tree, maildir, fail, strict=True):
             print(f"   note: rep {rep}: {case}: {text}", flush=True)
 
 
-def run_rep(a, rep, corpus_bytes, imap_tree, env, limit, fail):
-    """One repetition of every case in CASES, each into fresh target users (<prefix><rep>).
-    Returns {case: (seconds, bytes moved, peak RSS MiB, CPU seconds, servers' CPU seconds)};
-    each failed check goes to fail()."""
+def run_rep(a, rep, link, env, limit, fail):
+    """One repetition of every case of one link (loopback or through the relay), each into
+    fresh target users (<link tag><name><rep>). Returns {case: Row}; each failed check goes
+    to fail()."""
     out = {}
+    n, tree, tag = link["count"], link["tree"], link["tag"]
     dst_mail = f"{a.dst_dir}/mail"
-    pop_maildir = f"{a.src_dir}/mail/{a.src_user}/Maildir"
-    imap_maildir = f"{a.src_dir}/mail/{a.imap_user}/Maildir"
+    relay = link["relay"]
+    src_pop3, src_imap, dst_imap = link["ports"]
     ferry_env = dict(env, MAILFERRY_FROM_PASSWORD=a.password, MAILFERRY_TO_PASSWORD=a.password)
-    tls = ["--tls-ca", a.ca, "--quiet"]
-    pop_from = f"pop3s://{a.src_user}@127.0.0.1:{a.pop3s_port}"
-    imap_from = f"imaps://{a.imap_user}@127.0.0.1:{a.src_imaps_port}"
+    if a.transport == "plain":
+        pop_scheme, imap_scheme, security = "pop3", "imap", ["--allow-plaintext"]
+    else:
+        pop_scheme, imap_scheme, security = "pop3s", "imaps", ["--tls-ca", a.ca]
+    common = [*security, "--quiet"]
+    pop_from = f"{pop_scheme}://{link['pop_user']}@127.0.0.1:{src_pop3}"
+    imap_from = f"{imap_scheme}://{link['imap_user']}@127.0.0.1:{src_imap}"
 
-    def to(user, folder=""):
-        return f"imaps://{user}{rep}@127.0.0.1:{a.imaps_port}{folder}"
+    def user(name):
+        return f"{tag}{name}{rep}"
 
-    def files(tag):
-        return f"{a.work}/report-{tag}-{rep}.json", f"{a.work}/{tag}-{rep}.log"
+    def to(name, folder=""):
+        return f"{imap_scheme}://{user(name)}@127.0.0.1:{dst_imap}{folder}"
+
+    def files(name):
+        return f"{a.work}/report-{tag}-{name}-{rep}.json", f"{a.work}/{tag}-{name}-{rep}.log"
+
+    # ---- the baselines: the IMAP account's files, then the account on the source server,
+    # every folder, flags and dates ----
+    for case, name, source in (
+            (BASELINE, "base", ["--maildir", link["imap_maildir"]]),
+            (BASELINE_COPY, "basecopy", ["--copy-port", str(src_imap), "--copy-user",
+                                         link["imap_user"]])):
+        out[case] = run_baseline(a, link, source, user(name), dst_imap, env, limit,
+                                 files(name)[1], fail, rep)
+        check_tree(case, rep, tree, f"{dst_mail}/{user(name)}/Maildir", fail)
+        shutil.rmtree(f"{dst_mail}/{user(name)}", ignore_errors=True)  # frees the tmpfs
+
+    # ---- Dovecot's own floor (no network, so only on the loopback link) ----
+    if relay is None:
+        log = files("doveadm-import")[1]
+        rc, out[DOVEADM] = run_doveadm_import(a, user("import"), link["imap_maildir"], env,
+                                              limit, log)
+        if rc != 0:
+            fail(f"rep {rep}: doveadm import exited {rc}; tail of its log:\n{tail(log)}")
+        check_tree(DOVEADM, rep, tree, f"{dst_mail}/{user('import')}/Maildir", fail,
+                   strict=False)
+        shutil.rmtree(f"{dst_mail}/{user('import')}", ignore_errors=True)
 
     # ---- POP3 source -> INBOX ----
-    user = f"viaimport{rep}"
-    rc, out["doveadm import"] = run_doveadm_import(a, user, pop_maildir, env, limit,
-                                                   files("doveadm-import")[1])
-    if rc != 0:
-        fail(f"rep {rep}: doveadm import exited {rc}; tail of its log:\n"
-             f"{tail(files('doveadm-import')[1])}")
-    got = count_files(f"{dst_mail}/{user}/Maildir")
-    if got != a.count:
-        fail(f"rep {rep}: doveadm import: target Maildir holds {got} messages, not {a.count}")
-    shutil.rmtree(f"{dst_mail}/{user}", ignore_errors=True)  # frees the tmpfs as we go
-
-    for case, tag, copied in (("mailferry copy", "copy", a.count),
-                              ("mailferry no-op re-run", "noop", 0)):
-        report, log = files(f"pop-{tag}")
-        argv = [a.mailferry, "migrate", "--from", pop_from, "--to", to("viaferry", "/INBOX"),
-                "--report", report, *tls]
-        want = {"source_messages": a.count, "copied": copied, "already_present": a.count - copied,
+    for case, name, copied in (("mailferry POP3 copy", "pop-copy", n),
+                               ("mailferry POP3 no-op re-run", "pop-noop", 0)):
+        report, log = files(name)
+        argv = [a.mailferry, "migrate", "--from", pop_from, "--to", to("pop", "/INBOX"),
+                "--report", report, *common]
+        want = {"source_messages": n, "copied": copied, "already_present": n - copied,
                 "failed": 0, "verified": True}
         out[case], rep_json = run_mailferry(a, case, argv, want, report, log, ferry_env, limit,
-                                            fail, rep)
-        if copied and rep_json.get("bytes_copied") not in (None, corpus_bytes):
+                                            fail, rep, relay)
+        if copied and rep_json.get("bytes_copied") not in (None, link["bytes"]):
             print(f"   note: bytes_copied={rep_json.get('bytes_copied')}, the corpus has "
-                  f"{corpus_bytes} bytes", flush=True)
-        got = count_files(f"{dst_mail}/viaferry{rep}/Maildir")
-        if got != a.count:
-            fail(f"rep {rep}: {case}: target Maildir holds {got} messages, not {a.count}")
-    shutil.rmtree(f"{dst_mail}/viaferry{rep}", ignore_errors=True)
+                  f"{link['bytes']} bytes", flush=True)
+        got = count_files(f"{dst_mail}/{user('pop')}/Maildir")
+        if got != n:
+            fail(f"rep {rep}: {case}: target Maildir holds {got} messages, not {n}")
+    shutil.rmtree(f"{dst_mail}/{user('pop')}", ignore_errors=True)
 
     # ---- IMAP source, every folder ----
-    user = f"foldimport{rep}"
-    log = files("doveadm-import-folders")[1]
-    rc, out["doveadm import folders"] = run_doveadm_import(a, user, imap_maildir, env, limit, log)
-    if rc != 0:
-        fail(f"rep {rep}: doveadm import folders exited {rc}; tail of its log:\n{tail(log)}")
-    check_tree("doveadm import folders", rep, imap_tree, f"{dst_mail}/{user}/Maildir", fail,
-               strict=False)
-    shutil.rmtree(f"{dst_mail}/{user}", ignore_errors=True)
-
-    for case, tag, copied in (("mailferry imap copy", "copy", a.count),
-                              ("mailferry imap no-op re-run", "noop", 0)):
-        report, log = files(f"imap-{tag}")
-        argv = [a.mailferry, "migrate", "--from", imap_from, "--to", to("viaimap"),
-                "--report", report, *tls]
-        want = {"source_messages": a.count, "copied": copied, "already_present": a.count - copied,
+    for case, name, copied in (("mailferry IMAP copy", "imap-copy", n),
+                               ("mailferry IMAP no-op re-run", "imap-noop", 0)):
+        report, log = files(name)
+        argv = [a.mailferry, "migrate", "--from", imap_from, "--to", to("imap"),
+                "--report", report, *common]
+        want = {"source_messages": n, "copied": copied, "already_present": n - copied,
                 "failed": 0, "verified": True}
-        out[case], _ = run_mailferry(a, case, argv, want, report, log, ferry_env, limit, fail, rep)
-        check_tree(case, rep, imap_tree, f"{dst_mail}/viaimap{rep}/Maildir", fail)
-    shutil.rmtree(f"{dst_mail}/viaimap{rep}", ignore_errors=True)
+        out[case], _ = run_mailferry(a, case, argv, want, report, log, ferry_env, limit, fail,
+                                     rep, relay)
+        check_tree(case, rep, tree, f"{dst_mail}/{user('imap')}/Maildir", fail)
+    shutil.rmtree(f"{dst_mail}/{user('imap')}", ignore_errors=True)
 
     # ---- mirror: a first run with fresh state (a full copy), then runs with nothing changed.
-    state = f"{a.work}/mirror-state-{rep}"
+    state = f"{a.work}/mirror-state-{tag}-{rep}"
     samples = []
     for k in range(a.noop_samples + 1):
         case = "mailferry mirror first run" if k == 0 else "mailferry mirror no-op"
         report, log = files(f"mirror-{k}")
-        argv = [a.mailferry, "mirror", "--from", imap_from, "--to", to("viamirror"),
-                "--state", state, "--report", report, *tls]
-        copied = a.count if k == 0 else 0
-        want = {"source_messages": a.count, "copied": copied, "already_present": a.count - copied,
+        argv = [a.mailferry, "mirror", "--from", imap_from, "--to", to("mirror"),
+                "--state", state, "--report", report, *common]
+        copied = n if k == 0 else 0
+        want = {"source_messages": n, "copied": copied, "already_present": n - copied,
                 "flags_updated": 0, "deleted": 0, "failed": 0, "verified": True}
-        row, _ = run_mailferry(a, case, argv, want, report, log, ferry_env, limit, fail, rep)
+        row, _ = run_mailferry(a, case, argv, want, report, log, ferry_env, limit, fail, rep,
+                               relay)
         if k == 0:
             out[case] = row
-            check_tree(case, rep, imap_tree, f"{dst_mail}/viamirror{rep}/Maildir", fail)
+            check_tree(case, rep, tree, f"{dst_mail}/{user('mirror')}/Maildir", fail)
         else:
             samples.append(row)
     # The no-op is short and so noisy: the row is the median of the samples.
-    samples.sort(key=lambda r: r[0])
+    samples.sort(key=lambda r: r.secs)
     out["mailferry mirror no-op"] = samples[len(samples) // 2]
-    check_tree("mailferry mirror no-op", rep, imap_tree, f"{dst_mail}/viamirror{rep}/Maildir",
+    check_tree("mailferry mirror no-op", rep, tree, f"{dst_mail}/{user('mirror')}/Maildir",
                fail)
-    shutil.rmtree(f"{dst_mail}/viamirror{rep}", ignore_errors=True)
+    shutil.rmtree(f"{dst_mail}/{user('mirror')}", ignore_errors=True)
     shutil.rmtree(state, ignore_errors=True)
 
-    # Where the time goes, per case: CPU seconds of the measured process itself and, for
-    # mailferry, of the source and target Dovecot during its run. On 2 cores, a client CPU far
-    # below the wall time means it waits for the servers.
+    # Where the time goes, per case: CPU seconds of the measured process itself and of the
+    # source and target Dovecot during its run (on 2 cores, a client CPU far below the wall
+    # time means it waits for the servers or, through the relay, for round trips); through the
+    # relay also its count of turns per side.
     for case, v in out.items():
-        servers = f", source server {v[4][0]:.2f}, target server {v[4][1]:.2f}" if v[4] else ""
+        servers = f", source server {v.servers[0]:.2f}, target server {v.servers[1]:.2f}" \
+            if v.servers else ""
         extra = ""
         if case == "mailferry mirror no-op":
-            extra = f" (median of {', '.join(f'{r[0]:.3f}' for r in samples)})"
-        print(f"   rep {rep}: {case:<27} {v[0]:6.2f} s wall; CPU s: own {v[3]:.2f}{servers}"
-              f"{extra}", flush=True)
+            extra = f" (median of {', '.join(f'{r.secs:.3f}' for r in samples)})"
+        print(f"   rep {rep} {link['name']}: {case:<34} {v.secs:6.2f} s wall; CPU s: own "
+              f"{v.cpu:.2f}{servers}{extra}{relay_text(v.relay)}", flush=True)
     return out
 
 
@@ -652,24 +774,148 @@ def doveadm_status(a, env, limit, user, mailboxes):
     return out.returncode, seen, out.stderr.strip()
 
 
+def prepare_link(a, env, limit, fail, name, tag, count, pop_user, imap_user):
+    """Loads `count` messages of the corpus into the link's two source accounts, has the
+    source Dovecot index them and one untimed dry run warm its cache. Returns the link's dict,
+    or None after a fail()."""
+    pop_maildir = f"{a.src_dir}/mail/{pop_user}/Maildir"
+    imap_maildir = f"{a.src_dir}/mail/{imap_user}/Maildir"
+    t0 = time.monotonic()
+    st, per_folder = load_corpus(pop_maildir, imap_maildir, count, a.seed)
+    print(f"== {name} corpus (seed {a.seed}): {count} messages, {st['bytes'] / 1e6:.1f} MB "
+          f"(largest {st['max'] / 1e6:.2f} MB): {st['small']} small, {st['medium']} medium, "
+          f"{st['large']} large; {st['no-id']} without Message-ID, {st['dup-id']} re-using one; "
+          f"written into accounts {pop_user} and {imap_user} in {time.monotonic() - t0:.1f} s",
+          flush=True)
+    tree = maildir_tree(imap_maildir)
+    flags = ", ".join(f"{flag} {sum(e[letter] for e in tree.values())}"
+                      for flag, letter, _ in FLAGS)
+    print(f"   IMAP account: {', '.join(f'{f} {n}' for f, n in per_folder.items())}; {flags}",
+          flush=True)
+
+    # Untimed: the source Dovecot indexes both accounts now; also proves it sees every message
+    # in every folder before anything is timed.
+    t0 = time.monotonic()
+    for user, want in ((pop_user, {"INBOX": count}), (imap_user, per_folder)):
+        rc, seen, err = doveadm_status(a, env, limit, user, ["*"] if user == imap_user
+                                       else ["INBOX"])
+        if rc != 0 or seen != want:
+            fail(f"source Dovecot sees {seen} in {user}'s account, expected {want}: {err}")
+            return None
+    # Untimed warm-up: a dry run reads every folder's index the way the timed runs will, so the
+    # source's cache holds the fields mailferry fetches before rep 1 (as on a server in use),
+    # and rep 1 is not the only one that builds it.
+    scheme, security = (("imap", ["--allow-plaintext"]) if a.transport == "plain"
+                        else ("imaps", ["--tls-ca", a.ca]))
+    log = f"{a.work}/warmup-{tag}.log"
+    argv = [a.mailferry, "migrate", "--dry-run", "--quiet", *security,
+            "--report", f"{a.work}/report-warmup-{tag}.json",
+            "--from", f"{scheme}://{imap_user}@127.0.0.1:{a.src_imap_port}",
+            "--to", f"{scheme}://warmup@127.0.0.1:{a.dst_imap_port}"]
+    ferry_env = dict(env, MAILFERRY_FROM_PASSWORD=a.password, MAILFERRY_TO_PASSWORD=a.password)
+    rc, _, _, _ = timed(argv, ferry_env, log, limit)
+    if rc != 0:
+        fail(f"warm-up dry run exited {rc}; tail of its log:\n{tail(log)}")
+        return None
+    shutil.rmtree(f"{a.dst_dir}/mail/warmup", ignore_errors=True)
+    print(f"   source Dovecot indexed both accounts, and a dry run warmed its cache, in "
+          f"{time.monotonic() - t0:.1f} s (untimed)", flush=True)
+    return {"name": name, "tag": tag, "count": count, "bytes": st["bytes"], "tree": tree,
+            "pop_user": pop_user, "imap_user": imap_user, "imap_maildir": imap_maildir,
+            "relay": None, "ports": (a.src_pop3_port, a.src_imap_port, a.dst_imap_port)}
+
+
+def relay_self_test(a, delay_ms, fail):
+    """latency_relay.py --self-test at the bench's delay, printed: the RTT rows mean what they
+    say only if the relay adds 2 x delay per round trip and does not cap the bytes."""
+    out = subprocess.run([sys.executable, "-I", f"{HERE}/latency_relay.py", "--self-test",
+                          "--delay-ms", str(delay_ms)], capture_output=True, text=True,
+                         timeout=120)
+    for line in out.stdout.splitlines():
+        print(f"   relay self-test: {line}", flush=True)
+    if out.returncode != 0:
+        fail(f"latency relay self-test failed: {out.stderr.strip() or 'see above'}")
+
+
+def print_table(a, links, reps, floor):
+    head = ("case", "link", "messages", "seconds", "msg/s", "MB/s", "peak RSS MiB",
+            "x baseline")
+    body = []
+    for link in links:
+        for case in CASES:
+            rows = [r[link["tag"]][case] for r in reps if case in r[link["tag"]]]
+            if not rows:
+                continue
+            secs = median([r.secs for r in rows])
+            # The baseline and doveadm import move the whole corpus; mailferry what its report
+            # says it copied.
+            nbytes = median([link["bytes"] if r.nbytes is None else r.nbytes for r in rows])
+            rss = max(r.rss for r in rows)
+            ratio = median([r[link["tag"]][case].secs / r[link["tag"]][BASELINE].secs
+                            for r in reps])
+            n = link["count"]
+            body.append((case, link["name"], str(n),
+                         f"{secs:.3f}" if secs < 1 else f"{secs:.2f}", f"{n / secs:.0f}",
+                         f"{nbytes / 1e6 / secs:.1f}" if nbytes else "-",
+                         f"{rss:.1f}" if rss > floor + 0.2 else f"<={floor:.1f}",
+                         f"{ratio:.2f}"))
+    widths = [max(len(r[k]) for r in [head] + body) for k in range(len(head))]
+    print()
+    links_text = " and ".join(f"{link['name']} ({link['count']} messages, "
+                              f"{link['bytes'] / 1e6:.1f} MB)" for link in links)
+    transport = ("plaintext IMAP/POP3 (as the reference numbers)" if a.transport == "plain"
+                 else "IMAPS/POP3S")
+    print(f"mailferry bench: seed {a.seed}, {transport}, POP3 and IMAP (6 folders) -> IMAP on "
+          f"127.0.0.1; {links_text}; {a.reps} rep(s)"
+          f"{', --connections ' + str(a.connections) if a.connections else ''}, "
+          f"mail on {os.path.dirname(a.work)}")
+    for k, r in enumerate([head] + body):
+        cells = [c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))]
+        print("  ".join(cells))
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+    print(f"seconds: median of the reps (mirror no-op: of each rep's median of "
+          f"{a.noop_samples} runs); msg/s and MB/s from it (MB/s: bytes moved, the corpus for\n"
+          f"the baselines and doveadm import, the report's bytes_copied for mailferry); x "
+          f"baseline: median of the per-rep ratios to the baseline upload\n(bench/baseline.py: "
+          f"a raw pipelined MULTIAPPEND + LITERAL+ client, not part of mailferry, its own "
+          f"seconds) on the same link; baseline IMAP copy:\nthe same client reading the IMAP "
+          f"account from the source server (LIST, then every folder's EXAMINE + UID FETCH at "
+          f"once, no diff);\npeak RSS: largest ru_maxrss of the process over the reps, "
+          f"measured with a floor of {floor:.1f} MiB.")
+
+
 def main():
     ap = argparse.ArgumentParser(description="the timed part of bench/run.sh")
-    ap.add_argument("--count", type=int, required=True)
+    ap.add_argument("--count", type=int, required=True, help="messages on the loopback link")
+    ap.add_argument("--rtt-count", type=int, required=True, help="messages through the relay")
+    ap.add_argument("--rtt-ms", type=float, required=True,
+                    help="round trip the relay adds (0: no relayed link)")
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--reps", type=int, required=True)
     ap.add_argument("--noop-samples", type=int, default=3,
                     help="timed no-op mirror runs per rep; the row shows their median")
+    ap.add_argument("--case-timeout", type=int, default=300,
+                    help="seconds after which a case is killed (and fails)")
+    ap.add_argument("--transport", choices=("plain", "tls"), required=True)
     ap.add_argument("--src-dir", required=True, help="source Dovecot's dovecot.sh DIR")
     ap.add_argument("--dst-dir", required=True, help="target Dovecot's dovecot.sh DIR")
     ap.add_argument("--src-user", required=True, help="the POP3 source account")
     ap.add_argument("--imap-user", required=True, help="the IMAP source account (folders)")
+    ap.add_argument("--rtt-src-user", required=True, help="the POP3 account of the relay link")
+    ap.add_argument("--rtt-imap-user", required=True, help="the IMAP account of the relay link")
     ap.add_argument("--password", required=True, help="every bench user's password")
-    ap.add_argument("--pop3s-port", type=int, required=True, help="the source's POP3S port")
-    ap.add_argument("--src-imaps-port", type=int, required=True, help="the source's IMAPS port")
-    ap.add_argument("--imaps-port", type=int, required=True, help="the target's IMAPS port")
-    ap.add_argument("--ca", required=True, help="both servers' certificates, concatenated")
+    ap.add_argument("--src-pop3-port", type=int, required=True,
+                    help="the source's POP3 port (POP3S with --transport tls)")
+    ap.add_argument("--src-imap-port", type=int, required=True,
+                    help="the source's IMAP port (IMAPS with --transport tls)")
+    ap.add_argument("--dst-imap-port", type=int, required=True,
+                    help="the target's IMAP port (IMAPS with --transport tls)")
+    ap.add_argument("--ca", help="both servers' certificates, concatenated (--transport tls)")
     ap.add_argument("--mailferry", required=True)
     ap.add_argument("--connections", type=int, help="passed to mailferry when given")
+    ap.add_argument("--trace", action="store_true",
+                    help="keep the relay's chunk trace of every relayed mailferry case")
     ap.add_argument("--work", required=True, help="directory for logs and reports")
     a = ap.parse_args()
     failures = []
@@ -678,100 +924,50 @@ def main():
         failures.append(msg)
         print(f"FAIL: {msg}", file=sys.stderr, flush=True)
 
-    # Generous bounds: the slowest plausible run (a few MB/s) still fits; a hang does not.
-    limit = 120 + a.count // 20
-    pop_maildir = f"{a.src_dir}/mail/{a.src_user}/Maildir"
-    imap_maildir = f"{a.src_dir}/mail/{a.imap_user}/Maildir"
+    limit = a.case_timeout
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root")}
 
-    t0 = time.monotonic()
-    st, per_folder = load_corpus(pop_maildir, imap_maildir, a.count, a.seed)
-    mb = st["bytes"] / 1e6
-    print(f"== corpus (seed {a.seed}): {a.count} messages, {mb:.1f} MB (largest "
-          f"{st['max'] / 1e6:.2f} MB): {st['small']} small, {st['medium']} medium, {st['large']} "
-          f"large; {st['no-id']} without Message-ID, {st['dup-id']} re-using one; written into "
-          f"both accounts in {time.monotonic() - t0:.1f} s", flush=True)
-    imap_tree = maildir_tree(imap_maildir)
-    flags = ", ".join(f"{flag} {sum(e[letter] for e in imap_tree.values())}"
-                      for flag, letter, _ in FLAGS)
-    print(f"   IMAP account: {', '.join(f'{f} {n}' for f, n in per_folder.items())}; {flags}",
-          flush=True)
-
-    # Untimed: the source Dovecot indexes both accounts now; also proves it sees every message
-    # in every folder before anything is timed.
-    t0 = time.monotonic()
-    for user, want in ((a.src_user, {"INBOX": a.count}), (a.imap_user, per_folder)):
-        rc, seen, err = doveadm_status(a, env, limit, user, ["*"] if user == a.imap_user
-                                       else ["INBOX"])
-        if rc != 0 or seen != want:
-            fail(f"source Dovecot sees {seen} in {user}'s account, expected {want}: {err}")
-            return 1
-    print(f"   source Dovecot indexed both accounts in {time.monotonic() - t0:.1f} s (untimed)",
-          flush=True)
-    # Untimed warm-up: a dry run reads every folder's index the way the timed runs will, so the
-    # source's cache holds the fields mailferry fetches before rep 1 (as on a server in use),
-    # and rep 1 is not the only one that builds it.
-    report = f"{a.work}/report-warmup.json"
-    argv = [a.mailferry, "migrate", "--dry-run", "--quiet", "--tls-ca", a.ca, "--report", report,
-            "--from", f"imaps://{a.imap_user}@127.0.0.1:{a.src_imaps_port}",
-            "--to", f"imaps://warmup@127.0.0.1:{a.imaps_port}"]
-    ferry_env = dict(env, MAILFERRY_FROM_PASSWORD=a.password, MAILFERRY_TO_PASSWORD=a.password)
-    rc, secs, _, _ = timed(argv, ferry_env, f"{a.work}/warmup.log", limit)
-    if rc != 0:
-        fail(f"warm-up dry run exited {rc}; tail of its log:\n{tail(f'{a.work}/warmup.log')}")
+    links = [prepare_link(a, env, limit, fail, "loopback", "l", a.count, a.src_user,
+                          a.imap_user)]
+    relay = None
+    if a.rtt_ms > 0:
+        links.append(prepare_link(a, env, limit, fail, f"{a.rtt_ms:g}ms RTT", "r", a.rtt_count,
+                                  a.rtt_src_user, a.rtt_imap_user))
+    if None in links:
         return 1
-    print(f"   warm-up: mailferry migrate --dry-run of the IMAP account in {secs:.2f} s "
-          f"(untimed)", flush=True)
-    shutil.rmtree(f"{a.dst_dir}/mail/warmup", ignore_errors=True)
+    try:
+        if a.rtt_ms > 0:
+            relay_self_test(a, a.rtt_ms / 2, fail)
+            ports = (a.src_pop3_port, a.src_imap_port, a.dst_imap_port)
+            relay = RelayProcess(a, a.rtt_ms / 2, ports)
+            links[1]["relay"] = relay
+            links[1]["ports"] = tuple(relay.port_of[p] for p in ports)
+            print(f"   latency relay: one-way delay {a.rtt_ms / 2:g} ms on 127.0.0.1 ports "
+                  f"{', '.join(f'{relay.port_of[p]} -> {p}' for p in ports)}", flush=True)
+        # Repetitions interleave the cases, so a burst of load from elsewhere on the machine
+        # hits one rep of each rather than every rep of one case.
+        print(f"== {a.reps} rep(s) of, per link: {', '.join(CASES)} (that one "
+              f"{a.noop_samples} times; {DOVEADM} on loopback only)", flush=True)
+        reps = [{link["tag"]: run_rep(a, rep, link, env, limit, fail) for link in links}
+                for rep in range(1, a.reps + 1)]
+    finally:
+        if relay:
+            relay.stop()
 
-    # Repetitions interleave the cases, so a burst of load from elsewhere on the machine hits
-    # one rep of each rather than every rep of one case.
-    print(f"== {a.reps} rep(s) of: {', '.join(c for c, _ in CASES)} "
-          f"(that one {a.noop_samples} times)", flush=True)
-    reps = [run_rep(a, rep, st["bytes"], imap_tree, env, limit, fail)
-            for rep in range(1, a.reps + 1)]
-
-    # ---- the table ----
     # What measure.py reports for a program that uses no memory: a peak at this floor means
     # "this much or less".
     floor = min(timed(["true"], env, f"{a.work}/true.log", 10)[2] for _ in range(3))
-    head = ("case", "messages", "seconds", "msg/s", "MB/s", "peak RSS MiB", "x doveadm import")
-    body = []
-    for case, base in CASES:
-        secs = median([r[case][0] for r in reps])
-        # doveadm import moves the whole corpus; mailferry what its report says it copied.
-        nbytes = median([st["bytes"] if r[case][1] is None else r[case][1] for r in reps])
-        rss = max(r[case][2] for r in reps)
-        ratio = median([r[case][0] / r[base][0] for r in reps])
-        body.append((case, str(a.count), f"{secs:.3f}" if secs < 1 else f"{secs:.2f}",
-                     f"{a.count / secs:.0f}", f"{nbytes / 1e6 / secs:.1f}" if nbytes else "-",
-                     f"{rss:.1f}" if rss > floor + 0.2 else f"<={floor:.1f}", f"{ratio:.2f}"))
-    widths = [max(len(r[k]) for r in [head] + body) for k in range(len(head))]
-    print()
-    print(f"mailferry bench: N={a.count}, seed {a.seed}, {mb:.1f} MB, POP3S and IMAPS (6 folders) "
-          f"-> IMAPS on 127.0.0.1, {a.reps} rep(s)"
-          f"{', --connections ' + str(a.connections) if a.connections else ''}, "
-          f"mail on {os.path.dirname(a.work)}")
-    for k, r in enumerate([head] + body):
-        cells = [c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))]
-        print("  ".join(cells))
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
-    print(f"seconds: median of the reps (mirror no-op: of each rep's median of "
-          f"{a.noop_samples} runs); msg/s and MB/s from it\n(MB/s: bytes moved, the corpus "
-          f"for doveadm import, the report's bytes_copied for mailferry);\nx doveadm import: "
-          f"median of the per-rep ratios to the doveadm import of the same account (INBOX for\n"
-          f"the POP3 rows, every folder for the IMAP rows); peak RSS: largest ru_maxrss of the "
-          f"process over the reps,\nmeasured with a floor of {floor:.1f} MiB.")
+    print_table(a, links, reps, floor)
     if failures:
         print(f"\nFAIL: {len(failures)} check(s) failed:", file=sys.stderr)
         for msg in failures:
             print(f"FAIL: {msg.splitlines()[0]}", file=sys.stderr)
         return 1
-    print("\nall checks passed: exit codes 0; reports: copied == N then 0, failed 0, verified, "
-          "mirror no-op flags_updated 0 and deleted 0;\non disk: N messages in the POP3 "
-          "targets, and per folder the source's messages, flags and internal dates in the IMAP "
-          "targets")
+    print("\nall checks passed: exit codes 0; the baselines landed every message with its "
+          "folder, flags and date; mailferry's reports: copied == N then 0,\nfailed 0, "
+          "verified, mirror no-op flags_updated 0 and deleted 0; on disk: N messages in the "
+          "POP3 targets, and per folder the source's\nmessages, flags and internal dates in "
+          "the IMAP targets")
     return 0
 
 

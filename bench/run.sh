@@ -1,56 +1,93 @@
 #!/usr/bin/env bash
-# bench/run.sh — end-to-end benchmark of `mailferry migrate` (POP3S -> IMAPS and IMAPS -> IMAPS)
-# and `mailferry mirror` on this machine.
+# bench/run.sh — end-to-end benchmark of `mailferry migrate` (POP3 -> IMAP and IMAP -> IMAP) and
+# `mailferry mirror`, against a raw pipelined MULTIAPPEND baseline, on loopback and at 50 ms RTT.
 #
-# Usage: bash bench/run.sh [--count N] [--seed S] [--connections C] [--reps R] [--noop-samples K]
-#   --count N        messages to generate (default 2000; env N)
+# Usage: bash bench/run.sh [--count N] [--rtt-count M] [--rtt-ms R] [--transport plain|tls]
+#                          [--seed S] [--connections C] [--reps R] [--noop-samples K]
+#                          [--case-timeout T]
+#   --count N        messages on the loopback link (default 2000; env N)
+#   --rtt-count M    messages on the slow link (default 1000; env RTT_COUNT): the first M of the
+#                    same corpus
+#   --rtt-ms R       round-trip time the latency relay adds on the slow link (default 50; env
+#                    RTT_MS; 0 leaves the slow link out)
+#   --transport T    plain (default; env TRANSPORT): plaintext Dovecots (no TLS, no STARTTLS),
+#                    as the reference numbers in shared/research/bench-results.md were taken;
+#                    mailferry then uses pop3:// and imap:// URLs with --allow-plaintext.
+#                    tls: POP3S and IMAPS (pop3s://, imaps:// with --tls-ca), the baseline too
 #   --seed S         corpus seed (default 42; env SEED): same N and seed, byte-identical corpus
 #   --connections C  passed to mailferry (default: mailferry's own default; env CONNECTIONS)
 #   --reps R         repetitions of the timed cases, each into fresh target users
 #                    (default 3; env REPS); the table shows medians
 #   --noop-samples K timed no-op mirror runs per rep (default 3; env NOOP_SAMPLES); its row
 #                    shows their median
+#   --case-timeout T seconds after which one case is killed and fails (default 300; env
+#                    CASE_TIMEOUT), so a slow case cannot hang the bench
 # Environment:
 #   BENCH_DIR        where the servers' directories go (default /dev/shm, tmpfs, as for the
 #                    reference numbers: the bench then measures protocol and CPU, not the VM's
 #                    noisy disk; BENCH_DIR=/tmp measures with the disk, fsyncs included)
 #   MAILFERRY        a mailferry binary to use instead of `cargo build --release`'s
-#   KEEP=1           keep the directory (logs, reports, Maildirs) after the servers stop
+#   KEEP=1           keep the directory (logs, reports, relay stats, Maildirs) after the servers
+#                    stop
+#   TRACE=1          the relay also records every chunk; each mailferry case on the slow link
+#                    leaves its own DIR/r-CASE-REP.trace (use with KEEP=1), which
+#                    `python3 bench/latency_relay.py --timeline FILE` prints as a timeline of
+#                    bursts per connection: where a run waits for answers one at a time
 #
-# What it does: starts two throwaway Dovecot servers on 127.0.0.1 (tests/support/dovecot.sh),
-# generates N realistic messages (bench/bench.py: mostly 2-20 KB, some to 100 KB, a few 100 KB-
-# 2 MB attachments, ~2% without Message-ID, ~1% sharing one, CRLF) straight into two source
-# accounts: the POP3 user's maildrop, and an IMAP user's six folders (INBOX 55%, Archive 15%,
-# Archive/2019 8%, Sent 10%, Lists/dev 9%, Données 3%; \Seen 70%, \Answered 10%, \Flagged 5%;
-# internal dates spread over 2004-2025), then times, each into a fresh target user:
-#   1. doveadm import   the POP3 Maildir (Dovecot's own floor)
-#   2. mailferry copy   migrate --from pop3s://… --to imaps://…/INBOX
-#   3. mailferry no-op re-run   the same command again; must copy 0
-#   4. doveadm import folders   the IMAP account's Maildir, every folder (the floor for 5-8)
-#   5. mailferry imap copy      migrate --from imaps://… --to imaps://… (every folder)
-#   6. mailferry imap no-op re-run   the same command again; must copy 0
-#   7. mailferry mirror first run    mirror --state DIR (fresh) --from imaps://… --to imaps://…
+# What it does: starts two throwaway Dovecot servers on 127.0.0.1 (tests/support/dovecot.sh;
+# DOVECOT_TLS=no for the plain transport), generates N realistic messages (bench/bench.py:
+# mostly 2-20 KB, some to 100 KB, a few 100 KB-2 MB attachments, ~2% without Message-ID, ~1%
+# sharing one, CRLF) straight into two source accounts: a POP3 user's maildrop, and an IMAP
+# user's six folders (INBOX 55%, Archive 15%, Archive/2019 8%, Sent 10%, Lists/dev 9%, Données
+# 3%; \Seen 70%, \Answered 10%, \Flagged 5%; internal dates spread over 2004-2025); the first M
+# of them likewise into two more accounts for the slow link. The slow link is
+# bench/latency_relay.py, our own user-space relay (this kernel has no sch_netem, so no
+# `tc netem`): it forwards every chunk R/2 ms after it arrived while it keeps reading, so a
+# round trip costs R ms and pipelined traffic is not punished; it sits in front of the source's
+# POP3 and IMAP ports and the target's IMAP port, and its self-test (ping-pong round trip, a
+# pipelined burst, bulk throughput) runs and prints before the slow link's cases.
+# Then, on each link (loopback: straight to the servers; slow: through the relay), each case into
+# a fresh target user:
+#   1. baseline upload   bench/baseline.py — NOT mailferry: a minimal raw IMAP client that
+#                        uploads the IMAP account's files (every folder, flags, internal dates)
+#                        with LOGIN + CREATEs pipelined, then MULTIAPPEND batches of 50 with
+#                        LITERAL+, never waiting for an answer before the next batch (8 in
+#                        flight). The yardstick: the "x baseline" column divides by it
+#   1b. baseline IMAP copy   the same client reading the IMAP account from the source server
+#                        instead (LIST, then every folder's EXAMINE + UID FETCH at once, each
+#                        message passed on to the upload as it arrives; no diff, no state)
+#   2. doveadm import    the IMAP account's Maildir, every folder (Dovecot's own floor, no
+#                        network: loopback only)
+#   3. mailferry POP3 copy      migrate --from pop3://… --to imap://…/INBOX
+#   4. mailferry POP3 no-op re-run   the same command again; must copy 0
+#   5. mailferry IMAP copy      migrate --from imap://… --to imap://… (every folder)
+#   6. mailferry IMAP no-op re-run   the same command again; must copy 0
+#   7. mailferry mirror first run    mirror --state DIR (fresh) --from imap://… --to imap://…
 #   8. mailferry mirror no-op   the same mirror again, nothing changed (K times): must copy 0 and
-#                               update 0 flags; with its state this is one STATUS per folder
-#                               and side
-# --reps times, and prints one table: case, messages, seconds, msg/s, MB/s, peak RSS MiB
+#                               update 0 flags
+# --reps times, and prints one table: case, link, messages, seconds, msg/s, MB/s, peak RSS MiB
 # (wait4's ru_maxrss of that process; bench/measure.py) and the time as a multiple of the
-# doveadm import of the same account; medians over the reps. It checks that mailferry exits 0,
-# that its report says copied == N (then 0) with failed 0 and verified true (mirror: also
-# flags_updated 0 and deleted 0), that each POP3 target Maildir holds N files and that each IMAP
-# target holds, per folder, the source's number of messages, flags and internal dates (read
-# from the Maildir file names and mtimes); any miss prints a line starting with FAIL and the
-# script exits 1. Servers are stopped and every file removed on exit, even on Ctrl-C.
-# Before the table, one line per case and rep gives its wall time and the CPU seconds of the
-# process itself and, for mailferry, of the source and target Dovecot during the run: on this
-# 2-core machine the servers' CPU, not mailferry's, is most of the cost. Other work on the
-# machine (a cargo build) moves the seconds by tens of percent: compare runs taken together.
+# baseline upload on the same link in the same rep (median of the per-rep ratios); medians over
+# the reps. The baselines' seconds are their own (connect to last answer, without Python's
+# start-up: that only makes the yardstick stricter). It checks that each baseline exits 0 and
+# landed every message with its folder, flags and date; that mailferry exits 0, that its report
+# says copied == N (then 0) with failed 0 and verified true (mirror: also flags_updated 0 and
+# deleted 0), that each POP3 target Maildir holds N files and that each IMAP target holds, per
+# folder, the source's number of messages, flags and internal dates (read from the Maildir file
+# names and mtimes); any miss prints a line starting with FAIL and the script exits 1. Servers
+# and the relay are stopped and every file removed on exit, even on Ctrl-C.
+# Before the table, one line per case, rep and link gives its wall time and the CPU seconds of
+# the process itself and of the source and target Dovecot during the run (on this 2-core machine
+# the servers' CPU, not mailferry's, is most of the cost) and, on the slow link, what the relay
+# saw per side: connections, "turns" (times the client spoke again after the server had: about
+# the round trips it waited for) and bytes each way. Other work on the machine (a cargo build)
+# moves the seconds by tens of percent: compare runs taken together.
 #
 # Loading: generating the files straight into the Maildirs takes ~1 s per 2000 messages (the
 # IMAP account's files are hard links to the POP3 account's: same bytes, one copy in memory);
 # `doveadm save` runs one process per message (~9 ms each here: ~17 s at N=2000, ~90 s at
 # N=10000, just to load), so it is not used. Before the reps, untimed: the source Dovecot
-# indexes both accounts, and one `mailferry migrate --dry-run` of the IMAP account fills the
+# indexes every account, and one `mailferry migrate --dry-run` of each IMAP account fills the
 # source's cache with the fields mailferry reads (as on a server in use).
 #
 # Needs root (Dovecot's mail processes run as nobody), python3, and Debian's dovecot-imapd +
@@ -63,9 +100,17 @@ SEED=${SEED:-42}
 CONNECTIONS=${CONNECTIONS:-}
 REPS=${REPS:-3}
 NOOP_SAMPLES=${NOOP_SAMPLES:-3}
+TRANSPORT=${TRANSPORT:-plain}
+RTT_MS=${RTT_MS:-50}
+RTT_COUNT=${RTT_COUNT:-1000}
+CASE_TIMEOUT=${CASE_TIMEOUT:-300}
 while [ $# -gt 0 ]; do
   case $1 in
   --count) COUNT=$2; shift 2 ;;
+  --rtt-count) RTT_COUNT=$2; shift 2 ;;
+  --rtt-ms) RTT_MS=$2; shift 2 ;;
+  --transport) TRANSPORT=$2; shift 2 ;;
+  --case-timeout) CASE_TIMEOUT=$2; shift 2 ;;
   --seed) SEED=$2; shift 2 ;;
   --connections) CONNECTIONS=$2; shift 2 ;;
   --reps) REPS=$2; shift 2 ;;
@@ -74,13 +119,24 @@ while [ $# -gt 0 ]; do
   *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-for v in "$COUNT" "$REPS" "$NOOP_SAMPLES"; do
+for v in "$COUNT" "$REPS" "$NOOP_SAMPLES" "$RTT_COUNT" "$CASE_TIMEOUT"; do
   case $v in '' | *[!0-9]* | 0)
-    echo "--count, --reps and --noop-samples take a positive integer" >&2
+    echo "--count, --rtt-count, --reps, --noop-samples and --case-timeout take a positive" \
+      "integer" >&2
     exit 2
     ;;
   esac
 done
+case $RTT_MS in '' | *[!0-9]*)
+  echo "--rtt-ms takes a whole number of milliseconds (0: no relayed link)" >&2
+  exit 2
+  ;;
+esac
+case $TRANSPORT in plain | tls) ;; *)
+  echo "--transport is plain or tls" >&2
+  exit 2
+  ;;
+esac
 if [ "$(id -u)" != 0 ]; then
   echo "bench/run.sh must run as root (Dovecot runs mail as nobody)" >&2
   exit 2
@@ -142,8 +198,10 @@ start_server() { # NAME "USER USER…"
   for attempt in 1 2 3; do
     # MAILFERRY_TEST_OWNER_PID: if this script is killed outright, dovecot.sh's watcher stops
     # the server anyway.
+    # DOVECOT_TLS=no: plaintext only (no STARTTLS offered), as for the reference numbers.
     if IMAP_PORT=$(free_port) IMAPS_PORT=$(free_port) POP3_PORT=$(free_port) \
       POP3S_PORT=$(free_port) MAILFERRY_TEST_USERS="$users" MAILFERRY_TEST_OWNER_PID=$$ \
+      DOVECOT_TLS=$([ "$TRANSPORT" = tls ] && echo yes || echo no) \
       bash "$DOVECOT_SH" up "$WORK/$1" >"$WORK/$1.env"; then
       return 0
     fi
@@ -155,21 +213,31 @@ start_server() { # NAME "USER USER…"
 port_of() { sed -n "s/^$2=127.0.0.1://p" "$WORK/$1.env"; }
 
 echo "== starting source and target Dovecot on 127.0.0.1 (mail in $WORK)"
-start_server src "pop imap"
+start_server src "pop imap rpop rimap"
+# Target users: <link: l loopback, r relay><case><rep>, each filled once.
 start_server dst "warmup $(for r in $(seq 1 "$REPS"); do
-  printf 'viaimport%s viaferry%s foldimport%s viaimap%s viamirror%s ' "$r" "$r" "$r" "$r" "$r"
+  for link in l r; do
+    for case in base basecopy import pop imap mirror; do printf '%s%s%s ' "$link" "$case" "$r"; done
+  done
 done)"
 cat "$WORK/src/cert.pem" "$WORK/dst/cert.pem" >"$WORK/ca.pem"
+if [ "$TRANSPORT" = tls ]; then
+  SRC_POP3=$(port_of src pop3s) SRC_IMAP=$(port_of src imaps) DST_IMAP=$(port_of dst imaps)
+else
+  SRC_POP3=$(port_of src pop3) SRC_IMAP=$(port_of src imap) DST_IMAP=$(port_of dst imap)
+fi
 
 # In the background and waited for, so a signal reaches the trap at once rather than after the
 # whole run; setsid gives it a process group of its own that cleanup can stop as a whole (in a
 # script, without job control, setsid does not fork: $! is that group's id).
 setsid python3 "$ROOT/bench/bench.py" --count "$COUNT" --seed "$SEED" --reps "$REPS" \
-  --noop-samples "$NOOP_SAMPLES" --src-dir "$WORK/src" --dst-dir "$WORK/dst" \
-  --src-user pop --imap-user imap --password "$PASSWORD" \
-  --pop3s-port "$(port_of src pop3s)" --src-imaps-port "$(port_of src imaps)" \
-  --imaps-port "$(port_of dst imaps)" \
-  --ca "$WORK/ca.pem" --mailferry "$MAILFERRY" ${CONNECTIONS:+--connections "$CONNECTIONS"} \
+  --noop-samples "$NOOP_SAMPLES" --rtt-ms "$RTT_MS" --rtt-count "$RTT_COUNT" \
+  --case-timeout "$CASE_TIMEOUT" --transport "$TRANSPORT" \
+  --src-dir "$WORK/src" --dst-dir "$WORK/dst" --src-user pop --imap-user imap \
+  --rtt-src-user rpop --rtt-imap-user rimap --password "$PASSWORD" \
+  --src-pop3-port "$SRC_POP3" --src-imap-port "$SRC_IMAP" --dst-imap-port "$DST_IMAP" \
+  --ca "$WORK/ca.pem" ${TRACE:+--trace} --mailferry "$MAILFERRY" \
+  ${CONNECTIONS:+--connections "$CONNECTIONS"} \
   --work "$WORK" &
 BENCH_PID=$!
 rc=0

@@ -123,7 +123,7 @@ pub struct AfterCopy<'a> {
 pub struct Planned<'j> {
     job: &'j MigrateJob,
     source: Box<dyn Source>,
-    /// The planning target connection, which the copy uses next.
+    /// The planning target connection, for the steps after the copy when it copied nothing.
     target: Option<Box<dyn Target>>,
     /// One entry per folder.
     pub folders: Vec<PlannedFolder>,
@@ -230,9 +230,6 @@ impl Planned<'_> {
         let plans: Vec<FolderPlan> = self.folders.iter().map(|f| f.plan.clone()).collect();
         let connect = || open_target(job);
         let targets = TargetPool::new(&connect);
-        if let Some(target) = self.target.take() {
-            targets.put(target);
-        }
         let mut error = transfer::copy_folders(
             &plans,
             self.source.as_mut(),
@@ -243,10 +240,13 @@ impl Planned<'_> {
         )
         .err();
         if error.is_none() {
-            // The connection an upload worker left last, used a moment ago (or the planning
-            // one, when nothing was copied): not one the server may have closed while it sat
+            // The connection an upload worker left last, used a moment ago, or, when nothing
+            // was copied, the planning one: not one the server may have closed while it sat
             // idle through a long copy.
-            let target = targets.take().map_or_else(|| open_target(job), Ok);
+            let target = match targets.take().or_else(|| self.target.take()) {
+                Some(target) => Ok(target),
+                None => open_target(job),
+            };
             let finished = target.and_then(|mut target| {
                 let changed = after_copy.is_some();
                 if let Some(after_copy) = after_copy {

@@ -169,7 +169,7 @@ pub enum Started {
 pub type TargetConnector<'a> = dyn Fn() -> Result<Box<dyn Target>, Error> + Sync + 'a;
 
 /// Where upload workers get their target connections: one left idle by an earlier folder's
-/// worker (or by planning) when there is one, else a new one. Over a slow link a login costs
+/// worker when there is one, else a new one. Over a slow link a login costs
 /// several round trips, so a copy of many folders logs in about `connections` times, not once
 /// per folder. An idle connection the server closed meanwhile breaks at its first use and is
 /// replaced as any broken connection is.

@@ -124,11 +124,11 @@ pub struct CredentialArgs {
     #[arg(long, value_name = "CMD")]
     pub to_password_command: Option<String>,
     /// Source login: "user" (default), "master:ADMIN" to log in as ADMIN on behalf of the
-    /// URL's user (SASL PLAIN authorization id; the password is ADMIN's), or "xoauth2" /
-    /// "oauthbearer" with an access token as the password
+    /// URL's user (SASL PLAIN authorization id; the password is ADMIN's), "cram-md5", or
+    /// "xoauth2" / "oauthbearer" with an access token as the password
     #[arg(long, value_name = "MODE")]
     pub from_auth: Option<String>,
-    /// Target login: "user" (default), "master:ADMIN", "xoauth2" or "oauthbearer"
+    /// Target login: "user" (default), "master:ADMIN", "cram-md5", "xoauth2" or "oauthbearer"
     #[arg(long, value_name = "MODE")]
     pub to_auth: Option<String>,
     /// Run CMD (with sh -c) for an OAuth 2.0 access token to the source, afresh for every

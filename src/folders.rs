@@ -89,6 +89,25 @@ pub struct FolderRules {
     pub prefix: Option<String>,
     /// Map special-use folders onto the target's folders of the same role.
     pub special_use_map: bool,
+    /// Roles of source folders by name (normalised), for a server that lists no special-use
+    /// attributes (a `--from-preset`'s folders).
+    pub source_roles: Vec<(SpecialUse, String)>,
+    /// The target folder of each role (normalised name) when the target lists none with that
+    /// role's attribute (a `--to-preset`'s folders).
+    pub target_roles: Vec<(SpecialUse, String)>,
+}
+
+impl FolderRules {
+    /// A folder's role: its attribute, else what the source's preset says of its name.
+    fn role_of(&self, folder: &FolderInfo) -> Option<SpecialUse> {
+        folder.special_use.or_else(|| {
+            let name = folder.normalized();
+            self.source_roles
+                .iter()
+                .find(|(_, known)| *known == name)
+                .map(|(role, _)| *role)
+        })
+    }
 }
 
 /// Where one source folder goes.
@@ -137,16 +156,26 @@ fn target_name(
     });
     if renamed.is_none()
         && rules.special_use_map
-        && let Some(role) = folder.special_use
-        && let Some(counterpart) = target.iter().find(|t| t.special_use == Some(role))
+        && let Some(role) = rules.role_of(folder)
     {
-        return counterpart.name.clone();
+        if let Some(counterpart) = target.iter().find(|t| t.special_use == Some(role)) {
+            return counterpart.name.clone();
+        }
+        if let Some((_, name)) = rules.target_roles.iter().find(|(r, _)| *r == role) {
+            return with_delimiter(name, target_delimiter);
+        }
     }
     let path = renamed.unwrap_or(normalized);
     let path = match &rules.prefix {
         Some(prefix) => format!("{}/{path}", prefix.trim_end_matches('/')),
         None => path,
     };
+    with_delimiter(&path, target_delimiter)
+}
+
+/// A normalised name written with the target's separator (which, inside a component, becomes
+/// `_`).
+fn with_delimiter(path: &str, target_delimiter: char) -> String {
     path.split('/')
         .map(|component| component.replace(target_delimiter, "_"))
         .collect::<Vec<_>>()
@@ -211,6 +240,39 @@ mod tests {
         assert_eq!(
             map_folders(&source, &target, '/', &rules)[0].target,
             "Sent Items"
+        );
+    }
+
+    #[test]
+    fn preset_folder_names_stand_in_for_missing_attributes() {
+        let source = [
+            folder("Sent Items", '/', &[]),
+            folder("Junk Email", '/', &[]),
+            folder("Deleted Items", '/', &["\\Trash"]),
+        ];
+        let target = [folder("[Gmail]/Bin", '/', &["\\Trash"])];
+        let rules = FolderRules {
+            special_use_map: true,
+            source_roles: crate::preset::Preset::Office365
+                .role_folders()
+                .iter()
+                .map(|(role, name)| (*role, name.to_string()))
+                .collect(),
+            target_roles: crate::preset::Preset::Gmail
+                .role_folders()
+                .iter()
+                .map(|(role, name)| (*role, name.to_string()))
+                .collect(),
+            ..FolderRules::default()
+        };
+        // The attribute the target lists wins over the preset's English name.
+        assert_eq!(
+            targets(&map_folders(&source, &target, '.', &rules)),
+            [
+                ("Sent Items", "[Gmail].Sent Mail"),
+                ("Junk Email", "[Gmail].Spam"),
+                ("Deleted Items", "[Gmail]/Bin")
+            ]
         );
     }
 

@@ -60,6 +60,38 @@ pub struct MigrateJob {
     pub dry_run: bool,
     /// Which folders of an IMAP source go where.
     pub folders: FolderRules,
+    /// The largest message to send, from the user or a preset (the target's APPENDLIMIT is
+    /// added when it advertises one).
+    pub size_limit: Option<SizeLimit>,
+}
+
+/// The largest message a target takes, and who says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeLimit {
+    /// Bytes.
+    pub bytes: u64,
+    /// Whose limit it is, for the reason a message fails ("the server's APPENDLIMIT").
+    pub source: String,
+}
+
+impl SizeLimit {
+    /// The tighter of two limits.
+    pub fn tightest(a: Option<SizeLimit>, b: Option<SizeLimit>) -> Option<SizeLimit> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(if b.bytes < a.bytes { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Why a message of `size` bytes is not sent, or `None` when it fits.
+    fn refuses(&self, size: u64) -> Option<String> {
+        (size > self.bytes).then(|| {
+            format!(
+                "{size} bytes: larger than the {} bytes {} allows; not sent",
+                self.bytes, self.source
+            )
+        })
+    }
 }
 
 /// A folder to copy: its plan, and both indexes it was made from (kept for verification and
@@ -124,6 +156,8 @@ pub struct Planned<'j> {
     source: Box<dyn Source>,
     /// One entry per folder.
     pub folders: Vec<PlannedFolder>,
+    /// The largest message the copy sends.
+    size_limit: Option<SizeLimit>,
     report: ReportBuilder,
 }
 
@@ -142,6 +176,13 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
     );
     let mut source = open_source(job)?;
     let mut target = open_target(job)?;
+    let size_limit = SizeLimit::tightest(
+        job.size_limit.clone(),
+        target.append_limit().map(|bytes| SizeLimit {
+            bytes,
+            source: "the target's APPENDLIMIT".into(),
+        }),
+    );
     let mut folders = Vec::new();
     for mapping in folder_mappings(job, source.as_mut(), target.as_mut())? {
         if !job.dry_run {
@@ -173,6 +214,7 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
         job,
         source,
         folders,
+        size_limit,
         report,
     })
 }
@@ -203,7 +245,11 @@ impl Planned<'_> {
     ) -> (Report, Option<Error>) {
         let job = self.job;
         let events = Fanout(vec![&self.report, observer]);
-        let plans: Vec<FolderPlan> = self.folders.iter().map(|f| f.plan.clone()).collect();
+        let plans: Vec<FolderPlan> = self
+            .folders
+            .iter()
+            .map(|f| self.within_size_limit(&f.plan, &events))
+            .collect();
         let mut error = transfer::copy_folders(
             &plans,
             self.source.as_mut(),
@@ -236,6 +282,23 @@ impl Planned<'_> {
             self.report.fatal(&err.to_string());
         }
         (self.report.finish(), error)
+    }
+
+    /// The plan without the messages over the size limit, each reported failed: a server
+    /// refuses them anyway, some (Gmail) by dropping the connection mid-upload.
+    fn within_size_limit(&self, plan: &FolderPlan, observer: &dyn Observer) -> FolderPlan {
+        let mut plan = plan.clone();
+        if let Some(limit) = &self.size_limit {
+            plan.to_copy
+                .retain(|message| match limit.refuses(message.size) {
+                    Some(reason) => {
+                        observer.message_failed(&plan.source_folder, message, &reason);
+                        false
+                    }
+                    None => true,
+                });
+        }
+        plan
     }
 
     /// Re-indexes every target folder and checks that every source message is there.

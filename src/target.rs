@@ -151,6 +151,10 @@ impl Target for ImapTarget {
             .map_err(|e| self.failed(e))
     }
 
+    fn append_limit(&self) -> Option<u64> {
+        self.client.append_limit()
+    }
+
     fn append(
         &mut self,
         folder: &str,

@@ -227,6 +227,17 @@ impl ImapClient {
             .any(|c| c.eq_ignore_ascii_case(name))
     }
 
+    /// The largest message the server takes by APPEND, when it advertises one for every
+    /// mailbox (`APPENDLIMIT=N`, RFC 7889).
+    pub fn append_limit(&self) -> Option<u64> {
+        self.state.capabilities.iter().find_map(|c| {
+            let (name, value) = c.split_once('=')?;
+            name.eq_ignore_ascii_case("APPENDLIMIT")
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+    }
+
     /// Whether [`ImapClient::multiappend`] can be used (RFC 3502).
     pub fn supports_multiappend(&self) -> bool {
         self.has_capability("MULTIAPPEND")

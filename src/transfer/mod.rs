@@ -110,6 +110,10 @@ pub trait Target: Send {
     ) -> Result<(), Error>;
     /// Removes these messages (and only these).
     fn delete(&mut self, folder: &str, uids: &[u32]) -> Result<(), Error>;
+    /// The largest message the server says it takes (IMAP APPENDLIMIT), if it says.
+    fn append_limit(&self) -> Option<u64> {
+        None
+    }
     /// Uploads a batch. The outer error means the connection failed; otherwise there is one
     /// result per message, `Err` holding the server's reason for refusing that message.
     fn append(

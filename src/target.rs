@@ -6,7 +6,7 @@ use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::folders::FolderInfo;
 use crate::identity::{self, IDENTITY_FIELDS};
-use crate::imap::{AppendMessage, FolderStatus, ImapClient};
+use crate::imap::{AppendMessage, FolderStatus, ImapClient, response};
 use crate::index::{KeywordPolicy, TargetCopy, TargetIndex};
 use crate::migrate::{Account, ConnectOptions};
 use crate::session;
@@ -58,11 +58,27 @@ impl ImapTarget {
         folder: &str,
         outgoing: &Outgoing,
     ) -> Result<Result<(), String>, Error> {
-        match self.client.append(folder, &append_message(outgoing)) {
+        match self
+            .client
+            .append(folder, &append_message(outgoing))
+            .map_err(throttled)
+        {
             Ok(_) => Ok(Ok(())),
             Err(SessionError::Refused(reason)) => Ok(Err(reason)),
             Err(err) => Err(self.failed(err)),
         }
+    }
+}
+
+/// A refusal that asks to slow down is no verdict on the message: it becomes
+/// [`SessionError::Throttled`], which the upload worker answers by backing off and resending
+/// on a new connection (see `transfer::upload`).
+fn throttled(err: SessionError) -> SessionError {
+    match err {
+        SessionError::Refused(reason) if response::asks_to_slow_down(&reason) => {
+            SessionError::Throttled(reason)
+        }
+        other => other,
     }
 }
 
@@ -162,7 +178,11 @@ impl Target for ImapTarget {
     ) -> Result<Vec<Result<(), String>>, Error> {
         if batch.len() > 1 && self.client.supports_multiappend() {
             let messages: Vec<_> = batch.iter().map(append_message).collect();
-            match self.client.multiappend(folder, &messages) {
+            match self
+                .client
+                .multiappend(folder, &messages)
+                .map_err(throttled)
+            {
                 Ok(_) => return Ok(vec![Ok(()); batch.len()]),
                 // MULTIAPPEND is all-or-nothing (RFC 3502): nothing was stored, so retrying
                 // one by one is safe and tells which message the server refuses.
@@ -171,5 +191,26 @@ impl Target for ImapTarget {
             }
         }
         batch.iter().map(|m| self.append_one(folder, m)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_slow_down_refusals_become_throttles() {
+        assert!(matches!(
+            throttled(SessionError::Refused("[THROTTLED] easy".into())),
+            SessionError::Throttled(_)
+        ));
+        assert!(matches!(
+            throttled(SessionError::Refused("[LIMIT] too large".into())),
+            SessionError::Refused(_)
+        ));
+        assert!(matches!(
+            throttled(SessionError::Closed),
+            SessionError::Closed
+        ));
     }
 }

@@ -192,8 +192,9 @@ pub struct CopyArgs {
     #[arg(long)]
     pub mark_seen: bool,
     /// When a target connection breaks during the copy, open a new one up to N times per batch
-    /// (waiting 0.2 s, 0.4 s, 0.8 s, …), check what arrived, and send only the rest; 0: stop
-    /// at the first break (exit 4)
+    /// (waiting 0.2 s, 0.4 s, 0.8 s, …; 2 s, 4 s, 8 s, … up to 60 s when the server asked to
+    /// slow down with [THROTTLED], [UNAVAILABLE] or a BYE; each wait jittered down to half),
+    /// check what arrived, and send only the rest; 0: stop at the first break (exit 4)
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
     /// Seconds to wait for a server before giving up

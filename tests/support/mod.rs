@@ -372,6 +372,17 @@ impl Dovecot {
         names
     }
 
+    /// Ends every session of `user` (`doveadm kick`): each gets an untagged BYE ("Server
+    /// shutting down."). Returns whether doveadm found a session to end.
+    pub fn kick(&self, user: &str) -> bool {
+        let mut kick = self.doveadm();
+        kick.args(["kick", user]);
+        let out = run_bounded(kick, None, DOVEADM_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+        // Dovecot 2.3 prints "USER kicked connections from the following users:" or
+        // "no users kicked".
+        out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("no users kicked")
+    }
+
     /// Waits (at most `timeout`, else panics) until no IMAP or POP3 session is logged in, as
     /// `doveadm who` sees it. A client killed mid-command can leave its session working on
     /// what was already sent (a whole MULTIAPPEND in the socket buffer) for a while.

@@ -3,12 +3,14 @@
 //! Split in two phases so the caller can show the plan (a dry run stops there) and size its
 //! progress bars before anything is written.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::auth::AuthMode;
 use crate::endpoint::{Endpoint, Password, Protocol};
 use crate::error::Error;
 use crate::folders::{self, FolderMapping, FolderRules};
+use crate::identity::Identity;
 use crate::index::{SourceMessage, TargetIndex};
 use crate::net::TlsConfig;
 use crate::plan::{self, FolderPlan};
@@ -184,18 +186,32 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
         }),
     );
     let mut folders = Vec::new();
-    for mapping in folder_mappings(job, source.as_mut(), target.as_mut())? {
+    // A view's remainder (what no other folder holds) is known once every other folder is
+    // indexed: views come last, and no folder may skip its index as unchanged.
+    let (views, stored): (Vec<_>, Vec<_>) = folder_mappings(job, source.as_mut(), target.as_mut())?
+        .into_iter()
+        .partition(|mapping| mapping.remainder);
+    let may_skip = views.is_empty();
+    let mut elsewhere: HashSet<Identity> = HashSet::new();
+    for mapping in stored.into_iter().chain(views) {
         if !job.dry_run {
             target.ensure_folder(&mapping.target)?;
         }
         if !mapping.selectable {
             continue;
         }
-        if let Some(messages) = hooks.unchanged(&mapping, source.as_mut(), target.as_mut())? {
+        if may_skip
+            && let Some(messages) = hooks.unchanged(&mapping, source.as_mut(), target.as_mut())?
+        {
             report.planned(&plan::unchanged(&mapping.source, &mapping.target, messages));
             continue;
         }
-        let source_index = hooks.index_source(&mapping, source.as_mut())?;
+        let mut source_index = hooks.index_source(&mapping, source.as_mut())?;
+        if mapping.remainder {
+            source_index.retain(|message| !elsewhere.contains(&message.identity));
+        } else {
+            elsewhere.extend(source_index.iter().map(|m| m.identity.clone()));
+        }
         let target_index = target.index(&mapping.target)?;
         let plan = plan::diff(
             &mapping.source,
@@ -336,6 +352,7 @@ fn folder_mappings(
                 .clone()
                 .unwrap_or_else(|| POP3_FOLDER.to_owned()),
             selectable: true,
+            remainder: false,
         }]);
     }
     let source_folders = source.folders()?;

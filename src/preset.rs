@@ -1,7 +1,7 @@
 //! Provider presets (`--from-preset`, `--to-preset`): what is known of big providers and not
 //! learned from their servers, in one table per provider.
 
-use crate::folders::SpecialUse;
+use crate::folders::{SpecialUse, View};
 
 /// A mail provider with known folder names and limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +54,8 @@ impl Preset {
                 (SpecialUse::Drafts, "[Gmail]/Drafts"),
                 (SpecialUse::Trash, "[Gmail]/Trash"),
                 (SpecialUse::Junk, "[Gmail]/Spam"),
+                // A message stored into All Mail is archived: in no label, not in INBOX.
+                (SpecialUse::Archive, "[Gmail]/All Mail"),
             ],
             Preset::Office365 => &[
                 (SpecialUse::Sent, "Sent Items"),
@@ -66,12 +68,33 @@ impl Preset {
     }
 
     /// Source folders skipped by default (normalised names, as `--exclude` patterns): Gmail's
-    /// label views, which show again messages that are in other folders already, and the
-    /// `[Gmail]` parent, which holds no mail and whose other children map by role.
+    /// `[Gmail]` parent, which holds no mail and whose children map by role or are views.
     pub fn source_excludes(self) -> &'static [&'static str] {
         match self {
-            Preset::Gmail => &[r"^\[(Gmail|Google Mail)\](/(All Mail|Important|Starred))?$"],
+            Preset::Gmail => &[r"^\[(Gmail|Google Mail)\]$"],
             Preset::Office365 => &[],
+        }
+    }
+
+    /// The provider's views (folders showing messages stored in other folders again) by
+    /// (English) name, for a server that does not mark them with attributes; `None` for a
+    /// provider without views. Gmail's are label views: a message shows in INBOX or under
+    /// each of its labels, and again in All Mail (Starred, Important when so marked).
+    pub fn views(self) -> Option<Vec<(View, String)>> {
+        match self {
+            Preset::Gmail => Some(
+                ["Gmail", "Google Mail"]
+                    .into_iter()
+                    .flat_map(|root| {
+                        [
+                            (View::All, format!("[{root}]/All Mail")),
+                            (View::Flagged, format!("[{root}]/Starred")),
+                            (View::Important, format!("[{root}]/Important")),
+                        ]
+                    })
+                    .collect(),
+            ),
+            Preset::Office365 => None,
         }
     }
 }
@@ -87,16 +110,18 @@ mod tests {
         assert!("yahoo".parse::<Preset>().is_err());
         assert_eq!(Preset::Gmail.max_message_size(), 26_214_400);
         let exclude = regex::Regex::new(Preset::Gmail.source_excludes()[0]).unwrap();
-        for name in [
-            "[Gmail]",
-            "[Gmail]/All Mail",
-            "[Google Mail]/Starred",
-            "[Gmail]/Important",
-        ] {
+        for name in ["[Gmail]", "[Google Mail]"] {
             assert!(exclude.is_match(name), "{name}");
         }
-        for name in ["INBOX", "[Gmail]/Sent Mail", "Work/[Gmail]/All Mail"] {
+        for name in [
+            "INBOX",
+            "[Gmail]/Sent Mail",
+            "[Gmail]/All Mail",
+            "Work/[Gmail]",
+        ] {
             assert!(!exclude.is_match(name), "{name}");
         }
+        assert_eq!(Preset::Gmail.views().unwrap().len(), 6);
+        assert_eq!(Preset::Office365.views(), None);
     }
 }

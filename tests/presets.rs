@@ -149,21 +149,22 @@ fn oversized_messages_fail_alone_and_are_not_sent_when_the_limit_is_known() {
 }
 
 #[test]
-fn gmail_label_views_are_skipped_and_preset_names_map_the_roles() {
+fn gmail_label_views_add_only_archived_mail_and_preset_names_map_the_roles() {
     let server = Dovecot::start();
     let deliver = |folder: &str, ids: &[&str]| {
         for id in ids {
             server.deliver("alice", folder, &message(id));
         }
     };
-    // Gmail shows each message in INBOX or its labels, and again in the label views.
+    // Gmail shows each message in INBOX or under its labels, and again in the views; "e" is
+    // archived: in All Mail only.
     deliver("INBOX", &["a"]);
     deliver("Work", &["b"]);
     deliver("[Gmail]/Sent Mail", &["c"]);
     deliver("[Gmail]/Drafts", &["d"]);
-    deliver("[Gmail]/All Mail", &["a", "b", "c", "d"]);
+    deliver("[Gmail]/All Mail", &["a", "b", "c", "d", "e"]);
     deliver("[Gmail]/Starred", &["b"]);
-    deliver("[Gmail]/Important", &["a"]);
+    deliver("[Gmail]/Important", &["a", "e"]);
 
     let (code, report, stderr) = migrate(
         &server,
@@ -172,16 +173,23 @@ fn gmail_label_views_are_skipped_and_preset_names_map_the_roles() {
         &["--from-preset", "gmail", "--to-preset", "office365"],
     );
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(report["copied"], 4, "{report:#}");
-    assert_eq!(
-        server.folders("bob"),
-        ["INBOX", "Drafts", "Sent Items", "Work"]
-    );
-    for folder in ["INBOX", "Drafts", "Sent Items", "Work"] {
-        assert_eq!(server.messages("bob", folder).len(), 1, "{folder}");
+    assert_eq!(report["copied"], 5, "{report:#}");
+    let expected = [
+        ("INBOX", "a"),
+        ("Archive", "e"),
+        ("Drafts", "d"),
+        ("Sent Items", "c"),
+        ("Work", "b"),
+    ];
+    assert_eq!(server.folders("bob"), expected.map(|(folder, _)| folder));
+    for (folder, id) in expected {
+        let held = server.messages("bob", folder);
+        assert_eq!(held.len(), 1, "{folder}");
+        assert!(held[0].raw.starts_with(&message(id)[..20]), "{folder}");
     }
 
-    // And back: Office 365's names on the source, Gmail's on the target.
+    // And back: Office 365's names on the source, Gmail's on the target, where archived
+    // mail goes into All Mail.
     let (code, _, stderr) = migrate(
         &server,
         "bob",
@@ -191,6 +199,12 @@ fn gmail_label_views_are_skipped_and_preset_names_map_the_roles() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         server.folders("carol"),
-        ["INBOX", "Work", "[Gmail]/Drafts", "[Gmail]/Sent Mail"]
+        [
+            "INBOX",
+            "Work",
+            "[Gmail]/All Mail",
+            "[Gmail]/Drafts",
+            "[Gmail]/Sent Mail"
+        ]
     );
 }

@@ -547,6 +547,7 @@ fn build_job(
             .collect()
     };
     folders.source_roles = roles(from_preset);
+    folders.views = from_preset.and_then(Preset::views);
     folders.target_roles = roles(to_preset);
     let preset_limit = to_preset.map(|p| SizeLimit {
         bytes: p.max_message_size(),
@@ -613,6 +614,7 @@ fn folder_rules(
         special_use_map: !options.no_special_use_map,
         source_roles: Vec::new(),
         target_roles: Vec::new(),
+        views: None,
     })
 }
 

@@ -72,8 +72,8 @@ pub struct MigrateJob {
 pub struct SizeLimit {
     /// Bytes.
     pub bytes: u64,
-    /// Whose limit it is, for the reason a message fails ("the server's APPENDLIMIT").
-    pub source: String,
+    /// Whose limit it is, for the reason a message fails ("the target's APPENDLIMIT").
+    pub set_by: String,
 }
 
 impl SizeLimit {
@@ -90,7 +90,7 @@ impl SizeLimit {
         (size > self.bytes).then(|| {
             format!(
                 "{size} bytes: larger than the {} bytes {} allows; not sent",
-                self.bytes, self.source
+                self.bytes, self.set_by
             )
         })
     }
@@ -182,7 +182,7 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
         job.size_limit.clone(),
         target.append_limit().map(|bytes| SizeLimit {
             bytes,
-            source: "the target's APPENDLIMIT".into(),
+            set_by: "the target's APPENDLIMIT".into(),
         }),
     );
     let mut folders = Vec::new();

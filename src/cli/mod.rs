@@ -161,8 +161,8 @@ pub struct CopyArgs {
     #[arg(long)]
     pub no_special_use_map: bool,
     /// The source is this provider (gmail, office365): its folder names mark Sent, Drafts,
-    /// Trash, Junk where the server does not; gmail skips the label views [Gmail]/All Mail,
-    /// Important and Starred (see README)
+    /// Trash, Junk where the server does not; gmail skips the label views Starred and
+    /// Important, and copies of All Mail only what no other folder holds (see README)
     #[arg(long, value_name = "PROVIDER")]
     pub from_preset: Option<Preset>,
     /// The target is this provider (gmail, office365): its folder names for Sent, Drafts,
@@ -551,11 +551,11 @@ fn build_job(
     folders.target_roles = roles(to_preset);
     let preset_limit = to_preset.map(|p| SizeLimit {
         bytes: p.max_message_size(),
-        source: format!("--to-preset {}", p.name()),
+        set_by: format!("--to-preset {}", p.name()),
     });
     let own_limit = options.max_message_size.map(|bytes| SizeLimit {
         bytes,
-        source: "--max-message-size".into(),
+        set_by: "--max-message-size".into(),
     });
     Ok(MigrateJob {
         from: account.from_login.account(from, Side::From)?,

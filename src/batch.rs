@@ -13,13 +13,15 @@ use crate::error::{EXIT_OK, EXIT_PARTIAL, Error};
 use crate::report::Report;
 
 /// The columns of a CSV accounts file, in any order; the first two are required.
-pub const COLUMNS: [&str; 6] = [
+pub const COLUMNS: [&str; 8] = [
     "from",
     "to",
     "from_password_file",
     "to_password_file",
     "from_auth",
     "to_auth",
+    "from_preset",
+    "to_preset",
 ];
 
 /// Settings a TOML file may give for all accounts (`[defaults]`) or for one; they override
@@ -58,6 +60,10 @@ pub struct AccountEntry {
     pub from_auth: Option<String>,
     /// Target login mode.
     pub to_auth: Option<String>,
+    /// The source's provider preset (`gmail`, `office365`).
+    pub from_preset: Option<String>,
+    /// The target's provider preset.
+    pub to_preset: Option<String>,
     /// Settings of this account (TOML only), over `[defaults]`.
     #[serde(flatten)]
     pub overrides: Overrides,
@@ -185,6 +191,8 @@ fn parse_csv(text: &str) -> Result<Vec<AccountEntry>, String> {
             to_password_file: field("to_password_file").map(PathBuf::from),
             from_auth: field("from_auth"),
             to_auth: field("to_auth"),
+            from_preset: field("from_preset"),
+            to_preset: field("to_preset"),
             overrides: Overrides::default(),
         });
     }
@@ -474,6 +482,11 @@ mod tests {
         assert_eq!(accounts[0].to_password_file, Some(PathBuf::from("b.pw")));
         assert_eq!(accounts[1].to, "imaps://d@h");
         assert_eq!(accounts[1].to_password_file, None);
+
+        let presets =
+            parse_csv("from,to,from_preset,to_preset\nimaps://a@h,imaps://b@h,gmail,\n").unwrap();
+        assert_eq!(presets[0].from_preset.as_deref(), Some("gmail"));
+        assert_eq!(presets[0].to_preset, None);
 
         let err = parse_csv("from,to,color\npop3s://a@h,imaps://b@h,red\n").unwrap_err();
         assert!(err.contains("line 1") && err.contains("color"), "{err}");

@@ -49,6 +49,10 @@ pub enum SessionError {
     /// The server answered a command with NO / BAD / -ERR; the text is the server's.
     #[error("the server said: {0}")]
     Refused(String),
+    /// The server refused a command because the client is too fast or the server too busy
+    /// (`NO [THROTTLED]`, `NO [UNAVAILABLE]`): try again later, on a new connection.
+    #[error("the server asks to slow down: {0}")]
+    Throttled(String),
     /// The server sent bytes that do not parse as the protocol.
     #[error("the server sent an answer that does not parse: {0}")]
     Protocol(String),
@@ -208,6 +212,14 @@ impl Error {
                 source: err,
                 hint: Some(
                     "the server's reason is above; if the server is busy or locked, re-run later (mailferry copies only what is missing)"
+                        .into(),
+                ),
+            },
+            SessionError::Throttled(_) => Error::Connection {
+                server,
+                source: err,
+                hint: Some(
+                    "the server still asked to slow down after --retries back-offs; re-run later, or with fewer --connections (and --jobs), or more --retries"
                         .into(),
                 ),
             },

@@ -35,6 +35,29 @@ impl SpecialUse {
     }
 }
 
+/// Virtual folders that show messages stored in other folders again (Gmail's label views),
+/// by their RFC 6154 / RFC 8457 attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum View {
+    /// `\All`: every message of the account (Gmail's All Mail).
+    All,
+    /// `\Flagged`: the flagged messages (Gmail's Starred).
+    Flagged,
+    /// `\Important`: Gmail's Important.
+    Important,
+}
+
+impl View {
+    fn from_attribute(attribute: &str) -> Option<Self> {
+        match attribute.to_ascii_lowercase().as_str() {
+            "\\all" => Some(View::All),
+            "\\flagged" => Some(View::Flagged),
+            "\\important" => Some(View::Important),
+            _ => None,
+        }
+    }
+}
+
 /// A folder as a server lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FolderInfo {
@@ -44,6 +67,8 @@ pub struct FolderInfo {
     pub delimiter: Option<char>,
     /// The folder's special-use role, if it has one.
     pub special_use: Option<SpecialUse>,
+    /// Whether the folder is a view of messages stored elsewhere, and which.
+    pub view: Option<View>,
     /// `false` for `\Noselect` / `\NonExistent` folders, which hold no messages.
     pub selectable: bool,
 }
@@ -58,6 +83,7 @@ impl FolderInfo {
             special_use: attributes
                 .iter()
                 .find_map(|a| SpecialUse::from_attribute(a)),
+            view: attributes.iter().find_map(|a| View::from_attribute(a)),
             selectable: !has("\\Noselect") && !has("\\NonExistent"),
         }
     }
@@ -89,6 +115,46 @@ pub struct FolderRules {
     pub prefix: Option<String>,
     /// Map special-use folders onto the target's folders of the same role.
     pub special_use_map: bool,
+    /// Roles of source folders by name (normalised), for a server that lists no special-use
+    /// attributes (a `--from-preset`'s folders).
+    pub source_roles: Vec<(SpecialUse, String)>,
+    /// The target folder of each role (normalised name) when the target lists none with that
+    /// role's attribute (a `--to-preset`'s folders).
+    pub target_roles: Vec<(SpecialUse, String)>,
+    /// Set for sources with views (a Gmail `--from-preset`): views are not copied as folders
+    /// of their own, but for the `\All` view's messages that no other copied folder holds
+    /// (mail archived without a label), which go to the target's archive. The names are views
+    /// by name (normalised), for servers that do not mark them.
+    pub views: Option<Vec<(View, String)>>,
+}
+
+impl FolderRules {
+    /// A folder's view, when views are handled: its attribute, else its name.
+    fn view_of(&self, folder: &FolderInfo) -> Option<View> {
+        let names = self.views.as_ref()?;
+        folder.view.or_else(|| {
+            let name = folder.normalized();
+            names
+                .iter()
+                .find(|(_, known)| *known == name)
+                .map(|(view, _)| *view)
+        })
+    }
+
+    /// A folder's role: its attribute, else what the source's preset says of its name. The
+    /// all-messages view, copied only for what no other folder holds, is an archive.
+    fn role_of(&self, folder: &FolderInfo) -> Option<SpecialUse> {
+        if self.view_of(folder) == Some(View::All) {
+            return Some(SpecialUse::Archive);
+        }
+        folder.special_use.or_else(|| {
+            let name = folder.normalized();
+            self.source_roles
+                .iter()
+                .find(|(_, known)| *known == name)
+                .map(|(role, _)| *role)
+        })
+    }
 }
 
 /// Where one source folder goes.
@@ -100,6 +166,8 @@ pub struct FolderMapping {
     pub target: String,
     /// Whether the source folder can hold messages (else it is only created as a parent).
     pub selectable: bool,
+    /// Copy only the messages that no other mapped folder holds (the `\All` view).
+    pub remainder: bool,
 }
 
 /// Maps the source folders that pass the rules to target names.
@@ -115,11 +183,13 @@ pub fn map_folders(
             let name = folder.normalized();
             (rules.include.is_empty() || rules.include.iter().any(|r| r.is_match(&name)))
                 && !rules.exclude.iter().any(|r| r.is_match(&name))
+                && matches!(rules.view_of(folder), None | Some(View::All))
         })
         .map(|folder| FolderMapping {
             source: folder.name.clone(),
             target: target_name(folder, target, target_delimiter, rules),
             selectable: folder.selectable,
+            remainder: rules.view_of(folder) == Some(View::All),
         })
         .collect()
 }
@@ -137,16 +207,26 @@ fn target_name(
     });
     if renamed.is_none()
         && rules.special_use_map
-        && let Some(role) = folder.special_use
-        && let Some(counterpart) = target.iter().find(|t| t.special_use == Some(role))
+        && let Some(role) = rules.role_of(folder)
     {
-        return counterpart.name.clone();
+        if let Some(counterpart) = target.iter().find(|t| t.special_use == Some(role)) {
+            return counterpart.name.clone();
+        }
+        if let Some((_, name)) = rules.target_roles.iter().find(|(r, _)| *r == role) {
+            return with_delimiter(name, target_delimiter);
+        }
     }
     let path = renamed.unwrap_or(normalized);
     let path = match &rules.prefix {
         Some(prefix) => format!("{}/{path}", prefix.trim_end_matches('/')),
         None => path,
     };
+    with_delimiter(&path, target_delimiter)
+}
+
+/// A normalised name written with the target's separator (which, inside a component, becomes
+/// `_`).
+fn with_delimiter(path: &str, target_delimiter: char) -> String {
     path.split('/')
         .map(|component| component.replace(target_delimiter, "_"))
         .collect::<Vec<_>>()
@@ -212,6 +292,75 @@ mod tests {
             map_folders(&source, &target, '/', &rules)[0].target,
             "Sent Items"
         );
+    }
+
+    #[test]
+    fn preset_folder_names_stand_in_for_missing_attributes() {
+        let source = [
+            folder("Sent Items", '/', &[]),
+            folder("Junk Email", '/', &[]),
+            folder("Deleted Items", '/', &["\\Trash"]),
+        ];
+        let target = [folder("[Gmail]/Bin", '/', &["\\Trash"])];
+        let rules = FolderRules {
+            special_use_map: true,
+            source_roles: crate::preset::Preset::Office365
+                .role_folders()
+                .iter()
+                .map(|(role, name)| (*role, name.to_string()))
+                .collect(),
+            target_roles: crate::preset::Preset::Gmail
+                .role_folders()
+                .iter()
+                .map(|(role, name)| (*role, name.to_string()))
+                .collect(),
+            ..FolderRules::default()
+        };
+        // The attribute the target lists wins over the preset's English name.
+        assert_eq!(
+            targets(&map_folders(&source, &target, '.', &rules)),
+            [
+                ("Sent Items", "[Gmail].Sent Mail"),
+                ("Junk Email", "[Gmail].Spam"),
+                ("Deleted Items", "[Gmail]/Bin")
+            ]
+        );
+    }
+
+    #[test]
+    fn views_are_skipped_but_for_the_remainder_of_all_mail() {
+        let source = [
+            folder("INBOX", '/', &[]),
+            folder("[Gmail]/All Mail", '/', &[]),
+            folder("[Gmail]/Alle Nachrichten", '/', &["\\All"]),
+            folder("[Gmail]/Starred", '/', &[]),
+            folder("[Gmail]/Wichtig", '/', &["\\Important"]),
+        ];
+        let mut rules = FolderRules {
+            special_use_map: true,
+            views: Some(vec![
+                (View::All, "[Gmail]/All Mail".into()),
+                (View::Flagged, "[Gmail]/Starred".into()),
+            ]),
+            target_roles: vec![(SpecialUse::Archive, "Archive".into())],
+            ..FolderRules::default()
+        };
+        let mapped = map_folders(&source, &[], '/', &rules);
+        assert_eq!(
+            targets(&mapped),
+            [
+                ("INBOX", "INBOX"),
+                ("[Gmail]/All Mail", "Archive"),
+                ("[Gmail]/Alle Nachrichten", "Archive")
+            ]
+        );
+        assert_eq!(
+            mapped.iter().map(|m| m.remainder).collect::<Vec<_>>(),
+            [false, true, true]
+        );
+        // Without the preset, views are folders like any other.
+        rules.views = None;
+        assert_eq!(map_folders(&source, &[], '/', &rules).len(), 5);
     }
 
     #[test]

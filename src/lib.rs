@@ -20,6 +20,7 @@ pub mod mirror;
 pub mod net;
 pub mod plan;
 pub mod pop3;
+pub mod preset;
 pub mod progress;
 pub mod report;
 pub mod session;

@@ -3,12 +3,14 @@
 //! Split in two phases so the caller can show the plan (a dry run stops there) and size its
 //! progress bars before anything is written.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::auth::AuthMode;
 use crate::endpoint::{Endpoint, Password, Protocol};
 use crate::error::Error;
 use crate::folders::{self, FolderInfo, FolderMapping, FolderRules};
+use crate::identity::Identity;
 use crate::index::{SourceMessage, TargetIndex};
 use crate::net::TlsConfig;
 use crate::plan::{self, FolderPlan};
@@ -60,6 +62,38 @@ pub struct MigrateJob {
     pub dry_run: bool,
     /// Which folders of an IMAP source go where.
     pub folders: FolderRules,
+    /// The largest message to send, from the user or a preset (the target's APPENDLIMIT is
+    /// added when it advertises one).
+    pub size_limit: Option<SizeLimit>,
+}
+
+/// The largest message a target takes, and who says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeLimit {
+    /// Bytes.
+    pub bytes: u64,
+    /// Whose limit it is, for the reason a message fails ("the target's APPENDLIMIT").
+    pub set_by: String,
+}
+
+impl SizeLimit {
+    /// The tighter of two limits.
+    pub fn tightest(a: Option<SizeLimit>, b: Option<SizeLimit>) -> Option<SizeLimit> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(if b.bytes < a.bytes { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Why a message of `size` bytes is not sent, or `None` when it fits.
+    fn refuses(&self, size: u64) -> Option<String> {
+        (size > self.bytes).then(|| {
+            format!(
+                "{size} bytes: larger than the {} bytes {} allows; not sent",
+                self.bytes, self.set_by
+            )
+        })
+    }
 }
 
 /// A folder to copy: its plan, and both indexes it was made from (kept for verification and
@@ -127,6 +161,8 @@ pub struct Planned<'j> {
     target: Option<Box<dyn Target>>,
     /// One entry per folder.
     pub folders: Vec<PlannedFolder>,
+    /// The largest message the copy sends.
+    size_limit: Option<SizeLimit>,
     report: ReportBuilder,
 }
 
@@ -147,6 +183,13 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
     // halves the round trips the plan waits for.
     let (source, target) = both(|| open_source(job), || open_target(job));
     let (mut source, mut target) = (source?, target?);
+    let size_limit = SizeLimit::tightest(
+        job.size_limit.clone(),
+        target.append_limit().map(|bytes| SizeLimit {
+            bytes,
+            set_by: "the target's APPENDLIMIT".into(),
+        }),
+    );
     let (mappings, target_folders) = folder_mappings(job, source.as_mut(), target.as_mut())?;
     if !job.dry_run {
         // A folder that only holds others (\Noselect) comes into being with its children.
@@ -159,14 +202,22 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
             .collect();
         target.create_folders(&missing)?;
     }
+    // A view's remainder (what no other folder holds) is known once every other folder is
+    // indexed: views come last, and no folder may skip its index as unchanged.
+    let (views, stored): (Vec<_>, Vec<_>) = mappings
+        .iter()
+        .filter(|m| m.selectable)
+        .partition(|mapping| mapping.remainder);
+    let may_skip = views.is_empty();
     let mut to_index = Vec::new();
-    for mapping in mappings.iter().filter(|m| m.selectable) {
-        match hooks.unchanged(mapping, source.as_mut(), target.as_mut())? {
-            Some(messages) => {
-                report.planned(&plan::unchanged(&mapping.source, &mapping.target, messages));
-            }
-            None => to_index.push(mapping),
+    for mapping in stored.into_iter().chain(views) {
+        if may_skip
+            && let Some(messages) = hooks.unchanged(mapping, source.as_mut(), target.as_mut())?
+        {
+            report.planned(&plan::unchanged(&mapping.source, &mapping.target, messages));
+            continue;
         }
+        to_index.push(mapping);
     }
     let target_names: Vec<String> = to_index.iter().map(|m| m.target.clone()).collect();
     let (source_indexes, target_indexes) = both(
@@ -174,11 +225,17 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
         || target.index_all(&target_names),
     );
     let mut folders = Vec::new();
-    for ((mapping, source_index), target_index) in to_index
+    let mut elsewhere: HashSet<Identity> = HashSet::new();
+    for ((mapping, mut source_index), target_index) in to_index
         .into_iter()
         .zip(source_indexes?)
         .zip(target_indexes?)
     {
+        if mapping.remainder {
+            source_index.retain(|message| !elsewhere.contains(&message.identity));
+        } else {
+            elsewhere.extend(source_index.iter().map(|m| m.identity.clone()));
+        }
         let plan = plan::diff(
             &mapping.source,
             &mapping.target,
@@ -197,6 +254,7 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
         source,
         target: Some(target),
         folders,
+        size_limit,
         report,
     })
 }
@@ -227,7 +285,11 @@ impl Planned<'_> {
     ) -> (Report, Option<Error>) {
         let job = self.job;
         let events = Fanout(vec![&self.report, observer]);
-        let plans: Vec<FolderPlan> = self.folders.iter().map(|f| f.plan.clone()).collect();
+        let plans: Vec<FolderPlan> = self
+            .folders
+            .iter()
+            .map(|f| self.within_size_limit(&f.plan, &events))
+            .collect();
         let connect = || open_target(job);
         let targets = TargetPool::new(&connect);
         let mut error = transfer::copy_folders(
@@ -268,6 +330,23 @@ impl Planned<'_> {
             self.report.fatal(&err.to_string());
         }
         (self.report.finish(), error)
+    }
+
+    /// The plan without the messages over the size limit, each reported failed: a server
+    /// refuses them anyway, some (Gmail) by dropping the connection mid-upload.
+    fn within_size_limit(&self, plan: &FolderPlan, observer: &dyn Observer) -> FolderPlan {
+        let mut plan = plan.clone();
+        if let Some(limit) = &self.size_limit {
+            plan.to_copy
+                .retain(|message| match limit.refuses(message.size) {
+                    Some(reason) => {
+                        observer.message_failed(&plan.source_folder, message, &reason);
+                        false
+                    }
+                    None => true,
+                });
+        }
+        plan
     }
 
     /// Re-indexes the target folders this run wrote to and checks that every source message is
@@ -325,6 +404,7 @@ fn folder_mappings(
                 .clone()
                 .unwrap_or_else(|| POP3_FOLDER.to_owned()),
             selectable: true,
+            remainder: false,
         };
         return Ok((vec![mapping], target.folders()?));
     }

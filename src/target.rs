@@ -8,7 +8,7 @@ use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::folders::FolderInfo;
 use crate::identity::{self, IDENTITY_FIELDS};
-use crate::imap::{AppendMessage, FolderStatus, ImapClient, SentAppend};
+use crate::imap::{AppendMessage, FolderStatus, ImapClient, SentAppend, response};
 use crate::index::{KeywordPolicy, TargetCopy, TargetIndex};
 use crate::migrate::{Account, ConnectOptions};
 use crate::session;
@@ -65,11 +65,27 @@ impl ImapTarget {
         folder: &str,
         outgoing: &Outgoing,
     ) -> Result<Result<(), String>, Error> {
-        match self.client.append(folder, &append_message(outgoing)) {
+        match self
+            .client
+            .append(folder, &append_message(outgoing))
+            .map_err(throttled)
+        {
             Ok(_) => Ok(Ok(())),
             Err(SessionError::Refused(reason)) => Ok(Err(reason)),
             Err(err) => Err(self.failed(err)),
         }
+    }
+}
+
+/// A refusal that asks to slow down is no verdict on the message: it becomes
+/// [`SessionError::Throttled`], which the upload worker answers by backing off and resending
+/// on a new connection (see `transfer::upload`).
+fn throttled(err: SessionError) -> SessionError {
+    match err {
+        SessionError::Refused(reason) if response::asks_to_slow_down(&reason) => {
+            SessionError::Throttled(reason)
+        }
+        other => other,
     }
 }
 
@@ -169,6 +185,10 @@ impl Target for ImapTarget {
             .map_err(|e| self.failed(e))
     }
 
+    fn append_limit(&self) -> Option<u64> {
+        self.client.append_limit()
+    }
+
     fn append(
         &mut self,
         folder: &str,
@@ -227,7 +247,7 @@ impl ImapTarget {
         folder: &str,
         batch: &[Outgoing],
     ) -> Result<Vec<Result<(), String>>, Error> {
-        match stored {
+        match stored.map_err(throttled) {
             Ok(_) => Ok(vec![Ok(()); batch.len()]),
             Err(SessionError::Refused(reason)) if batch.len() == 1 => Ok(vec![Err(reason)]),
             Err(SessionError::Refused(_)) => {
@@ -235,5 +255,26 @@ impl ImapTarget {
             }
             Err(err) => Err(self.failed(err)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_slow_down_refusals_become_throttles() {
+        assert!(matches!(
+            throttled(SessionError::Refused("[THROTTLED] easy".into())),
+            SessionError::Throttled(_)
+        ));
+        assert!(matches!(
+            throttled(SessionError::Refused("[LIMIT] too large".into())),
+            SessionError::Refused(_)
+        ));
+        assert!(matches!(
+            throttled(SessionError::Closed),
+            SessionError::Closed
+        ));
     }
 }

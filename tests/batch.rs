@@ -22,13 +22,29 @@ fn target_user(n: usize) -> String {
     format!("t{n:02}")
 }
 
+/// The harness's own password scheme, so its IMAP helpers can log in as these users too.
 fn secret(user: &str) -> String {
-    format!("pw-{user}-x9")
+    support::password(user)
 }
 
 /// A Dovecot with users s00…s19 (two messages each) and t00…t19, and a master user "admin"
 /// whose password is in `admin.pw` of the returned directory.
 fn server() -> (Dovecot, tempfile::TempDir) {
+    server_with(ACCOUNTS, |n| {
+        (0..2)
+            .map(|i| {
+                format!("Message-ID: <{n}-{i}@batch.test>\r\nSubject: {n} {i}\r\n\r\nbody\r\n")
+                    .into_bytes()
+            })
+            .collect()
+    })
+}
+
+/// Like [`server`], with `accounts` pairs of users and `messages(n)` in s_n's INBOX.
+fn server_with(
+    accounts: usize,
+    messages: impl Fn(usize) -> Vec<Vec<u8>>,
+) -> (Dovecot, tempfile::TempDir) {
     let files = tempfile::tempdir().unwrap();
     // Dovecot's auth process reads the master passdb as an unprivileged user.
     let world_readable = |path: &Path| {
@@ -39,7 +55,7 @@ fn server() -> (Dovecot, tempfile::TempDir) {
     let masters = files.path().join("masters");
     std::fs::write(&masters, "admin:{PLAIN}admin-master-pw::::::\n").unwrap();
     std::fs::write(files.path().join("admin.pw"), "admin-master-pw\n").unwrap();
-    let users: Vec<(String, String)> = (0..ACCOUNTS)
+    let users: Vec<(String, String)> = (0..accounts)
         .flat_map(|n| [source_user(n), target_user(n)])
         .map(|u| (u.clone(), secret(&u)))
         .collect();
@@ -52,12 +68,8 @@ fn server() -> (Dovecot, tempfile::TempDir) {
         masters.display()
     );
     let server = Dovecot::start_custom(&conf, true, &users);
-    for n in 0..ACCOUNTS {
-        for i in 0..2 {
-            let raw =
-                format!("Message-ID: <{n}-{i}@batch.test>\r\nSubject: {n} {i}\r\n\r\nbody\r\n");
-            server.deliver(&source_user(n), "INBOX", raw.as_bytes());
-        }
+    for n in 0..accounts {
+        server.append_many(&source_user(n), "INBOX", &messages(n));
     }
     (server, files)
 }
@@ -65,8 +77,18 @@ fn server() -> (Dovecot, tempfile::TempDir) {
 /// Writes the accounts CSV: account n reads s_n's POP3 maildrop into t_n's INBOX. `tweak`
 /// may change a line's fields (from, to, from_password_file, to_password_file, from_auth).
 fn accounts_csv(server: &Dovecot, dir: &Path, tweak: impl Fn(usize, &mut [String; 5])) -> PathBuf {
+    accounts_csv_of(ACCOUNTS, server, dir, tweak)
+}
+
+/// Like [`accounts_csv`], for the first `accounts` pairs of users.
+fn accounts_csv_of(
+    accounts: usize,
+    server: &Dovecot,
+    dir: &Path,
+    tweak: impl Fn(usize, &mut [String; 5]),
+) -> PathBuf {
     let mut csv = String::from("from,to,from_password_file,to_password_file,from_auth\n");
-    for n in 0..ACCOUNTS {
+    for n in 0..accounts {
         let (s, t) = (source_user(n), target_user(n));
         for user in [&s, &t] {
             std::fs::write(dir.join(format!("{user}.pw")), secret(user)).unwrap();
@@ -88,18 +110,7 @@ fn accounts_csv(server: &Dovecot, dir: &Path, tweak: impl Fn(usize, &mut [String
 }
 
 fn batch(server: &Dovecot, accounts: &Path, reports: &Path, extra: &[&str]) -> (i32, String) {
-    let output = Command::cargo_bin("mailferry")
-        .unwrap()
-        .arg("batch")
-        .arg(accounts)
-        .arg("--report-dir")
-        .arg(reports)
-        .arg("--tls-ca")
-        .arg(server.cert_path())
-        .args(["--jobs", "4", "--timeout", "20"])
-        .args(extra)
-        .env_remove("MAILFERRY_FROM_PASSWORD")
-        .env_remove("MAILFERRY_TO_PASSWORD")
+    let output = Command::from_std(batch_command(server, accounts, reports, extra))
         .timeout(Duration::from_secs(300))
         .output()
         .unwrap();
@@ -109,6 +120,27 @@ fn batch(server: &Dovecot, accounts: &Path, reports: &Path, extra: &[&str]) -> (
         String::from_utf8_lossy(&output.stderr)
     );
     (output.status.code().unwrap(), text)
+}
+
+fn batch_command(
+    server: &Dovecot,
+    accounts: &Path,
+    reports: &Path,
+    extra: &[&str],
+) -> std::process::Command {
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin!("mailferry"));
+    command
+        .arg("batch")
+        .arg(accounts)
+        .arg("--report-dir")
+        .arg(reports)
+        .arg("--tls-ca")
+        .arg(server.cert_path())
+        .args(["--jobs", "4", "--timeout", "20"])
+        .args(extra)
+        .env_remove("MAILFERRY_FROM_PASSWORD")
+        .env_remove("MAILFERRY_TO_PASSWORD");
+    command
 }
 
 fn json(path: PathBuf) -> Value {
@@ -265,4 +297,105 @@ fn master_user_logins_and_a_wrong_master_password() {
         .find(|(name, _, _)| name.starts_with("0001-"))
         .unwrap();
     assert_eq!((account_1.1.as_str(), account_1.2), ("failed", 3));
+}
+
+#[test]
+fn resume_after_the_batch_is_killed_mid_run() {
+    // Account 0 is tiny and ends at once; accounts 1 to 3 run beside it (--jobs 4) with enough
+    // mail to be caught half-way; account 4 has not started when the batch dies.
+    const KILLED: usize = 5;
+    const BIG: usize = 60;
+    let (server, _files) = server_with(KILLED, |n| {
+        let count = if n == 0 { 1 } else { BIG };
+        (0..count)
+            .map(|i| support::big_message(100_000, (n * 1000 + i) as u64))
+            .collect()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = accounts_csv_of(KILLED, &server, dir.path(), |_, _| {});
+    let reports = dir.path().join("reports");
+    let first_report = reports.join(format!(
+        "0000-{}@127.0.0.1_{}.json",
+        source_user(0),
+        server.pop3s_port()
+    ));
+
+    let mut child = batch_command(&server, &accounts, &reports, &[])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let caught = loop {
+        let in_flight = server.messages(&target_user(1), "INBOX").len();
+        if first_report.exists() && in_flight > 0 {
+            break in_flight;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the batch ended before it could be killed mid-run"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no report within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let written: Vec<_> = outcomes(&reports);
+    assert!(
+        written.len() < KILLED && caught < BIG,
+        "killed too late to test anything: {written:?}, {caught} of {BIG} copied"
+    );
+    assert_eq!(written[0].1, "ok");
+    // What the killed run had sent may still be stored after its death; an admin's re-run
+    // comes later than that.
+    server.wait_until_idle(Duration::from_secs(60));
+    let untouched = std::fs::read(&first_report).unwrap();
+    let modified = std::fs::metadata(&first_report)
+        .unwrap()
+        .modified()
+        .unwrap();
+
+    let (code, text) = batch(&server, &accounts, &reports, &["--resume"]);
+    assert_eq!(code, 0, "{text}");
+    let summary = json(reports.join("summary.json"));
+    assert_eq!(
+        (summary["skipped"].as_u64(), summary["ok"].as_u64()),
+        (
+            Some(written.len() as u64),
+            Some((KILLED - written.len()) as u64)
+        ),
+        "{summary:#}"
+    );
+    assert_eq!(std::fs::read(&first_report).unwrap(), untouched);
+    assert_eq!(
+        std::fs::metadata(&first_report)
+            .unwrap()
+            .modified()
+            .unwrap(),
+        modified
+    );
+    for n in 0..KILLED {
+        let ids: Vec<String> = server
+            .messages(&target_user(n), "INBOX")
+            .iter()
+            .map(|m| message_id(&m.raw))
+            .collect();
+        let distinct: BTreeSet<&String> = ids.iter().collect();
+        let expected = if n == 0 { 1 } else { BIG };
+        assert_eq!(
+            (ids.len(), distinct.len()),
+            (expected, expected),
+            "account {n}: every message exactly once"
+        );
+    }
+}
+
+fn message_id(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw)
+        .lines()
+        .find_map(|line| line.strip_prefix("Message-ID: "))
+        .unwrap_or_else(|| panic!("no Message-ID"))
+        .to_owned()
 }

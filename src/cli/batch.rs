@@ -8,6 +8,7 @@ use crate::batch::{self, AccountEntry, AccountResult, Outcome, Summary};
 use crate::endpoint::Side;
 use crate::error::Error;
 use crate::migrate;
+use crate::preset::Preset;
 use crate::transfer::Observer;
 
 /// Runs the batch; the exit code is 0 when every account is ok.
@@ -112,10 +113,21 @@ fn job_for(
         )?,
     };
     let own = &entry.overrides;
+    let preset = |text: &Option<String>, column: &str| {
+        text.as_deref()
+            .map(str::parse::<Preset>)
+            .transpose()
+            .map_err(|why| Error::Usage {
+                message: format!("{column}: {why}"),
+                hint: None,
+            })
+    };
     let mut job = build_job(
         &settings,
         &args.options,
         Overrides {
+            from_preset: preset(&entry.from_preset, "from_preset")?,
+            to_preset: preset(&entry.to_preset, "to_preset")?,
             connections: own.connections,
             tls_ca: own.tls_ca.as_deref(),
             include: &own.include,

@@ -15,12 +15,13 @@ use crate::auth::{AuthMode, OAuthMechanism};
 use crate::batch::Shard;
 use crate::endpoint::{Endpoint, PasswordSource, Protocol, Side};
 use crate::error::Error;
-use crate::folders::FolderRules;
+use crate::folders::{FolderRules, SpecialUse};
 use crate::index::SourceMessage;
-use crate::migrate::{self, Account, ConnectOptions, MigrateJob};
+use crate::migrate::{self, Account, ConnectOptions, MigrateJob, SizeLimit};
 use crate::mirror::{self, MirrorJob};
 use crate::net::{TlsConfig, TlsTrust};
 use crate::plan::FolderPlan;
+use crate::preset::Preset;
 use crate::progress::ProgressBars;
 use crate::report::{Report, ReportBuilder};
 use crate::transfer::{Observer, TransferSettings};
@@ -124,11 +125,11 @@ pub struct CredentialArgs {
     #[arg(long, value_name = "CMD")]
     pub to_password_command: Option<String>,
     /// Source login: "user" (default), "master:ADMIN" to log in as ADMIN on behalf of the
-    /// URL's user (SASL PLAIN authorization id; the password is ADMIN's), or "xoauth2" /
-    /// "oauthbearer" with an access token as the password
+    /// URL's user (SASL PLAIN authorization id; the password is ADMIN's), "cram-md5", or
+    /// "xoauth2" / "oauthbearer" with an access token as the password
     #[arg(long, value_name = "MODE")]
     pub from_auth: Option<String>,
-    /// Target login: "user" (default), "master:ADMIN", "xoauth2" or "oauthbearer"
+    /// Target login: "user" (default), "master:ADMIN", "cram-md5", "xoauth2" or "oauthbearer"
     #[arg(long, value_name = "MODE")]
     pub to_auth: Option<String>,
     /// Run CMD (with sh -c) for an OAuth 2.0 access token to the source, afresh for every
@@ -159,6 +160,19 @@ pub struct CopyArgs {
     /// the target's folders of the same role
     #[arg(long)]
     pub no_special_use_map: bool,
+    /// The source is this provider (gmail, office365): its folder names mark Sent, Drafts,
+    /// Trash, Junk where the server does not; gmail skips the label views Starred and
+    /// Important, and copies of All Mail only what no other folder holds (see README)
+    #[arg(long, value_name = "PROVIDER")]
+    pub from_preset: Option<Preset>,
+    /// The target is this provider (gmail, office365): its folder names for Sent, Drafts,
+    /// Trash, Junk (and Archive), and its message size limit (gmail 25 MiB, office365 35 MiB)
+    #[arg(long, value_name = "PROVIDER")]
+    pub to_preset: Option<Preset>,
+    /// Do not send messages larger than this (bytes, or with K, M, G for KiB, MiB, GiB): they
+    /// are reported failed. A target's APPENDLIMIT and a --to-preset's limit apply too
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_message_size: Option<u64>,
     /// Upload connections to the target
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub connections: u16,
@@ -178,8 +192,9 @@ pub struct CopyArgs {
     #[arg(long)]
     pub mark_seen: bool,
     /// When a target connection breaks during the copy, open a new one up to N times per break
-    /// (waiting 0.2 s, 0.4 s, 0.8 s, …), check what arrived, and send only the rest; 0: stop
-    /// at the first break (exit 4)
+    /// (waiting 0.2 s, 0.4 s, 0.8 s, …; 2 s, 4 s, 8 s, … up to 60 s when the server asked to
+    /// slow down with [THROTTLED], [UNAVAILABLE] or a BYE; each wait jittered down to half),
+    /// check what arrived, and send only the rest; 0: stop at the first break (exit 4)
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
     /// Seconds to wait for a server before giving up
@@ -438,8 +453,33 @@ fn account_of(args: &MigrateArgs) -> Result<AccountSettings, Error> {
     })
 }
 
-/// Per-account settings that replace the command line's (from a TOML accounts file).
+/// `--max-message-size`: bytes, or a number with K, M or G (binary multiples).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_uppercase()),
+        _ => (text, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => return Err(format!("{text:?}: the unit must be K, M or G")),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?}: expected a size such as 25M or 26214400"))
+}
+
+/// Per-account settings that replace the command line's (from an accounts file).
 struct Overrides<'a> {
+    from_preset: Option<Preset>,
+    to_preset: Option<Preset>,
     connections: Option<u16>,
     tls_ca: Option<&'a std::path::Path>,
     include: &'a [String],
@@ -450,6 +490,8 @@ struct Overrides<'a> {
 impl Overrides<'_> {
     fn none() -> Self {
         Overrides {
+            from_preset: None,
+            to_preset: None,
             connections: None,
             tls_ca: None,
             include: &[],
@@ -482,12 +524,39 @@ fn build_job(
     let pick = |own: &'_ [String], shared: &'_ [String]| -> Vec<String> {
         if own.is_empty() { shared } else { own }.to_vec()
     };
-    let folders = folder_rules(
+    let from_preset = overrides.from_preset.or(options.from_preset);
+    let to_preset = overrides.to_preset.or(options.to_preset);
+    let mut exclude = pick(overrides.exclude, &options.exclude);
+    exclude.extend(
+        from_preset
+            .iter()
+            .flat_map(|p| p.source_excludes())
+            .map(|pattern| pattern.to_string()),
+    );
+    let mut folders = folder_rules(
         &pick(overrides.include, &options.include),
-        &pick(overrides.exclude, &options.exclude),
+        &exclude,
         &pick(overrides.map, &options.map),
         options,
     )?;
+    let roles = |preset: Option<Preset>| -> Vec<(SpecialUse, String)> {
+        preset
+            .iter()
+            .flat_map(|p| p.role_folders())
+            .map(|(role, name)| (*role, name.to_string()))
+            .collect()
+    };
+    folders.source_roles = roles(from_preset);
+    folders.views = from_preset.and_then(Preset::views);
+    folders.target_roles = roles(to_preset);
+    let preset_limit = to_preset.map(|p| SizeLimit {
+        bytes: p.max_message_size(),
+        set_by: format!("--to-preset {}", p.name()),
+    });
+    let own_limit = options.max_message_size.map(|bytes| SizeLimit {
+        bytes,
+        set_by: "--max-message-size".into(),
+    });
     Ok(MigrateJob {
         from: account.from_login.account(from, Side::From)?,
         to: account.to_login.account(to, Side::To)?,
@@ -504,6 +573,7 @@ fn build_job(
         mark_seen: options.mark_seen,
         dry_run: options.dry_run,
         folders,
+        size_limit: SizeLimit::tightest(own_limit, preset_limit),
     })
 }
 
@@ -542,6 +612,9 @@ fn folder_rules(
         renames,
         prefix: options.target_prefix.clone(),
         special_use_map: !options.no_special_use_map,
+        source_roles: Vec::new(),
+        target_roles: Vec::new(),
+        views: None,
     })
 }
 
@@ -568,5 +641,21 @@ fn write_report(path: Option<&std::path::Path>, report: &Report) {
             "warning: cannot write the report to {}: {e}",
             path.display()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("26214400"), Ok(26_214_400));
+        assert_eq!(parse_size("25M"), Ok(26_214_400));
+        assert_eq!(parse_size("50k"), Ok(51_200));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        for wrong in ["", "0", "M", "12T", "-1K", "99999999999999999999G"] {
+            assert!(parse_size(wrong).is_err(), "{wrong}");
+        }
     }
 }

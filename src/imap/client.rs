@@ -18,7 +18,7 @@ use super::command::{
 };
 use super::mutf7;
 use super::response::{Framer, has_code, status_text};
-use crate::auth::Login;
+use crate::auth::{Login, Mechanism};
 use crate::error::SessionError;
 use crate::net::{Address, Connection, TlsConfig, TlsMode};
 
@@ -260,6 +260,17 @@ impl ImapClient {
             .any(|c| c.eq_ignore_ascii_case(name))
     }
 
+    /// The largest message the server takes by APPEND, when it advertises one for every
+    /// mailbox (`APPENDLIMIT=N`, RFC 7889).
+    pub fn append_limit(&self) -> Option<u64> {
+        self.state.capabilities.iter().find_map(|c| {
+            let (name, value) = c.split_once('=')?;
+            name.eq_ignore_ascii_case("APPENDLIMIT")
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+    }
+
     /// Whether [`ImapClient::multiappend`] can be used (RFC 3502).
     pub fn supports_multiappend(&self) -> bool {
         self.has_capability("MULTIAPPEND")
@@ -277,7 +288,7 @@ impl ImapClient {
 
     /// Logs in: AUTHENTICATE PLAIN (with SASL-IR when offered; with an authorization id for a
     /// master-user login) when the server offers it, else LOGIN (as `user*admin` for a master
-    /// user); AUTHENTICATE XOAUTH2 / OAUTHBEARER for an OAuth token, which the server must
+    /// user); AUTHENTICATE CRAM-MD5, XOAUTH2 or OAUTHBEARER when chosen, which the server must
     /// offer. A refusal of the credentials is [`SessionError::LoginRefused`]; `[UNAVAILABLE]`,
     /// `[LIMIT]` and kin (the server cannot or will not check them now) are
     /// [`SessionError::Refused`]. Does nothing after a PREAUTH greeting.
@@ -285,22 +296,26 @@ impl ImapClient {
         if self.preauthenticated {
             return Ok(());
         }
-        let (mechanism, credentials) = login.sasl();
-        if login.oauth.is_some() && !self.has_capability(&format!("AUTH={mechanism}")) {
+        if let Some(required) = login.required_mechanism()
+            && !self.has_capability(&format!("AUTH={required}"))
+        {
             return Err(SessionError::Unsupported(format!(
-                "the server does not offer AUTH={mechanism}"
+                "the server does not offer AUTH={required}"
             )));
         }
-        let plain = login.oauth.is_some() || self.has_capability("AUTH=PLAIN");
+        let (mechanism, credentials) = login.sasl();
+        let plain = login.is_oauth() || self.has_capability("AUTH=PLAIN");
         let initial_response = self.has_capability("SASL-IR");
-        if !plain && self.has_capability("LOGINDISABLED") {
+        if !plain && login.mechanism == Mechanism::Plain && self.has_capability("LOGINDISABLED") {
             return Err(SessionError::Unsupported(
                 "the server disables LOGIN (LOGINDISABLED) and offers no AUTH=PLAIN".into(),
             ));
         }
         // An authenticated session may have other capabilities; only the fresh list counts.
         let before = std::mem::take(&mut self.state.capabilities);
-        let completion = if plain {
+        let completion = if login.mechanism == Mechanism::CramMd5 {
+            self.authenticate_cram_md5(login)
+        } else if plain {
             self.run(
                 |b| {
                     b.text("AUTHENTICATE ").text(mechanism);
@@ -310,7 +325,7 @@ impl ImapClient {
                         b.await_continuation()
                     }
                     .text(&credentials);
-                    if login.oauth.is_some() {
+                    if login.is_oauth() {
                         // A refused token comes back as a `+` challenge carrying the error;
                         // the client's answer (RFC 7628 §3.2.3: a lone %x01 for
                         // OAUTHBEARER; an empty line for XOAUTH2) brings the NO.
@@ -352,6 +367,30 @@ impl ImapClient {
             self.refresh_capabilities()?;
         }
         Ok(())
+    }
+
+    /// AUTHENTICATE CRAM-MD5: the answer depends on the server's challenge, so it cannot be
+    /// built ahead like the other commands.
+    fn authenticate_cram_md5(&mut self, login: &Login<'_>) -> Result<Completion, SessionError> {
+        let tag = self.tag();
+        self.conn
+            .write_all(format!("{tag} AUTHENTICATE CRAM-MD5\r\n").as_bytes())?;
+        self.conn.flush()?;
+        let mut ignore = |_: &Response<'_>| Ok(());
+        if let Some(done) = self.read_until(&tag, true, &mut ignore)? {
+            return Ok(done);
+        }
+        // The framer still holds the `+ CHALLENGE` line just read.
+        let challenge = self.framer.bytes().strip_prefix(b"+").unwrap_or_default();
+        let answer = match login.cram_md5_answer(challenge) {
+            Some(answer) => answer,
+            // `*` cancels the exchange (RFC 3501 §6.2.2); the server then says NO.
+            None => "*".to_owned(),
+        };
+        self.conn.write_all(format!("{answer}\r\n").as_bytes())?;
+        self.conn.flush()?;
+        self.read_until(&tag, false, &mut ignore)?
+            .ok_or_else(|| SessionError::Protocol("unexpected continuation request".into()))
     }
 
     /// Lists every mailbox (`LIST "" "*"`).

@@ -290,10 +290,38 @@ pub fn has_code(text: &str, code: &str) -> bool {
         })
 }
 
+/// Whether a refusal says "not now" rather than "not this": `[THROTTLED]`, `[UNAVAILABLE]`
+/// (RFC 5530), or Exchange Online's "Request is throttled" without a code. `[LIMIT]` is not
+/// among them: Dovecot answers it to a message over its size limit, which no wait changes.
+pub fn asks_to_slow_down(text: &str) -> bool {
+    has_code(text, "THROTTLED")
+        || has_code(text, "UNAVAILABLE")
+        || text.to_ascii_lowercase().contains("throttled")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use imap_proto::{AttributeValue, ResponseCode, Status};
+
+    #[test]
+    fn throttling_is_told_from_refusals() {
+        for text in [
+            "[THROTTLED] Too many commands",
+            "[UNAVAILABLE] Try again later",
+            "Request is throttled. Suggested Backoff Time: 92415 milliseconds",
+        ] {
+            assert!(asks_to_slow_down(text), "{text}");
+        }
+        for text in [
+            "[LIMIT] Mail size is larger than the maximum size allowed by server configuration",
+            "[OVERQUOTA] Quota exceeded",
+            "[TRYCREATE] Mailbox doesn't exist",
+            "[UNAVAILABLEX] odd",
+        ] {
+            assert!(!asks_to_slow_down(text), "{text}");
+        }
+    }
     use proptest::prelude::*;
 
     /// Feeds `chunks` one by one, as separate reads, and returns each whole response's bytes.

@@ -5,7 +5,7 @@ use std::fmt;
 use std::io::Write;
 
 use super::codec::{self, Capabilities, Status};
-use crate::auth::Login;
+use crate::auth::{Login, Mechanism};
 use crate::error::SessionError;
 use crate::net::{Address, Connection, TlsConfig, TlsMode};
 
@@ -109,8 +109,8 @@ impl Pop3Client {
     }
 
     /// Logs in with SASL (RFC 5034): PLAIN when the server lists it (with an authorization id
-    /// for a master-user login), XOAUTH2 / OAUTHBEARER for an OAuth token; else USER/PASS (as
-    /// `user*admin` for a master user).
+    /// for a master-user login), CRAM-MD5 or XOAUTH2 / OAUTHBEARER when chosen; else USER/PASS
+    /// (as `user*admin` for a master user).
     ///
     /// A refusal is [`SessionError::LoginRefused`], except when its response code says the
     /// server is busy or the mailbox locked (`[IN-USE]`, `[SYS/TEMP]`, `[SYS/PERM]`,
@@ -128,15 +128,18 @@ impl Pop3Client {
                 )));
             }
         }
-        let (mechanism, _) = login.sasl();
-        if login.oauth.is_some() && !self.caps.has_sasl(mechanism) {
+        if let Some(required) = login.required_mechanism()
+            && !self.caps.has_sasl(required)
+        {
             return Err(SessionError::Unsupported(format!(
-                "the server does not offer SASL {mechanism}"
+                "the server does not offer SASL {required}"
             )));
         }
-        let sasl_plain = login.oauth.is_some() || self.caps.has_sasl("PLAIN");
+        let sasl_plain = login.is_oauth() || self.caps.has_sasl("PLAIN");
         self.run(|conn| {
-            if sasl_plain {
+            if login.mechanism == Mechanism::CramMd5 {
+                auth_cram_md5(conn, login)
+            } else if sasl_plain {
                 auth_sasl(conn, login)
             } else {
                 let user = login.login_name();
@@ -335,6 +338,26 @@ fn auth_sasl(conn: &mut Connection, login: &Login<'_>) -> Result<(), SessionErro
         answer = send(conn, format!("{}\r\n", login.error_answer()))?;
     }
     ok_or_login_refused(Status::parse(&answer)?)
+}
+
+/// SASL AUTH CRAM-MD5 (RFC 2195): the answer is computed from the server's challenge.
+fn auth_cram_md5(conn: &mut Connection, login: &Login<'_>) -> Result<(), SessionError> {
+    conn.write_all(b"AUTH CRAM-MD5\r\n")?;
+    conn.flush()?;
+    let challenge = codec::read_line(conn, codec::MAX_STATUS_LINE)?;
+    if !codec::is_continuation(&challenge) {
+        return ok_or_login_refused(Status::parse(&challenge)?);
+    }
+    // `*` cancels the exchange (RFC 5034 §4); the server then answers -ERR.
+    let answer = login
+        .cram_md5_answer(&challenge[1..])
+        .unwrap_or_else(|| "*".to_owned());
+    conn.write_all(format!("{answer}\r\n").as_bytes())?;
+    conn.flush()?;
+    ok_or_login_refused(Status::parse(&codec::read_line(
+        conn,
+        codec::MAX_STATUS_LINE,
+    )?)?)
 }
 
 fn ok_or_refused(answer: Status) -> Result<String, SessionError> {

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use crossbeam_channel::bounded;
 
-use crate::error::Error;
+use crate::error::{Error, SessionError};
 use crate::folders::FolderInfo;
 use crate::imap::FolderStatus;
 use crate::index::{KnownMessages, SourceMessage};
@@ -127,6 +127,10 @@ pub trait Target: Send {
     ) -> Result<(), Error>;
     /// Removes these messages (and only these).
     fn delete(&mut self, folder: &str, uids: &[u32]) -> Result<(), Error>;
+    /// The largest message the server says it takes (IMAP APPENDLIMIT), if it says.
+    fn append_limit(&self) -> Option<u64> {
+        None
+    }
     /// Uploads a batch. The outer error means the connection failed; otherwise there is one
     /// result per message, `Err` holding the server's reason for refusing that message.
     fn append(
@@ -255,10 +259,15 @@ pub struct TransferSettings {
     /// The wait before the first retry; each further retry for the same batch waits twice as
     /// long as the one before, up to [`MAX_RETRY_DELAY`].
     pub retry_delay: Duration,
+    /// The same after the server asked to slow down (a `[THROTTLED]` or `[UNAVAILABLE]`
+    /// refusal, an untagged BYE), up to [`MAX_THROTTLE_DELAY`].
+    pub throttle_delay: Duration,
 }
 
 /// The longest wait before a retry.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+/// The longest wait before a retry after the server asked to slow down.
+pub const MAX_THROTTLE_DELAY: Duration = Duration::from_secs(60);
 
 impl Default for TransferSettings {
     fn default() -> Self {
@@ -268,17 +277,48 @@ impl Default for TransferSettings {
             batch_messages: 100,
             retries: 3,
             retry_delay: Duration::from_millis(200),
+            throttle_delay: Duration::from_secs(2),
         }
     }
 }
 
 impl TransferSettings {
-    /// The wait before retry number `attempt` (from 1): exponential, capped.
-    fn delay_before_retry(&self, attempt: u32) -> Duration {
-        self.retry_delay
+    /// The wait before retry number `attempt` (from 1) after `cause`: exponential and capped,
+    /// longer when the server asked to slow down, and jittered down to half, so workers
+    /// throttled together do not come back together.
+    fn delay_before_retry(&self, attempt: u32, cause: &Error) -> Duration {
+        let (first, cap) = if asks_to_slow_down(cause) {
+            (self.throttle_delay, MAX_THROTTLE_DELAY)
+        } else {
+            (self.retry_delay, MAX_RETRY_DELAY)
+        };
+        let full = first
             .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-            .min(MAX_RETRY_DELAY)
+            .min(cap);
+        full.mul_f64(1.0 - jitter() / 2.0)
     }
+}
+
+/// Whether a failed connection was the server's way of saying "slow down": a throttling
+/// refusal, or a BYE in the middle of the session (the IMAP client reports one as an aborted
+/// connection).
+fn asks_to_slow_down(err: &Error) -> bool {
+    match err {
+        Error::Connection { source, .. } => match source {
+            SessionError::Throttled(_) => true,
+            SessionError::Io(io) => io.kind() == std::io::ErrorKind::ConnectionAborted,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// A number in [0, 1), different at every call: std's hasher keys are random per process and
+/// change with every `RandomState`.
+fn jitter() -> f64 {
+    use std::hash::BuildHasher;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(0u8);
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Copies every folder's plan. Returns the first connection error of any lane or worker (an
@@ -462,7 +502,6 @@ mod tests {
 
     use super::upload::split_stored;
     use super::*;
-    use crate::error::SessionError;
     use crate::identity::Identity;
     use crate::index::TargetIndex;
     use crate::plan;
@@ -481,6 +520,9 @@ mod tests {
         /// The message is stored, and the answer comes once the folder was indexed (or after
         /// 300 ms); only without MULTIAPPEND.
         StoreSlowly,
+        /// Nothing is stored: the server answers `NO [THROTTLED]` (with MULTIAPPEND: to the
+        /// batch).
+        Throttle,
     }
 
     /// Decides, per message and attempt (from 1), what the server does.
@@ -594,6 +636,14 @@ mod tests {
         }
     }
 
+    fn throttled() -> Error {
+        Error::Connection {
+            server: "imaps://fake".into(),
+            source: SessionError::Throttled("[THROTTLED] slow down".into()),
+            hint: None,
+        }
+    }
+
     struct FakeTarget {
         server: Arc<Server>,
         /// Pipelined batches: what the server did with each, by number.
@@ -648,6 +698,9 @@ mod tests {
                 if decisions.contains(&Upload::Break) {
                     return Err(broken());
                 }
+                if decisions.contains(&Upload::Throttle) {
+                    return Err(throttled());
+                }
                 server.store(&batch.iter().collect::<Vec<_>>());
                 if decisions.contains(&Upload::AnswerLost) {
                     return Err(broken());
@@ -668,6 +721,7 @@ mod tests {
                     }
                     Upload::Refuse => outcomes.push(Err("NO [OVERQUOTA] full".into())),
                     Upload::Break => return Err(broken()),
+                    Upload::Throttle => return Err(throttled()),
                     Upload::AnswerLost => {
                         server.store(&[outgoing]);
                         return Err(broken());
@@ -778,6 +832,7 @@ mod tests {
             batch_messages,
             retries,
             retry_delay: Duration::ZERO,
+            throttle_delay: Duration::ZERO,
             ..TransferSettings::default()
         }
     }
@@ -829,13 +884,52 @@ mod tests {
     }
 
     #[test]
-    fn delays_before_retries_double_up_to_the_cap() {
+    fn delays_before_retries_double_up_to_the_cap_with_jitter() {
         let settings = TransferSettings::default();
-        let delays: Vec<u128> = (1..=8)
-            .map(|n| settings.delay_before_retry(n).as_millis())
-            .collect();
-        assert_eq!(delays, [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
-        assert_eq!(settings.delay_before_retry(u32::MAX), MAX_RETRY_DELAY);
+        let throttled = Error::Connection {
+            server: "imaps://fake".into(),
+            source: SessionError::Throttled("[THROTTLED] slow down".into()),
+            hint: None,
+        };
+        for (cause, full) in [
+            (broken(), [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]),
+            (
+                throttled,
+                [2000, 4000, 8000, 16_000, 32_000, 60_000, 60_000, 60_000],
+            ),
+        ] {
+            let mut delays = std::collections::HashSet::new();
+            for (attempt, full) in (1..=8).zip(full) {
+                for _ in 0..20 {
+                    let delay = settings.delay_before_retry(attempt, &cause).as_millis();
+                    assert!(
+                        (full / 2..=full).contains(&delay),
+                        "attempt {attempt}: {delay} ms"
+                    );
+                    delays.insert(delay);
+                }
+            }
+            assert!(delays.len() > 8, "no jitter: {delays:?}");
+        }
+        assert!(settings.delay_before_retry(u32::MAX, &broken()) <= MAX_RETRY_DELAY);
+    }
+
+    #[test]
+    fn a_throttled_upload_backs_off_and_is_sent_again() {
+        let server = Server::new(true, |_, m, attempt| {
+            if m.key == 2 && attempt <= 2 {
+                Upload::Throttle
+            } else {
+                Upload::Store
+            }
+        });
+        let events = Events::default();
+        copy(&server, distinct(4), &[], settings(1, 10, 3), &events).unwrap();
+        assert_eq!(server.stored_keys(), [1, 2, 3, 4]);
+        assert_eq!(events.copied(), [1, 2, 3, 4]);
+        assert!(events.failed().is_empty());
+        let state = server.state.lock().unwrap();
+        assert_eq!((state.connections, state.attempts[&2]), (3, 3));
     }
 
     #[test]

@@ -82,9 +82,9 @@ impl<'a> Uploader<'a> {
                         ..
                     },
                 ) => return Err(err),
-                Err(Error::Connection { .. }) if attempt < self.settings.retries => {
+                Err(err @ Error::Connection { .. }) if attempt < self.settings.retries => {
                     attempt += 1;
-                    std::thread::sleep(self.settings.delay_before_retry(attempt));
+                    std::thread::sleep(self.settings.delay_before_retry(attempt, &err));
                 }
                 Err(err) => return Err(err),
             }
@@ -199,7 +199,7 @@ impl<'a> Uploader<'a> {
                     return Err(err);
                 }
                 attempt += 1;
-                std::thread::sleep(self.settings.delay_before_retry(attempt));
+                std::thread::sleep(self.settings.delay_before_retry(attempt, &err));
                 match self.reopen(folder) {
                     Ok(index) => break index,
                     Err(again) => err = again,

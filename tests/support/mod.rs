@@ -372,6 +372,40 @@ impl Dovecot {
         names
     }
 
+    /// Ends every session of `user` (`doveadm kick`): each gets an untagged BYE ("Server
+    /// shutting down."). Returns whether doveadm found a session to end.
+    pub fn kick(&self, user: &str) -> bool {
+        let mut kick = self.doveadm();
+        kick.args(["kick", user]);
+        let out = run_bounded(kick, None, DOVEADM_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+        // Dovecot 2.3 prints "USER kicked connections from the following users:" or
+        // "no users kicked".
+        out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("no users kicked")
+    }
+
+    /// Waits (at most `timeout`, else panics) until no IMAP or POP3 session is logged in, as
+    /// `doveadm who` sees it. A client killed mid-command can leave its session working on
+    /// what was already sent (a whole MULTIAPPEND in the socket buffer) for a while.
+    pub fn wait_until_idle(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut who = self.doveadm();
+            who.arg("who");
+            let out = run_bounded(who, None, DOVEADM_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+            let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+            // The first line is a header; any further line is a session.
+            if out.status.success() && listing.lines().nth(1).is_none() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sessions still open after {timeout:?}:\n{listing}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn doveadm(&self) -> Command {
         let mut doveadm = Command::new("doveadm");
         doveadm.arg("-c").arg(self.conf_path());

@@ -10,6 +10,9 @@
 //!   it), but the answer never reaches the client.
 //! - [`Fault::Stall`]: after the first N bytes from the client, nothing more is forwarded in
 //!   either direction, and the connection stays open (a peer that stopped answering).
+//! - [`Fault::HideSaslPlain`]: plaintext only; the server's capability lists lose SASL PLAIN,
+//!   as on a server that offers only IMAP LOGIN or POP3 USER/PASS, and the client's first
+//!   bytes are kept in the log, to show which login command it chose.
 //!
 //! Faults are given per connection in the order the relay accepts them
 //! ([`Relay::set_faults`]); connections beyond the list pass untouched. [`Relay::connections`]
@@ -57,7 +60,15 @@ pub enum Fault {
     /// Forward the first N bytes from the client, then nothing in either direction; the
     /// connection stays open (until the relay is dropped, or [`MAX_STALL`]).
     Stall(u64),
+    /// Forward everything, but drop ` AUTH=PLAIN` (IMAP) and the `PLAIN` of a POP3 `SASL`
+    /// line from what the server sends, and keep the first [`KEPT_FROM_CLIENT`] bytes the
+    /// client sends in [`ConnectionLog::from_client`]. A pattern split across two reads would
+    /// pass unchanged; Dovecot writes each capability line whole, and loopback keeps it so.
+    HideSaslPlain,
 }
+
+/// How much of what the client sends [`Fault::HideSaslPlain`] keeps.
+pub const KEPT_FROM_CLIENT: usize = 4096;
 
 /// What happened on one relayed connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,6 +85,8 @@ pub struct ConnectionLog {
     /// Each read from the server, in order: roughly the server's writes (over TLS, its
     /// records), as far as the network kept them apart.
     pub replies: Vec<Reply>,
+    /// With [`Fault::HideSaslPlain`]: the client's first bytes.
+    pub from_client: Vec<u8>,
 }
 
 /// One read from the server on a relayed connection.
@@ -301,7 +314,7 @@ impl Link {
             log.fault
         };
         match fault {
-            Fault::Pass => {}
+            Fault::Pass | Fault::HideSaslPlain => {}
             Fault::Cut(_) | Fault::LoseAnswer(_) => {
                 self.cut.store(true, Ordering::SeqCst);
                 let _ = self.client.shutdown(Shutdown::Both);
@@ -309,6 +322,32 @@ impl Link {
                 let _ = self.server.shutdown(Shutdown::Write);
             }
             Fault::Stall(_) => *lock(&self.stalled) = Some(Instant::now()),
+        }
+    }
+
+    /// What goes on of bytes read in `direction`: unchanged, but for [`Fault::HideSaslPlain`].
+    fn rewrite<'b>(&self, direction: Direction, bytes: &'b [u8]) -> std::borrow::Cow<'b, [u8]> {
+        let mut log = lock(&self.log);
+        if log.fault != Fault::HideSaslPlain {
+            return bytes.into();
+        }
+        match direction {
+            Direction::ToServer => {
+                let room = KEPT_FROM_CLIENT.saturating_sub(log.from_client.len());
+                log.from_client
+                    .extend_from_slice(&bytes[..bytes.len().min(room)]);
+                bytes.into()
+            }
+            Direction::ToClient => {
+                let text = String::from_utf8_lossy(bytes);
+                if !text.contains("PLAIN") {
+                    return bytes.into();
+                }
+                text.replace(" AUTH=PLAIN", "")
+                    .replace("SASL PLAIN", "SASL")
+                    .into_bytes()
+                    .into()
+            }
         }
     }
 
@@ -382,7 +421,8 @@ fn pump(link: &Link, direction: Direction, shared: &Shared) {
             continue;
         }
         let (allowed, fire) = link.admit(direction, n);
-        if to.write_all(&buf[..allowed]).is_err() {
+        let forwarded = link.rewrite(direction, &buf[..allowed]);
+        if to.write_all(&forwarded).is_err() {
             link.shut_down();
             return;
         }

@@ -1,0 +1,92 @@
+//! A server that ends the session in the middle of a copy (an untagged BYE, as servers do when
+//! they shed load): the upload backs off, reconnects, re-indexes and sends only the rest.
+//! Dovecot's `doveadm kick` gives the BYE. Refusals that ask to slow down (`[THROTTLED]`,
+//! `[UNAVAILABLE]`) take the same path; Dovecot has no way to send them, so their
+//! classification and back-off are unit tests (`imap::response`, `transfer`).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::cargo_bin;
+use support::{Dovecot, password};
+
+#[test]
+fn a_bye_mid_copy_is_survived_without_duplicates() {
+    const MESSAGES: usize = 120;
+    let server = Dovecot::start();
+    let raws: Vec<Vec<u8>> = (0..MESSAGES)
+        .map(|i| support::big_message(100_000, i as u64))
+        .collect();
+    server.append_many("alice", "INBOX", &raws);
+
+    let mut child = std::process::Command::new(cargo_bin!("mailferry"))
+        .arg("migrate")
+        .arg("--from")
+        .arg(format!("imaps://alice@127.0.0.1:{}", server.imaps_port()))
+        .arg("--to")
+        .arg(format!("imaps://bob@127.0.0.1:{}", server.imaps_port()))
+        .arg("--tls-ca")
+        .arg(server.cert_path())
+        .args(["--connections", "1", "--retries", "3"])
+        .env("MAILFERRY_FROM_PASSWORD", password("alice"))
+        .env("MAILFERRY_TO_PASSWORD", password("bob"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let kicked = loop {
+        let copied = server.messages("bob", "INBOX").len();
+        if copied > 0 {
+            assert!(copied < MESSAGES, "the copy ended before the kick");
+            if server.kick("bob") {
+                break copied;
+            }
+        }
+        if child.try_wait().unwrap().is_some() {
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "mailferry ended early: {}\n{}",
+                String::from_utf8_lossy(&output.stderr),
+                server.log()
+            );
+        }
+        assert!(Instant::now() < deadline, "nothing copied within 60 s");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let output = wait_bounded(child, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "kicked after {kicked}: {stderr}"
+    );
+    let mut ids: Vec<String> = server
+        .messages("bob", "INBOX")
+        .iter()
+        .map(|m| {
+            String::from_utf8_lossy(&m.raw)
+                .lines()
+                .find(|l| l.starts_with("Message-ID:"))
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), MESSAGES);
+    assert_eq!(server.messages("bob", "INBOX").len(), MESSAGES);
+}
+
+fn wait_bounded(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("mailferry did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}

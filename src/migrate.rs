@@ -15,6 +15,7 @@ use crate::plan::{self, FolderPlan};
 use crate::report::{Report, ReportBuilder};
 use crate::source::{ImapSource, POP3_FOLDER, Pop3Source};
 use crate::target::ImapTarget;
+use crate::trace::Trace;
 use crate::transfer::{self, Fanout, Observer, Source, Target, TransferSettings};
 use crate::verify;
 
@@ -27,6 +28,8 @@ pub struct ConnectOptions {
     pub allow_plaintext: bool,
     /// Connect and I/O timeout.
     pub timeout: Duration,
+    /// The protocol trace (`-v`…`-vvv`).
+    pub trace: Trace,
 }
 
 /// One side of a job: where, and how to log in.

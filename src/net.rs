@@ -20,6 +20,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, StreamOwned};
 
 use crate::error::SessionError;
+use crate::trace::{ConnectionTrace, Trace};
 
 /// How a connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,12 +232,15 @@ pub struct Address {
     pub port: u16,
     /// Connect, read and write timeout.
     pub timeout: Duration,
+    /// The protocol trace (`-v`…`-vvv`); off by default.
+    pub trace: Trace,
 }
 
 /// One connection to a server: buffered reads ([`BufRead`]) and unbuffered writes ([`Write`]),
 /// so callers batch what they pipeline into one `write_all`.
 pub struct Connection {
     reader: BufReader<Stream>,
+    trace: ConnectionTrace,
 }
 
 /// Read buffer size: large enough that a bulk FETCH or RETR reads in big chunks.
@@ -245,13 +249,19 @@ const READ_BUFFER: usize = 256 * 1024;
 impl Connection {
     /// Opens a plain TCP connection.
     pub fn connect_plain(address: &Address) -> Result<Self, SessionError> {
-        Ok(Self::wrap(Stream::Plain(open_tcp(address)?)))
+        let trace = address.trace.connection(&address.host, address.port);
+        let tcp = open_tcp(address)?;
+        trace.event("connected, no TLS yet");
+        Ok(Self::wrap(Stream::Plain(tcp), trace))
     }
 
     /// Opens a TCP connection and starts TLS at once (implicit TLS: imaps, pop3s).
     pub fn connect_tls(address: &Address, tls: &TlsConfig) -> Result<Self, SessionError> {
+        let trace = address.trace.connection(&address.host, address.port);
         let tcp = open_tcp(address)?;
-        Ok(Self::wrap(Stream::Tls(handshake(tcp, &address.host, tls)?)))
+        let stream = handshake(tcp, &address.host, tls)?;
+        trace.event(&format!("connected, {}", tls_description(&stream)));
+        Ok(Self::wrap(Stream::Tls(stream), trace))
     }
 
     /// Upgrades a plain connection to TLS after the server agreed to STARTTLS / STLS.
@@ -264,7 +274,12 @@ impl Connection {
             ));
         }
         match self.reader.into_inner() {
-            Stream::Plain(tcp) => Ok(Self::wrap(Stream::Tls(handshake(tcp, host, tls)?))),
+            Stream::Plain(tcp) => {
+                let stream = handshake(tcp, host, tls)?;
+                self.trace
+                    .event(&format!("upgraded to {}", tls_description(&stream)));
+                Ok(Self::wrap(Stream::Tls(stream), self.trace))
+            }
             Stream::Tls(_) => Err(SessionError::Protocol("TLS is already active".into())),
         }
     }
@@ -274,9 +289,15 @@ impl Connection {
         matches!(self.reader.get_ref(), Stream::Tls(_))
     }
 
-    fn wrap(stream: Stream) -> Self {
+    /// The connection's protocol trace, for the client speaking over it.
+    pub fn trace(&self) -> &ConnectionTrace {
+        &self.trace
+    }
+
+    fn wrap(stream: Stream, trace: ConnectionTrace) -> Self {
         Connection {
             reader: BufReader::with_capacity(READ_BUFFER, stream),
+            trace,
         }
     }
 }
@@ -326,6 +347,14 @@ fn open_tcp(address: &Address) -> Result<TcpStream, SessionError> {
         }
     }
     Err(SessionError::Connect(last_error))
+}
+
+/// The negotiated protocol version, e.g. `TLSv1_3`, for the trace.
+fn tls_description(stream: &StreamOwned<ClientConnection, TcpStream>) -> String {
+    match stream.conn.protocol_version() {
+        Some(version) => format!("{version:?}"),
+        None => "TLS".into(),
+    }
 }
 
 fn handshake(

@@ -23,6 +23,7 @@ use crate::net::{TlsConfig, TlsTrust};
 use crate::plan::FolderPlan;
 use crate::progress::ProgressBars;
 use crate::report::{Report, ReportBuilder};
+use crate::trace::{Trace, Verbosity};
 use crate::transfer::{Observer, TransferSettings};
 
 const EXIT_CODES: &str = "\
@@ -185,7 +186,9 @@ pub struct CopyArgs {
     /// Seconds to wait for a server before giving up
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
-    /// More output: with --dry-run, list every message to copy
+    /// More output, on stderr: -v each connection opened, -vv every command sent, -vvv every
+    /// server response too (passwords and tokens redacted, message bodies as {N bytes});
+    /// with --dry-run, -v also lists every message to copy
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// No output unless something failed (for cron)
@@ -317,8 +320,9 @@ impl Observer for LazyBars<'_> {
     }
 }
 
+/// Bars redraw themselves over stderr, which the `-v` trace writes to: one or the other.
 fn bars_visible(options: &CopyArgs, messages: u64) -> bool {
-    messages > 0 && !options.quiet && std::io::stderr().is_terminal()
+    messages > 0 && !options.quiet && options.verbose == 0 && std::io::stderr().is_terminal()
 }
 
 /// Writes the report, prints the summary (unless quiet and all went well) and picks the exit.
@@ -495,6 +499,7 @@ fn build_job(
             tls,
             allow_plaintext: options.allow_plaintext,
             timeout: Duration::from_secs(options.timeout),
+            trace: Trace::new(Verbosity::from_count(options.verbose)),
         },
         transfer: TransferSettings {
             connections: usize::from(overrides.connections.unwrap_or(options.connections)),

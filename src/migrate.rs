@@ -211,7 +211,8 @@ impl Planned<'_> {
             &plans,
             self.source.as_mut(),
             &|| open_source(job),
-            &|| open_target(job),
+            // Upload workers retry on their own, re-indexing after a break.
+            &|| open_target_once(job),
             job.transfer,
             &events,
         )
@@ -296,18 +297,40 @@ fn folder_mappings(
     ))
 }
 
-fn open_source(job: &MigrateJob) -> Result<Box<dyn Source>, Error> {
-    match job.from.endpoint.protocol {
-        Protocol::Pop3 => Ok(Box::new(Pop3Source::connect(
-            &job.from,
-            &job.connect,
-            job.mark_seen,
-        )?)),
-        Protocol::Imap => Ok(Box::new(ImapSource::connect(&job.from, &job.connect)?)),
+/// Opens a connection, trying again after a transient failure ([`Error::is_transient`]: a
+/// server not up yet, restarting, or dropping connections) up to `--retries` times, with the
+/// upload workers' backoff. A refused login or an untrusted certificate fails at once.
+fn retrying<T>(job: &MigrateJob, open: impl Fn() -> Result<T, Error>) -> Result<T, Error> {
+    let mut attempt = 0;
+    loop {
+        match open() {
+            Err(err) if err.is_transient() && attempt < job.transfer.retries => {
+                attempt += 1;
+                std::thread::sleep(job.transfer.delay_before_retry(attempt));
+            }
+            other => return other,
+        }
     }
 }
 
+fn open_source(job: &MigrateJob) -> Result<Box<dyn Source>, Error> {
+    retrying(job, || -> Result<Box<dyn Source>, Error> {
+        match job.from.endpoint.protocol {
+            Protocol::Pop3 => Ok(Box::new(Pop3Source::connect(
+                &job.from,
+                &job.connect,
+                job.mark_seen,
+            )?)),
+            Protocol::Imap => Ok(Box::new(ImapSource::connect(&job.from, &job.connect)?)),
+        }
+    })
+}
+
 fn open_target(job: &MigrateJob) -> Result<Box<dyn Target>, Error> {
+    retrying(job, || open_target_once(job))
+}
+
+fn open_target_once(job: &MigrateJob) -> Result<Box<dyn Target>, Error> {
     match job.to.endpoint.protocol {
         Protocol::Imap => Ok(Box::new(ImapTarget::connect(&job.to, &job.connect)?)),
         Protocol::Pop3 => Err(Error::Usage {

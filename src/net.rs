@@ -329,6 +329,18 @@ impl Write for Connection {
 }
 
 fn open_tcp(address: &Address) -> Result<TcpStream, SessionError> {
+    // RFC 6761 §6.4: name resolution libraries should answer names under `.invalid` with an
+    // immediate negative response. The system resolver may instead ask DNS (and wait on it);
+    // answering here also lets a test exercise the unknown-host path without leaving loopback.
+    if is_under_invalid(&address.host) {
+        return Err(SessionError::Resolve(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "{} does not exist (names under .invalid never do, RFC 6761)",
+                address.host
+            ),
+        )));
+    }
     let addrs: Vec<_> = (address.host.as_str(), address.port)
         .to_socket_addrs()
         .map_err(SessionError::Resolve)?
@@ -347,6 +359,12 @@ fn open_tcp(address: &Address) -> Result<TcpStream, SessionError> {
         }
     }
     Err(SessionError::Connect(last_error))
+}
+
+/// Whether `host` is `invalid` or a name under it (any case, with or without the final dot).
+fn is_under_invalid(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    host == "invalid" || host.ends_with(".invalid")
 }
 
 /// The negotiated protocol version, e.g. `TLSv1_3`, for the trace.
@@ -372,9 +390,8 @@ fn handshake(
         session
             .complete_io(&mut tcp)
             .map_err(|err| match SessionError::from(err) {
-                SessionError::Closed => SessionError::Tls(
-                    "the server closed the connection during the handshake".into(),
-                ),
+                // Ended, not refused: a certificate hint would send the user astray.
+                SessionError::Closed => SessionError::HandshakeCut,
                 SessionError::Io(err) if err.kind() == io::ErrorKind::InvalidData => {
                     SessionError::Tls(err.to_string())
                 }
@@ -382,4 +399,31 @@ fn handshake(
             })?;
     }
     Ok(Box::new(StreamOwned::new(session, tcp)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_under_invalid_fail_without_a_lookup() {
+        for host in ["nohost.invalid", "a.b.INVALID.", "invalid"] {
+            assert!(is_under_invalid(host), "{host}");
+        }
+        for host in ["invalid.example", "xinvalid", "127.0.0.1", "[::1]"] {
+            assert!(!is_under_invalid(host), "{host}");
+        }
+        let address = Address {
+            host: "nohost.invalid".into(),
+            port: 143,
+            timeout: Duration::from_secs(1),
+            trace: Trace::default(),
+        };
+        let err = open_tcp(&address).unwrap_err();
+        assert!(matches!(err, SessionError::Resolve(_)), "{err}");
+        assert!(
+            err.to_string().contains("nohost.invalid does not exist"),
+            "{err}"
+        );
+    }
 }

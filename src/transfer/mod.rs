@@ -193,7 +193,7 @@ impl Default for TransferSettings {
 
 impl TransferSettings {
     /// The wait before retry number `attempt` (from 1): exponential, capped.
-    fn delay_before_retry(&self, attempt: u32) -> Duration {
+    pub(crate) fn delay_before_retry(&self, attempt: u32) -> Duration {
         self.retry_delay
             .saturating_mul(1 << attempt.saturating_sub(1).min(16))
             .min(MAX_RETRY_DELAY)

@@ -15,6 +15,10 @@
 //! ([`Relay::set_faults`]); connections beyond the list pass untouched. [`Relay::connections`]
 //! says what happened on each, so a test can check that its fault really fired.
 //!
+//! [`Relay::refuse_for`] takes the listener down for a while, as a server that is not up yet
+//! (or restarting): connecting fails with "connection refused" until it is back on the same
+//! port.
+//!
 //! Std threads only: an acceptor, and two pumps per connection. Every wait is bounded: reads
 //! wake every [`POLL`] to look at the stop flag, writes give up after [`WRITE_TIMEOUT`], a
 //! stalled connection is closed after [`MAX_STALL`]. Dropping the relay shuts every
@@ -102,6 +106,10 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
+    /// Until when the listener stays down ([`Relay::refuse_for`]).
+    down_until: Option<Instant>,
+    /// Whether the acceptor's listener is open right now.
+    listening: bool,
     /// Faults for the connections accepted since the last `set_faults`, in order.
     faults: Vec<Fault>,
     /// Every connection since the last `set_faults`.
@@ -146,9 +154,10 @@ impl Relay {
             stop: AtomicBool::new(false),
             state: Mutex::new(State::default()),
         });
+        lock(&shared.state).listening = true;
         let acceptor = {
             let shared = Arc::clone(&shared);
-            thread::spawn(move || accept_loop(&listener, &shared))
+            thread::spawn(move || accept_loop(listener, port, &shared))
         };
         Relay {
             port,
@@ -169,6 +178,21 @@ impl Relay {
         let mut state = lock(&self.shared.state);
         state.faults = faults.to_vec();
         state.logs.clear();
+    }
+
+    /// Closes the listening socket now and opens it again, on the same port, once `duration`
+    /// has passed (at once for zero): meanwhile every connection attempt is refused.
+    /// Connections already open are not touched. Returns once the listener is down.
+    pub fn refuse_for(&self, duration: Duration) {
+        lock(&self.shared.state).down_until = Some(Instant::now() + duration);
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        while !duration.is_zero() && lock(&self.shared.state).listening {
+            assert!(
+                Instant::now() < deadline,
+                "the relay's listener did not close"
+            );
+            thread::sleep(POLL / 4);
+        }
     }
 
     /// What happened on each connection accepted since the last [`Relay::set_faults`] (or
@@ -202,9 +226,30 @@ impl Drop for Relay {
     }
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+/// How long the acceptor tries to bind its port again after [`Relay::refuse_for`].
+const REBIND_LIMIT: Duration = Duration::from_secs(10);
+
+fn accept_loop(listener: TcpListener, port: u16, shared: &Arc<Shared>) {
+    let mut listener = Some(listener);
     while !shared.stop.load(Ordering::SeqCst) {
-        match listener.accept() {
+        let down = {
+            let mut state = lock(&shared.state);
+            let down = state.down_until.is_some_and(|until| Instant::now() < until);
+            if down {
+                listener = None;
+            }
+            state.listening = listener.is_some();
+            down
+        };
+        if down {
+            thread::sleep(POLL / 4);
+            continue;
+        }
+        let Some(open) = &listener else {
+            listener = Some(rebind(port));
+            continue;
+        };
+        match open.accept() {
             Ok((client, _)) => {
                 if let Err(e) = relay_connection(client, shared) {
                     eprintln!("relay: cannot relay a connection: {e}");
@@ -215,6 +260,27 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                 eprintln!("relay: accept failed: {e}");
                 thread::sleep(POLL);
             }
+        }
+    }
+}
+
+/// Listens on `port` again (the standard library sets SO_REUSEADDR, so connections of the
+/// previous listener in TIME_WAIT do not stand in the way).
+fn rebind(port: u16) -> TcpListener {
+    let deadline = Instant::now() + REBIND_LIMIT;
+    loop {
+        match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            Ok(listener) => {
+                listener
+                    .set_nonblocking(true)
+                    .expect("make the listener non-blocking");
+                return listener;
+            }
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("relay: cannot listen on port {port} again yet: {e}");
+                thread::sleep(POLL);
+            }
+            Err(e) => panic!("relay: cannot listen on port {port} again: {e}"),
         }
     }
 }

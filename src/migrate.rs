@@ -209,7 +209,7 @@ impl Planned<'_> {
         let plans: Vec<FolderPlan> = self.folders.iter().map(|f| f.plan.clone()).collect();
         let mut error = transfer::copy_folders(
             &plans,
-            self.source.as_mut(),
+            &mut self.source,
             &|| open_source(job),
             // Upload workers retry on their own, re-indexing after a break.
             &|| open_target_once(job),

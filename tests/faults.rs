@@ -543,6 +543,30 @@ fn a_cut_source_exits_4_and_a_rerun_completes_it() {
         assert_exactly_once(&server, &folder, &mailbox, &trial);
     }
 
+    // Cut while the messages are read (RETR), with the default retries: a new session is
+    // opened, the messages not yet read are found again by UIDL, and the run completes.
+    for (i, offset) in fetch_phase_offsets(&pop3[0], 6).into_iter().enumerate() {
+        let folder = trial_folder("Resumed", i);
+        let trial = format!("source cut at {offset} (reading) into {folder}");
+        prepare_folder(&server, &folder, &mailbox);
+        relay.set_faults(&[Fault::Cut(offset)]);
+        let output = migrate(&server, relay.port(), server.imaps_port(), &folder)
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{trial}: {}",
+            output_text(&output)
+        );
+        let connections = relay.connections();
+        assert!(
+            connections[0].fired && connections.len() == 2,
+            "{trial}: {connections:?}"
+        );
+        assert_exactly_once(&server, &folder, &mailbox, &trial);
+    }
+
     // Cut inside the TLS handshake, with the default retries: reconnected, completed.
     prepare_folder(&server, "SourceRetried", &mailbox);
     relay.set_faults(&[Fault::Cut(100)]);
@@ -561,6 +585,23 @@ fn a_cut_source_exits_4_and_a_rerun_completes_it() {
         &mailbox,
         "source cut at setup, retried",
     );
+}
+
+/// `n` offsets of the POP3 connection `clean` (a calibration) at which the client sends its
+/// next RETR commands: the ends of what it had sent whenever the server's answers were between
+/// 20 % and 90 % of all it sent (the message bodies are nearly all of it).
+fn fetch_phase_offsets(clean: &ConnectionLog, n: usize) -> Vec<u64> {
+    let total = clean.to_client;
+    let mut sent: Vec<u64> = clean
+        .replies
+        .iter()
+        .filter(|r| r.end > total / 5 && r.end < total / 10 * 9)
+        .map(|r| r.sent + 1)
+        .collect();
+    sent.dedup();
+    assert!(sent.len() >= n, "too few RETR refills in {clean:?}");
+    let step = sent.len() / n;
+    sent.into_iter().step_by(step).take(n).collect()
 }
 
 /// A target that refuses connections when the run starts (its listener not up yet), or that
@@ -640,4 +681,58 @@ fn a_target_that_refuses_or_drops_connections_at_the_start() {
         .unwrap();
     assert_eq!(output.status.code(), Some(3), "{}", output_text(&output));
     assert_eq!(relay.connections().len(), 1, "a refused login was retried");
+}
+
+/// An IMAP source cut while it sends the messages (the answer to the bulk UID FETCH): an IMAP
+/// fetch is not resumed on a new connection (nothing would tell a UIDVALIDITY change there),
+/// so even with retries the run exits 4 with one line naming the source, having duplicated
+/// nothing, and a re-run completes the copy.
+#[test]
+fn a_cut_imap_source_exits_4_and_a_rerun_completes_it() {
+    let (server, mailbox) = server(true);
+    let relay = Relay::start(server.imaps_port());
+    let imap_migrate = |folder: &str| {
+        let mut cmd = Command::cargo_bin("mailferry").unwrap();
+        cmd.arg("migrate")
+            .arg("--from")
+            .arg(format!("imaps://carol@127.0.0.1:{}/INBOX", relay.port()))
+            .arg("--to")
+            .arg(format!("imaps://alice@127.0.0.1:{}", server.imaps_port()))
+            .args(["--map", &format!("INBOX={folder}"), "--connections", "1"])
+            .arg("--tls-ca")
+            .arg(server.cert_path())
+            .args(["--timeout", "10"])
+            .env("MAILFERRY_FROM_PASSWORD", password("carol"))
+            .env("MAILFERRY_TO_PASSWORD", password("alice"))
+            .timeout(RUN_LIMIT);
+        cmd
+    };
+    prepare_folder(&server, "ImapCalibration", &mailbox);
+    let clean = imap_migrate("ImapCalibration").output().unwrap();
+    assert_eq!(clean.status.code(), Some(0), "{}", output_text(&clean));
+    let source = relay.connections();
+    assert_eq!(source.len(), 1, "one source connection: {source:?}");
+    // The command after which the server sent the bulk of the bytes: the UID FETCH of bodies.
+    let half = source[0].to_client / 2;
+    let fetch_sent = source[0]
+        .replies
+        .iter()
+        .find(|r| r.end > half)
+        .expect("the bodies came")
+        .sent;
+
+    prepare_folder(&server, "ImapCut", &mailbox);
+    relay.set_faults(&[Fault::LoseAnswer(fetch_sent)]);
+    let first = imap_migrate("ImapCut").output().unwrap();
+    assert_eq!(first.status.code(), Some(4), "{}", output_text(&first));
+    assert_one_error(
+        &first,
+        &format!("imaps://carol@127.0.0.1:{}/INBOX: ", relay.port()),
+        "IMAP source cut",
+    );
+    assert!(relay.connections()[0].fired);
+    relay.set_faults(&[]);
+    let rerun = imap_migrate("ImapCut").output().unwrap();
+    assert_eq!(rerun.status.code(), Some(0), "{}", output_text(&rerun));
+    assert_exactly_once(&server, "ImapCut", &mailbox, "IMAP source cut, re-run");
 }

@@ -179,8 +179,10 @@ pub struct CopyArgs {
     #[arg(long)]
     pub mark_seen: bool,
     /// When a target connection breaks during the copy, open a new one up to N times per batch
-    /// (waiting 0.2 s, 0.4 s, 0.8 s, …), check what arrived, and send only the rest; 0: stop
-    /// at the first break (exit 4)
+    /// (waiting 0.2 s, 0.4 s, 0.8 s, …), check what arrived, and send only the rest; the same
+    /// for opening any connection that is refused, dropped or times out, and for a POP3 source
+    /// that breaks while messages are read; never for a refused login. 0: stop at the first
+    /// break (exit 4)
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
     /// Seconds to wait for a server before giving up

@@ -34,6 +34,11 @@ pub enum SessionError {
     /// The TLS handshake failed (untrusted certificate, wrong name, not a TLS port, ...).
     #[error("TLS handshake failed: {0}")]
     Tls(String),
+    /// The connection ended in the middle of the TLS handshake, before any certificate was
+    /// checked: a server restarting or overloaded, something in between, or a port that
+    /// does not speak TLS from the first byte. Not a certificate problem.
+    #[error("the connection closed during the TLS handshake")]
+    HandshakeCut,
     /// The server sent nothing for longer than the I/O timeout.
     #[error("timed out waiting for the server")]
     Timeout,
@@ -133,6 +138,24 @@ impl Error {
         }
     }
 
+    /// Whether the error is a connection that could not be opened or broke (refused, reset,
+    /// closed, timed out, cut during the TLS handshake): what trying again may cure. A
+    /// refused login, an untrusted certificate, an unknown host or a refusal by the server
+    /// is not: trying again would only repeat it (or, for a password, risk a lockout).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Connection {
+                source: SessionError::Connect(_)
+                    | SessionError::Io(_)
+                    | SessionError::Closed
+                    | SessionError::Timeout
+                    | SessionError::HandshakeCut,
+                ..
+            }
+        )
+    }
+
     /// The documented exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -177,6 +200,14 @@ impl Error {
                 );
                 Error::Connection { server, source: err, hint }
             }
+            SessionError::HandshakeCut => Error::Connection {
+                server,
+                source: err,
+                hint: Some(
+                    "check that the server is up and that the port speaks TLS from the first byte (imaps, pop3s) or STARTTLS (imap, pop3), then re-run; --retries N tries again within the run"
+                        .into(),
+                ),
+            },
             SessionError::Resolve(_) | SessionError::Connect(_) => Error::Connection {
                 server,
                 source: err,

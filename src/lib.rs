@@ -27,5 +27,6 @@ pub mod session;
 pub mod source;
 pub mod state;
 pub mod target;
+pub mod trace;
 pub mod transfer;
 pub mod verify;

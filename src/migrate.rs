@@ -17,6 +17,7 @@ use crate::plan::{self, FolderPlan};
 use crate::report::{Report, ReportBuilder};
 use crate::source::{ImapSource, POP3_FOLDER, Pop3Source};
 use crate::target::ImapTarget;
+use crate::trace::Trace;
 use crate::transfer::{self, Fanout, Observer, Source, Target, TargetPool, TransferSettings};
 use crate::verify;
 
@@ -29,6 +30,8 @@ pub struct ConnectOptions {
     pub allow_plaintext: bool,
     /// Connect and I/O timeout.
     pub timeout: Duration,
+    /// The protocol trace (`-v`…`-vvv`).
+    pub trace: Trace,
 }
 
 /// One side of a job: where, and how to log in.
@@ -290,11 +293,12 @@ impl Planned<'_> {
             .iter()
             .map(|f| self.within_size_limit(&f.plan, &events))
             .collect();
-        let connect = || open_target(job);
+        // Upload workers retry on their own, re-indexing after a break.
+        let connect = || open_target_once(job);
         let targets = TargetPool::new(&connect);
         let mut error = transfer::copy_folders(
             &plans,
-            self.source.as_mut(),
+            &mut self.source,
             &|| open_source(job),
             &targets,
             job.transfer,
@@ -422,18 +426,40 @@ fn folder_mappings(
     Ok((mappings, target_folders))
 }
 
-fn open_source(job: &MigrateJob) -> Result<Box<dyn Source>, Error> {
-    match job.from.endpoint.protocol {
-        Protocol::Pop3 => Ok(Box::new(Pop3Source::connect(
-            &job.from,
-            &job.connect,
-            job.mark_seen,
-        )?)),
-        Protocol::Imap => Ok(Box::new(ImapSource::connect(&job.from, &job.connect)?)),
+/// Opens a connection, trying again after a transient failure ([`Error::is_transient`]: a
+/// server not up yet, restarting, or dropping connections) up to `--retries` times, with the
+/// upload workers' backoff. A refused login or an untrusted certificate fails at once.
+fn retrying<T>(job: &MigrateJob, open: impl Fn() -> Result<T, Error>) -> Result<T, Error> {
+    let mut attempt = 0;
+    loop {
+        match open() {
+            Err(err) if err.is_transient() && attempt < job.transfer.retries => {
+                attempt += 1;
+                std::thread::sleep(job.transfer.delay_before_retry(attempt, &err));
+            }
+            other => return other,
+        }
     }
 }
 
+fn open_source(job: &MigrateJob) -> Result<Box<dyn Source>, Error> {
+    retrying(job, || -> Result<Box<dyn Source>, Error> {
+        match job.from.endpoint.protocol {
+            Protocol::Pop3 => Ok(Box::new(Pop3Source::connect(
+                &job.from,
+                &job.connect,
+                job.mark_seen,
+            )?)),
+            Protocol::Imap => Ok(Box::new(ImapSource::connect(&job.from, &job.connect)?)),
+        }
+    })
+}
+
 fn open_target(job: &MigrateJob) -> Result<Box<dyn Target>, Error> {
+    retrying(job, || open_target_once(job))
+}
+
+fn open_target_once(job: &MigrateJob) -> Result<Box<dyn Target>, Error> {
     match job.to.endpoint.protocol {
         Protocol::Imap => Ok(Box::new(ImapTarget::connect(&job.to, &job.connect)?)),
         Protocol::Pop3 => Err(Error::Usage {

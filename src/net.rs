@@ -20,6 +20,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, StreamOwned};
 
 use crate::error::SessionError;
+use crate::trace::{ConnectionTrace, Trace};
 
 /// How a connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,12 +235,15 @@ pub struct Address {
     pub port: u16,
     /// Connect, read and write timeout.
     pub timeout: Duration,
+    /// The protocol trace (`-v`…`-vvv`); off by default.
+    pub trace: Trace,
 }
 
 /// One connection to a server: buffered reads ([`BufRead`]) and unbuffered writes ([`Write`]),
 /// so callers batch what they pipeline into one `write_all`.
 pub struct Connection {
     reader: BufReader<Stream>,
+    trace: ConnectionTrace,
 }
 
 /// Read buffer size: large enough that a bulk FETCH or RETR reads in big chunks.
@@ -248,13 +252,19 @@ const READ_BUFFER: usize = 256 * 1024;
 impl Connection {
     /// Opens a plain TCP connection.
     pub fn connect_plain(address: &Address) -> Result<Self, SessionError> {
-        Ok(Self::wrap(Stream::Plain(open_tcp(address)?)))
+        let trace = address.trace.connection(&address.host, address.port);
+        let tcp = open_tcp(address)?;
+        trace.event("connected, no TLS yet");
+        Ok(Self::wrap(Stream::Plain(tcp), trace))
     }
 
     /// Opens a TCP connection and starts TLS at once (implicit TLS: imaps, pop3s).
     pub fn connect_tls(address: &Address, tls: &TlsConfig) -> Result<Self, SessionError> {
+        let trace = address.trace.connection(&address.host, address.port);
         let tcp = open_tcp(address)?;
-        Ok(Self::wrap(Stream::Tls(handshake(tcp, &address.host, tls)?)))
+        let stream = handshake(tcp, &address.host, tls)?;
+        trace.event(&format!("connected, {}", tls_description(&stream)));
+        Ok(Self::wrap(Stream::Tls(stream), trace))
     }
 
     /// Upgrades a plain connection to TLS after the server agreed to STARTTLS / STLS.
@@ -267,7 +277,12 @@ impl Connection {
             ));
         }
         match self.reader.into_inner() {
-            Stream::Plain(tcp) => Ok(Self::wrap(Stream::Tls(handshake(tcp, host, tls)?))),
+            Stream::Plain(tcp) => {
+                let stream = handshake(tcp, host, tls)?;
+                self.trace
+                    .event(&format!("upgraded to {}", tls_description(&stream)));
+                Ok(Self::wrap(Stream::Tls(stream), self.trace))
+            }
             Stream::Tls(_) => Err(SessionError::Protocol("TLS is already active".into())),
         }
     }
@@ -277,9 +292,15 @@ impl Connection {
         matches!(self.reader.get_ref(), Stream::Tls(_))
     }
 
-    fn wrap(stream: Stream) -> Self {
+    /// The connection's protocol trace, for the client speaking over it.
+    pub fn trace(&self) -> &ConnectionTrace {
+        &self.trace
+    }
+
+    fn wrap(stream: Stream, trace: ConnectionTrace) -> Self {
         Connection {
             reader: BufReader::with_capacity(READ_BUFFER, stream),
+            trace,
         }
     }
 }
@@ -311,6 +332,18 @@ impl Write for Connection {
 }
 
 fn open_tcp(address: &Address) -> Result<TcpStream, SessionError> {
+    // RFC 6761 §6.4: name resolution libraries should answer names under `.invalid` with an
+    // immediate negative response. The system resolver may instead ask DNS (and wait on it);
+    // answering here also lets a test exercise the unknown-host path without leaving loopback.
+    if is_under_invalid(&address.host) {
+        return Err(SessionError::Resolve(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "{} does not exist (names under .invalid never do, RFC 6761)",
+                address.host
+            ),
+        )));
+    }
     let addrs: Vec<_> = (address.host.as_str(), address.port)
         .to_socket_addrs()
         .map_err(SessionError::Resolve)?
@@ -331,6 +364,20 @@ fn open_tcp(address: &Address) -> Result<TcpStream, SessionError> {
     Err(SessionError::Connect(last_error))
 }
 
+/// Whether `host` is `invalid` or a name under it (any case, with or without the final dot).
+fn is_under_invalid(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    host == "invalid" || host.ends_with(".invalid")
+}
+
+/// The negotiated protocol version, e.g. `TLSv1_3`, for the trace.
+fn tls_description(stream: &StreamOwned<ClientConnection, TcpStream>) -> String {
+    match stream.conn.protocol_version() {
+        Some(version) => format!("{version:?}"),
+        None => "TLS".into(),
+    }
+}
+
 fn handshake(
     mut tcp: TcpStream,
     host: &str,
@@ -346,9 +393,8 @@ fn handshake(
         session
             .complete_io(&mut tcp)
             .map_err(|err| match SessionError::from(err) {
-                SessionError::Closed => SessionError::Tls(
-                    "the server closed the connection during the handshake".into(),
-                ),
+                // Ended, not refused: a certificate hint would send the user astray.
+                SessionError::Closed => SessionError::HandshakeCut,
                 SessionError::Io(err) if err.kind() == io::ErrorKind::InvalidData => {
                     SessionError::Tls(err.to_string())
                 }
@@ -356,4 +402,31 @@ fn handshake(
             })?;
     }
     Ok(Box::new(StreamOwned::new(session, tcp)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_under_invalid_fail_without_a_lookup() {
+        for host in ["nohost.invalid", "a.b.INVALID.", "invalid"] {
+            assert!(is_under_invalid(host), "{host}");
+        }
+        for host in ["invalid.example", "xinvalid", "127.0.0.1", "[::1]"] {
+            assert!(!is_under_invalid(host), "{host}");
+        }
+        let address = Address {
+            host: "nohost.invalid".into(),
+            port: 143,
+            timeout: Duration::from_secs(1),
+            trace: Trace::default(),
+        };
+        let err = open_tcp(&address).unwrap_err();
+        assert!(matches!(err, SessionError::Resolve(_)), "{err}");
+        assert!(
+            err.to_string().contains("nohost.invalid does not exist"),
+            "{err}"
+        );
+    }
 }

@@ -51,6 +51,7 @@ fn open<C>(
         host: endpoint.host.clone(),
         port: endpoint.port,
         timeout: options.timeout,
+        trace: options.trace.clone(),
     };
     let failed = |err| Error::from_session(endpoint, side, err);
     let mode = match endpoint.tls_mode {

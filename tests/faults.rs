@@ -456,7 +456,9 @@ fn a_stalled_target_times_out_with_exit_4() {
     };
     let cases = [
         ("Upload", vec![Fault::Pass, Fault::Stall(100_000)], "0"),
-        ("Handshake", vec![Fault::Stall(0)], "3"),
+        // The planning connection: --retries would open another one (see
+        // `a_target_that_refuses_or_drops_connections_at_the_start`).
+        ("Handshake", vec![Fault::Stall(0)], "0"),
     ];
     for (folder, faults, retries) in cases {
         prepare_folder(&server, folder, &mailbox);
@@ -499,8 +501,9 @@ fn a_stalled_target_times_out_with_exit_4() {
     assert_exactly_once(&server, "Retried", &mailbox, "stalled once, retried");
 }
 
-/// The source's connection (POP3S) cut at seeded offsets: the run ends with exit 4 naming the
-/// source, and a re-run completes the copy without duplicates.
+/// The source's connection (POP3S) cut at seeded offsets, with `--retries 0`: the run ends with
+/// exit 4 naming the source, and a re-run completes the copy without duplicates. With retries,
+/// a source connection cut before it was logged in is opened again within the run.
 #[test]
 fn a_cut_source_exits_4_and_a_rerun_completes_it() {
     let (server, mailbox) = server(true);
@@ -521,6 +524,7 @@ fn a_cut_source_exits_4_and_a_rerun_completes_it() {
         prepare_folder(&server, &folder, &mailbox);
         relay.set_faults(&[Fault::Cut(offset)]);
         let first = migrate(&server, relay.port(), server.imaps_port(), &folder)
+            .args(["--retries", "0"])
             .output()
             .unwrap();
         assert_eq!(
@@ -547,4 +551,188 @@ fn a_cut_source_exits_4_and_a_rerun_completes_it() {
         );
         assert_exactly_once(&server, &folder, &mailbox, &trial);
     }
+
+    // Cut while the messages are read (RETR), with the default retries: a new session is
+    // opened, the messages not yet read are found again by UIDL, and the run completes.
+    for (i, offset) in fetch_phase_offsets(&pop3[0], 6).into_iter().enumerate() {
+        let folder = trial_folder("Resumed", i);
+        let trial = format!("source cut at answer byte {offset} (reading) into {folder}");
+        prepare_folder(&server, &folder, &mailbox);
+        relay.set_faults(&[Fault::CutAnswer(offset)]);
+        let output = migrate(&server, relay.port(), server.imaps_port(), &folder)
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{trial}: {}",
+            output_text(&output)
+        );
+        let connections = relay.connections();
+        assert!(
+            connections[0].fired && connections.len() == 2,
+            "{trial}: {connections:?}"
+        );
+        assert_exactly_once(&server, &folder, &mailbox, &trial);
+    }
+
+    // Cut inside the TLS handshake, with the default retries: reconnected, completed.
+    prepare_folder(&server, "SourceRetried", &mailbox);
+    relay.set_faults(&[Fault::Cut(100)]);
+    let output = migrate(&server, relay.port(), server.imaps_port(), "SourceRetried")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+    let connections = relay.connections();
+    assert!(
+        connections[0].fired && connections.len() == 2,
+        "{connections:?}"
+    );
+    assert_exactly_once(
+        &server,
+        "SourceRetried",
+        &mailbox,
+        "source cut at setup, retried",
+    );
+}
+
+/// `n` seeded offsets into what the server sent on the POP3 connection `clean` (a
+/// calibration), between 20 % and 90 % of it: the message bodies are nearly all of it, so a
+/// cut there falls while the messages are read.
+fn fetch_phase_offsets(clean: &ConnectionLog, n: usize) -> Vec<u64> {
+    let total = clean.to_client;
+    offsets(0x7e7, n, total / 5..total / 10 * 9)
+}
+
+/// A target that refuses connections when the run starts (its listener not up yet), or that
+/// accepts and drops them in the middle of the TLS handshake: the planning connection is
+/// retried with backoff and the run completes, each message once. With `--retries 0` the run
+/// exits 4 with one error line and writes nothing, and a re-run completes. A wrong password
+/// is never retried.
+#[test]
+fn a_target_that_refuses_or_drops_connections_at_the_start() {
+    let (server, mailbox) = server(true);
+    let relay = Relay::start(server.imaps_port());
+    let target = |folder: &str| format!("imaps://alice@127.0.0.1:{}/{folder}: ", relay.port());
+
+    // Refused, no retries: exit 4 naming the target, nothing written.
+    prepare_folder(&server, "Refused", &mailbox);
+    relay.refuse_for(RUN_LIMIT);
+    let output = migrate(&server, server.pop3s_port(), relay.port(), "Refused")
+        .args(["--retries", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
+    let error = assert_one_error(&output, &target("Refused"), "refused");
+    assert!(
+        error.contains("cannot connect") && error.contains("refused"),
+        "{error}"
+    );
+    assert_eq!(server.messages("alice", "Refused").len(), 1);
+
+    // Refused for 1 s: the default --retries (waits of 0.2, 0.4, 0.8 s) outlasts it.
+    relay.refuse_for(Duration::from_secs(1));
+    let started = Instant::now();
+    let output = migrate(&server, server.pop3s_port(), relay.port(), "Refused")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_exactly_once(&server, "Refused", &mailbox, "refused for 1 s, retried");
+
+    // Accepted, then closed during the TLS handshake: a connection problem (exit 4, no
+    // certificate hint), retried like a refusal.
+    prepare_folder(&server, "Dropped", &mailbox);
+    relay.set_faults(&[Fault::Cut(0)]);
+    let output = migrate(&server, server.pop3s_port(), relay.port(), "Dropped")
+        .args(["--retries", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
+    let error = assert_one_error(&output, &target("Dropped"), "dropped");
+    assert!(
+        error.ends_with("the connection closed during the TLS handshake"),
+        "{error}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("--tls-ca"),
+        "not a certificate problem: {stderr}"
+    );
+    assert_eq!(server.messages("alice", "Dropped").len(), 1);
+    relay.set_faults(&[Fault::Cut(0), Fault::Cut(0)]);
+    let output = migrate(&server, server.pop3s_port(), relay.port(), "Dropped")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+    let connections = relay.connections();
+    assert!(
+        connections[0].fired && connections[1].fired,
+        "{connections:?}"
+    );
+    assert_exactly_once(&server, "Dropped", &mailbox, "dropped twice, retried");
+
+    // A wrong password: exit 3 after one connection, whatever --retries says.
+    relay.set_faults(&[]);
+    let output = migrate(&server, server.pop3s_port(), relay.port(), "Dropped")
+        .env("MAILFERRY_TO_PASSWORD", "not-the-password")
+        .args(["--retries", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", output_text(&output));
+    assert_eq!(relay.connections().len(), 1, "a refused login was retried");
+}
+
+/// An IMAP source cut while it sends the messages (the answer to the bulk UID FETCH): an IMAP
+/// fetch is not resumed on a new connection (nothing would tell a UIDVALIDITY change there),
+/// so even with retries the run exits 4 with one line naming the source, having duplicated
+/// nothing, and a re-run completes the copy.
+#[test]
+fn a_cut_imap_source_exits_4_and_a_rerun_completes_it() {
+    let (server, mailbox) = server(true);
+    let relay = Relay::start(server.imaps_port());
+    let imap_migrate = |folder: &str| {
+        let mut cmd = Command::cargo_bin("mailferry").unwrap();
+        cmd.arg("migrate")
+            .arg("--from")
+            .arg(format!("imaps://carol@127.0.0.1:{}/INBOX", relay.port()))
+            .arg("--to")
+            .arg(format!("imaps://alice@127.0.0.1:{}", server.imaps_port()))
+            .args(["--map", &format!("INBOX={folder}"), "--connections", "1"])
+            .arg("--tls-ca")
+            .arg(server.cert_path())
+            .args(["--timeout", "10"])
+            .env("MAILFERRY_FROM_PASSWORD", password("carol"))
+            .env("MAILFERRY_TO_PASSWORD", password("alice"))
+            .timeout(RUN_LIMIT);
+        cmd
+    };
+    prepare_folder(&server, "ImapCalibration", &mailbox);
+    let clean = imap_migrate("ImapCalibration").output().unwrap();
+    assert_eq!(clean.status.code(), Some(0), "{}", output_text(&clean));
+    let source = relay.connections();
+    assert_eq!(source.len(), 1, "one source connection: {source:?}");
+    // The command after which the server sent the bulk of the bytes: the UID FETCH of bodies.
+    let half = source[0].to_client / 2;
+    let fetch_sent = source[0]
+        .replies
+        .iter()
+        .find(|r| r.end > half)
+        .expect("the bodies came")
+        .sent;
+
+    prepare_folder(&server, "ImapCut", &mailbox);
+    relay.set_faults(&[Fault::LoseAnswer(fetch_sent)]);
+    let first = imap_migrate("ImapCut").output().unwrap();
+    assert_eq!(first.status.code(), Some(4), "{}", output_text(&first));
+    assert_one_error(
+        &first,
+        &format!("imaps://carol@127.0.0.1:{}/INBOX: ", relay.port()),
+        "IMAP source cut",
+    );
+    assert!(relay.connections()[0].fired);
+    relay.set_faults(&[]);
+    let rerun = imap_migrate("ImapCut").output().unwrap();
+    assert_eq!(rerun.status.code(), Some(0), "{}", output_text(&rerun));
+    assert_exactly_once(&server, "ImapCut", &mailbox, "IMAP source cut, re-run");
 }

@@ -213,3 +213,35 @@ fn include_exclude_map_and_dry_run() {
     );
     assert_eq!(target.messages("bob", "From Old/Archive/Old").len(), 1);
 }
+
+/// An unknown host fails at once with exit 4, one error line naming the server and a hint,
+/// and is not retried. `.invalid` names never resolve (RFC 6761) and mailferry answers them
+/// itself, so no DNS query leaves the machine.
+#[test]
+fn an_unknown_host_exits_4_at_once_with_a_hint() {
+    let started = std::time::Instant::now();
+    let output = Command::cargo_bin("mailferry")
+        .unwrap()
+        .args(["migrate", "--from", "imap://alice@nohost.invalid"])
+        .args(["--to", "imaps://bob@127.0.0.1:1/INBOX", "--retries", "5"])
+        .env("MAILFERRY_FROM_PASSWORD", "x")
+        .env("MAILFERRY_TO_PASSWORD", "y")
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "error: imap://alice@nohost.invalid:143: cannot resolve the host name: nohost.invalid does not exist (names under .invalid never do, RFC 6761)",
+            "hint: check the host name and port, and that the server is up",
+        ]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "retried: {:?}",
+        started.elapsed()
+    );
+}

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use assert_cmd::Command;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use support::{Dovecot, password};
 
 /// Answers `GET` with `Authorization: Bearer tok-USER` with an active token of USER, anything
@@ -115,6 +117,10 @@ fn migrate(server: &Dovecot, extra: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+fn stdout_has(output: &std::process::Output, text: &str) -> bool {
+    String::from_utf8_lossy(&output.stdout).contains(text)
+}
+
 #[test]
 fn xoauth2_and_oauthbearer_logins_and_a_refused_token() {
     let introspection = Introspection::start();
@@ -132,15 +138,29 @@ fn xoauth2_and_oauthbearer_logins_and_a_refused_token() {
             "oauthbearer",
             "--to-oauth2-token-command",
             "printf 'tok-alice\\n'",
+            "-vvv",
         ],
     );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert_eq!(server.messages("alice", "INBOX").len(), 1);
+    // The full trace shows both SASL exchanges, and neither token.
+    assert!(stderr.contains(" C: AUTH XOAUTH2 <redacted>"), "{stderr}");
+    assert!(
+        stderr.contains(" AUTHENTICATE OAUTHBEARER <redacted>"),
+        "{stderr}"
+    );
+    let sent = [
+        STANDARD.encode("user=carol\x01auth=Bearer tok-carol\x01\x01"),
+        STANDARD.encode("n,a=alice,\x01auth=Bearer tok-alice\x01\x01"),
+        "tok-".to_owned(),
+    ];
+    for secret in &sent {
+        assert!(
+            !stderr.contains(secret.as_str()) && !stdout_has(&output, secret),
+            "{secret}: {stderr}"
+        );
+    }
 
     let refused = migrate(
         &server,

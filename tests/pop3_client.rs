@@ -20,6 +20,7 @@ fn address(port: u16) -> Address {
         host: "127.0.0.1".into(),
         port,
         timeout: Duration::from_secs(10),
+        trace: Default::default(),
     }
 }
 

@@ -24,6 +24,7 @@ use crate::plan::FolderPlan;
 use crate::preset::Preset;
 use crate::progress::ProgressBars;
 use crate::report::{Report, ReportBuilder};
+use crate::trace::{Trace, Verbosity};
 use crate::transfer::{Observer, TransferSettings};
 
 const EXIT_CODES: &str = "\
@@ -194,13 +195,17 @@ pub struct CopyArgs {
     /// When a target connection breaks during the copy, open a new one up to N times per break
     /// (waiting 0.2 s, 0.4 s, 0.8 s, …; 2 s, 4 s, 8 s, … up to 60 s when the server asked to
     /// slow down with [THROTTLED], [UNAVAILABLE] or a BYE; each wait jittered down to half),
-    /// check what arrived, and send only the rest; 0: stop at the first break (exit 4)
+    /// check what arrived, and send only the rest; the same for opening any connection that is
+    /// refused, dropped or times out, and for a POP3 source that breaks while messages are read;
+    /// never for a refused login. 0: stop at the first break (exit 4)
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
     /// Seconds to wait for a server before giving up
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
-    /// More output: with --dry-run, list every message to copy
+    /// More output, on stderr: -v each connection opened, -vv every command sent, -vvv every
+    /// server response too (passwords and tokens redacted, message bodies as {N bytes});
+    /// with --dry-run, -v also lists every message to copy
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// No output unless something failed (for cron)
@@ -332,8 +337,9 @@ impl Observer for LazyBars<'_> {
     }
 }
 
+/// Bars redraw themselves over stderr, which the `-v` trace writes to: one or the other.
 fn bars_visible(options: &CopyArgs, messages: u64) -> bool {
-    messages > 0 && !options.quiet && std::io::stderr().is_terminal()
+    messages > 0 && !options.quiet && options.verbose == 0 && std::io::stderr().is_terminal()
 }
 
 /// Writes the report, prints the summary (unless quiet and all went well) and picks the exit.
@@ -564,6 +570,7 @@ fn build_job(
             tls,
             allow_plaintext: options.allow_plaintext,
             timeout: Duration::from_secs(options.timeout),
+            trace: Trace::new(Verbosity::from_count(options.verbose)),
         },
         transfer: TransferSettings {
             connections: usize::from(overrides.connections.unwrap_or(options.connections)),

@@ -21,6 +21,7 @@ use super::response::{Framer, has_code, status_text};
 use crate::auth::{Login, Mechanism};
 use crate::error::SessionError;
 use crate::net::{Address, Connection, TlsConfig, TlsMode};
+use crate::trace::Verbosity;
 
 /// A mailbox as LIST reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,12 +325,14 @@ impl ImapClient {
                     } else {
                         b.await_continuation()
                     }
-                    .text(&credentials);
+                    .secret(|b| b.text(&credentials));
                     if login.is_oauth() {
                         // A refused token comes back as a `+` challenge carrying the error;
                         // the client's answer (RFC 7628 §3.2.3: a lone %x01 for
-                        // OAUTHBEARER; an empty line for XOAUTH2) brings the NO.
-                        b.await_continuation().text(login.error_answer());
+                        // OAUTHBEARER; an empty line for XOAUTH2) brings the NO. Not a
+                        // secret, but no line of a SASL exchange is ever shown.
+                        b.await_continuation()
+                            .secret(|b| b.text(login.error_answer()));
                     }
                     b
                 },
@@ -341,7 +344,7 @@ impl ImapClient {
                     b.text("LOGIN ")
                         .astring(login.login_name().as_bytes())
                         .text(" ")
-                        .astring(login.password.as_bytes())
+                        .secret(|b| b.astring(login.password.as_bytes()))
                 },
                 |_| Ok(()),
             )
@@ -743,8 +746,9 @@ impl ImapClient {
     /// Ends the session politely. The server's BYE is expected here, not an error.
     pub fn logout(mut self) -> Result<(), SessionError> {
         let tag = self.tag();
-        self.conn
-            .write_all(format!("{tag} LOGOUT\r\n").as_bytes())?;
+        let line = format!("{tag} LOGOUT\r\n");
+        self.conn.trace().sent(line.as_bytes());
+        self.conn.write_all(line.as_bytes())?;
         self.conn.flush()?;
         loop {
             match self.read_response() {
@@ -783,11 +787,19 @@ impl ImapClient {
         let tag = self.tag();
         let mut builder = CommandBuilder::new(&tag, self.literal_mode());
         build(&mut builder);
-        for segment in builder.finish() {
+        let (segments, shown) = builder.finish_shown();
+        let mut shown = shown.iter();
+        let mut trace_next_piece = |conn: &Connection| {
+            if let Some(piece) = shown.next() {
+                conn.trace().sent(piece);
+            }
+        };
+        for segment in segments {
             match segment {
                 Segment::Bytes(bytes) => self.conn.write_all(&bytes)?,
                 Segment::Slice(bytes) => self.conn.write_all(bytes)?,
                 Segment::AwaitContinuation => {
+                    trace_next_piece(&self.conn);
                     self.conn.flush()?;
                     // A tagged answer instead of `+` means the server refused early (e.g.
                     // APPEND to a missing mailbox): the rest must not be sent.
@@ -797,6 +809,7 @@ impl ImapClient {
                 }
             }
         }
+        trace_next_piece(&self.conn);
         self.conn.flush()?;
         self.read_until(&tag, false, &mut on_data)?
             .ok_or_else(|| SessionError::Protocol("unexpected continuation request".into()))
@@ -812,7 +825,8 @@ impl ImapClient {
         let tag = self.tag();
         let mut builder = CommandBuilder::new(&tag, self.literal_mode());
         build(&mut builder);
-        for segment in builder.finish() {
+        let (segments, shown) = builder.finish_shown();
+        for segment in segments {
             match segment {
                 Segment::Bytes(bytes) => self.conn.write_all(&bytes)?,
                 Segment::Slice(bytes) => self.conn.write_all(bytes)?,
@@ -823,6 +837,7 @@ impl ImapClient {
                 }
             }
         }
+        shown.iter().for_each(|piece| self.conn.trace().sent(piece));
         self.conn.flush()?;
         self.in_flight.insert(tag.clone());
         Ok(Sent { tag })
@@ -933,6 +948,10 @@ impl ImapClient {
             let used = self.framer.push(available)?;
             self.conn.consume(used);
             if self.framer.is_complete() {
+                let trace = self.conn.trace();
+                if trace.shows(Verbosity::Everything) {
+                    trace.received(&self.framer.shown());
+                }
                 return Ok(());
             }
         }
@@ -1176,7 +1195,92 @@ fn expand_uid_set(set: &[UidSetMember], expected: usize) -> Option<Vec<u32>> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufReader, Write};
+    use std::net::TcpListener;
+    use std::time::Duration;
+
     use super::*;
+    use crate::trace::{Captured, Trace, Verbosity};
+
+    /// A one-connection IMAP server on loopback greeting with `capabilities` and accepting
+    /// any login: `+` to AUTHENTICATE and to a synchronizing literal, OK to the rest.
+    fn fake_server(capabilities: &'static str) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let _ = write!(writer, "* OK [CAPABILITY {capabilities}] hi\r\n");
+            let mut reader = BufReader::new(stream);
+            let mut tag = String::new();
+            loop {
+                let mut line = Vec::new();
+                if reader.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let line = String::from_utf8_lossy(&line).trim_end().to_owned();
+                let starts_command = line.starts_with('m') && line.contains(' ');
+                if starts_command {
+                    tag = line.split(' ').next().unwrap().to_owned();
+                }
+                let answer = if line.ends_with('}') || line.ends_with(" AUTHENTICATE PLAIN") {
+                    "+ \r\n".to_owned()
+                } else {
+                    format!("{tag} OK [CAPABILITY IMAP4rev1] done\r\n")
+                };
+                let _ = writer.write_all(answer.as_bytes());
+            }
+        });
+        port
+    }
+
+    fn traced_login(capabilities: &'static str, login: &Login<'_>) -> String {
+        let captured = Captured::default();
+        let address = Address {
+            host: "127.0.0.1".into(),
+            port: fake_server(capabilities),
+            timeout: Duration::from_secs(10),
+            trace: Trace::to_writer(Verbosity::Everything, captured.clone()),
+        };
+        let tls = TlsConfig::new(&Default::default()).unwrap();
+        let mut client = ImapClient::connect(&address, TlsMode::Plain, &tls).unwrap();
+        client.login(login).unwrap();
+        captured.text()
+    }
+
+    #[test]
+    fn the_trace_shows_login_and_authenticate_without_secrets() {
+        let password = "pw-secret-2";
+        let plain = Login::plain("alice", password);
+        let text = traced_login("IMAP4rev1", &plain);
+        assert!(text.contains(" C: m1 LOGIN alice <redacted>\n"), "{text}");
+        assert!(text.contains(" S: m1 OK "), "{text}");
+        assert!(!text.contains(password), "{text}");
+
+        // An 8-bit password goes as a synchronizing literal: neither it nor its length shows.
+        let text = traced_login("IMAP4rev1", &Login::plain("alice", "pässwörd-3"));
+        assert!(text.contains(" C: m1 LOGIN alice \n"), "{text}");
+        assert!(text.contains(" C: <redacted>\n"), "{text}");
+        assert!(
+            !text.contains("pässwörd") && !text.contains("{12}"),
+            "{text}"
+        );
+
+        // AUTHENTICATE without SASL-IR: the response follows the server's `+`.
+        let text = traced_login("IMAP4rev1 AUTH=PLAIN", &plain);
+        assert!(text.contains(" C: m1 AUTHENTICATE PLAIN\n"), "{text}");
+        assert!(text.contains(" C: <redacted>\n"), "{text}");
+        assert!(!text.contains(&plain.sasl_plain()), "{text}");
+        let text = traced_login("IMAP4rev1 SASL-IR AUTH=PLAIN", &plain);
+        assert!(
+            text.contains(" C: m1 AUTHENTICATE PLAIN <redacted>\n"),
+            "{text}"
+        );
+        assert!(!text.contains(&plain.sasl_plain()), "{text}");
+    }
 
     #[test]
     fn uid_sets_expand_only_when_they_match() {

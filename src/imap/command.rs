@@ -5,6 +5,7 @@ use chrono::{DateTime, FixedOffset};
 
 use super::mutf7;
 use crate::error::SessionError;
+use crate::trace::REDACTED;
 
 /// Which literals the server lets us send without waiting for its `+` (RFC 7888).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,10 +41,16 @@ pub enum Segment<'a> {
 
 /// Builds one command. Text accumulates in one buffer so a command without literals is a
 /// single write.
+///
+/// Alongside the bytes it keeps the command's shown form for the protocol trace: the same
+/// text, with each [`secret`](Self::secret) as [`REDACTED`] and each [`literal`](Self::literal)
+/// as `{N bytes}`, in one piece per wait for a continuation.
 pub struct CommandBuilder<'a> {
     segments: Vec<Segment<'a>>,
     current: Vec<u8>,
     literals: LiteralMode,
+    shown: Vec<Vec<u8>>,
+    hiding: bool,
 }
 
 /// Quoted strings longer than this go as literals: some servers cap quoted-string length.
@@ -52,27 +59,53 @@ const MAX_QUOTED: usize = 1024;
 impl<'a> CommandBuilder<'a> {
     /// Starts a command with its tag.
     pub fn new(tag: &str, literals: LiteralMode) -> Self {
-        let mut current = Vec::with_capacity(128);
-        current.extend_from_slice(tag.as_bytes());
-        current.push(b' ');
-        CommandBuilder {
+        let mut builder = CommandBuilder {
             segments: Vec::new(),
-            current,
+            current: Vec::with_capacity(128),
             literals,
+            shown: vec![Vec::new()],
+            hiding: false,
+        };
+        builder.put(tag.as_bytes()).put(b" ");
+        builder
+    }
+
+    /// The one way bytes enter the command: they go to the wire, and to the shown form
+    /// unless a secret is being written.
+    fn put(&mut self, bytes: &[u8]) -> &mut Self {
+        self.current.extend_from_slice(bytes);
+        if !self.hiding {
+            self.show(bytes);
         }
+        self
+    }
+
+    fn show(&mut self, bytes: &[u8]) {
+        self.shown
+            .last_mut()
+            .expect("a command has a shown piece")
+            .extend_from_slice(bytes);
     }
 
     /// Appends protocol text as it is (keywords, spaces, parentheses).
     pub fn text(&mut self, text: &str) -> &mut Self {
-        self.current.extend_from_slice(text.as_bytes());
+        self.put(text.as_bytes())
+    }
+
+    /// Appends whatever `write` appends (a password, a SASL response), shown in the trace as
+    /// [`REDACTED`]: the caller knows it is a secret, so the trace never sees it.
+    pub fn secret(&mut self, write: impl FnOnce(&mut Self) -> &mut Self) -> &mut Self {
+        self.hiding = true;
+        write(self);
+        self.hiding = false;
+        self.show(REDACTED.as_bytes());
         self
     }
 
     /// Appends an astring: an atom when possible, else a quoted string or a literal.
     pub fn astring(&mut self, value: &[u8]) -> &mut Self {
         if !value.is_empty() && value.iter().all(|&b| is_astring_char(b)) {
-            self.current.extend_from_slice(value);
-            self
+            self.put(value)
         } else {
             self.string(value)
         }
@@ -85,19 +118,20 @@ impl<'a> CommandBuilder<'a> {
                 .iter()
                 .all(|&b| (1..0x80).contains(&b) && b != b'\r' && b != b'\n');
         if quotable {
-            self.current.push(b'"');
+            let mut quoted = Vec::with_capacity(value.len() + 2);
+            quoted.push(b'"');
             for &b in value {
                 if b == b'"' || b == b'\\' {
-                    self.current.push(b'\\');
+                    quoted.push(b'\\');
                 }
-                self.current.push(b);
+                quoted.push(b);
             }
-            self.current.push(b'"');
+            quoted.push(b'"');
+            self.put(&quoted)
         } else {
             self.literal_header(value.len());
-            self.current.extend_from_slice(value);
+            self.put(value)
         }
-        self
     }
 
     /// Appends a mailbox name, modified-UTF-7 encoded.
@@ -108,6 +142,7 @@ impl<'a> CommandBuilder<'a> {
     /// Appends the caller's bytes as a literal, without copying them.
     pub fn literal(&mut self, data: &'a [u8]) -> &mut Self {
         self.literal_header(data.len());
+        self.show(format!("{{{} bytes}}", data.len()).as_bytes());
         self.segments
             .push(Segment::Bytes(std::mem::take(&mut self.current)));
         self.segments.push(Segment::Slice(data));
@@ -116,7 +151,7 @@ impl<'a> CommandBuilder<'a> {
 
     /// Ends the current line and waits for the server's `+` (an AUTHENTICATE exchange).
     pub fn await_continuation(&mut self) -> &mut Self {
-        self.current.extend_from_slice(b"\r\n");
+        self.put(b"\r\n");
         self.wait_for_continuation();
         self
     }
@@ -125,25 +160,31 @@ impl<'a> CommandBuilder<'a> {
         self.segments
             .push(Segment::Bytes(std::mem::take(&mut self.current)));
         self.segments.push(Segment::AwaitContinuation);
+        self.shown.push(Vec::new());
     }
 
     fn literal_header(&mut self, len: usize) {
         let wait = self.literals.needs_wait(len);
         let plus = if wait { "" } else { "+" };
-        self.current
-            .extend_from_slice(format!("{{{len}{plus}}}\r\n").as_bytes());
+        self.put(format!("{{{len}{plus}}}\r\n").as_bytes());
         if wait {
             self.wait_for_continuation();
         }
     }
 
     /// Ends the command line and returns what to write.
-    pub fn finish(mut self) -> Vec<Segment<'a>> {
-        self.current.extend_from_slice(b"\r\n");
+    pub fn finish(self) -> Vec<Segment<'a>> {
+        self.finish_shown().0
+    }
+
+    /// Ends the command line and returns what to write, and its shown form for the trace:
+    /// one piece per [`Segment::AwaitContinuation`], and one after the last.
+    pub fn finish_shown(mut self) -> (Vec<Segment<'a>>, Vec<Vec<u8>>) {
+        self.put(b"\r\n");
         self.segments.push(Segment::Bytes(self.current));
         self.segments
             .retain(|s| !matches!(s, Segment::Bytes(b) if b.is_empty()));
-        self.segments
+        (self.segments, self.shown)
     }
 }
 
@@ -322,6 +363,74 @@ mod tests {
         assert_eq!(segments[1], Segment::AwaitContinuation);
         assert!(matches!(segments[2], Segment::Slice(s) if std::ptr::eq(s, big.as_slice())));
         assert_eq!(segments[3], bytes("\r\n"));
+    }
+
+    fn shown(build: impl FnOnce(&mut CommandBuilder<'_>), mode: LiteralMode) -> Vec<String> {
+        let mut b = CommandBuilder::new("a1", mode);
+        build(&mut b);
+        let (_, shown) = b.finish_shown();
+        shown
+            .iter()
+            .map(|piece| String::from_utf8_lossy(piece).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn secrets_are_sent_but_shown_redacted() {
+        let login = |b: &mut CommandBuilder<'_>| {
+            b.text("LOGIN ")
+                .astring(b"bob")
+                .text(" ")
+                .secret(|b| b.astring(b"hunter2"));
+        };
+        assert_eq!(
+            encode(login, LiteralMode::NonSync),
+            [bytes("a1 LOGIN bob hunter2\r\n")]
+        );
+        assert_eq!(
+            shown(login, LiteralMode::NonSync),
+            ["a1 LOGIN bob <redacted>\r\n"]
+        );
+        // An 8-bit password goes as a literal: its length is hidden too.
+        let literal = |b: &mut CommandBuilder<'_>| {
+            b.text("LOGIN bob ")
+                .secret(|b| b.astring("pässwörd".as_bytes()));
+        };
+        assert_eq!(
+            shown(literal, LiteralMode::Synchronizing),
+            ["a1 LOGIN bob ", "<redacted>\r\n"]
+        );
+        let authenticate = |b: &mut CommandBuilder<'_>| {
+            b.text("AUTHENTICATE PLAIN")
+                .await_continuation()
+                .secret(|b| b.text("AGJvYgBodW50ZXIy"))
+                .await_continuation()
+                .secret(|b| b.text(""));
+        };
+        assert_eq!(
+            shown(authenticate, LiteralMode::NonSync),
+            [
+                "a1 AUTHENTICATE PLAIN\r\n",
+                "<redacted>\r\n",
+                "<redacted>\r\n"
+            ]
+        );
+    }
+
+    #[test]
+    fn literals_are_shown_as_their_size() {
+        let message = b"Subject: x\r\n\r\nbody\r\n";
+        let append = |b: &mut CommandBuilder<'_>| {
+            b.text("APPEND INBOX ").literal(message);
+        };
+        assert_eq!(
+            shown(append, LiteralMode::NonSync),
+            ["a1 APPEND INBOX {20+}\r\n{20 bytes}\r\n"]
+        );
+        assert_eq!(
+            shown(append, LiteralMode::Synchronizing),
+            ["a1 APPEND INBOX {20}\r\n", "{20 bytes}\r\n"]
+        );
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Framer {
     literal_left: usize,
     complete: bool,
     max_literal: usize,
+    /// Where each literal of the response starts in `buf`, and its length (for the trace).
+    literals: Vec<(usize, usize)>,
 }
 
 /// The most buffer reserved ahead for an announced literal.
@@ -46,6 +48,7 @@ impl Framer {
             literal_left: 0,
             complete: false,
             max_literal,
+            literals: Vec::new(),
         }
     }
 
@@ -121,6 +124,7 @@ impl Framer {
                 self.buf.reserve(len.min(MAX_RESERVE));
                 self.literal_left = len;
                 self.line_start = self.buf.len();
+                self.literals.push((self.buf.len(), len));
             }
             None => self.complete = true,
         }
@@ -144,6 +148,12 @@ impl Framer {
         self.line_start = 0;
         self.literal_left = 0;
         self.complete = false;
+        self.literals.clear();
+    }
+
+    /// The response as the protocol trace shows it: literals replaced by `{N bytes}`.
+    pub fn shown(&self) -> Vec<u8> {
+        crate::trace::summarise_literals(&self.buf, &self.literals)
     }
 
     /// Parses the complete response. `Ok(None)` is an untagged response of a kind we never

@@ -8,6 +8,7 @@ use super::codec::{self, Capabilities, Status};
 use crate::auth::{Login, Mechanism};
 use crate::error::SessionError;
 use crate::net::{Address, Connection, TlsConfig, TlsMode};
+use crate::trace::REDACTED;
 
 /// Commands in flight at most. Each is a dozen bytes, so even a full window never fills the
 /// socket buffers while the answers wait to be read (the answers themselves cost no memory
@@ -72,7 +73,7 @@ impl Pop3Client {
                 Connection::connect_plain(address)?
             }
         };
-        let greeting = codec::read_status(&mut conn)?;
+        let greeting = read_status(&mut conn)?;
         if !greeting.ok {
             return Err(SessionError::Refused(greeting.text));
         }
@@ -146,7 +147,9 @@ impl Pop3Client {
                 let answer = command(conn, format!("USER {user}\r\n").as_bytes())?;
                 ok_or_login_refused(answer)?;
                 let password = login.password;
-                ok_or_login_refused(command(conn, format!("PASS {password}\r\n").as_bytes())?)
+                let pass = format!("PASS {password}\r\n");
+                let shown = format!("PASS {REDACTED}\r\n");
+                ok_or_login_refused(command_shown(conn, pass.as_bytes(), shown.as_bytes())?)
             }
         })?;
         // RFC 2449 §5: more capabilities may appear once authenticated (PIPELINING, say).
@@ -251,13 +254,14 @@ impl Pop3Client {
                 for n in &msgnos[sent..end] {
                     batch.extend_from_slice(format!("{verb} {n}{suffix}\r\n").as_bytes());
                 }
+                self.conn.trace().sent(&batch);
                 self.conn.write_all(&batch).map_err(SessionError::from)?;
                 self.conn.flush().map_err(SessionError::from)?;
                 sent = end;
             }
-            let answer = codec::read_status(&mut self.conn)?;
+            let answer = read_status(&mut self.conn)?;
             if answer.ok {
-                let bytes = codec::read_multiline(&mut self.conn, cap)?;
+                let bytes = read_body(&mut self.conn, cap)?;
                 on_each(msgno, bytes).map_err(FetchError::Stopped)?;
             } else {
                 refused.push((msgno, answer.text));
@@ -292,14 +296,44 @@ impl Pop3Client {
 }
 
 fn command(conn: &mut Connection, line: &[u8]) -> Result<Status, SessionError> {
+    command_shown(conn, line, line)
+}
+
+/// Sends a command line that the trace shows as `shown`: the caller's redacted form of a
+/// line carrying a secret.
+fn command_shown(conn: &mut Connection, line: &[u8], shown: &[u8]) -> Result<Status, SessionError> {
+    Status::parse(&send_shown(conn, line, shown)?)
+}
+
+/// Sends a line (traced as `shown`) and reads the answer's first line.
+fn send_shown(conn: &mut Connection, line: &[u8], shown: &[u8]) -> Result<Vec<u8>, SessionError> {
+    conn.trace().sent(shown);
     conn.write_all(line)?;
     conn.flush()?;
-    codec::read_status(conn)
+    read_line(conn)
+}
+
+fn read_line(conn: &mut Connection) -> Result<Vec<u8>, SessionError> {
+    let line = codec::read_line(conn, codec::MAX_STATUS_LINE)?;
+    conn.trace().received(&line);
+    Ok(line)
+}
+
+fn read_status(conn: &mut Connection) -> Result<Status, SessionError> {
+    Status::parse(&read_line(conn)?)
+}
+
+/// Reads a multi-line body, traced as its size only: it is mail, or a long listing.
+fn read_body(conn: &mut Connection, cap: usize) -> Result<Vec<u8>, SessionError> {
+    let body = codec::read_multiline(conn, cap)?;
+    conn.trace()
+        .received(format!("{{{} bytes}}", body.len()).as_bytes());
+    Ok(body)
 }
 
 fn multiline(conn: &mut Connection, line: &[u8], cap: usize) -> Result<Vec<u8>, SessionError> {
     ok_or_refused(command(conn, line)?)?;
-    codec::read_multiline(conn, cap)
+    read_body(conn, cap)
 }
 
 /// CAPA, or no capabilities from a server that predates it (RFC 1939 only).
@@ -307,35 +341,41 @@ fn capa(conn: &mut Connection) -> Result<Capabilities, SessionError> {
     if !command(conn, b"CAPA\r\n")?.ok {
         return Ok(Capabilities::default());
     }
-    Ok(Capabilities::parse(&codec::read_multiline(
-        conn,
-        MAX_LISTING,
-    )?))
+    // Shown whole: what the server offers (SASL mechanisms, STLS) is what one debugs.
+    let body = codec::read_multiline(conn, MAX_LISTING)?;
+    conn.trace().received(&body);
+    Ok(Capabilities::parse(&body))
 }
 
-/// SASL AUTH (RFC 5034) with the login's mechanism and initial response.
+/// SASL AUTH (RFC 5034) with the login's mechanism and initial response. Every client line
+/// after the mechanism is shown redacted: it carries the password or token, or answers a
+/// challenge about it.
 fn auth_sasl(conn: &mut Connection, login: &Login<'_>) -> Result<(), SessionError> {
     let (mechanism, response) = login.sasl();
-    let send = |conn: &mut Connection, line: String| -> Result<Vec<u8>, SessionError> {
-        conn.write_all(line.as_bytes())?;
-        conn.flush()?;
-        codec::read_line(conn, codec::MAX_STATUS_LINE)
+    let secret_line = |conn: &mut Connection, secret: &str| {
+        send_shown(
+            conn,
+            format!("{secret}\r\n").as_bytes(),
+            format!("{REDACTED}\r\n").as_bytes(),
+        )
     };
     let with_response = format!("AUTH {mechanism} {response}\r\n");
     let mut answer = if with_response.len() <= MAX_AUTH_LINE {
-        send(conn, with_response)?
+        let shown = format!("AUTH {mechanism} {REDACTED}\r\n");
+        send_shown(conn, with_response.as_bytes(), shown.as_bytes())?
     } else {
         // Too long for one line: the response goes after the server's `+`.
-        let first = send(conn, format!("AUTH {mechanism}\r\n"))?;
+        let first = format!("AUTH {mechanism}\r\n");
+        let first = send_shown(conn, first.as_bytes(), first.as_bytes())?;
         if !codec::is_continuation(&first) {
             return ok_or_login_refused(Status::parse(&first)?);
         }
-        send(conn, format!("{response}\r\n"))?
+        secret_line(conn, &response)?
     };
     if codec::is_continuation(&answer) {
         // A refused OAuth token comes back as a challenge carrying the error; the client's
         // answer ends the exchange and brings the -ERR.
-        answer = send(conn, format!("{}\r\n", login.error_answer()))?;
+        answer = secret_line(conn, login.error_answer())?;
     }
     ok_or_login_refused(Status::parse(&answer)?)
 }
@@ -372,5 +412,85 @@ fn ok_or_login_refused(answer: Status) -> Result<(), SessionError> {
         Status { ok: true, .. } => Ok(()),
         refusal if refusal.is_transient_refusal() => Err(SessionError::Refused(refusal.text)),
         refusal => Err(SessionError::LoginRefused(refusal.text)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::trace::{Captured, Trace, Verbosity};
+
+    /// A one-connection POP3 server on loopback that offers `sasl` (or no SASL) and accepts
+    /// any login; returns its port.
+    fn fake_server(sasl: &'static str) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let _ = writer.write_all(b"+OK ready\r\n");
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { return };
+                let answer = match line.as_str() {
+                    "CAPA" => format!("+OK\r\nUSER\r\n{sasl}\r\n.\r\n"),
+                    "QUIT" => "+OK bye\r\n".into(),
+                    "AUTH PLAIN" => "+ \r\n".into(),
+                    _ => "+OK\r\n".into(),
+                };
+                let _ = writer.write_all(answer.as_bytes());
+            }
+        });
+        port
+    }
+
+    fn traced_login(sasl: &'static str, login: &Login<'_>) -> String {
+        let captured = Captured::default();
+        let address = Address {
+            host: "127.0.0.1".into(),
+            port: fake_server(sasl),
+            timeout: Duration::from_secs(10),
+            trace: Trace::to_writer(Verbosity::Everything, captured.clone()),
+        };
+        let mut client = Pop3Client::connect(
+            &address,
+            TlsMode::Plain,
+            &TlsConfig::new(&Default::default()).unwrap(),
+        )
+        .unwrap();
+        client.login(login).unwrap();
+        client.quit().unwrap();
+        captured.text()
+    }
+
+    #[test]
+    fn the_trace_shows_pass_and_auth_without_secrets() {
+        let password = "pw-secret-1";
+        let plain = Login::plain("alice", password);
+        let text = traced_login("", &plain);
+        assert!(text.contains(" C: USER alice\n"), "{text}");
+        assert!(text.contains(" C: PASS <redacted>\n"), "{text}");
+        assert!(text.contains(" S: +OK ready\n"), "{text}");
+        assert!(!text.contains(password), "{text}");
+
+        let text = traced_login("SASL PLAIN", &plain);
+        assert!(text.contains(" C: AUTH PLAIN <redacted>\n"), "{text}");
+        assert!(
+            !text.contains(password) && !text.contains(&plain.sasl_plain()),
+            "{text}"
+        );
+
+        // Too long for one AUTH line: the response follows the server's `+`, redacted too.
+        let long = "t".repeat(300);
+        let text = traced_login("SASL PLAIN", &Login::plain("alice", &long));
+        assert!(text.contains(" C: AUTH PLAIN\n"), "{text}");
+        assert!(text.contains(" C: <redacted>\n"), "{text}");
+        assert!(!text.contains(&long[..40]), "{text}");
     }
 }

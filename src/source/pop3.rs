@@ -11,7 +11,7 @@ use crate::index::{KnownMessage, KnownMessages, SourceMessage};
 use crate::migrate::{Account, ConnectOptions};
 use crate::pop3::{FetchError, Pop3Client};
 use crate::session;
-use crate::transfer::{Outgoing, Source, Unreadable};
+use crate::transfer::{Outgoing, Relocated, Source, Unreadable};
 
 /// The one folder a POP3 maildrop has.
 pub const POP3_FOLDER: &str = "INBOX";
@@ -192,6 +192,47 @@ impl Source for Pop3Source {
             Err(FetchError::Stopped(Stop)) => Ok(()),
             Err(FetchError::Session(err)) => Err(failed(err)),
         }
+    }
+
+    fn abandon(&mut self) {
+        self.client = None;
+    }
+
+    /// Message numbers are valid in one session only: each message is found again by its
+    /// UIDL, and must have the size it had. Without UIDLs nothing can be found safely.
+    fn relocate(
+        &mut self,
+        _folder: &str,
+        messages: Vec<SourceMessage>,
+    ) -> Result<Option<Relocated>, Error> {
+        if messages.iter().any(|m| m.stable_id.is_none()) {
+            return Ok(None);
+        }
+        let (client, failed) = self.session()?;
+        let by_uidl: HashMap<String, u32> = match client.uidl() {
+            Ok(uidls) => uidls
+                .into_iter()
+                .map(|(msgno, uidl)| (uidl, msgno))
+                .collect(),
+            Err(SessionError::Refused(_)) => return Ok(None),
+            Err(err) => return Err(failed(err)),
+        };
+        let sizes: HashMap<u32, u64> = client.list().map_err(&failed)?.into_iter().collect();
+        let mut relocated = Relocated::default();
+        for mut message in messages {
+            let uidl = message.stable_id.as_deref().unwrap_or_default();
+            match by_uidl.get(uidl) {
+                Some(&msgno) if sizes.get(&msgno) == Some(&message.size) => {
+                    message.key = msgno;
+                    relocated.found.push(message);
+                }
+                _ => relocated.gone.push(Unreadable {
+                    message,
+                    reason: "deleted from the source during the run".to_owned(),
+                }),
+            }
+        }
+        Ok(Some(relocated))
     }
 
     fn delete(&mut self, _folder: &str, messages: &[SourceMessage]) -> Result<usize, Error> {

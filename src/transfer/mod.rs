@@ -22,6 +22,7 @@
 //! `Ledger` shared by every worker keeps that count exact when one identity occurs in several
 //! batches.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -89,6 +90,29 @@ pub trait Source: Send {
         messages: Vec<SourceMessage>,
         deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
     ) -> Result<(), Error>;
+    /// Lets go of a connection that broke, before a new one is opened (a POP3 server may lock
+    /// the maildrop to one session). Later calls fail.
+    fn abandon(&mut self) {}
+    /// Called on a fresh connection after the one fetching `folder` broke: finds `messages`
+    /// again, by an id that outlives the session, and returns them with keys valid on this
+    /// connection. `None` when this source cannot find messages again safely (the default):
+    /// the fetch is then not resumed, and the break ends the run.
+    fn relocate(
+        &mut self,
+        _folder: &str,
+        _messages: Vec<SourceMessage>,
+    ) -> Result<Option<Relocated>, Error> {
+        Ok(None)
+    }
+}
+
+/// Messages found again on a fresh source connection ([`Source::relocate`]).
+#[derive(Debug, Default)]
+pub struct Relocated {
+    /// The messages still there, with their keys on the new connection.
+    pub found: Vec<SourceMessage>,
+    /// Those that are gone, or changed, with the reason.
+    pub gone: Vec<Unreadable>,
 }
 
 /// A source message that cannot be read, and why.
@@ -286,7 +310,7 @@ impl TransferSettings {
     /// The wait before retry number `attempt` (from 1) after `cause`: exponential and capped,
     /// longer when the server asked to slow down, and jittered down to half, so workers
     /// throttled together do not come back together.
-    fn delay_before_retry(&self, attempt: u32, cause: &Error) -> Duration {
+    pub(crate) fn delay_before_retry(&self, attempt: u32, cause: &Error) -> Duration {
         let (first, cap) = if asks_to_slow_down(cause) {
             (self.throttle_delay, MAX_THROTTLE_DELAY)
         } else {
@@ -326,7 +350,7 @@ fn jitter() -> f64 {
 /// messages the target refused are reported to the observer and do not stop the copy.
 pub fn copy_folders(
     plans: &[FolderPlan],
-    source: &mut dyn Source,
+    source: &mut Box<dyn Source>,
     connect_source: &SourceConnector<'_>,
     targets: &TargetPool<'_>,
     settings: TransferSettings,
@@ -351,12 +375,20 @@ pub fn copy_folders(
     };
     let ledger = Ledger::new(&plans.iter().collect::<Vec<_>>());
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let run_lane = |source: &mut dyn Source| {
+    let run_lane = |source: &mut Box<dyn Source>| {
         for plan in queue.iter() {
             if first_error.lock().unwrap().is_some() {
                 break;
             }
-            if let Err(err) = copy_folder(plan, source, targets, lane_settings, observer, &ledger) {
+            if let Err(err) = copy_folder(
+                plan,
+                source,
+                connect_source,
+                targets,
+                lane_settings,
+                observer,
+                &ledger,
+            ) {
                 first_error.lock().unwrap().get_or_insert(err);
                 break;
             }
@@ -365,7 +397,7 @@ pub fn copy_folders(
     std::thread::scope(|scope| {
         for _ in 1..lanes {
             scope.spawn(|| match connect_source() {
-                Ok(mut source) => run_lane(source.as_mut()),
+                Ok(mut source) => run_lane(&mut source),
                 Err(err) => {
                     first_error.lock().unwrap().get_or_insert(err);
                 }
@@ -382,7 +414,8 @@ pub fn copy_folders(
 /// Copies one folder over up to `settings.connections` upload workers.
 fn copy_folder(
     plan: &FolderPlan,
-    source: &mut dyn Source,
+    source: &mut Box<dyn Source>,
+    connect_source: &SourceConnector<'_>,
     targets: &TargetPool<'_>,
     settings: TransferSettings,
     observer: &dyn Observer,
@@ -440,9 +473,11 @@ fn copy_folder(
                 false
             }
         };
-        let fetched = source.fetch(
-            &plan.source_folder,
-            plan.to_copy.clone(),
+        let fetched = fetch_resuming(
+            plan,
+            source,
+            connect_source,
+            settings,
             &mut |fetched: Result<Outgoing, Unreadable>| {
                 let outgoing = match fetched {
                     Ok(outgoing) => outgoing,
@@ -479,6 +514,65 @@ fn copy_folder(
         (Some(err), _) => Err(err),
         (None, Some(err)) if no_worker => Err(err),
         _ => Ok(()),
+    }
+}
+
+/// Fetches the plan's messages. When the source connection breaks (a transient failure, see
+/// [`Error::is_transient`]), opens a new one, replacing `source`, finds the messages not yet
+/// delivered again ([`Source::relocate`]: for POP3, message numbers are valid in one session
+/// only) and fetches those, up to `settings.retries` times for the folder, with the upload
+/// workers' backoff. A message is never delivered twice: what was delivered before the break
+/// is left out of the new fetch.
+fn fetch_resuming(
+    plan: &FolderPlan,
+    source: &mut Box<dyn Source>,
+    connect_source: &SourceConnector<'_>,
+    settings: TransferSettings,
+    deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
+) -> Result<(), Error> {
+    let folder = plan.source_folder.as_str();
+    let mut pending = plan.to_copy.clone();
+    let mut attempt = 0;
+    loop {
+        let mut delivered = HashSet::new();
+        let mut stopped = false;
+        let result = source.fetch(folder, pending.clone(), &mut |fetched| {
+            delivered.insert(match &fetched {
+                Ok(outgoing) => outgoing.message.key,
+                Err(unreadable) => unreadable.message.key,
+            });
+            stopped = !deliver(fetched);
+            !stopped
+        });
+        let err = match result {
+            Err(err) if err.is_transient() && !stopped && attempt < settings.retries => err,
+            other => return other,
+        };
+        pending.retain(|message| !delivered.contains(&message.key));
+        source.abandon();
+        let relocated = loop {
+            attempt += 1;
+            std::thread::sleep(settings.delay_before_retry(attempt, &err));
+            let reopened = connect_source().and_then(|mut fresh| {
+                let relocated = fresh.relocate(folder, pending.clone())?;
+                *source = fresh;
+                Ok(relocated)
+            });
+            match reopened {
+                Ok(relocated) => break relocated,
+                Err(again) if again.is_transient() && attempt < settings.retries => {}
+                Err(again) => return Err(again),
+            }
+        };
+        let Some(Relocated { found, gone }) = relocated else {
+            return Err(err);
+        };
+        for unreadable in gone {
+            if !deliver(Err(unreadable)) {
+                return Ok(());
+            }
+        }
+        pending = found;
     }
 }
 
@@ -784,6 +878,56 @@ mod tests {
         }
     }
 
+    /// A source whose connection breaks before delivering message number `breaks_at` (from
+    /// 0) of a fetch; a fresh connection finds the rest again under keys 1000 higher, except
+    /// key 7, which is gone.
+    struct BreakingSource {
+        breaks_at: Option<usize>,
+    }
+
+    impl Source for BreakingSource {
+        fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
+            unimplemented!()
+        }
+        fn index(&mut self, _folder: &str) -> Result<Vec<SourceMessage>, Error> {
+            unimplemented!()
+        }
+        fn fetch(
+            &mut self,
+            _folder: &str,
+            messages: Vec<SourceMessage>,
+            deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
+        ) -> Result<(), Error> {
+            for (i, message) in messages.into_iter().enumerate() {
+                if self.breaks_at == Some(i) {
+                    return Err(broken());
+                }
+                let raw = message.key.to_string().into_bytes();
+                if !deliver(Ok(Outgoing { message, raw })) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        fn relocate(
+            &mut self,
+            _folder: &str,
+            messages: Vec<SourceMessage>,
+        ) -> Result<Option<Relocated>, Error> {
+            let mut relocated = Relocated::default();
+            for mut message in messages {
+                if message.key == 7 {
+                    let reason = "deleted from the source during the run".to_owned();
+                    relocated.gone.push(Unreadable { message, reason });
+                } else {
+                    message.key += 1000;
+                    relocated.found.push(message);
+                }
+            }
+            Ok(Some(relocated))
+        }
+    }
+
     #[derive(Default)]
     struct Events {
         copied: Mutex<Vec<u32>>,
@@ -850,7 +994,7 @@ mod tests {
         let plan = plan::diff("INBOX", "INBOX", source, &index);
         copy_folders(
             &[plan],
-            &mut FakeSource,
+            &mut (Box::new(FakeSource) as Box<dyn Source>),
             &|| unreachable!("one folder needs one source connection"),
             &TargetPool::new(&|| Server::connect(server)),
             settings,
@@ -968,6 +1112,40 @@ mod tests {
         assert_eq!(server.stored_keys(), (1..=40).collect::<Vec<_>>());
         assert_eq!(events.copied(), (1..=40).collect::<Vec<_>>());
         assert_eq!(server.state.lock().unwrap().connections, 2);
+    }
+
+    #[test]
+    fn a_broken_source_is_reopened_and_the_rest_found_again() {
+        let fetch = |retries: u32, events: &Events| {
+            let server = Server::new(false, |_, _, _| Upload::Store);
+            let plan = plan::diff("INBOX", "INBOX", distinct(10), &TargetIndex::default());
+            let opened = AtomicUsize::new(0);
+            let result = copy_folders(
+                &[plan],
+                &mut (Box::new(BreakingSource { breaks_at: Some(4) }) as Box<dyn Source>),
+                &|| {
+                    opened.fetch_add(1, Ordering::SeqCst);
+                    Ok(Box::new(BreakingSource { breaks_at: None }))
+                },
+                &TargetPool::new(&|| Server::connect(&server)),
+                settings(1, 3, retries),
+                events,
+            );
+            (result, opened.into_inner(), server.stored_keys())
+        };
+        let events = Events::default();
+        let (result, opened, stored) = fetch(2, &events);
+        assert!(result.is_ok());
+        assert_eq!(opened, 1);
+        assert_eq!(events.copied(), [1, 2, 3, 4, 1005, 1006, 1008, 1009, 1010]);
+        assert_eq!(stored, [1, 2, 3, 4, 1005, 1006, 1008, 1009, 1010]);
+        assert_eq!(events.failed(), [7]);
+
+        let events = Events::default();
+        let (result, opened, _) = fetch(0, &events);
+        assert!(result.is_err());
+        assert_eq!(opened, 0);
+        assert_eq!(events.copied(), [1, 2, 3, 4]);
     }
 
     #[test]

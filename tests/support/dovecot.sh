@@ -5,6 +5,7 @@
 #   IMAP_PORT=N IMAPS_PORT=N POP3_PORT=N POP3S_PORT=N \
 #   MAILFERRY_TEST_USERS="alice:pw1 bob:pw2" tests/support/dovecot.sh up DIR
 #   tests/support/dovecot.sh down DIR
+#   tests/support/dovecot.sh kill DIR
 #
 # `up` writes everything under DIR and reads nothing from /etc/dovecot, so it never clashes with a
 # system Dovecot and several instances can run side by side (different DIRs and ports):
@@ -41,10 +42,12 @@
 # describing the instance. Otherwise it prints the log tail to stderr and exits 1 (a port already
 # in use ends up here too: the caller may retry with other ports). Exit 2: usage or environment
 # error. `down` stops the instance (TERM, bounded wait, then KILL) and leaves DIR in place.
+# `kill` crashes it: SIGKILL to the master and its children at once, so every open session
+# breaks (after `down` Dovecot lets sessions finish); DIR stays, for `up` again.
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 up DIR | down DIR" >&2
+  echo "usage: $0 up DIR | down DIR | kill DIR" >&2
   exit 2
 }
 
@@ -108,6 +111,31 @@ stop() {
   fi
   rm -f "$DIR/dovecot.pid" "$DIR/run/master.pid"
   echo "stopped Dovecot $pid ($DIR)"
+}
+
+crash() {
+  local pid
+  pid=$(cat "$DIR/dovecot.pid" 2>/dev/null) || {
+    echo "no Dovecot pid file in $DIR; nothing to kill" >&2
+    return 1
+  }
+  is_our_master "$pid" || {
+    echo "pid $pid is not running as the Dovecot of $DIR; nothing to kill" >&2
+    return 1
+  }
+  local children c
+  children=$(cat "/proc/$pid/task/$pid/children" 2>/dev/null || true)
+  kill -STOP "$pid" 2>/dev/null || true # no new children while they die
+  for c in $children; do
+    kill -KILL "$c" 2>/dev/null || true
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    alive "$pid" || break
+    sleep 0.05
+  done
+  rm -f "$DIR/dovecot.pid" "$DIR/run/master.pid"
+  echo "killed Dovecot $pid ($DIR)"
 }
 
 port_open() {
@@ -312,6 +340,10 @@ down)
   }
   DIR=$(cd "$DIR" && pwd)
   stop
+  ;;
+kill)
+  DIR=$(cd "$DIR" && pwd)
+  crash
   ;;
 *) usage ;;
 esac

@@ -74,6 +74,8 @@ pub struct Dovecot {
     imaps_port: u16,
     pop3_port: u16,
     pop3s_port: u16,
+    /// The environment `dovecot.sh up` was started with, to start the same instance again.
+    up_env: Vec<(&'static str, String)>,
 }
 
 /// One message as Dovecot stored it in a maildir, read from the file system (no IMAP involved).
@@ -121,23 +123,27 @@ impl Dovecot {
                 .tempdir_in("/tmp")
                 .expect("create a temporary directory in /tmp");
             let [imap_port, imaps_port, pop3_port, pop3s_port] = free_ports::<4>();
-            let mut up = script("up", dir.path());
-            up.env("IMAP_PORT", imap_port.to_string())
-                .env("IMAPS_PORT", imaps_port.to_string())
-                .env("POP3_PORT", pop3_port.to_string())
-                .env("POP3S_PORT", pop3s_port.to_string())
-                .env("MAILFERRY_TEST_USERS", &users)
-                .env("DOVECOT_EXTRA_CONF", extra_conf)
-                .env("DOVECOT_TLS", if tls { "yes" } else { "no" })
+            let up_env = vec![
+                ("IMAP_PORT", imap_port.to_string()),
+                ("IMAPS_PORT", imaps_port.to_string()),
+                ("POP3_PORT", pop3_port.to_string()),
+                ("POP3S_PORT", pop3s_port.to_string()),
+                ("MAILFERRY_TEST_USERS", users.clone()),
+                ("DOVECOT_EXTRA_CONF", extra_conf.to_owned()),
+                ("DOVECOT_TLS", if tls { "yes" } else { "no" }.to_owned()),
                 // If this test process is killed (e.g. by a runner's timeout), Drop never runs;
                 // the script's watcher then stops Dovecot instead.
-                .env("MAILFERRY_TEST_OWNER_PID", std::process::id().to_string());
+                ("MAILFERRY_TEST_OWNER_PID", std::process::id().to_string()),
+            ];
+            let mut up = script("up", dir.path());
+            up.envs(up_env.iter().map(|(k, v)| (k, v)));
             let dovecot = Dovecot {
                 dir,
                 imap_port,
                 imaps_port,
                 pop3_port,
                 pop3s_port,
+                up_env,
             };
             match run_bounded(up, None, UP_TIMEOUT) {
                 Ok(out) if out.status.success() => return dovecot,
@@ -160,6 +166,32 @@ impl Dovecot {
             "could not start Dovecot ({} attempts):\n{}",
             failures.len(),
             failures.join("\n---\n")
+        );
+    }
+
+    /// Crashes this Dovecot: SIGKILL to its master and every child, so each open session
+    /// breaks at once (a graceful stop lets sessions finish their work). Its directory, mail
+    /// and ports stay, for [`Dovecot::start_again`].
+    pub fn kill(&self) {
+        let out = run_bounded(script("kill", self.dir()), None, DOWN_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "dovecot.sh kill failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts a killed Dovecot again with the same configuration, ports and mail; returns
+    /// once every port accepts connections.
+    pub fn start_again(&self) {
+        let mut up = script("up", self.dir());
+        up.envs(self.up_env.iter().map(|(k, v)| (k, v)));
+        let out = run_bounded(up, None, UP_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "dovecot.sh up (again) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 

@@ -18,6 +18,10 @@
 //! ([`Relay::set_faults`]); connections beyond the list pass untouched. [`Relay::connections`]
 //! says what happened on each, so a test can check that its fault really fired.
 //!
+//! [`Relay::refuse_for`] takes the listener down for a while, as a server that is not up yet
+//! (or restarting): connecting fails with "connection refused" until it is back on the same
+//! port.
+//!
 //! Std threads only: an acceptor, and two pumps per connection. Every wait is bounded: reads
 //! wake every [`POLL`] to look at the stop flag, writes give up after [`WRITE_TIMEOUT`], a
 //! stalled connection is closed after [`MAX_STALL`]. Dropping the relay shuts every
@@ -53,6 +57,9 @@ pub enum Fault {
     /// Forward the first N bytes from the client, then end the stream to the server (which
     /// has got exactly those N bytes) and shut the client's connection down.
     Cut(u64),
+    /// Forward the first N bytes from the server, then cut as [`Fault::Cut`] does: the client
+    /// has received exactly those N bytes (a cut in the middle of a long answer).
+    CutAnswer(u64),
     /// Forward everything until the client has sent N bytes; then, instead of forwarding the
     /// server's next bytes, cut as [`Fault::Cut`] does. With N the end of a command, the server
     /// executes it and its answer is lost.
@@ -115,6 +122,10 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
+    /// Until when the listener stays down ([`Relay::refuse_for`]).
+    down_until: Option<Instant>,
+    /// Whether the acceptor's listener is open right now.
+    listening: bool,
     /// Faults for the connections accepted since the last `set_faults`, in order.
     faults: Vec<Fault>,
     /// Every connection since the last `set_faults`.
@@ -159,9 +170,10 @@ impl Relay {
             stop: AtomicBool::new(false),
             state: Mutex::new(State::default()),
         });
+        lock(&shared.state).listening = true;
         let acceptor = {
             let shared = Arc::clone(&shared);
-            thread::spawn(move || accept_loop(&listener, &shared))
+            thread::spawn(move || accept_loop(listener, port, &shared))
         };
         Relay {
             port,
@@ -182,6 +194,21 @@ impl Relay {
         let mut state = lock(&self.shared.state);
         state.faults = faults.to_vec();
         state.logs.clear();
+    }
+
+    /// Closes the listening socket now and opens it again, on the same port, once `duration`
+    /// has passed (at once for zero): meanwhile every connection attempt is refused.
+    /// Connections already open are not touched. Returns once the listener is down.
+    pub fn refuse_for(&self, duration: Duration) {
+        lock(&self.shared.state).down_until = Some(Instant::now() + duration);
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        while !duration.is_zero() && lock(&self.shared.state).listening {
+            assert!(
+                Instant::now() < deadline,
+                "the relay's listener did not close"
+            );
+            thread::sleep(POLL / 4);
+        }
     }
 
     /// What happened on each connection accepted since the last [`Relay::set_faults`] (or
@@ -215,9 +242,30 @@ impl Drop for Relay {
     }
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+/// How long the acceptor tries to bind its port again after [`Relay::refuse_for`].
+const REBIND_LIMIT: Duration = Duration::from_secs(10);
+
+fn accept_loop(listener: TcpListener, port: u16, shared: &Arc<Shared>) {
+    let mut listener = Some(listener);
     while !shared.stop.load(Ordering::SeqCst) {
-        match listener.accept() {
+        let down = {
+            let mut state = lock(&shared.state);
+            let down = state.down_until.is_some_and(|until| Instant::now() < until);
+            if down {
+                listener = None;
+            }
+            state.listening = listener.is_some();
+            down
+        };
+        if down {
+            thread::sleep(POLL / 4);
+            continue;
+        }
+        let Some(open) = &listener else {
+            listener = Some(rebind(port));
+            continue;
+        };
+        match open.accept() {
             Ok((client, _)) => {
                 if let Err(e) = relay_connection(client, shared) {
                     eprintln!("relay: cannot relay a connection: {e}");
@@ -228,6 +276,27 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                 eprintln!("relay: accept failed: {e}");
                 thread::sleep(POLL);
             }
+        }
+    }
+}
+
+/// Listens on `port` again (the standard library sets SO_REUSEADDR, so connections of the
+/// previous listener in TIME_WAIT do not stand in the way).
+fn rebind(port: u16) -> TcpListener {
+    let deadline = Instant::now() + REBIND_LIMIT;
+    loop {
+        match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            Ok(listener) => {
+                listener
+                    .set_nonblocking(true)
+                    .expect("make the listener non-blocking");
+                return listener;
+            }
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("relay: cannot listen on port {port} again yet: {e}");
+                thread::sleep(POLL);
+            }
+            Err(e) => panic!("relay: cannot listen on port {port} again: {e}"),
         }
     }
 }
@@ -284,6 +353,11 @@ impl Link {
                     allowed = n.min(usize::try_from(room).unwrap_or(usize::MAX));
                     fire = log.to_server + allowed as u64 >= limit;
                 }
+                (Fault::CutAnswer(limit), Direction::ToClient) => {
+                    let room = limit.saturating_sub(log.to_client);
+                    allowed = n.min(usize::try_from(room).unwrap_or(usize::MAX));
+                    fire = log.to_client + allowed as u64 >= limit;
+                }
                 (Fault::LoseAnswer(limit), Direction::ToClient) if log.to_server >= limit => {
                     allowed = 0;
                     fire = true;
@@ -315,7 +389,7 @@ impl Link {
         };
         match fault {
             Fault::Pass | Fault::HideSaslPlain => {}
-            Fault::Cut(_) | Fault::LoseAnswer(_) => {
+            Fault::Cut(_) | Fault::CutAnswer(_) | Fault::LoseAnswer(_) => {
                 self.cut.store(true, Ordering::SeqCst);
                 let _ = self.client.shutdown(Shutdown::Both);
                 // The server gets the end of the stream after the bytes already forwarded.

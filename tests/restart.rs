@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use support::{Dovecot, SplitMix64, normalize_crlf, password};
 
 /// Messages in the source maildrop: enough that the upload takes a while with fsync on.
-const MESSAGES: usize = 1500;
+const MESSAGES: usize = 500;
 /// The target is killed once it holds this many of them.
-const KILL_AFTER: usize = 300;
+const KILL_AFTER: usize = 100;
 /// The longest a mailferry run may take here.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
 /// Dovecot's default, an fsync per stored message, is what slows the target down; the source

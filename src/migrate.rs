@@ -113,16 +113,16 @@ pub struct PlannedFolder {
 /// What a job built on `migrate` (a mirror) may change in planning. The defaults plan as
 /// `migrate` does.
 pub trait PlanHooks {
-    /// Decides, before a folder is indexed, that neither side changed since a previous run;
-    /// such a folder is planned as complete without indexing. Returns the source's message
-    /// count then.
+    /// Decides, before folders are indexed, which ones neither side changed since a previous
+    /// run; such a folder is planned as complete without indexing. Returns, per mapping, the
+    /// source's message count when unchanged.
     fn unchanged(
         &mut self,
-        _mapping: &FolderMapping,
+        mappings: &[&FolderMapping],
         _source: &mut dyn Source,
         _target: &mut dyn Target,
-    ) -> Result<Option<usize>, Error> {
-        Ok(None)
+    ) -> Result<Vec<Option<usize>>, Error> {
+        Ok(vec![None; mappings.len()])
     }
 
     /// Indexes these source folders.
@@ -212,15 +212,20 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
         .filter(|m| m.selectable)
         .partition(|mapping| mapping.remainder);
     let may_skip = views.is_empty();
+    let candidates: Vec<&FolderMapping> = stored.into_iter().chain(views).collect();
+    let unchanged = if may_skip {
+        hooks.unchanged(&candidates, source.as_mut(), target.as_mut())?
+    } else {
+        vec![None; candidates.len()]
+    };
     let mut to_index = Vec::new();
-    for mapping in stored.into_iter().chain(views) {
-        if may_skip
-            && let Some(messages) = hooks.unchanged(mapping, source.as_mut(), target.as_mut())?
-        {
-            report.planned(&plan::unchanged(&mapping.source, &mapping.target, messages));
-            continue;
+    for (mapping, unchanged) in candidates.into_iter().zip(unchanged) {
+        match unchanged {
+            Some(messages) => {
+                report.planned(&plan::unchanged(&mapping.source, &mapping.target, messages));
+            }
+            None => to_index.push(mapping),
         }
-        to_index.push(mapping);
     }
     let target_names: Vec<String> = to_index.iter().map(|m| m.target.clone()).collect();
     let (source_indexes, target_indexes) = both(
@@ -378,7 +383,7 @@ impl Planned<'_> {
 }
 
 /// Runs `a` on this thread and `b` on another, at once.
-fn both<A, B: Send>(a: impl FnOnce() -> A, b: impl FnOnce() -> B + Send) -> (A, B) {
+pub(crate) fn both<A, B: Send>(a: impl FnOnce() -> A, b: impl FnOnce() -> B + Send) -> (A, B) {
     std::thread::scope(|scope| {
         let b = scope.spawn(b);
         let a = a();

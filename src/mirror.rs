@@ -116,11 +116,18 @@ pub fn run(
         // The source's summaries are the ones taken before its index (a message arriving
         // during the run must make the next run look); the target's describe it as this
         // run leaves it.
-        for (source_folder, known) in &mut state.folders {
+        let target_folders: Vec<String> = state
+            .folders
+            .values()
+            .map(|known| known.target_folder.clone())
+            .collect();
+        let target_statuses = after.target.statuses(&target_folders)?;
+        for ((source_folder, known), target_status) in state.folders.iter_mut().zip(target_statuses)
+        {
             if let Some(status) = indexed_status.get(source_folder) {
                 known.source_status = *status;
             }
-            known.target_status = after.target.status(&known.target_folder)?;
+            known.target_status = target_status;
         }
         Ok(())
     };
@@ -197,28 +204,45 @@ struct MirrorPlanning<'s> {
 impl PlanHooks for MirrorPlanning<'_> {
     fn unchanged(
         &mut self,
-        mapping: &FolderMapping,
+        mappings: &[&FolderMapping],
         source: &mut dyn Source,
         target: &mut dyn Target,
-    ) -> Result<Option<usize>, Error> {
-        self.considered.push(mapping.source.clone());
-        let Some(known) = self.previous.folders.get(&mapping.source) else {
-            return Ok(None);
-        };
+    ) -> Result<Vec<Option<usize>>, Error> {
+        self.considered
+            .extend(mappings.iter().map(|m| m.source.clone()));
+        let mut unchanged = vec![None; mappings.len()];
         // A --delete run after one without must look at every folder once.
         if self.delete && !self.previous.deleted_gone {
-            return Ok(None);
+            return Ok(unchanged);
         }
-        // Both sides must have a summary: without one, a change there goes unseen.
-        if known.target_folder != mapping.target
-            || known.source_status.is_none()
-            || known.target_status.is_none()
+        // Both sides must have had a summary: without one, a change there goes unseen.
+        let candidates: Vec<(usize, &FolderState)> = mappings
+            .iter()
+            .enumerate()
+            .filter_map(|(i, mapping)| {
+                let known = self.previous.folders.get(&mapping.source)?;
+                let summarised = known.source_status.is_some() && known.target_status.is_some();
+                (known.target_folder == mapping.target && summarised).then_some((i, known))
+            })
+            .collect();
+        let sources: Vec<String> = candidates
+            .iter()
+            .map(|(i, _)| mappings[*i].source.clone())
+            .collect();
+        let targets: Vec<String> = candidates
+            .iter()
+            .map(|(i, _)| mappings[*i].target.clone())
+            .collect();
+        let (now_source, now_target) =
+            migrate::both(|| source.statuses(&sources), || target.statuses(&targets));
+        for (((i, known), now_source), now_target) in
+            candidates.into_iter().zip(now_source?).zip(now_target?)
         {
-            return Ok(None);
+            if now_source == known.source_status && now_target == known.target_status {
+                unchanged[i] = Some(known.source_status.map_or(0, |s| s.messages as usize));
+            }
         }
-        let unchanged = source.status(&mapping.source)? == known.source_status
-            && target.status(&mapping.target)? == known.target_status;
-        Ok(unchanged.then(|| known.source_status.map_or(0, |s| s.messages as usize)))
+        Ok(unchanged)
     }
 
     fn index_sources(
@@ -226,18 +250,27 @@ impl PlanHooks for MirrorPlanning<'_> {
         mappings: &[&FolderMapping],
         source: &mut dyn Source,
     ) -> Result<Vec<Vec<SourceMessage>>, Error> {
+        self.considered
+            .extend(mappings.iter().map(|m| m.source.clone()));
+        let folders: Vec<String> = mappings.iter().map(|m| m.source.clone()).collect();
+        // Taken before the index: a message arriving during the run makes the next run look.
+        for (folder, status) in folders.iter().zip(source.statuses(&folders)?) {
+            self.indexed_status.insert(folder.clone(), status);
+        }
         let empty = KnownMessages::new();
+        let known: Vec<&KnownMessages> = folders
+            .iter()
+            .map(|folder| {
+                self.previous
+                    .folders
+                    .get(folder)
+                    .map_or(&empty, |f| &f.known)
+            })
+            .collect();
+        let indexed = source.index_known(&folders, &known)?;
         let mut indexes = Vec::with_capacity(mappings.len());
-        for mapping in mappings {
-            let known = self
-                .previous
-                .folders
-                .get(&mapping.source)
-                .map_or(&empty, |f| &f.known);
-            let status = source.status(&mapping.source)?;
-            self.indexed_status.insert(mapping.source.clone(), status);
-            let (index, fresh) = source.index_known(&mapping.source, known)?;
-            self.known.insert(mapping.source.clone(), fresh);
+        for (folder, (index, fresh)) in folders.into_iter().zip(indexed) {
+            self.known.insert(folder, fresh);
             indexes.push(index);
         }
         Ok(indexes)

@@ -630,10 +630,12 @@ fn a_target_that_refuses_or_drops_connections_at_the_start() {
     );
     assert_eq!(server.messages("alice", "Refused").len(), 1);
 
-    // Refused for 1 s: the default --retries (waits of 0.2, 0.4, 0.8 s) outlasts it.
+    // Refused for 1 s: five retries outlast it (waits of 0.2, 0.4, 0.8, 1.6, 3.2 s, each
+    // jittered down to as little as half: at least 3.1 s in all).
     relay.refuse_for(Duration::from_secs(1));
     let started = Instant::now();
     let output = migrate(&server, server.pop3s_port(), relay.port(), "Refused")
+        .args(["--retries", "5"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));

@@ -101,7 +101,7 @@ impl Setup {
             ))
             .arg("--tls-ca")
             .arg(self.files.path().join("ca.pem"))
-            .args(["--connections", "2", "--timeout", "10"])
+            .args(["--connections", "2", "--timeout", "30"])
             .args(["--retries", &retries.to_string()])
             .env("MAILFERRY_FROM_PASSWORD", password("carol"))
             .env("MAILFERRY_TO_PASSWORD", password("alice"));

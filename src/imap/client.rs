@@ -444,22 +444,26 @@ impl ImapClient {
         Ok(())
     }
 
-    /// STATUS of a mailbox (HIGHESTMODSEQ too when the server has CONDSTORE).
-    pub fn status(&mut self, name: &str) -> Result<FolderStatus, SessionError> {
-        let condstore = self.has_capability("CONDSTORE");
-        let mut status = FolderStatus::default();
-        self.run(
-            |b| {
-                b.text("STATUS ").mailbox(name).text(if condstore {
-                    " (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)"
-                } else {
-                    " (MESSAGES UIDNEXT UIDVALIDITY)"
-                })
-            },
-            |response| {
-                if let Response::MailboxData(MailboxDatum::Status { status: items, .. }) = response
-                {
-                    for item in items {
+    /// STATUS of each of these mailboxes (HIGHESTMODSEQ too when the server has CONDSTORE),
+    /// pipelined: one round trip for all.
+    pub fn statuses(&mut self, names: &[String]) -> Result<Vec<FolderStatus>, SessionError> {
+        let items = if self.has_capability("CONDSTORE") {
+            " (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)"
+        } else {
+            " (MESSAGES UIDNEXT UIDVALIDITY)"
+        };
+        let mut statuses = vec![FolderStatus::default(); names.len()];
+        let completions = self.pipeline(
+            names.len(),
+            |i, b| b.text("STATUS ").mailbox(&names[i]).text(items),
+            |i, response| {
+                if let Response::MailboxData(MailboxDatum::Status { mailbox, status }) = response {
+                    // The answer names its mailbox: a server may run pipelined STATUS
+                    // commands at once and answer them in any order.
+                    let named = mutf7::decode(mailbox).unwrap_or_else(|| mailbox.to_string());
+                    let at = names.iter().position(|n| *n == named).unwrap_or(i);
+                    for item in status {
+                        let status = &mut statuses[at];
                         match *item {
                             StatusAttribute::Messages(n) => status.messages = n,
                             StatusAttribute::UidNext(n) => status.uid_next = n,
@@ -471,9 +475,11 @@ impl ImapClient {
                 }
                 Ok(())
             },
-        )?
-        .ok()?;
-        Ok(status)
+        )?;
+        for completion in completions {
+            completion.ok()?;
+        }
+        Ok(statuses)
     }
 
     /// Adds flags to (`+`) or removes them from (`-`) these messages in the selected
@@ -496,12 +502,21 @@ impl ImapClient {
         })
     }
 
-    /// STATUS as a summary that changes whenever the mailbox's messages or flags do: only
-    /// with CONDSTORE (HIGHESTMODSEQ), since without it a flag change leaves STATUS as it
-    /// was; `None` otherwise.
-    pub fn change_summary(&mut self, name: &str) -> Result<Option<FolderStatus>, SessionError> {
-        let status = self.status(name)?;
-        Ok(status.highest_modseq.is_some().then_some(status))
+    /// [`statuses`](Self::statuses) as summaries that change whenever a mailbox's messages or
+    /// flags do: only with CONDSTORE (HIGHESTMODSEQ), since without it a flag change leaves
+    /// STATUS as it was; `None` otherwise.
+    pub fn change_summaries(
+        &mut self,
+        names: &[String],
+    ) -> Result<Vec<Option<FolderStatus>>, SessionError> {
+        if !self.has_capability("CONDSTORE") {
+            return Ok(vec![None; names.len()]);
+        }
+        Ok(self
+            .statuses(names)?
+            .into_iter()
+            .map(|status| status.highest_modseq.is_some().then_some(status))
+            .collect())
     }
 
     /// Removes exactly these messages from the selected mailbox: `\Deleted` then

@@ -32,9 +32,9 @@ impl ImapSource {
 }
 
 impl Source for ImapSource {
-    fn status(&mut self, folder: &str) -> Result<Option<FolderStatus>, Error> {
+    fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
         self.client
-            .change_summary(folder)
+            .change_summaries(folders)
             .map_err(|e| self.failed(e))
     }
 

@@ -54,38 +54,11 @@ impl Pop3Source {
             None => Err(failed(SessionError::Closed)),
         }
     }
-}
 
-/// POP3 must end a message with CRLF before its `.` line, so a server adds one to a message that
-/// had no final line ending (Dovecot does) while LIST still counts the message without it. When
-/// exactly that CRLF is extra, it is not part of the message: drop it, so the copy is exact and
-/// its size matches the fingerprint computed from LIST.
-fn strip_added_line_end(raw: &mut Vec<u8>, listed_size: u64) {
-    if raw.len() as u64 == listed_size + 2 && raw.ends_with(b"\r\n") {
-        raw.truncate(raw.len() - 2);
-    }
-}
-
-fn unix_now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
-impl Source for Pop3Source {
-    fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
-        Ok(vec![FolderInfo::from_list(
-            POP3_FOLDER.to_owned(),
-            None,
-            &[],
-        )])
-    }
-
-    fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error> {
-        Ok(self.index_known(folder, &KnownMessages::new())?.0)
-    }
-
-    fn index_known(
+    /// Indexes the maildrop, reading the headers only of messages whose UIDL `known` does
+    /// not hold, and returns what is known after it.
+    fn index_maildrop(
         &mut self,
-        _folder: &str,
         known: &KnownMessages,
     ) -> Result<(Vec<SourceMessage>, KnownMessages), Error> {
         let flags = self.flags.clone();
@@ -151,6 +124,47 @@ impl Source for Pop3Source {
         }
         index.sort_by_key(|m| m.key);
         Ok((index, still_known))
+    }
+}
+
+/// POP3 must end a message with CRLF before its `.` line, so a server adds one to a message that
+/// had no final line ending (Dovecot does) while LIST still counts the message without it. When
+/// exactly that CRLF is extra, it is not part of the message: drop it, so the copy is exact and
+/// its size matches the fingerprint computed from LIST.
+fn strip_added_line_end(raw: &mut Vec<u8>, listed_size: u64) {
+    if raw.len() as u64 == listed_size + 2 && raw.ends_with(b"\r\n") {
+        raw.truncate(raw.len() - 2);
+    }
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl Source for Pop3Source {
+    fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
+        Ok(vec![FolderInfo::from_list(
+            POP3_FOLDER.to_owned(),
+            None,
+            &[],
+        )])
+    }
+
+    fn index(&mut self, _folder: &str) -> Result<Vec<SourceMessage>, Error> {
+        Ok(self.index_maildrop(&KnownMessages::new())?.0)
+    }
+
+    fn index_known(
+        &mut self,
+        folders: &[String],
+        known: &[&KnownMessages],
+    ) -> Result<Vec<(Vec<SourceMessage>, KnownMessages)>, Error> {
+        // One maildrop, however often it is asked for.
+        folders
+            .iter()
+            .zip(known)
+            .map(|(_, known)| self.index_maildrop(known))
+            .collect()
     }
 
     fn fetch(

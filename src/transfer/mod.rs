@@ -59,15 +59,20 @@ pub trait Source: Send {
     fn index_all(&mut self, folders: &[String]) -> Result<Vec<Vec<SourceMessage>>, Error> {
         folders.iter().map(|folder| self.index(folder)).collect()
     }
-    /// [`index`](Self::index), reusing what `known` says of messages by their stable id and
-    /// returning what is known after this index, for the next run. Sources without stable ids
-    /// (the default) read every header and return nothing to keep.
+    /// [`index_all`](Self::index_all), reusing what `known` (one per folder) says of messages
+    /// by their stable id and returning, per folder, what is known after this index, for the
+    /// next run. Sources without stable ids (the default) read every header and return nothing
+    /// to keep.
     fn index_known(
         &mut self,
-        folder: &str,
-        _known: &KnownMessages,
-    ) -> Result<(Vec<SourceMessage>, KnownMessages), Error> {
-        Ok((self.index(folder)?, KnownMessages::new()))
+        folders: &[String],
+        _known: &[&KnownMessages],
+    ) -> Result<Vec<(Vec<SourceMessage>, KnownMessages)>, Error> {
+        Ok(self
+            .index_all(folders)?
+            .into_iter()
+            .map(|index| (index, KnownMessages::new()))
+            .collect())
     }
     /// Deletes these messages from the source, returning how many went. Only POP3 sources
     /// can, for a mirror's `--delete-source-after-days`; the session ends with it.
@@ -76,10 +81,11 @@ pub trait Source: Send {
             "{folder}: this source does not delete messages"
         )))
     }
-    /// A cheap summary of the folder that changes whenever its messages or flags do, when the
-    /// source has one (IMAP with CONDSTORE); `None` otherwise.
-    fn status(&mut self, _folder: &str) -> Result<Option<FolderStatus>, Error> {
-        Ok(None)
+    /// For each folder, a cheap summary that changes whenever its messages or flags do, when
+    /// the source has one (IMAP with CONDSTORE); `None` otherwise. All in one round trip where
+    /// the protocol allows.
+    fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
+        Ok(vec![None; folders.len()])
     }
     /// Fetches the given messages, handing each to `deliver`, or the reason it cannot be read
     /// (refused by the server, too large, gone). Stops early, without error, when `deliver`
@@ -139,8 +145,8 @@ pub trait Target: Send {
     fn index_all(&mut self, folders: &[String]) -> Result<Vec<crate::index::TargetIndex>, Error> {
         folders.iter().map(|folder| self.index(folder)).collect()
     }
-    /// A cheap summary of the folder, as [`Source::status`].
-    fn status(&mut self, folder: &str) -> Result<Option<FolderStatus>, Error>;
+    /// Summaries of the folders, as [`Source::statuses`].
+    fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error>;
     /// Adds some flags to these messages and removes others, leaving the rest alone.
     fn change_flags(
         &mut self,
@@ -759,8 +765,8 @@ mod tests {
             self.server.changed.notify_all();
             Ok(state.stored.iter().map(|m| m.identity.clone()).collect())
         }
-        fn status(&mut self, _folder: &str) -> Result<Option<FolderStatus>, Error> {
-            Ok(None)
+        fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
+            Ok(vec![None; folders.len()])
         }
         fn change_flags(
             &mut self,

@@ -18,6 +18,7 @@ pub mod index;
 pub mod migrate;
 pub mod mirror;
 pub mod net;
+pub mod parallel;
 pub mod plan;
 pub mod pop3;
 pub mod preset;

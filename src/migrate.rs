@@ -13,6 +13,7 @@ use crate::folders::{self, FolderInfo, FolderMapping, FolderRules};
 use crate::identity::Identity;
 use crate::index::{SourceMessage, TargetIndex};
 use crate::net::TlsConfig;
+use crate::parallel::both;
 use crate::plan::{self, FolderPlan};
 use crate::report::{Report, ReportBuilder};
 use crate::source::{ImapSource, POP3_FOLDER, Pop3Source};
@@ -380,19 +381,6 @@ impl Planned<'_> {
         }
         Ok(complete)
     }
-}
-
-/// Runs `a` on this thread and `b` on another, at once.
-pub(crate) fn both<A, B: Send>(a: impl FnOnce() -> A, b: impl FnOnce() -> B + Send) -> (A, B) {
-    std::thread::scope(|scope| {
-        let b = scope.spawn(b);
-        let a = a();
-        (
-            a,
-            b.join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-        )
-    })
 }
 
 /// Where each source folder goes, and the folders the target has. A POP3 maildrop goes into

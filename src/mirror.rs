@@ -15,6 +15,7 @@ use crate::identity::Identity;
 use crate::imap::FolderStatus;
 use crate::index::{KnownMessages, SourceMessage};
 use crate::migrate::{self, AfterCopy, MigrateJob, PlanHooks, PlannedFolder};
+use crate::parallel::both;
 use crate::report::Report;
 use crate::state::{FolderState, MirrorState, StateStore};
 use crate::transfer::{Fanout, Observer, Source, Target};
@@ -234,7 +235,7 @@ impl PlanHooks for MirrorPlanning<'_> {
             .map(|(i, _)| mappings[*i].target.clone())
             .collect();
         let (now_source, now_target) =
-            migrate::both(|| source.statuses(&sources), || target.statuses(&targets));
+            both(|| source.statuses(&sources), || target.statuses(&targets));
         for (((i, known), now_source), now_target) in
             candidates.into_iter().zip(now_source?).zip(now_target?)
         {

@@ -33,6 +33,7 @@ use crate::error::{Error, SessionError};
 use crate::folders::FolderInfo;
 use crate::imap::FolderStatus;
 use crate::index::{KnownMessages, SourceMessage};
+use crate::parallel::both;
 use crate::plan::FolderPlan;
 
 mod upload;
@@ -363,15 +364,18 @@ pub fn copy_folders(
     observer: &dyn Observer,
 ) -> Result<(), Error> {
     let (queue_tx, queue) = crossbeam_channel::unbounded();
-    let mut busy = 0;
-    for plan in plans {
-        if plan.to_copy.is_empty() {
-            observer.folder_started(plan);
-            observer.folder_finished(&plan.source_folder);
-        } else {
-            busy += 1;
-            queue_tx.send(plan).expect("the queue is open");
-        }
+    let (empty, mut busy_plans): (Vec<&FolderPlan>, Vec<&FolderPlan>) =
+        plans.iter().partition(|plan| plan.to_copy.is_empty());
+    for plan in empty {
+        observer.folder_started(plan);
+        observer.folder_finished(&plan.source_folder);
+    }
+    // The biggest folders first: a big folder started last would keep one lane busy long
+    // after the others ran out of work.
+    busy_plans.sort_by_key(|plan| std::cmp::Reverse(plan.bytes_to_copy()));
+    let busy = busy_plans.len();
+    for plan in busy_plans {
+        queue_tx.send(plan).expect("the queue is open");
     }
     drop(queue_tx);
     let lanes = settings.connections.clamp(1, busy.max(1));
@@ -402,10 +406,20 @@ pub fn copy_folders(
     };
     std::thread::scope(|scope| {
         for _ in 1..lanes {
-            scope.spawn(|| match connect_source() {
-                Ok(mut source) => run_lane(&mut source),
-                Err(err) => {
-                    first_error.lock().unwrap().get_or_insert(err);
+            scope.spawn(|| {
+                // The lane's upload connection logs in while its source connection does, not
+                // after: over a slow link each login is several round trips. One that fails
+                // here is opened again, and its error reported, by the worker that needs it.
+                let (source, _) = both(connect_source, || {
+                    if let Ok(target) = targets.connect() {
+                        targets.put(target);
+                    }
+                });
+                match source {
+                    Ok(mut source) => run_lane(&mut source),
+                    Err(err) => {
+                        first_error.lock().unwrap().get_or_insert(err);
+                    }
                 }
             });
         }

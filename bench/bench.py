@@ -307,8 +307,8 @@ def load_corpus(pop_maildir, imap_maildir, count, seed):
       - the IMAP user's folders (FOLDERS): the same file, hard-linked (the bytes are identical
         and Maildir never rewrites a message in place), as cur/NAME:2,<flags> with the FLAGS
         letters in Maildir order, as mail a client has already seen.
-    Owned by nobody:nogroup, the mail processes' user in dovecot.sh. This beats `doveadm save` (one process per message) by
-    far; see run.sh's header. Returns the corpus statistics and {folder: messages}."""
+    Owned by nobody:nogroup, the mail processes' user in dovecot.sh. This beats `doveadm save`
+    (one process per message) by far; see run.sh's header. Returns the corpus statistics and {folder: messages}."""
     uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
     make_maildir(pop_maildir, uid, gid)
     os.chown(os.path.dirname(pop_maildir), uid, gid)

@@ -89,16 +89,17 @@
 # the round trips it waited for) and bytes each way. Other work on the machine (a cargo build)
 # moves the seconds by tens of percent: compare runs taken together.
 #
-# Memory (--memory; bench/memory.py, ~40 s at the defaults with 3 reps): issue 7's memory targets,
-# on loopback only. The source gets a big mailbox: one B MB multipart/mixed message (a text
-# part and one base64 attachment of random bytes, CRLF, generated at run time from the seed)
-# among 4 small corpus messages, in one account read by POP3 and by IMAP; and the corpus as
-# above at N and at L messages (the first N of the L are the same messages). Each mailbox is
+# Memory (--memory; bench/memory.py, ~40 s at the defaults with 3 reps): issue 7's memory
+# targets, on loopback only. The source gets a big mailbox: one B MB multipart/mixed message (a
+# text part and one base64 attachment of random bytes, CRLF, generated at run time from the
+# seed) among 4 small corpus messages, in one account read by POP3 and by IMAP; and the corpus
+# as above at N and at L messages (the first N of the L are the same messages). Each mailbox is
 # copied with `mailferry migrate` POP3 -> IMAP and IMAP -> IMAP into fresh target users, per
 # rep, with the same checks as above plus: the big mailbox's target holds every source message
 # byte for byte (SHA-256 after the test harness's normalize_crlf, as tests/support compares:
-# Dovecot's Maildir stores the CRLF messages with LF line ends). It prints a per-run line (CPU split and peak RSS), then a table of peak RSS (the
-# largest over the reps) and RSS / largest message, then each target marked pass or MISS:
+# Dovecot's Maildir stores the CRLF messages with LF line ends). It prints a line per run (CPU
+# split and peak RSS), then a table of peak RSS (the largest over the reps) and RSS / largest
+# message, then each target marked pass or MISS:
 #   the big message costs at most 3x its size (peak RSS / message bytes), POP3 and IMAP;
 #   peak RSS at L messages within +10% of N messages, POP3 and IMAP;
 #   every corpus copy at most 64 MiB (the target is for the default --connections).

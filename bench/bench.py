@@ -303,16 +303,12 @@ def make_maildir(path, uid, gid):
 
 def load_corpus(pop_maildir, imap_maildir, count, seed):
     """Writes the corpus as Dovecot would have delivered it, into two accounts:
-      - the POP3 user's INBOX: one file per message in new/, named
-        TIME.M<n>.bench,S=<size>,W=<size> (S = bytes on disk, W = size with CRLF line ends:
-        equal here, all lines are CRLF). With S/W in the name Dovecot need not read every file
-        to answer POP3 LIST, as for mail it delivered itself;
+      - the POP3 user's INBOX: one file per message in new/ (deliver());
       - the IMAP user's folders (FOLDERS): the same file, hard-linked (the bytes are identical
         and Maildir never rewrites a message in place), as cur/NAME:2,<flags> with the FLAGS
         letters in Maildir order, as mail a client has already seen.
-    mtime = delivery time (Dovecot's INTERNALDATE for Maildir). Owned by nobody:nogroup, the
-    mail processes' user in dovecot.sh. This beats `doveadm save` (one process per message) by
-    far; see run.sh's header. Returns the corpus statistics and {folder: messages}."""
+    Owned by nobody:nogroup, the mail processes' user in dovecot.sh. This beats `doveadm save`
+    (one process per message) by far; see run.sh's header. Returns the corpus statistics and {folder: messages}."""
     uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
     make_maildir(pop_maildir, uid, gid)
     os.chown(os.path.dirname(pop_maildir), uid, gid)
@@ -327,15 +323,10 @@ def load_corpus(pop_maildir, imap_maildir, count, seed):
     per_folder = {f: 0 for f in names}
     for i in range(1, count + 1):
         raw, kind, delivered = corpus.message(i)
-        assert b"\n" not in raw.replace(b"\r\n", b""), "bare LF generated"
-        name = f"{delivered}.M{i}.bench,S={len(raw)},W={len(raw)}"
-        path = f"{pop_maildir}/new/{name}"
-        with open(path, "wb") as f:
-            f.write(raw)
-        os.chown(path, uid, gid)
-        os.utime(path, (delivered, delivered))
+        path = deliver(pop_maildir, i, raw, delivered, uid, gid)
         folder = layout.choices(names, weights)[0]
         letters = "".join(sorted(letter for _, letter, p in FLAGS if layout.random() < p))
+        name = os.path.basename(path)
         os.link(path, f"{folder_dir(imap_maildir, folder)}/cur/{name}:2,{letters}")
         per_folder[folder] += 1
         stats["bytes"] += len(raw)
@@ -343,6 +334,21 @@ def load_corpus(pop_maildir, imap_maildir, count, seed):
         for part in kind.split("+"):
             stats[part] += 1
     return stats, per_folder
+
+
+def deliver(maildir, i, raw, delivered, uid, gid):
+    """Writes message number i into a Maildir's new/ as Dovecot would have delivered it:
+    TIME.M<i>.bench,S=<size>,W=<size> (S = bytes on disk, W = size with CRLF line ends: equal,
+    every line is CRLF; with them in the name Dovecot need not read the file to answer POP3
+    LIST), mtime = delivery time (Dovecot's INTERNALDATE for Maildir), owned by uid:gid.
+    Returns its path."""
+    assert b"\n" not in raw.replace(b"\r\n", b""), "bare LF generated"
+    path = f"{maildir}/new/{delivered}.M{i}.bench,S={len(raw)},W={len(raw)}"
+    with open(path, "wb") as f:
+        f.write(raw)
+    os.chown(path, uid, gid)
+    os.utime(path, (delivered, delivered))
+    return path
 
 
 def maildir_tree(maildir):
@@ -744,14 +750,19 @@ def run_rep(a, rep, link, env, limit, fail):
     # time means it waits for the servers or, through the relay, for round trips); through the
     # relay also its count of turns per side.
     for case, v in out.items():
-        servers = f", source server {v.servers[0]:.2f}, target server {v.servers[1]:.2f}" \
-            if v.servers else ""
         extra = ""
         if case == "mailferry mirror no-op":
             extra = f" (median of {', '.join(f'{r.secs:.3f}' for r in samples)})"
-        print(f"   rep {rep} {link['name']}: {case:<34} {v.secs:6.2f} s wall; CPU s: own "
-              f"{v.cpu:.2f}{servers}{extra}{relay_text(v.relay)}", flush=True)
+        print_cpu_line(rep, link["name"], case, v, extra)
     return out
+
+
+def print_cpu_line(rep, link_name, case, row, extra=""):
+    """One case's per-rep line: wall time, CPU seconds of the process and of both servers."""
+    servers = f", source server {row.servers[0]:.2f}, target server {row.servers[1]:.2f}" \
+        if row.servers else ""
+    print(f"   rep {rep} {link_name}: {case:<34} {row.secs:6.2f} s wall; CPU s: own "
+          f"{row.cpu:.2f}{servers}{extra}{relay_text(row.relay)}", flush=True)
 
 
 def median(xs):
@@ -820,7 +831,8 @@ def prepare_link(a, env, limit, fail, name, tag, count, pop_user, imap_user):
     shutil.rmtree(f"{a.dst_dir}/mail/warmup", ignore_errors=True)
     print(f"   source Dovecot indexed both accounts, and a dry run warmed its cache, in "
           f"{time.monotonic() - t0:.1f} s (untimed)", flush=True)
-    return {"name": name, "tag": tag, "count": count, "bytes": st["bytes"], "tree": tree,
+    return {"name": name, "tag": tag, "count": count, "bytes": st["bytes"], "max": st["max"],
+            "tree": tree,
             "pop_user": pop_user, "imap_user": imap_user, "imap_maildir": imap_maildir,
             "relay": None, "ports": (a.src_pop3_port, a.src_imap_port, a.dst_imap_port)}
 

@@ -5,6 +5,8 @@
 # Usage: bash bench/run.sh [--count N] [--rtt-count M] [--rtt-ms R] [--transport plain|tls]
 #                          [--seed S] [--connections C] [--reps R] [--noop-samples K]
 #                          [--case-timeout T]
+#        bash bench/run.sh --memory [--count N] [--memory-count L] [--big-mb B] [--transport T]
+#                          [--seed S] [--connections C] [--reps R] [--case-timeout T]
 #   --count N        messages on the loopback link (default 2000; env N)
 #   --rtt-count M    messages on the slow link (default 1000; env RTT_COUNT): the first M of the
 #                    same corpus
@@ -22,6 +24,10 @@
 #                    shows their median
 #   --case-timeout T seconds after which one case is killed and fails (default 300; env
 #                    CASE_TIMEOUT), so a slow case cannot hang the bench
+#   --memory         the memory part instead of the speed table (env MEMORY=1): see "Memory"
+#                    below. --count is then its small mailbox, and:
+#   --memory-count L messages in its large mailbox (default 10000; env MEMORY_COUNT)
+#   --big-mb B       size of its big message in MB (default 50; env BIG_MB)
 # Environment:
 #   BENCH_DIR        where the servers' directories go (default /dev/shm, tmpfs, as for the
 #                    reference numbers: the bench then measures protocol and CPU, not the VM's
@@ -83,6 +89,22 @@
 # the round trips it waited for) and bytes each way. Other work on the machine (a cargo build)
 # moves the seconds by tens of percent: compare runs taken together.
 #
+# Memory (--memory; bench/memory.py, ~40 s at the defaults with 3 reps): issue 7's memory
+# targets, on loopback only. The source gets a big mailbox: one B MB multipart/mixed message (a
+# text part and one base64 attachment of random bytes, CRLF, generated at run time from the
+# seed) among 4 small corpus messages, in one account read by POP3 and by IMAP; and the corpus
+# as above at N and at L messages (the first N of the L are the same messages). Each mailbox is
+# copied with `mailferry migrate` POP3 -> IMAP and IMAP -> IMAP into fresh target users, per
+# rep, with the same checks as above plus: the big mailbox's target holds every source message
+# byte for byte (SHA-256 after the test harness's normalize_crlf, as tests/support compares:
+# Dovecot's Maildir stores the CRLF messages with LF line ends). It prints a line per run (CPU
+# split and peak RSS), then a table of peak RSS (the largest over the reps) and RSS / largest
+# message, then each target marked pass or MISS:
+#   the big message costs at most 3x its size (peak RSS / message bytes), POP3 and IMAP;
+#   peak RSS at L messages within +10% of N messages, POP3 and IMAP;
+#   every corpus copy at most 64 MiB (the target is for the default --connections).
+# A MISS is reported, not a failure: the exit status is 1 only for a failed check.
+#
 # Loading: generating the files straight into the Maildirs takes ~1 s per 2000 messages (the
 # IMAP account's files are hard links to the POP3 account's: same bytes, one copy in memory);
 # `doveadm save` runs one process per message (~9 ms each here: ~17 s at N=2000, ~90 s at
@@ -104,6 +126,9 @@ TRANSPORT=${TRANSPORT:-plain}
 RTT_MS=${RTT_MS:-50}
 RTT_COUNT=${RTT_COUNT:-1000}
 CASE_TIMEOUT=${CASE_TIMEOUT:-300}
+MEMORY=${MEMORY:-}
+MEMORY_COUNT=${MEMORY_COUNT:-10000}
+BIG_MB=${BIG_MB:-50}
 while [ $# -gt 0 ]; do
   case $1 in
   --count) COUNT=$2; shift 2 ;;
@@ -115,14 +140,18 @@ while [ $# -gt 0 ]; do
   --connections) CONNECTIONS=$2; shift 2 ;;
   --reps) REPS=$2; shift 2 ;;
   --noop-samples) NOOP_SAMPLES=$2; shift 2 ;;
+  --memory) MEMORY=1; shift ;;
+  --memory-count) MEMORY_COUNT=$2; shift 2 ;;
+  --big-mb) BIG_MB=$2; shift 2 ;;
   -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
   *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-for v in "$COUNT" "$REPS" "$NOOP_SAMPLES" "$RTT_COUNT" "$CASE_TIMEOUT"; do
+for v in "$COUNT" "$REPS" "$NOOP_SAMPLES" "$RTT_COUNT" "$CASE_TIMEOUT" "$MEMORY_COUNT" \
+  "$BIG_MB"; do
   case $v in '' | *[!0-9]* | 0)
-    echo "--count, --rtt-count, --reps, --noop-samples and --case-timeout take a positive" \
-      "integer" >&2
+    echo "--count, --rtt-count, --reps, --noop-samples, --case-timeout, --memory-count and" \
+      "--big-mb take a positive integer" >&2
     exit 2
     ;;
   esac
@@ -213,13 +242,24 @@ start_server() { # NAME "USER USER…"
 port_of() { sed -n "s/^$2=127.0.0.1://p" "$WORK/$1.env"; }
 
 echo "== starting source and target Dovecot on 127.0.0.1 (mail in $WORK)"
-start_server src "pop imap rpop rimap"
-# Target users: <link: l loopback, r relay><case><rep>, each filled once.
-start_server dst "warmup $(for r in $(seq 1 "$REPS"); do
-  for link in l r; do
-    for case in base basecopy import pop imap mirror; do printf '%s%s%s ' "$link" "$case" "$r"; done
-  done
-done)"
+if [ -n "$MEMORY" ]; then
+  # bench/memory.py's: pop imap (N messages), kpop kimap (L), big (the big mailbox); targets
+  # <s: N, k: L, b: big><pop|imap><rep>.
+  start_server src "pop imap kpop kimap big"
+  start_server dst "warmup $(for r in $(seq 1 "$REPS"); do
+    for mailbox in s k b; do printf '%spop%s %simap%s ' "$mailbox" "$r" "$mailbox" "$r"; done
+  done)"
+else
+  start_server src "pop imap rpop rimap"
+  # Target users: <link: l loopback, r relay><case><rep>, each filled once.
+  start_server dst "warmup $(for r in $(seq 1 "$REPS"); do
+    for link in l r; do
+      for case in base basecopy import pop imap mirror; do
+        printf '%s%s%s ' "$link" "$case" "$r"
+      done
+    done
+  done)"
+fi
 cat "$WORK/src/cert.pem" "$WORK/dst/cert.pem" >"$WORK/ca.pem"
 if [ "$TRANSPORT" = tls ]; then
   SRC_POP3=$(port_of src pop3s) SRC_IMAP=$(port_of src imaps) DST_IMAP=$(port_of dst imaps)
@@ -230,15 +270,19 @@ fi
 # In the background and waited for, so a signal reaches the trap at once rather than after the
 # whole run; setsid gives it a process group of its own that cleanup can stop as a whole (in a
 # script, without job control, setsid does not fork: $! is that group's id).
-setsid python3 "$ROOT/bench/bench.py" --count "$COUNT" --seed "$SEED" --reps "$REPS" \
-  --noop-samples "$NOOP_SAMPLES" --rtt-ms "$RTT_MS" --rtt-count "$RTT_COUNT" \
-  --case-timeout "$CASE_TIMEOUT" --transport "$TRANSPORT" \
-  --src-dir "$WORK/src" --dst-dir "$WORK/dst" --src-user pop --imap-user imap \
-  --rtt-src-user rpop --rtt-imap-user rimap --password "$PASSWORD" \
-  --src-pop3-port "$SRC_POP3" --src-imap-port "$SRC_IMAP" --dst-imap-port "$DST_IMAP" \
-  --ca "$WORK/ca.pem" ${TRACE:+--trace} --mailferry "$MAILFERRY" \
-  ${CONNECTIONS:+--connections "$CONNECTIONS"} \
-  --work "$WORK" &
+SHARED=(--count "$COUNT" --seed "$SEED" --reps "$REPS" --case-timeout "$CASE_TIMEOUT"
+  --transport "$TRANSPORT" --src-dir "$WORK/src" --dst-dir "$WORK/dst" --password "$PASSWORD"
+  --src-pop3-port "$SRC_POP3" --src-imap-port "$SRC_IMAP" --dst-imap-port "$DST_IMAP"
+  --ca "$WORK/ca.pem" --mailferry "$MAILFERRY" ${CONNECTIONS:+--connections "$CONNECTIONS"}
+  --work "$WORK")
+if [ -n "$MEMORY" ]; then
+  setsid python3 "$ROOT/bench/memory.py" "${SHARED[@]}" --memory-count "$MEMORY_COUNT" \
+    --big-mb "$BIG_MB" &
+else
+  setsid python3 "$ROOT/bench/bench.py" "${SHARED[@]}" --noop-samples "$NOOP_SAMPLES" \
+    --rtt-ms "$RTT_MS" --rtt-count "$RTT_COUNT" --src-user pop --imap-user imap \
+    --rtt-src-user rpop --rtt-imap-user rimap ${TRACE:+--trace} &
+fi
 BENCH_PID=$!
 rc=0
 wait "$BENCH_PID" || rc=$?

@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
 
 use crate::error::{Error, SessionError};
 use crate::folders::FolderInfo;
@@ -36,8 +36,10 @@ use crate::index::{KnownMessages, SourceMessage};
 use crate::parallel::both;
 use crate::plan::FolderPlan;
 
+mod budget;
 mod upload;
 
+use budget::{ByteBudget, Charge};
 use upload::{Ledger, Uploader};
 
 /// A message on its way to the target.
@@ -120,6 +122,12 @@ pub struct Relocated {
     pub found: Vec<SourceMessage>,
     /// Those that are gone, or changed, with the reason.
     pub gone: Vec<Unreadable>,
+}
+
+/// Messages uploaded together, and the memory they hold.
+struct Batch<'b> {
+    messages: Vec<Outgoing>,
+    charge: Charge<'b>,
 }
 
 /// A source message that cannot be read, and why.
@@ -293,6 +301,9 @@ pub struct TransferSettings {
     /// The same after the server asked to slow down (a `[THROTTLED]` or `[UNAVAILABLE]`
     /// refusal, an untagged BYE), up to [`MAX_THROTTLE_DELAY`].
     pub throttle_delay: Duration,
+    /// Bytes of message bodies held in memory at once, at most (a bigger message goes
+    /// alone): fetched, batched, or sent and not yet answered.
+    pub memory_budget: u64,
 }
 
 /// The longest wait before a retry.
@@ -309,6 +320,8 @@ impl Default for TransferSettings {
             retries: 3,
             retry_delay: Duration::from_millis(200),
             throttle_delay: Duration::from_secs(2),
+            // Enough to keep 2 connections busy over a 50 ms round trip at 160 MB/s each.
+            memory_budget: 16 * 1024 * 1024,
         }
     }
 }
@@ -384,21 +397,22 @@ pub fn copy_folders(
         ..settings
     };
     let ledger = Ledger::new(&plans.iter().collect::<Vec<_>>());
+    let budget = ByteBudget::new(settings.memory_budget);
+    let job = CopyJob {
+        connect_source,
+        targets,
+        settings: lane_settings,
+        observer,
+        ledger: &ledger,
+        budget: &budget,
+    };
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let run_lane = |source: &mut Box<dyn Source>| {
         for plan in queue.iter() {
             if first_error.lock().unwrap().is_some() {
                 break;
             }
-            if let Err(err) = copy_folder(
-                plan,
-                source,
-                connect_source,
-                targets,
-                lane_settings,
-                observer,
-                &ledger,
-            ) {
+            if let Err(err) = copy_folder(plan, source, &job) {
                 first_error.lock().unwrap().get_or_insert(err);
                 break;
             }
@@ -431,16 +445,32 @@ pub fn copy_folders(
     }
 }
 
+/// What the copy of every folder shares.
+#[derive(Clone, Copy)]
+struct CopyJob<'a> {
+    connect_source: &'a SourceConnector<'a>,
+    targets: &'a TargetPool<'a>,
+    /// A lane's settings: its share of the connections.
+    settings: TransferSettings,
+    observer: &'a dyn Observer,
+    ledger: &'a Ledger,
+    budget: &'a ByteBudget,
+}
+
 /// Copies one folder over up to `settings.connections` upload workers.
 fn copy_folder(
     plan: &FolderPlan,
     source: &mut Box<dyn Source>,
-    connect_source: &SourceConnector<'_>,
-    targets: &TargetPool<'_>,
-    settings: TransferSettings,
-    observer: &dyn Observer,
-    ledger: &Ledger,
+    job: &CopyJob<'_>,
 ) -> Result<(), Error> {
+    let CopyJob {
+        connect_source,
+        targets,
+        settings,
+        observer,
+        ledger,
+        budget,
+    } = *job;
     observer.folder_started(plan);
     // A worker without a batch to upload would only hold a login open.
     let batches = (plan.to_copy.len().div_ceil(settings.batch_messages))
@@ -448,7 +478,7 @@ fn copy_folder(
     let workers = settings
         .connections
         .clamp(1, batches.clamp(1, plan.to_copy.len()));
-    let (batches_tx, batches_rx) = bounded::<Vec<Outgoing>>(workers);
+    let (batches_tx, batches_rx) = bounded::<Batch>(workers);
     let upload_error: Mutex<Option<Error>> = Mutex::new(None);
     let connect_error: Mutex<Option<Error>> = Mutex::new(None);
     let connected = AtomicUsize::new(0);
@@ -467,10 +497,7 @@ fn copy_folder(
                     return;
                 }
                 connected.fetch_add(1, Ordering::SeqCst);
-                let uploaded = batches
-                    .iter()
-                    .try_for_each(|batch| uploader.upload(batch))
-                    .and_then(|()| uploader.finish());
+                let uploaded = upload_all(&mut uploader, &batches, budget);
                 match uploaded {
                     Ok(()) => uploader.release(),
                     Err(err) => {
@@ -486,10 +513,11 @@ fn copy_folder(
 
         let mut batch = Vec::new();
         let mut batch_bytes = 0u64;
-        let send = |batch: Vec<Outgoing>| match batches_tx.send(batch) {
+        let mut charge = budget.nothing();
+        let send = |batch| match batches_tx.send(batch) {
             Ok(()) => true,
             Err(unsent) => {
-                lost(plan, &unsent.0, observer);
+                lost(plan, &unsent.0.messages, observer);
                 false
             }
         };
@@ -507,18 +535,36 @@ fn copy_folder(
                         return true;
                     }
                 };
-                batch_bytes += outgoing.raw.len() as u64;
+                let bytes = outgoing.raw.len() as u64;
+                // Waiting for memory with a batch unsent would wait for itself.
+                if !batch.is_empty() && budget.would_wait(bytes) {
+                    batch_bytes = 0;
+                    if !send(Batch {
+                        messages: std::mem::take(&mut batch),
+                        charge: std::mem::replace(&mut charge, budget.nothing()),
+                    }) {
+                        return false;
+                    }
+                }
+                charge.absorb(budget.charge(bytes));
+                batch_bytes += bytes;
                 batch.push(outgoing);
                 if batch_bytes >= settings.batch_bytes || batch.len() >= settings.batch_messages {
                     batch_bytes = 0;
-                    send(std::mem::take(&mut batch))
+                    send(Batch {
+                        messages: std::mem::take(&mut batch),
+                        charge: std::mem::replace(&mut charge, budget.nothing()),
+                    })
                 } else {
                     true
                 }
             },
         );
         if !batch.is_empty() {
-            send(batch);
+            send(Batch {
+                messages: batch,
+                charge,
+            });
         }
         drop(batches_tx);
         if let Err(err) = fetched {
@@ -535,6 +581,35 @@ fn copy_folder(
         (None, Some(err)) if no_worker => Err(err),
         _ => Ok(()),
     }
+}
+
+/// How often a worker with answers owed and nothing to send looks whether the fetcher waits
+/// for the memory those answers would give back.
+const IDLE_CHECK: Duration = Duration::from_millis(10);
+
+/// Uploads every batch from `batches`, then waits for the last answers. A worker with nothing
+/// to send reads the answers it is owed as soon as the fetcher waits for the memory they
+/// hold, and not before: over a slow link, waiting for an answer is a round trip in which the
+/// worker sends nothing.
+fn upload_all<'a>(
+    uploader: &mut Uploader<'a>,
+    batches: &Receiver<Batch<'a>>,
+    budget: &ByteBudget,
+) -> Result<(), Error> {
+    loop {
+        let next = if uploader.has_in_flight() {
+            batches.recv_timeout(IDLE_CHECK)
+        } else {
+            batches.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        };
+        match next {
+            Ok(batch) => uploader.upload(batch.messages, batch.charge)?,
+            Err(RecvTimeoutError::Timeout) if budget.is_wanted() => uploader.settle_oldest()?,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    uploader.finish()
 }
 
 /// Fetches the plan's messages. When the source connection breaks (a transient failure, see

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
+use super::budget::Charge;
 use super::{Observer, Outgoing, Started, Target, TargetPool, TransferSettings, lost};
 use crate::error::{Error, SessionError};
 use crate::identity::Identity;
@@ -36,6 +37,7 @@ struct InFlight<'a> {
     /// `None` once the connection it was sent on broke.
     started: Option<Started>,
     _claim: Claim<'a>,
+    _memory: Charge<'a>,
 }
 
 impl<'a> Uploader<'a> {
@@ -93,7 +95,7 @@ impl<'a> Uploader<'a> {
 
     /// Sends a batch, without waiting for the answers to the batches sent before it (at most
     /// [`UPLOAD_WINDOW`] unanswered). See [`Uploader::recover`] for a connection that breaks.
-    pub(super) fn upload(&mut self, batch: Vec<Outgoing>) -> Result<(), Error> {
+    pub(super) fn upload(&mut self, batch: Vec<Outgoing>, memory: Charge<'a>) -> Result<(), Error> {
         let folder = self.plan.target_folder.as_str();
         // A batch waits for the others holding its repeated identities (see `Ledger`): first
         // settle this worker's own, which would otherwise wait for it in turn.
@@ -110,12 +112,14 @@ impl<'a> Uploader<'a> {
                 batch,
                 started: Some(started),
                 _claim: claim,
+                _memory: memory,
             }),
             Err(err) => {
                 self.in_flight.push_back(InFlight {
                     batch,
                     started: None,
                     _claim: claim,
+                    _memory: memory,
                 });
                 return self.recover(err);
             }
@@ -142,8 +146,13 @@ impl<'a> Uploader<'a> {
         Ok(())
     }
 
+    /// Whether batches sent wait for their answer.
+    pub(super) fn has_in_flight(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
+
     /// Reads the answer to the oldest batch sent and reports its messages: copied or refused.
-    fn settle_oldest(&mut self) -> Result<(), Error> {
+    pub(super) fn settle_oldest(&mut self) -> Result<(), Error> {
         let folder = self.plan.target_folder.as_str();
         let oldest = self.in_flight.front_mut().expect("a batch in flight");
         let started = oldest

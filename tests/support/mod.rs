@@ -183,8 +183,12 @@ impl Dovecot {
     }
 
     /// Starts a killed Dovecot again with the same configuration, ports and mail; returns
-    /// once every port accepts connections.
+    /// once every port accepts connections. The killed sessions' `dovecot-uidlist.lock` files
+    /// are removed first, as an admin restarting a crashed server would: Dovecot breaks such a
+    /// lock only once it is old (up to two minutes) or its pid is seen dead, and a session
+    /// waiting for it looked, on a busy machine, like a server that never answers.
     pub fn start_again(&self) {
+        remove_files_named(&self.dir().join("mail"), "dovecot-uidlist.lock");
         let mut up = script("up", self.dir());
         up.envs(self.up_env.iter().map(|(k, v)| (k, v)));
         let out = run_bounded(up, None, UP_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
@@ -984,4 +988,19 @@ fn civil_from_days(days: u64) -> (u64, usize, u64) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
     (year, month as usize, day)
+}
+
+/// Removes every file called `name` below `dir`.
+fn remove_files_named(dir: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            remove_files_named(&path, name);
+        } else if entry.file_name() == name {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
 }

@@ -294,11 +294,8 @@ impl Planned<'_> {
     ) -> (Report, Option<Error>) {
         let job = self.job;
         let events = Fanout(vec![&self.report, observer]);
-        let plans: Vec<FolderPlan> = self
-            .folders
-            .iter()
-            .map(|f| self.within_size_limit(&f.plan, &events))
-            .collect();
+        drop_too_large(&mut self.folders, self.size_limit.as_ref(), &events);
+        let plans: Vec<&FolderPlan> = self.folders.iter().map(|f| &f.plan).collect();
         // Upload workers retry on their own, re-indexing after a break.
         let connect = || open_target_once(job);
         let targets = TargetPool::new(&connect);
@@ -342,23 +339,6 @@ impl Planned<'_> {
         (self.report.finish(), error)
     }
 
-    /// The plan without the messages over the size limit, each reported failed: a server
-    /// refuses them anyway, some (Gmail) by dropping the connection mid-upload.
-    fn within_size_limit(&self, plan: &FolderPlan, observer: &dyn Observer) -> FolderPlan {
-        let mut plan = plan.clone();
-        if let Some(limit) = &self.size_limit {
-            plan.to_copy
-                .retain(|message| match limit.refuses(message.size) {
-                    Some(reason) => {
-                        observer.message_failed(&plan.source_folder, message, &reason);
-                        false
-                    }
-                    None => true,
-                });
-        }
-        plan
-    }
-
     /// Re-indexes the target folders this run wrote to and checks that every source message is
     /// there. A folder it did not write to (nothing to copy, and no `after_copy` step that
     /// changed the target) was found complete by its plan's index moments ago.
@@ -380,6 +360,29 @@ impl Planned<'_> {
             complete &= missing.is_empty();
         }
         Ok(complete)
+    }
+}
+
+/// Takes the messages over the size limit out of the plans, each reported failed: a server
+/// refuses them anyway, some (Gmail) by dropping the connection mid-upload.
+fn drop_too_large(
+    folders: &mut [PlannedFolder],
+    limit: Option<&SizeLimit>,
+    observer: &dyn Observer,
+) {
+    let Some(limit) = limit else {
+        return;
+    };
+    for folder in folders {
+        let plan = &mut folder.plan;
+        plan.to_copy
+            .retain(|message| match limit.refuses(message.size) {
+                Some(reason) => {
+                    observer.message_failed(&plan.source_folder, message, &reason);
+                    false
+                }
+                None => true,
+            });
     }
 }
 

@@ -22,6 +22,7 @@
 //! `Ledger` shared by every worker keeps that count exact when one identity occurs in several
 //! batches.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -369,7 +370,7 @@ fn jitter() -> f64 {
 /// upload worker first retries a broken target connection, see [`TransferSettings::retries`]);
 /// messages the target refused are reported to the observer and do not stop the copy.
 pub fn copy_folders(
-    plans: &[FolderPlan],
+    plans: &[&FolderPlan],
     source: &mut Box<dyn Source>,
     connect_source: &SourceConnector<'_>,
     targets: &TargetPool<'_>,
@@ -377,8 +378,10 @@ pub fn copy_folders(
     observer: &dyn Observer,
 ) -> Result<(), Error> {
     let (queue_tx, queue) = crossbeam_channel::unbounded();
-    let (empty, mut busy_plans): (Vec<&FolderPlan>, Vec<&FolderPlan>) =
-        plans.iter().partition(|plan| plan.to_copy.is_empty());
+    let (empty, mut busy_plans): (Vec<&FolderPlan>, Vec<&FolderPlan>) = plans
+        .iter()
+        .copied()
+        .partition(|plan| plan.to_copy.is_empty());
     for plan in empty {
         observer.folder_started(plan);
         observer.folder_finished(&plan.source_folder);
@@ -396,7 +399,7 @@ pub fn copy_folders(
         connections: (settings.connections / lanes).max(1),
         ..settings
     };
-    let ledger = Ledger::new(&plans.iter().collect::<Vec<_>>());
+    let ledger = Ledger::new(plans);
     let budget = ByteBudget::new(settings.memory_budget);
     let job = CopyJob {
         connect_source,
@@ -626,12 +629,14 @@ fn fetch_resuming(
     deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
 ) -> Result<(), Error> {
     let folder = plan.source_folder.as_str();
-    let mut pending = plan.to_copy.clone();
+    // Borrowed from the plan until a break leaves only some to fetch: the source takes its
+    // own copy, and a mailbox's index is not held twice more for the rare resumption.
+    let mut pending = Cow::Borrowed(plan.to_copy.as_slice());
     let mut attempt = 0;
     loop {
         let mut delivered = HashSet::new();
         let mut stopped = false;
-        let result = source.fetch(folder, pending.clone(), &mut |fetched| {
+        let result = source.fetch(folder, pending.to_vec(), &mut |fetched| {
             delivered.insert(match &fetched {
                 Ok(outgoing) => outgoing.message.key,
                 Err(unreadable) => unreadable.message.key,
@@ -643,13 +648,15 @@ fn fetch_resuming(
             Err(err) if err.is_transient() && !stopped && attempt < settings.retries => err,
             other => return other,
         };
-        pending.retain(|message| !delivered.contains(&message.key));
+        pending
+            .to_mut()
+            .retain(|message| !delivered.contains(&message.key));
         source.abandon();
         let relocated = loop {
             attempt += 1;
             std::thread::sleep(settings.delay_before_retry(attempt, &err));
             let reopened = connect_source().and_then(|mut fresh| {
-                let relocated = fresh.relocate(folder, pending.clone())?;
+                let relocated = fresh.relocate(folder, pending.to_vec())?;
                 *source = fresh;
                 Ok(relocated)
             });
@@ -667,7 +674,7 @@ fn fetch_resuming(
                 return Ok(());
             }
         }
-        pending = found;
+        pending = Cow::Owned(found);
     }
 }
 
@@ -1088,7 +1095,7 @@ mod tests {
         let index: TargetIndex = held.iter().map(|m| m.identity.clone()).collect();
         let plan = plan::diff("INBOX", "INBOX", source, &index);
         copy_folders(
-            &[plan],
+            &[&plan],
             &mut (Box::new(FakeSource) as Box<dyn Source>),
             &|| unreachable!("one folder needs one source connection"),
             &TargetPool::new(&|| Server::connect(server)),
@@ -1216,7 +1223,7 @@ mod tests {
             let plan = plan::diff("INBOX", "INBOX", distinct(10), &TargetIndex::default());
             let opened = AtomicUsize::new(0);
             let result = copy_folders(
-                &[plan],
+                &[&plan],
                 &mut (Box::new(BreakingSource { breaks_at: Some(4) }) as Box<dyn Source>),
                 &|| {
                     opened.fetch_add(1, Ordering::SeqCst);

@@ -321,8 +321,8 @@ impl Default for TransferSettings {
             retries: 3,
             retry_delay: Duration::from_millis(200),
             throttle_delay: Duration::from_secs(2),
-            // Enough to keep 2 connections busy over a 50 ms round trip at 160 MB/s each.
-            memory_budget: 16 * 1024 * 1024,
+            // Over a 50 ms round trip, answers free it at about 500 MB/s.
+            memory_budget: 24 * 1024 * 1024,
         }
     }
 }

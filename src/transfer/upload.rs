@@ -13,9 +13,9 @@ use crate::index::TargetIndex;
 use crate::plan::FolderPlan;
 
 /// Batches sent on one connection before the first of them is answered, at most: enough to
-/// keep a slow link busy while answers travel back, few enough to bound the memory held for
-/// a resend (each batch is at most `TransferSettings::batch_bytes`).
-const UPLOAD_WINDOW: usize = 4;
+/// keep a slow link busy while answers travel back. The bytes they hold for a resend are
+/// bounded by the memory budget (`TransferSettings::memory_budget`), not by this count.
+const UPLOAD_WINDOW: usize = 8;
 
 /// One upload worker of a folder: its target connection, re-opened when it breaks, and the
 /// batches sent on it whose answer has not been read yet.

@@ -170,7 +170,10 @@ pub fn read_multiline(reader: &mut impl BufRead, cap: usize) -> Result<Vec<u8>, 
         while i < buf.len() {
             match at {
                 At::Body => {
-                    let end = find_lf(&buf[i..]).map_or(buf.len(), |lf| i + lf + 1);
+                    // Only a line that starts with a dot needs a look (stuffing, or the end),
+                    // so everything up to the next "\n." goes over in one copy.
+                    let end =
+                        memchr::memmem::find(&buf[i..], b"\n.").map_or(buf.len(), |lf| i + lf + 1);
                     push(&mut out, &buf[i..end], cap)?;
                     if buf[end - 1] == b'\n' {
                         at = At::LineStart;
@@ -283,7 +286,7 @@ fn push(out: &mut Vec<u8>, bytes: &[u8], cap: usize) -> Result<(), SessionError>
 }
 
 fn find_lf(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', bytes)
 }
 
 fn strip_eol(line: &[u8]) -> &[u8] {

@@ -321,8 +321,8 @@ impl Default for TransferSettings {
             retries: 3,
             retry_delay: Duration::from_millis(200),
             throttle_delay: Duration::from_secs(2),
-            // Over a 50 ms round trip, answers free it at about 500 MB/s.
-            memory_budget: 24 * 1024 * 1024,
+            // Over a 50 ms round trip, answers free it at about 300 MB/s.
+            memory_budget: 16 * 1024 * 1024,
         }
     }
 }

@@ -588,7 +588,7 @@ fn copy_folder(
 
 /// How often a worker with answers owed and nothing to send looks whether the fetcher waits
 /// for the memory those answers would give back.
-const IDLE_CHECK: Duration = Duration::from_millis(10);
+const IDLE_CHECK: Duration = Duration::from_millis(1);
 
 /// Uploads every batch from `batches`, then waits for the last answers. A worker with nothing
 /// to send reads the answers it is owed as soon as the fetcher waits for the memory they

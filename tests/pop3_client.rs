@@ -76,8 +76,9 @@ fn pop3s_fetches_exact_bytes() {
     let total: u64 = messages.iter().map(|m| m.len() as u64).sum();
     assert_eq!(client.stat().unwrap(), (messages.len() as u32, total));
     let sizes: Vec<_> = (1..).zip(messages.iter().map(|m| m.len() as u64)).collect();
-    assert_eq!(client.list().unwrap(), sizes);
-    let uidl = client.uidl().unwrap();
+    let listing = client.listing().unwrap();
+    assert_eq!(listing.sizes, sizes);
+    let uidl = listing.uidls.expect("Dovecot has UIDL");
     assert_eq!(uidl.len(), messages.len());
     let mut ids: Vec<_> = uidl.iter().map(|(_, id)| id).collect();
     ids.dedup();

@@ -37,6 +37,15 @@ pub enum FetchError<E> {
     Stopped(E),
 }
 
+/// What [`Pop3Client::listing`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// Every message number with its size in bytes.
+    pub sizes: Vec<(u32, u64)>,
+    /// Every message number with its unique id; `None` from a server without UIDL.
+    pub uidls: Option<Vec<(u32, String)>>,
+}
+
 /// A logged-in (or about to be) POP3 session.
 ///
 /// After a method fails with anything but [`SessionError::Refused`] or
@@ -162,14 +171,33 @@ impl Pop3Client {
         self.run(|conn| codec::parse_stat(&ok_or_refused(command(conn, b"STAT\r\n")?)?))
     }
 
-    /// LIST: every message number with its size in bytes.
-    pub fn list(&mut self) -> Result<Vec<(u32, u64)>, SessionError> {
-        self.run(|conn| codec::parse_list(&multiline(conn, b"LIST\r\n", MAX_LISTING)?))
-    }
-
-    /// UIDL: every message number with its unique id, stable across sessions.
-    pub fn uidl(&mut self) -> Result<Vec<(u32, String)>, SessionError> {
-        self.run(|conn| codec::parse_uidl(&multiline(conn, b"UIDL\r\n", MAX_LISTING)?))
+    /// LIST and UIDL, in one round trip when the server offers PIPELINING: every message
+    /// number with its size in bytes, and with its unique id (stable across sessions), or
+    /// `None` for the ids when the server has no UIDL (RFC 1939 makes it optional).
+    pub fn listing(&mut self) -> Result<Listing, SessionError> {
+        let pipelined = self.caps.has("PIPELINING");
+        self.run(|conn| {
+            send(conn, b"LIST\r\n")?;
+            if pipelined {
+                send(conn, b"UIDL\r\n")?;
+            }
+            conn.flush()?;
+            // Both answers are read before either is judged, so that a refused LIST leaves
+            // no UIDL answer behind in the stream.
+            let sizes = multiline_answer(conn)?;
+            if !pipelined {
+                send(conn, b"UIDL\r\n")?;
+                conn.flush()?;
+            }
+            let uidls = multiline_answer(conn)?;
+            Ok(Listing {
+                sizes: codec::parse_list(&sizes.map_err(SessionError::Refused)?)?,
+                uidls: uidls
+                    .ok()
+                    .map(|body| codec::parse_uidl(&body))
+                    .transpose()?,
+            })
+        })
     }
 
     /// `TOP n 0` for each message: its header block, blank line included, exactly as stored.
@@ -331,9 +359,20 @@ fn read_body(conn: &mut Connection, cap: usize) -> Result<Vec<u8>, SessionError>
     Ok(body)
 }
 
-fn multiline(conn: &mut Connection, line: &[u8], cap: usize) -> Result<Vec<u8>, SessionError> {
-    ok_or_refused(command(conn, line)?)?;
-    read_body(conn, cap)
+/// Writes a command line without waiting for its answer (pipelining).
+fn send(conn: &mut Connection, line: &[u8]) -> Result<(), SessionError> {
+    conn.trace().sent(line);
+    conn.write_all(line)?;
+    Ok(())
+}
+
+/// Reads the answer to a listing command: its body, or the server's refusal.
+fn multiline_answer(conn: &mut Connection) -> Result<Result<Vec<u8>, String>, SessionError> {
+    let status = read_status(conn)?;
+    if !status.ok {
+        return Ok(Err(status.text));
+    }
+    read_body(conn, MAX_LISTING).map(Ok)
 }
 
 /// CAPA, or no capabilities from a server that predates it (RFC 1939 only).

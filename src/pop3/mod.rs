@@ -10,4 +10,4 @@
 mod client;
 pub mod codec;
 
-pub use client::{FetchError, MAX_HEADER_SIZE, Pop3Client};
+pub use client::{FetchError, Listing, MAX_HEADER_SIZE, Pop3Client};

@@ -9,7 +9,7 @@ use crate::folders::FolderInfo;
 use crate::identity;
 use crate::index::{KnownMessage, KnownMessages, SourceMessage};
 use crate::migrate::{Account, ConnectOptions};
-use crate::pop3::{FetchError, Pop3Client};
+use crate::pop3::{FetchError, Listing, Pop3Client};
 use crate::session;
 use crate::transfer::{Outgoing, Relocated, Source, Unreadable};
 
@@ -63,13 +63,9 @@ impl Pop3Source {
     ) -> Result<(Vec<SourceMessage>, KnownMessages), Error> {
         let flags = self.flags.clone();
         let (client, failed) = self.session()?;
-        let sizes = client.list().map_err(&failed)?;
+        let Listing { sizes, uidls } = client.listing().map_err(&failed)?;
         // Without UIDL (an old server) nothing is known across sessions: every header is read.
-        let uidls: HashMap<u32, String> = match client.uidl() {
-            Ok(uidls) => uidls.into_iter().collect(),
-            Err(SessionError::Refused(_)) => HashMap::new(),
-            Err(err) => return Err(failed(err)),
-        };
+        let uidls: HashMap<u32, String> = uidls.unwrap_or_default().into_iter().collect();
         let now = unix_now();
         let mut index = Vec::with_capacity(sizes.len());
         let mut still_known = KnownMessages::new();
@@ -223,15 +219,15 @@ impl Source for Pop3Source {
             return Ok(None);
         }
         let (client, failed) = self.session()?;
-        let by_uidl: HashMap<String, u32> = match client.uidl() {
-            Ok(uidls) => uidls
-                .into_iter()
-                .map(|(msgno, uidl)| (uidl, msgno))
-                .collect(),
-            Err(SessionError::Refused(_)) => return Ok(None),
-            Err(err) => return Err(failed(err)),
+        let Listing { sizes, uidls } = client.listing().map_err(&failed)?;
+        let Some(uidls) = uidls else {
+            return Ok(None);
         };
-        let sizes: HashMap<u32, u64> = client.list().map_err(&failed)?.into_iter().collect();
+        let by_uidl: HashMap<String, u32> = uidls
+            .into_iter()
+            .map(|(msgno, uidl)| (uidl, msgno))
+            .collect();
+        let sizes: HashMap<u32, u64> = sizes.into_iter().collect();
         let mut relocated = Relocated::default();
         for mut message in messages {
             let uidl = message.stable_id.as_deref().unwrap_or_default();

@@ -4,6 +4,7 @@
 //! progress bars before anything is written.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::auth::AuthMode;
@@ -185,8 +186,7 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
     );
     // The two sides are independent until the diff: over a slow link, doing them at once
     // halves the round trips the plan waits for.
-    let (source, target) = both(|| open_source(job), || open_target(job));
-    let (mut source, mut target) = (source?, target?);
+    let (mut source, mut target) = open_both(job)?;
     let size_limit = SizeLimit::tightest(
         job.size_limit.clone(),
         target.append_limit().map(|bytes| SizeLimit {
@@ -425,11 +425,20 @@ fn folder_mappings(
 /// Opens a connection, trying again after a transient failure ([`Error::is_transient`]: a
 /// server not up yet, restarting, or dropping connections) up to `--retries` times, with the
 /// upload workers' backoff. A refused login or an untrusted certificate fails at once.
-fn retrying<T>(job: &MigrateJob, open: impl Fn() -> Result<T, Error>) -> Result<T, Error> {
+/// Stops early, without retrying further, once `give_up` is set.
+fn retrying<T>(
+    job: &MigrateJob,
+    give_up: &AtomicBool,
+    open: impl Fn() -> Result<T, Error>,
+) -> Result<T, Error> {
     let mut attempt = 0;
     loop {
         match open() {
-            Err(err) if err.is_transient() && attempt < job.transfer.retries => {
+            Err(err)
+                if err.is_transient()
+                    && attempt < job.transfer.retries
+                    && !give_up.load(Ordering::SeqCst) =>
+            {
                 attempt += 1;
                 std::thread::sleep(job.transfer.delay_before_retry(attempt, &err));
             }
@@ -438,8 +447,35 @@ fn retrying<T>(job: &MigrateJob, open: impl Fn() -> Result<T, Error>) -> Result<
     }
 }
 
+/// For a connection that nothing else waits on: it never gives up early.
+static KEEP_TRYING: AtomicBool = AtomicBool::new(false);
+
+/// A logged-in connection to each side.
+type Connections = (Box<dyn Source>, Box<dyn Target>);
+
+/// Opens both planning connections at once. The first to fail for good makes the other stop
+/// retrying: the run ends with that error either way.
+fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
+    fn settled<T>(opened: Result<T, Error>, give_up: &AtomicBool) -> Result<T, Error> {
+        if opened.is_err() {
+            give_up.store(true, Ordering::SeqCst);
+        }
+        opened
+    }
+    let give_up = AtomicBool::new(false);
+    let (source, target) = both(
+        || settled(open_source_unless(job, &give_up), &give_up),
+        || settled(open_target_unless(job, &give_up), &give_up),
+    );
+    Ok((source?, target?))
+}
+
 fn open_source(job: &MigrateJob) -> Result<Box<dyn Source>, Error> {
-    retrying(job, || -> Result<Box<dyn Source>, Error> {
+    open_source_unless(job, &KEEP_TRYING)
+}
+
+fn open_source_unless(job: &MigrateJob, give_up: &AtomicBool) -> Result<Box<dyn Source>, Error> {
+    retrying(job, give_up, || -> Result<Box<dyn Source>, Error> {
         match job.from.endpoint.protocol {
             Protocol::Pop3 => Ok(Box::new(Pop3Source::connect(
                 &job.from,
@@ -452,7 +488,11 @@ fn open_source(job: &MigrateJob) -> Result<Box<dyn Source>, Error> {
 }
 
 fn open_target(job: &MigrateJob) -> Result<Box<dyn Target>, Error> {
-    retrying(job, || open_target_once(job))
+    open_target_unless(job, &KEEP_TRYING)
+}
+
+fn open_target_unless(job: &MigrateJob, give_up: &AtomicBool) -> Result<Box<dyn Target>, Error> {
+    retrying(job, give_up, || open_target_once(job))
 }
 
 fn open_target_once(job: &MigrateJob) -> Result<Box<dyn Target>, Error> {

@@ -146,8 +146,11 @@ impl Target for ImapTarget {
                 Ok(status) => {
                     index.keywords = KeywordPolicy::from_permanent_flags(&status.permanent_flags);
                 }
-                // A folder that does not exist yet (a dry run creates nothing) holds nothing.
-                Err(SessionError::Refused(_)) if !self.exists(folder)? => {}
+                // A folder that does not exist yet (a dry run creates nothing) holds nothing,
+                // whatever a server that kept the previous folder selected answered.
+                Err(SessionError::Refused(_)) if !self.exists(folder)? => {
+                    *index = TargetIndex::default();
+                }
                 Err(err) => return Err(self.failed(err)),
             }
         }

@@ -126,6 +126,8 @@ pub struct ImapClient {
 #[must_use = "a sent command's completion must be collected"]
 struct Sent {
     tag: String,
+    /// The command's length on the wire.
+    bytes: usize,
 }
 
 /// An APPEND sent without waiting for its completion ([`ImapClient::append_send`]).
@@ -136,9 +138,13 @@ pub struct SentAppend {
     messages: usize,
 }
 
-/// Commands sent ahead of their answers at most. Enough to hide round trips; small enough
-/// that the commands never fill the socket buffers while the server's answers wait unread.
+/// Commands sent ahead of their answers at most. Enough to hide round trips.
 const PIPELINE_WINDOW: usize = 32;
+
+/// Bytes of commands sent ahead of their answers at most. A server blocked writing an answer nobody reads (message bodies, say) stops reading
+/// commands too; this much always fits in its receive buffer, so our writes never block
+/// while its answers wait.
+const PIPELINE_BYTES: usize = 16 * 1024;
 
 /// What untagged data tells us along the way.
 #[derive(Debug, Default)]
@@ -841,10 +847,17 @@ impl ImapClient {
         let mut builder = CommandBuilder::new(&tag, self.literal_mode());
         build(&mut builder);
         let (segments, shown) = builder.finish_shown();
+        let mut bytes_sent = 0;
         for segment in segments {
             match segment {
-                Segment::Bytes(bytes) => self.conn.write_all(&bytes)?,
-                Segment::Slice(bytes) => self.conn.write_all(bytes)?,
+                Segment::Bytes(bytes) => {
+                    bytes_sent += bytes.len();
+                    self.conn.write_all(&bytes)?;
+                }
+                Segment::Slice(bytes) => {
+                    bytes_sent += bytes.len();
+                    self.conn.write_all(bytes)?;
+                }
                 Segment::AwaitContinuation => {
                     return Err(SessionError::Protocol(
                         "a pipelined command cannot wait for a continuation".into(),
@@ -855,7 +868,10 @@ impl ImapClient {
         shown.iter().for_each(|piece| self.conn.trace().sent(piece));
         self.conn.flush()?;
         self.in_flight.insert(tag.clone());
-        Ok(Sent { tag })
+        Ok(Sent {
+            tag,
+            bytes: bytes_sent,
+        })
     }
 
     /// Collects the completion of a command sent with [`ImapClient::send`]; untagged data on
@@ -866,7 +882,8 @@ impl ImapClient {
     }
 
     /// Sends `count` commands, built by `build(i)`, each without waiting for the answers to
-    /// the ones before (at most [`PIPELINE_WINDOW`] unanswered), and returns their
+    /// the ones before (at most [`PIPELINE_WINDOW`] commands and [`PIPELINE_BYTES`] bytes of
+    /// them unanswered), and returns their
     /// completions in order. Untagged data goes to `on_data` with the number of the oldest
     /// unanswered command: the one it belongs to whenever each command waits for the
     /// previous one to finish, as SELECT, and anything after a SELECT, does.
@@ -878,11 +895,17 @@ impl ImapClient {
     ) -> Result<Vec<Completion>, SessionError> {
         let mut completions = Vec::with_capacity(count);
         let mut unanswered: VecDeque<(usize, Sent)> = VecDeque::new();
+        let mut unanswered_bytes = 0;
         for i in 0..count {
-            unanswered.push_back((i, self.send(|b| build(i, b))?));
-            while unanswered.len() >= PIPELINE_WINDOW || (i + 1 == count && !unanswered.is_empty())
+            let sent = self.send(|b| build(i, b))?;
+            unanswered_bytes += sent.bytes;
+            unanswered.push_back((i, sent));
+            while unanswered.len() >= PIPELINE_WINDOW
+                || unanswered_bytes > PIPELINE_BYTES
+                || (i + 1 == count && !unanswered.is_empty())
             {
                 let (oldest, sent) = unanswered.pop_front().expect("not empty");
+                unanswered_bytes -= sent.bytes;
                 let completion = self.read_until(&sent.tag, false, &mut |r| on_data(oldest, r))?;
                 completions.push(completion.ok_or_else(|| {
                     SessionError::Protocol("unexpected continuation request".into())

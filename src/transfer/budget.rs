@@ -1,5 +1,7 @@
 //! The memory budget for message bodies on their way from the source to the target.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 /// Bytes of message bodies the engine holds at once: read from the source, waiting in a
@@ -16,8 +18,10 @@ pub(super) struct ByteBudget {
 #[derive(Default)]
 struct Held {
     bytes: u64,
-    /// Charges waiting for room.
-    waiting: usize,
+    /// The tickets of the charges waiting, first come first served: a message bigger than
+    /// the room left must not be overtaken, again and again, by smaller ones.
+    queue: VecDeque<u64>,
+    next_ticket: u64,
 }
 
 impl ByteBudget {
@@ -35,28 +39,45 @@ impl ByteBudget {
 
     /// Whether charging `bytes` now would wait.
     pub(super) fn would_wait(&self, bytes: u64) -> bool {
-        Self::spent(self.lock().bytes, bytes, self.limit)
+        let held = self.lock();
+        !held.queue.is_empty() || Self::spent(held.bytes, bytes, self.limit)
     }
 
     /// Whether a charge is waiting for bytes to be given back.
     pub(super) fn is_wanted(&self) -> bool {
-        self.lock().waiting > 0
+        !self.lock().queue.is_empty()
+    }
+
+    /// Wakes the waiting charges, to look at their `abandon` flag.
+    pub(super) fn wake(&self) {
+        self.freed.notify_all();
     }
 
     fn spent(held: u64, bytes: u64, limit: u64) -> bool {
         held > 0 && held + bytes > limit
     }
 
-    /// Charges `bytes`, waiting until they fit (or nothing else is held).
-    pub(super) fn charge(&self, bytes: u64) -> Charge<'_> {
+    /// Charges `bytes`, waiting until they fit (or nothing else is held) and every charge
+    /// that asked before is served, or until `abandon` is set (see [`wake`](Self::wake)):
+    /// the folder failed, and what would give bytes back may never be taken off its queue.
+    pub(super) fn charge(&self, bytes: u64, abandon: &AtomicBool) -> Charge<'_> {
         let mut held = self.lock();
-        held.waiting += 1;
+        let ticket = held.next_ticket;
+        held.next_ticket += 1;
+        held.queue.push_back(ticket);
         let mut held = self
             .freed
-            .wait_while(held, |held| Self::spent(held.bytes, bytes, self.limit))
+            .wait_while(held, |held| {
+                !abandon.load(Ordering::SeqCst)
+                    && (held.queue.front() != Some(&ticket)
+                        || Self::spent(held.bytes, bytes, self.limit))
+            })
             .unwrap_or_else(PoisonError::into_inner);
-        held.waiting -= 1;
+        held.queue.retain(|waiting| *waiting != ticket);
         held.bytes += bytes;
+        drop(held);
+        // The next in line may fit too.
+        self.freed.notify_all();
         Charge {
             budget: self,
             bytes,
@@ -102,26 +123,47 @@ mod tests {
 
     #[test]
     fn charges_wait_for_room_and_a_big_message_goes_alone() {
+        let go_on = AtomicBool::new(false);
         let budget = ByteBudget::new(10);
-        let first = budget.charge(6);
+        let first = budget.charge(6, &go_on);
         assert!(!budget.would_wait(4));
         assert!(budget.would_wait(5));
         let mut batch = budget.nothing();
-        batch.absorb(budget.charge(4));
+        batch.absorb(budget.charge(4, &go_on));
         std::thread::scope(|scope| {
-            let waiting = scope.spawn(|| budget.charge(100).bytes);
+            let big = scope.spawn(|| budget.charge(100, &go_on).bytes);
             std::thread::sleep(Duration::from_millis(50));
-            assert!(!waiting.is_finished(), "charged while the budget was spent");
+            assert!(!big.is_finished(), "charged while the budget was spent");
             assert!(budget.is_wanted());
             drop(first);
+            // A small charge that would fit does not overtake the big one waiting.
+            assert!(budget.would_wait(1));
+            let small = scope.spawn(|| budget.charge(1, &go_on).bytes);
             std::thread::sleep(Duration::from_millis(50));
-            assert!(
-                !waiting.is_finished(),
-                "charged while a batch still held bytes"
-            );
+            assert!(!big.is_finished(), "charged while a batch still held bytes");
+            assert!(!small.is_finished(), "overtook a charge waiting before it");
             drop(batch);
-            assert_eq!(waiting.join().unwrap(), 100);
+            assert_eq!(big.join().unwrap(), 100);
+            assert_eq!(small.join().unwrap(), 1);
         });
         assert_eq!(budget.lock().bytes, 0);
+    }
+
+    #[test]
+    fn an_abandoned_charge_stops_waiting() {
+        let abandon = AtomicBool::new(false);
+        let budget = ByteBudget::new(10);
+        let held = budget.charge(10, &abandon);
+        std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| budget.charge(5, &abandon).bytes);
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!waiting.is_finished());
+            abandon.store(true, Ordering::SeqCst);
+            budget.wake();
+            assert_eq!(waiting.join().unwrap(), 5);
+        });
+        drop(held);
+        assert_eq!(budget.lock().bytes, 0);
+        assert!(!budget.is_wanted());
     }
 }

@@ -25,7 +25,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
@@ -485,12 +485,15 @@ fn copy_folder(
     let upload_error: Mutex<Option<Error>> = Mutex::new(None);
     let connect_error: Mutex<Option<Error>> = Mutex::new(None);
     let connected = AtomicUsize::new(0);
+    // Set when an upload worker gives up: the batches it leaves queued hold memory nobody
+    // will give back, so the fetcher must not wait for it.
+    let failed = AtomicBool::new(false);
 
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let batches = batches_rx.clone();
-            let (upload_error, connect_error, connected) =
-                (&upload_error, &connect_error, &connected);
+            let (upload_error, connect_error, connected, failed) =
+                (&upload_error, &connect_error, &connected, &failed);
             scope.spawn(move || {
                 let mut uploader = Uploader::new(plan, targets, settings, observer, ledger);
                 // A worker that cannot log in (a server's per-user connection limit, say)
@@ -505,6 +508,8 @@ fn copy_folder(
                     Ok(()) => uploader.release(),
                     Err(err) => {
                         upload_error.lock().unwrap().get_or_insert(err);
+                        failed.store(true, Ordering::SeqCst);
+                        budget.wake();
                     }
                 }
                 // When every worker is gone, its receiver with it, the fetcher's next send
@@ -549,7 +554,7 @@ fn copy_folder(
                         return false;
                     }
                 }
-                charge.absorb(budget.charge(bytes));
+                charge.absorb(budget.charge(bytes, &failed));
                 batch_bytes += bytes;
                 batch.push(outgoing);
                 if batch_bytes >= settings.batch_bytes || batch.len() >= settings.batch_messages {
@@ -1323,6 +1328,41 @@ mod tests {
         assert!(server.stored_keys().is_empty());
         assert_eq!(events.failed(), [1, 2, 3, 4, 5]);
         assert_eq!(server.state.lock().unwrap().connections, 1);
+    }
+
+    #[test]
+    fn a_worker_that_gives_up_does_not_leave_the_fetcher_waiting_for_memory() {
+        // Budget 5: message 1 (1 byte) is being uploaded, message 1000 (4 bytes) waits in the
+        // queue, message 1001 waits for room. The upload of 1 breaks and the worker gives up;
+        // 1000's bytes, queued with nobody left to take them, would never come back.
+        let server = Server::new(false, |_, m, _| {
+            if m.key == 1 {
+                std::thread::sleep(Duration::from_millis(200));
+                Upload::Break
+            } else {
+                Upload::Store
+            }
+        });
+        let events = Arc::new(Events::default());
+        let source: Vec<SourceMessage> = [1, 1000, 1001, 1002]
+            .into_iter()
+            .map(|key| message(key, &format!("m{key}")))
+            .collect();
+        let settings = TransferSettings {
+            memory_budget: 5,
+            ..settings(1, 1, 0)
+        };
+        // On its own thread, left behind if it hangs: the test fails instead of hanging too.
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let (copying_server, copying_events) = (Arc::clone(&server), Arc::clone(&events));
+        std::thread::spawn(move || {
+            let result = copy(&copying_server, source, &[], settings, &copying_events);
+            done_tx.send(result.is_err()).unwrap();
+        });
+        let failed = done.recv_timeout(Duration::from_secs(10));
+        assert_eq!(failed, Ok(true), "the copy hangs or succeeds");
+        assert!(server.stored_keys().is_empty());
+        assert!(events.failed().contains(&1));
     }
 
     #[test]

@@ -99,8 +99,11 @@ impl<'a> Uploader<'a> {
         let folder = self.plan.target_folder.as_str();
         // A batch waits for the others holding its repeated identities (see `Ledger`): first
         // settle this worker's own, which would otherwise wait for it in turn.
-        if self.ledger.holds_repeated(folder, &batch) {
-            self.finish()?;
+        if self.ledger.holds_repeated(folder, &batch)
+            && let Err(err) = self.finish()
+        {
+            lost(self.plan, &batch, self.observer);
+            return Err(err);
         }
         let claim = self.ledger.claim(folder, &batch);
         let target = self

@@ -177,6 +177,19 @@ pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 #[cfg(test)]
 impl Captured {
+    /// An address on 127.0.0.1 whose connections trace everything into a new `Captured`: for
+    /// the clients' trace tests against a scripted server.
+    pub(crate) fn loopback(port: u16) -> (crate::net::Address, Captured) {
+        let captured = Captured::default();
+        let address = crate::net::Address {
+            host: "127.0.0.1".into(),
+            port,
+            timeout: std::time::Duration::from_secs(10),
+            trace: Trace::to_writer(Verbosity::Everything, captured.clone()),
+        };
+        (address, captured)
+    }
+
     /// What was written so far.
     pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into()

@@ -48,16 +48,7 @@ fn mailbox() -> Vec<Vec<u8>> {
             } else {
                 (format!("message {i}"), 1000 + (rng.next() % 3000) as usize)
             };
-            let body: String = (0..len)
-                .map(|k| {
-                    if k % 72 == 71 {
-                        '\n'
-                    } else {
-                        char::from(b'a' + (rng.next() % 26) as u8)
-                    }
-                })
-                .collect::<String>()
-                .replace('\n', "\r\n");
+            let body = rng.text(len);
             let id = if TWIN.contains(&i) {
                 "Message-ID: <twin@mailferry.test>\r\n".to_string()
             } else if TRIPLET.contains(&i) {

@@ -214,32 +214,21 @@ fn delete_removes_only_the_copies_the_mirror_made() {
     }
     assert_eq!(m.run(&["--delete"])["copied"], 2);
 
-    m.doveadm(
-        &m.source,
-        &[
-            "expunge",
-            "-u",
-            "alice",
-            "mailbox",
-            "INBOX",
-            "HEADER",
-            "Message-ID",
-            "gone@mirror.test",
-        ],
-    );
-    m.doveadm(
-        &m.source,
-        &[
-            "expunge",
-            "-u",
-            "alice",
-            "mailbox",
-            "INBOX",
-            "HEADER",
-            "Message-ID",
-            "preexisting@mirror.test",
-        ],
-    );
+    for id in ["gone@mirror.test", "preexisting@mirror.test"] {
+        m.doveadm(
+            &m.source,
+            &[
+                "expunge",
+                "-u",
+                "alice",
+                "mailbox",
+                "INBOX",
+                "HEADER",
+                "Message-ID",
+                id,
+            ],
+        );
+    }
     // Without --delete nothing is removed.
     assert_eq!(m.run(&[])["deleted"], 0);
     assert_eq!(m.target.messages("bob", "INBOX").len(), 4);

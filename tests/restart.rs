@@ -34,16 +34,8 @@ fn mailbox() -> Vec<Vec<u8>> {
     let mut rng = SplitMix64(0x7265_7374);
     (0..MESSAGES)
         .map(|i| {
-            let body: String = (0..2000 + (rng.next() % 4000) as usize)
-                .map(|k| {
-                    if k % 72 == 71 {
-                        '\n'
-                    } else {
-                        char::from(b'a' + (rng.next() % 26) as u8)
-                    }
-                })
-                .collect::<String>()
-                .replace('\n', "\r\n");
+            let len = 2000 + (rng.next() % 4000) as usize;
+            let body = rng.text(len);
             format!(
                 "From: Restart Test <restart@example.org>\r\nSubject: restart {i}\r\n\
                  Message-ID: <restart-{i}@mailferry.test>\r\n\r\n{body}\r\n"

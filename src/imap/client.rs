@@ -1238,7 +1238,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::trace::{Captured, Trace, Verbosity};
+    use crate::trace::Captured;
 
     /// A one-connection IMAP server on loopback greeting with `capabilities` and accepting
     /// any login: `+` to AUTHENTICATE and to a synchronizing literal, OK to the rest.
@@ -1276,13 +1276,7 @@ mod tests {
     }
 
     fn traced_login(capabilities: &'static str, login: &Login<'_>) -> String {
-        let captured = Captured::default();
-        let address = Address {
-            host: "127.0.0.1".into(),
-            port: fake_server(capabilities),
-            timeout: Duration::from_secs(10),
-            trace: Trace::to_writer(Verbosity::Everything, captured.clone()),
-        };
+        let (address, captured) = Captured::loopback(fake_server(capabilities));
         let tls = TlsConfig::new(&Default::default()).unwrap();
         let mut client = ImapClient::connect(&address, TlsMode::Plain, &tls).unwrap();
         client.login(login).unwrap();

@@ -461,7 +461,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::trace::{Captured, Trace, Verbosity};
+    use crate::trace::Captured;
 
     /// A one-connection POP3 server on loopback that offers `sasl` (or no SASL) and accepts
     /// any login; returns its port.
@@ -490,13 +490,7 @@ mod tests {
     }
 
     fn traced_login(sasl: &'static str, login: &Login<'_>) -> String {
-        let captured = Captured::default();
-        let address = Address {
-            host: "127.0.0.1".into(),
-            port: fake_server(sasl),
-            timeout: Duration::from_secs(10),
-            trace: Trace::to_writer(Verbosity::Everything, captured.clone()),
-        };
+        let (address, captured) = Captured::loopback(fake_server(sasl));
         let mut client = Pop3Client::connect(
             &address,
             TlsMode::Plain,

@@ -960,39 +960,14 @@ mod tests {
         }
     }
 
-    struct FakeSource;
-
-    impl Source for FakeSource {
-        fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
-            unimplemented!()
-        }
-        fn index(&mut self, _folder: &str) -> Result<Vec<SourceMessage>, Error> {
-            unimplemented!()
-        }
-        fn fetch(
-            &mut self,
-            _folder: &str,
-            messages: Vec<SourceMessage>,
-            deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
-        ) -> Result<(), Error> {
-            for message in messages {
-                let raw = message.key.to_string().into_bytes();
-                if !deliver(Ok(Outgoing { message, raw })) {
-                    break;
-                }
-            }
-            Ok(())
-        }
-    }
-
-    /// A source whose connection breaks before delivering message number `breaks_at` (from
-    /// 0) of a fetch; a fresh connection finds the rest again under keys 1000 higher, except
-    /// key 7, which is gone.
-    struct BreakingSource {
+    /// A source serving each message as its key in digits. With `breaks_at`, its connection
+    /// breaks before delivering message number `breaks_at` (from 0) of a fetch; a fresh
+    /// connection finds the rest again under keys 1000 higher, except key 7, which is gone.
+    struct FakeSource {
         breaks_at: Option<usize>,
     }
 
-    impl Source for BreakingSource {
+    impl Source for FakeSource {
         fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
             unimplemented!()
         }
@@ -1101,7 +1076,7 @@ mod tests {
         let plan = plan::diff("INBOX", "INBOX", source, &index);
         copy_folders(
             &[&plan],
-            &mut (Box::new(FakeSource) as Box<dyn Source>),
+            &mut (Box::new(FakeSource { breaks_at: None }) as Box<dyn Source>),
             &|| unreachable!("one folder needs one source connection"),
             &TargetPool::new(&|| Server::connect(server)),
             settings,
@@ -1229,10 +1204,10 @@ mod tests {
             let opened = AtomicUsize::new(0);
             let result = copy_folders(
                 &[&plan],
-                &mut (Box::new(BreakingSource { breaks_at: Some(4) }) as Box<dyn Source>),
+                &mut (Box::new(FakeSource { breaks_at: Some(4) }) as Box<dyn Source>),
                 &|| {
                     opened.fetch_add(1, Ordering::SeqCst);
-                    Ok(Box::new(BreakingSource { breaks_at: None }))
+                    Ok(Box::new(FakeSource { breaks_at: None }))
                 },
                 &TargetPool::new(&|| Server::connect(&server)),
                 settings(1, 3, retries),

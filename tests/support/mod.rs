@@ -315,20 +315,7 @@ impl Dovecot {
         if let Some(date) = internal_date {
             command.push_str(&format!(" \"{}\"", imap_date(date)));
         }
-        command.push_str(&format!(" {{{}}}\r\n", raw.len()));
-        imap.send(command.as_bytes());
-        let go_ahead = imap.read_line();
-        assert!(
-            go_ahead.starts_with("+"),
-            "APPEND to {folder:?} refused: {go_ahead}"
-        );
-        imap.send(raw);
-        imap.send(b"\r\n");
-        let done = imap.read_tagged("A");
-        assert!(
-            done.starts_with("A OK"),
-            "APPEND to {folder:?} failed: {done}"
-        );
+        imap.append(&command, raw, folder);
         imap.logout();
     }
 
@@ -348,19 +335,7 @@ impl Dovecot {
             );
         }
         for raw in raws {
-            imap.send(format!("A APPEND {mailbox} {{{}}}\r\n", raw.len()).as_bytes());
-            let go_ahead = imap.read_line();
-            assert!(
-                go_ahead.starts_with("+"),
-                "APPEND to {folder:?} refused: {go_ahead}"
-            );
-            imap.send(raw);
-            imap.send(b"\r\n");
-            let done = imap.read_tagged("A");
-            assert!(
-                done.starts_with("A OK"),
-                "APPEND to {folder:?} failed: {done}"
-            );
+            imap.append(&format!("A APPEND {mailbox}"), raw, folder);
         }
         imap.logout();
     }
@@ -596,6 +571,21 @@ impl SplitMix64 {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+
+    /// `len` random lowercase letters in CRLF lines of 71: a message body that differs from
+    /// seed to seed.
+    pub fn text(&mut self, len: usize) -> String {
+        (0..len)
+            .map(|k| {
+                if k % 72 == 71 {
+                    '\n'
+                } else {
+                    char::from(b'a' + (self.next() % 26) as u8)
+                }
+            })
+            .collect::<String>()
+            .replace('\n', "\r\n")
     }
 }
 
@@ -927,6 +917,24 @@ impl ImapSession {
                 return line;
             }
         }
+    }
+
+    /// Sends `command` (tagged `A`, everything but the literal) with `raw` as its message
+    /// literal; panics unless `folder` took it.
+    fn append(&mut self, command: &str, raw: &[u8], folder: &str) {
+        self.send(format!("{command} {{{}}}\r\n", raw.len()).as_bytes());
+        let go_ahead = self.read_line();
+        assert!(
+            go_ahead.starts_with("+"),
+            "APPEND to {folder:?} refused: {go_ahead}"
+        );
+        self.send(raw);
+        self.send(b"\r\n");
+        let done = self.read_tagged("A");
+        assert!(
+            done.starts_with("A OK"),
+            "APPEND to {folder:?} failed: {done}"
+        );
     }
 
     fn logout(mut self) {

@@ -428,27 +428,11 @@ fn folder_mappings(
 /// Stops early, without retrying further, once `give_up` is set.
 fn retrying<T>(
     job: &MigrateJob,
-    give_up: &AtomicBool,
-    open: impl Fn() -> Result<T, Error>,
+    give_up: Option<&AtomicBool>,
+    open: impl FnMut() -> Result<T, Error>,
 ) -> Result<T, Error> {
-    let mut attempt = 0;
-    loop {
-        match open() {
-            Err(err)
-                if err.is_transient()
-                    && attempt < job.transfer.retries
-                    && !give_up.load(Ordering::SeqCst) =>
-            {
-                attempt += 1;
-                std::thread::sleep(job.transfer.delay_before_retry(attempt, &err));
-            }
-            other => return other,
-        }
-    }
+    job.transfer.retry(give_up, Error::is_transient, open)
 }
-
-/// For a connection that nothing else waits on: it never gives up early.
-static KEEP_TRYING: AtomicBool = AtomicBool::new(false);
 
 /// A logged-in connection to each side.
 type Connections = (Box<dyn Source>, Box<dyn Target>);
@@ -464,17 +448,20 @@ fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
     }
     let give_up = AtomicBool::new(false);
     let (source, target) = both(
-        || settled(open_source_unless(job, &give_up), &give_up),
-        || settled(open_target_unless(job, &give_up), &give_up),
+        || settled(open_source_unless(job, Some(&give_up)), &give_up),
+        || settled(open_target_unless(job, Some(&give_up)), &give_up),
     );
     Ok((source?, target?))
 }
 
 fn open_source(job: &MigrateJob) -> Result<Box<dyn Source>, Error> {
-    open_source_unless(job, &KEEP_TRYING)
+    open_source_unless(job, None)
 }
 
-fn open_source_unless(job: &MigrateJob, give_up: &AtomicBool) -> Result<Box<dyn Source>, Error> {
+fn open_source_unless(
+    job: &MigrateJob,
+    give_up: Option<&AtomicBool>,
+) -> Result<Box<dyn Source>, Error> {
     retrying(job, give_up, || -> Result<Box<dyn Source>, Error> {
         match job.from.endpoint.protocol {
             Protocol::Pop3 => Ok(Box::new(Pop3Source::connect(
@@ -488,10 +475,13 @@ fn open_source_unless(job: &MigrateJob, give_up: &AtomicBool) -> Result<Box<dyn 
 }
 
 fn open_target(job: &MigrateJob) -> Result<Box<dyn Target>, Error> {
-    open_target_unless(job, &KEEP_TRYING)
+    open_target_unless(job, None)
 }
 
-fn open_target_unless(job: &MigrateJob, give_up: &AtomicBool) -> Result<Box<dyn Target>, Error> {
+fn open_target_unless(
+    job: &MigrateJob,
+    give_up: Option<&AtomicBool>,
+) -> Result<Box<dyn Target>, Error> {
     retrying(job, give_up, || open_target_once(job))
 }
 

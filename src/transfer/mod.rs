@@ -328,6 +328,31 @@ impl Default for TransferSettings {
 }
 
 impl TransferSettings {
+    /// Calls `open` until it succeeds, fails with an error `worth_retrying` rejects, or has
+    /// failed `retries` times more (waiting [`delay_before_retry`](Self::delay_before_retry)
+    /// between tries); stops early once `give_up` is set.
+    pub(crate) fn retry<T>(
+        &self,
+        give_up: Option<&AtomicBool>,
+        worth_retrying: impl Fn(&Error) -> bool,
+        mut open: impl FnMut() -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut attempt = 0;
+        loop {
+            match open() {
+                Err(err)
+                    if worth_retrying(&err)
+                        && attempt < self.retries
+                        && !give_up.is_some_and(|flag| flag.load(Ordering::SeqCst)) =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(self.delay_before_retry(attempt, &err));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The wait before retry number `attempt` (from 1) after `cause`: exponential and capped,
     /// longer when the server asked to slow down, and jittered down to half, so workers
     /// throttled together do not come back together.

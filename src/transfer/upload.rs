@@ -71,26 +71,16 @@ impl<'a> Uploader<'a> {
             self.target = Some(target);
             return Ok(());
         }
-        let mut attempt = 0;
-        loop {
-            match self.targets.connect() {
-                Ok(target) => {
-                    self.target = Some(target);
-                    return Ok(());
-                }
-                Err(
-                    err @ Error::Connection {
-                        source: SessionError::Refused(_) | SessionError::Unsupported(_),
-                        ..
-                    },
-                ) => return Err(err),
-                Err(err @ Error::Connection { .. }) if attempt < self.settings.retries => {
-                    attempt += 1;
-                    std::thread::sleep(self.settings.delay_before_retry(attempt, &err));
-                }
-                Err(err) => return Err(err),
-            }
-        }
+        let connected = self.settings.retry(
+            None,
+            |err| {
+                matches!(err, Error::Connection { source, .. }
+                    if !matches!(source, SessionError::Refused(_) | SessionError::Unsupported(_)))
+            },
+            || self.targets.connect(),
+        )?;
+        self.target = Some(connected);
+        Ok(())
     }
 
     /// Sends a batch, without waiting for the answers to the batches sent before it (at most

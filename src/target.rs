@@ -52,13 +52,6 @@ impl ImapTarget {
         Ok(())
     }
 
-    fn exists(&mut self, folder: &str) -> Result<bool, Error> {
-        if folder.eq_ignore_ascii_case("INBOX") {
-            return Ok(true);
-        }
-        Ok(self.folders()?.iter().any(|f| f.name == folder))
-    }
-
     /// Uploads one message; `Ok(Err(reason))` when the server refused it.
     fn append_one(
         &mut self,
@@ -139,6 +132,8 @@ impl Target for ImapTarget {
                 );
             })
             .map_err(|e| self.failed(e))?;
+        // Listed once, and only when some folder could not be opened.
+        let mut listed: Option<Vec<FolderInfo>> = None;
         for ((folder, index), opened) in folders.iter().zip(&mut indexes).zip(opened) {
             // The server keeps the last folder it could open selected.
             self.selected = opened.is_ok().then(|| folder.clone());
@@ -148,7 +143,16 @@ impl Target for ImapTarget {
                 }
                 // A folder that does not exist yet (a dry run creates nothing) holds nothing,
                 // whatever a server that kept the previous folder selected answered.
-                Err(SessionError::Refused(_)) if !self.exists(folder)? => {
+                Err(SessionError::Refused(reason)) => {
+                    let listed = match listed {
+                        Some(ref listed) => listed,
+                        None => listed.insert(self.folders()?),
+                    };
+                    let exists = folder.eq_ignore_ascii_case("INBOX")
+                        || listed.iter().any(|f| &f.name == folder);
+                    if exists {
+                        return Err(self.failed(SessionError::Refused(reason)));
+                    }
                     *index = TargetIndex::default();
                 }
                 Err(err) => return Err(self.failed(err)),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::DateTime;
 use mailferry::auth::Login;
 use mailferry::error::SessionError;
-use mailferry::imap::{AppendMessage, ImapClient};
+use mailferry::imap::{AppendMessage, ImapClient, IndexRecord, MailboxStatus};
 use mailferry::net::{Address, TlsConfig, TlsMode, TlsTrust};
 use support::{Dovecot, password};
 
@@ -36,6 +36,23 @@ fn session(dovecot: &Dovecot, user: &str) -> ImapClient {
     .unwrap();
     client.login(&Login::plain(user, &password(user))).unwrap();
     client
+}
+
+/// Opens `folder` (read-only or not) and indexes it with `fields`, passing each record to
+/// `on_each`; its status.
+fn index(
+    client: &mut ImapClient,
+    folder: &str,
+    read_only: bool,
+    fields: &[&str],
+    mut on_each: impl FnMut(IndexRecord<'_>),
+) -> MailboxStatus {
+    let mut opened = client
+        .index_mailboxes(&[folder.to_owned()], read_only, fields, |_, record| {
+            on_each(record)
+        })
+        .unwrap();
+    opened.pop().unwrap().unwrap()
 }
 
 fn message(n: usize, extra_header: &str, body: &[u8]) -> Vec<u8> {
@@ -166,22 +183,25 @@ fn create_nested_and_non_ascii_folders() {
     let dovecot = Dovecot::start();
     let mut client = session(&dovecot, "carol");
     for name in ["Archive/2024/Q1", "Données & Entwürfe", "日本語/😀"] {
-        client.create(name).unwrap();
+        client.create_and_subscribe(&[name.to_owned()]).unwrap();
         // A second CREATE meets [ALREADYEXISTS], which counts as success.
-        client.create(name).unwrap();
+        client.create_and_subscribe(&[name.to_owned()]).unwrap();
     }
     let names: Vec<String> = client.list().unwrap().into_iter().map(|m| m.name).collect();
     for name in ["Archive/2024/Q1", "Données & Entwürfe", "日本語/😀"] {
         assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
     }
-    let status = client.select("Données & Entwürfe", false).unwrap();
+    let mut records = 0;
+    let status = index(
+        &mut client,
+        "Données & Entwürfe",
+        false,
+        &["MESSAGE-ID"],
+        |_| records += 1,
+    );
     assert_eq!(status.exists, 0);
     assert!(status.uid_validity.is_some());
     assert!(status.permanent_flags.iter().any(|f| f == "\\Seen"));
-    let mut records = 0;
-    client
-        .fetch_index(&["MESSAGE-ID"], |_| records += 1)
-        .unwrap();
     assert_eq!(records, 0);
     client.logout().unwrap();
 }
@@ -190,7 +210,7 @@ fn create_nested_and_non_ascii_folders() {
 fn append_with_flags_and_date_reads_back() {
     let dovecot = Dovecot::start();
     let mut client = session(&dovecot, "dave");
-    client.create("Kept").unwrap();
+    client.create_and_subscribe(&["Kept".into()]).unwrap();
     let raw = message(1, "", b"Hello.\r\n");
     let flags = ["\\Seen", "\\Flagged", "$Label1"].map(String::from);
     let date = DateTime::parse_from_rfc3339("2019-03-05T08:52:37+02:00").unwrap();
@@ -206,11 +226,13 @@ fn append_with_flags_and_date_reads_back() {
         .unwrap()
         .expect("APPENDUID under UIDPLUS");
 
-    let status = client.select("Kept", true).unwrap();
-    assert_eq!(status.exists, 1);
     let mut seen = Vec::new();
-    client
-        .fetch_index(&["MESSAGE-ID", "DATE"], |record| {
+    let status = index(
+        &mut client,
+        "Kept",
+        true,
+        &["MESSAGE-ID", "DATE"],
+        |record| {
             seen.push((
                 record.uid,
                 record.size,
@@ -218,8 +240,9 @@ fn append_with_flags_and_date_reads_back() {
                 record.internal_date,
                 record.header.to_vec(),
             ));
-        })
-        .unwrap();
+        },
+    );
+    assert_eq!(status.exists, 1);
     assert_eq!(seen.len(), 1);
     let (got_uid, size, got_flags, got_date, header) = &seen[0];
     assert_eq!(*got_uid, uid);
@@ -241,7 +264,7 @@ fn append_with_flags_and_date_reads_back() {
 fn multiappend_fifty_messages_and_fetch_them_back() {
     let dovecot = Dovecot::start();
     let mut client = session(&dovecot, "dave");
-    client.create("Bulk").unwrap();
+    client.create_and_subscribe(&["Bulk".into()]).unwrap();
     let mut raws: Vec<Vec<u8>> = (0..48)
         .map(|n| message(n, "", format!("Body of message {n}.\r\n").as_bytes()))
         .collect();
@@ -269,14 +292,11 @@ fn multiappend_fifty_messages_and_fetch_them_back() {
     let uids = client.multiappend("Bulk", &messages).unwrap();
     assert_eq!(uids.len(), 50);
 
-    let status = client.select("Bulk", true).unwrap();
-    assert_eq!(status.exists, 50);
     let mut sizes = HashMap::new();
-    client
-        .fetch_index(&["MESSAGE-ID"], |r| {
-            sizes.insert(r.uid, r.size);
-        })
-        .unwrap();
+    let status = index(&mut client, "Bulk", true, &["MESSAGE-ID"], |r| {
+        sizes.insert(r.uid, r.size);
+    });
+    assert_eq!(status.exists, 50);
     let by_uid: HashMap<u32, &Vec<u8>> = uids.iter().copied().zip(&raws).collect();
     for (uid, raw) in &by_uid {
         assert_eq!(sizes[uid], raw.len() as u64);
@@ -327,7 +347,7 @@ fn append_to_a_missing_mailbox_says_trycreate() {
         }
     }
     // The literals were consumed: the session is still in step.
-    client.create("Nowhere").unwrap();
+    client.create_and_subscribe(&["Nowhere".into()]).unwrap();
     assert!(client.append("Nowhere", &message).unwrap().is_some());
     client.logout().unwrap();
 }

@@ -62,7 +62,7 @@ pub struct MailboxStatus {
     pub permanent_flags: Vec<String>,
 }
 
-/// One message of a [`ImapClient::fetch_index`] answer.
+/// One message of a [`ImapClient::index_mailboxes`] answer.
 #[derive(Debug)]
 pub struct IndexRecord<'a> {
     /// The message's UID.
@@ -150,8 +150,6 @@ const PIPELINE_BYTES: usize = 16 * 1024;
 #[derive(Debug, Default)]
 struct State {
     capabilities: Vec<String>,
-    /// EXISTS of the selected mailbox, kept current through EXPUNGE.
-    exists: Option<u32>,
 }
 
 /// How a command ended.
@@ -418,19 +416,6 @@ impl ImapClient {
         Ok(mailboxes)
     }
 
-    /// Creates a mailbox; one that already exists (`[ALREADYEXISTS]`) counts as success.
-    pub fn create(&mut self, name: &str) -> Result<(), SessionError> {
-        let completion = self.run(|b| b.text("CREATE ").mailbox(name), |_| Ok(()))?;
-        created(completion)
-    }
-
-    /// Subscribes to a mailbox, so mail clients that show only subscribed folders see it.
-    pub fn subscribe(&mut self, name: &str) -> Result<(), SessionError> {
-        self.run(|b| b.text("SUBSCRIBE ").mailbox(name), |_| Ok(()))?
-            .ok()?;
-        Ok(())
-    }
-
     /// Creates and subscribes to each of these mailboxes, pipelined: one round trip for
     /// all, parents before children as listed. The first refusal is the error.
     pub fn create_and_subscribe(&mut self, names: &[String]) -> Result<(), SessionError> {
@@ -444,7 +429,10 @@ impl ImapClient {
         )?;
         let mut completions = completions.into_iter();
         while let (Some(create), Some(subscribe)) = (completions.next(), completions.next()) {
-            created(create)?;
+            // A mailbox that exists already is what was asked for.
+            if create.status != Status::No || !has_code(&create.text, "ALREADYEXISTS") {
+                create.ok()?;
+            }
             subscribe.ok()?;
         }
         Ok(())
@@ -554,7 +542,6 @@ impl ImapClient {
     pub fn select(&mut self, name: &str, read_only: bool) -> Result<MailboxStatus, SessionError> {
         let verb = if read_only { "EXAMINE " } else { "SELECT " };
         let mut status = MailboxStatus::default();
-        self.state.exists = None;
         self.run(
             |b| b.text(verb).mailbox(name),
             |response| {
@@ -562,40 +549,15 @@ impl ImapClient {
                 Ok(())
             },
         )?
-        .ok()
-        .inspect_err(|_| self.state.exists = None)?;
+        .ok()?;
         Ok(status)
     }
 
-    /// Streams an index of the selected mailbox with one `UID FETCH 1:*` of UID, size, flags,
-    /// INTERNALDATE and the given header fields, calling `on_each` per message as it arrives;
-    /// only one response is held in memory at a time.
-    pub fn fetch_index(
-        &mut self,
-        header_fields: &[&str],
-        mut on_each: impl FnMut(IndexRecord<'_>),
-    ) -> Result<(), SessionError> {
-        // `1:*` on an empty mailbox is an error on some servers (Dovecot: BAD for FETCH, OK for
-        // UID FETCH), and there is nothing to ask for anyway.
-        if self.state.exists == Some(0) {
-            return Ok(());
-        }
-        self.run(
-            |b| index_fetch(b, header_fields),
-            |response| {
-                if let Some(record) = index_record(response) {
-                    on_each(record);
-                }
-                Ok(())
-            },
-        )?
-        .ok()?;
-        Ok(())
-    }
-
-    /// [`select`](Self::select) and [`fetch_index`](Self::fetch_index) of several mailboxes,
-    /// pipelined: one round trip for all instead of two per mailbox. `on_each` gets the
-    /// number of the mailbox with each record. Returns, per mailbox, its status or the
+    /// [`select`](Self::select) of several mailboxes, each followed by one
+    /// `UID FETCH 1:*` of UID, size, flags, INTERNALDATE and the given header fields,
+    /// pipelined: one round trip for all instead of two per mailbox. Records are streamed:
+    /// `on_each` gets the number of the mailbox with each, and only one response is held in
+    /// memory at a time. Returns, per mailbox, its status or the
     /// server's refusal to open it (a mailbox that does not exist). The last one stays
     /// selected.
     pub fn index_mailboxes(
@@ -657,9 +619,6 @@ impl ImapClient {
     ) -> Result<(), SessionError> {
         let sets = uid_sets(uids, MAX_UID_SET);
         let first_fetch = usize::from(examine.is_some());
-        if examine.is_some() {
-            self.state.exists = None;
-        }
         let previous = self.framer.max_literal();
         self.framer
             .set_max_literal(usize::try_from(max_size).unwrap_or(usize::MAX));
@@ -1015,8 +974,8 @@ fn note_selected(status: &mut MailboxStatus, response: &Response<'_>) {
     }
 }
 
-/// The index FETCH of [`ImapClient::fetch_index`]: UID, size, flags, INTERNALDATE and the
-/// header fields of every message.
+/// The index FETCH of [`ImapClient::index_mailboxes`]: UID, size, flags, INTERNALDATE and
+/// the header fields of every message.
 fn index_fetch<'a, 'b>(
     b: &'b mut CommandBuilder<'a>,
     header_fields: &[&str],
@@ -1033,14 +992,6 @@ fn index_fetch<'a, 'b>(
         b.text(")]");
     }
     b.text(")")
-}
-
-/// A CREATE's completion: success also when the mailbox already exists.
-fn created(completion: Completion) -> Result<(), SessionError> {
-    if completion.status == Status::No && has_code(&completion.text, "ALREADYEXISTS") {
-        return Ok(());
-    }
-    completion.ok().map(drop)
 }
 
 /// Each message's flag list, as APPEND sends it.
@@ -1080,7 +1031,7 @@ fn uids_of(completion: Completion, messages: usize) -> Result<Vec<u32>, SessionE
         .unwrap_or_default())
 }
 
-/// Tracks what any response may carry: capabilities, message counts, and BYE, which ends the
+/// Tracks what any response may carry: capabilities, and BYE, which ends the
 /// session whatever the command.
 fn observe(state: &mut State, response: &Response<'_>, raw: &[u8]) -> Result<(), SessionError> {
     match response {
@@ -1099,12 +1050,6 @@ fn observe(state: &mut State, response: &Response<'_>, raw: &[u8]) -> Result<(),
         Response::Data { outcome, .. } | Response::Done { outcome, .. } => {
             if let Some(ResponseCode::Capabilities(caps)) = &outcome.code {
                 state.capabilities = capability_names(caps);
-            }
-        }
-        Response::MailboxData(MailboxDatum::Exists(n)) => state.exists = Some(*n),
-        Response::Expunge(_) => {
-            if let Some(n) = &mut state.exists {
-                *n = n.saturating_sub(1);
             }
         }
         _ => {}

@@ -162,7 +162,7 @@ pub struct AfterCopy<'a> {
 pub struct Planned<'j> {
     job: &'j MigrateJob,
     source: Box<dyn Source>,
-    /// The planning target connection, for the steps after the copy when it copied nothing.
+    /// The planning target connection, handed to the copy as its first upload connection.
     target: Option<Box<dyn Target>>,
     /// One entry per folder.
     pub folders: Vec<PlannedFolder>,
@@ -299,6 +299,11 @@ impl Planned<'_> {
         // Upload workers retry on their own, re-indexing after a break.
         let connect = || open_target_once(job);
         let targets = TargetPool::new(&connect);
+        // The planning connection uploads first: over a slow link a new one is several round
+        // trips away from its first APPEND.
+        if let Some(planning) = self.target.take() {
+            targets.put(planning);
+        }
         let mut error = transfer::copy_folders(
             &plans,
             &mut self.source,
@@ -312,7 +317,7 @@ impl Planned<'_> {
             // The connection an upload worker left last, used a moment ago, or, when nothing
             // was copied, the planning one: not one the server may have closed while it sat
             // idle through a long copy.
-            let target = match targets.take().or_else(|| self.target.take()) {
+            let target = match targets.take() {
                 Some(target) => Ok(target),
                 None => open_target(job),
             };

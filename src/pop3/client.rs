@@ -87,8 +87,15 @@ impl Pop3Client {
             return Err(SessionError::Refused(greeting.text));
         }
         let mut caps = capa(&mut conn)?;
-        if matches!(mode, TlsMode::StartTls | TlsMode::StartTlsIfOffered) {
-            // Some servers offer STLS without listing it (or have no CAPA), so always try.
+        // Some servers offer STLS without listing it (or have no CAPA), so STLS is tried
+        // whenever TLS is required. With plaintext allowed, a server whose CAPA answer lists
+        // no STLS is taken at its word: asking anyway costs a round trip on every connection.
+        let try_stls = match mode {
+            TlsMode::StartTls => true,
+            TlsMode::StartTlsIfOffered => caps.has("STLS") || caps.lines().is_empty(),
+            TlsMode::Implicit | TlsMode::Plain => false,
+        };
+        if try_stls {
             let answer = command(&mut conn, b"STLS\r\n")?;
             if answer.ok {
                 conn = conn.start_tls(&address.host, tls)?;
@@ -108,7 +115,8 @@ impl Pop3Client {
         })
     }
 
-    /// What the server said it can do (after STLS and after login, the latest answer).
+    /// What the server said it can do: its latest CAPA answer (after STLS, and after login
+    /// unless PIPELINING was offered before).
     pub fn capabilities(&self) -> &Capabilities {
         &self.caps
     }
@@ -161,8 +169,12 @@ impl Pop3Client {
                 ok_or_login_refused(command_shown(conn, pass.as_bytes(), shown.as_bytes())?)
             }
         })?;
-        // RFC 2449 §5: more capabilities may appear once authenticated (PIPELINING, say).
-        self.caps = self.run(capa)?;
+        // RFC 2449 §5: more capabilities may appear once authenticated, and those offered
+        // before stay offered. PIPELINING is the only one read after login, so when it was
+        // offered already, asking again would only cost a round trip.
+        if !self.caps.has("PIPELINING") {
+            self.caps = self.run(capa)?;
+        }
         Ok(())
     }
 

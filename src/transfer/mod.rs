@@ -6,11 +6,12 @@
 //! lane reuses the connection the plan was made on (a POP3 maildrop, with its single folder,
 //! is never opened twice: servers often lock it to one session).
 //!
-//! Within a folder, the lane's thread fetches and groups messages into batches bounded by
-//! bytes and count, and hands them over a bounded channel to upload workers, each owning its
-//! own target connection. The channel's bound is the back-pressure that keeps memory flat
-//! whatever the mailbox size. The engine reports what happens to an [`Observer`] and prints
-//! nothing.
+//! Each lane's thread fetches its folders one after the other and groups their messages into
+//! batches bounded by bytes and count, and hands them over one bounded channel to the upload
+//! workers, each owning its own target connection and serving every folder. The channel's
+//! bound, and a byte budget over every body in memory, are the back-pressure that keeps
+//! memory flat whatever the mailbox size. The engine reports what happens to an [`Observer`]
+//! and prints nothing.
 //!
 //! A worker sends its next batch without waiting for the server's answer to the previous
 //! ones (a few batches in flight when the target takes LITERAL+): over a slow link each
@@ -28,13 +29,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use crate::error::{Error, SessionError};
 use crate::folders::FolderInfo;
 use crate::imap::FolderStatus;
 use crate::index::{KnownMessages, SourceMessage};
-use crate::parallel::both;
 use crate::plan::FolderPlan;
 
 mod budget;
@@ -125,8 +125,9 @@ pub struct Relocated {
     pub gone: Vec<Unreadable>,
 }
 
-/// Messages uploaded together, and the memory they hold.
+/// Messages of one folder uploaded together, and the memory they hold.
 struct Batch<'b> {
+    plan: &'b FolderPlan,
     messages: Vec<Outgoing>,
     charge: Charge<'b>,
 }
@@ -258,8 +259,6 @@ pub trait Observer: Sync {
     fn message_copied(&self, _folder: &str, _message: &SourceMessage) {}
     /// The target refused a message, or it could not be transferred.
     fn message_failed(&self, _folder: &str, _message: &SourceMessage, _reason: &str) {}
-    /// A folder's copy ended.
-    fn folder_finished(&self, _folder: &str) {}
 }
 
 /// Passes every event to each of several observers.
@@ -278,9 +277,6 @@ impl Observer for Fanout<'_> {
         self.0
             .iter()
             .for_each(|o| o.message_failed(folder, message, reason));
-    }
-    fn folder_finished(&self, folder: &str) {
-        self.0.iter().for_each(|o| o.folder_finished(folder));
     }
 }
 
@@ -328,6 +324,14 @@ impl Default for TransferSettings {
 }
 
 impl TransferSettings {
+    /// How many batches a plan's messages make, at least (a message bigger than a batch
+    /// travels alone).
+    fn batches_of(&self, plan: &FolderPlan) -> usize {
+        (plan.to_copy.len().div_ceil(self.batch_messages))
+            .max(plan.bytes_to_copy().div_ceil(self.batch_bytes) as usize)
+            .min(plan.to_copy.len())
+    }
+
     /// Calls `open` until it succeeds, fails with an error `worth_retrying` rejects, or has
     /// failed `retries` times more (waiting [`delay_before_retry`](Self::delay_before_retry)
     /// between tries); stops early once `give_up` is set.
@@ -402,125 +406,50 @@ pub fn copy_folders(
     settings: TransferSettings,
     observer: &dyn Observer,
 ) -> Result<(), Error> {
-    let (queue_tx, queue) = crossbeam_channel::unbounded();
-    let (empty, mut busy_plans): (Vec<&FolderPlan>, Vec<&FolderPlan>) = plans
+    let (empty, mut busy): (Vec<&FolderPlan>, Vec<&FolderPlan>) = plans
         .iter()
         .copied()
         .partition(|plan| plan.to_copy.is_empty());
-    for plan in empty {
-        observer.folder_started(plan);
-        observer.folder_finished(&plan.source_folder);
+    empty
+        .into_iter()
+        .for_each(|plan| observer.folder_started(plan));
+    if busy.is_empty() {
+        return Ok(());
     }
     // The biggest folders first: a big folder started last would keep one lane busy long
     // after the others ran out of work.
-    busy_plans.sort_by_key(|plan| std::cmp::Reverse(plan.bytes_to_copy()));
-    let busy = busy_plans.len();
-    for plan in busy_plans {
-        queue_tx.send(plan).expect("the queue is open");
-    }
+    busy.sort_by_key(|plan| std::cmp::Reverse(plan.bytes_to_copy()));
+    let (queue_tx, queue) = crossbeam_channel::unbounded();
+    busy.iter()
+        .for_each(|plan| queue_tx.send(*plan).expect("open"));
     drop(queue_tx);
-    let lanes = settings.connections.clamp(1, busy.max(1));
-    let lane_settings = TransferSettings {
-        connections: (settings.connections / lanes).max(1),
-        ..settings
-    };
+    let lanes = settings.connections.clamp(1, busy.len());
+    // A worker without a batch to upload would only hold a login open.
+    let batches: usize = busy.iter().map(|plan| settings.batches_of(plan)).sum();
+    let workers = settings.connections.clamp(1, batches);
     let ledger = Ledger::new(plans);
     let budget = ByteBudget::new(settings.memory_budget);
-    let job = CopyJob {
-        connect_source,
-        targets,
-        settings: lane_settings,
-        observer,
-        ledger: &ledger,
-        budget: &budget,
-    };
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let run_lane = |source: &mut Box<dyn Source>| {
-        for plan in queue.iter() {
-            if first_error.lock().unwrap().is_some() {
-                break;
-            }
-            if let Err(err) = copy_folder(plan, source, &job) {
-                first_error.lock().unwrap().get_or_insert(err);
-                break;
-            }
-        }
-    };
-    std::thread::scope(|scope| {
-        for _ in 1..lanes {
-            scope.spawn(|| {
-                // The lane's upload connection logs in while its source connection does, not
-                // after: over a slow link each login is several round trips. One that fails
-                // here is opened again, and its error reported, by the worker that needs it.
-                let (source, _) = both(connect_source, || {
-                    if let Ok(target) = targets.connect() {
-                        targets.put(target);
-                    }
-                });
-                match source {
-                    Ok(mut source) => run_lane(&mut source),
-                    Err(err) => {
-                        first_error.lock().unwrap().get_or_insert(err);
-                    }
-                }
-            });
-        }
-        run_lane(source);
-    });
-    match first_error.into_inner().unwrap() {
-        Some(err) => Err(err),
-        None => Ok(()),
-    }
-}
-
-/// What the copy of every folder shares.
-#[derive(Clone, Copy)]
-struct CopyJob<'a> {
-    connect_source: &'a SourceConnector<'a>,
-    targets: &'a TargetPool<'a>,
-    /// A lane's settings: its share of the connections.
-    settings: TransferSettings,
-    observer: &'a dyn Observer,
-    ledger: &'a Ledger,
-    budget: &'a ByteBudget,
-}
-
-/// Copies one folder over up to `settings.connections` upload workers.
-fn copy_folder(
-    plan: &FolderPlan,
-    source: &mut Box<dyn Source>,
-    job: &CopyJob<'_>,
-) -> Result<(), Error> {
-    let CopyJob {
-        connect_source,
-        targets,
-        settings,
-        observer,
-        ledger,
-        budget,
-    } = *job;
-    observer.folder_started(plan);
-    // A worker without a batch to upload would only hold a login open.
-    let batches = (plan.to_copy.len().div_ceil(settings.batch_messages))
-        .max(plan.bytes_to_copy().div_ceil(settings.batch_bytes) as usize);
-    let workers = settings
-        .connections
-        .clamp(1, batches.clamp(1, plan.to_copy.len()));
     let (batches_tx, batches_rx) = bounded::<Batch>(workers);
-    let upload_error: Mutex<Option<Error>> = Mutex::new(None);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let fail = |err| {
+        first_error.lock().unwrap().get_or_insert(err);
+    };
     let connect_error: Mutex<Option<Error>> = Mutex::new(None);
     let connected = AtomicUsize::new(0);
     // Set when an upload worker gives up: the batches it leaves queued hold memory nobody
-    // will give back, so the fetcher must not wait for it.
+    // will give back, so the fetchers must not wait for it.
     let failed = AtomicBool::new(false);
 
     std::thread::scope(|scope| {
+        // Upload workers serve every folder: a worker goes on to the next folder's batches
+        // without waiting for the answers to the last folder's, so a folder boundary costs
+        // no round trip.
         for _ in 0..workers {
             let batches = batches_rx.clone();
-            let (upload_error, connect_error, connected, failed) =
-                (&upload_error, &connect_error, &connected, &failed);
+            let (ledger, budget, failed) = (&ledger, &budget, &failed);
+            let (connect_error, connected, fail) = (&connect_error, &connected, &fail);
             scope.spawn(move || {
-                let mut uploader = Uploader::new(plan, targets, settings, observer, ledger);
+                let mut uploader = Uploader::new(targets, settings, observer, ledger);
                 // A worker that cannot log in (a server's per-user connection limit, say)
                 // leaves the batches to the others; only when none connects is it fatal.
                 if let Err(err) = uploader.connect() {
@@ -528,36 +457,115 @@ fn copy_folder(
                     return;
                 }
                 connected.fetch_add(1, Ordering::SeqCst);
-                let uploaded = upload_all(&mut uploader, &batches, budget);
-                match uploaded {
+                match upload_all(&mut uploader, &batches, budget) {
                     Ok(()) => uploader.release(),
                     Err(err) => {
-                        upload_error.lock().unwrap().get_or_insert(err);
+                        fail(err);
                         failed.store(true, Ordering::SeqCst);
                         budget.wake();
                     }
                 }
-                // When every worker is gone, its receiver with it, the fetcher's next send
-                // fails, which stops the source promptly.
+                // When every worker is gone, its receiver with it, the fetchers' next send
+                // fails, which stops the sources promptly.
                 drop(batches);
             });
         }
         drop(batches_rx);
+        let lane = Lane {
+            queue: &queue,
+            connect_source,
+            settings,
+            observer,
+            budget: &budget,
+            failed: &failed,
+            batches: batches_tx,
+            first_error: &first_error,
+        };
+        for _ in 1..lanes {
+            let (lane, fail) = (lane.clone(), &fail);
+            scope.spawn(move || match connect_source() {
+                Ok(mut source) => lane.run(&mut source),
+                Err(err) => fail(err),
+            });
+        }
+        // The last sender goes with the last lane, and the workers then finish.
+        lane.run(source);
+    });
+    let no_worker = connected.into_inner() == 0;
+    match (
+        first_error.into_inner().unwrap(),
+        connect_error.into_inner().unwrap(),
+    ) {
+        (Some(err), _) => Err(err),
+        (None, Some(err)) if no_worker => Err(err),
+        _ => Ok(()),
+    }
+}
 
+/// A folder lane: one source connection that reads folder after folder from the queue and
+/// hands their messages, in batches, to the upload workers.
+#[derive(Clone)]
+struct Lane<'a, 'p> {
+    queue: &'a Receiver<&'p FolderPlan>,
+    connect_source: &'a SourceConnector<'a>,
+    settings: TransferSettings,
+    observer: &'a dyn Observer,
+    budget: &'a ByteBudget,
+    failed: &'a AtomicBool,
+    batches: Sender<Batch<'a>>,
+    first_error: &'a Mutex<Option<Error>>,
+}
+
+impl<'a, 'p: 'a> Lane<'a, 'p> {
+    /// Reads folders until the queue is empty or the copy failed.
+    fn run(self, source: &mut Box<dyn Source>) {
+        for plan in self.queue.iter() {
+            if self.first_error.lock().unwrap().is_some() {
+                break;
+            }
+            match self.read_folder(plan, source) {
+                Ok(true) => {}
+                // Every upload worker is gone; the one that gave up said why.
+                Ok(false) => break,
+                Err(err) => {
+                    self.first_error.lock().unwrap().get_or_insert(err);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Fetches one folder's messages into batches bounded by bytes and count (and by the
+    /// memory budget). Returns whether the upload workers are still there.
+    fn read_folder(
+        &self,
+        plan: &'a FolderPlan,
+        source: &mut Box<dyn Source>,
+    ) -> Result<bool, Error> {
+        let (settings, observer, budget) = (self.settings, self.observer, self.budget);
+        observer.folder_started(plan);
         let mut batch = Vec::new();
         let mut batch_bytes = 0u64;
         let mut charge = budget.nothing();
-        let send = |batch| match batches_tx.send(batch) {
-            Ok(()) => true,
-            Err(unsent) => {
-                lost(plan, &unsent.0.messages, observer);
-                false
-            }
+        let mut workers_there = true;
+        let mut send = |messages, charge| {
+            workers_there = match self.batches.send(Batch {
+                plan,
+                messages,
+                charge,
+            }) {
+                Ok(()) => true,
+                Err(unsent) => {
+                    lost(plan, &unsent.0.messages, observer);
+                    false
+                }
+            };
+            workers_there
         };
         let fetched = fetch_resuming(
             plan,
             source,
-            connect_source,
+            self.connect_source,
             settings,
             &mut |fetched: Result<Outgoing, Unreadable>| {
                 let outgoing = match fetched {
@@ -572,47 +580,27 @@ fn copy_folder(
                 // Waiting for memory with a batch unsent would wait for itself.
                 if !batch.is_empty() && budget.would_wait(bytes) {
                     batch_bytes = 0;
-                    if !send(Batch {
-                        messages: std::mem::take(&mut batch),
-                        charge: std::mem::replace(&mut charge, budget.nothing()),
-                    }) {
+                    let full = std::mem::take(&mut batch);
+                    if !send(full, std::mem::replace(&mut charge, budget.nothing())) {
                         return false;
                     }
                 }
-                charge.absorb(budget.charge(bytes, &failed));
+                charge.absorb(budget.charge(bytes, self.failed));
                 batch_bytes += bytes;
                 batch.push(outgoing);
                 if batch_bytes >= settings.batch_bytes || batch.len() >= settings.batch_messages {
                     batch_bytes = 0;
-                    send(Batch {
-                        messages: std::mem::take(&mut batch),
-                        charge: std::mem::replace(&mut charge, budget.nothing()),
-                    })
+                    let full = std::mem::take(&mut batch);
+                    send(full, std::mem::replace(&mut charge, budget.nothing()))
                 } else {
                     true
                 }
             },
         );
         if !batch.is_empty() {
-            send(Batch {
-                messages: batch,
-                charge,
-            });
+            send(batch, charge);
         }
-        drop(batches_tx);
-        if let Err(err) = fetched {
-            upload_error.lock().unwrap().get_or_insert(err);
-        }
-    });
-    observer.folder_finished(&plan.source_folder);
-    let no_worker = connected.into_inner() == 0;
-    match (
-        upload_error.into_inner().unwrap(),
-        connect_error.into_inner().unwrap(),
-    ) {
-        (Some(err), _) => Err(err),
-        (None, Some(err)) if no_worker => Err(err),
-        _ => Ok(()),
+        fetched.map(|()| workers_there)
     }
 }
 
@@ -636,7 +624,7 @@ fn upload_all<'a>(
             batches.recv().map_err(|_| RecvTimeoutError::Disconnected)
         };
         match next {
-            Ok(batch) => uploader.upload(batch.messages, batch.charge)?,
+            Ok(batch) => uploader.upload(batch.plan, batch.messages, batch.charge)?,
             Err(RecvTimeoutError::Timeout) if budget.is_wanted() => uploader.settle_oldest()?,
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
@@ -766,6 +754,8 @@ mod tests {
     #[derive(Default)]
     struct ServerState {
         stored: Vec<SourceMessage>,
+        /// The folder of each stored message, by key; the ones missing are in INBOX.
+        folder_of: HashMap<u32, String>,
         attempts: HashMap<u32, usize>,
         connections: usize,
         /// Connections to refuse (as broken) before the next one succeeds.
@@ -818,11 +808,13 @@ mod tests {
             (self.behaviour)(self, message, attempt)
         }
 
-        fn store(&self, messages: &[&Outgoing]) {
+        fn store(&self, folder: &str, messages: &[&Outgoing]) {
             let mut state = self.state.lock().unwrap();
-            state
-                .stored
-                .extend(messages.iter().map(|outgoing| outgoing.message.clone()));
+            for outgoing in messages {
+                let message = outgoing.message.clone();
+                state.folder_of.insert(message.key, folder.to_owned());
+                state.stored.push(message);
+            }
             self.changed.notify_all();
         }
 
@@ -885,11 +877,19 @@ mod tests {
         fn create_folders(&mut self, _folders: &[String]) -> Result<(), Error> {
             Ok(())
         }
-        fn index(&mut self, _folder: &str) -> Result<TargetIndex, Error> {
+        fn index(&mut self, folder: &str) -> Result<TargetIndex, Error> {
             let mut state = self.server.state.lock().unwrap();
             state.indexes += 1;
             self.server.changed.notify_all();
-            Ok(state.stored.iter().map(|m| m.identity.clone()).collect())
+            let in_folder = |m: &&SourceMessage| {
+                state.folder_of.get(&m.key).map_or("INBOX", String::as_str) == folder
+            };
+            Ok(state
+                .stored
+                .iter()
+                .filter(in_folder)
+                .map(|m| m.identity.clone())
+                .collect())
         }
         fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
             Ok(vec![None; folders.len()])
@@ -908,7 +908,7 @@ mod tests {
         }
         fn append(
             &mut self,
-            _folder: &str,
+            folder: &str,
             batch: &[Outgoing],
         ) -> Result<Vec<Result<(), String>>, Error> {
             let server = &self.server;
@@ -927,7 +927,7 @@ mod tests {
                 if decisions.contains(&Upload::Throttle) {
                     return Err(throttled());
                 }
-                server.store(&batch.iter().collect::<Vec<_>>());
+                server.store(folder, &batch.iter().collect::<Vec<_>>());
                 if decisions.contains(&Upload::AnswerLost) {
                     return Err(broken());
                 }
@@ -937,11 +937,11 @@ mod tests {
             for outgoing in batch {
                 match server.decide(&outgoing.message) {
                     Upload::Store => {
-                        server.store(&[outgoing]);
+                        server.store(folder, &[outgoing]);
                         outcomes.push(Ok(()));
                     }
                     Upload::StoreSlowly => {
-                        server.store(&[outgoing]);
+                        server.store(folder, &[outgoing]);
                         server.wait_until(Duration::from_millis(300), |s| s.indexes > 0);
                         outcomes.push(Ok(()));
                     }
@@ -949,7 +949,7 @@ mod tests {
                     Upload::Break => return Err(broken()),
                     Upload::Throttle => return Err(throttled()),
                     Upload::AnswerLost => {
-                        server.store(&[outgoing]);
+                        server.store(folder, &[outgoing]);
                         return Err(broken());
                     }
                 }
@@ -1219,6 +1219,36 @@ mod tests {
         assert_eq!(server.stored_keys(), (1..=40).collect::<Vec<_>>());
         assert_eq!(events.copied(), (1..=40).collect::<Vec<_>>());
         assert_eq!(server.state.lock().unwrap().connections, 2);
+    }
+
+    /// One worker with batches of two folders in flight when its connection breaks: each
+    /// folder is indexed again, and a copy in one is not taken for the other's.
+    #[test]
+    fn batches_of_two_folders_in_flight_are_each_checked_in_their_own_folder() {
+        let server = Server::pipelined(|_, m, attempt| match (m.key, attempt) {
+            (3, 1) => Upload::AnswerLost,
+            _ => Upload::Store,
+        });
+        // The same identities in both folders.
+        let folder = |name: &str, first: u32| {
+            let messages = (first..first + 4).map(|key| message(key, &format!("m{}", key % 10)));
+            plan::diff(name, name, messages.collect(), &TargetIndex::default())
+        };
+        let (a, b) = (folder("A", 1), folder("B", 11));
+        let events = Events::default();
+        copy_folders(
+            &[&a, &b],
+            &mut (Box::new(FakeSource { breaks_at: None }) as Box<dyn Source>),
+            &|| unreachable!("one connection, one lane"),
+            &TargetPool::new(&|| Server::connect(&server)),
+            settings(1, 2, 3),
+            &events,
+        )
+        .unwrap();
+        assert_eq!(server.stored_keys(), [1, 2, 3, 4, 11, 12, 13, 14]);
+        assert_eq!(events.copied(), [1, 2, 3, 4, 11, 12, 13, 14]);
+        // One recovery, with batches of both folders in flight: each folder indexed once.
+        assert_eq!(server.state.lock().unwrap().indexes, 2);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! An upload worker: batches onto one target connection, which is re-opened when it breaks,
-//! with a re-index of the folder so that nothing the server already stored is sent twice, and
+//! An upload worker: batches of any folders onto one target connection, which is re-opened
+//! when it breaks, with a re-index of the folders it was writing to so that nothing the server already stored is sent twice, and
 //! the `Ledger` that keeps that count exact when one identity is in several batches.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -17,10 +17,9 @@ use crate::plan::FolderPlan;
 /// bounded by the memory budget (`TransferSettings::memory_budget`), not by this count.
 const UPLOAD_WINDOW: usize = 8;
 
-/// One upload worker of a folder: its target connection, re-opened when it breaks, and the
-/// batches sent on it whose answer has not been read yet.
+/// One upload worker: its target connection, re-opened when it breaks, and the batches sent
+/// on it whose answer has not been read yet, of any folders.
 pub(super) struct Uploader<'a> {
-    plan: &'a FolderPlan,
     targets: &'a TargetPool<'a>,
     settings: TransferSettings,
     observer: &'a dyn Observer,
@@ -33,6 +32,7 @@ pub(super) struct Uploader<'a> {
 
 /// A batch sent and not yet settled, with its claim on the ledger.
 struct InFlight<'a> {
+    plan: &'a FolderPlan,
     batch: Vec<Outgoing>,
     /// `None` once the connection it was sent on broke.
     started: Option<Started>,
@@ -41,16 +41,14 @@ struct InFlight<'a> {
 }
 
 impl<'a> Uploader<'a> {
-    /// A worker for `plan`'s folder, not connected yet.
+    /// A worker, not connected yet.
     pub(super) fn new(
-        plan: &'a FolderPlan,
         targets: &'a TargetPool<'a>,
         settings: TransferSettings,
         observer: &'a dyn Observer,
         ledger: &'a Ledger,
     ) -> Self {
         Uploader {
-            plan,
             targets,
             settings,
             observer,
@@ -85,14 +83,19 @@ impl<'a> Uploader<'a> {
 
     /// Sends a batch, without waiting for the answers to the batches sent before it (at most
     /// [`UPLOAD_WINDOW`] unanswered). See [`Uploader::recover`] for a connection that breaks.
-    pub(super) fn upload(&mut self, batch: Vec<Outgoing>, memory: Charge<'a>) -> Result<(), Error> {
-        let folder = self.plan.target_folder.as_str();
+    pub(super) fn upload(
+        &mut self,
+        plan: &'a FolderPlan,
+        batch: Vec<Outgoing>,
+        memory: Charge<'a>,
+    ) -> Result<(), Error> {
+        let folder = plan.target_folder.as_str();
         // A batch waits for the others holding its repeated identities (see `Ledger`): first
         // settle this worker's own, which would otherwise wait for it in turn.
         if self.ledger.holds_repeated(folder, &batch)
             && let Err(err) = self.finish()
         {
-            lost(self.plan, &batch, self.observer);
+            lost(plan, &batch, self.observer);
             return Err(err);
         }
         let claim = self.ledger.claim(folder, &batch);
@@ -102,6 +105,7 @@ impl<'a> Uploader<'a> {
             .expect("an uploader uploads only while connected");
         match target.start_append(folder, &batch) {
             Ok(started) => self.in_flight.push_back(InFlight {
+                plan,
                 batch,
                 started: Some(started),
                 _claim: claim,
@@ -109,6 +113,7 @@ impl<'a> Uploader<'a> {
             }),
             Err(err) => {
                 self.in_flight.push_back(InFlight {
+                    plan,
                     batch,
                     started: None,
                     _claim: claim,
@@ -146,8 +151,8 @@ impl<'a> Uploader<'a> {
 
     /// Reads the answer to the oldest batch sent and reports its messages: copied or refused.
     pub(super) fn settle_oldest(&mut self) -> Result<(), Error> {
-        let folder = self.plan.target_folder.as_str();
         let oldest = self.in_flight.front_mut().expect("a batch in flight");
+        let plan = oldest.plan;
         let started = oldest
             .started
             .take()
@@ -156,25 +161,24 @@ impl<'a> Uploader<'a> {
             .target
             .as_mut()
             .expect("an uploader uploads only while connected");
-        match target.finish_append(started, folder, &oldest.batch) {
+        match target.finish_append(started, &plan.target_folder, &oldest.batch) {
             Ok(outcomes) => {
                 let settled = self.in_flight.pop_front().expect("the oldest");
-                self.report(&settled.batch, outcomes);
+                self.report(plan, &settled.batch, outcomes);
                 Ok(())
             }
             Err(err) => self.recover(err),
         }
     }
 
-    fn report(&self, batch: &[Outgoing], outcomes: Vec<Result<(), String>>) {
+    fn report(&self, plan: &FolderPlan, batch: &[Outgoing], outcomes: Vec<Result<(), String>>) {
         for (outgoing, outcome) in batch.iter().zip(outcomes) {
             match outcome {
-                Ok(()) => self.copied(outgoing),
-                Err(reason) => self.observer.message_failed(
-                    &self.plan.source_folder,
-                    &outgoing.message,
-                    &reason,
-                ),
+                Ok(()) => self.copied(plan, outgoing),
+                Err(reason) => {
+                    self.observer
+                        .message_failed(&plan.source_folder, &outgoing.message, &reason)
+                }
             }
         }
     }
@@ -185,7 +189,6 @@ impl<'a> Uploader<'a> {
     /// target holds, and uploads only the others, one batch at a time. Reports every message
     /// to the observer: copied, refused, or lost with the connection when it gives up.
     fn recover(&mut self, mut err: Error) -> Result<(), Error> {
-        let folder = self.plan.target_folder.as_str();
         let mut attempt = 0;
         'reconnect: loop {
             // The broken connection goes first: a server that limits connections per user
@@ -193,35 +196,36 @@ impl<'a> Uploader<'a> {
             self.target = None;
             // Any connection failure is retried here, a refused login too: a server may count
             // the broken session against a connection limit for a moment.
-            let index = loop {
+            let indexes = loop {
                 if !matches!(err, Error::Connection { .. }) || attempt >= self.settings.retries {
                     for unsettled in self.in_flight.drain(..) {
-                        lost(self.plan, &unsettled.batch, self.observer);
+                        lost(unsettled.plan, &unsettled.batch, self.observer);
                     }
                     return Err(err);
                 }
                 attempt += 1;
                 std::thread::sleep(self.settings.delay_before_retry(attempt, &err));
-                match self.reopen(folder) {
-                    Ok(index) => break index,
+                match self.reopen() {
+                    Ok(indexes) => break indexes,
                     Err(again) => err = again,
                 }
             };
-            // No two batches in flight hold one identity (see `upload`), so one index
-            // answers for each of them.
+            // No two batches in flight hold one identity of one folder (see `upload`), so one
+            // index of each folder answers for each of them.
             let mut in_flight = std::mem::take(&mut self.in_flight);
             for unsettled in &mut in_flight {
+                let folder = unsettled.plan.target_folder.as_str();
                 let batch = std::mem::take(&mut unsettled.batch);
-                unsettled.batch = self.keep_missing(folder, batch, &index);
+                unsettled.batch = self.keep_missing(unsettled.plan, batch, &indexes[folder]);
             }
             in_flight.retain(|unsettled| !unsettled.batch.is_empty());
             self.in_flight = in_flight;
             while let Some(oldest) = self.in_flight.front() {
                 let target = self.target.as_mut().expect("connected above");
-                match target.append(folder, &oldest.batch) {
+                match target.append(&oldest.plan.target_folder, &oldest.batch) {
                     Ok(outcomes) => {
                         let settled = self.in_flight.pop_front().expect("the oldest");
-                        self.report(&settled.batch, outcomes);
+                        self.report(settled.plan, &settled.batch, outcomes);
                     }
                     Err(again) => {
                         err = again;
@@ -233,12 +237,19 @@ impl<'a> Uploader<'a> {
         }
     }
 
-    /// A new connection, and a fresh index of the folder on it.
-    fn reopen(&mut self, folder: &str) -> Result<TargetIndex, Error> {
+    /// A new connection, and on it a fresh index of each folder with batches in flight.
+    fn reopen(&mut self) -> Result<HashMap<String, TargetIndex>, Error> {
+        let mut folders: Vec<String> = self
+            .in_flight
+            .iter()
+            .map(|unsettled| unsettled.plan.target_folder.clone())
+            .collect();
+        folders.sort();
+        folders.dedup();
         let mut target = self.targets.connect()?;
-        let index = target.index(folder)?;
+        let indexes = target.index_all(&folders)?;
         self.target = Some(target);
-        Ok(index)
+        Ok(folders.into_iter().zip(indexes).collect())
     }
 
     /// Reports as copied the messages of `pending` (a batch whose upload broke off) that the
@@ -261,24 +272,26 @@ impl<'a> Uploader<'a> {
     /// after the new session indexed the folder (the delay before a retry leaves it time).
     fn keep_missing(
         &self,
-        folder: &str,
+        plan: &FolderPlan,
         pending: Vec<Outgoing>,
         index: &TargetIndex,
     ) -> Vec<Outgoing> {
         let (stored, missing) = split_stored(pending, |identity| {
             index
                 .count(identity)
-                .saturating_sub(self.ledger.stored_before(folder, identity))
+                .saturating_sub(self.ledger.stored_before(&plan.target_folder, identity))
         });
-        stored.iter().for_each(|outgoing| self.copied(outgoing));
+        stored
+            .iter()
+            .for_each(|outgoing| self.copied(plan, outgoing));
         missing
     }
 
-    fn copied(&self, outgoing: &Outgoing) {
+    fn copied(&self, plan: &FolderPlan, outgoing: &Outgoing) {
         self.ledger
-            .record_stored(&self.plan.target_folder, &outgoing.message.identity);
+            .record_stored(&plan.target_folder, &outgoing.message.identity);
         self.observer
-            .message_copied(&self.plan.source_folder, &outgoing.message);
+            .message_copied(&plan.source_folder, &outgoing.message);
     }
 }
 

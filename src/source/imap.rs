@@ -1,5 +1,7 @@
 //! [`ImapSource`]: every folder of an IMAP account, read with EXAMINE and `BODY.PEEK`.
 
+use std::sync::Arc;
+
 use super::{MAX_MESSAGE_SIZE, deliver_too_large};
 use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
@@ -85,7 +87,7 @@ impl Source for ImapSource {
     fn fetch(
         &mut self,
         folder: &str,
-        messages: Vec<SourceMessage>,
+        messages: Vec<Arc<SourceMessage>>,
         deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
     ) -> Result<(), Error> {
         let Some(mut by_uid) = deliver_too_large(messages, deliver) else {
@@ -106,7 +108,7 @@ impl Source for ImapSource {
             })
             .map_err(|e| self.failed(e))?;
         // What the server did not send was expunged since the index was taken.
-        let mut gone: Vec<SourceMessage> = by_uid.into_values().collect();
+        let mut gone: Vec<Arc<SourceMessage>> = by_uid.into_values().collect();
         gone.sort_by_key(|m| m.key);
         for message in gone {
             let reason = "deleted from the source during the run".to_owned();

@@ -1,6 +1,7 @@
 //! [`Pop3Source`]: a POP3 maildrop, the one folder `INBOX`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::{MAX_MESSAGE_SIZE, deliver_too_large};
 use crate::endpoint::Side;
@@ -166,7 +167,7 @@ impl Source for Pop3Source {
     fn fetch(
         &mut self,
         _folder: &str,
-        messages: Vec<SourceMessage>,
+        messages: Vec<Arc<SourceMessage>>,
         deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
     ) -> Result<(), Error> {
         let Some(mut planned) = deliver_too_large(messages, deliver) else {
@@ -213,7 +214,7 @@ impl Source for Pop3Source {
     fn relocate(
         &mut self,
         _folder: &str,
-        messages: Vec<SourceMessage>,
+        messages: Vec<Arc<SourceMessage>>,
     ) -> Result<Option<Relocated>, Error> {
         if messages.iter().any(|m| m.stable_id.is_none()) {
             return Ok(None);
@@ -233,7 +234,7 @@ impl Source for Pop3Source {
             let uidl = message.stable_id.as_deref().unwrap_or_default();
             match by_uidl.get(uidl) {
                 Some(&msgno) if sizes.get(&msgno) == Some(&message.size) => {
-                    message.key = msgno;
+                    Arc::make_mut(&mut message).key = msgno;
                     relocated.found.push(message);
                 }
                 _ => relocated.gone.push(Unreadable {
@@ -245,7 +246,7 @@ impl Source for Pop3Source {
         Ok(Some(relocated))
     }
 
-    fn delete(&mut self, _folder: &str, messages: &[SourceMessage]) -> Result<usize, Error> {
+    fn delete(&mut self, _folder: &str, messages: &[Arc<SourceMessage>]) -> Result<usize, Error> {
         let msgnos: Vec<u32> = messages.iter().map(|m| m.key).collect();
         let refused = {
             let (client, failed) = self.session()?;

@@ -24,8 +24,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
@@ -47,7 +47,7 @@ use upload::{Ledger, Uploader};
 #[derive(Debug)]
 pub struct Outgoing {
     /// What the source index said about it.
-    pub message: SourceMessage,
+    pub message: Arc<SourceMessage>,
     /// The message bytes exactly as the source served them.
     pub raw: Vec<u8>,
 }
@@ -80,7 +80,7 @@ pub trait Source: Send {
     }
     /// Deletes these messages from the source, returning how many went. Only POP3 sources
     /// can, for a mirror's `--delete-source-after-days`; the session ends with it.
-    fn delete(&mut self, folder: &str, _messages: &[SourceMessage]) -> Result<usize, Error> {
+    fn delete(&mut self, folder: &str, _messages: &[Arc<SourceMessage>]) -> Result<usize, Error> {
         Err(Error::usage(format!(
             "{folder}: this source does not delete messages"
         )))
@@ -97,7 +97,7 @@ pub trait Source: Send {
     fn fetch(
         &mut self,
         folder: &str,
-        messages: Vec<SourceMessage>,
+        messages: Vec<Arc<SourceMessage>>,
         deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
     ) -> Result<(), Error>;
     /// Lets go of a connection that broke, before a new one is opened (a POP3 server may lock
@@ -110,7 +110,7 @@ pub trait Source: Send {
     fn relocate(
         &mut self,
         _folder: &str,
-        _messages: Vec<SourceMessage>,
+        _messages: Vec<Arc<SourceMessage>>,
     ) -> Result<Option<Relocated>, Error> {
         Ok(None)
     }
@@ -120,7 +120,7 @@ pub trait Source: Send {
 #[derive(Debug, Default)]
 pub struct Relocated {
     /// The messages still there, with their keys on the new connection.
-    pub found: Vec<SourceMessage>,
+    pub found: Vec<Arc<SourceMessage>>,
     /// Those that are gone, or changed, with the reason.
     pub gone: Vec<Unreadable>,
 }
@@ -135,7 +135,7 @@ struct Batch<'b> {
 #[derive(Debug)]
 pub struct Unreadable {
     /// What the source index said about it.
-    pub message: SourceMessage,
+    pub message: Arc<SourceMessage>,
     /// Why it cannot be read.
     pub reason: String,
 }
@@ -660,7 +660,7 @@ fn fetch_resuming(
 ) -> Result<(), Error> {
     let folder = plan.source_folder.as_str();
     // Borrowed from the plan until a break leaves only some to fetch: the source takes its
-    // own copy, and a mailbox's index is not held twice more for the rare resumption.
+    // own list of the messages, which it shares with the plan.
     let mut pending = Cow::Borrowed(plan.to_copy.as_slice());
     let mut attempt = 0;
     loop {
@@ -765,7 +765,7 @@ mod tests {
 
     #[derive(Default)]
     struct ServerState {
-        stored: Vec<SourceMessage>,
+        stored: Vec<Arc<SourceMessage>>,
         attempts: HashMap<u32, usize>,
         connections: usize,
         /// Connections to refuse (as broken) before the next one succeeds.
@@ -1002,7 +1002,7 @@ mod tests {
         fn fetch(
             &mut self,
             _folder: &str,
-            messages: Vec<SourceMessage>,
+            messages: Vec<Arc<SourceMessage>>,
             deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
         ) -> Result<(), Error> {
             for (i, message) in messages.into_iter().enumerate() {
@@ -1019,7 +1019,7 @@ mod tests {
         fn relocate(
             &mut self,
             _folder: &str,
-            messages: Vec<SourceMessage>,
+            messages: Vec<Arc<SourceMessage>>,
         ) -> Result<Option<Relocated>, Error> {
             let mut relocated = Relocated::default();
             for mut message in messages {
@@ -1027,7 +1027,7 @@ mod tests {
                     let reason = "deleted from the source during the run".to_owned();
                     relocated.gone.push(Unreadable { message, reason });
                 } else {
-                    message.key += 1000;
+                    Arc::make_mut(&mut message).key += 1000;
                     relocated.found.push(message);
                 }
             }
@@ -1066,12 +1066,12 @@ mod tests {
         }
     }
 
-    fn message(key: u32, id: &str) -> SourceMessage {
-        SourceMessage::with_id(key, id)
+    fn message(key: u32, id: &str) -> Arc<SourceMessage> {
+        Arc::new(SourceMessage::with_id(key, id))
     }
 
     /// Messages 1..=n, each with its own identity.
-    fn distinct(n: u32) -> Vec<SourceMessage> {
+    fn distinct(n: u32) -> Vec<Arc<SourceMessage>> {
         (1..=n)
             .map(|key| message(key, &format!("m{key}")))
             .collect()
@@ -1091,14 +1091,14 @@ mod tests {
     /// Copies `source` into a target holding `held`, with the fake server; returns the result.
     fn copy(
         server: &Arc<Server>,
-        source: Vec<SourceMessage>,
-        held: &[SourceMessage],
+        source: Vec<Arc<SourceMessage>>,
+        held: &[Arc<SourceMessage>],
         settings: TransferSettings,
         events: &Events,
     ) -> Result<(), Error> {
         server.state.lock().unwrap().stored = held.to_vec();
         let index: TargetIndex = held.iter().map(|m| m.identity.clone()).collect();
-        let plan = plan::diff("INBOX", "INBOX", source, &index);
+        let plan = plan::diff("INBOX", "INBOX", &source, &index);
         copy_folders(
             &[&plan],
             &mut (Box::new(FakeSource { breaks_at: None }) as Box<dyn Source>),
@@ -1109,7 +1109,7 @@ mod tests {
         )
     }
 
-    fn identities(messages: &[SourceMessage]) -> Vec<Identity> {
+    fn identities(messages: &[Arc<SourceMessage>]) -> Vec<Identity> {
         let mut ids: Vec<Identity> = messages.iter().map(|m| m.identity.clone()).collect();
         ids.sort();
         ids
@@ -1225,7 +1225,7 @@ mod tests {
     fn a_broken_source_is_reopened_and_the_rest_found_again() {
         let fetch = |retries: u32, events: &Events| {
             let server = Server::new(false, |_, _, _| Upload::Store);
-            let plan = plan::diff("INBOX", "INBOX", distinct(10), &TargetIndex::default());
+            let plan = plan::diff("INBOX", "INBOX", &distinct(10), &TargetIndex::default());
             let opened = AtomicUsize::new(0);
             let result = copy_folders(
                 &[&plan],
@@ -1344,7 +1344,7 @@ mod tests {
             }
         });
         let events = Arc::new(Events::default());
-        let source: Vec<SourceMessage> = [1, 1000, 1001, 1002]
+        let source: Vec<Arc<SourceMessage>> = [1, 1000, 1001, 1002]
             .into_iter()
             .map(|key| message(key, &format!("m{key}")))
             .collect();
@@ -1417,9 +1417,9 @@ mod tests {
             multiappend: bool,
             failing_connects in 0usize..3,
         ) {
-            let source: Vec<SourceMessage> = ids.iter().enumerate()
+            let source: Vec<Arc<SourceMessage>> = ids.iter().enumerate()
                 .map(|(i, id)| message(i as u32 + 1, &id.to_string())).collect();
-            let held: Vec<SourceMessage> = held.iter().enumerate()
+            let held: Vec<Arc<SourceMessage>> = held.iter().enumerate()
                 .map(|(i, id)| message(1000 + i as u32, &id.to_string())).collect();
             let server = Server::new(multiappend, move |_, m, attempt| {
                 match (attempt, faults[m.key as usize - 1]) {
@@ -1435,7 +1435,7 @@ mod tests {
             let stored = server.state.lock().unwrap().stored.clone();
             let mut want = identities(&held);
             let index: TargetIndex = held.iter().map(|m| m.identity.clone()).collect();
-            let plan = plan::diff("INBOX", "INBOX", source, &index);
+            let plan = plan::diff("INBOX", "INBOX", &source, &index);
             want.extend(plan.to_copy.iter().map(|m| m.identity.clone()));
             want.sort();
             prop_assert_eq!(identities(&stored), want);

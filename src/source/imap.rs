@@ -11,7 +11,7 @@ use crate::imap::{FolderStatus, ImapClient};
 use crate::index::SourceMessage;
 use crate::migrate::{Account, ConnectOptions};
 use crate::session;
-use crate::transfer::{Outgoing, Source, Unreadable};
+use crate::transfer::{Fetched, Source, Unreadable};
 
 /// An IMAP account as a [`Source`]; one per connection.
 pub struct ImapSource {
@@ -88,7 +88,7 @@ impl Source for ImapSource {
         &mut self,
         folder: &str,
         messages: Vec<Arc<SourceMessage>>,
-        deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
+        deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
     ) -> Result<(), Error> {
         let Some(mut by_uid) = deliver_too_large(messages, deliver) else {
             return Ok(());
@@ -100,9 +100,9 @@ impl Source for ImapSource {
             .fetch_messages(Some(folder), &uids, MAX_MESSAGE_SIZE, |fetched| {
                 // After the receiver has gone, the rest of the answer is only drained.
                 if receiving && let Some(message) = by_uid.remove(&fetched.uid) {
-                    receiving = deliver(Ok(Outgoing {
+                    receiving = deliver(Ok(Fetched {
                         message,
-                        raw: fetched.raw.to_vec(),
+                        raw: fetched.raw.into(),
                     }));
                 }
             })

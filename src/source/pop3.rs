@@ -12,7 +12,7 @@ use crate::index::{KnownMessage, KnownMessages, SourceMessage};
 use crate::migrate::{Account, ConnectOptions};
 use crate::pop3::{FetchError, Listing, Pop3Client};
 use crate::session;
-use crate::transfer::{Outgoing, Relocated, Source, Unreadable};
+use crate::transfer::{Fetched, Relocated, Source, Unreadable};
 
 /// The one folder a POP3 maildrop has.
 pub const POP3_FOLDER: &str = "INBOX";
@@ -177,7 +177,7 @@ impl Source for Pop3Source {
         &mut self,
         _folder: &str,
         messages: Vec<Arc<SourceMessage>>,
-        deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
+        deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
     ) -> Result<(), Error> {
         let Some(mut planned) = deliver_too_large(messages, deliver) else {
             return Ok(());
@@ -191,7 +191,10 @@ impl Source for Pop3Source {
                 .remove(&msgno)
                 .expect("RETR answers only what was asked");
             strip_added_line_end(&mut raw, message.size);
-            if deliver(Ok(Outgoing { message, raw })) {
+            if deliver(Ok(Fetched {
+                message,
+                raw: raw.into(),
+            })) {
                 Ok(())
             } else {
                 Err(Stop)

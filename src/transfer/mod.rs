@@ -52,6 +52,17 @@ pub struct Outgoing {
     pub raw: Vec<u8>,
 }
 
+/// A message as a source hands it over. Its bytes may still sit in the source's read buffer
+/// (an IMAP response): they are copied out only once the memory budget has room for them, so
+/// a fetch waiting for memory holds one copy of the message, not two.
+#[derive(Debug)]
+pub struct Fetched<'a> {
+    /// What the source index said about it.
+    pub message: Arc<SourceMessage>,
+    /// The message bytes exactly as the source served them.
+    pub raw: Cow<'a, [u8]>,
+}
+
 /// A mail source: lists folders, indexes them from headers, streams message bodies.
 pub trait Source: Send {
     /// The source's folders (a POP3 maildrop has one: `INBOX`).
@@ -98,7 +109,7 @@ pub trait Source: Send {
         &mut self,
         folder: &str,
         messages: Vec<Arc<SourceMessage>>,
-        deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
+        deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
     ) -> Result<(), Error>;
     /// Lets go of a connection that broke, before a new one is opened (a POP3 server may lock
     /// the maildrop to one session). Later calls fail.
@@ -559,16 +570,16 @@ fn copy_folder(
             source,
             connect_source,
             settings,
-            &mut |fetched: Result<Outgoing, Unreadable>| {
-                let outgoing = match fetched {
-                    Ok(outgoing) => outgoing,
+            &mut |fetched: Result<Fetched<'_>, Unreadable>| {
+                let Fetched { message, raw } = match fetched {
+                    Ok(fetched) => fetched,
                     Err(unreadable) => {
                         let Unreadable { message, reason } = unreadable;
                         observer.message_failed(&plan.source_folder, &message, &reason);
                         return true;
                     }
                 };
-                let bytes = outgoing.raw.len() as u64;
+                let bytes = raw.len() as u64;
                 // Waiting for memory with a batch unsent would wait for itself.
                 if !batch.is_empty() && budget.would_wait(bytes) {
                     batch_bytes = 0;
@@ -581,7 +592,10 @@ fn copy_folder(
                 }
                 charge.absorb(budget.charge(bytes, &failed));
                 batch_bytes += bytes;
-                batch.push(outgoing);
+                batch.push(Outgoing {
+                    message,
+                    raw: raw.into_owned(),
+                });
                 if batch_bytes >= settings.batch_bytes || batch.len() >= settings.batch_messages {
                     batch_bytes = 0;
                     send(Batch {
@@ -656,7 +670,7 @@ fn fetch_resuming(
     source: &mut Box<dyn Source>,
     connect_source: &SourceConnector<'_>,
     settings: TransferSettings,
-    deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
+    deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
 ) -> Result<(), Error> {
     let folder = plan.source_folder.as_str();
     // Borrowed from the plan until a break leaves only some to fetch: the source takes its
@@ -1003,14 +1017,17 @@ mod tests {
             &mut self,
             _folder: &str,
             messages: Vec<Arc<SourceMessage>>,
-            deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
+            deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
         ) -> Result<(), Error> {
             for (i, message) in messages.into_iter().enumerate() {
                 if self.breaks_at == Some(i) {
                     return Err(broken());
                 }
                 let raw = message.key.to_string().into_bytes();
-                if !deliver(Ok(Outgoing { message, raw })) {
+                if !deliver(Ok(Fetched {
+                    message,
+                    raw: raw.into(),
+                })) {
                     break;
                 }
             }

@@ -171,6 +171,19 @@ mod tests {
         assert_eq!(plan.dropped_keywords.get("custom"), Some(&1));
     }
 
+    #[test]
+    fn the_plan_shares_the_source_messages_and_leaves_their_flags_alone() {
+        let mut flagged = SourceMessage::with_id(2, "b");
+        flagged.flags = vec!["\\Seen".into(), "custom".into()];
+        let source = [msg(1, "a"), Arc::new(flagged)];
+        let mut target = TargetIndex::default();
+        target.keywords = crate::index::KeywordPolicy::from_permanent_flags(&["\\Seen".into()]);
+        let plan = diff("I", "I", &source, &target);
+        assert!(Arc::ptr_eq(&plan.to_copy[0], &source[0]));
+        assert_eq!(plan.to_copy[1].flags, ["\\Seen"]);
+        assert_eq!(source[1].flags, ["\\Seen", "custom"]);
+    }
+
     proptest! {
         /// After copying the plan, the target holds at least as many of every identity as the
         /// source, and a second plan is empty.

@@ -3,6 +3,7 @@
 //! Run: `cargo bench --bench planner`. The end-to-end benchmark is `bench/run.sh`.
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mailferry::identity::{self, Identity};
@@ -34,17 +35,19 @@ fn headers() -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn source_index(headers: &[Vec<u8>]) -> Vec<SourceMessage> {
+fn source_index(headers: &[Vec<u8>]) -> Vec<Arc<SourceMessage>> {
     headers
         .iter()
         .enumerate()
-        .map(|(i, header)| SourceMessage {
-            key: i as u32 + 1,
-            stable_id: None,
-            identity: identity::identify(header, 10_000),
-            size: 10_000,
-            flags: vec!["\\Seen".into()],
-            internal_date: None,
+        .map(|(i, header)| {
+            Arc::new(SourceMessage {
+                key: i as u32 + 1,
+                stable_id: None,
+                identity: identity::identify(header, 10_000),
+                size: 10_000,
+                flags: vec!["\\Seen".into()],
+                internal_date: None,
+            })
         })
         .collect()
 }
@@ -84,7 +87,7 @@ fn benchmarks(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("diff 100k against 50k", |b| {
         b.iter(|| {
-            plan::diff("INBOX", "INBOX", black_box(source.clone()), &target)
+            plan::diff("INBOX", "INBOX", black_box(&source), &target)
                 .to_copy
                 .len()
         })

@@ -4,6 +4,7 @@
 //! progress bars before anything is written.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -106,8 +107,8 @@ impl SizeLimit {
 pub struct PlannedFolder {
     /// What to copy.
     pub plan: FolderPlan,
-    /// The source folder's messages.
-    pub source_index: Vec<SourceMessage>,
+    /// The source folder's messages, shared with the plan.
+    pub source_index: Vec<Arc<SourceMessage>>,
     /// The target folder's messages before the copy.
     pub target_index: TargetIndex,
 }
@@ -235,20 +236,26 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
     );
     let mut folders = Vec::new();
     let mut elsewhere: HashSet<Identity> = HashSet::new();
-    for ((mapping, mut source_index), target_index) in to_index
+    for ((mapping, source_index), target_index) in to_index
         .into_iter()
         .zip(source_indexes?)
         .zip(target_indexes?)
     {
+        // Not `collect()`: it would reuse the index's buffer, sized for whole messages, for
+        // the much smaller pointers, and keep all of it for the run.
+        let mut shared = Vec::with_capacity(source_index.len());
+        shared.extend(source_index.into_iter().map(Arc::new));
+        let mut source_index = shared;
         if mapping.remainder {
             source_index.retain(|message| !elsewhere.contains(&message.identity));
-        } else {
+        } else if !may_skip {
+            // Only a view's remainder needs to know what the other folders hold.
             elsewhere.extend(source_index.iter().map(|m| m.identity.clone()));
         }
         let plan = plan::diff(
             &mapping.source,
             &mapping.target,
-            source_index.clone(),
+            &source_index,
             &target_index,
         );
         report.planned(&plan);

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::error::Error;
 use crate::folders::FolderMapping;
@@ -307,7 +307,7 @@ fn delete_from_source(
         };
         // Only messages the mirror itself copied: another message on the target with the
         // same identity is no proof that this one arrived.
-        let old: Vec<SourceMessage> = folder
+        let old: Vec<Arc<SourceMessage>> = folder
             .source_index
             .iter()
             .filter(|m| {
@@ -437,7 +437,7 @@ fn delete_departed(
     Ok(doomed.len())
 }
 
-fn by_identity(index: &[SourceMessage]) -> HashMap<&Identity, Vec<&SourceMessage>> {
+fn by_identity(index: &[Arc<SourceMessage>]) -> HashMap<&Identity, Vec<&SourceMessage>> {
     let mut groups: HashMap<&Identity, Vec<&SourceMessage>> = HashMap::new();
     for message in index {
         groups.entry(&message.identity).or_default().push(message);

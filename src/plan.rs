@@ -3,8 +3,12 @@
 //! Identities are counted as a multiset: when the source holds k messages with one identity
 //! and the target j of them, the last k − j (in source order) are copied. So two different
 //! messages that share a Message-ID both arrive, and a re-run copies nothing.
+//!
+//! Messages are shared with the source index, not copied: a plan of a large mailbox costs a
+//! pointer per message.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::identity::Identity;
 use crate::index::{SourceMessage, TargetIndex};
@@ -19,7 +23,7 @@ pub struct FolderPlan {
     /// How many messages the source folder holds.
     pub source_messages: usize,
     /// Messages to copy, in source order.
-    pub to_copy: Vec<SourceMessage>,
+    pub to_copy: Vec<Arc<SourceMessage>>,
     /// Source messages the target already holds.
     pub already_present: usize,
     /// Keywords the target folder refuses, with how many copies lose each.
@@ -55,31 +59,25 @@ pub fn unchanged(source_folder: &str, target_folder: &str, source_messages: usiz
 pub fn diff(
     source_folder: &str,
     target_folder: &str,
-    source: Vec<SourceMessage>,
+    source: &[Arc<SourceMessage>],
     target: &TargetIndex,
 ) -> FolderPlan {
-    let source_messages = source.len();
-    let mut seen: HashMap<&Identity, usize> = HashMap::new();
-    let mut present = vec![false; source.len()];
-    for (i, message) in source.iter().enumerate() {
-        let n = seen.entry(&message.identity).or_default();
-        *n += 1;
-        present[i] = *n <= target.count(&message.identity);
-    }
     let mut dropped_keywords = BTreeMap::new();
-    let to_copy: Vec<SourceMessage> = source
-        .into_iter()
-        .zip(&present)
-        .filter(|(_, present)| !**present)
-        .map(|(mut message, _)| {
+    let to_copy: Vec<Arc<SourceMessage>> = absent(source, target)
+        .map(|message| {
+            let refused = |flag: &String| !target.keywords.accepts(flag);
+            if !message.flags.iter().any(refused) {
+                return Arc::clone(message);
+            }
+            let mut message = SourceMessage::clone(message);
             message.flags.retain(|flag| {
-                let keep = target.keywords.accepts(flag);
+                let keep = !refused(flag);
                 if !keep {
                     *dropped_keywords.entry(flag.clone()).or_default() += 1;
                 }
                 keep
             });
-            message
+            Arc::new(message)
         })
         .collect();
     let target_copies = to_copy
@@ -90,12 +88,26 @@ pub fn diff(
     FolderPlan {
         source_folder: source_folder.to_owned(),
         target_folder: target_folder.to_owned(),
-        source_messages,
-        already_present: source_messages - to_copy.len(),
+        source_messages: source.len(),
+        already_present: source.len() - to_copy.len(),
         to_copy,
         dropped_keywords,
         target_copies,
     }
+}
+
+/// The source messages `target` lacks, in source order: of k messages with one identity
+/// when the target holds j, the last k − j.
+pub fn absent<'s>(
+    source: &'s [Arc<SourceMessage>],
+    target: &TargetIndex,
+) -> impl Iterator<Item = &'s Arc<SourceMessage>> {
+    let mut seen: HashMap<&Identity, usize> = HashMap::new();
+    source.iter().filter(move |message| {
+        let n = seen.entry(&message.identity).or_default();
+        *n += 1;
+        *n > target.count(&message.identity)
+    })
 }
 
 #[cfg(test)]
@@ -103,8 +115,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn msg(key: u32, id: &str) -> SourceMessage {
-        SourceMessage::with_id(key, id)
+    fn msg(key: u32, id: &str) -> Arc<SourceMessage> {
+        Arc::new(SourceMessage::with_id(key, id))
     }
 
     fn keys(plan: &FolderPlan) -> Vec<u32> {
@@ -117,7 +129,7 @@ mod tests {
         let plan = diff(
             "INBOX",
             "INBOX",
-            vec![msg(1, "a"), msg(2, "b"), msg(3, "c")],
+            &[msg(1, "a"), msg(2, "b"), msg(3, "c")],
             &target,
         );
         assert_eq!(keys(&plan), vec![1, 3]);
@@ -128,10 +140,10 @@ mod tests {
     #[test]
     fn duplicates_are_counted_not_collapsed() {
         let source = vec![msg(1, "a"), msg(2, "a"), msg(3, "a")];
-        let plan = diff("I", "I", source.clone(), &TargetIndex::default());
+        let plan = diff("I", "I", &source, &TargetIndex::default());
         assert_eq!(keys(&plan), vec![1, 2, 3]);
         let one_there: TargetIndex = [Identity::MessageId("a".into())].into_iter().collect();
-        let plan = diff("I", "I", source, &one_there);
+        let plan = diff("I", "I", &source, &one_there);
         assert_eq!(keys(&plan), vec![2, 3]);
         assert_eq!(
             plan.target_copies,
@@ -142,21 +154,34 @@ mod tests {
     #[test]
     fn extra_copies_on_the_target_are_left_alone() {
         let target: TargetIndex = std::iter::repeat_n(Identity::MessageId("a".into()), 5).collect();
-        let plan = diff("I", "I", vec![msg(1, "a")], &target);
+        let plan = diff("I", "I", &[msg(1, "a")], &target);
         assert!(plan.to_copy.is_empty());
         assert_eq!(plan.already_present, 1);
     }
 
     #[test]
     fn keywords_the_target_refuses_are_dropped_and_counted() {
-        let mut flagged = msg(1, "a");
+        let mut flagged = SourceMessage::with_id(1, "a");
         flagged.flags = vec!["\\Seen".into(), "$Label1".into(), "custom".into()];
         let mut target = TargetIndex::default();
         target.keywords =
             crate::index::KeywordPolicy::from_permanent_flags(&["\\Seen".into(), "$Label1".into()]);
-        let plan = diff("I", "I", vec![flagged], &target);
+        let plan = diff("I", "I", &[Arc::new(flagged)], &target);
         assert_eq!(plan.to_copy[0].flags, ["\\Seen", "$Label1"]);
         assert_eq!(plan.dropped_keywords.get("custom"), Some(&1));
+    }
+
+    #[test]
+    fn the_plan_shares_the_source_messages_and_leaves_their_flags_alone() {
+        let mut flagged = SourceMessage::with_id(2, "b");
+        flagged.flags = vec!["\\Seen".into(), "custom".into()];
+        let source = [msg(1, "a"), Arc::new(flagged)];
+        let mut target = TargetIndex::default();
+        target.keywords = crate::index::KeywordPolicy::from_permanent_flags(&["\\Seen".into()]);
+        let plan = diff("I", "I", &source, &target);
+        assert!(Arc::ptr_eq(&plan.to_copy[0], &source[0]));
+        assert_eq!(plan.to_copy[1].flags, ["\\Seen"]);
+        assert_eq!(source[1].flags, ["\\Seen", "custom"]);
     }
 
     proptest! {
@@ -169,7 +194,7 @@ mod tests {
                 .map(|(i, id)| msg(i as u32, &id.to_string())).collect();
             let mut target: TargetIndex = target_ids.iter()
                 .map(|id| Identity::MessageId(id.to_string())).collect();
-            let plan = diff("I", "I", source.clone(), &target);
+            let plan = diff("I", "I", &source, &target);
             for m in &plan.to_copy {
                 target.add(m.identity.clone(), crate::index::TargetCopy::default());
             }
@@ -177,7 +202,7 @@ mod tests {
                 let in_source = source.iter().filter(|s| s.identity == m.identity).count();
                 prop_assert!(target.count(&m.identity) >= in_source);
             }
-            prop_assert!(diff("I", "I", source, &target).to_copy.is_empty());
+            prop_assert!(diff("I", "I", &source, &target).to_copy.is_empty());
         }
     }
 }

@@ -3,7 +3,7 @@
 //! without passwords, messages by identity.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -192,7 +192,7 @@ impl ReportBuilder {
     }
 
     /// Records source messages that verification did not find on the target.
-    pub fn missing_after_copy(&self, folder: &str, missing: &[SourceMessage]) {
+    pub fn missing_after_copy(&self, folder: &str, missing: &[Arc<SourceMessage>]) {
         let mut report = self.state.lock().unwrap();
         for message in missing {
             report.errors.push(FailedMessage {

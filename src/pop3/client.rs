@@ -365,7 +365,9 @@ fn read_status(conn: &mut Connection) -> Result<Status, SessionError> {
 
 /// Reads a multi-line body, traced as its size only: it is mail, or a long listing.
 fn read_body(conn: &mut Connection, cap: usize) -> Result<Vec<u8>, SessionError> {
-    let body = codec::read_multiline(conn, cap)?;
+    let mut body = codec::read_multiline(conn, cap)?;
+    // Read in growing steps; a body is kept until uploaded, so give back the unused room.
+    body.shrink_to_fit();
     conn.trace()
         .received(format!("{{{} bytes}}", body.len()).as_bytes());
     Ok(body)

@@ -1,5 +1,7 @@
 //! [`ImapSource`]: every folder of an IMAP account, read with EXAMINE and `BODY.PEEK`.
 
+use std::sync::Arc;
+
 use super::{MAX_MESSAGE_SIZE, deliver_too_large};
 use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
@@ -9,7 +11,7 @@ use crate::imap::{FolderStatus, ImapClient};
 use crate::index::SourceMessage;
 use crate::migrate::{Account, ConnectOptions};
 use crate::session;
-use crate::transfer::{Outgoing, Source, Unreadable};
+use crate::transfer::{Fetched, Source, Unreadable};
 
 /// An IMAP account as a [`Source`]; one per connection.
 pub struct ImapSource {
@@ -85,8 +87,8 @@ impl Source for ImapSource {
     fn fetch(
         &mut self,
         folder: &str,
-        messages: Vec<SourceMessage>,
-        deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
+        messages: Vec<Arc<SourceMessage>>,
+        deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
     ) -> Result<(), Error> {
         let Some(mut by_uid) = deliver_too_large(messages, deliver) else {
             return Ok(());
@@ -98,15 +100,15 @@ impl Source for ImapSource {
             .fetch_messages(Some(folder), &uids, MAX_MESSAGE_SIZE, |fetched| {
                 // After the receiver has gone, the rest of the answer is only drained.
                 if receiving && let Some(message) = by_uid.remove(&fetched.uid) {
-                    receiving = deliver(Ok(Outgoing {
+                    receiving = deliver(Ok(Fetched {
                         message,
-                        raw: fetched.raw.to_vec(),
+                        raw: fetched.raw.into(),
                     }));
                 }
             })
             .map_err(|e| self.failed(e))?;
         // What the server did not send was expunged since the index was taken.
-        let mut gone: Vec<SourceMessage> = by_uid.into_values().collect();
+        let mut gone: Vec<Arc<SourceMessage>> = by_uid.into_values().collect();
         gone.sort_by_key(|m| m.key);
         for message in gone {
             let reason = "deleted from the source during the run".to_owned();

@@ -7,12 +7,13 @@ mod imap;
 mod pop3;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub use imap::ImapSource;
 pub use pop3::{POP3_FOLDER, Pop3Source};
 
 use crate::index::SourceMessage;
-use crate::transfer::{Outgoing, Unreadable};
+use crate::transfer::{Fetched, Unreadable};
 
 /// Largest message mailferry will read from a server (a bound against a runaway server).
 const MAX_MESSAGE_SIZE: u64 = 1 << 30;
@@ -20,9 +21,9 @@ const MAX_MESSAGE_SIZE: u64 = 1 << 30;
 /// Reports the messages over [`MAX_MESSAGE_SIZE`] as unreadable and returns the others by
 /// key, or `None` when `deliver` asked to stop.
 fn deliver_too_large(
-    messages: Vec<SourceMessage>,
-    deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
-) -> Option<HashMap<u32, SourceMessage>> {
+    messages: Vec<Arc<SourceMessage>>,
+    deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
+) -> Option<HashMap<u32, Arc<SourceMessage>>> {
     let mut readable = HashMap::with_capacity(messages.len());
     for message in messages {
         if message.size > MAX_MESSAGE_SIZE {

@@ -1,6 +1,7 @@
 //! [`Pop3Source`]: a POP3 maildrop, the one folder `INBOX`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::{MAX_MESSAGE_SIZE, deliver_too_large};
 use crate::endpoint::Side;
@@ -11,7 +12,7 @@ use crate::index::{KnownMessage, KnownMessages, SourceMessage};
 use crate::migrate::{Account, ConnectOptions};
 use crate::pop3::{FetchError, Listing, Pop3Client};
 use crate::session;
-use crate::transfer::{Outgoing, Relocated, Source, Unreadable};
+use crate::transfer::{Fetched, Relocated, Source, Unreadable};
 
 /// The one folder a POP3 maildrop has.
 pub const POP3_FOLDER: &str = "INBOX";
@@ -56,36 +57,39 @@ impl Pop3Source {
     }
 
     /// Indexes the maildrop, reading the headers only of messages whose UIDL `known` does
-    /// not hold, and returns what is known after it.
+    /// not hold. With `still_known`, records there what is known after it, for the next run.
     fn index_maildrop(
         &mut self,
         known: &KnownMessages,
-    ) -> Result<(Vec<SourceMessage>, KnownMessages), Error> {
+        mut still_known: Option<&mut KnownMessages>,
+    ) -> Result<Vec<SourceMessage>, Error> {
         let flags = self.flags.clone();
         let (client, failed) = self.session()?;
         let Listing { sizes, uidls } = client.listing().map_err(&failed)?;
         // Without UIDL (an old server) nothing is known across sessions: every header is read.
-        let uidls: HashMap<u32, String> = uidls.unwrap_or_default().into_iter().collect();
+        let mut uidls: HashMap<u32, String> = uidls.unwrap_or_default().into_iter().collect();
         let now = unix_now();
         let mut index = Vec::with_capacity(sizes.len());
-        let mut still_known = KnownMessages::new();
         let mut unknown = HashMap::new();
         for &(msgno, size) in &sizes {
-            let uidl = uidls.get(&msgno);
-            let remembered = uidl.and_then(|u| known.get(u)).filter(|k| k.size == size);
-            match remembered.and_then(|k| k.to_source_message(msgno, uidl.cloned(), flags.clone()))
-            {
+            // Moved, not copied, into the index: a copy per message, freed after the index,
+            // would leave the heap full of holes for the rest of the run.
+            let uidl = uidls.remove(&msgno);
+            let remembered = uidl
+                .as_ref()
+                .and_then(|u| known.get(u))
+                .filter(|k| k.size == size);
+            match remembered.and_then(|k| k.to_source_message(msgno, uidl.clone(), flags.clone())) {
                 Some(message) => {
                     index.push(message);
-                    still_known.insert(
-                        uidl.cloned().unwrap_or_default(),
-                        remembered.unwrap().clone(),
-                    );
+                    if let Some(still_known) = still_known.as_deref_mut() {
+                        still_known.insert(uidl.unwrap_or_default(), remembered.unwrap().clone());
+                    }
                 }
                 None => {
                     // Its headers are read again, but its age counts from when it was first seen.
                     let first_seen = remembered.map_or(now, |k| k.first_seen);
-                    unknown.insert(msgno, (size, uidl.cloned(), first_seen));
+                    unknown.insert(msgno, (size, uidl, first_seen));
                 }
             }
         }
@@ -97,14 +101,16 @@ impl Pop3Source {
                     unknown.remove(&msgno).expect("TOP answers what was asked");
                 let message = SourceMessage {
                     key: msgno,
-                    stable_id: uidl.clone(),
+                    stable_id: uidl,
                     identity: identity::identify(&header, size),
                     size,
                     flags: flags.clone(),
                     internal_date: identity::arrival_date(&header),
                 };
-                if let Some(uidl) = uidl {
-                    still_known.insert(uidl, KnownMessage::new(&message, first_seen));
+                if let (Some(still_known), Some(uidl)) =
+                    (still_known.as_deref_mut(), &message.stable_id)
+                {
+                    still_known.insert(uidl.clone(), KnownMessage::new(&message, first_seen));
                 }
                 index.push(message);
                 Ok::<(), Stop>(())
@@ -119,7 +125,7 @@ impl Pop3Source {
             ))));
         }
         index.sort_by_key(|m| m.key);
-        Ok((index, still_known))
+        Ok(index)
     }
 }
 
@@ -147,7 +153,7 @@ impl Source for Pop3Source {
     }
 
     fn index(&mut self, _folder: &str) -> Result<Vec<SourceMessage>, Error> {
-        Ok(self.index_maildrop(&KnownMessages::new())?.0)
+        self.index_maildrop(&KnownMessages::new(), None)
     }
 
     fn index_known(
@@ -159,15 +165,19 @@ impl Source for Pop3Source {
         folders
             .iter()
             .zip(known)
-            .map(|(_, known)| self.index_maildrop(known))
+            .map(|(_, known)| {
+                let mut still_known = KnownMessages::new();
+                let index = self.index_maildrop(known, Some(&mut still_known))?;
+                Ok((index, still_known))
+            })
             .collect()
     }
 
     fn fetch(
         &mut self,
         _folder: &str,
-        messages: Vec<SourceMessage>,
-        deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
+        messages: Vec<Arc<SourceMessage>>,
+        deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
     ) -> Result<(), Error> {
         let Some(mut planned) = deliver_too_large(messages, deliver) else {
             return Ok(());
@@ -181,7 +191,10 @@ impl Source for Pop3Source {
                 .remove(&msgno)
                 .expect("RETR answers only what was asked");
             strip_added_line_end(&mut raw, message.size);
-            if deliver(Ok(Outgoing { message, raw })) {
+            if deliver(Ok(Fetched {
+                message,
+                raw: raw.into(),
+            })) {
                 Ok(())
             } else {
                 Err(Stop)
@@ -213,7 +226,7 @@ impl Source for Pop3Source {
     fn relocate(
         &mut self,
         _folder: &str,
-        messages: Vec<SourceMessage>,
+        messages: Vec<Arc<SourceMessage>>,
     ) -> Result<Option<Relocated>, Error> {
         if messages.iter().any(|m| m.stable_id.is_none()) {
             return Ok(None);
@@ -233,7 +246,7 @@ impl Source for Pop3Source {
             let uidl = message.stable_id.as_deref().unwrap_or_default();
             match by_uidl.get(uidl) {
                 Some(&msgno) if sizes.get(&msgno) == Some(&message.size) => {
-                    message.key = msgno;
+                    Arc::make_mut(&mut message).key = msgno;
                     relocated.found.push(message);
                 }
                 _ => relocated.gone.push(Unreadable {
@@ -245,7 +258,7 @@ impl Source for Pop3Source {
         Ok(Some(relocated))
     }
 
-    fn delete(&mut self, _folder: &str, messages: &[SourceMessage]) -> Result<usize, Error> {
+    fn delete(&mut self, _folder: &str, messages: &[Arc<SourceMessage>]) -> Result<usize, Error> {
         let msgnos: Vec<u32> = messages.iter().map(|m| m.key).collect();
         let refused = {
             let (client, failed) = self.session()?;

@@ -25,8 +25,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
@@ -47,9 +47,20 @@ use upload::{Ledger, Uploader};
 #[derive(Debug)]
 pub struct Outgoing {
     /// What the source index said about it.
-    pub message: SourceMessage,
+    pub message: Arc<SourceMessage>,
     /// The message bytes exactly as the source served them.
     pub raw: Vec<u8>,
+}
+
+/// A message as a source hands it over. Its bytes may still sit in the source's read buffer
+/// (an IMAP response): they are copied out only once the memory budget has room for them, so
+/// a fetch waiting for memory holds one copy of the message, not two.
+#[derive(Debug)]
+pub struct Fetched<'a> {
+    /// What the source index said about it.
+    pub message: Arc<SourceMessage>,
+    /// The message bytes exactly as the source served them.
+    pub raw: Cow<'a, [u8]>,
 }
 
 /// A mail source: lists folders, indexes them from headers, streams message bodies.
@@ -80,7 +91,7 @@ pub trait Source: Send {
     }
     /// Deletes these messages from the source, returning how many went. Only POP3 sources
     /// can, for a mirror's `--delete-source-after-days`; the session ends with it.
-    fn delete(&mut self, folder: &str, _messages: &[SourceMessage]) -> Result<usize, Error> {
+    fn delete(&mut self, folder: &str, _messages: &[Arc<SourceMessage>]) -> Result<usize, Error> {
         Err(Error::usage(format!(
             "{folder}: this source does not delete messages"
         )))
@@ -97,8 +108,8 @@ pub trait Source: Send {
     fn fetch(
         &mut self,
         folder: &str,
-        messages: Vec<SourceMessage>,
-        deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
+        messages: Vec<Arc<SourceMessage>>,
+        deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
     ) -> Result<(), Error>;
     /// Lets go of a connection that broke, before a new one is opened (a POP3 server may lock
     /// the maildrop to one session). Later calls fail.
@@ -110,7 +121,7 @@ pub trait Source: Send {
     fn relocate(
         &mut self,
         _folder: &str,
-        _messages: Vec<SourceMessage>,
+        _messages: Vec<Arc<SourceMessage>>,
     ) -> Result<Option<Relocated>, Error> {
         Ok(None)
     }
@@ -120,7 +131,7 @@ pub trait Source: Send {
 #[derive(Debug, Default)]
 pub struct Relocated {
     /// The messages still there, with their keys on the new connection.
-    pub found: Vec<SourceMessage>,
+    pub found: Vec<Arc<SourceMessage>>,
     /// Those that are gone, or changed, with the reason.
     pub gone: Vec<Unreadable>,
 }
@@ -136,7 +147,7 @@ struct Batch<'b> {
 #[derive(Debug)]
 pub struct Unreadable {
     /// What the source index said about it.
-    pub message: SourceMessage,
+    pub message: Arc<SourceMessage>,
     /// Why it cannot be read.
     pub reason: String,
 }
@@ -567,16 +578,16 @@ impl<'a, 'p: 'a> Lane<'a, 'p> {
             source,
             self.connect_source,
             settings,
-            &mut |fetched: Result<Outgoing, Unreadable>| {
-                let outgoing = match fetched {
-                    Ok(outgoing) => outgoing,
+            &mut |fetched: Result<Fetched<'_>, Unreadable>| {
+                let Fetched { message, raw } = match fetched {
+                    Ok(fetched) => fetched,
                     Err(unreadable) => {
                         let Unreadable { message, reason } = unreadable;
                         observer.message_failed(&plan.source_folder, &message, &reason);
                         return true;
                     }
                 };
-                let bytes = outgoing.raw.len() as u64;
+                let bytes = raw.len() as u64;
                 // Waiting for memory with a batch unsent would wait for itself.
                 if !batch.is_empty() && budget.would_wait(bytes) {
                     batch_bytes = 0;
@@ -587,7 +598,10 @@ impl<'a, 'p: 'a> Lane<'a, 'p> {
                 }
                 charge.absorb(budget.charge(bytes, self.failed));
                 batch_bytes += bytes;
-                batch.push(outgoing);
+                batch.push(Outgoing {
+                    message,
+                    raw: raw.into_owned(),
+                });
                 if batch_bytes >= settings.batch_bytes || batch.len() >= settings.batch_messages {
                     batch_bytes = 0;
                     let full = std::mem::take(&mut batch);
@@ -644,11 +658,11 @@ fn fetch_resuming(
     source: &mut Box<dyn Source>,
     connect_source: &SourceConnector<'_>,
     settings: TransferSettings,
-    deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
+    deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
 ) -> Result<(), Error> {
     let folder = plan.source_folder.as_str();
     // Borrowed from the plan until a break leaves only some to fetch: the source takes its
-    // own copy, and a mailbox's index is not held twice more for the rare resumption.
+    // own list of the messages, which it shares with the plan.
     let mut pending = Cow::Borrowed(plan.to_copy.as_slice());
     let mut attempt = 0;
     loop {
@@ -753,7 +767,7 @@ mod tests {
 
     #[derive(Default)]
     struct ServerState {
-        stored: Vec<SourceMessage>,
+        stored: Vec<Arc<SourceMessage>>,
         /// The folder of each stored message, by key; the ones missing are in INBOX.
         folder_of: HashMap<u32, String>,
         attempts: HashMap<u32, usize>,
@@ -881,7 +895,7 @@ mod tests {
             let mut state = self.server.state.lock().unwrap();
             state.indexes += 1;
             self.server.changed.notify_all();
-            let in_folder = |m: &&SourceMessage| {
+            let in_folder = |m: &&Arc<SourceMessage>| {
                 state.folder_of.get(&m.key).map_or("INBOX", String::as_str) == folder
             };
             Ok(state
@@ -1002,15 +1016,18 @@ mod tests {
         fn fetch(
             &mut self,
             _folder: &str,
-            messages: Vec<SourceMessage>,
-            deliver: &mut dyn FnMut(Result<Outgoing, Unreadable>) -> bool,
+            messages: Vec<Arc<SourceMessage>>,
+            deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
         ) -> Result<(), Error> {
             for (i, message) in messages.into_iter().enumerate() {
                 if self.breaks_at == Some(i) {
                     return Err(broken());
                 }
                 let raw = message.key.to_string().into_bytes();
-                if !deliver(Ok(Outgoing { message, raw })) {
+                if !deliver(Ok(Fetched {
+                    message,
+                    raw: raw.into(),
+                })) {
                     break;
                 }
             }
@@ -1019,7 +1036,7 @@ mod tests {
         fn relocate(
             &mut self,
             _folder: &str,
-            messages: Vec<SourceMessage>,
+            messages: Vec<Arc<SourceMessage>>,
         ) -> Result<Option<Relocated>, Error> {
             let mut relocated = Relocated::default();
             for mut message in messages {
@@ -1027,7 +1044,7 @@ mod tests {
                     let reason = "deleted from the source during the run".to_owned();
                     relocated.gone.push(Unreadable { message, reason });
                 } else {
-                    message.key += 1000;
+                    Arc::make_mut(&mut message).key += 1000;
                     relocated.found.push(message);
                 }
             }
@@ -1066,12 +1083,12 @@ mod tests {
         }
     }
 
-    fn message(key: u32, id: &str) -> SourceMessage {
-        SourceMessage::with_id(key, id)
+    fn message(key: u32, id: &str) -> Arc<SourceMessage> {
+        Arc::new(SourceMessage::with_id(key, id))
     }
 
     /// Messages 1..=n, each with its own identity.
-    fn distinct(n: u32) -> Vec<SourceMessage> {
+    fn distinct(n: u32) -> Vec<Arc<SourceMessage>> {
         (1..=n)
             .map(|key| message(key, &format!("m{key}")))
             .collect()
@@ -1091,14 +1108,14 @@ mod tests {
     /// Copies `source` into a target holding `held`, with the fake server; returns the result.
     fn copy(
         server: &Arc<Server>,
-        source: Vec<SourceMessage>,
-        held: &[SourceMessage],
+        source: Vec<Arc<SourceMessage>>,
+        held: &[Arc<SourceMessage>],
         settings: TransferSettings,
         events: &Events,
     ) -> Result<(), Error> {
         server.state.lock().unwrap().stored = held.to_vec();
         let index: TargetIndex = held.iter().map(|m| m.identity.clone()).collect();
-        let plan = plan::diff("INBOX", "INBOX", source, &index);
+        let plan = plan::diff("INBOX", "INBOX", &source, &index);
         copy_folders(
             &[&plan],
             &mut (Box::new(FakeSource { breaks_at: None }) as Box<dyn Source>),
@@ -1109,7 +1126,7 @@ mod tests {
         )
     }
 
-    fn identities(messages: &[SourceMessage]) -> Vec<Identity> {
+    fn identities(messages: &[Arc<SourceMessage>]) -> Vec<Identity> {
         let mut ids: Vec<Identity> = messages.iter().map(|m| m.identity.clone()).collect();
         ids.sort();
         ids
@@ -1231,8 +1248,10 @@ mod tests {
         });
         // The same identities in both folders.
         let folder = |name: &str, first: u32| {
-            let messages = (first..first + 4).map(|key| message(key, &format!("m{}", key % 10)));
-            plan::diff(name, name, messages.collect(), &TargetIndex::default())
+            let messages: Vec<Arc<SourceMessage>> = (first..first + 4)
+                .map(|key| message(key, &format!("m{}", key % 10)))
+                .collect();
+            plan::diff(name, name, &messages, &TargetIndex::default())
         };
         let (a, b) = (folder("A", 1), folder("B", 11));
         let events = Events::default();
@@ -1255,7 +1274,7 @@ mod tests {
     fn a_broken_source_is_reopened_and_the_rest_found_again() {
         let fetch = |retries: u32, events: &Events| {
             let server = Server::new(false, |_, _, _| Upload::Store);
-            let plan = plan::diff("INBOX", "INBOX", distinct(10), &TargetIndex::default());
+            let plan = plan::diff("INBOX", "INBOX", &distinct(10), &TargetIndex::default());
             let opened = AtomicUsize::new(0);
             let result = copy_folders(
                 &[&plan],
@@ -1374,7 +1393,7 @@ mod tests {
             }
         });
         let events = Arc::new(Events::default());
-        let source: Vec<SourceMessage> = [1, 1000, 1001, 1002]
+        let source: Vec<Arc<SourceMessage>> = [1, 1000, 1001, 1002]
             .into_iter()
             .map(|key| message(key, &format!("m{key}")))
             .collect();
@@ -1447,9 +1466,9 @@ mod tests {
             multiappend: bool,
             failing_connects in 0usize..3,
         ) {
-            let source: Vec<SourceMessage> = ids.iter().enumerate()
+            let source: Vec<Arc<SourceMessage>> = ids.iter().enumerate()
                 .map(|(i, id)| message(i as u32 + 1, &id.to_string())).collect();
-            let held: Vec<SourceMessage> = held.iter().enumerate()
+            let held: Vec<Arc<SourceMessage>> = held.iter().enumerate()
                 .map(|(i, id)| message(1000 + i as u32, &id.to_string())).collect();
             let server = Server::new(multiappend, move |_, m, attempt| {
                 match (attempt, faults[m.key as usize - 1]) {
@@ -1465,7 +1484,7 @@ mod tests {
             let stored = server.state.lock().unwrap().stored.clone();
             let mut want = identities(&held);
             let index: TargetIndex = held.iter().map(|m| m.identity.clone()).collect();
-            let plan = plan::diff("INBOX", "INBOX", source, &index);
+            let plan = plan::diff("INBOX", "INBOX", &source, &index);
             want.extend(plan.to_copy.iter().map(|m| m.identity.clone()));
             want.sort();
             prop_assert_eq!(identities(&stored), want);

@@ -187,7 +187,7 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
     );
     // The two sides are independent until the diff: over a slow link, doing them at once
     // halves the round trips the plan waits for.
-    let (mut source, mut target) = open_both(job)?;
+    let ((mut source, source_folders), (mut target, target_folders)) = open_both(job)?;
     let size_limit = SizeLimit::tightest(
         job.size_limit.clone(),
         target.append_limit().map(|bytes| SizeLimit {
@@ -195,18 +195,16 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
             set_by: "the target's APPENDLIMIT".into(),
         }),
     );
-    let (mappings, target_folders) = folder_mappings(job, source.as_mut(), target.as_mut())?;
-    if !job.dry_run {
-        // A folder that only holds others (\Noselect) comes into being with its children.
-        let missing: Vec<String> = mappings
-            .iter()
-            .filter(|m| m.selectable)
-            .map(|m| &m.target)
-            .filter(|name| !target_folders.iter().any(|f| &f.name == *name))
-            .cloned()
-            .collect();
-        target.create_folders(&missing)?;
-    }
+    let mappings = folder_mappings(job, &source_folders, &target_folders);
+    // Created in the same round trip as the target's index, below. A folder that only holds
+    // others (\Noselect) comes into being with its children.
+    let missing: Vec<String> = mappings
+        .iter()
+        .filter(|m| m.selectable)
+        .map(|m| &m.target)
+        .filter(|name| !target_folders.iter().any(|f| &f.name == *name))
+        .cloned()
+        .collect();
     // A view's remainder (what no other folder holds) is known once every other folder is
     // indexed: views come last, and no folder may skip its index as unchanged.
     let (views, stored): (Vec<_>, Vec<_>) = mappings
@@ -215,8 +213,24 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
         .partition(|mapping| mapping.remainder);
     let may_skip = views.is_empty();
     let candidates: Vec<&FolderMapping> = stored.into_iter().chain(views).collect();
+    // A folder missing on the target has changed, and cannot be asked about yet.
+    let exists = |mapping: &FolderMapping| !missing.contains(&mapping.target);
     let unchanged = if may_skip {
-        hooks.unchanged(&candidates, source.as_mut(), target.as_mut())?
+        let existing: Vec<&FolderMapping> =
+            candidates.iter().copied().filter(|m| exists(m)).collect();
+        let mut answers = hooks
+            .unchanged(&existing, source.as_mut(), target.as_mut())?
+            .into_iter();
+        candidates
+            .iter()
+            .map(|m| {
+                if exists(m) {
+                    answers.next().flatten()
+                } else {
+                    None
+                }
+            })
+            .collect()
     } else {
         vec![None; candidates.len()]
     };
@@ -230,9 +244,10 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
         }
     }
     let target_names: Vec<String> = to_index.iter().map(|m| m.target.clone()).collect();
+    let create: &[String] = if job.dry_run { &[] } else { &missing };
     let (source_indexes, target_indexes) = both(
         || hooks.index_sources(&to_index, source.as_mut()),
-        || target.index_all(&target_names),
+        || target.create_and_index(create, &target_names),
     );
     let mut folders = Vec::new();
     let mut elsewhere: HashSet<Identity> = HashSet::new();
@@ -398,16 +413,16 @@ fn drop_too_large(
     }
 }
 
-/// Where each source folder goes, and the folders the target has. A POP3 maildrop goes into
-/// the target URL's folder (INBOX by default); an IMAP account's folders keep their
-/// hierarchy, below the target URL's folder when it names one.
+/// Where each source folder goes. A POP3 maildrop goes into the target URL's folder (INBOX by
+/// default); an IMAP account's folders keep their hierarchy, below the target URL's folder
+/// when it names one.
 fn folder_mappings(
     job: &MigrateJob,
-    source: &mut dyn Source,
-    target: &mut dyn Target,
-) -> Result<(Vec<FolderMapping>, Vec<FolderInfo>), Error> {
+    source_folders: &[FolderInfo],
+    target_folders: &[FolderInfo],
+) -> Vec<FolderMapping> {
     if job.from.endpoint.protocol == Protocol::Pop3 {
-        let mapping = FolderMapping {
+        return vec![FolderMapping {
             source: POP3_FOLDER.to_owned(),
             target: job
                 .to
@@ -417,11 +432,8 @@ fn folder_mappings(
                 .unwrap_or_else(|| POP3_FOLDER.to_owned()),
             selectable: true,
             remainder: false,
-        };
-        return Ok((vec![mapping], target.folders()?));
+        }];
     }
-    let (source_folders, target_folders) = both(|| source.folders(), || target.folders());
-    let (source_folders, target_folders) = (source_folders?, target_folders?);
     let delimiter = target_folders
         .iter()
         .find_map(|f| f.delimiter)
@@ -430,8 +442,7 @@ fn folder_mappings(
     if rules.prefix.is_none() {
         rules.prefix = job.to.endpoint.folder.clone();
     }
-    let mappings = folders::map_folders(&source_folders, &target_folders, delimiter, &rules);
-    Ok((mappings, target_folders))
+    folders::map_folders(source_folders, target_folders, delimiter, &rules)
 }
 
 /// Opens a connection, trying again after a transient failure ([`Error::is_transient`]: a
@@ -446,11 +457,15 @@ fn retrying<T>(
     job.transfer.retry(give_up, Error::is_transient, open)
 }
 
-/// A logged-in connection to each side.
-type Connections = (Box<dyn Source>, Box<dyn Target>);
+/// A logged-in connection to each side, and the folders each side has.
+type Connections = (
+    (Box<dyn Source>, Vec<FolderInfo>),
+    (Box<dyn Target>, Vec<FolderInfo>),
+);
 
-/// Opens both planning connections at once. The first to fail for good makes the other stop
-/// retrying: the run ends with that error either way.
+/// Opens both planning connections at once, each listing its folders as soon as it is logged
+/// in. The first to fail for good makes the other stop retrying: the run ends with that error
+/// either way.
 fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
     fn settled<T>(opened: Result<T, Error>, give_up: &AtomicBool) -> Result<T, Error> {
         if opened.is_err() {
@@ -458,10 +473,24 @@ fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
         }
         opened
     }
+    fn listed<T>(
+        opened: Result<T, Error>,
+        folders: impl FnOnce(&mut T) -> Result<Vec<FolderInfo>, Error>,
+    ) -> Result<(T, Vec<FolderInfo>), Error> {
+        let mut side = opened?;
+        let folders = folders(&mut side)?;
+        Ok((side, folders))
+    }
     let give_up = AtomicBool::new(false);
     let (source, target) = both(
-        || settled(open_source_unless(job, Some(&give_up)), &give_up),
-        || settled(open_target_unless(job, Some(&give_up)), &give_up),
+        || {
+            let opened = open_source_unless(job, Some(&give_up));
+            settled(listed(opened, |source| source.folders()), &give_up)
+        },
+        || {
+            let opened = open_target_unless(job, Some(&give_up));
+            settled(listed(opened, |target| target.folders()), &give_up)
+        },
     );
     Ok((source?, target?))
 }

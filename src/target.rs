@@ -99,30 +99,33 @@ impl Target for ImapTarget {
             .collect())
     }
 
-    fn create_folders(&mut self, folders: &[String]) -> Result<(), Error> {
-        let folders: Vec<String> = folders
-            .iter()
-            .filter(|f| !f.eq_ignore_ascii_case("INBOX"))
-            .cloned()
-            .collect();
-        self.client
-            .create_and_subscribe(&folders)
-            .map_err(|e| self.failed(e))
-    }
-
     fn index(&mut self, folder: &str) -> Result<TargetIndex, Error> {
         let mut indexes = self.index_all(std::slice::from_ref(&folder.to_owned()))?;
         Ok(indexes.pop().expect("one index per folder"))
     }
 
     fn index_all(&mut self, folders: &[String]) -> Result<Vec<TargetIndex>, Error> {
+        self.create_and_index(&[], folders)
+    }
+
+    fn create_and_index(
+        &mut self,
+        create: &[String],
+        folders: &[String],
+    ) -> Result<Vec<TargetIndex>, Error> {
+        // INBOX always exists; some servers refuse to create it.
+        let create: Vec<String> = create
+            .iter()
+            .filter(|f| !f.eq_ignore_ascii_case("INBOX"))
+            .cloned()
+            .collect();
         // SELECT, not EXAMINE: only a read-write session learns which keywords the folder
         // stores (PERMANENTFLAGS).
         self.selected = None;
         let mut indexes = vec![TargetIndex::default(); folders.len()];
         let opened = self
             .client
-            .index_mailboxes(folders, false, &IDENTITY_FIELDS, |i, record| {
+            .create_and_index_mailboxes(&create, folders, &IDENTITY_FIELDS, |i, record| {
                 indexes[i].add(
                     identity::identify(record.header, record.size),
                     TargetCopy {

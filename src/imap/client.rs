@@ -419,23 +419,8 @@ impl ImapClient {
     /// Creates and subscribes to each of these mailboxes, pipelined: one round trip for
     /// all, parents before children as listed. The first refusal is the error.
     pub fn create_and_subscribe(&mut self, names: &[String]) -> Result<(), SessionError> {
-        let completions = self.pipeline(
-            names.len() * 2,
-            |i, b| {
-                let verb = if i % 2 == 0 { "CREATE " } else { "SUBSCRIBE " };
-                b.text(verb).mailbox(&names[i / 2])
-            },
-            |_, _| Ok(()),
-        )?;
-        let mut completions = completions.into_iter();
-        while let (Some(create), Some(subscribe)) = (completions.next(), completions.next()) {
-            // A mailbox that exists already is what was asked for.
-            if create.status != Status::No || !has_code(&create.text, "ALREADYEXISTS") {
-                create.ok()?;
-            }
-            subscribe.ok()?;
-        }
-        Ok(())
+        self.create_then_index(names, &[], false, &[], |_, _| {})
+            .map(drop)
     }
 
     /// STATUS of each of these mailboxes (HIGHESTMODSEQ too when the server has CONDSTORE),
@@ -565,29 +550,67 @@ impl ImapClient {
         names: &[String],
         read_only: bool,
         header_fields: &[&str],
+        on_each: impl FnMut(usize, IndexRecord<'_>),
+    ) -> Result<Vec<Result<MailboxStatus, SessionError>>, SessionError> {
+        self.create_then_index(&[], names, read_only, header_fields, on_each)
+    }
+
+    /// [`create_and_subscribe`](Self::create_and_subscribe) of `create`, then
+    /// [`index_mailboxes`](Self::index_mailboxes) of `names` (read-write), in one pipeline:
+    /// a folder created for a copy is indexed in the same round trip.
+    pub fn create_and_index_mailboxes(
+        &mut self,
+        create: &[String],
+        names: &[String],
+        header_fields: &[&str],
+        on_each: impl FnMut(usize, IndexRecord<'_>),
+    ) -> Result<Vec<Result<MailboxStatus, SessionError>>, SessionError> {
+        self.create_then_index(create, names, false, header_fields, on_each)
+    }
+
+    fn create_then_index(
+        &mut self,
+        create: &[String],
+        names: &[String],
+        read_only: bool,
+        header_fields: &[&str],
         mut on_each: impl FnMut(usize, IndexRecord<'_>),
     ) -> Result<Vec<Result<MailboxStatus, SessionError>>, SessionError> {
         let verb = if read_only { "EXAMINE " } else { "SELECT " };
+        let creating = create.len() * 2;
         let mut statuses = vec![MailboxStatus::default(); names.len()];
         let completions = self.pipeline(
-            names.len() * 2,
-            |i, b| {
-                if i % 2 == 0 {
-                    b.text(verb).mailbox(&names[i / 2])
-                } else {
-                    index_fetch(b, header_fields)
-                }
+            creating + names.len() * 2,
+            |i, b| match i.checked_sub(creating) {
+                None if i % 2 == 0 => b.text("CREATE ").mailbox(&create[i / 2]),
+                None => b.text("SUBSCRIBE ").mailbox(&create[i / 2]),
+                Some(j) if j % 2 == 0 => b.text(verb).mailbox(&names[j / 2]),
+                Some(_) => index_fetch(b, header_fields),
             },
             |i, response| {
-                if i % 2 == 0 {
-                    note_selected(&mut statuses[i / 2], response);
-                } else if let Some(record) = index_record(response) {
-                    on_each(i / 2, record);
+                match i.checked_sub(creating) {
+                    Some(j) if j % 2 == 0 => note_selected(&mut statuses[j / 2], response),
+                    Some(j) => {
+                        if let Some(record) = index_record(response) {
+                            on_each(j / 2, record);
+                        }
+                    }
+                    None => {}
                 }
                 Ok(())
             },
         )?;
         let mut completions = completions.into_iter();
+        for _ in create {
+            let (Some(created), Some(subscribed)) = (completions.next(), completions.next()) else {
+                unreachable!("two completions per mailbox created")
+            };
+            // A mailbox that exists already is what was asked for.
+            if created.status != Status::No || !has_code(&created.text, "ALREADYEXISTS") {
+                created.ok()?;
+            }
+            subscribed.ok()?;
+        }
         let mut outcomes = Vec::with_capacity(names.len());
         for status in statuses {
             let (Some(select), Some(fetch)) = (completions.next(), completions.next()) else {

@@ -156,9 +156,14 @@ pub struct Unreadable {
 pub trait Target: Send {
     /// The folders that exist on the target.
     fn folders(&mut self) -> Result<Vec<FolderInfo>, Error>;
-    /// Creates (and subscribes to) these folders, parents listed before their children; one
-    /// that exists already is no error.
-    fn create_folders(&mut self, folders: &[String]) -> Result<(), Error>;
+    /// Creates (and subscribes to) the folders of `create`, parents listed before their
+    /// children (one that exists already is no error), then indexes `folders` as
+    /// [`index_all`](Self::index_all) does.
+    fn create_and_index(
+        &mut self,
+        create: &[String],
+        folders: &[String],
+    ) -> Result<Vec<crate::index::TargetIndex>, Error>;
     /// Counts the identities of the messages in a folder; a folder that does not exist holds
     /// nothing.
     fn index(&mut self, folder: &str) -> Result<crate::index::TargetIndex, Error>;
@@ -888,8 +893,12 @@ mod tests {
         fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
             Ok(Vec::new())
         }
-        fn create_folders(&mut self, _folders: &[String]) -> Result<(), Error> {
-            Ok(())
+        fn create_and_index(
+            &mut self,
+            _create: &[String],
+            folders: &[String],
+        ) -> Result<Vec<TargetIndex>, Error> {
+            self.index_all(folders)
         }
         fn index(&mut self, folder: &str) -> Result<TargetIndex, Error> {
             let mut state = self.server.state.lock().unwrap();

@@ -36,7 +36,7 @@ struct InFlight<'a> {
     batch: Vec<Outgoing>,
     /// `None` once the connection it was sent on broke.
     started: Option<Started>,
-    _claim: Claim<'a>,
+    claim: Claim<'a>,
     _memory: Charge<'a>,
 }
 
@@ -90,15 +90,29 @@ impl<'a> Uploader<'a> {
         memory: Charge<'a>,
     ) -> Result<(), Error> {
         let folder = plan.target_folder.as_str();
-        // A batch waits for the others holding its repeated identities (see `Ledger`): first
-        // settle this worker's own, which would otherwise wait for it in turn.
-        if self.ledger.holds_repeated(folder, &batch)
-            && let Err(err) = self.finish()
+        // A batch waits for the others holding its repeated identities (see `Ledger`). This
+        // worker's own that hold any are settled first: the claim would wait for them. Only
+        // when another worker holds some does it settle every batch that holds a claim, and
+        // wait: a worker that waits holds no claim, so no two wait for each other. Settling
+        // every batch in flight each time would cost a round trip.
+        let repeated = self.ledger.repeated(folder, &batch);
+        let claim = match self
+            .settle_while(|sent| sent.claim.holds_any(folder, &repeated))
+            .map(|()| self.ledger.try_claim(folder, &repeated))
         {
-            lost(plan, &batch, self.observer);
-            return Err(err);
-        }
-        let claim = self.ledger.claim(folder, &batch);
+            Ok(Some(claim)) => Ok(claim),
+            Ok(None) => self
+                .settle_while(|sent| sent.claim.holds_some())
+                .map(|()| self.ledger.claim(folder, repeated)),
+            Err(err) => Err(err),
+        };
+        let claim = match claim {
+            Ok(claim) => claim,
+            Err(err) => {
+                lost(plan, &batch, self.observer);
+                return Err(err);
+            }
+        };
         let target = self
             .target
             .as_mut()
@@ -108,7 +122,7 @@ impl<'a> Uploader<'a> {
                 plan,
                 batch,
                 started: Some(started),
-                _claim: claim,
+                claim,
                 _memory: memory,
             }),
             Err(err) => {
@@ -116,13 +130,21 @@ impl<'a> Uploader<'a> {
                     plan,
                     batch,
                     started: None,
-                    _claim: claim,
+                    claim,
                     _memory: memory,
                 });
                 return self.recover(err);
             }
         }
         while self.in_flight.len() > UPLOAD_WINDOW {
+            self.settle_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Settles the oldest batches while any batch in flight is `unsettled`.
+    fn settle_while(&mut self, unsettled: impl Fn(&InFlight<'a>) -> bool) -> Result<(), Error> {
+        while self.in_flight.iter().any(&unsettled) {
             self.settle_oldest()?;
         }
         Ok(())
@@ -375,23 +397,12 @@ impl Ledger {
         self.folders.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether the batch holds identities planned into the folder more than once, which
+    /// The batch's identities planned into the folder more than once, sorted, which
     /// [`Ledger::claim`] may have to wait for.
-    fn holds_repeated(&self, folder: &str, batch: &[Outgoing]) -> bool {
-        self.lock().get(folder).is_some_and(|ledger| {
-            batch
-                .iter()
-                .any(|outgoing| ledger.repeated.contains_key(&outgoing.message.identity))
-        })
-    }
-
-    /// Waits until no other batch holds any of this batch's repeated identities, then claims
-    /// them until the returned guard is dropped. Waits only for batches being uploaded,
-    /// which never wait themselves, so it cannot deadlock.
-    fn claim<'l>(&'l self, folder: &'l str, batch: &[Outgoing]) -> Claim<'l> {
-        let mut folders = self.lock();
+    fn repeated(&self, folder: &str, batch: &[Outgoing]) -> Vec<Identity> {
+        let folders = self.lock();
         let Some(ledger) = folders.get(folder) else {
-            return Claim::none(self, folder);
+            return Vec::new();
         };
         let mut identities: Vec<Identity> = batch
             .iter()
@@ -399,25 +410,59 @@ impl Ledger {
             .filter(|identity| ledger.repeated.contains_key(*identity))
             .cloned()
             .collect();
-        if identities.is_empty() {
-            return Claim::none(self, folder);
-        }
         identities.sort();
         identities.dedup();
-        let busy = |folders: &mut HashMap<String, FolderLedger>| {
-            let repeated = &folders[folder].repeated;
-            identities.iter().any(|identity| repeated[identity].claimed)
-        };
-        folders = self
+        identities
+    }
+
+    /// Waits until no other batch holds any of these repeated identities of the folder (see
+    /// [`Ledger::repeated`]), then claims them until the returned guard is dropped. Waits
+    /// only for batches being uploaded, whose workers hold no claim while they wait
+    /// themselves (see `Uploader::upload`), so it cannot deadlock.
+    fn claim<'l>(&'l self, folder: &'l str, identities: Vec<Identity>) -> Claim<'l> {
+        let folders = self
             .released
-            .wait_while(folders, busy)
+            .wait_while(self.lock(), |folders| {
+                Self::busy(folders, folder, &identities)
+            })
             .unwrap_or_else(PoisonError::into_inner);
-        let repeated = &mut folders.get_mut(folder).expect("checked above").repeated;
-        for identity in &identities {
-            repeated.get_mut(identity).expect("checked above").claimed = true;
+        Self::take(folders, self, folder, identities)
+    }
+
+    /// [`Ledger::claim`] when no other batch holds any of the identities; `None` otherwise.
+    fn try_claim<'l>(&'l self, folder: &'l str, identities: &[Identity]) -> Option<Claim<'l>> {
+        let folders = self.lock();
+        (!Self::busy(&folders, folder, identities))
+            .then(|| Self::take(folders, self, folder, identities.to_vec()))
+    }
+
+    fn busy(
+        folders: &HashMap<String, FolderLedger>,
+        folder: &str,
+        identities: &[Identity],
+    ) -> bool {
+        identities
+            .iter()
+            .any(|identity| folders[folder].repeated[identity].claimed)
+    }
+
+    fn take<'l>(
+        mut folders: MutexGuard<'_, HashMap<String, FolderLedger>>,
+        ledger: &'l Ledger,
+        folder: &'l str,
+        identities: Vec<Identity>,
+    ) -> Claim<'l> {
+        if let Some(entry) = folders.get_mut(folder) {
+            for identity in &identities {
+                entry
+                    .repeated
+                    .get_mut(identity)
+                    .expect("a repeated identity")
+                    .claimed = true;
+            }
         }
         Claim {
-            ledger: self,
+            ledger,
             folder,
             identities,
         }
@@ -453,12 +498,17 @@ struct Claim<'l> {
 }
 
 impl<'l> Claim<'l> {
-    fn none(ledger: &'l Ledger, folder: &'l str) -> Self {
-        Claim {
-            ledger,
-            folder,
-            identities: Vec::new(),
-        }
+    /// Whether the claim holds any identity.
+    fn holds_some(&self) -> bool {
+        !self.identities.is_empty()
+    }
+
+    /// Whether the claim holds any of these identities (sorted) of `folder`.
+    fn holds_any(&self, folder: &str, identities: &[Identity]) -> bool {
+        self.folder == folder
+            && identities
+                .iter()
+                .any(|identity| self.identities.binary_search(identity).is_ok())
     }
 }
 

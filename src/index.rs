@@ -84,6 +84,9 @@ pub struct TargetIndex {
     copies: HashMap<Identity, Vec<TargetCopy>>,
     /// The keywords the folder stores.
     pub keywords: KeywordPolicy,
+    /// The folder's UIDVALIDITY when indexed, when the server said: the copies' UIDs hold
+    /// only as long as it does not change.
+    pub uid_validity: Option<u32>,
 }
 
 impl TargetIndex {

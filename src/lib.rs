@@ -1,7 +1,7 @@
 //! mailferry: move mail between servers.
 //!
 //! Data flows one way: a [`source`] index and a [`target`] index go into the [`plan`]ner; the
-//! plan goes to the [`transfer`] engine; the target is re-indexed by [`verify`]; everything
+//! plan goes to the [`transfer`] engine; the target is checked by [`verify`]; everything
 //! ends in a [`report`]. Protocol clients ([`pop3`], [`imap`]) know nothing of plans, and the
 //! planner touches no socket.
 

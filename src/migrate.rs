@@ -315,7 +315,8 @@ impl Planned<'_> {
         after_copy: Option<&mut AfterCopyStep<'_>>,
     ) -> (Report, Option<Error>) {
         let job = self.job;
-        let events = Fanout(vec![&self.report, observer]);
+        let receipts = verify::Receipts::default();
+        let events = Fanout(vec![&self.report, observer, &receipts]);
         drop_too_large(&mut self.folders, self.size_limit.as_ref(), &events);
         let plans: Vec<&FolderPlan> = self.folders.iter().map(|f| &f.plan).collect();
         // Upload workers retry on their own, re-indexing after a break.
@@ -353,7 +354,7 @@ impl Planned<'_> {
                         report: &self.report,
                     })?;
                 }
-                self.verify(target.as_mut(), changed)
+                self.verify(target.as_mut(), changed, &receipts)
             });
             match finished {
                 Ok(complete) => self.report.verified(complete),
@@ -366,24 +367,34 @@ impl Planned<'_> {
         (self.report.finish(), error)
     }
 
-    /// Re-indexes the target folders this run wrote to and checks that every source message is
-    /// there. A folder it did not write to (nothing to copy, and no `after_copy` step that
-    /// changed the target) was found complete by its plan's index moments ago.
-    fn verify(&self, target: &mut dyn Target, after_copy_changed: bool) -> Result<bool, Error> {
-        let written: Vec<&PlannedFolder> = self
+    /// Checks that every source message is in the target folders this run wrote to, from the
+    /// UIDs the target reported for the copies where it can ([`verify::missing_after_copies`]).
+    /// A folder it did not write to (nothing to copy, and no `after_copy` step that changed
+    /// the target) was found complete by its plan's index moments ago.
+    fn verify(
+        &self,
+        target: &mut dyn Target,
+        after_copy_changed: bool,
+        receipts: &verify::Receipts,
+    ) -> Result<bool, Error> {
+        let checks: Vec<verify::Check<'_>> = self
             .folders
             .iter()
             .filter(|f| after_copy_changed || !f.plan.to_copy.is_empty())
-            .collect();
-        let names: Vec<String> = written
-            .iter()
-            .map(|f| f.plan.target_folder.clone())
+            .map(|f| verify::Check {
+                source_folder: &f.plan.source_folder,
+                target_folder: &f.plan.target_folder,
+                source_index: &f.source_index,
+                planned: &f.target_index,
+            })
             .collect();
         let mut complete = true;
-        for (folder, target_index) in written.into_iter().zip(target.index_all(&names)?) {
-            let missing = verify::missing(&folder.source_index, &target_index);
+        for (check, missing) in checks
+            .iter()
+            .zip(verify::missing_after_copies(&checks, receipts, target)?)
+        {
             self.report
-                .missing_after_copy(&folder.plan.source_folder, &missing);
+                .missing_after_copy(check.source_folder, &missing);
             complete &= missing.is_empty();
         }
         Ok(complete)

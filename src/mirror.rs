@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use crate::error::Error;
 use crate::folders::FolderMapping;
 use crate::identity::Identity;
-use crate::imap::FolderStatus;
+use crate::imap::{FolderStatus, MessageUid};
 use crate::index::{KnownMessages, SourceMessage};
 use crate::migrate::{self, AfterCopy, MigrateJob, PlanHooks, PlannedFolder};
 use crate::parallel::both;
@@ -473,7 +473,7 @@ impl CopiedIdentities {
 }
 
 impl Observer for CopiedIdentities {
-    fn message_copied(&self, folder: &str, message: &SourceMessage) {
+    fn message_copied(&self, folder: &str, message: &SourceMessage, _uid: Option<MessageUid>) {
         self.0
             .lock()
             .unwrap()

@@ -3,6 +3,7 @@
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::imap::MessageUid;
 use crate::index::SourceMessage;
 use crate::plan::FolderPlan;
 use crate::transfer::Observer;
@@ -51,7 +52,7 @@ impl Observer for ProgressBars {
         self.messages.set_prefix(plan.target_folder.clone());
     }
 
-    fn message_copied(&self, _folder: &str, message: &SourceMessage) {
+    fn message_copied(&self, _folder: &str, message: &SourceMessage, _uid: Option<MessageUid>) {
         self.messages.inc(1);
         self.bytes.inc(message.size);
     }

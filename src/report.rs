@@ -9,6 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::{EXIT_OK, EXIT_PARTIAL};
+use crate::imap::MessageUid;
 use crate::index::SourceMessage;
 use crate::plan::FolderPlan;
 use crate::transfer::Observer;
@@ -229,7 +230,7 @@ impl ReportBuilder {
 }
 
 impl Observer for ReportBuilder {
-    fn message_copied(&self, folder: &str, message: &SourceMessage) {
+    fn message_copied(&self, folder: &str, message: &SourceMessage, _uid: Option<MessageUid>) {
         let mut report = self.state.lock().unwrap();
         report.copied += 1;
         report.bytes_copied += message.size;

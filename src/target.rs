@@ -8,11 +8,11 @@ use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::folders::FolderInfo;
 use crate::identity::{self, IDENTITY_FIELDS};
-use crate::imap::{AppendMessage, FolderStatus, ImapClient, SentAppend, response};
+use crate::imap::{AppendMessage, FolderStatus, ImapClient, MessageUid, SentAppend, response};
 use crate::index::{KeywordPolicy, TargetCopy, TargetIndex};
 use crate::migrate::{Account, ConnectOptions};
 use crate::session;
-use crate::transfer::{Outgoing, Started, Target};
+use crate::transfer::{FoundUids, Outcome, Outgoing, Started, Target};
 
 /// An IMAP account as a [`Target`]; one per connection.
 pub struct ImapTarget {
@@ -53,17 +53,13 @@ impl ImapTarget {
     }
 
     /// Uploads one message; `Ok(Err(reason))` when the server refused it.
-    fn append_one(
-        &mut self,
-        folder: &str,
-        outgoing: &Outgoing,
-    ) -> Result<Result<(), String>, Error> {
+    fn append_one(&mut self, folder: &str, outgoing: &Outgoing) -> Result<Outcome, Error> {
         match self
             .client
             .append(folder, &append_message(outgoing))
             .map_err(throttled)
         {
-            Ok(_) => Ok(Ok(())),
+            Ok(uid) => Ok(Ok(uid)),
             Err(SessionError::Refused(reason)) => Ok(Err(reason)),
             Err(err) => Err(self.failed(err)),
         }
@@ -143,6 +139,7 @@ impl Target for ImapTarget {
             match opened {
                 Ok(status) => {
                     index.keywords = KeywordPolicy::from_permanent_flags(&status.permanent_flags);
+                    index.uid_validity = status.uid_validity;
                 }
                 // A folder that does not exist yet (a dry run creates nothing) holds nothing,
                 // whatever a server that kept the previous folder selected answered.
@@ -162,6 +159,30 @@ impl Target for ImapTarget {
             }
         }
         Ok(indexes)
+    }
+
+    fn find_uids(
+        &mut self,
+        folders: &[(String, Vec<u32>)],
+    ) -> Result<Vec<Option<FoundUids>>, Error> {
+        // Read-only from here: a flag change or deletion selects its folder again.
+        self.selected = None;
+        let mut found = vec![FoundUids::default(); folders.len()];
+        let opened = self
+            .client
+            .uid_sizes(folders, |i, uid, size| {
+                found[i].sizes.insert(uid, size);
+            })
+            .map_err(|e| self.failed(e))?;
+        Ok(found
+            .into_iter()
+            .zip(opened)
+            .map(|(mut found, opened)| {
+                let status = opened.ok()?;
+                found.uid_validity = status.uid_validity;
+                Some(found)
+            })
+            .collect())
     }
 
     fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
@@ -199,11 +220,7 @@ impl Target for ImapTarget {
         self.client.append_limit()
     }
 
-    fn append(
-        &mut self,
-        folder: &str,
-        batch: &[Outgoing],
-    ) -> Result<Vec<Result<(), String>>, Error> {
+    fn append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Vec<Outcome>, Error> {
         if batch.len() > 1 && self.client.supports_multiappend() {
             let messages: Vec<_> = batch.iter().map(append_message).collect();
             let stored = self.client.multiappend(folder, &messages);
@@ -232,7 +249,7 @@ impl Target for ImapTarget {
         started: Started,
         folder: &str,
         batch: &[Outgoing],
-    ) -> Result<Vec<Result<(), String>>, Error> {
+    ) -> Result<Vec<Outcome>, Error> {
         let number = match started {
             Started::Done(outcome) => return Ok(outcome),
             Started::Pending(number) => number,
@@ -253,12 +270,17 @@ impl ImapTarget {
     /// the server refuses.
     fn settle(
         &mut self,
-        stored: Result<Vec<u32>, SessionError>,
+        stored: Result<Vec<MessageUid>, SessionError>,
         folder: &str,
         batch: &[Outgoing],
-    ) -> Result<Vec<Result<(), String>>, Error> {
+    ) -> Result<Vec<Outcome>, Error> {
         match stored.map_err(throttled) {
-            Ok(_) => Ok(vec![Ok(()); batch.len()]),
+            // Without UIDPLUS (or with a UID set that does not match) the server said nothing
+            // of where it stored them.
+            Ok(uids) if uids.len() == batch.len() => {
+                Ok(uids.into_iter().map(|u| Ok(Some(u))).collect())
+            }
+            Ok(_) => Ok(vec![Ok(None); batch.len()]),
             Err(SessionError::Refused(reason)) if batch.len() == 1 => Ok(vec![Err(reason)]),
             Err(SessionError::Refused(_)) => {
                 batch.iter().map(|m| self.append_one(folder, m)).collect()

@@ -1,12 +1,25 @@
-//! Verification: after a copy, re-index the target and check that every source message is
-//! there, by the same identity rules the planner used.
+//! Verification: after a copy, check that every source message is on the target, by the same
+//! identity rules the planner used.
+//!
+//! The cheap way first: the target is asked only whether the UIDs it reported for this run's
+//! copies (UIDPLUS) and the UIDs its index held at planning time still exist, with their
+//! sizes (`UID FETCH <set> (UID RFC822.SIZE)`, which a server answers from its index without
+//! opening a message). That evidence can only confirm: the messages it counts are a subset of
+//! what a fresh index would find, under the identities that index would give them. Whenever it
+//! cannot confirm a folder — a UID unknown (no UIDPLUS, a copy counted by a recovery's
+//! re-index, bytes sent under another identity than planned), UIDVALIDITY changed, a size
+//! differs, a message seems missing — that folder is re-indexed in full and the index decides,
+//! so a message reported missing is one the index did not find.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use crate::error::Error;
-use crate::index::{SourceMessage, TargetIndex};
+use crate::identity::Identity;
+use crate::imap::MessageUid;
+use crate::index::{SourceMessage, TargetCopy, TargetIndex};
 use crate::plan;
-use crate::transfer::Target;
+use crate::transfer::{FoundUids, Observer, Target};
 
 /// The source messages the target still lacks after a copy (empty when the copy is complete).
 pub fn missing_after_copy(
@@ -23,4 +36,371 @@ pub fn missing(
     target_index: &TargetIndex,
 ) -> Vec<Arc<SourceMessage>> {
     plan::absent(source_index, target_index).cloned().collect()
+}
+
+/// Where the target stored this run's copies, per source folder, as the upload workers report
+/// them: an [`Observer`] of the copy.
+#[derive(Debug, Default)]
+pub struct Receipts(Mutex<HashMap<String, FolderReceipts>>);
+
+#[derive(Debug, Default)]
+struct FolderReceipts {
+    /// Copies with a known UID: the identity they were stored under, and the size the source
+    /// gave.
+    located: Vec<(Identity, u64, MessageUid)>,
+    /// Whether some copy's UID is unknown.
+    unlocated: bool,
+}
+
+impl Observer for Receipts {
+    fn message_copied(&self, folder: &str, message: &SourceMessage, uid: Option<MessageUid>) {
+        let mut folders = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let receipts = folders.entry(folder.to_owned()).or_default();
+        match uid {
+            Some(uid) => receipts
+                .located
+                .push((message.identity.clone(), message.size, uid)),
+            None => receipts.unlocated = true,
+        }
+    }
+}
+
+/// A folder to verify.
+pub struct Check<'a> {
+    /// The source folder (copies are reported under its name).
+    pub source_folder: &'a str,
+    /// Where it was copied to.
+    pub target_folder: &'a str,
+    /// The source folder's messages.
+    pub source_index: &'a [Arc<SourceMessage>],
+    /// The target folder's index when planned.
+    pub planned: &'a TargetIndex,
+}
+
+/// What a target folder must still hold: every UID known, with the identity it holds and, for
+/// this run's copies, the size the source gave.
+struct Expected {
+    uid_validity: u32,
+    uids: BTreeMap<u32, (Identity, Option<u64>)>,
+}
+
+/// Verifies `checks` and returns, per check, the source messages the target lacks (see the
+/// module documentation for how).
+pub fn missing_after_copies(
+    checks: &[Check<'_>],
+    receipts: &Receipts,
+    target: &mut dyn Target,
+) -> Result<Vec<Vec<Arc<SourceMessage>>>, Error> {
+    // Several source folders may go into one target folder: each is checked against
+    // everything the folder is known to hold.
+    let mut folders: Vec<&str> = checks.iter().map(|c| c.target_folder).collect();
+    folders.sort_unstable();
+    folders.dedup();
+    let expected: Vec<Option<Expected>> = {
+        let receipts = receipts.0.lock().unwrap_or_else(|e| e.into_inner());
+        folders
+            .iter()
+            .map(|folder| {
+                let checks: Vec<&Check<'_>> = checks
+                    .iter()
+                    .filter(|c| c.target_folder == *folder)
+                    .collect();
+                expected(&checks, &receipts)
+            })
+            .collect()
+    };
+    let asked: Vec<(String, Vec<u32>)> = folders
+        .iter()
+        .zip(&expected)
+        .filter_map(|(folder, expected)| {
+            let uids = expected.as_ref()?.uids.keys().copied().collect();
+            Some((folder.to_string(), uids))
+        })
+        .collect();
+    let mut found = target.find_uids(&asked)?.into_iter();
+    let confirmed: HashMap<&str, TargetIndex> = folders
+        .iter()
+        .zip(expected)
+        .filter_map(|(folder, expected)| {
+            let expected = expected?;
+            let found = found.next().expect("one answer per folder asked")?;
+            Some((*folder, confirmed(expected, found)?))
+        })
+        .collect();
+    let mut missing_by_check: Vec<Option<Vec<Arc<SourceMessage>>>> = checks
+        .iter()
+        .map(|check| {
+            let index = confirmed.get(check.target_folder)?;
+            Some(missing(check.source_index, index))
+        })
+        .collect();
+    // A folder is confirmed only when none of its checks misses anything.
+    let mut doubtful: Vec<String> = checks
+        .iter()
+        .zip(&missing_by_check)
+        .filter(|(_, missing)| missing.as_ref().is_none_or(|m| !m.is_empty()))
+        .map(|(check, _)| check.target_folder.to_owned())
+        .collect();
+    doubtful.sort_unstable();
+    doubtful.dedup();
+    let indexes: HashMap<String, TargetIndex> = doubtful
+        .iter()
+        .cloned()
+        .zip(target.index_all(&doubtful)?)
+        .collect();
+    for (check, missing_here) in checks.iter().zip(&mut missing_by_check) {
+        if let Some(index) = indexes.get(check.target_folder) {
+            *missing_here = Some(missing(check.source_index, index));
+        }
+    }
+    Ok(missing_by_check
+        .into_iter()
+        .map(|m| m.expect("every folder confirmed or indexed"))
+        .collect())
+}
+
+/// The UIDs a target folder must hold for its checks to pass, or `None` when some are
+/// unknown: a copy without a UID, or UIDs under another UIDVALIDITY than the planning index's.
+fn expected(checks: &[&Check<'_>], receipts: &HashMap<String, FolderReceipts>) -> Option<Expected> {
+    let uid_validity = checks[0].planned.uid_validity?;
+    let mut uids = BTreeMap::new();
+    for check in checks {
+        if check.planned.uid_validity != Some(uid_validity) {
+            return None;
+        }
+        for message in check.source_index {
+            for copy in check.planned.copies(&message.identity) {
+                uids.insert(copy.uid, (message.identity.clone(), None));
+            }
+        }
+        if let Some(receipts) = receipts.get(check.source_folder) {
+            if receipts.unlocated {
+                return None;
+            }
+            for (identity, size, at) in &receipts.located {
+                if at.uid_validity != uid_validity {
+                    return None;
+                }
+                uids.insert(at.uid, (identity.clone(), Some(*size)));
+            }
+        }
+    }
+    Some(Expected { uid_validity, uids })
+}
+
+/// The index of the expected messages the target found, or `None` when what it found does
+/// not vouch for them: another UIDVALIDITY, or a copy of another size than the source's.
+fn confirmed(expected: Expected, found: FoundUids) -> Option<TargetIndex> {
+    if found.uid_validity != Some(expected.uid_validity) {
+        return None;
+    }
+    let mut index = TargetIndex::default();
+    for (uid, (identity, size)) in expected.uids {
+        let Some(&found_size) = found.sizes.get(&uid) else {
+            continue;
+        };
+        if size.is_some_and(|size| size != found_size) {
+            return None;
+        }
+        index.add(
+            identity,
+            TargetCopy {
+                uid,
+                flags: Vec::new(),
+            },
+        );
+    }
+    Some(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::folders::FolderInfo;
+    use crate::imap::FolderStatus;
+    use crate::transfer::{Outcome, Outgoing};
+
+    /// Answers `find_uids` with `found` and indexes with `index`, noting what it was asked.
+    struct FakeTarget {
+        found: FoundUids,
+        index: TargetIndex,
+        asked: Vec<(String, Vec<u32>)>,
+        indexed: Vec<String>,
+    }
+
+    impl Target for FakeTarget {
+        fn find_uids(
+            &mut self,
+            folders: &[(String, Vec<u32>)],
+        ) -> Result<Vec<Option<FoundUids>>, Error> {
+            self.asked.extend_from_slice(folders);
+            Ok(vec![Some(self.found.clone()); folders.len()])
+        }
+        fn index_all(&mut self, folders: &[String]) -> Result<Vec<TargetIndex>, Error> {
+            self.indexed.extend_from_slice(folders);
+            Ok(vec![self.index.clone(); folders.len()])
+        }
+        fn index(&mut self, _: &str) -> Result<TargetIndex, Error> {
+            unimplemented!()
+        }
+        fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
+            unimplemented!()
+        }
+        fn create_and_index(
+            &mut self,
+            _: &[String],
+            _: &[String],
+        ) -> Result<Vec<TargetIndex>, Error> {
+            unimplemented!()
+        }
+        fn statuses(&mut self, _: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
+            unimplemented!()
+        }
+        fn change_flags(
+            &mut self,
+            _: &str,
+            _: &[u32],
+            _: &[String],
+            _: &[String],
+        ) -> Result<(), Error> {
+            unimplemented!()
+        }
+        fn delete(&mut self, _: &str, _: &[u32]) -> Result<(), Error> {
+            unimplemented!()
+        }
+        fn append(&mut self, _: &str, _: &[Outgoing]) -> Result<Vec<Outcome>, Error> {
+            unimplemented!()
+        }
+    }
+
+    const VALIDITY: u32 = 7;
+
+    fn message(id: &str) -> Arc<SourceMessage> {
+        Arc::new(SourceMessage::with_id(0, id))
+    }
+
+    /// A target folder holding `a` under UID 1 when planned.
+    fn planned() -> TargetIndex {
+        let mut index = TargetIndex::default();
+        index.uid_validity = Some(VALIDITY);
+        index.add(
+            message("a").identity.clone(),
+            TargetCopy {
+                uid: 1,
+                flags: vec![],
+            },
+        );
+        index
+    }
+
+    /// Found: these UIDs, each of the 10 bytes `SourceMessage::with_id` has.
+    fn found(uid_validity: u32, uids: &[u32]) -> FoundUids {
+        FoundUids {
+            uid_validity: Some(uid_validity),
+            sizes: uids.iter().map(|&uid| (uid, 10)).collect(),
+        }
+    }
+
+    /// Verifies source folders (name, messages) copied into INBOX, whose copies the upload
+    /// reported as `copies` (source folder, message, UID).
+    fn verify(
+        sources: &[(&str, Vec<Arc<SourceMessage>>)],
+        copies: &[(&str, &Arc<SourceMessage>, Option<MessageUid>)],
+        target: &mut FakeTarget,
+    ) -> Vec<Vec<Arc<SourceMessage>>> {
+        let receipts = Receipts::default();
+        for (folder, message, uid) in copies {
+            receipts.message_copied(folder, message, *uid);
+        }
+        let planned = planned();
+        let checks: Vec<Check<'_>> = sources
+            .iter()
+            .map(|(folder, messages)| Check {
+                source_folder: folder,
+                target_folder: "INBOX",
+                source_index: messages,
+                planned: &planned,
+            })
+            .collect();
+        missing_after_copies(&checks, &receipts, target).unwrap()
+    }
+
+    fn target(found: FoundUids, index: &[&str]) -> FakeTarget {
+        FakeTarget {
+            found,
+            index: index
+                .iter()
+                .map(|id| message(id).identity.clone())
+                .collect(),
+            asked: vec![],
+            indexed: vec![],
+        }
+    }
+
+    fn uid(uid_validity: u32, uid: u32) -> Option<MessageUid> {
+        Some(MessageUid { uid_validity, uid })
+    }
+
+    #[test]
+    fn uids_found_with_the_source_sizes_verify_without_an_index() {
+        let (a, b) = (message("a"), message("b"));
+        let mut target = target(found(VALIDITY, &[1, 2]), &[]);
+        let missing = verify(
+            &[("INBOX", vec![a, b.clone()])],
+            &[("INBOX", &b, uid(VALIDITY, 2))],
+            &mut target,
+        );
+        assert_eq!(missing, [vec![]]);
+        assert_eq!(target.asked, [("INBOX".to_owned(), vec![1, 2])]);
+        assert!(target.indexed.is_empty());
+    }
+
+    #[test]
+    fn anything_the_uids_cannot_vouch_for_is_decided_by_an_index() {
+        let (a, b) = (message("a"), message("b"));
+        let sources = [("INBOX", vec![a.clone(), b.clone()])];
+        let cases = [
+            ("a UID gone", found(VALIDITY, &[2]), uid(VALIDITY, 2)),
+            (
+                "another size",
+                FoundUids {
+                    sizes: [(1, 10), (2, 11)].into(),
+                    ..found(VALIDITY, &[])
+                },
+                uid(VALIDITY, 2),
+            ),
+            (
+                "UIDVALIDITY changed since",
+                found(VALIDITY + 1, &[1, 2]),
+                uid(VALIDITY, 2),
+            ),
+            (
+                "a copy under another UIDVALIDITY",
+                found(VALIDITY, &[1, 2]),
+                uid(VALIDITY + 1, 2),
+            ),
+            ("a copy without a UID", found(VALIDITY, &[1, 2]), None),
+        ];
+        for (case, found, stored) in cases {
+            let mut target = target(found, &["b"]);
+            let missing = verify(&sources, &[("INBOX", &b, stored)], &mut target);
+            assert_eq!(missing, [vec![a.clone()]], "{case}: the index's verdict");
+            assert_eq!(target.indexed, ["INBOX"], "{case}");
+        }
+    }
+
+    #[test]
+    fn source_folders_sharing_a_target_folder_count_each_other_s_copies() {
+        // Both hold c, copied once by each.
+        let c = message("c");
+        let sources = [
+            ("One", vec![c.clone()]),
+            ("Two", vec![c.clone(), c.clone()]),
+        ];
+        let copies = [("One", &c, uid(VALIDITY, 2)), ("Two", &c, uid(VALIDITY, 3))];
+        let mut target = target(found(VALIDITY, &[2, 3]), &[]);
+        assert_eq!(verify(&sources, &copies, &mut target), [vec![], vec![]]);
+        assert_eq!(target.asked, [("INBOX".to_owned(), vec![2, 3])]);
+        assert!(target.indexed.is_empty());
+    }
 }

@@ -245,7 +245,8 @@ fn append_with_flags_and_date_reads_back() {
     assert_eq!(status.exists, 1);
     assert_eq!(seen.len(), 1);
     let (got_uid, size, got_flags, got_date, header) = &seen[0];
-    assert_eq!(*got_uid, uid);
+    assert_eq!(*got_uid, uid.uid);
+    assert_eq!(status.uid_validity, Some(uid.uid_validity));
     assert_eq!(*size, raw.len() as u64);
     for flag in &flags {
         assert!(got_flags.contains(flag), "{flag} not in {got_flags:?}");
@@ -289,7 +290,12 @@ fn multiappend_fifty_messages_and_fetch_them_back() {
             internal_date: None,
         })
         .collect();
-    let uids = client.multiappend("Bulk", &messages).unwrap();
+    let uids: Vec<u32> = client
+        .multiappend("Bulk", &messages)
+        .unwrap()
+        .iter()
+        .map(|stored| stored.uid)
+        .collect();
     assert_eq!(uids.len(), 50);
 
     let mut sizes = HashMap::new();
@@ -316,6 +322,31 @@ fn multiappend_fifty_messages_and_fetch_them_back() {
         })
         .unwrap();
     assert_eq!(fetched, 50);
+
+    // Sizes by UID from the index: a UID that does not exist is left out, a mailbox that does
+    // not exist is refused alone.
+    let mut found = HashMap::new();
+    let asked = [
+        ("Bulk".to_owned(), vec![uids[0], uids[48], 999_999]),
+        ("Nowhere".to_owned(), vec![1]),
+        ("Bulk".to_owned(), vec![uids[49]]),
+    ];
+    let opened = client
+        .uid_sizes(&asked, |i, uid, size| {
+            assert!(found.insert((i, uid), size).is_none());
+        })
+        .unwrap();
+    assert_eq!(
+        opened[0].as_ref().unwrap().uid_validity,
+        status.uid_validity
+    );
+    assert!(matches!(opened[1], Err(SessionError::Refused(_))));
+    assert!(opened[2].is_ok());
+    let expected: HashMap<(usize, u32), u64> = [(0, 0), (0, 48), (2, 49)]
+        .into_iter()
+        .map(|(i, n)| ((i, uids[n]), raws[n].len() as u64))
+        .collect();
+    assert_eq!(found, expected);
 
     // A cap below the 3 MB message is a protocol error, not unbounded memory.
     let big = uids[48];

@@ -16,6 +16,7 @@ use crate::batch::Shard;
 use crate::endpoint::{Endpoint, PasswordSource, Protocol, Side};
 use crate::error::Error;
 use crate::folders::{FolderRules, SpecialUse};
+use crate::imap::MessageUid;
 use crate::index::SourceMessage;
 use crate::migrate::{self, Account, ConnectOptions, MigrateJob, SizeLimit};
 use crate::mirror::{self, MirrorJob};
@@ -325,9 +326,9 @@ impl Observer for LazyBars<'_> {
             bars.folder_started(plan);
         }
     }
-    fn message_copied(&self, folder: &str, message: &SourceMessage) {
+    fn message_copied(&self, folder: &str, message: &SourceMessage, uid: Option<MessageUid>) {
         if let Some(bars) = self.0.get() {
-            bars.message_copied(folder, message);
+            bars.message_copied(folder, message, uid);
         }
     }
     fn message_failed(&self, folder: &str, message: &SourceMessage, reason: &str) {

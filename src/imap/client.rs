@@ -90,6 +90,16 @@ pub struct FetchedMessage<'a> {
     pub internal_date: Option<DateTime<FixedOffset>>,
 }
 
+/// Where a server says it stored a message (UIDPLUS `APPENDUID`): the UID, valid for as long as
+/// the mailbox keeps this UIDVALIDITY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageUid {
+    /// The mailbox's UIDVALIDITY when the message was stored.
+    pub uid_validity: u32,
+    /// The message's UID.
+    pub uid: u32,
+}
+
 /// A message to upload.
 #[derive(Debug, Clone, Copy)]
 pub struct AppendMessage<'a> {
@@ -158,7 +168,8 @@ struct Completion {
     status: Status,
     /// The server's text, response code included.
     text: String,
-    append_uid: Option<Vec<UidSetMember>>,
+    /// APPENDUID's UIDVALIDITY and UID set.
+    append_uid: Option<(u32, Vec<UidSetMember>)>,
 }
 
 impl Completion {
@@ -628,6 +639,60 @@ impl ImapClient {
         Ok(outcomes)
     }
 
+    /// Opens each mailbox read-only and asks for the size of the given UIDs
+    /// (`EXAMINE`, then `UID FETCH <set> (UID RFC822.SIZE)`), pipelined: one round trip for
+    /// all. A server answers from its index without opening the messages (what a verification
+    /// after a copy wants: the index FETCH of [`index_mailboxes`](Self::index_mailboxes) reads
+    /// every message's header), and leaves out UIDs that no longer exist. `on_each` gets the
+    /// number of the mailbox with each UID found and its RFC822.SIZE. Returns, per mailbox, its
+    /// status (UIDVALIDITY) or the server's refusal to open it or to answer. The last mailbox
+    /// stays selected read-only.
+    pub fn uid_sizes(
+        &mut self,
+        mailboxes: &[(String, Vec<u32>)],
+        mut on_each: impl FnMut(usize, u32, u64),
+    ) -> Result<Vec<Result<MailboxStatus, SessionError>>, SessionError> {
+        // Per command: its mailbox, and the UID set it fetches (`None`: the EXAMINE).
+        let mut commands: Vec<(usize, Option<String>)> = Vec::new();
+        for (j, (_, uids)) in mailboxes.iter().enumerate() {
+            commands.push((j, None));
+            commands.extend(
+                uid_sets(uids, MAX_UID_SET)
+                    .into_iter()
+                    .map(|set| (j, Some(set))),
+            );
+        }
+        let mut statuses = vec![MailboxStatus::default(); mailboxes.len()];
+        let completions = self.pipeline(
+            commands.len(),
+            |i, b| match &commands[i] {
+                (j, None) => b.text("EXAMINE ").mailbox(&mailboxes[*j].0),
+                (_, Some(set)) => b.text("UID FETCH ").text(set).text(" (UID RFC822.SIZE)"),
+            },
+            |i, response| {
+                match &commands[i] {
+                    (j, None) => note_selected(&mut statuses[*j], response),
+                    (j, Some(_)) => {
+                        if let Some(record) = index_record(response) {
+                            on_each(*j, record.uid, record.size);
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        let mut outcomes: Vec<Result<MailboxStatus, SessionError>> =
+            statuses.into_iter().map(Ok).collect();
+        for ((j, _), completion) in commands.iter().zip(completions) {
+            if outcomes[*j].is_ok()
+                && let Err(refused) = completion.ok()
+            {
+                outcomes[*j] = Err(refused);
+            }
+        }
+        Ok(outcomes)
+    }
+
     /// Fetches whole messages by UID (`UID FETCH … (UID FLAGS INTERNALDATE BODY.PEEK[])`),
     /// calling `on_each` per message; each is held in memory only during its call. UIDs that no
     /// longer exist are simply not reported. With `examine`, that mailbox is opened read-only
@@ -677,7 +742,7 @@ impl ImapClient {
         &mut self,
         mailbox: &str,
         message: &AppendMessage<'_>,
-    ) -> Result<Option<u32>, SessionError> {
+    ) -> Result<Option<MessageUid>, SessionError> {
         let uids = self.append_all(mailbox, std::slice::from_ref(message))?;
         Ok(uids.first().copied())
     }
@@ -689,7 +754,7 @@ impl ImapClient {
         &mut self,
         mailbox: &str,
         messages: &[AppendMessage<'_>],
-    ) -> Result<Vec<u32>, SessionError> {
+    ) -> Result<Vec<MessageUid>, SessionError> {
         if !self.supports_multiappend() {
             return Err(SessionError::Unsupported(
                 "the server does not offer MULTIAPPEND".into(),
@@ -705,10 +770,10 @@ impl ImapClient {
         &mut self,
         mailbox: &str,
         messages: &[AppendMessage<'_>],
-    ) -> Result<Vec<u32>, SessionError> {
+    ) -> Result<Vec<MessageUid>, SessionError> {
         let flags = flag_lists(messages)?;
         let completion = self.run(|b| append_command(b, mailbox, messages, &flags), |_| Ok(()))?;
-        uids_of(completion, messages.len())
+        uids_of(completion, messages.len(), self.has_capability("UIDPLUS"))
     }
 
     /// Whether APPENDs can be pipelined: only when every literal goes without waiting for
@@ -741,9 +806,9 @@ impl ImapClient {
 
     /// The answer to an [`ImapClient::append_send`]: the UIDs as [`ImapClient::multiappend`]
     /// returns them, or the server's refusal.
-    pub fn append_wait(&mut self, sent: SentAppend) -> Result<Vec<u32>, SessionError> {
+    pub fn append_wait(&mut self, sent: SentAppend) -> Result<Vec<MessageUid>, SessionError> {
         let completion = self.wait(sent.sent)?;
-        uids_of(completion, sent.messages)
+        uids_of(completion, sent.messages, self.has_capability("UIDPLUS"))
     }
 
     /// Ends the session politely. The server's BYE is expected here, not an error.
@@ -937,7 +1002,7 @@ impl ImapClient {
                         status,
                         text: status_text(raw),
                         append_uid: match outcome.code {
-                            Some(ResponseCode::AppendUid(_, set)) => Some(set),
+                            Some(ResponseCode::AppendUid(validity, set)) => Some((validity, set)),
                             _ => None,
                         },
                     };
@@ -1043,14 +1108,27 @@ fn append_command<'a, 'b>(
     b
 }
 
-/// The UIDs an APPEND's completion reports (UIDPLUS), or its refusal.
-fn uids_of(completion: Completion, messages: usize) -> Result<Vec<u32>, SessionError> {
+/// The UIDs an APPEND's completion reports (UIDPLUS), or its refusal. Only a server that
+/// offers UIDPLUS vouches for them (Dovecot sends APPENDUID even with UIDPLUS hidden).
+fn uids_of(
+    completion: Completion,
+    messages: usize,
+    uidplus: bool,
+) -> Result<Vec<MessageUid>, SessionError> {
     // A UID set that does not match the upload is the server's bug; the messages are stored
     // all the same, so report no UIDs rather than an error the caller would retry.
     Ok(completion
         .ok()?
         .append_uid
-        .and_then(|set| expand_uid_set(&set, messages))
+        .filter(|_| uidplus)
+        .and_then(|(uid_validity, set)| {
+            let uids = expand_uid_set(&set, messages)?;
+            Some(
+                uids.into_iter()
+                    .map(|uid| MessageUid { uid_validity, uid })
+                    .collect(),
+            )
+        })
         .unwrap_or_default())
 }
 

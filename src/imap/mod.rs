@@ -13,5 +13,5 @@ pub mod response;
 
 pub use client::{
     AppendMessage, FetchedMessage, FolderStatus, ImapClient, IndexRecord, Mailbox, MailboxStatus,
-    SentAppend,
+    MessageUid, SentAppend,
 };

@@ -24,7 +24,7 @@
 //! batches.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,7 +33,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use crate::error::{Error, SessionError};
 use crate::folders::FolderInfo;
-use crate::imap::FolderStatus;
+use crate::imap::{FolderStatus, MessageUid};
 use crate::index::{KnownMessages, SourceMessage};
 use crate::plan::FolderPlan;
 
@@ -152,6 +152,19 @@ pub struct Unreadable {
     pub reason: String,
 }
 
+/// What became of one message of an upload: stored (with its UID when the target says where:
+/// IMAP UIDPLUS), or refused, with the server's reason.
+pub type Outcome = Result<Option<MessageUid>, String>;
+
+/// The UIDs of a folder a target found when asked ([`Target::find_uids`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FoundUids {
+    /// The folder's UIDVALIDITY, when the server says.
+    pub uid_validity: Option<u32>,
+    /// Size (IMAP RFC822.SIZE) by UID, of the UIDs asked about that exist.
+    pub sizes: HashMap<u32, u64>,
+}
+
 /// An IMAP-like target: folders, an index of what it holds, and batched uploads.
 pub trait Target: Send {
     /// The folders that exist on the target.
@@ -172,6 +185,16 @@ pub trait Target: Send {
     fn index_all(&mut self, folders: &[String]) -> Result<Vec<crate::index::TargetIndex>, Error> {
         folders.iter().map(|folder| self.index(folder)).collect()
     }
+    /// For each `(folder, uids)`, which of those UIDs the folder holds and their sizes, from
+    /// the server's index and not the messages (cheaper than [`index_all`](Self::index_all));
+    /// all in one round trip where the protocol allows. `None` for a folder the target could
+    /// not answer for (the default: every folder).
+    fn find_uids(
+        &mut self,
+        folders: &[(String, Vec<u32>)],
+    ) -> Result<Vec<Option<FoundUids>>, Error> {
+        Ok(vec![None; folders.len()])
+    }
     /// Summaries of the folders, as [`Source::statuses`].
     fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error>;
     /// Adds some flags to these messages and removes others, leaving the rest alone.
@@ -189,12 +212,8 @@ pub trait Target: Send {
         None
     }
     /// Uploads a batch. The outer error means the connection failed; otherwise there is one
-    /// result per message, `Err` holding the server's reason for refusing that message.
-    fn append(
-        &mut self,
-        folder: &str,
-        batch: &[Outgoing],
-    ) -> Result<Vec<Result<(), String>>, Error>;
+    /// [`Outcome`] per message.
+    fn append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Vec<Outcome>, Error>;
     /// Starts uploading a batch, so that the next can be sent before the server answered
     /// this one (over a slow link that answer is a round trip away); the outcome comes from
     /// [`finish_append`](Self::finish_append), in any order. A target that cannot pipeline
@@ -209,7 +228,7 @@ pub trait Target: Send {
         started: Started,
         _folder: &str,
         _batch: &[Outgoing],
-    ) -> Result<Vec<Result<(), String>>, Error> {
+    ) -> Result<Vec<Outcome>, Error> {
         match started {
             Started::Done(outcome) => Ok(outcome),
             Started::Pending(_) => unreachable!("only a pipelining target starts uploads"),
@@ -221,7 +240,7 @@ pub trait Target: Send {
 #[derive(Debug)]
 pub enum Started {
     /// Already uploaded, with this outcome.
-    Done(Vec<Result<(), String>>),
+    Done(Vec<Outcome>),
     /// Sent; the target knows it by this number until it is finished.
     Pending(u64),
 }
@@ -271,8 +290,9 @@ pub type SourceConnector<'a> = dyn Fn() -> Result<Box<dyn Source>, Error> + Sync
 pub trait Observer: Sync {
     /// A folder's copy begins.
     fn folder_started(&self, _plan: &FolderPlan) {}
-    /// A message was stored on the target.
-    fn message_copied(&self, _folder: &str, _message: &SourceMessage) {}
+    /// A message was stored on the target, under this UID when the target said so (and the
+    /// bytes sent carry the message's planned identity).
+    fn message_copied(&self, _folder: &str, _message: &SourceMessage, _uid: Option<MessageUid>) {}
     /// The target refused a message, or it could not be transferred.
     fn message_failed(&self, _folder: &str, _message: &SourceMessage, _reason: &str) {}
 }
@@ -284,10 +304,10 @@ impl Observer for Fanout<'_> {
     fn folder_started(&self, plan: &FolderPlan) {
         self.0.iter().for_each(|o| o.folder_started(plan));
     }
-    fn message_copied(&self, folder: &str, message: &SourceMessage) {
+    fn message_copied(&self, folder: &str, message: &SourceMessage, uid: Option<MessageUid>) {
         self.0
             .iter()
-            .for_each(|o| o.message_copied(folder, message));
+            .for_each(|o| o.message_copied(folder, message, uid));
     }
     fn message_failed(&self, folder: &str, message: &SourceMessage, reason: &str) {
         self.0
@@ -884,7 +904,7 @@ mod tests {
     struct FakeTarget {
         server: Arc<Server>,
         /// Pipelined batches: what the server did with each, by number.
-        sent: HashMap<u64, Result<Vec<Result<(), String>>, Error>>,
+        sent: HashMap<u64, Result<Vec<Outcome>, Error>>,
         /// A pipelined connection that broke takes nothing more.
         broken: bool,
     }
@@ -929,11 +949,7 @@ mod tests {
         fn delete(&mut self, _: &str, _: &[u32]) -> Result<(), Error> {
             unimplemented!()
         }
-        fn append(
-            &mut self,
-            folder: &str,
-            batch: &[Outgoing],
-        ) -> Result<Vec<Result<(), String>>, Error> {
+        fn append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Vec<Outcome>, Error> {
             let server = &self.server;
             if server.multiappend && batch.len() > 1 {
                 // All or nothing; the first message that breaks decides.
@@ -954,19 +970,19 @@ mod tests {
                 if decisions.contains(&Upload::AnswerLost) {
                     return Err(broken());
                 }
-                return Ok(vec![Ok(()); batch.len()]);
+                return Ok(vec![Ok(None); batch.len()]);
             }
             let mut outcomes = Vec::new();
             for outgoing in batch {
                 match server.decide(&outgoing.message) {
                     Upload::Store => {
                         server.store(folder, &[outgoing]);
-                        outcomes.push(Ok(()));
+                        outcomes.push(Ok(None));
                     }
                     Upload::StoreSlowly => {
                         server.store(folder, &[outgoing]);
                         server.wait_until(Duration::from_millis(300), |s| s.indexes > 0);
-                        outcomes.push(Ok(()));
+                        outcomes.push(Ok(None));
                     }
                     Upload::Refuse => outcomes.push(Err("NO [OVERQUOTA] full".into())),
                     Upload::Break => return Err(broken()),
@@ -1000,7 +1016,7 @@ mod tests {
             started: Started,
             _folder: &str,
             _batch: &[Outgoing],
-        ) -> Result<Vec<Result<(), String>>, Error> {
+        ) -> Result<Vec<Outcome>, Error> {
             match started {
                 Started::Done(outcome) => Ok(outcome),
                 Started::Pending(number) => self.sent.remove(&number).expect("sent once"),
@@ -1068,7 +1084,7 @@ mod tests {
     }
 
     impl Observer for Events {
-        fn message_copied(&self, _folder: &str, message: &SourceMessage) {
+        fn message_copied(&self, _folder: &str, message: &SourceMessage, _: Option<MessageUid>) {
             self.copied.lock().unwrap().push(message.key);
         }
         fn message_failed(&self, _folder: &str, message: &SourceMessage, reason: &str) {

@@ -6,9 +6,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::budget::Charge;
-use super::{Observer, Outgoing, Started, Target, TargetPool, TransferSettings, lost};
+use super::{Observer, Outcome, Outgoing, Started, Target, TargetPool, TransferSettings, lost};
 use crate::error::{Error, SessionError};
-use crate::identity::Identity;
+use crate::header;
+use crate::identity::{self, Identity};
+use crate::imap::MessageUid;
 use crate::index::TargetIndex;
 use crate::plan::FolderPlan;
 
@@ -193,10 +195,10 @@ impl<'a> Uploader<'a> {
         }
     }
 
-    fn report(&self, plan: &FolderPlan, batch: &[Outgoing], outcomes: Vec<Result<(), String>>) {
+    fn report(&self, plan: &FolderPlan, batch: &[Outgoing], outcomes: Vec<Outcome>) {
         for (outgoing, outcome) in batch.iter().zip(outcomes) {
             match outcome {
-                Ok(()) => self.copied(plan, outgoing),
+                Ok(uid) => self.copied(plan, outgoing, uid),
                 Err(reason) => {
                     self.observer
                         .message_failed(&plan.source_folder, &outgoing.message, &reason)
@@ -303,17 +305,29 @@ impl<'a> Uploader<'a> {
                 .count(identity)
                 .saturating_sub(self.ledger.stored_before(&plan.target_folder, identity))
         });
+        // Counted from the index, not from the server's word on each message: where each
+        // went is unknown.
         stored
             .iter()
-            .for_each(|outgoing| self.copied(plan, outgoing));
+            .for_each(|outgoing| self.copied(plan, outgoing, None));
         missing
     }
 
-    fn copied(&self, plan: &FolderPlan, outgoing: &Outgoing) {
+    /// Counts and reports a stored message, with its UID only when the bytes sent carry the
+    /// identity it was planned under: the target indexes the copy by those bytes, while the
+    /// plan may have used an identity remembered from an earlier run (a POP3 mirror). A UID
+    /// under the wrong identity would let the verification find what the target's index
+    /// would not; without one, the verification indexes the folder.
+    fn copied(&self, plan: &FolderPlan, outgoing: &Outgoing, uid: Option<MessageUid>) {
         self.ledger
             .record_stored(&plan.target_folder, &outgoing.message.identity);
+        let message = &outgoing.message;
+        let uid = uid.filter(|_| {
+            identity::identify(header::header_block(&outgoing.raw), message.size)
+                == message.identity
+        });
         self.observer
-            .message_copied(&plan.source_folder, &outgoing.message);
+            .message_copied(&plan.source_folder, message, uid);
     }
 }
 

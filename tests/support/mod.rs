@@ -383,6 +383,31 @@ impl Dovecot {
         names
     }
 
+    /// Removes from `user`'s `folder` the messages whose Message-ID header contains
+    /// `message_id` (`doveadm expunge`), as another client deleting them would. Panics with
+    /// doveadm's stderr if that fails.
+    pub fn expunge(&self, user: &str, folder: &str, message_id: &str) {
+        let mut expunge = self.doveadm();
+        expunge.args([
+            "expunge",
+            "-u",
+            user,
+            "mailbox",
+            folder,
+            "header",
+            "Message-ID",
+            message_id,
+        ]);
+        let out = run_bounded(expunge, None, DOVEADM_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+        if !out.status.success() {
+            panic!(
+                "doveadm expunge -u {user} {folder:?} {message_id} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     /// Ends every session of `user` (`doveadm kick`): each gets an untagged BYE ("Server
     /// shutting down."). Returns whether doveadm found a session to end.
     pub fn kick(&self, user: &str) -> bool {

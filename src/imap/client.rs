@@ -1,6 +1,7 @@
 //! A small blocking IMAP client: one command at a time over a [`Connection`], encoding with
 //! [`super::command`] and reading with [`super::response`].
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io::{self, BufRead, Write};
@@ -82,8 +83,9 @@ pub struct IndexRecord<'a> {
 pub struct FetchedMessage<'a> {
     /// The message's UID.
     pub uid: u32,
-    /// The whole message, byte for byte (BODY[]).
-    pub raw: &'a [u8],
+    /// The whole message, byte for byte (BODY[]): borrowed from the read buffer, or, from
+    /// [`OWN_BUFFER_BODY`] bytes on, moved out of it, so `into_owned` does not copy it.
+    pub raw: Cow<'a, [u8]>,
     /// Flags and keywords.
     pub flags: Vec<String>,
     /// INTERNALDATE, in the server's zone.
@@ -113,6 +115,12 @@ pub struct AppendMessage<'a> {
 
 /// Literal cap outside [`ImapClient::fetch_messages`]: header fields, names, texts are small.
 const DEFAULT_MAX_LITERAL: usize = 8 << 20;
+
+/// From this size on, a FETCH's body section is moved out of the read buffer into a buffer of
+/// its own instead of being lent: a large message then exists once, not in the read buffer and
+/// again in the copy taken for the upload, and the read buffer does not keep its size. A
+/// smaller one costs less to copy than a buffer of its own for each response.
+pub const OWN_BUFFER_BODY: usize = 64 * 1024;
 
 /// Keeps UID FETCH lines well under common server limits (Dovecot: 64 KiB).
 const MAX_UID_SET: usize = 8 * 1024;
@@ -394,7 +402,7 @@ impl ImapClient {
         self.conn
             .write_all(format!("{tag} AUTHENTICATE CRAM-MD5\r\n").as_bytes())?;
         self.conn.flush()?;
-        let mut ignore = |_: &Response<'_>| Ok(());
+        let mut ignore = |_: &mut Response<'_>| Ok(());
         if let Some(done) = self.read_until(&tag, true, &mut ignore)? {
             return Ok(done);
         }
@@ -871,7 +879,7 @@ impl ImapClient {
                     self.conn.flush()?;
                     // A tagged answer instead of `+` means the server refused early (e.g.
                     // APPEND to a missing mailbox): the rest must not be sent.
-                    if let Some(done) = self.read_until(&tag, true, &mut on_data)? {
+                    if let Some(done) = self.read_until(&tag, true, &mut |r| on_data(r))? {
                         return Ok(done);
                     }
                 }
@@ -879,7 +887,7 @@ impl ImapClient {
         }
         trace_next_piece(&self.conn);
         self.conn.flush()?;
-        self.read_until(&tag, false, &mut on_data)?
+        self.read_until(&tag, false, &mut |r| on_data(r))?
             .ok_or_else(|| SessionError::Protocol("unexpected continuation request".into()))
     }
 
@@ -938,7 +946,7 @@ impl ImapClient {
         &mut self,
         count: usize,
         mut build: impl for<'b> FnMut(usize, &'b mut CommandBuilder<'a>) -> &'b mut CommandBuilder<'a>,
-        mut on_data: impl FnMut(usize, &Response<'_>) -> Result<(), SessionError>,
+        mut on_data: impl FnMut(usize, &mut Response<'_>) -> Result<(), SessionError>,
     ) -> Result<Vec<Completion>, SessionError> {
         let mut completions = Vec::with_capacity(count);
         let mut unanswered: VecDeque<(usize, Sent)> = VecDeque::new();
@@ -963,12 +971,13 @@ impl ImapClient {
     }
 
     /// Reads until the completion of `tag` (`Some`) or, when `continuation` is set, a `+`
-    /// (`None`). Completions of other pipelined commands are kept for their own wait.
+    /// (`None`). Completions of other pipelined commands are kept for their own wait. A FETCH
+    /// body of [`OWN_BUFFER_BODY`] bytes or more reaches `on_data` owned, to be taken.
     fn read_until(
         &mut self,
         tag: &str,
         continuation: bool,
-        on_data: &mut impl FnMut(&Response<'_>) -> Result<(), SessionError>,
+        on_data: &mut impl FnMut(&mut Response<'_>) -> Result<(), SessionError>,
     ) -> Result<Option<Completion>, SessionError> {
         if let Some(done) = self.answered.remove(tag) {
             return Ok(Some(done));
@@ -1013,7 +1022,23 @@ impl ImapClient {
                     }
                     self.answered.insert(done, completion);
                 }
-                other => on_data(&other)?,
+                mut other => {
+                    let large = body_section(&mut other)
+                        .and_then(|body| body.as_deref())
+                        .and_then(|body| self.framer.literal_of(body))
+                        .filter(|&i| self.framer.literal_len(i) >= OWN_BUFFER_BODY);
+                    let Some(literal) = large else {
+                        on_data(&mut other)?;
+                        continue;
+                    };
+                    // The rest of the response is copied (a few short fields), so that it no
+                    // longer borrows the buffer the body is moved out of.
+                    *body_section(&mut other).expect("found above") = None;
+                    let mut owned = other.into_owned();
+                    *body_section(&mut owned).expect("kept by into_owned") =
+                        Some(Cow::Owned(self.framer.take_literal(literal)));
+                    on_data(&mut owned)?;
+                }
             }
         }
     }
@@ -1245,14 +1270,28 @@ fn index_record<'a>(response: &'a Response<'_>) -> Option<IndexRecord<'a>> {
     })
 }
 
-/// A FETCH without a body is an unsolicited flag update, not a fetched message.
-fn fetched_message<'a>(response: &'a Response<'_>) -> Option<FetchedMessage<'a>> {
+/// A FETCH without a body is an unsolicited flag update, not a fetched message. The body is
+/// taken out of the response: moved when the response owns it.
+fn fetched_message<'a>(response: &mut Response<'a>) -> Option<FetchedMessage<'a>> {
     let parts = fetch_parts(response)?;
+    let (uid, flags, internal_date) = (parts.uid?, parts.flags, parts.internal_date);
+    let raw = body_section(response)?.take().unwrap_or_default();
     Some(FetchedMessage {
-        uid: parts.uid?,
-        raw: parts.body?,
-        flags: parts.flags,
-        internal_date: parts.internal_date,
+        uid,
+        raw,
+        flags,
+        internal_date,
+    })
+}
+
+/// The data of a FETCH's body section (`BODY[…]`), when the response has one.
+fn body_section<'r, 'a>(response: &'r mut Response<'a>) -> Option<&'r mut Option<Cow<'a, [u8]>>> {
+    let Response::Fetch(_, attributes) = response else {
+        return None;
+    };
+    attributes.iter_mut().find_map(|attribute| match attribute {
+        AttributeValue::BodySection { data, .. } => Some(data),
+        _ => None,
     })
 }
 

@@ -33,6 +33,9 @@ pub struct Framer {
     literals: Vec<(usize, usize)>,
 }
 
+/// The buffer a framer starts with: room for any response line but the longest.
+const INITIAL_CAPACITY: usize = 16 * 1024;
+
 /// The most buffer reserved ahead for an announced literal.
 const MAX_RESERVE: usize = 16 << 20;
 
@@ -43,7 +46,7 @@ impl Framer {
     /// A framer refusing literals longer than `max_literal` bytes.
     pub fn new(max_literal: usize) -> Self {
         Framer {
-            buf: Vec::with_capacity(16 * 1024),
+            buf: Vec::with_capacity(INITIAL_CAPACITY),
             line_start: 0,
             literal_left: 0,
             complete: false,
@@ -139,6 +142,34 @@ impl Framer {
     /// The bytes of the response taken so far.
     pub fn bytes(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// Which literal of the response `bytes` is, if it is one: the very bytes of the buffer
+    /// (the same address and length), not merely equal ones.
+    pub fn literal_of(&self, bytes: &[u8]) -> Option<usize> {
+        self.literals.iter().position(|&(start, len)| {
+            len == bytes.len() && std::ptr::eq(self.buf[start..].as_ptr(), bytes.as_ptr())
+        })
+    }
+
+    /// The length of literal `i` of the response.
+    pub fn literal_len(&self, i: usize) -> usize {
+        self.literals[i].1
+    }
+
+    /// Moves literal `i` of the complete response out, as a buffer of its own, and forgets the
+    /// response: a large message then exists once, handed over rather than copied, and the
+    /// framer does not keep its size for the responses after it.
+    pub fn take_literal(&mut self, i: usize) -> Vec<u8> {
+        let (start, len) = self.literals[i];
+        let mut bytes = std::mem::replace(&mut self.buf, Vec::with_capacity(INITIAL_CAPACITY));
+        bytes.truncate(start + len);
+        bytes.drain(..start);
+        // Past glibc's mmap threshold this is an mremap, not a copy: it only returns the
+        // room reserved beyond the literal.
+        bytes.shrink_to_fit();
+        self.clear();
+        bytes
     }
 
     /// Forgets the current response, ready for the next.
@@ -374,6 +405,41 @@ mod tests {
         assert_eq!(got.len(), 3);
         assert!(got[0].ends_with(b"<a@b>\r\n\r\n)\r\n"));
         assert_eq!(got[2], b"a1 OK done\r\n");
+    }
+
+    #[test]
+    fn a_literal_is_moved_out_and_the_framer_starts_afresh() {
+        let mut body = vec![b'x'; 100_000];
+        body.extend_from_slice(b"\r\n");
+        let raw = [
+            &b"* 1 FETCH (UID 9 BODY[] {100002}\r\n"[..],
+            &body,
+            b")\r\na1 OK done\r\n",
+        ]
+        .concat();
+        let mut framer = Framer::new(1 << 20);
+        let used = framer.push(&raw).unwrap();
+        let Some(Response::Fetch(_, attributes)) = framer.parse().unwrap() else {
+            panic!("not a FETCH");
+        };
+        let data = attributes
+            .iter()
+            .find_map(|a| match a {
+                AttributeValue::BodySection { data, .. } => data.clone(),
+                _ => None,
+            })
+            .unwrap();
+        let literal = framer.literal_of(&data).unwrap();
+        // Equal bytes elsewhere are not the literal.
+        assert_eq!(framer.literal_of(&body), None);
+        assert_eq!(framer.literal_len(literal), body.len());
+        let taken = framer.take_literal(literal);
+        assert_eq!(taken, body);
+        assert_eq!(taken.capacity(), body.len());
+        assert!(!framer.is_complete() && framer.bytes().is_empty());
+        assert!(framer.buf.capacity() <= INITIAL_CAPACITY);
+        framer.push(&raw[used..]).unwrap();
+        assert_eq!(framer.bytes(), b"a1 OK done\r\n");
     }
 
     #[test]

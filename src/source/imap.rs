@@ -102,7 +102,7 @@ impl Source for ImapSource {
                 if receiving && let Some(message) = by_uid.remove(&fetched.uid) {
                     receiving = deliver(Ok(Fetched {
                         message,
-                        raw: fetched.raw.into(),
+                        raw: fetched.raw,
                     }));
                 }
             })

@@ -202,6 +202,8 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
         .iter()
         .filter(|m| m.selectable)
         .map(|m| &m.target)
+        // INBOX always exists, whatever case the server lists it in (RFC 3501 §5.1).
+        .filter(|name| !name.eq_ignore_ascii_case("INBOX"))
         .filter(|name| !target_folders.iter().any(|f| &f.name == *name))
         .cloned()
         .collect();

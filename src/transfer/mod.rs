@@ -6,9 +6,10 @@
 //! lane reuses the connection the plan was made on (a POP3 maildrop, with its single folder,
 //! is never opened twice: servers often lock it to one session).
 //!
-//! Each lane's thread fetches its folders one after the other and groups their messages into
-//! batches bounded by bytes and count, and hands them over one bounded channel to the upload
-//! workers, each owning its own target connection and serving every folder. The channel's
+//! Each lane's thread fetches its folders one after the other, groups their messages into
+//! batches bounded by bytes and count, and hands them over a bounded channel to the lane's
+//! upload workers, each owning its own target connection and serving the lane's folders in
+//! turn, without a pause between them. The channel's
 //! bound, and a byte budget over every body in memory, are the back-pressure that keeps
 //! memory flat whatever the mailbox size. The engine reports what happens to an [`Observer`]
 //! and prints nothing.
@@ -460,12 +461,14 @@ pub fn copy_folders(
         .for_each(|plan| queue_tx.send(*plan).expect("open"));
     drop(queue_tx);
     let lanes = settings.connections.clamp(1, busy.len());
-    // A worker without a batch to upload would only hold a login open.
-    let batches: usize = busy.iter().map(|plan| settings.batches_of(plan)).sum();
-    let workers = settings.connections.clamp(1, batches);
+    // Each lane has upload workers of its own, so that a connection writes into the lane's
+    // folder only: a server that locks a mailbox per write (Dovecot) makes the sessions
+    // writing into one mailbox wait for each other. A worker without a batch to upload would
+    // only hold a login open.
+    let most_batches = busy.iter().map(|plan| settings.batches_of(plan)).max();
+    let workers = (settings.connections / lanes).clamp(1, most_batches.unwrap_or(1));
     let ledger = Ledger::new(plans);
     let budget = ByteBudget::new(settings.memory_budget);
-    let (batches_tx, batches_rx) = bounded::<Batch>(workers);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let fail = |err| {
         first_error.lock().unwrap().get_or_insert(err);
@@ -477,55 +480,57 @@ pub fn copy_folders(
     let failed = AtomicBool::new(false);
 
     std::thread::scope(|scope| {
-        // Upload workers serve every folder: a worker goes on to the next folder's batches
-        // without waiting for the answers to the last folder's, so a folder boundary costs
-        // no round trip.
-        for _ in 0..workers {
-            let batches = batches_rx.clone();
-            let (ledger, budget, failed) = (&ledger, &budget, &failed);
-            let (connect_error, connected, fail) = (&connect_error, &connected, &fail);
-            scope.spawn(move || {
-                let mut uploader = Uploader::new(targets, settings, observer, ledger);
-                // A worker that cannot log in (a server's per-user connection limit, say)
-                // leaves the batches to the others; only when none connects is it fatal.
-                if let Err(err) = uploader.connect() {
-                    connect_error.lock().unwrap().get_or_insert(err);
-                    return;
-                }
-                connected.fetch_add(1, Ordering::SeqCst);
-                match upload_all(&mut uploader, &batches, budget) {
-                    Ok(()) => uploader.release(),
-                    Err(err) => {
-                        fail(err);
-                        failed.store(true, Ordering::SeqCst);
-                        budget.wake();
+        // A lane's workers serve each of its folders in turn: a worker goes on to the next
+        // folder's batches without waiting for the answers to the last folder's, so a folder
+        // boundary costs no round trip.
+        let open_lane = || {
+            let (batches_tx, batches_rx) = bounded::<Batch>(workers);
+            for _ in 0..workers {
+                let batches = batches_rx.clone();
+                let (ledger, budget, failed) = (&ledger, &budget, &failed);
+                let (connect_error, connected, fail) = (&connect_error, &connected, &fail);
+                scope.spawn(move || {
+                    let mut uploader = Uploader::new(targets, settings, observer, ledger);
+                    // A worker that cannot log in (a server's per-user connection limit, say)
+                    // leaves the batches to the others; only when none connects is it fatal.
+                    if let Err(err) = uploader.connect() {
+                        connect_error.lock().unwrap().get_or_insert(err);
+                        return;
                     }
-                }
-                // When every worker is gone, its receiver with it, the fetchers' next send
-                // fails, which stops the sources promptly.
-                drop(batches);
-            });
-        }
-        drop(batches_rx);
-        let lane = Lane {
-            queue: &queue,
-            connect_source,
-            settings,
-            observer,
-            budget: &budget,
-            failed: &failed,
-            batches: batches_tx,
-            first_error: &first_error,
+                    connected.fetch_add(1, Ordering::SeqCst);
+                    match upload_all(&mut uploader, &batches, budget) {
+                        Ok(()) => uploader.release(),
+                        Err(err) => {
+                            fail(err);
+                            failed.store(true, Ordering::SeqCst);
+                            budget.wake();
+                        }
+                    }
+                    // When every worker of the lane is gone, its receiver with it, the lane's
+                    // next send fails, which stops its source promptly.
+                    drop(batches);
+                });
+            }
+            Lane {
+                queue: &queue,
+                connect_source,
+                settings,
+                observer,
+                budget: &budget,
+                failed: &failed,
+                batches: batches_tx,
+                first_error: &first_error,
+            }
         };
         for _ in 1..lanes {
-            let (lane, fail) = (lane.clone(), &fail);
+            let (lane, fail) = (open_lane(), &fail);
             scope.spawn(move || match connect_source() {
                 Ok(mut source) => lane.run(&mut source),
                 Err(err) => fail(err),
             });
         }
-        // The last sender goes with the last lane, and the workers then finish.
-        lane.run(source);
+        // Each lane's sender goes with it, and its workers then finish.
+        open_lane().run(source);
     });
     let no_worker = connected.into_inner() == 0;
     match (
@@ -539,8 +544,7 @@ pub fn copy_folders(
 }
 
 /// A folder lane: one source connection that reads folder after folder from the queue and
-/// hands their messages, in batches, to the upload workers.
-#[derive(Clone)]
+/// hands their messages, in batches, to the lane's upload workers.
 struct Lane<'a, 'p> {
     queue: &'a Receiver<&'p FolderPlan>,
     connect_source: &'a SourceConnector<'a>,
@@ -604,6 +608,11 @@ impl<'a, 'p: 'a> Lane<'a, 'p> {
             self.connect_source,
             settings,
             &mut |fetched: Result<Fetched<'_>, Unreadable>| {
+                // An upload worker gave up: the run ends with its error, and the budget no
+                // longer bounds what would still be read.
+                if self.failed.load(Ordering::SeqCst) {
+                    return false;
+                }
                 let Fetched { message, raw } = match fetched {
                     Ok(fetched) => fetched,
                     Err(unreadable) => {
@@ -665,6 +674,9 @@ fn upload_all<'a>(
         match next {
             Ok(batch) => uploader.upload(batch.plan, batch.messages, batch.charge)?,
             Err(RecvTimeoutError::Timeout) if budget.is_wanted() => uploader.settle_oldest()?,
+            Err(RecvTimeoutError::Timeout) if uploader.claims_wanted() => {
+                uploader.settle_claims()?;
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }

@@ -3,6 +3,7 @@
 //! the `Ledger` that keeps that count exact when one identity is in several batches.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::budget::Charge;
@@ -150,6 +151,17 @@ impl<'a> Uploader<'a> {
             self.settle_oldest()?;
         }
         Ok(())
+    }
+
+    /// Whether another worker waits for a claim while this one holds claims in flight, whose
+    /// answers it would otherwise read only when it next has to.
+    pub(super) fn claims_wanted(&self) -> bool {
+        self.ledger.is_waited_for() && self.in_flight.iter().any(|sent| sent.claim.holds_some())
+    }
+
+    /// Reads the answers to the batches in flight until none holds a claim.
+    pub(super) fn settle_claims(&mut self) -> Result<(), Error> {
+        self.settle_while(|sent| sent.claim.holds_some())
     }
 
     /// Leaves the connection, with nothing in flight, for the next worker.
@@ -363,6 +375,8 @@ pub(super) struct Ledger {
     folders: Mutex<HashMap<String, FolderLedger>>,
     /// Signalled whenever a batch releases its claims.
     released: Condvar,
+    /// Workers waiting in [`Ledger::claim`].
+    waiting: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -404,6 +418,7 @@ impl Ledger {
         Ledger {
             folders: Mutex::new(folders),
             released: Condvar::new(),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -434,13 +449,20 @@ impl Ledger {
     /// only for batches being uploaded, whose workers hold no claim while they wait
     /// themselves (see `Uploader::upload`), so it cannot deadlock.
     fn claim<'l>(&'l self, folder: &'l str, identities: Vec<Identity>) -> Claim<'l> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
         let folders = self
             .released
             .wait_while(self.lock(), |folders| {
                 Self::busy(folders, folder, &identities)
             })
             .unwrap_or_else(PoisonError::into_inner);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
         Self::take(folders, self, folder, identities)
+    }
+
+    /// Whether a worker waits for a claim.
+    fn is_waited_for(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) > 0
     }
 
     /// [`Ledger::claim`] when no other batch holds any of the identities; `None` otherwise.

@@ -65,9 +65,12 @@
 #   2. doveadm import    the IMAP account's Maildir, every folder (Dovecot's own floor, no
 #                        network: loopback only)
 #   3. mailferry POP3 copy      migrate --from pop3://… --to imap://…/INBOX
-#   4. mailferry POP3 no-op re-run   the same command again; must copy 0
+#   4. mailferry POP3 no-op re-run   the same command again; must copy 0 (the target server
+#                                    parses the copies' headers now, for the first time)
+#   4b. mailferry POP3 no-op again   and once more, with the target's header cache warm
 #   5. mailferry IMAP copy      migrate --from imap://… --to imap://… (every folder)
-#   6. mailferry IMAP no-op re-run   the same command again; must copy 0
+#   6. mailferry IMAP no-op re-run   the same command again; must copy 0 (headers parsed)
+#   6b. mailferry IMAP no-op again   and once more
 #   7. mailferry mirror first run    mirror --state DIR (fresh) --from imap://… --to imap://…
 #   8. mailferry mirror no-op   the same mirror again, nothing changed (K times): must copy 0 and
 #                               update 0 flags

@@ -44,6 +44,7 @@ fn source_index(headers: &[Vec<u8>]) -> Vec<Arc<SourceMessage>> {
                 key: i as u32 + 1,
                 stable_id: None,
                 identity: identity::identify(header, 10_000),
+                identity_remembered: false,
                 size: 10_000,
                 flags: vec!["\\Seen".into()],
                 internal_date: None,

@@ -15,6 +15,9 @@ pub struct SourceMessage {
     pub stable_id: Option<String>,
     /// What the message is, for deduplication.
     pub identity: Identity,
+    /// Whether `identity` was remembered from an earlier run (a POP3 mirror's state) instead
+    /// of read from the message in this one: then the bytes sent may carry another.
+    pub identity_remembered: bool,
     /// Size in octets as the server reports it (CRLF line ends).
     pub size: u64,
     /// IMAP flags to set on the copy.
@@ -31,6 +34,7 @@ impl SourceMessage {
             key,
             stable_id: None,
             identity: Identity::MessageId(id.into()),
+            identity_remembered: false,
             size: 10,
             flags: vec![],
             internal_date: None,
@@ -159,6 +163,7 @@ impl KnownMessage {
             key,
             stable_id,
             identity: self.identity.clone()?,
+            identity_remembered: true,
             size: self.size,
             flags,
             internal_date: self

@@ -66,6 +66,7 @@ impl Source for ImapSource {
                     key: record.uid,
                     stable_id: None,
                     identity: identity::identify(record.header, record.size),
+                    identity_remembered: false,
                     size: record.size,
                     // \Recent belongs to the session that saw the message first; no
                     // server lets a client set it.

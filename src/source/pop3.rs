@@ -103,6 +103,7 @@ impl Pop3Source {
                     key: msgno,
                     stable_id: uidl,
                     identity: identity::identify(&header, size),
+                    identity_remembered: false,
                     size,
                     flags: flags.clone(),
                     internal_date: identity::arrival_date(&header),

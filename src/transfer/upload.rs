@@ -327,16 +327,18 @@ impl<'a> Uploader<'a> {
 
     /// Counts and reports a stored message, with its UID only when the bytes sent carry the
     /// identity it was planned under: the target indexes the copy by those bytes, while the
-    /// plan may have used an identity remembered from an earlier run (a POP3 mirror). A UID
-    /// under the wrong identity would let the verification find what the target's index
-    /// would not; without one, the verification indexes the folder.
+    /// plan may have used an identity remembered from an earlier run (a POP3 mirror), which
+    /// is checked against them here. A UID under the wrong identity would let the
+    /// verification find what the target's index would not; without one, the verification
+    /// indexes the folder.
     fn copied(&self, plan: &FolderPlan, outgoing: &Outgoing, uid: Option<MessageUid>) {
         self.ledger
             .record_stored(&plan.target_folder, &outgoing.message.identity);
         let message = &outgoing.message;
         let uid = uid.filter(|_| {
-            identity::identify(header::header_block(&outgoing.raw), message.size)
-                == message.identity
+            !message.identity_remembered
+                || identity::identify(header::header_block(&outgoing.raw), message.size)
+                    == message.identity
         });
         self.observer
             .message_copied(&plan.source_folder, message, uid);

@@ -901,25 +901,16 @@ def print_table(a, links, reps, floor):
           f"measured with a floor of {floor:.1f} MiB.")
 
 
-def main():
-    ap = argparse.ArgumentParser(description="the timed part of bench/run.sh")
-    ap.add_argument("--count", type=int, required=True, help="messages on the loopback link")
-    ap.add_argument("--rtt-count", type=int, required=True, help="messages through the relay")
-    ap.add_argument("--rtt-ms", type=float, required=True,
-                    help="round trip the relay adds (0: no relayed link)")
+def add_server_args(ap):
+    """The arguments bench/run.sh gives both the speed part and the memory part: the servers,
+    the corpus seed, the repetitions, the binary and where results go."""
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--reps", type=int, required=True)
-    ap.add_argument("--noop-samples", type=int, default=3,
-                    help="timed no-op mirror runs per rep; the row shows their median")
     ap.add_argument("--case-timeout", type=int, default=300,
                     help="seconds after which a case is killed (and fails)")
     ap.add_argument("--transport", choices=("plain", "tls"), required=True)
     ap.add_argument("--src-dir", required=True, help="source Dovecot's dovecot.sh DIR")
     ap.add_argument("--dst-dir", required=True, help="target Dovecot's dovecot.sh DIR")
-    ap.add_argument("--src-user", required=True, help="the POP3 source account")
-    ap.add_argument("--imap-user", required=True, help="the IMAP source account (folders)")
-    ap.add_argument("--rtt-src-user", required=True, help="the POP3 account of the relay link")
-    ap.add_argument("--rtt-imap-user", required=True, help="the IMAP account of the relay link")
     ap.add_argument("--password", required=True, help="every bench user's password")
     ap.add_argument("--src-pop3-port", type=int, required=True,
                     help="the source's POP3 port (POP3S with --transport tls)")
@@ -930,18 +921,56 @@ def main():
     ap.add_argument("--ca", help="both servers' certificates, concatenated (--transport tls)")
     ap.add_argument("--mailferry", required=True)
     ap.add_argument("--connections", type=int, help="passed to mailferry when given")
-    ap.add_argument("--trace", action="store_true",
-                    help="keep the relay's chunk trace of every relayed mailferry case")
     ap.add_argument("--work", required=True, help="directory for logs and reports")
-    a = ap.parse_args()
-    failures = []
 
-    def fail(msg):
-        failures.append(msg)
+
+class Checks:
+    """The checks that failed: each printed when it fails, and all of them again at the end."""
+
+    def __init__(self):
+        self.failures = []
+
+    def fail(self, msg):
+        self.failures.append(msg)
         print(f"FAIL: {msg}", file=sys.stderr, flush=True)
 
+    def verdict(self, passed):
+        """Prints the summary (`passed` when every check held) and returns the exit code."""
+        if self.failures:
+            print(f"\nFAIL: {len(self.failures)} check(s) failed:", file=sys.stderr)
+            for msg in self.failures:
+                print(f"FAIL: {msg.splitlines()[0]}", file=sys.stderr)
+            return 1
+        print(f"\n{passed}")
+        return 0
+
+
+def case_env():
+    """The environment mailferry and the baselines run in: nothing of the caller's but a path
+    and a home."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root")}
+
+
+def main():
+    ap = argparse.ArgumentParser(description="the timed part of bench/run.sh")
+    ap.add_argument("--count", type=int, required=True, help="messages on the loopback link")
+    ap.add_argument("--rtt-count", type=int, required=True, help="messages through the relay")
+    ap.add_argument("--rtt-ms", type=float, required=True,
+                    help="round trip the relay adds (0: no relayed link)")
+    ap.add_argument("--noop-samples", type=int, default=3,
+                    help="timed no-op mirror runs per rep; the row shows their median")
+    ap.add_argument("--src-user", required=True, help="the POP3 source account")
+    ap.add_argument("--imap-user", required=True, help="the IMAP source account (folders)")
+    ap.add_argument("--rtt-src-user", required=True, help="the POP3 account of the relay link")
+    ap.add_argument("--rtt-imap-user", required=True, help="the IMAP account of the relay link")
+    ap.add_argument("--trace", action="store_true",
+                    help="keep the relay's chunk trace of every relayed mailferry case")
+    add_server_args(ap)
+    a = ap.parse_args()
+    checks = Checks()
+    fail = checks.fail
     limit = a.case_timeout
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root")}
+    env = case_env()
 
     links = [prepare_link(a, env, limit, fail, "loopback", "l", a.count, a.src_user,
                           a.imap_user)]
@@ -974,17 +1003,12 @@ def main():
     # "this much or less".
     floor = min(timed(["true"], env, f"{a.work}/true.log", 10)[2] for _ in range(3))
     print_table(a, links, reps, floor)
-    if failures:
-        print(f"\nFAIL: {len(failures)} check(s) failed:", file=sys.stderr)
-        for msg in failures:
-            print(f"FAIL: {msg.splitlines()[0]}", file=sys.stderr)
-        return 1
-    print("\nall checks passed: exit codes 0; the baselines landed every message with its "
-          "folder, flags and date; mailferry's reports: copied == N then 0,\nfailed 0, "
-          "verified, mirror no-op flags_updated 0 and deleted 0; on disk: N messages in the "
-          "POP3 targets, and per folder the source's\nmessages, flags and internal dates in "
-          "the IMAP targets")
-    return 0
+    return checks.verdict(
+        "all checks passed: exit codes 0; the baselines landed every message with its "
+        "folder, flags and date; mailferry's reports: copied == N then 0,\nfailed 0, "
+        "verified, mirror no-op flags_updated 0 and deleted 0; on disk: N messages in the "
+        "POP3 targets, and per folder the source's\nmessages, flags and internal dates in "
+        "the IMAP targets")
 
 
 if __name__ == "__main__":

@@ -245,30 +245,12 @@ def main():
     ap.add_argument("--memory-count", type=int, required=True,
                     help="messages in the LARGE mailbox")
     ap.add_argument("--big-mb", type=int, required=True, help="size of the big message, MB")
-    ap.add_argument("--seed", type=int, required=True)
-    ap.add_argument("--reps", type=int, required=True)
-    ap.add_argument("--case-timeout", type=int, default=300,
-                    help="seconds after which a case is killed (and fails)")
-    ap.add_argument("--transport", choices=("plain", "tls"), required=True)
-    ap.add_argument("--src-dir", required=True, help="source Dovecot's dovecot.sh DIR")
-    ap.add_argument("--dst-dir", required=True, help="target Dovecot's dovecot.sh DIR")
-    ap.add_argument("--password", required=True, help="every bench user's password")
-    ap.add_argument("--src-pop3-port", type=int, required=True)
-    ap.add_argument("--src-imap-port", type=int, required=True)
-    ap.add_argument("--dst-imap-port", type=int, required=True)
-    ap.add_argument("--ca", help="both servers' certificates, concatenated (--transport tls)")
-    ap.add_argument("--mailferry", required=True)
-    ap.add_argument("--connections", type=int, help="passed to mailferry when given")
-    ap.add_argument("--work", required=True, help="directory for logs and reports")
+    bench.add_server_args(ap)
     a = ap.parse_args()
-    failures = []
-
-    def fail(msg):
-        failures.append(msg)
-        print(f"FAIL: {msg}", file=sys.stderr, flush=True)
-
+    checks = bench.Checks()
+    fail = checks.fail
     limit = a.case_timeout
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root")}
+    env = bench.case_env()
     big, big_digests = prepare_big(a, env, limit, fail)
     corpora = [bench.prepare_link(a, env, limit, fail, f"{count} messages", tag, count, *users)
                for count, tag, users in ((a.count, "s", SMALL_USERS),
@@ -277,16 +259,11 @@ def main():
         return 1
     rows = run_reps(a, big, big_digests, corpora, env, limit, fail)
     print_tables(a, big, corpora, rows)
-    if failures:
-        print(f"\nFAIL: {len(failures)} check(s) failed:", file=sys.stderr)
-        for msg in failures:
-            print(f"FAIL: {msg.splitlines()[0]}", file=sys.stderr)
-        return 1
-    print("\nall checks passed: exit codes 0; mailferry's reports: copied == N, failed 0, "
-          "verified; on disk: every message of the big mailbox\nbyte for byte, N messages in "
-          "the POP3 targets, and per folder the source's messages, flags and internal dates "
-          "in the IMAP targets")
-    return 0
+    return checks.verdict(
+        "all checks passed: exit codes 0; mailferry's reports: copied == N, failed 0, "
+        "verified; on disk: every message of the big mailbox\nbyte for byte, N messages in "
+        "the POP3 targets, and per folder the source's messages, flags and internal dates "
+        "in the IMAP targets")
 
 
 if __name__ == "__main__":

@@ -134,6 +134,16 @@ fn migrate_with(
     cmd
 }
 
+/// Asserts the run's exit code, showing its output (after `trial`) when it differs.
+fn assert_exit(output: &Output, code: i32, trial: &str) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{trial}: {}",
+        output_text(output)
+    );
+}
+
 fn output_text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -213,7 +223,7 @@ fn calibrate(server: &Dovecot, relay: &Relay, mailbox: &[Vec<u8>], prefix: &str)
     let output = migrate(server, server.pop3s_port(), relay.port(), &folder)
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+    assert_exit(&output, 0, "");
     assert_exactly_once(server, &folder, mailbox, "calibration");
     let connections = relay.connections();
     assert_eq!(connections.len(), 1, "{connections:?}");
@@ -250,12 +260,7 @@ fn retried_trials(
         let output = migrate(server, server.pop3s_port(), relay.port(), &folder)
             .output()
             .unwrap();
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{trial}: {}",
-            output_text(&output)
-        );
+        assert_exit(&output, 0, &trial);
         let connections = relay.connections();
         assert!(
             connections[0].fired,
@@ -362,12 +367,7 @@ fn retries_recover_two_workers_cut_in_the_same_run() {
         let output = migrate_with(&server, server.pop3s_port(), relay.port(), &folder, 10, 2)
             .output()
             .unwrap();
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{trial}: {}",
-            output_text(&output)
-        );
+        assert_exit(&output, 0, &trial);
         let connections = relay.connections();
         assert!(
             connections[0].fired || connections[1].fired,
@@ -400,12 +400,7 @@ fn without_retries_a_cut_run_exits_4_and_a_rerun_completes_it() {
             .args(["--retries", "0"])
             .output()
             .unwrap();
-        assert_eq!(
-            first.status.code(),
-            Some(4),
-            "{trial}: {}",
-            output_text(&first)
-        );
+        assert_exit(&first, 4, &trial);
         assert_one_error(
             &first,
             &format!("imaps://alice@127.0.0.1:{}/{folder}: ", relay.port()),
@@ -427,12 +422,7 @@ fn without_retries_a_cut_run_exits_4_and_a_rerun_completes_it() {
             .args(["--retries", "0"])
             .output()
             .unwrap();
-        assert_eq!(
-            rerun.status.code(),
-            Some(0),
-            "{trial}: {}",
-            output_text(&rerun)
-        );
+        assert_exit(&rerun, 0, &trial);
         assert_exactly_once(&server, &folder, &mailbox, &trial);
     }
 }
@@ -480,12 +470,7 @@ fn a_stalled_target_times_out_with_exit_4() {
             .output()
             .unwrap();
         let took = started.elapsed();
-        assert_eq!(
-            output.status.code(),
-            Some(4),
-            "{folder}: {}",
-            output_text(&output)
-        );
+        assert_exit(&output, 4, folder);
         let error = assert_one_error(
             &output,
             &format!("imaps://alice@127.0.0.1:{}/{folder}: ", relay.port()),
@@ -506,7 +491,7 @@ fn a_stalled_target_times_out_with_exit_4() {
     relay.set_faults(&[Fault::Stall(100_000)]);
     let started = Instant::now();
     let output = stalling("Retried").output().unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+    assert_exit(&output, 0, "");
     assert!(started.elapsed() >= Duration::from_secs(2));
     assert!(relay.connections()[0].fired);
     assert_exactly_once(&server, "Retried", &mailbox, "stalled once, retried");
@@ -523,7 +508,7 @@ fn a_cut_source_exits_4_and_a_rerun_completes_it() {
     let clean = migrate(&server, relay.port(), server.imaps_port(), "Calibration")
         .output()
         .unwrap();
-    assert_eq!(clean.status.code(), Some(0), "{}", output_text(&clean));
+    assert_exit(&clean, 0, "");
     let pop3 = relay.connections();
     assert_eq!(pop3.len(), 1, "a POP3 maildrop is opened once: {pop3:?}");
     for (i, offset) in offsets(0x9093, 6, 1..pop3[0].to_server)
@@ -538,12 +523,7 @@ fn a_cut_source_exits_4_and_a_rerun_completes_it() {
             .args(["--retries", "0"])
             .output()
             .unwrap();
-        assert_eq!(
-            first.status.code(),
-            Some(4),
-            "{trial}: {}",
-            output_text(&first)
-        );
+        assert_exit(&first, 4, &trial);
         assert_one_error(
             &first,
             &format!("pop3s://carol@127.0.0.1:{}: ", relay.port()),
@@ -554,12 +534,7 @@ fn a_cut_source_exits_4_and_a_rerun_completes_it() {
         let rerun = migrate(&server, relay.port(), server.imaps_port(), &folder)
             .output()
             .unwrap();
-        assert_eq!(
-            rerun.status.code(),
-            Some(0),
-            "{trial}: {}",
-            output_text(&rerun)
-        );
+        assert_exit(&rerun, 0, &trial);
         assert_exactly_once(&server, &folder, &mailbox, &trial);
     }
 
@@ -573,12 +548,7 @@ fn a_cut_source_exits_4_and_a_rerun_completes_it() {
         let output = migrate(&server, relay.port(), server.imaps_port(), &folder)
             .output()
             .unwrap();
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{trial}: {}",
-            output_text(&output)
-        );
+        assert_exit(&output, 0, &trial);
         let connections = relay.connections();
         assert!(
             connections[0].fired && connections.len() == 2,
@@ -593,7 +563,7 @@ fn a_cut_source_exits_4_and_a_rerun_completes_it() {
     let output = migrate(&server, relay.port(), server.imaps_port(), "SourceRetried")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+    assert_exit(&output, 0, "");
     let connections = relay.connections();
     assert!(
         connections[0].fired && connections.len() == 2,
@@ -633,7 +603,7 @@ fn a_target_that_refuses_or_drops_connections_at_the_start() {
         .args(["--retries", "0"])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
+    assert_exit(&output, 4, "");
     let error = assert_one_error(&output, &target("Refused"), "refused");
     assert!(
         error.contains("cannot connect") && error.contains("refused"),
@@ -649,7 +619,7 @@ fn a_target_that_refuses_or_drops_connections_at_the_start() {
         .args(["--retries", "5"])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+    assert_exit(&output, 0, "");
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert_exactly_once(&server, "Refused", &mailbox, "refused for 1 s, retried");
 
@@ -661,7 +631,7 @@ fn a_target_that_refuses_or_drops_connections_at_the_start() {
         .args(["--retries", "0"])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
+    assert_exit(&output, 4, "");
     let error = assert_one_error(&output, &target("Dropped"), "dropped");
     assert!(
         error.ends_with("the connection closed during the TLS handshake"),
@@ -677,7 +647,7 @@ fn a_target_that_refuses_or_drops_connections_at_the_start() {
     let output = migrate(&server, server.pop3s_port(), relay.port(), "Dropped")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", output_text(&output));
+    assert_exit(&output, 0, "");
     let connections = relay.connections();
     assert!(
         connections[0].fired && connections[1].fired,
@@ -692,7 +662,7 @@ fn a_target_that_refuses_or_drops_connections_at_the_start() {
         .args(["--retries", "5"])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(3), "{}", output_text(&output));
+    assert_exit(&output, 3, "");
     assert_eq!(relay.connections().len(), 1, "a refused login was retried");
 }
 
@@ -722,7 +692,7 @@ fn a_cut_imap_source_exits_4_and_a_rerun_completes_it() {
     };
     prepare_folder(&server, "ImapCalibration", &mailbox);
     let clean = imap_migrate("ImapCalibration").output().unwrap();
-    assert_eq!(clean.status.code(), Some(0), "{}", output_text(&clean));
+    assert_exit(&clean, 0, "");
     let source = relay.connections();
     assert_eq!(source.len(), 1, "one source connection: {source:?}");
     // The command after which the server sent the bulk of the bytes: the UID FETCH of bodies.
@@ -737,7 +707,7 @@ fn a_cut_imap_source_exits_4_and_a_rerun_completes_it() {
     prepare_folder(&server, "ImapCut", &mailbox);
     relay.set_faults(&[Fault::LoseAnswer(fetch_sent)]);
     let first = imap_migrate("ImapCut").output().unwrap();
-    assert_eq!(first.status.code(), Some(4), "{}", output_text(&first));
+    assert_exit(&first, 4, "");
     assert_one_error(
         &first,
         &format!("imaps://carol@127.0.0.1:{}/INBOX: ", relay.port()),
@@ -746,6 +716,6 @@ fn a_cut_imap_source_exits_4_and_a_rerun_completes_it() {
     assert!(relay.connections()[0].fired);
     relay.set_faults(&[]);
     let rerun = imap_migrate("ImapCut").output().unwrap();
-    assert_eq!(rerun.status.code(), Some(0), "{}", output_text(&rerun));
+    assert_exit(&rerun, 0, "");
     assert_exactly_once(&server, "ImapCut", &mailbox, "IMAP source cut, re-run");
 }

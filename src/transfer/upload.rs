@@ -93,23 +93,7 @@ impl<'a> Uploader<'a> {
         memory: Charge<'a>,
     ) -> Result<(), Error> {
         let folder = plan.target_folder.as_str();
-        // A batch waits for the others holding its repeated identities (see `Ledger`). This
-        // worker's own that hold any are settled first: the claim would wait for them. Only
-        // when another worker holds some does it settle every batch that holds a claim, and
-        // wait: a worker that waits holds no claim, so no two wait for each other. Settling
-        // every batch in flight each time would cost a round trip.
-        let repeated = self.ledger.repeated(folder, &batch);
-        let claim = match self
-            .settle_while(|sent| sent.claim.holds_any(folder, &repeated))
-            .map(|()| self.ledger.try_claim(folder, &repeated))
-        {
-            Ok(Some(claim)) => Ok(claim),
-            Ok(None) => self
-                .settle_while(|sent| sent.claim.holds_some())
-                .map(|()| self.ledger.claim(folder, repeated)),
-            Err(err) => Err(err),
-        };
-        let claim = match claim {
+        let claim = match self.claim(folder, &batch) {
             Ok(claim) => claim,
             Err(err) => {
                 lost(plan, &batch, self.observer);
@@ -120,29 +104,39 @@ impl<'a> Uploader<'a> {
             .target
             .as_mut()
             .expect("an uploader uploads only while connected");
-        match target.start_append(folder, &batch) {
-            Ok(started) => self.in_flight.push_back(InFlight {
-                plan,
-                batch,
-                started: Some(started),
-                claim,
-                _memory: memory,
-            }),
-            Err(err) => {
-                self.in_flight.push_back(InFlight {
-                    plan,
-                    batch,
-                    started: None,
-                    claim,
-                    _memory: memory,
-                });
-                return self.recover(err);
-            }
+        let (started, broke) = match target.start_append(folder, &batch) {
+            Ok(started) => (Some(started), None),
+            Err(err) => (None, Some(err)),
+        };
+        self.in_flight.push_back(InFlight {
+            plan,
+            batch,
+            started,
+            claim,
+            _memory: memory,
+        });
+        if let Some(err) = broke {
+            return self.recover(err);
         }
         while self.in_flight.len() > UPLOAD_WINDOW {
             self.settle_oldest()?;
         }
         Ok(())
+    }
+
+    /// Claims the batch's repeated identities (see `Ledger`). This worker's own batches that
+    /// hold any are settled first: the claim would wait for them. Only when another worker
+    /// holds some does it settle every batch of its own that holds a claim, and wait: a worker
+    /// that waits holds no claim, so no two wait for each other. Settling every batch in
+    /// flight each time would cost a round trip.
+    fn claim(&mut self, folder: &'a str, batch: &[Outgoing]) -> Result<Claim<'a>, Error> {
+        let repeated = self.ledger.repeated(folder, batch);
+        self.settle_while(|sent| sent.claim.holds_any(folder, &repeated))?;
+        if let Some(claim) = self.ledger.try_claim(folder, &repeated) {
+            return Ok(claim);
+        }
+        self.settle_while(|sent| sent.claim.holds_some())?;
+        Ok(self.ledger.claim(folder, repeated))
     }
 
     /// Settles the oldest batches while any batch in flight is `unsettled`.

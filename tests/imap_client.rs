@@ -179,14 +179,21 @@ fn synchronizing_literals_under_literal_minus() {
     assert_eq!(client.select("INBOX", true).unwrap().exists, 4);
 }
 
+/// Creates and subscribes to these mailboxes, indexing none.
+fn create(client: &mut ImapClient, names: &[String]) -> Result<(), SessionError> {
+    client
+        .create_and_index_mailboxes(names, &[], &[], |_, _| {})
+        .map(drop)
+}
+
 #[test]
 fn create_nested_and_non_ascii_folders() {
     let dovecot = Dovecot::start();
     let mut client = session(&dovecot, "carol");
     for name in ["Archive/2024/Q1", "Données & Entwürfe", "日本語/😀"] {
-        client.create_and_subscribe(&[name.to_owned()]).unwrap();
+        create(&mut client, &[name.to_owned()]).unwrap();
         // A second CREATE meets [ALREADYEXISTS], which counts as success.
-        client.create_and_subscribe(&[name.to_owned()]).unwrap();
+        create(&mut client, &[name.to_owned()]).unwrap();
     }
     let names: Vec<String> = client.list().unwrap().into_iter().map(|m| m.name).collect();
     for name in ["Archive/2024/Q1", "Données & Entwürfe", "日本語/😀"] {
@@ -211,7 +218,7 @@ fn create_nested_and_non_ascii_folders() {
 fn append_with_flags_and_date_reads_back() {
     let dovecot = Dovecot::start();
     let mut client = session(&dovecot, "dave");
-    client.create_and_subscribe(&["Kept".into()]).unwrap();
+    create(&mut client, &["Kept".into()]).unwrap();
     let raw = message(1, "", b"Hello.\r\n");
     let flags = ["\\Seen", "\\Flagged", "$Label1"].map(String::from);
     let date = DateTime::parse_from_rfc3339("2019-03-05T08:52:37+02:00").unwrap();
@@ -266,7 +273,7 @@ fn append_with_flags_and_date_reads_back() {
 fn multiappend_fifty_messages_and_fetch_them_back() {
     let dovecot = Dovecot::start();
     let mut client = session(&dovecot, "dave");
-    client.create_and_subscribe(&["Bulk".into()]).unwrap();
+    create(&mut client, &["Bulk".into()]).unwrap();
     let mut raws: Vec<Vec<u8>> = (0..48)
         .map(|n| message(n, "", format!("Body of message {n}.\r\n").as_bytes()))
         .collect();
@@ -384,7 +391,7 @@ fn append_to_a_missing_mailbox_says_trycreate() {
         }
     }
     // The literals were consumed: the session is still in step.
-    client.create_and_subscribe(&["Nowhere".into()]).unwrap();
+    create(&mut client, &["Nowhere".into()]).unwrap();
     assert!(client.append("Nowhere", &message).unwrap().is_some());
     client.logout().unwrap();
 }

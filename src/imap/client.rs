@@ -435,13 +435,6 @@ impl ImapClient {
         Ok(mailboxes)
     }
 
-    /// Creates and subscribes to each of these mailboxes, pipelined: one round trip for
-    /// all, parents before children as listed. The first refusal is the error.
-    pub fn create_and_subscribe(&mut self, names: &[String]) -> Result<(), SessionError> {
-        self.create_then_index(names, &[], false, &[], |_, _| {})
-            .map(drop)
-    }
-
     /// STATUS of each of these mailboxes (HIGHESTMODSEQ too when the server has CONDSTORE),
     /// pipelined: one round trip for all.
     pub fn statuses(&mut self, names: &[String]) -> Result<Vec<FolderStatus>, SessionError> {
@@ -574,9 +567,11 @@ impl ImapClient {
         self.create_then_index(&[], names, read_only, header_fields, on_each)
     }
 
-    /// [`create_and_subscribe`](Self::create_and_subscribe) of `create`, then
-    /// [`index_mailboxes`](Self::index_mailboxes) of `names` (read-write), in one pipeline:
-    /// a folder created for a copy is indexed in the same round trip.
+    /// Creates and subscribes to each mailbox of `create` (parents before children as listed;
+    /// one that exists already is what was asked for), then
+    /// [`index_mailboxes`](Self::index_mailboxes) of `names` (read-write), all in one
+    /// pipeline: a folder created for a copy is indexed in the same round trip. The first
+    /// refusal to create is the error.
     pub fn create_and_index_mailboxes(
         &mut self,
         create: &[String],

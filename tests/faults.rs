@@ -35,12 +35,12 @@ const NO_ID: [usize; 2] = [30, 130];
 /// The triplet member the target folder holds before each trial.
 const ALREADY_THERE: usize = TRIPLET[0];
 
-/// Carol's maildrop: 150 messages of 1–4 KB. Two pairs share an identity (a Message-ID, and
+/// Carol's maildrop: `messages` messages (at least 150) of 1–4 KB. Two pairs share an identity (a Message-ID, and
 /// the fingerprint of two messages without one) and three messages share another, each time
 /// across both batches, with different bodies.
-fn mailbox() -> Vec<Vec<u8>> {
+fn mailbox(messages: usize) -> Vec<Vec<u8>> {
     let mut rng = SplitMix64(0x6d61_696c);
-    let mailbox: Vec<Vec<u8>> = (0..150)
+    let mailbox: Vec<Vec<u8>> = (0..messages)
         .map(|i| {
             // Same headers and size: the two messages without a Message-ID share a fingerprint.
             let (subject, len) = if NO_ID.contains(&i) {
@@ -85,14 +85,20 @@ fn mailbox() -> Vec<Vec<u8>> {
 /// Dovecot's default, an fsync per stored message, would make one APPEND per message slow.
 const NO_FSYNC: &str = "mail_fsync = never\n";
 
-/// A Dovecot with carol's maildrop loaded (and MULTIAPPEND hidden unless `multiappend`).
+/// A Dovecot with carol's maildrop of 150 messages loaded (and MULTIAPPEND hidden unless
+/// `multiappend`): two batches.
 fn server(multiappend: bool) -> (Dovecot, Vec<Vec<u8>>) {
+    server_holding(multiappend, 150)
+}
+
+/// [`server`] with a maildrop of `messages` messages.
+fn server_holding(multiappend: bool, messages: usize) -> (Dovecot, Vec<Vec<u8>>) {
     let server = Dovecot::start_with(&if multiappend {
         NO_FSYNC.to_string()
     } else {
         format!("{NO_FSYNC}{NO_MULTIAPPEND}")
     });
-    let mailbox = mailbox();
+    let mailbox = mailbox(messages);
     server.append_many("carol", "INBOX", &mailbox);
     (server, mailbox)
 }
@@ -352,10 +358,12 @@ fn lost_answer_trials(multiappend: bool) {
 }
 
 /// Both upload workers (MULTIAPPEND) are cut, each once; the batches share identities, so their
-/// recoveries must not count each other's copies.
+/// recoveries must not count each other's copies. Six batches: with two, the first worker, on
+/// the connection planning left logged in, would often send both before the second one has
+/// logged in.
 #[test]
 fn retries_recover_two_workers_cut_in_the_same_run() {
-    let (server, mailbox) = server(true);
+    let (server, mailbox) = server_holding(true, 600);
     let relay = Relay::start(server.imaps_port());
     let mut both_cut = 0;
     // Past 10,000 bytes: the first connection plans before it uploads (see `uploads_from`).

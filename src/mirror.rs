@@ -455,28 +455,33 @@ fn canonical_flags<'a>(flags: impl Iterator<Item = &'a String>) -> Vec<String> {
     flags
 }
 
-/// Collects the identities of the messages copied, per source folder.
+/// Collects the messages copied, per source folder.
 #[derive(Default)]
-struct CopiedIdentities(Mutex<Vec<(String, String)>>);
+struct CopiedIdentities(Mutex<HashMap<String, Vec<Arc<SourceMessage>>>>);
 
 impl CopiedIdentities {
+    /// The identities copied from each source folder.
     fn by_folder(&self) -> BTreeMap<String, Vec<String>> {
-        let mut folders: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (folder, identity) in self.0.lock().unwrap().iter() {
-            folders
-                .entry(folder.clone())
-                .or_default()
-                .push(identity.clone());
-        }
-        folders
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(folder, messages)| {
+                let identities = messages.iter().map(|m| m.identity.to_string()).collect();
+                (folder.clone(), identities)
+            })
+            .collect()
     }
 }
 
 impl Observer for CopiedIdentities {
-    fn message_copied(&self, folder: &str, message: &SourceMessage, _uid: Option<MessageUid>) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((folder.to_owned(), message.identity.to_string()));
+    fn message_copied(&self, folder: &str, message: &Arc<SourceMessage>, _uid: Option<MessageUid>) {
+        let mut folders = self.0.lock().unwrap();
+        match folders.get_mut(folder) {
+            Some(messages) => messages.push(Arc::clone(message)),
+            None => {
+                folders.insert(folder.to_owned(), vec![Arc::clone(message)]);
+            }
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Progress bars on the terminal, fed by the engine's events. Hidden when stderr is not a
 //! terminal (cron) or with `--quiet`; the engine itself never touches the terminal.
 
+use std::sync::Arc;
+
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::imap::MessageUid;
@@ -52,7 +54,12 @@ impl Observer for ProgressBars {
         self.messages.set_prefix(plan.target_folder.clone());
     }
 
-    fn message_copied(&self, _folder: &str, message: &SourceMessage, _uid: Option<MessageUid>) {
+    fn message_copied(
+        &self,
+        _folder: &str,
+        message: &Arc<SourceMessage>,
+        _uid: Option<MessageUid>,
+    ) {
         self.messages.inc(1);
         self.bytes.inc(message.size);
     }

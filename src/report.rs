@@ -230,7 +230,7 @@ impl ReportBuilder {
 }
 
 impl Observer for ReportBuilder {
-    fn message_copied(&self, folder: &str, message: &SourceMessage, _uid: Option<MessageUid>) {
+    fn message_copied(&self, folder: &str, message: &Arc<SourceMessage>, _uid: Option<MessageUid>) {
         let mut report = self.state.lock().unwrap();
         report.copied += 1;
         report.bytes_copied += message.size;

@@ -45,21 +45,19 @@ pub struct Receipts(Mutex<HashMap<String, FolderReceipts>>);
 
 #[derive(Debug, Default)]
 struct FolderReceipts {
-    /// Copies with a known UID: the identity they were stored under, and the size the source
-    /// gave.
-    located: Vec<(Identity, u64, MessageUid)>,
+    /// Copies with a known UID. The source's index entry tells the identity they were stored
+    /// under and the size the source gave; sharing it costs no allocation per copy.
+    located: Vec<(Arc<SourceMessage>, MessageUid)>,
     /// Whether some copy's UID is unknown.
     unlocated: bool,
 }
 
 impl Observer for Receipts {
-    fn message_copied(&self, folder: &str, message: &SourceMessage, uid: Option<MessageUid>) {
+    fn message_copied(&self, folder: &str, message: &Arc<SourceMessage>, uid: Option<MessageUid>) {
         let mut folders = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let receipts = folders.entry(folder.to_owned()).or_default();
         match uid {
-            Some(uid) => receipts
-                .located
-                .push((message.identity.clone(), message.size, uid)),
+            Some(uid) => receipts.located.push((Arc::clone(message), uid)),
             None => receipts.unlocated = true,
         }
     }
@@ -177,11 +175,11 @@ fn expected(checks: &[&Check<'_>], receipts: &HashMap<String, FolderReceipts>) -
             if receipts.unlocated {
                 return None;
             }
-            for (identity, size, at) in &receipts.located {
+            for (message, at) in &receipts.located {
                 if at.uid_validity != uid_validity {
                     return None;
                 }
-                uids.insert(at.uid, (identity.clone(), Some(*size)));
+                uids.insert(at.uid, (message.identity.clone(), Some(message.size)));
             }
         }
     }

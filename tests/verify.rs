@@ -118,7 +118,12 @@ struct DeleteDuringCopy<'a> {
 }
 
 impl Observer for DeleteDuringCopy<'_> {
-    fn message_copied(&self, _folder: &str, message: &SourceMessage, _uid: Option<MessageUid>) {
+    fn message_copied(
+        &self,
+        _folder: &str,
+        message: &Arc<SourceMessage>,
+        _uid: Option<MessageUid>,
+    ) {
         if let Some(present) = self.present
             && !self.started.swap(true, Ordering::SeqCst)
         {

@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -326,7 +326,7 @@ impl Observer for LazyBars<'_> {
             bars.folder_started(plan);
         }
     }
-    fn message_copied(&self, folder: &str, message: &SourceMessage, uid: Option<MessageUid>) {
+    fn message_copied(&self, folder: &str, message: &Arc<SourceMessage>, uid: Option<MessageUid>) {
         if let Some(bars) = self.0.get() {
             bars.message_copied(folder, message, uid);
         }

@@ -1265,12 +1265,14 @@ fn index_record<'a>(response: &'a Response<'_>) -> Option<IndexRecord<'a>> {
     })
 }
 
-/// A FETCH without a body is an unsolicited flag update, not a fetched message. The body is
-/// taken out of the response: moved when the response owns it.
+/// A FETCH without a body is an unsolicited flag update, not a fetched message; nor is one
+/// whose body is NIL, which some servers send for a message expunged meanwhile: uploading it
+/// would store an empty message. The body is taken out of the response: moved when the
+/// response owns it.
 fn fetched_message<'a>(response: &mut Response<'a>) -> Option<FetchedMessage<'a>> {
     let parts = fetch_parts(response)?;
     let (uid, flags, internal_date) = (parts.uid?, parts.flags, parts.internal_date);
-    let raw = body_section(response)?.take().unwrap_or_default();
+    let raw = body_section(response)?.take()?;
     Some(FetchedMessage {
         uid,
         raw,
@@ -1417,5 +1419,19 @@ mod tests {
         let record = index_record(&response).unwrap();
         assert_eq!((record.uid, record.size, record.header), (4, 10, &b""[..]));
         assert!(record.internal_date.is_some());
+    }
+
+    #[test]
+    fn only_a_fetch_with_body_bytes_is_a_fetched_message() {
+        let fetched = |raw: &[u8]| {
+            let (_, mut response) = Response::parse(raw).unwrap();
+            fetched_message(&mut response).map(|m| (m.uid, m.raw.into_owned()))
+        };
+        assert_eq!(
+            fetched(b"* 1 FETCH (UID 4 BODY[] {2}\r\nhi)\r\n"),
+            Some((4, b"hi".to_vec()))
+        );
+        assert_eq!(fetched(b"* 1 FETCH (UID 4 BODY[] NIL)\r\n"), None);
+        assert_eq!(fetched(b"* 1 FETCH (UID 4 FLAGS (\\Seen))\r\n"), None);
     }
 }

@@ -108,7 +108,7 @@ impl Source for ImapSource {
                 }
             })
             .map_err(|e| self.failed(e))?;
-        // What the server did not send was expunged since the index was taken.
+        // What the server did not send, or sent as NIL, was expunged since the index was taken.
         let mut gone: Vec<Arc<SourceMessage>> = by_uid.into_values().collect();
         gone.sort_by_key(|m| m.key);
         for message in gone {

@@ -293,7 +293,13 @@ pub trait Observer: Sync {
     fn folder_started(&self, _plan: &FolderPlan) {}
     /// A message was stored on the target, under this UID when the target said so (and the
     /// bytes sent carry the message's planned identity).
-    fn message_copied(&self, _folder: &str, _message: &SourceMessage, _uid: Option<MessageUid>) {}
+    fn message_copied(
+        &self,
+        _folder: &str,
+        _message: &Arc<SourceMessage>,
+        _uid: Option<MessageUid>,
+    ) {
+    }
     /// The target refused a message, or it could not be transferred.
     fn message_failed(&self, _folder: &str, _message: &SourceMessage, _reason: &str) {}
 }
@@ -305,7 +311,7 @@ impl Observer for Fanout<'_> {
     fn folder_started(&self, plan: &FolderPlan) {
         self.0.iter().for_each(|o| o.folder_started(plan));
     }
-    fn message_copied(&self, folder: &str, message: &SourceMessage, uid: Option<MessageUid>) {
+    fn message_copied(&self, folder: &str, message: &Arc<SourceMessage>, uid: Option<MessageUid>) {
         self.0
             .iter()
             .for_each(|o| o.message_copied(folder, message, uid));
@@ -1096,7 +1102,12 @@ mod tests {
     }
 
     impl Observer for Events {
-        fn message_copied(&self, _folder: &str, message: &SourceMessage, _: Option<MessageUid>) {
+        fn message_copied(
+            &self,
+            _folder: &str,
+            message: &Arc<SourceMessage>,
+            _: Option<MessageUid>,
+        ) {
             self.copied.lock().unwrap().push(message.key);
         }
         fn message_failed(&self, _folder: &str, message: &SourceMessage, reason: &str) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mailferry::identity::{self, Identity};
-use mailferry::index::{SourceMessage, TargetCopy, TargetIndex};
+use mailferry::index::{Flags, SourceMessage, TargetCopy, TargetIndex};
 use mailferry::plan;
 
 const MESSAGES: usize = 100_000;
@@ -36,6 +36,7 @@ fn headers() -> Vec<Vec<u8>> {
 }
 
 fn source_index(headers: &[Vec<u8>]) -> Vec<Arc<SourceMessage>> {
+    let seen = Flags::from(["\\Seen".to_owned()]);
     headers
         .iter()
         .enumerate()
@@ -46,7 +47,7 @@ fn source_index(headers: &[Vec<u8>]) -> Vec<Arc<SourceMessage>> {
                 identity: identity::identify(header, 10_000),
                 identity_remembered: false,
                 size: 10_000,
-                flags: vec!["\\Seen".into()],
+                flags: Arc::clone(&seen),
                 internal_date: None,
             })
         })

@@ -1,6 +1,7 @@
 //! What the planner reads: a source folder's messages and a target folder's identities.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset};
 
@@ -21,9 +22,29 @@ pub struct SourceMessage {
     /// Size in octets as the server reports it (CRLF line ends).
     pub size: u64,
     /// IMAP flags to set on the copy.
-    pub flags: Vec<String>,
+    pub flags: Flags,
     /// INTERNALDATE to give the copy, when known.
     pub internal_date: Option<DateTime<FixedOffset>>,
+}
+
+/// A message's flags, shared by the messages that have the same: a mailbox holds only a few
+/// distinct sets, and a list of its own would be a good part of each index entry's memory.
+pub type Flags = Arc<[String]>;
+
+/// Hands out one [`Flags`] per distinct set of flags, to the messages of one index.
+#[derive(Debug, Default)]
+pub struct FlagSets(HashSet<Flags>);
+
+impl FlagSets {
+    /// The shared form of `flags`.
+    pub fn intern(&mut self, flags: Vec<String>) -> Flags {
+        if let Some(shared) = self.0.get(flags.as_slice()) {
+            return Arc::clone(shared);
+        }
+        let shared = Flags::from(flags);
+        self.0.insert(Arc::clone(&shared));
+        shared
+    }
 }
 
 #[cfg(test)]
@@ -36,7 +57,7 @@ impl SourceMessage {
             identity: Identity::MessageId(id.into()),
             identity_remembered: false,
             size: 10,
-            flags: vec![],
+            flags: Flags::default(),
             internal_date: None,
         }
     }
@@ -157,7 +178,7 @@ impl KnownMessage {
         &self,
         key: u32,
         stable_id: Option<String>,
-        flags: Vec<String>,
+        flags: Flags,
     ) -> Option<SourceMessage> {
         Some(SourceMessage {
             key,
@@ -171,5 +192,22 @@ impl KnownMessage {
                 .as_deref()
                 .and_then(|d| DateTime::parse_from_rfc3339(d).ok()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_flag_sets_share_one_list() {
+        let mut sets = FlagSets::default();
+        let seen = || vec!["\\Seen".to_owned()];
+        let first = sets.intern(seen());
+        let again = sets.intern(seen());
+        let other = sets.intern(vec!["\\Seen".to_owned(), "$Label1".to_owned()]);
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(*again, ["\\Seen"]);
+        assert_eq!(*other, ["\\Seen", "$Label1"]);
     }
 }

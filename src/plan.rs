@@ -70,13 +70,18 @@ pub fn diff(
                 return Arc::clone(message);
             }
             let mut message = SourceMessage::clone(message);
-            message.flags.retain(|flag| {
-                let keep = !refused(flag);
-                if !keep {
-                    *dropped_keywords.entry(flag.clone()).or_default() += 1;
-                }
-                keep
-            });
+            message.flags = message
+                .flags
+                .iter()
+                .filter(|flag| {
+                    let keep = !refused(flag);
+                    if !keep {
+                        *dropped_keywords.entry(flag.to_string()).or_default() += 1;
+                    }
+                    keep
+                })
+                .cloned()
+                .collect();
             Arc::new(message)
         })
         .collect();
@@ -162,26 +167,26 @@ mod tests {
     #[test]
     fn keywords_the_target_refuses_are_dropped_and_counted() {
         let mut flagged = SourceMessage::with_id(1, "a");
-        flagged.flags = vec!["\\Seen".into(), "$Label1".into(), "custom".into()];
+        flagged.flags = ["\\Seen".into(), "$Label1".into(), "custom".into()].into();
         let mut target = TargetIndex::default();
         target.keywords =
             crate::index::KeywordPolicy::from_permanent_flags(&["\\Seen".into(), "$Label1".into()]);
         let plan = diff("I", "I", &[Arc::new(flagged)], &target);
-        assert_eq!(plan.to_copy[0].flags, ["\\Seen", "$Label1"]);
+        assert_eq!(*plan.to_copy[0].flags, ["\\Seen", "$Label1"]);
         assert_eq!(plan.dropped_keywords.get("custom"), Some(&1));
     }
 
     #[test]
     fn the_plan_shares_the_source_messages_and_leaves_their_flags_alone() {
         let mut flagged = SourceMessage::with_id(2, "b");
-        flagged.flags = vec!["\\Seen".into(), "custom".into()];
+        flagged.flags = ["\\Seen".into(), "custom".into()].into();
         let source = [msg(1, "a"), Arc::new(flagged)];
         let mut target = TargetIndex::default();
         target.keywords = crate::index::KeywordPolicy::from_permanent_flags(&["\\Seen".into()]);
         let plan = diff("I", "I", &source, &target);
         assert!(Arc::ptr_eq(&plan.to_copy[0], &source[0]));
-        assert_eq!(plan.to_copy[1].flags, ["\\Seen"]);
-        assert_eq!(source[1].flags, ["\\Seen", "custom"]);
+        assert_eq!(*plan.to_copy[1].flags, ["\\Seen"]);
+        assert_eq!(*source[1].flags, ["\\Seen", "custom"]);
     }
 
     proptest! {

@@ -8,7 +8,7 @@ use crate::error::{Error, SessionError};
 use crate::folders::FolderInfo;
 use crate::identity::{self, IDENTITY_FIELDS};
 use crate::imap::{FolderStatus, ImapClient};
-use crate::index::SourceMessage;
+use crate::index::{FlagSets, SourceMessage};
 use crate::migrate::{Account, ConnectOptions};
 use crate::session;
 use crate::transfer::{Fetched, Source, Unreadable};
@@ -59,6 +59,7 @@ impl Source for ImapSource {
 
     fn index_all(&mut self, folders: &[String]) -> Result<Vec<Vec<SourceMessage>>, Error> {
         let mut indexes = vec![Vec::new(); folders.len()];
+        let mut flag_sets = FlagSets::default();
         let opened = self
             .client
             .index_mailboxes(folders, true, &IDENTITY_FIELDS, |i, record| {
@@ -70,11 +71,13 @@ impl Source for ImapSource {
                     size: record.size,
                     // \Recent belongs to the session that saw the message first; no
                     // server lets a client set it.
-                    flags: record
-                        .flags
-                        .into_iter()
-                        .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
-                        .collect(),
+                    flags: flag_sets.intern(
+                        record
+                            .flags
+                            .into_iter()
+                            .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+                            .collect(),
+                    ),
                     internal_date: record.internal_date,
                 });
             })

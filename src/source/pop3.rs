@@ -8,7 +8,7 @@ use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::folders::FolderInfo;
 use crate::identity;
-use crate::index::{KnownMessage, KnownMessages, SourceMessage};
+use crate::index::{Flags, KnownMessage, KnownMessages, SourceMessage};
 use crate::migrate::{Account, ConnectOptions};
 use crate::pop3::{FetchError, Listing, Pop3Client};
 use crate::session;
@@ -22,7 +22,8 @@ pub struct Pop3Source {
     /// `None` once the session has ended to commit deletions.
     client: Option<Pop3Client>,
     account: Account,
-    flags: Vec<String>,
+    /// What every message's copy gets, one list shared by all.
+    flags: Flags,
 }
 
 /// Why a fetch loop stopped early on the caller's request.
@@ -39,9 +40,9 @@ impl Pop3Source {
             client: Some(session::open_pop3(account, Side::From, options)?),
             account: account.clone(),
             flags: if mark_seen {
-                vec!["\\Seen".to_owned()]
+                Flags::from(["\\Seen".to_owned()])
             } else {
-                Vec::new()
+                Flags::default()
             },
         })
     }

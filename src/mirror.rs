@@ -7,12 +7,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::error::Error;
 use crate::folders::FolderMapping;
 use crate::identity::Identity;
-use crate::imap::{FolderStatus, MessageUid};
+use crate::imap::FolderStatus;
 use crate::index::{KnownMessages, SourceMessage};
 use crate::migrate::{self, AfterCopy, MigrateJob, PlanHooks, PlannedFolder};
 use crate::parallel::both;
@@ -69,7 +69,7 @@ pub fn run(
         .map(|f| (f.plan.source_folder.clone(), f.plan.target_folder.clone()))
         .collect();
 
-    let copied = CopiedIdentities::default();
+    let copied = verify::Receipts::default();
     let mut state = previous.clone();
     state.deleted_gone = job.delete;
     // Folders gone from the source (or now excluded) are forgotten.
@@ -174,14 +174,16 @@ fn folder_state<'s>(
 fn record_run(
     state: &mut MirrorState,
     targets: &[(String, String)],
-    copied: &CopiedIdentities,
+    copied: &verify::Receipts,
     known: &mut BTreeMap<String, KnownMessages>,
 ) {
-    let copies = copied.by_folder();
     for (source_folder, target_folder) in targets {
         let folder = folder_state(state, target_folder, source_folder);
-        for identity in copies.get(source_folder).into_iter().flatten() {
-            *folder.copied.entry(identity.clone()).or_default() += 1;
+        for message in copied.copied_from(source_folder) {
+            *folder
+                .copied
+                .entry(message.identity.to_string())
+                .or_default() += 1;
         }
         if let Some(fresh) = known.remove(source_folder) {
             folder.known = fresh;
@@ -453,35 +455,4 @@ fn canonical_flags<'a>(flags: impl Iterator<Item = &'a String>) -> Vec<String> {
         .collect();
     flags.sort();
     flags
-}
-
-/// Collects the messages copied, per source folder.
-#[derive(Default)]
-struct CopiedIdentities(Mutex<HashMap<String, Vec<Arc<SourceMessage>>>>);
-
-impl CopiedIdentities {
-    /// The identities copied from each source folder.
-    fn by_folder(&self) -> BTreeMap<String, Vec<String>> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(folder, messages)| {
-                let identities = messages.iter().map(|m| m.identity.to_string()).collect();
-                (folder.clone(), identities)
-            })
-            .collect()
-    }
-}
-
-impl Observer for CopiedIdentities {
-    fn message_copied(&self, folder: &str, message: &Arc<SourceMessage>, _uid: Option<MessageUid>) {
-        let mut folders = self.0.lock().unwrap();
-        match folders.get_mut(folder) {
-            Some(messages) => messages.push(Arc::clone(message)),
-            None => {
-                folders.insert(folder.to_owned(), vec![Arc::clone(message)]);
-            }
-        }
-    }
 }

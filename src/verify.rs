@@ -12,7 +12,7 @@
 //! so a message reported missing is one the index did not find.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::error::Error;
 use crate::identity::Identity;
@@ -38,27 +38,41 @@ pub fn missing(
     plan::absent(source_index, target_index).cloned().collect()
 }
 
-/// Where the target stored this run's copies, per source folder, as the upload workers report
-/// them: an [`Observer`] of the copy.
+/// This run's copies, per source folder, and where the target stored each when it said
+/// (UIDPLUS), as the upload workers report them: an [`Observer`] of the copy.
 #[derive(Debug, Default)]
-pub struct Receipts(Mutex<HashMap<String, FolderReceipts>>);
+pub struct Receipts(Mutex<HashMap<String, Vec<Receipt>>>);
 
-#[derive(Debug, Default)]
-struct FolderReceipts {
-    /// Copies with a known UID. The source's index entry tells the identity they were stored
-    /// under and the size the source gave; sharing it costs no allocation per copy.
-    located: Vec<(Arc<SourceMessage>, MessageUid)>,
-    /// Whether some copy's UID is unknown.
-    unlocated: bool,
+/// A copy: the source's index entry, which tells the identity it was stored under and the
+/// size the source gave (shared, so no allocation per copy), and its UID when known.
+type Receipt = (Arc<SourceMessage>, Option<MessageUid>);
+
+impl Receipts {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<Receipt>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The messages copied from a source folder.
+    pub fn copied_from(&self, source_folder: &str) -> Vec<Arc<SourceMessage>> {
+        self.lock()
+            .get(source_folder)
+            .into_iter()
+            .flatten()
+            .map(|(message, _)| Arc::clone(message))
+            .collect()
+    }
 }
 
 impl Observer for Receipts {
     fn message_copied(&self, folder: &str, message: &Arc<SourceMessage>, uid: Option<MessageUid>) {
-        let mut folders = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let receipts = folders.entry(folder.to_owned()).or_default();
-        match uid {
-            Some(uid) => receipts.located.push((Arc::clone(message), uid)),
-            None => receipts.unlocated = true,
+        let receipt = (Arc::clone(message), uid);
+        let mut folders = self.lock();
+        // Looked up before inserting: `entry` would take an owned name for every copy.
+        match folders.get_mut(folder) {
+            Some(receipts) => receipts.push(receipt),
+            None => {
+                folders.insert(folder.to_owned(), vec![receipt]);
+            }
         }
     }
 }
@@ -95,7 +109,7 @@ pub fn missing_after_copies(
     folders.sort_unstable();
     folders.dedup();
     let expected: Vec<Option<Expected>> = {
-        let receipts = receipts.0.lock().unwrap_or_else(|e| e.into_inner());
+        let receipts = receipts.lock();
         folders
             .iter()
             .map(|folder| {
@@ -159,7 +173,7 @@ pub fn missing_after_copies(
 
 /// The UIDs a target folder must hold for its checks to pass, or `None` when some are
 /// unknown: a copy without a UID, or UIDs under another UIDVALIDITY than the planning index's.
-fn expected(checks: &[&Check<'_>], receipts: &HashMap<String, FolderReceipts>) -> Option<Expected> {
+fn expected(checks: &[&Check<'_>], receipts: &HashMap<String, Vec<Receipt>>) -> Option<Expected> {
     let uid_validity = checks[0].planned.uid_validity?;
     let mut uids = BTreeMap::new();
     for check in checks {
@@ -171,16 +185,12 @@ fn expected(checks: &[&Check<'_>], receipts: &HashMap<String, FolderReceipts>) -
                 uids.insert(copy.uid, (message.identity.clone(), None));
             }
         }
-        if let Some(receipts) = receipts.get(check.source_folder) {
-            if receipts.unlocated {
+        for (message, at) in receipts.get(check.source_folder).into_iter().flatten() {
+            let at = (*at)?;
+            if at.uid_validity != uid_validity {
                 return None;
             }
-            for (message, at) in &receipts.located {
-                if at.uid_validity != uid_validity {
-                    return None;
-                }
-                uids.insert(at.uid, (message.identity.clone(), Some(message.size)));
-            }
+            uids.insert(at.uid, (message.identity.clone(), Some(message.size)));
         }
     }
     Some(Expected { uid_validity, uids })

@@ -109,19 +109,13 @@ impl Target for ImapTarget {
         create: &[String],
         folders: &[String],
     ) -> Result<Vec<TargetIndex>, Error> {
-        // INBOX always exists; some servers refuse to create it.
-        let create: Vec<String> = create
-            .iter()
-            .filter(|f| !f.eq_ignore_ascii_case("INBOX"))
-            .cloned()
-            .collect();
         // SELECT, not EXAMINE: only a read-write session learns which keywords the folder
         // stores (PERMANENTFLAGS).
         self.selected = None;
         let mut indexes = vec![TargetIndex::default(); folders.len()];
         let opened = self
             .client
-            .create_and_index_mailboxes(&create, folders, &IDENTITY_FIELDS, |i, record| {
+            .create_and_index_mailboxes(create, folders, &IDENTITY_FIELDS, |i, record| {
                 indexes[i].add(
                     identity::identify(record.header, record.size),
                     TargetCopy {

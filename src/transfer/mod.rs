@@ -171,7 +171,8 @@ pub trait Target: Send {
     /// The folders that exist on the target.
     fn folders(&mut self) -> Result<Vec<FolderInfo>, Error>;
     /// Creates (and subscribes to) the folders of `create`, parents listed before their
-    /// children (one that exists already is no error), then indexes `folders` as
+    /// children (one that exists already is no error; INBOX, which always exists and some
+    /// servers refuse to create, is never among them), then indexes `folders` as
     /// [`index_all`](Self::index_all) does.
     fn create_and_index(
         &mut self,
@@ -370,7 +371,9 @@ impl TransferSettings {
     /// How many batches a plan's messages make, at least (a message bigger than a batch
     /// travels alone).
     fn batches_of(&self, plan: &FolderPlan) -> usize {
-        (plan.to_copy.len().div_ceil(self.batch_messages))
+        plan.to_copy
+            .len()
+            .div_ceil(self.batch_messages)
             .max(plan.bytes_to_copy().div_ceil(self.batch_bytes) as usize)
             .min(plan.to_copy.len())
     }

@@ -1,6 +1,7 @@
 //! An upload worker: batches of any folders onto one target connection, which is re-opened
-//! when it breaks, with a re-index of the folders it was writing to so that nothing the server already stored is sent twice, and
-//! the `Ledger` that keeps that count exact when one identity is in several batches.
+//! when it breaks, with a re-index of the folders it was writing to so that nothing the server
+//! already stored is sent twice, and the `Ledger` that keeps that count exact when one
+//! identity is in several batches.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -453,7 +454,7 @@ impl Ledger {
             })
             .unwrap_or_else(PoisonError::into_inner);
         self.waiting.fetch_sub(1, Ordering::SeqCst);
-        Self::take(folders, self, folder, identities)
+        self.take(folders, folder, identities)
     }
 
     /// Whether a worker waits for a claim.
@@ -465,7 +466,7 @@ impl Ledger {
     fn try_claim<'l>(&'l self, folder: &'l str, identities: &[Identity]) -> Option<Claim<'l>> {
         let folders = self.lock();
         (!Self::busy(&folders, folder, identities))
-            .then(|| Self::take(folders, self, folder, identities.to_vec()))
+            .then(|| self.take(folders, folder, identities.to_vec()))
     }
 
     fn busy(
@@ -478,9 +479,10 @@ impl Ledger {
             .any(|identity| folders[folder].repeated[identity].claimed)
     }
 
+    /// Claims the identities, under the lock `folders` holds on this ledger.
     fn take<'l>(
+        &'l self,
         mut folders: MutexGuard<'_, HashMap<String, FolderLedger>>,
-        ledger: &'l Ledger,
         folder: &'l str,
         identities: Vec<Identity>,
     ) -> Claim<'l> {
@@ -494,7 +496,7 @@ impl Ledger {
             }
         }
         Claim {
-            ledger,
+            ledger: self,
             folder,
             identities,
         }

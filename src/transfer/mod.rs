@@ -492,17 +492,18 @@ pub fn copy_folders(
         // A lane's workers serve each of its folders in turn: a worker goes on to the next
         // folder's batches without waiting for the answers to the last folder's, so a folder
         // boundary costs no round trip.
-        let open_lane = || {
+        let open_lane = |mut logged_in: Option<Box<dyn Target>>| {
             let (batches_tx, batches_rx) = bounded::<Batch>(workers);
             for _ in 0..workers {
                 let batches = batches_rx.clone();
+                let given = logged_in.take();
                 let (ledger, budget, failed) = (&ledger, &budget, &failed);
                 let (connect_error, connected, fail) = (&connect_error, &connected, &fail);
                 scope.spawn(move || {
                     let mut uploader = Uploader::new(targets, settings, observer, ledger);
                     // A worker that cannot log in (a server's per-user connection limit, say)
                     // leaves the batches to the others; only when none connects is it fatal.
-                    if let Err(err) = uploader.connect() {
+                    if let Err(err) = uploader.connect(given) {
                         connect_error.lock().unwrap().get_or_insert(err);
                         return;
                     }
@@ -531,15 +532,20 @@ pub fn copy_folders(
                 first_error: &first_error,
             }
         };
+        // A connection left in the pool (the planning one) goes to this lane, which reads on
+        // the planning source connection: its messages come first, while every other lane
+        // has yet to log in to both servers. Taken by whichever worker started first, it
+        // went to another lane half the time, and this one waited for a new login.
+        let first_lane = open_lane(targets.take());
         for _ in 1..lanes {
-            let (lane, fail) = (open_lane(), &fail);
+            let (lane, fail) = (open_lane(None), &fail);
             scope.spawn(move || match connect_source() {
                 Ok(mut source) => lane.run(&mut source),
                 Err(err) => fail(err),
             });
         }
         // Each lane's sender goes with it, and its workers then finish.
-        open_lane().run(source);
+        first_lane.run(source);
     });
     let no_worker = connected.into_inner() == 0;
     match (

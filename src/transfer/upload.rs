@@ -62,14 +62,14 @@ impl<'a> Uploader<'a> {
         }
     }
 
-    /// Takes an idle connection from the pool, or opens the worker's first connection, trying
-    /// again (`settings.retries` times) when it
-    /// could not be opened, broke or timed out. The planning connection got through with the
-    /// same settings, so a TLS or protocol failure here is a broken connection too. A refusal
-    /// by the server is final: a worker beyond a per-user connection limit gives up at once
-    /// and leaves the batches to the others.
-    pub(super) fn connect(&mut self) -> Result<(), Error> {
-        if let Some(target) = self.targets.take() {
+    /// Takes `given`, or an idle connection from the pool, or opens the worker's first
+    /// connection, trying again (`settings.retries` times) when it could not be opened, broke
+    /// or timed out. The planning connection got through with the same settings, so a TLS or
+    /// protocol failure here is a broken connection too. A refusal by the server is final: a
+    /// worker beyond a per-user connection limit gives up at once and leaves the batches to
+    /// the others.
+    pub(super) fn connect(&mut self, given: Option<Box<dyn Target>>) -> Result<(), Error> {
+        if let Some(target) = given.or_else(|| self.targets.take()) {
             self.target = Some(target);
             return Ok(());
         }

@@ -36,6 +36,7 @@
 //!   a folder name is refused ("Character not allowed in mailbox name: '.'").
 #![allow(dead_code)]
 
+pub mod mailutils;
 pub mod relay;
 
 use std::collections::HashMap;
@@ -308,14 +309,8 @@ impl Dovecot {
     ) {
         self.create_folder(user, folder);
         let mut imap = ImapSession::login(self.imap_port, user);
-        let mut command = format!("A APPEND {}", imap_quote(&mutf7_encode(folder)));
-        if !flags.is_empty() {
-            command.push_str(&format!(" ({})", flags.join(" ")));
-        }
-        if let Some(date) = internal_date {
-            command.push_str(&format!(" \"{}\"", imap_date(date)));
-        }
-        imap.append(&command, raw, folder);
+        let date = internal_date.map(imap_date);
+        imap.append(folder, flags, date.as_deref(), raw);
         imap.logout();
     }
 
@@ -325,17 +320,9 @@ impl Dovecot {
     /// many messages. Panics if the server refuses one.
     pub fn append_many(&self, user: &str, folder: &str, raws: &[Vec<u8>]) {
         let mut imap = ImapSession::login(self.imap_port, user);
-        let mailbox = imap_quote(&mutf7_encode(folder));
-        if !folder.eq_ignore_ascii_case("INBOX") {
-            imap.send(format!("C CREATE {mailbox}\r\n").as_bytes());
-            let done = imap.read_tagged("C");
-            assert!(
-                done.starts_with("C OK") || done.contains("[ALREADYEXISTS]"),
-                "CREATE {folder:?} failed: {done}"
-            );
-        }
+        imap.create(folder);
         for raw in raws {
-            imap.append(&format!("A APPEND {mailbox}"), raw, folder);
+            imap.append(folder, &[], None, raw);
         }
         imap.logout();
     }
@@ -890,13 +877,25 @@ fn read_all(mut file: File) -> Vec<u8> {
     bytes
 }
 
-/// Just enough IMAP for [`Dovecot::append`]; mailferry's own client is what the tests test.
+/// Just enough IMAP for the harnesses to store and inspect mail ([`Dovecot::append`],
+/// [`mailutils::Mailutils`]); mailferry's own client is what the tests test. Accepts lines
+/// ending in a bare LF, as GNU imap4d sends some.
 struct ImapSession {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
+    /// Commands sent so far; the next tag is `T<sent + 1>`.
+    sent: u32,
+}
+
+/// One untagged response: its text (every line of it, each literal's bytes left out but its
+/// `{N}` announcement kept) and its literals in order.
+struct Untagged {
+    text: String,
+    literals: Vec<Vec<u8>>,
 }
 
 impl ImapSession {
+    /// Connects to the IMAP port on 127.0.0.1 and logs in as `user` with [`password`]`(user)`.
     fn login(port: u16, user: &str) -> ImapSession {
         let address = (Ipv4Addr::LOCALHOST, port).into();
         let stream = TcpStream::connect_timeout(&address, IMAP_TIMEOUT)
@@ -906,17 +905,14 @@ impl ImapSession {
         let mut session = ImapSession {
             reader: BufReader::new(stream.try_clone().unwrap()),
             writer: stream,
+            sent: 0,
         };
-        let greeting = session.read_line();
+        let greeting = session.read_response().text;
         assert!(greeting.starts_with("* OK"), "IMAP greeting: {greeting}");
-        let login = format!(
-            "L LOGIN {} {}\r\n",
-            imap_quote(user),
-            imap_quote(&password(user))
-        );
-        session.send(login.as_bytes());
-        let done = session.read_tagged("L");
-        assert!(done.starts_with("L OK"), "IMAP LOGIN as {user}: {done}");
+        let login = format!("LOGIN {} {}", imap_quote(user), imap_quote(&password(user)));
+        if let Err(done) = session.command(&login) {
+            panic!("IMAP LOGIN as {user}: {done}");
+        }
         session
     }
 
@@ -926,46 +922,117 @@ impl ImapSession {
             .unwrap_or_else(|e| panic!("write to IMAP server: {e}"));
     }
 
-    fn read_line(&mut self) -> String {
-        let mut line = Vec::new();
-        match self.reader.read_until(b'\n', &mut line) {
-            Ok(0) => panic!("IMAP server closed the connection"),
-            Ok(_) => String::from_utf8_lossy(&line).trim_end().to_string(),
-            Err(e) => panic!("read from IMAP server: {e}"),
+    fn next_tag(&mut self) -> String {
+        self.sent += 1;
+        format!("T{}", self.sent)
+    }
+
+    /// Reads one response, with the literals it announces.
+    fn read_response(&mut self) -> Untagged {
+        let mut response = Untagged {
+            text: String::new(),
+            literals: Vec::new(),
+        };
+        loop {
+            let mut line = Vec::new();
+            match self.reader.read_until(b'\n', &mut line) {
+                Ok(0) => panic!("IMAP server closed the connection"),
+                Ok(_) => {}
+                Err(e) => panic!("read from IMAP server: {e}"),
+            }
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\r', '\n']);
+            response.text.push_str(line);
+            let Some(len) = literal_length(line) else {
+                return response;
+            };
+            let mut literal = vec![0; len];
+            self.reader
+                .read_exact(&mut literal)
+                .unwrap_or_else(|e| panic!("read a {len}-byte literal from IMAP server: {e}"));
+            response.literals.push(literal);
         }
     }
 
-    fn read_tagged(&mut self, tag: &str) -> String {
+    /// Sends `command` under a fresh tag: the untagged responses before its completion if that
+    /// is OK, else the completion line.
+    fn command(&mut self, command: &str) -> Result<Vec<Untagged>, String> {
+        let tag = self.next_tag();
+        self.send(format!("{tag} {command}\r\n").as_bytes());
+        self.finish(&tag)
+    }
+
+    fn finish(&mut self, tag: &str) -> Result<Vec<Untagged>, String> {
+        let mut untagged = Vec::new();
         loop {
-            let line = self.read_line();
-            if line.starts_with(&format!("{tag} ")) {
-                return line;
+            let response = self.read_response();
+            match response
+                .text
+                .strip_prefix(tag)
+                .and_then(|r| r.strip_prefix(' '))
+            {
+                Some(status) if status.starts_with("OK") => return Ok(untagged),
+                Some(_) => return Err(response.text),
+                None => untagged.push(response),
             }
         }
     }
 
-    /// Sends `command` (tagged `A`, everything but the literal) with `raw` as its message
-    /// literal; panics unless `folder` took it.
-    fn append(&mut self, command: &str, raw: &[u8], folder: &str) {
+    /// Creates `folder` unless it is INBOX or exists already; panics if the server refuses.
+    fn create(&mut self, folder: &str) {
+        if folder.eq_ignore_ascii_case("INBOX") {
+            return;
+        }
+        match self.command(&format!("CREATE {}", imap_mailbox(folder))) {
+            Ok(_) => {}
+            // Dovecot answers "[ALREADYEXISTS]", GNU imap4d "NO CREATE already exists".
+            Err(done)
+                if done.contains("[ALREADYEXISTS]")
+                    || done.to_ascii_lowercase().contains("already exists") => {}
+            Err(done) => panic!("CREATE {folder:?} failed: {done}"),
+        }
+    }
+
+    /// APPENDs `raw` to `folder` with `flags` and, if given, that INTERNALDATE (IMAP
+    /// date-time, e.g. `05-Mar-2019 06:52:37 +0000`); panics unless `folder` took it.
+    fn append(&mut self, folder: &str, flags: &[&str], date: Option<&str>, raw: &[u8]) {
+        let tag = self.next_tag();
+        let mut command = format!("{tag} APPEND {}", imap_mailbox(folder));
+        if !flags.is_empty() {
+            command.push_str(&format!(" ({})", flags.join(" ")));
+        }
+        if let Some(date) = date {
+            command.push_str(&format!(" \"{date}\""));
+        }
         self.send(format!("{command} {{{}}}\r\n", raw.len()).as_bytes());
-        let go_ahead = self.read_line();
+        let go_ahead = self.read_response().text;
         assert!(
-            go_ahead.starts_with("+"),
+            go_ahead.starts_with('+'),
             "APPEND to {folder:?} refused: {go_ahead}"
         );
         self.send(raw);
         self.send(b"\r\n");
-        let done = self.read_tagged("A");
-        assert!(
-            done.starts_with("A OK"),
-            "APPEND to {folder:?} failed: {done}"
-        );
+        if let Err(done) = self.finish(&tag) {
+            panic!("APPEND to {folder:?} failed: {done}");
+        }
     }
 
     fn logout(mut self) {
-        self.send(b"Z LOGOUT\r\n");
-        self.read_tagged("Z");
+        if let Err(done) = self.command("LOGOUT") {
+            panic!("IMAP LOGOUT: {done}");
+        }
     }
+}
+
+/// The length `N` of the literal a response line announces by ending in `{N}`.
+fn literal_length(line: &str) -> Option<usize> {
+    let open = line.strip_suffix('}')?.rfind('{')?;
+    line[open + 1..line.len() - 1].parse().ok()
+}
+
+/// A folder name as an IMAP mailbox argument: modified UTF-7, quoted.
+fn imap_mailbox(folder: &str) -> String {
+    imap_quote(&mutf7_encode(folder))
 }
 
 fn imap_quote(text: &str) -> String {

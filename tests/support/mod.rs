@@ -36,6 +36,7 @@
 //!   a folder name is refused ("Character not allowed in mailbox name: '.'").
 #![allow(dead_code)]
 
+pub mod quirks;
 pub mod relay;
 
 use std::collections::HashMap;

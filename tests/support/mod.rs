@@ -37,6 +37,7 @@
 #![allow(dead_code)]
 
 pub mod mailutils;
+pub mod quirks;
 pub mod relay;
 
 use std::collections::HashMap;

@@ -18,6 +18,11 @@
 //! ([`Relay::set_faults`]); connections beyond the list pass untouched. [`Relay::connections`]
 //! says what happened on each, so a test can check that its fault really fired.
 //!
+//! [`Relay::set_quirks`] makes the server behind the relay quirky on every connection: what it
+//! sends is rewritten as by a server that rewrites stored mail (bare LF, refolded headers,
+//! added fields; see [`super::quirks`]), on top of any fault. Byte counts and cut offsets are
+//! of the server's bytes as sent, before the rewriting.
+//!
 //! [`Relay::refuse_for`] takes the listener down for a while, as a server that is not up yet
 //! (or restarting): connecting fails with "connection refused" until it is back on the same
 //! port.
@@ -27,12 +32,15 @@
 //! stalled connection is closed after [`MAX_STALL`]. Dropping the relay shuts every
 //! connection down and joins every thread.
 
+use std::borrow::Cow;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use super::quirks::{Quirks, Rewriter};
 
 /// How long a pump's blocked read or the acceptor's idle loop waits before looking at the
 /// stop flag again.
@@ -128,6 +136,8 @@ struct State {
     listening: bool,
     /// Faults for the connections accepted since the last `set_faults`, in order.
     faults: Vec<Fault>,
+    /// For the connections accepted from now on.
+    quirks: Quirks,
     /// Every connection since the last `set_faults`.
     logs: Vec<Arc<Mutex<ConnectionLog>>>,
     /// Connections whose pumps still run, to shut them down on drop.
@@ -140,6 +150,9 @@ struct Link {
     client: TcpStream,
     server: TcpStream,
     log: Arc<Mutex<ConnectionLog>>,
+    /// With quirks: rewrites what the server sends (and watches what the client sends, to
+    /// know which POP3 answers are multi-line).
+    rewriter: Option<Mutex<Rewriter>>,
     /// Set once a cut fired: the client side is shut down, the server side drained.
     cut: AtomicBool,
     /// When a stall fired.
@@ -194,6 +207,13 @@ impl Relay {
         let mut state = lock(&self.shared.state);
         state.faults = faults.to_vec();
         state.logs.clear();
+    }
+
+    /// Makes the server quirky on the connections accepted from now on (connections already
+    /// open keep theirs); [`Quirks::default`] ends that. Plaintext connections only: see
+    /// [`super::quirks`].
+    pub fn set_quirks(&self, quirks: Quirks) {
+        lock(&self.shared.state).quirks = quirks;
     }
 
     /// Closes the listening socket now and opens it again, on the same port, once `duration`
@@ -320,10 +340,12 @@ fn relay_connection(client: TcpStream, shared: &Arc<Shared>) -> std::io::Result<
         ..ConnectionLog::default()
     }));
     state.logs.push(Arc::clone(&log));
+    let quirks = state.quirks;
     let link = Arc::new(Link {
         client,
         server,
         log,
+        rewriter: quirks.any().then(|| Mutex::new(Rewriter::new(quirks))),
         cut: AtomicBool::new(false),
         stalled: Mutex::new(None),
     });
@@ -399,8 +421,34 @@ impl Link {
         }
     }
 
-    /// What goes on of bytes read in `direction`: unchanged, but for [`Fault::HideSaslPlain`].
-    fn rewrite<'b>(&self, direction: Direction, bytes: &'b [u8]) -> std::borrow::Cow<'b, [u8]> {
+    /// What goes on of bytes read in `direction`: unchanged, but for [`Fault::HideSaslPlain`]
+    /// and quirks. The rewriter sees the client's bytes before the server does, so it knows
+    /// each command before its answer.
+    fn rewrite<'b>(&self, direction: Direction, bytes: &'b [u8]) -> Cow<'b, [u8]> {
+        let bytes = self.hide_sasl_plain(direction, bytes);
+        let Some(rewriter) = &self.rewriter else {
+            return bytes;
+        };
+        let mut rewriter = lock(rewriter);
+        match direction {
+            Direction::ToServer => {
+                rewriter.client_sent(&bytes);
+                bytes
+            }
+            Direction::ToClient => rewriter.server_sent(&bytes).into(),
+        }
+    }
+
+    /// What the quirks' rewriter still holds back once the server's stream has ended.
+    fn rewrite_end(&self) -> Vec<u8> {
+        self.rewriter
+            .as_ref()
+            .map(|rewriter| lock(rewriter).finish())
+            .unwrap_or_default()
+    }
+
+    /// [`Fault::HideSaslPlain`]'s part of [`Link::rewrite`].
+    fn hide_sasl_plain<'b>(&self, direction: Direction, bytes: &'b [u8]) -> Cow<'b, [u8]> {
         let mut log = lock(&self.log);
         if log.fault != Fault::HideSaslPlain {
             return bytes.into();
@@ -478,7 +526,11 @@ fn pump(link: &Link, direction: Direction, shared: &Shared) {
         }
         let n = match from.read(&mut buf) {
             Ok(0) => {
-                // An orderly end in one direction is passed on as such.
+                // An orderly end in one direction is passed on as such, after anything the
+                // quirks held back.
+                if direction == Direction::ToClient {
+                    let _ = to.write_all(&link.rewrite_end());
+                }
                 let _ = to.shutdown(Shutdown::Write);
                 return;
             }

@@ -93,6 +93,11 @@ impl Framer {
             self.buf.extend_from_slice(&rest[..taken]);
             used += taken;
             if line_done {
+                // Some servers (GNU Mailutils imap4d) end lines with a bare LF; the parser wants
+                // CRLF. Literal bytes never pass here, so a message's own line ends stay as sent.
+                if !self.buf[self.line_start..self.buf.len() - 1].ends_with(b"\r") {
+                    self.buf.insert(self.buf.len() - 1, b'\r');
+                }
                 self.end_line()?;
             }
         }
@@ -405,6 +410,23 @@ mod tests {
         assert_eq!(got.len(), 3);
         assert!(got[0].ends_with(b"<a@b>\r\n\r\n)\r\n"));
         assert_eq!(got[2], b"a1 OK done\r\n");
+    }
+
+    #[test]
+    fn bare_lf_line_ends_are_read_as_crlf_and_literals_kept() {
+        let got = frame(
+            &[
+                b"* CAPABILITY IMAP4rev1\n* 1 FETCH (UID 7 BODY[] {6}\n",
+                b"a\nb\r\n)\na1 OK done\n",
+            ],
+            1024,
+        )
+        .unwrap();
+        assert_eq!(got[0], b"* CAPABILITY IMAP4rev1\r\n");
+        assert_eq!(got[1], b"* 1 FETCH (UID 7 BODY[] {6}\r\na\nb\r\n)\r\n");
+        assert_eq!(got[2], b"a1 OK done\r\n");
+        let done = parse_one(b"a1 OK AUTHENTICATE PLAIN authentication successful\n");
+        assert!(matches!(done, Response::Done { .. }), "{done:?}");
     }
 
     #[test]

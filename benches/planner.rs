@@ -44,7 +44,7 @@ fn source_index(headers: &[Vec<u8>]) -> Vec<Arc<SourceMessage>> {
             Arc::new(SourceMessage {
                 key: i as u32 + 1,
                 stable_id: None,
-                identity: identity::identify(header, 10_000),
+                identity: identity::identify(header),
                 identity_remembered: false,
                 size: 10_000,
                 flags: Arc::clone(&seen),
@@ -65,7 +65,7 @@ fn benchmarks(c: &mut Criterion) {
         b.iter(|| {
             headers
                 .iter()
-                .map(|h| identity::identify(black_box(h), 10_000))
+                .map(|h| identity::identify(black_box(h)))
                 .filter(|id| matches!(id, Identity::Fingerprint(_)))
                 .count()
         })

@@ -3,10 +3,14 @@
 //!
 //! The identity is the first `Message-ID` header, with comments, whitespace and angle brackets
 //! removed and case kept. A message without one gets a fingerprint: SHA-256 over a fixed set of
-//! header fields (unfolded, whitespace collapsed) and the message size with CRLF line ends.
-//! Both are computed from header bytes alone, so the source side (POP3 `TOP n 0`, IMAP header
-//! fetch) and the target side (one bulk `UID FETCH` of the same fields) agree without
-//! downloading any body.
+//! header fields with all whitespace removed. Both are computed from header bytes alone, so the
+//! source side (POP3 `TOP n 0`, IMAP header fetch) and the target side (one bulk `UID FETCH` of
+//! the same fields) agree without downloading any body.
+//!
+//! Nothing a server may rewrite goes into a fingerprint: not the size (servers add fields such
+//! as `Status:` or `X-UID:`, or serve LF for CRLF), not line ends or folding (GNU Mailutils
+//! re-folds long header lines), not the fields' order. Two different messages with the same
+//! fingerprint fields are look-alikes, which the plan's multiset keeps apart by count.
 //!
 //! Why our own code: mail-parser returns the *last* Message-ID when there are several, and
 //! mailparse rejects ids without brackets or with comments; both forms occur in real mail.
@@ -40,7 +44,7 @@ pub const FINGERPRINT_FIELDS: &[&str] = IDENTITY_FIELDS.split_at(1).1;
 pub enum Identity {
     /// The normalised first Message-ID.
     MessageId(String),
-    /// SHA-256 of the canonical header fields and the size, for messages without a Message-ID.
+    /// SHA-256 of the canonical header fields, for messages without a Message-ID.
     Fingerprint([u8; 32]),
 }
 
@@ -56,12 +60,11 @@ impl fmt::Display for Identity {
     }
 }
 
-/// The identity of a message from its header bytes (the whole message is fine too) and its
-/// size in octets with CRLF line ends (POP3 `LIST`, IMAP `RFC822.SIZE`).
-pub fn identify(header: &[u8], crlf_size: u64) -> Identity {
+/// The identity of a message from its header bytes (the whole message is fine too).
+pub fn identify(header: &[u8]) -> Identity {
     match header::first(header, "Message-ID").and_then(|f| normalize_message_id(&f)) {
         Some(id) => Identity::MessageId(id),
-        None => Identity::Fingerprint(fingerprint(header, crlf_size)),
+        None => Identity::Fingerprint(fingerprint(header)),
     }
 }
 
@@ -150,16 +153,21 @@ fn strip_comments(value: &[u8]) -> Vec<u8> {
     out
 }
 
-fn fingerprint(header: &[u8], crlf_size: u64) -> [u8; 32] {
+/// Whitespace is left out altogether, not collapsed: a server that re-folds a long line may
+/// break it where there was no blank, and unfolding then adds one.
+fn fingerprint(header: &[u8]) -> [u8; 32] {
     let mut hash = Sha256::new();
     for name in FINGERPRINT_FIELDS {
-        let value = header::first(header, name).map(|f| server_form(&f.value()));
         hash.update(name.as_bytes());
         hash.update(b":");
-        hash.update(value.as_deref().unwrap_or_default());
+        if let Some(field) = header::first(header, name) {
+            let value = server_form(&field.value());
+            value
+                .split(u8::is_ascii_whitespace)
+                .for_each(|word| hash.update(word));
+        }
         hash.update(b"\n");
     }
-    hash.update(format!("size:{crlf_size}").as_bytes());
     hash.finalize().into()
 }
 
@@ -186,7 +194,7 @@ mod tests {
     use super::*;
 
     fn id(raw: &[u8]) -> Identity {
-        identify(raw, raw.len() as u64)
+        identify(raw)
     }
 
     #[test]
@@ -242,20 +250,34 @@ mod tests {
     }
 
     #[test]
-    fn fingerprint_ignores_folding_and_body_but_not_size_or_fields() {
+    fn fingerprint_ignores_folding_line_ends_and_body_but_not_fields() {
         let a = b"From: a@x\r\nSubject: hello\r\n world\r\n\r\nbody one\r\n";
         let refolded = b"From:  a@x\r\nSubject: hello world\r\n\r\n";
-        assert_eq!(identify(a, 100), identify(refolded, 100));
-        assert_ne!(identify(a, 100), identify(a, 101));
+        let lf = b"From: a@x\nSubject: hello world\n\nbody two, longer\n";
+        assert_eq!(id(a), id(refolded));
+        assert_eq!(id(a), id(lf));
         let other = b"From: b@x\r\nSubject: hello world\r\n\r\n";
-        assert_ne!(identify(a, 100), identify(other, 100));
+        assert_ne!(id(a), id(other));
+        let moved = b"From: a@x\r\nSubject: hello\r\nTo: world\r\n\r\n";
+        assert_ne!(id(a), id(moved));
+    }
+
+    #[test]
+    fn fingerprint_survives_a_server_refolding_inside_a_word_and_adding_fields() {
+        let long = format!("Subject: {}\r\nFrom: a@x\r\n\r\n", "w".repeat(120));
+        let refolded = format!(
+            "Status: RO\r\nX-UID: 7\r\nSubject: {}\r\n {}\r\nFrom: a@x\r\n\r\n",
+            "w".repeat(70),
+            "w".repeat(50)
+        );
+        assert_eq!(id(long.as_bytes()), id(refolded.as_bytes()));
     }
 
     #[test]
     fn fingerprint_sees_only_its_fields() {
         let source = b"Received: from x by y; Mon, 1 Jan 2024 10:00:00 +0000\r\nX-Spam: yes\r\nFrom: a@x\r\nSubject: s\r\n\r\n";
         let target_fetch = b"From: a@x\r\nSubject: s\r\n\r\n";
-        assert_eq!(identify(source, 42), identify(target_fetch, 42));
+        assert_eq!(id(source), id(target_fetch));
     }
 
     #[test]

@@ -169,6 +169,8 @@ pub struct Planned<'j> {
     pub folders: Vec<PlannedFolder>,
     /// The largest message the copy sends.
     size_limit: Option<SizeLimit>,
+    /// Whether the target takes several writers per folder.
+    concurrent_writers: bool,
     report: ReportBuilder,
 }
 
@@ -195,6 +197,7 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
             set_by: "the target's APPENDLIMIT".into(),
         }),
     );
+    let concurrent_writers = target.concurrent_writers();
     let mappings = folder_mappings(job, &source_folders, &target_folders);
     // Created in the same round trip as the target's index, below. A folder that only holds
     // others (\Noselect) comes into being with its children.
@@ -288,6 +291,7 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
         target: Some(target),
         folders,
         size_limit,
+        concurrent_writers,
         report,
     })
 }
@@ -334,7 +338,10 @@ impl Planned<'_> {
             &mut self.source,
             &|| open_source(job),
             &targets,
-            job.transfer,
+            TransferSettings {
+                concurrent_writers: self.concurrent_writers,
+                ..job.transfer
+            },
             &events,
         )
         .err();

@@ -14,11 +14,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
+use crate::identity::Identity;
 use crate::imap::FolderStatus;
 use crate::index::KnownMessages;
 
-/// The state file's format version.
-const SCHEMA: u32 = 1;
+/// The state file's format version. Version 1 fingerprinted messages without a Message-ID
+/// with their size; its fingerprints are forgotten on loading (see [`forget_fingerprints`]).
+const SCHEMA: u32 = 2;
 
 /// What a mirror remembers about one source folder.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +106,10 @@ impl StateStore {
             ),
             Ok(bytes) => match serde_json::from_slice::<MirrorState>(&bytes) {
                 Ok(state) if state.schema == SCHEMA => (state, None),
+                Ok(mut state) if state.schema == 1 => {
+                    forget_fingerprints(&mut state);
+                    (state, None)
+                }
                 Ok(state) => (
                     MirrorState::default(),
                     Some(self.unreadable(&format!("unknown schema {}", state.schema))),
@@ -151,6 +157,25 @@ impl StateStore {
     }
 }
 
+/// Forgets what a version-1 state knew by fingerprint, which no longer matches the target's
+/// index: a remembered identity would make a copy look missing and send it again. Such a POP3
+/// message has its headers read again (keeping its first-seen date); its copies are no longer
+/// the mirror's to `--delete`, and its flags are mirrored afresh, which is safe either way.
+fn forget_fingerprints(state: &mut MirrorState) {
+    let fingerprint = |key: &String| key.starts_with("sha256:");
+    for folder in state.folders.values_mut() {
+        folder.copied.retain(|key, _| !fingerprint(key));
+        folder.flags.retain(|key, _| !fingerprint(key));
+        folder.source_counts.retain(|key, _| !fingerprint(key));
+        for known in folder.known.values_mut() {
+            if matches!(known.identity, Some(Identity::Fingerprint(_))) {
+                known.identity = None;
+            }
+        }
+    }
+    state.schema = SCHEMA;
+}
+
 /// A file name for a pair of accounts: stable, and free of characters a URL may hold.
 fn pair_key(source: &str, target: &str) -> String {
     let digest = Sha256::digest(format!("{source}\n{target}").as_bytes());
@@ -161,6 +186,7 @@ fn pair_key(source: &str, target: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::KnownMessage;
 
     #[test]
     fn a_second_open_of_the_same_pair_is_locked_out_until_the_first_ends() {
@@ -195,5 +221,41 @@ mod tests {
         let (loaded, warning) = store.load();
         assert_eq!(loaded, MirrorState::default());
         assert!(warning.unwrap().contains("full re-index"));
+    }
+
+    #[test]
+    fn a_version_1_state_forgets_its_fingerprints_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), "s", "t").unwrap();
+        let old_fingerprint = Identity::Fingerprint([7; 32]);
+        let known = |identity| KnownMessage {
+            identity: Some(identity),
+            size: 10,
+            internal_date: None,
+            first_seen: 1_600_000_000,
+        };
+        let folder = FolderState {
+            target_folder: "INBOX".into(),
+            copied: [("<a@b>".to_string(), 1), (old_fingerprint.to_string(), 1)].into(),
+            known: [
+                ("u1".to_string(), known(Identity::MessageId("a@b".into()))),
+                ("u2".to_string(), known(old_fingerprint.clone())),
+            ]
+            .into(),
+            ..FolderState::default()
+        };
+        let old = MirrorState {
+            schema: 1,
+            deleted_gone: false,
+            folders: [("INBOX".to_string(), folder)].into(),
+        };
+        std::fs::write(&store.path, serde_json::to_vec(&old).unwrap()).unwrap();
+        let (loaded, warning) = store.load();
+        assert_eq!(warning, None);
+        let inbox = &loaded.folders["INBOX"];
+        assert_eq!(inbox.copied, [("<a@b>".to_string(), 1)].into());
+        assert_eq!(inbox.known["u1"], known(Identity::MessageId("a@b".into())));
+        assert_eq!(inbox.known["u2"].identity, None);
+        assert_eq!(inbox.known["u2"].first_seen, 1_600_000_000);
     }
 }

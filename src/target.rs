@@ -110,14 +110,14 @@ impl Target for ImapTarget {
         folders: &[String],
     ) -> Result<Vec<TargetIndex>, Error> {
         // SELECT, not EXAMINE: only a read-write session learns which keywords the folder
-        // stores (PERMANENTFLAGS).
+        // stores (PERMANENTFLAGS). The client deselects afterwards: nothing stays selected.
         self.selected = None;
         let mut indexes = vec![TargetIndex::default(); folders.len()];
         let opened = self
             .client
             .create_and_index_mailboxes(create, folders, &IDENTITY_FIELDS, |i, record| {
                 indexes[i].add(
-                    identity::identify(record.header, record.size),
+                    identity::identify(record.header),
                     TargetCopy {
                         uid: record.uid,
                         flags: record.flags,
@@ -128,8 +128,6 @@ impl Target for ImapTarget {
         // Listed once, and only when some folder could not be opened.
         let mut listed: Option<Vec<FolderInfo>> = None;
         for ((folder, index), opened) in folders.iter().zip(&mut indexes).zip(opened) {
-            // The server keeps the last folder it could open selected.
-            self.selected = opened.is_ok().then(|| folder.clone());
             match opened {
                 Ok(status) => {
                     index.keywords = KeywordPolicy::from_permanent_flags(&status.permanent_flags);
@@ -212,6 +210,14 @@ impl Target for ImapTarget {
 
     fn append_limit(&self) -> Option<u64> {
         self.client.append_limit()
+    }
+
+    /// Only servers offering UIDPLUS are trusted with several writers per folder: GNU
+    /// Mailutils (mbox), which has none, loses messages when two sessions APPEND into one
+    /// mailbox at once. UIDPLUS marks the servers built for concurrent clients (Dovecot,
+    /// Cyrus, Exchange, Gmail).
+    fn concurrent_writers(&self) -> bool {
+        self.client.has_capability("UIDPLUS")
     }
 
     fn append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Vec<Outcome>, Error> {

@@ -68,7 +68,7 @@ fn mailbox(messages: usize) -> Vec<Vec<u8>> {
     let identity = |i: usize| {
         let raw = &mailbox[i];
         let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        mailferry::identity::identify(&raw[..end], raw.len() as u64)
+        mailferry::identity::identify(&raw[..end])
     };
     for group in [&TWIN[..], &TRIPLET[..], &NO_ID[..]] {
         assert!(group.iter().all(|&i| identity(i) == identity(group[0])));

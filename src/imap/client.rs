@@ -555,8 +555,8 @@ impl ImapClient {
     /// pipelined: one round trip for all instead of two per mailbox. Records are streamed:
     /// `on_each` gets the number of the mailbox with each, and only one response is held in
     /// memory at a time. Returns, per mailbox, its status or the
-    /// server's refusal to open it (a mailbox that does not exist). The last one stays
-    /// selected.
+    /// server's refusal to open it (a mailbox that does not exist). Read-only, the last one
+    /// stays selected; read-write, none does (see `create_then_index`).
     pub fn index_mailboxes(
         &mut self,
         names: &[String],
@@ -592,17 +592,27 @@ impl ImapClient {
     ) -> Result<Vec<Result<MailboxStatus, SessionError>>, SessionError> {
         let verb = if read_only { "EXAMINE " } else { "SELECT " };
         let creating = create.len() * 2;
+        let indexing = names.len() * 2;
+        // A mailbox left selected read-write while this session APPENDs to it is a stale view:
+        // GNU Mailutils (mbox) writes that view back when it is closed, losing every message
+        // appended meanwhile. So the index ends deselected, never expunging (CLOSE would).
+        let deselect = usize::from(!read_only && !names.is_empty());
+        let unselect = self.has_capability("UNSELECT");
         let mut statuses = vec![MailboxStatus::default(); names.len()];
         let completions = self.pipeline(
-            creating + names.len() * 2,
+            creating + indexing + deselect,
             |i, b| match i.checked_sub(creating) {
                 None if i % 2 == 0 => b.text("CREATE ").mailbox(&create[i / 2]),
                 None => b.text("SUBSCRIBE ").mailbox(&create[i / 2]),
+                Some(j) if j == indexing && unselect => b.text("UNSELECT"),
+                // Without UNSELECT, opening a mailbox read-only deselects the read-write one.
+                Some(j) if j == indexing => b.text("EXAMINE ").mailbox(&names[j / 2 - 1]),
                 Some(j) if j % 2 == 0 => b.text(verb).mailbox(&names[j / 2]),
                 Some(_) => index_fetch(b, header_fields),
             },
             |i, response| {
                 match i.checked_sub(creating) {
+                    Some(j) if j == indexing => {}
                     Some(j) if j % 2 == 0 => note_selected(&mut statuses[j / 2], response),
                     Some(j) => {
                         if let Some(record) = index_record(response) {

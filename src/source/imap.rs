@@ -66,7 +66,7 @@ impl Source for ImapSource {
                 indexes[i].push(SourceMessage {
                     key: record.uid,
                     stable_id: None,
-                    identity: identity::identify(record.header, record.size),
+                    identity: identity::identify(record.header),
                     identity_remembered: false,
                     size: record.size,
                     // \Recent belongs to the session that saw the message first; no

@@ -103,7 +103,7 @@ impl Pop3Source {
                 let message = SourceMessage {
                     key: msgno,
                     stable_id: uidl,
-                    identity: identity::identify(&header, size),
+                    identity: identity::identify(&header),
                     identity_remembered: false,
                     size,
                     flags: flags.clone(),

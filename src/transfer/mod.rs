@@ -213,6 +213,11 @@ pub trait Target: Send {
     fn append_limit(&self) -> Option<u64> {
         None
     }
+    /// Whether several sessions may upload into one folder at once without losing a message.
+    /// A store that does not say so gets one writer per folder.
+    fn concurrent_writers(&self) -> bool {
+        false
+    }
     /// Uploads a batch. The outer error means the connection failed; otherwise there is one
     /// [`Outcome`] per message.
     fn append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Vec<Outcome>, Error>;
@@ -345,6 +350,9 @@ pub struct TransferSettings {
     /// Bytes of message bodies held in memory at once, at most (a bigger message goes
     /// alone): fetched, batched, or sent and not yet answered.
     pub memory_budget: u64,
+    /// Whether a folder may have several upload connections at once (see
+    /// [`Target::concurrent_writers`]); otherwise each lane has one.
+    pub concurrent_writers: bool,
 }
 
 /// The longest wait before a retry.
@@ -363,6 +371,7 @@ impl Default for TransferSettings {
             throttle_delay: Duration::from_secs(2),
             // Over a 50 ms round trip, answers free it at about 300 MB/s.
             memory_budget: 16 * 1024 * 1024,
+            concurrent_writers: true,
         }
     }
 }
@@ -475,7 +484,11 @@ pub fn copy_folders(
     // writing into one mailbox wait for each other. A worker without a batch to upload would
     // only hold a login open.
     let most_batches = busy.iter().map(|plan| settings.batches_of(plan)).max();
-    let workers = (settings.connections / lanes).clamp(1, most_batches.unwrap_or(1));
+    let workers = if settings.concurrent_writers {
+        (settings.connections / lanes).clamp(1, most_batches.unwrap_or(1))
+    } else {
+        1
+    };
     let ledger = Ledger::new(plans);
     let budget = ByteBudget::new(settings.memory_budget);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);

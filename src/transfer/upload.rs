@@ -332,8 +332,7 @@ impl<'a> Uploader<'a> {
         let message = &outgoing.message;
         let uid = uid.filter(|_| {
             !message.identity_remembered
-                || identity::identify(header::header_block(&outgoing.raw), message.size)
-                    == message.identity
+                || identity::identify(header::header_block(&outgoing.raw)) == message.identity
         });
         self.observer
             .message_copied(&plan.source_folder, message, uid);

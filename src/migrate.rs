@@ -272,6 +272,18 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
             // Only a view's remainder needs to know what the other folders hold.
             elsewhere.extend(source_index.iter().map(|m| m.identity.clone()));
         }
+        let target_index = match target_index {
+            Ok(index) => index,
+            Err(refused) => {
+                report.folder_failed(
+                    &mapping.source,
+                    &mapping.target,
+                    source_index.len(),
+                    &refused.0,
+                );
+                continue;
+            }
+        };
         let plan = plan::diff(
             &mapping.source,
             &mapping.target,

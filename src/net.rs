@@ -297,6 +297,17 @@ impl Connection {
         &self.trace
     }
 
+    /// Sets the read and write timeout: a goodbye (LOGOUT, QUIT) gets a short one, so a
+    /// server slow to answer it does not hold up the end of a run.
+    pub fn set_timeout(&self, timeout: Duration) -> io::Result<()> {
+        let tcp = match self.reader.get_ref() {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(stream) => stream.get_ref(),
+        };
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))
+    }
+
     fn wrap(stream: Stream, trace: ConnectionTrace) -> Self {
         Connection {
             reader: BufReader::with_capacity(READ_BUFFER, stream),

@@ -45,6 +45,10 @@ pub struct FolderReport {
     pub copied: usize,
     /// Messages that failed.
     pub failed: usize,
+    /// Why the folder could not be copied at all (the target would not create or open it),
+    /// in the server's words; its messages count as not attempted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What a run did. Serialises to the documented JSON report.
@@ -97,6 +101,7 @@ impl Report {
     pub fn exit_code(&self) -> i32 {
         let complete = self.failed == 0
             && self.not_attempted == 0
+            && self.folders.iter().all(|f| f.error.is_none())
             && self.verified != Some(false)
             && self.fatal.is_none();
         if complete { EXIT_OK } else { EXIT_PARTIAL }
@@ -161,6 +166,7 @@ impl ReportBuilder {
             to_copy: plan.to_copy.len(),
             copied: 0,
             failed: 0,
+            error: None,
         });
         for (keyword, count) in &plan.dropped_keywords {
             report.warnings.push(format!(
@@ -168,6 +174,28 @@ impl ReportBuilder {
                 plan.target_folder
             ));
         }
+    }
+
+    /// Records a folder that cannot be copied at all: its `source_messages` are not attempted.
+    pub fn folder_failed(
+        &self,
+        source_folder: &str,
+        target_folder: &str,
+        source_messages: usize,
+        reason: &str,
+    ) {
+        let mut report = self.state.lock().unwrap();
+        report.source_messages += source_messages;
+        report.folders.push(FolderReport {
+            source_folder: source_folder.to_owned(),
+            target_folder: target_folder.to_owned(),
+            source_messages,
+            already_present: 0,
+            to_copy: source_messages,
+            copied: 0,
+            failed: 0,
+            error: Some(reason.to_owned()),
+        });
     }
 
     /// Records a mirror's flag updates and deletions.

@@ -12,7 +12,7 @@ use crate::imap::{AppendMessage, FolderStatus, ImapClient, MessageUid, SentAppen
 use crate::index::{KeywordPolicy, TargetCopy, TargetIndex};
 use crate::migrate::{Account, ConnectOptions};
 use crate::session;
-use crate::transfer::{FoundUids, Outcome, Outgoing, Started, Target};
+use crate::transfer::{FolderRefused, FoundUids, Outcome, Outgoing, Started, Target};
 
 /// An IMAP account as a [`Target`]; one per connection.
 pub struct ImapTarget {
@@ -66,6 +66,12 @@ impl ImapTarget {
     }
 }
 
+impl Drop for ImapTarget {
+    fn drop(&mut self) {
+        self.client.say_goodbye();
+    }
+}
+
 /// A refusal that asks to slow down is no verdict on the message: it becomes
 /// [`SessionError::Throttled`], which the upload worker answers by backing off and resending
 /// on a new connection (see `transfer::upload`).
@@ -101,22 +107,27 @@ impl Target for ImapTarget {
     }
 
     fn index_all(&mut self, folders: &[String]) -> Result<Vec<TargetIndex>, Error> {
-        self.create_and_index(&[], folders)
+        self.create_and_index(&[], folders)?
+            .into_iter()
+            .map(|index| index.map_err(|refused| self.failed(SessionError::Refused(refused.0))))
+            .collect()
     }
 
     fn create_and_index(
         &mut self,
         create: &[String],
         folders: &[String],
-    ) -> Result<Vec<TargetIndex>, Error> {
+    ) -> Result<Vec<Result<TargetIndex, FolderRefused>>, Error> {
         // SELECT, not EXAMINE: only a read-write session learns which keywords the folder
         // stores (PERMANENTFLAGS). The client deselects afterwards: nothing stays selected.
         self.selected = None;
-        let mut indexes = vec![TargetIndex::default(); folders.len()];
+        let mut indexes = vec![Ok(TargetIndex::default()); folders.len()];
         let opened = self
             .client
             .create_and_index_mailboxes(create, folders, &IDENTITY_FIELDS, |i, record| {
-                indexes[i].add(
+                // Records come only for folders that opened, whose entry is still `Ok`.
+                let Ok(index) = &mut indexes[i] else { return };
+                index.add(
                     identity::identify(record.header),
                     TargetCopy {
                         uid: record.uid,
@@ -127,27 +138,31 @@ impl Target for ImapTarget {
             .map_err(|e| self.failed(e))?;
         // Listed once, and only when some folder could not be opened.
         let mut listed: Option<Vec<FolderInfo>> = None;
-        for ((folder, index), opened) in folders.iter().zip(&mut indexes).zip(opened) {
-            match opened {
-                Ok(status) => {
+        for ((folder, entry), opened) in folders.iter().zip(&mut indexes).zip(opened) {
+            match (opened, entry) {
+                (Ok(status), Ok(index)) => {
                     index.keywords = KeywordPolicy::from_permanent_flags(&status.permanent_flags);
                     index.uid_validity = status.uid_validity;
                 }
+                (Ok(_), Err(_)) => unreachable!("only a refusal makes an entry an error"),
                 // A folder that does not exist yet (a dry run creates nothing) holds nothing,
-                // whatever a server that kept the previous folder selected answered.
-                Err(SessionError::Refused(reason)) => {
+                // whatever a server that kept the previous folder selected answered. One
+                // that exists, or was to be created, and cannot be opened fails alone.
+                (Err(SessionError::Refused(reason)), entry) => {
                     let listed = match listed {
                         Some(ref listed) => listed,
                         None => listed.insert(self.folders()?),
                     };
                     let exists = folder.eq_ignore_ascii_case("INBOX")
+                        || create.contains(folder)
                         || listed.iter().any(|f| &f.name == folder);
-                    if exists {
-                        return Err(self.failed(SessionError::Refused(reason)));
-                    }
-                    *index = TargetIndex::default();
+                    *entry = if exists {
+                        Err(FolderRefused(reason))
+                    } else {
+                        Ok(TargetIndex::default())
+                    };
                 }
-                Err(err) => return Err(self.failed(err)),
+                (Err(err), _) => return Err(self.failed(err)),
             }
         }
         Ok(indexes)

@@ -226,7 +226,7 @@ mod tests {
     use super::*;
     use crate::folders::FolderInfo;
     use crate::imap::FolderStatus;
-    use crate::transfer::{Outcome, Outgoing};
+    use crate::transfer::{FolderRefused, Outcome, Outgoing};
 
     /// Answers `find_uids` with `found` and indexes with `index`, noting what it was asked.
     struct FakeTarget {
@@ -258,7 +258,7 @@ mod tests {
             &mut self,
             _: &[String],
             _: &[String],
-        ) -> Result<Vec<TargetIndex>, Error> {
+        ) -> Result<Vec<Result<TargetIndex, FolderRefused>>, Error> {
             unimplemented!()
         }
         fn statuses(&mut self, _: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {

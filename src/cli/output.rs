@@ -47,6 +47,15 @@ pub(super) fn print_summary(report: &Report) {
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }
+    for folder in report.folders.iter().filter(|f| f.error.is_some()) {
+        eprintln!(
+            "failed: folder {} → {}: {} message(s) not copied: {}",
+            folder.source_folder,
+            folder.target_folder,
+            folder.source_messages,
+            folder.error.as_deref().unwrap_or_default()
+        );
+    }
     for failed in &report.errors {
         eprintln!(
             "failed: {} in {}: {}",

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io::{self, BufRead, Write};
+use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
 use imap_proto::rfc4315::UidSetMember;
@@ -137,7 +138,12 @@ pub struct ImapClient {
     in_flight: HashSet<String>,
     /// Completions that arrived while waiting for another command's.
     answered: HashMap<String, Completion>,
+    /// Whether LOGOUT was sent: dropping the client then says nothing more.
+    logged_out: bool,
 }
+
+/// How long a LOGOUT sent by [`ImapClient::say_goodbye`] may take to write.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A pipelined command: sent, its completion still to be collected with [`ImapClient::wait`].
 #[derive(Debug)]
@@ -250,6 +256,7 @@ impl ImapClient {
             preauthenticated: false,
             in_flight: HashSet::new(),
             answered: HashMap::new(),
+            logged_out: false,
         };
         let status = loop {
             client.read_response()?;
@@ -625,24 +632,37 @@ impl ImapClient {
             },
         )?;
         let mut completions = completions.into_iter();
-        for _ in create {
-            let (Some(created), Some(subscribed)) = (completions.next(), completions.next()) else {
+        // A refused CREATE is told with the folder's SELECT: that folder fails, not the run
+        // (GNU Mailutils' mbox folders cannot hold both messages and subfolders). A mailbox
+        // that exists already is what was asked for; a refused SUBSCRIBE costs nothing.
+        let mut not_created = HashMap::new();
+        for name in create {
+            let (Some(created), Some(_subscribed)) = (completions.next(), completions.next())
+            else {
                 unreachable!("two completions per mailbox created")
             };
-            // A mailbox that exists already is what was asked for.
-            if created.status != Status::No || !has_code(&created.text, "ALREADYEXISTS") {
-                created.ok()?;
+            let exists_already =
+                created.status == Status::No && has_code(&created.text, "ALREADYEXISTS");
+            if created.status != Status::Ok && !exists_already {
+                not_created.insert(name.as_str(), created.text);
             }
-            subscribed.ok()?;
         }
         let mut outcomes = Vec::with_capacity(names.len());
-        for status in statuses {
+        for (name, status) in names.iter().zip(statuses) {
             let (Some(select), Some(fetch)) = (completions.next(), completions.next()) else {
                 unreachable!("two completions per mailbox")
             };
             // A failed SELECT leaves no mailbox selected, so its FETCH failed harmlessly; a
             // FETCH of `1:*` in an empty mailbox is refused by some servers.
             outcomes.push(match (select.ok(), fetch.ok()) {
+                (Err(SessionError::Refused(opening)), _) => Err(SessionError::Refused(
+                    match not_created.get(name.as_str()) {
+                        Some(creating) => {
+                            format!("cannot create the folder ({creating}) nor open it ({opening})")
+                        }
+                        None => opening,
+                    },
+                )),
                 (Err(refused), _) => Err(refused),
                 (Ok(_), Err(_)) if status.exists == 0 => Ok(status),
                 (Ok(_), Err(refused)) => return Err(refused),
@@ -824,13 +844,10 @@ impl ImapClient {
         uids_of(completion, sent.messages, self.has_capability("UIDPLUS"))
     }
 
-    /// Ends the session politely. The server's BYE is expected here, not an error.
+    /// Ends the session politely and waits for the server to agree. The server's BYE is
+    /// expected here, not an error.
     pub fn logout(mut self) -> Result<(), SessionError> {
-        let tag = self.tag();
-        let line = format!("{tag} LOGOUT\r\n");
-        self.conn.trace().sent(line.as_bytes());
-        self.conn.write_all(line.as_bytes())?;
-        self.conn.flush()?;
+        self.send_logout()?;
         loop {
             match self.read_response() {
                 Ok(()) => {}
@@ -841,6 +858,26 @@ impl ImapClient {
                 return Ok(());
             }
         }
+    }
+
+    /// Sends LOGOUT, without waiting for the answer (a round trip at the end of every
+    /// connection), when the session is between commands: the server then ends the session
+    /// cleanly instead of finding the connection gone. A session left mid-command (by an
+    /// error), or logged out already, says nothing. For a store's `Drop`.
+    pub fn say_goodbye(&mut self) {
+        if !self.logged_out && self.in_flight.is_empty() {
+            let _ = self.conn.set_timeout(GOODBYE_TIMEOUT);
+            let _ = self.send_logout();
+        }
+    }
+
+    fn send_logout(&mut self) -> Result<(), SessionError> {
+        self.logged_out = true;
+        let tag = self.tag();
+        let line = format!("{tag} LOGOUT\r\n");
+        self.conn.trace().sent(line.as_bytes());
+        self.conn.write_all(line.as_bytes())?;
+        Ok(self.conn.flush()?)
     }
 
     fn tag(&mut self) -> String {

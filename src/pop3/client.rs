@@ -24,6 +24,8 @@ pub const MAX_HEADER_SIZE: usize = 8 << 20;
 const MAX_LISTING: usize = 256 << 20;
 /// RFC 5034 §4: a command with its initial response must fit in 255 octets.
 const MAX_AUTH_LINE: usize = 255;
+/// How long a QUIT sent by [`Pop3Client::say_goodbye`] may take, each way.
+const GOODBYE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why a bulk fetch stopped.
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +266,18 @@ impl Pop3Client {
             Ok(answer) => ok_or_refused(answer).map(drop),
             Err(SessionError::Closed) => Ok(()),
             Err(err) => Err(err),
+        }
+    }
+
+    /// Ends a session that is between commands with QUIT, waiting a short while for the
+    /// answer: GNU Mailutils pop3d keeps the maildrop locked (`[IN-USE]` for the next run)
+    /// while it cleans up after a session that just went away. Nothing is marked deleted
+    /// unless the caller sent DELE. For a store's `Drop`; the client is unusable afterwards.
+    pub fn say_goodbye(&mut self) {
+        if !self.broken {
+            self.broken = true;
+            let _ = self.conn.set_timeout(GOODBYE_TIMEOUT);
+            let _ = command(&mut self.conn, b"QUIT\r\n");
         }
     }
 

@@ -33,6 +33,12 @@ impl ImapSource {
     }
 }
 
+impl Drop for ImapSource {
+    fn drop(&mut self) {
+        self.client.say_goodbye();
+    }
+}
+
 impl Source for ImapSource {
     fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
         self.client

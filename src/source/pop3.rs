@@ -145,6 +145,14 @@ fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+impl Drop for Pop3Source {
+    fn drop(&mut self) {
+        if let Some(client) = &mut self.client {
+            client.say_goodbye();
+        }
+    }
+}
+
 impl Source for Pop3Source {
     fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
         Ok(vec![FolderInfo::from_list(

@@ -157,6 +157,12 @@ pub struct Unreadable {
 /// IMAP UIDPLUS), or refused, with the server's reason.
 pub type Outcome = Result<Option<MessageUid>, String>;
 
+/// A folder the target would not create or open, in the server's words: that folder fails,
+/// the others are copied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FolderRefused(pub String);
+
 /// The UIDs of a folder a target found when asked ([`Target::find_uids`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FoundUids {
@@ -173,12 +179,13 @@ pub trait Target: Send {
     /// Creates (and subscribes to) the folders of `create`, parents listed before their
     /// children (one that exists already is no error; INBOX, which always exists and some
     /// servers refuse to create, is never among them), then indexes `folders` as
-    /// [`index_all`](Self::index_all) does.
+    /// [`index_all`](Self::index_all) does. A folder the target refuses to create or open
+    /// fails alone ([`FolderRefused`]); the outer error means the connection failed.
     fn create_and_index(
         &mut self,
         create: &[String],
         folders: &[String],
-    ) -> Result<Vec<crate::index::TargetIndex>, Error>;
+    ) -> Result<Vec<Result<crate::index::TargetIndex, FolderRefused>>, Error>;
     /// Counts the identities of the messages in a folder; a folder that does not exist holds
     /// nothing.
     fn index(&mut self, folder: &str) -> Result<crate::index::TargetIndex, Error>;
@@ -957,8 +964,8 @@ mod tests {
             &mut self,
             _create: &[String],
             folders: &[String],
-        ) -> Result<Vec<TargetIndex>, Error> {
-            self.index_all(folders)
+        ) -> Result<Vec<Result<TargetIndex, FolderRefused>>, Error> {
+            Ok(self.index_all(folders)?.into_iter().map(Ok).collect())
         }
         fn index(&mut self, folder: &str) -> Result<TargetIndex, Error> {
             let mut state = self.server.state.lock().unwrap();

@@ -1,11 +1,12 @@
 //! TCP and TLS in one [`Connection`]: implicit TLS, the STARTTLS/STLS upgrade, I/O timeouts and
-//! the three ways of trusting a server certificate (system roots, a pinned `--tls-ca` file, or
-//! none with `--tls-insecure`).
+//! the three ways of trusting a server certificate (system roots, a `--tls-ca` file, or none
+//! with `--tls-insecure`).
 //!
-//! The pinning verifier exists because `openssl req -x509` makes self-signed certificates with
-//! `CA:TRUE`, which webpki refuses as an end-entity certificate (`CaUsedAsEndEntity`). A
-//! certificate the user handed us in `--tls-ca` is accepted when the server presents exactly
-//! that certificate and it names the host we connected to.
+//! A `--tls-ca` file holds CA certificates, which keep every webpki check, or the exact
+//! certificate a server presents, which is trusted whatever its names and dates say (see
+//! [`pinned`]).
+
+mod pinned;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -18,6 +19,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, StreamOwned};
+
+use self::pinned::{PinningVerifier, Pins};
 
 use crate::error::SessionError;
 use crate::trace::{ConnectionTrace, Trace};
@@ -50,7 +53,11 @@ pub enum TlsTrust {
 
 /// A TLS client configuration, built once per job and shared by every connection.
 #[derive(Clone)]
-pub struct TlsConfig(Arc<ClientConfig>);
+pub struct TlsConfig {
+    config: Arc<ClientConfig>,
+    /// The `--tls-ca` certificates, to warn after a handshake about a pinned one.
+    pins: Option<Arc<Pins>>,
+}
 
 impl TlsConfig {
     /// Builds the configuration for a trust choice. Fails when a `--tls-ca` file cannot be read.
@@ -59,28 +66,43 @@ impl TlsConfig {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?;
-        let config = match trust {
-            TlsTrust::System => builder
-                .with_root_certificates(system_roots())
-                .with_no_client_auth(),
+        let (config, pins) = match trust {
+            TlsTrust::System => (
+                builder
+                    .with_root_certificates(system_roots())
+                    .with_no_client_auth(),
+                None,
+            ),
             TlsTrust::CaFile(path) => {
-                let pinned = read_pem_certificates(path)?;
+                let certs = read_pem_certificates(path)?;
                 let mut roots = RootCertStore::empty();
-                roots.add_parsable_certificates(pinned.iter().cloned());
+                roots.add_parsable_certificates(certs.iter().cloned());
                 let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
                     .build()
                     .map_err(|e| format!("{}: {e}", path.display()))?;
+                let pins = Arc::new(Pins::new(certs));
+                let verifier = PinningVerifier {
+                    webpki,
+                    pins: pins.clone(),
+                };
+                let config = builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(verifier))
+                    .with_no_client_auth();
+                (config, Some(pins))
+            }
+            TlsTrust::Insecure => (
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(PinningVerifier { webpki, pinned }))
-                    .with_no_client_auth()
-            }
-            TlsTrust::Insecure => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-                .with_no_client_auth(),
+                    .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+                    .with_no_client_auth(),
+                None,
+            ),
         };
-        Ok(TlsConfig(Arc::new(config)))
+        Ok(TlsConfig {
+            config: Arc::new(config),
+            pins,
+        })
     }
 }
 
@@ -101,56 +123,6 @@ fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, St
         return Err(format!("{} holds no PEM certificate", path.display()));
     }
     Ok(certs)
-}
-
-/// Trusts the `--tls-ca` file as roots, and also as exact server certificates.
-#[derive(Debug)]
-struct PinningVerifier {
-    webpki: Arc<WebPkiServerVerifier>,
-    pinned: Vec<CertificateDer<'static>>,
-}
-
-impl ServerCertVerifier for PinningVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let chained =
-            self.webpki
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
-        if chained.is_ok() || !self.pinned.iter().any(|pin| pin == end_entity) {
-            return chained;
-        }
-        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_name(&parsed, server_name)?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.webpki.supported_verify_schemes()
-    }
 }
 
 /// `--tls-insecure`: any certificate, but the handshake signatures are still checked so the
@@ -396,8 +368,8 @@ fn handshake(
 ) -> Result<Box<StreamOwned<ClientConnection, TcpStream>>, SessionError> {
     let name = ServerName::try_from(host.to_owned())
         .map_err(|e| SessionError::Tls(format!("{host} is not a valid server name: {e}")))?;
-    let mut session =
-        ClientConnection::new(tls.0.clone(), name).map_err(|e| SessionError::Tls(e.to_string()))?;
+    let mut session = ClientConnection::new(tls.config.clone(), name)
+        .map_err(|e| SessionError::Tls(e.to_string()))?;
     // Drive the handshake to its end here, so a certificate problem surfaces as a TLS error
     // on connect rather than as a strange failure of the first command.
     while session.is_handshaking() {
@@ -411,6 +383,9 @@ fn handshake(
                 }
                 other => other,
             })?;
+    }
+    if let Some(pins) = &tls.pins {
+        pins.warn_once(host, session.peer_certificates());
     }
     Ok(Box::new(StreamOwned::new(session, tcp)))
 }

@@ -366,50 +366,6 @@ fn an_untrusted_certificate_exits_4_with_a_hint() {
 }
 
 #[test]
-fn a_pinned_certificate_for_another_host_is_refused() {
-    // The server presents a certificate for mail.other.example; pinning that very certificate
-    // must not make it valid for 127.0.0.1.
-    let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = (
-        certs.path().join("other.pem"),
-        certs.path().join("other.key"),
-    );
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-        ])
-        .args([
-            "-subj",
-            "/CN=mail.other.example",
-            "-addext",
-            "subjectAltName=DNS:mail.other.example",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    // Dovecot reads the key as root before dropping privileges.
-    let server = Dovecot::start_with(&format!(
-        "ssl_cert = <{}\nssl_key = <{}\n",
-        cert.display(),
-        key.display()
-    ));
-    let output = migrate_across(&server, &server, "INBOX", &cert)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("TLS"), "{stderr}");
-}
-
-#[test]
 fn usage_errors_exit_2() {
     let run = |args: &[&str], envs: &[(&str, &str)]| {
         let mut cmd = Command::cargo_bin("mailferry").unwrap();

@@ -298,15 +298,20 @@ fn cut_offsets(seed: u64, worker: &ConnectionLog) -> Vec<u64> {
 /// Faults losing the server's answers to uploads on the worker's connection of `worker` (a
 /// calibration): its APPEND answers, one per batch with MULTIAPPEND, one per message without,
 /// are the records that arrived after the upload began, and each came when the client had sent
-/// its APPEND up to the end. At most `n` of them, seeded. The records that came after the
-/// client's last bytes are not: they answer the verification that follows the upload on the
-/// same connection, or are the TLS close_notify Dovecot sends when the client hangs up.
+/// its APPEND up to the end. At most `n` of them, seeded. The last records are not: they came
+/// when the client had sent the verification that follows the upload on the same connection
+/// (all of it, pipelined), or after its LOGOUT (the answer, or the TLS close_notify Dovecot
+/// sends when the client hangs up).
 fn answer_losses(seed: u64, n: usize, worker: &ConnectionLog) -> Vec<Fault> {
+    let verification = (worker.replies.iter().map(|reply| reply.sent))
+        .filter(|sent| *sent < worker.to_server)
+        .max()
+        .expect("the verification's answer");
     let mut ends: Vec<u64> = worker
         .replies
         .iter()
         .map(|reply| reply.sent)
-        .filter(|sent| *sent > uploads_from(worker) && *sent < worker.to_server)
+        .filter(|sent| *sent > uploads_from(worker) && *sent < verification)
         .collect();
     assert!(ends.len() >= 2, "no answers to uploads in {worker:?}");
     if ends.len() > n {

@@ -81,19 +81,23 @@ fn corpus() -> Vec<(Vec<u8>, &'static [&'static str])> {
     messages
 }
 
-/// A message as compared across servers: CRLF line ends (NUL as Dovecot serves it), without
-/// the fields Mailutils adds, without the line end a server adds to a last line.
-fn comparable(raw: &[u8]) -> Vec<u8> {
+/// A message as compared across servers, as text with 8-bit bytes escaped: CRLF line ends (NUL as Dovecot serves it), without
+/// the fields Mailutils adds, without the line end a server adds to a last line, and with a
+/// field whose value starts on the next line written `Name:` (Mailutils stores `Name: `).
+fn comparable(raw: &[u8]) -> String {
     let mut out = without_status_headers(&normalize_crlf(raw));
     while out.ends_with(b"\r\n") {
         out.truncate(out.len() - 2);
     }
-    out
+    out.escape_ascii()
+        .to_string()
+        .replace(": \\r\\n ", ":\\r\\n ")
 }
 
-/// The folder's messages as comparable bytes, sorted: equal lists mean each message once.
-fn sorted(raws: impl IntoIterator<Item = Vec<u8>>) -> Vec<Vec<u8>> {
-    let mut all: Vec<Vec<u8>> = raws.into_iter().map(|raw| comparable(&raw)).collect();
+/// The folder's messages as comparable text, sorted: equal lists mean each message once, and
+/// a failed comparison shows which.
+fn sorted(raws: impl IntoIterator<Item = Vec<u8>>) -> Vec<String> {
+    let mut all: Vec<String> = raws.into_iter().map(|raw| comparable(&raw)).collect();
     all.sort();
     all
 }
@@ -132,7 +136,11 @@ fn dovecot_imap_into_mailutils(kind: MailboxType) {
     let folders = ["INBOX", "Archive", "Archive/2019", "Sent"];
     let messages = corpus();
     for (i, folder) in folders.iter().enumerate() {
-        for (raw, flags) in messages.iter().skip(i * 3).take(if i == 0 { 100 } else { 3 }) {
+        for (raw, flags) in messages
+            .iter()
+            .skip(i * 3)
+            .take(if i == 0 { 100 } else { 3 })
+        {
             source.append("alice", folder, raw, flags, None);
         }
     }

@@ -120,6 +120,7 @@ impl Target for ImapTarget {
                     identity::identify(record.header, record.size),
                     TargetCopy {
                         uid: record.uid,
+                        size: record.size,
                         flags: record.flags,
                     },
                 );

@@ -80,6 +80,7 @@ fn benchmarks(c: &mut Criterion) {
             message.identity.clone(),
             TargetCopy {
                 uid: uid as u32,
+                size: message.size,
                 flags: Vec::new(),
             },
         );

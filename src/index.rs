@@ -19,12 +19,29 @@ pub struct SourceMessage {
     /// Whether `identity` was remembered from an earlier run (a POP3 mirror's state) instead
     /// of read from the message in this one: then the bytes sent may carry another.
     pub identity_remembered: bool,
-    /// Size in octets as the server reports it (CRLF line ends).
+    /// Size in octets as the server reports it (CRLF line ends): what a read of the message
+    /// must give ([`read_matches_announced`]).
     pub size: u64,
     /// IMAP flags to set on the copy.
     pub flags: Flags,
     /// INTERNALDATE to give the copy, when known.
     pub internal_date: Option<DateTime<FixedOffset>>,
+}
+
+/// Whether `raw`, the bytes a source served for a message, is the whole message whose size it
+/// announced (POP3 LIST, IMAP RFC822.SIZE). Sizes count line ends as CRLF, so every bare LF
+/// read counts as two octets; a server that stores bare LF and counts it as one octet is
+/// taken at its word too. Anything else is a wrong read: a server that cut the message short
+/// (GNU Mailutils pop3d after `TOP`) or sent more than it said. The CRLF a POP3 server adds
+/// to a message without a final line end is the POP3 source's to drop before this check.
+pub fn read_matches_announced(announced: u64, raw: &[u8]) -> bool {
+    let bare_lfs = raw
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
+        .count();
+    let read = raw.len() as u64;
+    read == announced || read + bare_lfs as u64 == announced
 }
 
 /// A message's flags, shared by the messages that have the same: a mailbox holds only a few
@@ -99,6 +116,8 @@ impl KeywordPolicy {
 pub struct TargetCopy {
     /// Its UID in the folder.
     pub uid: u32,
+    /// Its size (RFC822.SIZE), which verification compares with the source's.
+    pub size: u64,
     /// Its flags.
     pub flags: Vec<String>,
 }
@@ -198,6 +217,30 @@ impl KnownMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_matches_its_announced_size_counting_line_ends_as_crlf() {
+        let crlf = b"Subject: x\r\n\r\nbody\r\n";
+        let lf = b"Subject: x\n\nbody\n";
+        let size = crlf.len() as u64;
+        assert!(read_matches_announced(size, crlf));
+        // Bare LF served for a size counted with CRLF, or counted as served.
+        assert!(read_matches_announced(size, lf));
+        assert!(read_matches_announced(lf.len() as u64, lf));
+        // A header-only read, a byte missing or extra, a CRLF too many.
+        assert!(!read_matches_announced(size, b"Subject: x\r\n\r\n"));
+        assert!(!read_matches_announced(size, &crlf[..crlf.len() - 1]));
+        assert!(!read_matches_announced(
+            size,
+            b"Subject: x\r\n\r\nbody!\r\n"
+        ));
+        assert!(!read_matches_announced(
+            size,
+            b"Subject: x\r\n\r\nbody\r\n\r\n"
+        ));
+        assert!(read_matches_announced(0, b""));
+        assert!(!read_matches_announced(10, b""));
+    }
 
     #[test]
     fn equal_flag_sets_share_one_list() {

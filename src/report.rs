@@ -13,6 +13,7 @@ use crate::imap::MessageUid;
 use crate::index::SourceMessage;
 use crate::plan::FolderPlan;
 use crate::transfer::Observer;
+use crate::verify::Missing;
 
 /// The report's format version; bumped when a key changes meaning or disappears.
 pub const SCHEMA: u32 = 1;
@@ -220,14 +221,14 @@ impl ReportBuilder {
         self.state.lock().unwrap().verified = Some(complete);
     }
 
-    /// Records source messages that verification did not find on the target.
-    pub fn missing_after_copy(&self, folder: &str, missing: &[Arc<SourceMessage>]) {
+    /// Records source messages that verification did not find whole on the target.
+    pub fn missing_after_copy(&self, folder: &str, missing: &[Missing]) {
         let mut report = self.state.lock().unwrap();
-        for message in missing {
+        for missing in missing {
             report.errors.push(FailedMessage {
-                message: message.identity.to_string(),
+                message: missing.message.identity.to_string(),
                 folder: folder.to_owned(),
-                reason: "not found on the target when verifying after the copy".into(),
+                reason: missing.reason(),
             });
         }
     }

@@ -131,6 +131,7 @@ impl Target for ImapTarget {
                     identity::identify(record.header),
                     TargetCopy {
                         uid: record.uid,
+                        size: record.size,
                         flags: record.flags,
                     },
                 );

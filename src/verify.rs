@@ -10,6 +10,10 @@
 //! re-index, bytes sent under another identity than planned), UIDVALIDITY changed, a size
 //! differs, a message seems missing — that folder is re-indexed in full and the index decides,
 //! so a message reported missing is one the index did not find.
+//!
+//! A copy counts only when it is not [much smaller](much_smaller) than its source message: one
+//! with the same header but most of the body gone (a source that served the header only) is
+//! no copy, however many the identity has.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -18,24 +22,97 @@ use crate::error::Error;
 use crate::identity::Identity;
 use crate::imap::MessageUid;
 use crate::index::{SourceMessage, TargetCopy, TargetIndex};
-use crate::plan;
 use crate::transfer::{FoundUids, Observer, Target};
+
+/// A copy is truncated when it is under half its source message's size and more than this
+/// many bytes short of it. Servers add header fields and line ends to what they store (a few
+/// hundred bytes at most) and some re-encode a body (base64 to 8 bits makes it three
+/// quarters), but none halves a message; a small message's copy is not judged by ratio alone.
+pub const TRUNCATION_SLACK: u64 = 512;
+
+/// Whether a copy of `stored` bytes is much smaller than its source message of `source` bytes:
+/// truncated, not merely rewritten by the target server (see [`TRUNCATION_SLACK`]).
+pub fn much_smaller(stored: u64, source: u64) -> bool {
+    stored.saturating_mul(2) < source && source - stored > TRUNCATION_SLACK
+}
+
+/// A source message that verification did not find whole on the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// The message.
+    pub message: Arc<SourceMessage>,
+    /// When the target holds a copy with its identity but much smaller (truncated), the
+    /// largest such copy's size.
+    pub truncated_copy: Option<u64>,
+}
+
+impl Missing {
+    /// Why the message fails verification, for the report.
+    pub fn reason(&self) -> String {
+        match self.truncated_copy {
+            None => "not found on the target when verifying after the copy".to_owned(),
+            Some(stored) => format!(
+                "the copy on the target has {stored} bytes of the source's {}: truncated",
+                self.message.size
+            ),
+        }
+    }
+}
 
 /// The source messages the target still lacks after a copy (empty when the copy is complete).
 pub fn missing_after_copy(
     source_index: &[Arc<SourceMessage>],
     target: &mut dyn Target,
     target_folder: &str,
-) -> Result<Vec<Arc<SourceMessage>>, Error> {
+) -> Result<Vec<Missing>, Error> {
     Ok(missing(source_index, &target.index(target_folder)?))
 }
 
-/// The source messages `target_index` lacks.
-pub fn missing(
-    source_index: &[Arc<SourceMessage>],
-    target_index: &TargetIndex,
-) -> Vec<Arc<SourceMessage>> {
-    plan::absent(source_index, target_index).cloned().collect()
+/// The source messages `target_index` lacks, in source order: as [`crate::plan::absent`]
+/// counts them, but a copy counts for a message only when it is not [much
+/// smaller](much_smaller) than it. Of the messages with one identity, the biggest are
+/// matched first, each with the biggest copy left: since a copy big enough for one message is
+/// big enough for any smaller, this matches as many as can be.
+pub fn missing(source_index: &[Arc<SourceMessage>], target_index: &TargetIndex) -> Vec<Missing> {
+    let mut by_identity: HashMap<&Identity, Vec<usize>> = HashMap::new();
+    for (at, message) in source_index.iter().enumerate() {
+        by_identity.entry(&message.identity).or_default().push(at);
+    }
+    // Per source message, when it is missing: the biggest copy too small for it, if any.
+    let mut verdicts: Vec<Option<Option<u64>>> = vec![None; source_index.len()];
+    for (identity, mut messages) in by_identity {
+        let mut copies: Vec<u64> = target_index
+            .copies(identity)
+            .iter()
+            .map(|copy| copy.size)
+            .collect();
+        copies.sort_unstable_by(|a, b| b.cmp(a));
+        messages.sort_by_key(|&at| std::cmp::Reverse(source_index[at].size));
+        let mut copies = copies.into_iter().peekable();
+        let mut unmatched = Vec::new();
+        for at in messages {
+            match copies.peek() {
+                Some(&size) if !much_smaller(size, source_index[at].size) => {
+                    copies.next();
+                }
+                _ => unmatched.push(at),
+            }
+        }
+        let biggest_left = copies.next();
+        for at in unmatched {
+            verdicts[at] = Some(biggest_left);
+        }
+    }
+    source_index
+        .iter()
+        .zip(verdicts)
+        .filter_map(|(message, verdict)| {
+            Some(Missing {
+                message: Arc::clone(message),
+                truncated_copy: verdict?,
+            })
+        })
+        .collect()
 }
 
 /// This run's copies, per source folder, and where the target stored each when it said
@@ -102,7 +179,7 @@ pub fn missing_after_copies(
     checks: &[Check<'_>],
     receipts: &Receipts,
     target: &mut dyn Target,
-) -> Result<Vec<Vec<Arc<SourceMessage>>>, Error> {
+) -> Result<Vec<Vec<Missing>>, Error> {
     // Several source folders may go into one target folder: each is checked against
     // everything the folder is known to hold.
     let mut folders: Vec<&str> = checks.iter().map(|c| c.target_folder).collect();
@@ -139,7 +216,7 @@ pub fn missing_after_copies(
             Some((*folder, confirmed(expected, found)?))
         })
         .collect();
-    let mut missing_by_check: Vec<Option<Vec<Arc<SourceMessage>>>> = checks
+    let mut missing_by_check: Vec<Option<Vec<Missing>>> = checks
         .iter()
         .map(|check| {
             let index = confirmed.get(check.target_folder)?;
@@ -214,6 +291,7 @@ fn confirmed(expected: Expected, found: FoundUids) -> Option<TargetIndex> {
             identity,
             TargetCopy {
                 uid,
+                size: found_size,
                 flags: Vec::new(),
             },
         );
@@ -295,6 +373,7 @@ mod tests {
             message("a").identity.clone(),
             TargetCopy {
                 uid: 1,
+                size: 10,
                 flags: vec![],
             },
         );
@@ -330,7 +409,11 @@ mod tests {
                 planned: &planned,
             })
             .collect();
-        missing_after_copies(&checks, &receipts, target).unwrap()
+        missing_after_copies(&checks, &receipts, target)
+            .unwrap()
+            .into_iter()
+            .map(|missing| missing.into_iter().map(|m| m.message).collect())
+            .collect()
     }
 
     fn target(found: FoundUids, index: &[&str]) -> FakeTarget {
@@ -410,5 +493,93 @@ mod tests {
         assert_eq!(verify(&sources, &copies, &mut target), [vec![], vec![]]);
         assert_eq!(target.asked, [("INBOX".to_owned(), vec![2, 3])]);
         assert!(target.indexed.is_empty());
+    }
+
+    #[test]
+    fn a_copy_much_smaller_than_its_source_is_no_copy() {
+        // Header-only copies of 13126-byte messages, and rewritten ones.
+        assert!(much_smaller(1540, 13_126));
+        assert!(!much_smaller(13_126 + 300, 13_126));
+        assert!(!much_smaller(13_126 * 3 / 4, 13_126));
+        // Half of a small message is within what a server may change.
+        assert!(!much_smaller(400, 900));
+        assert!(much_smaller(400, 1000));
+
+        let big = |id: &str, size| {
+            let mut message = SourceMessage::with_id(0, id);
+            message.size = size;
+            Arc::new(message)
+        };
+        let (a, b, c) = (big("a", 13_126), big("b", 13_126), big("c", 13_126));
+        let mut index = TargetIndex::default();
+        for (message, size) in [(&a, 1540), (&b, 13_200), (&c, 1540), (&c, 13_126)] {
+            index.add(
+                message.identity.clone(),
+                TargetCopy {
+                    uid: 0,
+                    size,
+                    flags: vec![],
+                },
+            );
+        }
+        let missing = missing(&[a.clone(), b, c.clone(), c.clone()], &index);
+        assert_eq!(
+            missing,
+            [
+                Missing {
+                    message: a,
+                    truncated_copy: Some(1540)
+                },
+                Missing {
+                    message: c,
+                    truncated_copy: Some(1540)
+                }
+            ]
+        );
+        assert_eq!(
+            missing[0].reason(),
+            "the copy on the target has 1540 bytes of the source's 13126: truncated"
+        );
+
+        // Messages sharing an identity, of different sizes, each with its own copy (the small
+        // copy listed first is not taken for the big message).
+        let (small, large) = (big("d", 1200), big("d", 4000));
+        let mut index = TargetIndex::default();
+        for size in [1200, 4000] {
+            index.add(
+                small.identity.clone(),
+                TargetCopy {
+                    uid: 0,
+                    size,
+                    flags: vec![],
+                },
+            );
+        }
+        assert_eq!(self::missing(&[large, small], &index), []);
+    }
+
+    #[test]
+    fn a_truncated_copy_found_by_uid_fails_verification() {
+        // This run's copy of b has another size than b: the index decides, and finds it short.
+        let (a, mut b) = (message("a"), SourceMessage::with_id(0, "b"));
+        b.size = 13_126;
+        let b = Arc::new(b);
+        let mut target = target(found(VALIDITY, &[1, 2]), &[]);
+        target.index.add(
+            b.identity.clone(),
+            TargetCopy {
+                uid: 2,
+                size: 1540,
+                flags: vec![],
+            },
+        );
+        target.index.add(a.identity.clone(), TargetCopy::default());
+        let missing = verify(
+            &[("INBOX", vec![a, b.clone()])],
+            &[("INBOX", &b, uid(VALIDITY, 2))],
+            &mut target,
+        );
+        assert_eq!(missing, [vec![b]]);
+        assert_eq!(target.indexed, ["INBOX"]);
     }
 }

@@ -228,11 +228,18 @@ impl Source for Pop3Source {
     }
 
     fn abandon(&mut self) {
-        self.client = None;
+        // Without QUIT, GNU Mailutils pop3d keeps the maildrop locked while it tidies up, and
+        // the next session is refused `[IN-USE]`. A broken session is just closed; QUIT
+        // commits no deletion, as fetching marks none, and one that fails leaves nothing to do.
+        if let Some(client) = self.client.take() {
+            let _ = client.quit();
+        }
     }
 
     /// Message numbers are valid in one session only: each message is found again by its
-    /// UIDL, and must have the size it had. Without UIDLs nothing can be found safely.
+    /// UIDL, with the size this session lists (GNU Mailutils rewrites the `Status:` field it
+    /// adds after every session, so a size may change by a few bytes under one UIDL; reads
+    /// are checked against the new one). Without UIDLs nothing can be found safely.
     fn relocate(
         &mut self,
         _folder: &str,
@@ -254,9 +261,14 @@ impl Source for Pop3Source {
         let mut relocated = Relocated::default();
         for mut message in messages {
             let uidl = message.stable_id.as_deref().unwrap_or_default();
-            match by_uidl.get(uidl) {
-                Some(&msgno) if sizes.get(&msgno) == Some(&message.size) => {
-                    Arc::make_mut(&mut message).key = msgno;
+            match by_uidl
+                .get(uidl)
+                .and_then(|msgno| Some((msgno, sizes.get(msgno)?)))
+            {
+                Some((&msgno, &size)) => {
+                    let found = Arc::make_mut(&mut message);
+                    found.key = msgno;
+                    found.size = size;
                     relocated.found.push(message);
                 }
                 _ => relocated.gone.push(Unreadable {

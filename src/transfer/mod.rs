@@ -35,7 +35,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use crate::error::{Error, SessionError};
 use crate::folders::FolderInfo;
 use crate::imap::{FolderStatus, MessageUid};
-use crate::index::{KnownMessages, SourceMessage};
+use crate::index::{KnownMessages, SourceMessage, read_matches_announced};
 use crate::plan::FolderPlan;
 
 mod budget;
@@ -112,8 +112,9 @@ pub trait Source: Send {
         messages: Vec<Arc<SourceMessage>>,
         deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
     ) -> Result<(), Error>;
-    /// Lets go of a connection that broke, before a new one is opened (a POP3 server may lock
-    /// the maildrop to one session). Later calls fail.
+    /// Lets go of the connection before a new one is opened, after a break or to read
+    /// messages again (a POP3 server may lock the maildrop to one session: a sound session is
+    /// ended properly, so the lock goes with it). Later calls fail.
     fn abandon(&mut self) {}
     /// Called on a fresh connection after the one fetching `folder` broke: finds `messages`
     /// again, by an id that outlives the session, and returns them with keys valid on this
@@ -725,6 +726,11 @@ fn upload_all<'a>(
 /// only) and fetches those, up to `settings.retries` times for the folder, with the upload
 /// workers' backoff. A message is never delivered twice: what was delivered before the break
 /// is left out of the new fetch.
+///
+/// A message whose bytes do not match the size the source announced
+/// ([`read_matches_announced`]) is never delivered: once the rest is fetched, it is read again
+/// on a fresh connection (GNU Mailutils pop3d serves the header only for `RETR` after `TOP` in
+/// one session, and whole on a session without), and if still wrong it is unreadable.
 fn fetch_resuming(
     plan: &FolderPlan,
     source: &mut Box<dyn Source>,
@@ -737,10 +743,33 @@ fn fetch_resuming(
     // own list of the messages, which it shares with the plan.
     let mut pending = Cow::Borrowed(plan.to_copy.as_slice());
     let mut attempt = 0;
+    // Read wrong once, with why, to read again on a fresh connection; `rereading` once that
+    // is under way.
+    let mut misread: Vec<(Arc<SourceMessage>, String)> = Vec::new();
+    let mut rereading = false;
     loop {
         let mut delivered = HashSet::new();
         let mut stopped = false;
         let result = source.fetch(folder, pending.to_vec(), &mut |fetched| {
+            let fetched = match fetched {
+                Ok(read) if !read_matches_announced(read.message.size, &read.raw) => {
+                    let reason = format!(
+                        "the server sent {} bytes for a message it listed as {}; not copied",
+                        read.raw.len(),
+                        read.message.size
+                    );
+                    if !rereading {
+                        delivered.insert(read.message.key);
+                        misread.push((read.message, reason));
+                        return true;
+                    }
+                    Err(Unreadable {
+                        message: read.message,
+                        reason,
+                    })
+                }
+                other => other,
+            };
             delivered.insert(match &fetched {
                 Ok(outgoing) => outgoing.message.key,
                 Err(unreadable) => unreadable.message.key,
@@ -748,29 +777,45 @@ fn fetch_resuming(
             stopped = !deliver(fetched);
             !stopped
         });
-        let err = match result {
-            Err(err) if err.is_transient() && !stopped && attempt < settings.retries => err,
+        let cause = match result {
+            Err(err) if err.is_transient() && !stopped && attempt < settings.retries => Some(err),
+            Ok(()) if !stopped && !rereading && !misread.is_empty() => None,
             other => return other,
         };
-        pending
-            .to_mut()
-            .retain(|message| !delivered.contains(&message.key));
-        source.abandon();
-        let relocated = loop {
-            attempt += 1;
-            std::thread::sleep(settings.delay_before_retry(attempt, &err));
-            let reopened = connect_source().and_then(|mut fresh| {
-                let relocated = fresh.relocate(folder, pending.to_vec())?;
-                *source = fresh;
-                Ok(relocated)
-            });
-            match reopened {
-                Ok(relocated) => break relocated,
-                Err(again) if again.is_transient() && attempt < settings.retries => {}
-                Err(again) => return Err(again),
+        let again = match cause {
+            Some(_) => {
+                pending
+                    .to_mut()
+                    .retain(|message| !delivered.contains(&message.key));
+                pending.to_vec()
+            }
+            None => {
+                rereading = true;
+                misread
+                    .iter()
+                    .map(|(message, _)| Arc::clone(message))
+                    .collect()
             }
         };
+        let relocated = reopen(
+            folder,
+            again,
+            source,
+            connect_source,
+            settings,
+            &mut attempt,
+            cause.as_ref(),
+        )?;
         let Some(Relocated { found, gone }) = relocated else {
+            let Some(err) = cause else {
+                // A source that cannot find them again: the first read's verdict stands.
+                for (message, reason) in misread {
+                    if !deliver(Err(Unreadable { message, reason })) {
+                        break;
+                    }
+                }
+                return Ok(());
+            };
             return Err(err);
         };
         for unreadable in gone {
@@ -779,6 +824,41 @@ fn fetch_resuming(
             }
         }
         pending = Cow::Owned(found);
+    }
+}
+
+/// Lets go of `source` and opens a new connection in its place, on which it finds `messages`
+/// again ([`Source::relocate`]; `None` when this source cannot). After a break (`cause`), and
+/// after each failed attempt, the next waits its backoff and counts against
+/// `settings.retries`; a connection opened to read messages again, with no break before it,
+/// is opened at once.
+fn reopen(
+    folder: &str,
+    messages: Vec<Arc<SourceMessage>>,
+    source: &mut Box<dyn Source>,
+    connect_source: &SourceConnector<'_>,
+    settings: TransferSettings,
+    attempt: &mut u32,
+    cause: Option<&Error>,
+) -> Result<Option<Relocated>, Error> {
+    source.abandon();
+    let mut failed: Option<Error> = None;
+    loop {
+        if let Some(cause) = failed.as_ref().or(cause) {
+            *attempt += 1;
+            std::thread::sleep(settings.delay_before_retry(*attempt, cause));
+        }
+        let reopened = connect_source().and_then(|mut fresh| {
+            let relocated = fresh.relocate(folder, messages.clone())?;
+            *source = fresh;
+            Ok(relocated)
+        });
+        match reopened {
+            Err(again) if again.is_transient() && *attempt < settings.retries => {
+                failed = Some(again);
+            }
+            other => return other,
+        }
     }
 }
 
@@ -1071,11 +1151,14 @@ mod tests {
         }
     }
 
-    /// A source serving each message as its key in digits. With `breaks_at`, its connection
-    /// breaks before delivering message number `breaks_at` (from 0) of a fetch; a fresh
-    /// connection finds the rest again under keys 1000 higher, except key 7, which is gone.
+    /// A source serving each message as its key in digits, padded to its size. With
+    /// `breaks_at`, its connection breaks before delivering message number `breaks_at` (from
+    /// 0) of a fetch; a fresh connection finds the rest again under keys 1000 higher, except
+    /// key 7, which is gone. The messages with a key in `cuts` it serves a byte short.
+    #[derive(Default)]
     struct FakeSource {
         breaks_at: Option<usize>,
+        cuts: HashSet<u32>,
     }
 
     impl Source for FakeSource {
@@ -1095,7 +1178,8 @@ mod tests {
                 if self.breaks_at == Some(i) {
                     return Err(broken());
                 }
-                let raw = message.key.to_string().into_bytes();
+                let size = message.size as usize - usize::from(self.cuts.contains(&message.key));
+                let raw = format!("{:>size$}", message.key).into_bytes();
                 if !deliver(Ok(Fetched {
                     message,
                     raw: raw.into(),
@@ -1195,7 +1279,7 @@ mod tests {
         let plan = plan::diff("INBOX", "INBOX", &source, &index);
         copy_folders(
             &[&plan],
-            &mut (Box::new(FakeSource { breaks_at: None }) as Box<dyn Source>),
+            &mut (Box::new(FakeSource::default()) as Box<dyn Source>),
             &|| unreachable!("one folder needs one source connection"),
             &TargetPool::new(&|| Server::connect(server)),
             settings,
@@ -1334,7 +1418,7 @@ mod tests {
         let events = Events::default();
         copy_folders(
             &[&a, &b],
-            &mut (Box::new(FakeSource { breaks_at: None }) as Box<dyn Source>),
+            &mut (Box::new(FakeSource::default()) as Box<dyn Source>),
             &|| unreachable!("one connection, one lane"),
             &TargetPool::new(&|| Server::connect(&server)),
             settings(1, 2, 3),
@@ -1355,10 +1439,13 @@ mod tests {
             let opened = AtomicUsize::new(0);
             let result = copy_folders(
                 &[&plan],
-                &mut (Box::new(FakeSource { breaks_at: Some(4) }) as Box<dyn Source>),
+                &mut (Box::new(FakeSource {
+                    breaks_at: Some(4),
+                    ..FakeSource::default()
+                }) as Box<dyn Source>),
                 &|| {
                     opened.fetch_add(1, Ordering::SeqCst);
-                    Ok(Box::new(FakeSource { breaks_at: None }))
+                    Ok(Box::new(FakeSource::default()))
                 },
                 &TargetPool::new(&|| Server::connect(&server)),
                 settings(1, 3, retries),
@@ -1379,6 +1466,43 @@ mod tests {
         assert!(result.is_err());
         assert_eq!(opened, 0);
         assert_eq!(events.copied(), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_message_read_short_is_read_again_on_a_fresh_connection_and_else_fails() {
+        let server = Server::new(false, |_, _, _| Upload::Store);
+        let plan = plan::diff("INBOX", "INBOX", &distinct(5), &TargetIndex::default());
+        let opened = AtomicUsize::new(0);
+        let events = Events::default();
+        copy_folders(
+            &[&plan],
+            &mut (Box::new(FakeSource {
+                cuts: [2, 3].into(),
+                ..FakeSource::default()
+            }) as Box<dyn Source>),
+            &|| {
+                opened.fetch_add(1, Ordering::SeqCst);
+                // Message 3, found again as 1003, is short on this connection too.
+                Ok(Box::new(FakeSource {
+                    cuts: [1003].into(),
+                    ..FakeSource::default()
+                }))
+            },
+            &TargetPool::new(&|| Server::connect(&server)),
+            settings(1, 10, 0),
+            &events,
+        )
+        .unwrap();
+        assert_eq!(opened.into_inner(), 1);
+        assert_eq!(server.stored_keys(), [1, 4, 5, 1002]);
+        assert_eq!(events.copied(), [1, 4, 5, 1002]);
+        assert_eq!(
+            *events.failed.lock().unwrap(),
+            [(
+                1003,
+                "the server sent 9 bytes for a message it listed as 10; not copied".to_owned()
+            )]
+        );
     }
 
     #[test]

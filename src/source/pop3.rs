@@ -228,11 +228,9 @@ impl Source for Pop3Source {
     }
 
     fn abandon(&mut self) {
-        // Without QUIT, GNU Mailutils pop3d keeps the maildrop locked while it tidies up, and
-        // the next session is refused `[IN-USE]`. A broken session is just closed; QUIT
-        // commits no deletion, as fetching marks none, and one that fails leaves nothing to do.
-        if let Some(client) = self.client.take() {
-            let _ = client.quit();
+        // QUIT commits no deletion, as fetching marks none (see `Pop3Client::say_goodbye`).
+        if let Some(mut client) = self.client.take() {
+            client.say_goodbye();
         }
     }
 

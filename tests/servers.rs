@@ -256,7 +256,7 @@ fn mailutils_maildir_pop3_and_imap_into_dovecot() {
 
 /// A target that serves bare LF, re-folds long header lines and adds fields to what it stored
 /// still recognises every copy: the second run copies nothing, and the target holds each
-/// message once. Likewise a source serving its messages that way.
+/// message once. Likewise a source serving its messages with bare LF.
 #[test]
 fn servers_that_rewrite_what_they_serve_get_no_duplicates() {
     let every_quirk = Quirks {
@@ -285,8 +285,13 @@ fn servers_that_rewrite_what_they_serve_get_no_duplicates() {
     let stored = target.messages("bob", "INBOX");
     assert_eq!(identities(stored.iter().map(|m| m.raw.clone())), expected);
 
+    // Only line ends: a source serving re-folded or added header lines under the size it
+    // announced sends a wrong read, which fails the message (see `mailutils_pop3.rs`).
     let quirky_source = Relay::start(source.imap_port());
-    quirky_source.set_quirks(every_quirk);
+    quirky_source.set_quirks(Quirks {
+        bare_lf: true,
+        ..Quirks::default()
+    });
     let from = format!("imap://alice@127.0.0.1:{}/INBOX", quirky_source.port());
     let to = format!("imap://carol@127.0.0.1:{}", target.imap_port());
     for run in 0..2 {

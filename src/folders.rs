@@ -1,9 +1,10 @@
 //! Folder mapping: which source folders are copied, and under which name on the target.
 //!
 //! Pure: folder lists and rules in, a mapping out. Names are compared in a normalised form
-//! whose hierarchy separator is `/`, whatever each server uses, so `--include`, `--exclude`
+//! whose hierarchy separator is `/`, whatever each server uses, and without the source's
+//! personal namespace prefix (RFC 2342: `INBOX.` on Courier), so `--include`, `--exclude`
 //! and `--map` read the same on every server; the result is written with the target's
-//! separator.
+//! separator, under the target's personal namespace prefix.
 
 use regex::Regex;
 
@@ -95,10 +96,78 @@ impl FolderInfo {
             None => vec![self.name.as_str()],
         }
     }
+}
 
-    /// The name with `/` as separator, the form the user's rules are written in.
-    pub fn normalized(&self) -> String {
-        self.components().join("/")
+/// A server's personal namespace (RFC 2342): what the names of the user's own folders start
+/// with (`INBOX.` on Courier, and on Cyrus without altnamespace; nothing on Dovecot's default),
+/// and its separator. A server that does not say has the empty one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Namespace {
+    /// The prefix in UTF-8, as the server writes it (usually ending in the separator); empty
+    /// when the user's folders sit at the top.
+    pub prefix: String,
+    /// The namespace's hierarchy separator, if it has one.
+    pub delimiter: Option<char>,
+}
+
+impl Namespace {
+    /// The prefix's components, the trailing separator dropped: `["INBOX"]` for `INBOX.`,
+    /// none for the empty prefix.
+    fn components(&self) -> Vec<&str> {
+        let prefix = match self.delimiter {
+            Some(d) => self.prefix.strip_suffix(d).unwrap_or(&self.prefix),
+            None => &self.prefix,
+        };
+        match (prefix.is_empty(), self.delimiter) {
+            (true, _) => Vec::new(),
+            (false, Some(d)) => prefix.split(d).collect(),
+            (false, None) => vec![prefix],
+        }
+    }
+
+    /// A folder's name as the user's rules see it: `/` as separator and, for a folder of this
+    /// namespace, without the prefix (`INBOX.Archive` under `INBOX.` is `Archive`). INBOX keeps
+    /// its name. Folders outside the namespace (other users' and shared ones, `#shared.x`)
+    /// keep their whole name too: stripped, they would pass for the user's own folders.
+    fn logical(&self, folder: &FolderInfo) -> String {
+        let components = folder.components();
+        match components.strip_prefix(self.components().as_slice()) {
+            Some(rest) if !rest.is_empty() => rest.join("/"),
+            _ => components.join("/"),
+        }
+    }
+
+    /// The server's name for a logical (`/`-separated) name: under the prefix, with
+    /// `delimiter` as separator (see [`with_delimiter`]). INBOX is INBOX on every server, and
+    /// a name the user already put inside the namespace (`--target-prefix INBOX`, the way
+    /// round before namespaces were read) does not get the prefix twice.
+    fn server_name(&self, path: &str, delimiter: char) -> String {
+        let prefix = self.components();
+        let components: Vec<&str> = path.split('/').collect();
+        if path.eq_ignore_ascii_case("INBOX") || components.starts_with(&prefix) {
+            return with_delimiter(components, delimiter);
+        }
+        with_delimiter(prefix.into_iter().chain(components), delimiter)
+    }
+}
+
+/// A server's folders and the personal namespace they live in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FolderList {
+    /// Every folder, as listed.
+    pub folders: Vec<FolderInfo>,
+    /// The user's own namespace.
+    pub personal: Namespace,
+}
+
+impl FolderList {
+    /// The separator new folders are named with: the personal namespace's, else the one the
+    /// folders are listed with, else `/`.
+    fn delimiter(&self) -> char {
+        self.personal
+            .delimiter
+            .or_else(|| self.folders.iter().find_map(|f| f.delimiter))
+            .unwrap_or('/')
     }
 }
 
@@ -129,29 +198,27 @@ pub struct FolderRules {
 }
 
 impl FolderRules {
-    /// A folder's view, when views are handled: its attribute, else its name.
-    fn view_of(&self, folder: &FolderInfo) -> Option<View> {
+    /// A folder's view, when views are handled: its attribute, else its (logical) name.
+    fn view_of(&self, folder: &FolderInfo, name: &str) -> Option<View> {
         let names = self.views.as_ref()?;
         folder.view.or_else(|| {
-            let name = folder.normalized();
             names
                 .iter()
-                .find(|(_, known)| *known == name)
+                .find(|(_, known)| known == name)
                 .map(|(view, _)| *view)
         })
     }
 
-    /// A folder's role: its attribute, else what the source's preset says of its name. The
-    /// all-messages view, copied only for what no other folder holds, is an archive.
-    fn role_of(&self, folder: &FolderInfo) -> Option<SpecialUse> {
-        if self.view_of(folder) == Some(View::All) {
+    /// A folder's role: its attribute, else what the source's preset says of its (logical)
+    /// name. The all-messages view, copied only for what no other folder holds, is an archive.
+    fn role_of(&self, folder: &FolderInfo, name: &str) -> Option<SpecialUse> {
+        if self.view_of(folder, name) == Some(View::All) {
             return Some(SpecialUse::Archive);
         }
         folder.special_use.or_else(|| {
-            let name = folder.normalized();
             self.source_roles
                 .iter()
-                .find(|(_, known)| *known == name)
+                .find(|(_, known)| known == name)
                 .map(|(role, _)| *role)
         })
     }
@@ -172,65 +239,66 @@ pub struct FolderMapping {
 
 /// Maps the source folders that pass the rules to target names.
 pub fn map_folders(
-    source: &[FolderInfo],
-    target: &[FolderInfo],
-    target_delimiter: char,
+    source: &FolderList,
+    target: &FolderList,
     rules: &FolderRules,
 ) -> Vec<FolderMapping> {
     source
+        .folders
         .iter()
-        .filter(|folder| {
-            let name = folder.normalized();
-            (rules.include.is_empty() || rules.include.iter().any(|r| r.is_match(&name)))
-                && !rules.exclude.iter().any(|r| r.is_match(&name))
-                && matches!(rules.view_of(folder), None | Some(View::All))
+        .map(|folder| (folder, source.personal.logical(folder)))
+        .filter(|(folder, name)| {
+            (rules.include.is_empty() || rules.include.iter().any(|r| r.is_match(name)))
+                && !rules.exclude.iter().any(|r| r.is_match(name))
+                && matches!(rules.view_of(folder, name), None | Some(View::All))
         })
-        .map(|folder| FolderMapping {
+        .map(|(folder, name)| FolderMapping {
             source: folder.name.clone(),
-            target: target_name(folder, target, target_delimiter, rules),
+            target: target_name(folder, &name, target, rules),
             selectable: folder.selectable,
-            remainder: rules.view_of(folder) == Some(View::All),
+            remainder: rules.view_of(folder, &name) == Some(View::All),
         })
         .collect()
 }
 
+/// The target's name for `folder`, whose logical name is `name`.
 fn target_name(
     folder: &FolderInfo,
-    target: &[FolderInfo],
-    target_delimiter: char,
+    name: &str,
+    target: &FolderList,
     rules: &FolderRules,
 ) -> String {
-    let normalized = folder.normalized();
     let renamed = rules.renames.iter().find_map(|(old, new)| {
-        let rest = normalized.strip_prefix(old.as_str())?;
+        let rest = name.strip_prefix(old.as_str())?;
         (rest.is_empty() || rest.starts_with('/')).then(|| format!("{new}{rest}"))
     });
+    let delimiter = target.delimiter();
     if renamed.is_none()
         && rules.special_use_map
-        && let Some(role) = rules.role_of(folder)
+        && let Some(role) = rules.role_of(folder, name)
     {
-        if let Some(counterpart) = target.iter().find(|t| t.special_use == Some(role)) {
+        if let Some(counterpart) = target.folders.iter().find(|t| t.special_use == Some(role)) {
             return counterpart.name.clone();
         }
         if let Some((_, name)) = rules.target_roles.iter().find(|(r, _)| *r == role) {
-            return with_delimiter(name, target_delimiter);
+            return target.personal.server_name(name, delimiter);
         }
     }
-    let path = renamed.unwrap_or(normalized);
+    let path = renamed.unwrap_or_else(|| name.to_owned());
     let path = match &rules.prefix {
         Some(prefix) => format!("{}/{path}", prefix.trim_end_matches('/')),
         None => path,
     };
-    with_delimiter(&path, target_delimiter)
+    target.personal.server_name(&path, delimiter)
 }
 
-/// A normalised name written with the target's separator (which, inside a component, becomes
-/// `_`).
-fn with_delimiter(path: &str, target_delimiter: char) -> String {
-    path.split('/')
-        .map(|component| component.replace(target_delimiter, "_"))
+/// Components joined with the target's separator (which, inside a component, becomes `_`).
+fn with_delimiter<'a>(components: impl IntoIterator<Item = &'a str>, delimiter: char) -> String {
+    components
+        .into_iter()
+        .map(|component| component.replace(delimiter, "_"))
         .collect::<Vec<_>>()
-        .join(&target_delimiter.to_string())
+        .join(&delimiter.to_string())
 }
 
 #[cfg(test)]
@@ -240,6 +308,25 @@ mod tests {
     fn folder(name: &str, delimiter: char, attributes: &[&str]) -> FolderInfo {
         let attributes: Vec<String> = attributes.iter().map(|a| a.to_string()).collect();
         FolderInfo::from_list(name.into(), Some(delimiter), &attributes)
+    }
+
+    /// Folders in the empty personal namespace.
+    fn listed(folders: &[FolderInfo]) -> FolderList {
+        FolderList {
+            folders: folders.to_vec(),
+            personal: Namespace::default(),
+        }
+    }
+
+    /// A target's folders, listed with the empty personal namespace of `delimiter`.
+    fn target_with(folders: &[FolderInfo], delimiter: char) -> FolderList {
+        FolderList {
+            folders: folders.to_vec(),
+            personal: Namespace {
+                prefix: String::new(),
+                delimiter: Some(delimiter),
+            },
+        }
     }
 
     fn targets(mappings: &[FolderMapping]) -> Vec<(&str, &str)> {
@@ -254,12 +341,20 @@ mod tests {
         let source = [folder("INBOX", '.', &[]), folder("Archive.2019", '.', &[])];
         let rules = FolderRules::default();
         assert_eq!(
-            targets(&map_folders(&source, &[], '/', &rules)),
+            targets(&map_folders(
+                &listed(&source),
+                &target_with(&[], '/'),
+                &rules
+            )),
             [("INBOX", "INBOX"), ("Archive.2019", "Archive/2019")]
         );
         let source = [folder("Lists/dev.rust", '/', &[])];
         assert_eq!(
-            targets(&map_folders(&source, &[], '.', &rules)),
+            targets(&map_folders(
+                &listed(&source),
+                &target_with(&[], '.'),
+                &rules
+            )),
             [("Lists/dev.rust", "Lists.dev_rust")]
         );
     }
@@ -280,7 +375,11 @@ mod tests {
             ..FolderRules::default()
         };
         assert_eq!(
-            targets(&map_folders(&source, &target, '/', &rules)),
+            targets(&map_folders(
+                &listed(&source),
+                &target_with(&target, '/'),
+                &rules
+            )),
             [
                 ("Sent Items", "Sent"),
                 ("Deleted Items", "Trash"),
@@ -289,7 +388,7 @@ mod tests {
         );
         rules.special_use_map = false;
         assert_eq!(
-            map_folders(&source, &target, '/', &rules)[0].target,
+            map_folders(&listed(&source), &target_with(&target, '/'), &rules)[0].target,
             "Sent Items"
         );
     }
@@ -318,7 +417,11 @@ mod tests {
         };
         // The attribute the target lists wins over the preset's English name.
         assert_eq!(
-            targets(&map_folders(&source, &target, '.', &rules)),
+            targets(&map_folders(
+                &listed(&source),
+                &target_with(&target, '.'),
+                &rules
+            )),
             [
                 ("Sent Items", "[Gmail].Sent Mail"),
                 ("Junk Email", "[Gmail].Spam"),
@@ -345,7 +448,7 @@ mod tests {
             target_roles: vec![(SpecialUse::Archive, "Archive".into())],
             ..FolderRules::default()
         };
-        let mapped = map_folders(&source, &[], '/', &rules);
+        let mapped = map_folders(&listed(&source), &target_with(&[], '/'), &rules);
         assert_eq!(
             targets(&mapped),
             [
@@ -360,7 +463,10 @@ mod tests {
         );
         // Without the preset, views are folders like any other.
         rules.views = None;
-        assert_eq!(map_folders(&source, &[], '/', &rules).len(), 5);
+        assert_eq!(
+            map_folders(&listed(&source), &target_with(&[], '/'), &rules).len(),
+            5
+        );
     }
 
     #[test]
@@ -377,7 +483,7 @@ mod tests {
             prefix: Some("Migrated".into()),
             ..FolderRules::default()
         };
-        let mapped = map_folders(&source, &[], '.', &rules);
+        let mapped = map_folders(&listed(&source), &target_with(&[], '.'), &rules);
         assert_eq!(
             targets(&mapped),
             [
@@ -391,7 +497,169 @@ mod tests {
             include: vec![Regex::new("^Old").unwrap()],
             ..FolderRules::default()
         };
-        assert_eq!(map_folders(&source, &[], '/', &only_old).len(), 2);
+        assert_eq!(
+            map_folders(&listed(&source), &target_with(&[], '/'), &only_old).len(),
+            2
+        );
+    }
+
+    /// Folders listed in the personal namespace `prefix` with separator `delimiter`.
+    fn namespaced(folders: &[FolderInfo], prefix: &str, delimiter: char) -> FolderList {
+        FolderList {
+            folders: folders.to_vec(),
+            personal: Namespace {
+                prefix: prefix.into(),
+                delimiter: Some(delimiter),
+            },
+        }
+    }
+
+    #[test]
+    fn the_source_namespace_prefix_is_stripped() {
+        let source = [
+            folder("INBOX", '.', &[]),
+            folder("INBOX.Archive", '.', &[]),
+            folder("INBOX.Lists", '.', &["\\Noselect"]),
+            folder("INBOX.Lists.dev", '.', &[]),
+            // Outside the personal namespace: kept whole.
+            folder("#shared.team", '.', &[]),
+        ];
+        let rules = FolderRules::default();
+        assert_eq!(
+            targets(&map_folders(
+                &namespaced(&source, "INBOX.", '.'),
+                &namespaced(&[], "", '/'),
+                &rules
+            )),
+            [
+                ("INBOX", "INBOX"),
+                ("INBOX.Archive", "Archive"),
+                ("INBOX.Lists", "Lists"),
+                ("INBOX.Lists.dev", "Lists/dev"),
+                ("#shared.team", "#shared/team")
+            ]
+        );
+        // The user's rules see the names without the prefix.
+        let rules = FolderRules {
+            exclude: vec![Regex::new("^Lists").unwrap()],
+            renames: vec![("Archive".into(), "Old/Archive".into())],
+            ..FolderRules::default()
+        };
+        assert_eq!(
+            targets(&map_folders(
+                &namespaced(&source, "INBOX.", '.'),
+                &namespaced(&[], "", '/'),
+                &rules
+            )),
+            [
+                ("INBOX", "INBOX"),
+                ("INBOX.Archive", "Old/Archive"),
+                ("#shared.team", "#shared/team")
+            ]
+        );
+    }
+
+    #[test]
+    fn the_target_namespace_prefix_is_added() {
+        let source = [
+            folder("INBOX", '/', &[]),
+            folder("Archive", '/', &[]),
+            folder("Lists/dev.rust", '/', &[]),
+            folder("Sent Items", '/', &["\\Sent"]),
+            folder("Deleted", '/', &["\\Trash"]),
+        ];
+        let target = [folder("INBOX.Sent", '.', &["\\Sent"])];
+        let rules = FolderRules {
+            special_use_map: true,
+            target_roles: vec![(SpecialUse::Trash, "Trash".into())],
+            ..FolderRules::default()
+        };
+        assert_eq!(
+            targets(&map_folders(
+                &listed(&source),
+                &namespaced(&target, "INBOX.", '.'),
+                &rules
+            )),
+            [
+                ("INBOX", "INBOX"),
+                ("Archive", "INBOX.Archive"),
+                ("Lists/dev.rust", "INBOX.Lists.dev_rust"),
+                ("Sent Items", "INBOX.Sent"),
+                ("Deleted", "INBOX.Trash")
+            ]
+        );
+    }
+
+    #[test]
+    fn from_one_namespace_into_another() {
+        // Cyrus with `/` as separator into Courier: prefixes and separators both change.
+        let source = [
+            folder("INBOX", '/', &[]),
+            folder("INBOX/Archive", '/', &[]),
+            folder("INBOX/Archive/2019", '/', &[]),
+        ];
+        let rules = FolderRules::default();
+        assert_eq!(
+            targets(&map_folders(
+                &namespaced(&source, "INBOX/", '/'),
+                &namespaced(&[], "INBOX.", '.'),
+                &rules
+            )),
+            [
+                ("INBOX", "INBOX"),
+                ("INBOX/Archive", "INBOX.Archive"),
+                ("INBOX/Archive/2019", "INBOX.Archive.2019")
+            ]
+        );
+        // A prefix of two levels, and one without its trailing separator.
+        let source = [folder("Mail/Projects/Old", '/', &[])];
+        assert_eq!(
+            targets(&map_folders(
+                &namespaced(&source, "Mail/Projects", '/'),
+                &namespaced(&[], "user.alice.", '.'),
+                &rules
+            )),
+            [("Mail/Projects/Old", "user.alice.Old")]
+        );
+    }
+
+    #[test]
+    fn the_user_prefix_goes_under_the_namespace_prefix_once() {
+        let source = [folder("INBOX", '/', &[]), folder("Archive", '/', &[])];
+        let target = namespaced(&[], "INBOX.", '.');
+        let mut rules = FolderRules {
+            prefix: Some("Migrated".into()),
+            ..FolderRules::default()
+        };
+        assert_eq!(
+            targets(&map_folders(&listed(&source), &target, &rules)),
+            [
+                ("INBOX", "INBOX.Migrated.INBOX"),
+                ("Archive", "INBOX.Migrated.Archive")
+            ]
+        );
+        // `--target-prefix INBOX`, the way round before namespaces were read, still lands
+        // where it did.
+        rules.prefix = Some("INBOX".into());
+        assert_eq!(
+            targets(&map_folders(&listed(&source), &target, &rules)),
+            [("INBOX", "INBOX.INBOX"), ("Archive", "INBOX.Archive")]
+        );
+    }
+
+    #[test]
+    fn an_empty_namespace_prefix_changes_nothing() {
+        let source = [folder("INBOX", '/', &[]), folder("Archive/2019", '/', &[])];
+        let rules = FolderRules::default();
+        let mapped = map_folders(
+            &namespaced(&source, "", '/'),
+            &namespaced(&[], "", '.'),
+            &rules,
+        );
+        assert_eq!(
+            targets(&mapped),
+            [("INBOX", "INBOX"), ("Archive/2019", "Archive.2019")]
+        );
     }
 
     #[test]
@@ -401,6 +669,9 @@ mod tests {
             renames: vec![("Old".into(), "New".into())],
             ..FolderRules::default()
         };
-        assert_eq!(map_folders(&source, &[], '/', &rules)[0].target, "Olden");
+        assert_eq!(
+            map_folders(&listed(&source), &target_with(&[], '/'), &rules)[0].target,
+            "Olden"
+        );
     }
 }

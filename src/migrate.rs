@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::auth::AuthMode;
 use crate::endpoint::{Endpoint, Password, Protocol};
 use crate::error::Error;
-use crate::folders::{self, FolderInfo, FolderMapping, FolderRules};
+use crate::folders::{self, FolderList, FolderMapping, FolderRules};
 use crate::identity::Identity;
 use crate::index::{SourceMessage, TargetIndex};
 use crate::net::TlsConfig;
@@ -207,7 +207,7 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
         .map(|m| &m.target)
         // INBOX always exists, whatever case the server lists it in (RFC 3501 §5.1).
         .filter(|name| !name.eq_ignore_ascii_case("INBOX"))
-        .filter(|name| !target_folders.iter().any(|f| &f.name == *name))
+        .filter(|name| !target_folders.folders.iter().any(|f| &f.name == *name))
         .cloned()
         .collect();
     // A view's remainder (what no other folder holds) is known once every other folder is
@@ -446,12 +446,12 @@ fn drop_too_large(
 }
 
 /// Where each source folder goes. A POP3 maildrop goes into the target URL's folder (INBOX by
-/// default); an IMAP account's folders keep their hierarchy, below the target URL's folder
-/// when it names one.
+/// default); an IMAP account's folders keep their hierarchy, moved from the source's personal
+/// namespace into the target's, below the target URL's folder when it names one.
 fn folder_mappings(
     job: &MigrateJob,
-    source_folders: &[FolderInfo],
-    target_folders: &[FolderInfo],
+    source_folders: &FolderList,
+    target_folders: &FolderList,
 ) -> Vec<FolderMapping> {
     if job.from.endpoint.protocol == Protocol::Pop3 {
         return vec![FolderMapping {
@@ -466,15 +466,11 @@ fn folder_mappings(
             remainder: false,
         }];
     }
-    let delimiter = target_folders
-        .iter()
-        .find_map(|f| f.delimiter)
-        .unwrap_or('/');
     let mut rules = job.folders.clone();
     if rules.prefix.is_none() {
         rules.prefix = job.to.endpoint.folder.clone();
     }
-    folders::map_folders(source_folders, target_folders, delimiter, &rules)
+    folders::map_folders(source_folders, target_folders, &rules)
 }
 
 /// Opens a connection, trying again after a transient failure ([`Error::is_transient`]: a
@@ -490,10 +486,7 @@ fn retrying<T>(
 }
 
 /// A logged-in connection to each side, and the folders each side has.
-type Connections = (
-    (Box<dyn Source>, Vec<FolderInfo>),
-    (Box<dyn Target>, Vec<FolderInfo>),
-);
+type Connections = ((Box<dyn Source>, FolderList), (Box<dyn Target>, FolderList));
 
 /// Opens both planning connections at once, each listing its folders as soon as it is logged
 /// in. The first to fail for good makes the other stop retrying: the run ends with that error
@@ -507,8 +500,8 @@ fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
     }
     fn listed<T>(
         opened: Result<T, Error>,
-        folders: impl FnOnce(&mut T) -> Result<Vec<FolderInfo>, Error>,
-    ) -> Result<(T, Vec<FolderInfo>), Error> {
+        folders: impl FnOnce(&mut T) -> Result<FolderList, Error>,
+    ) -> Result<(T, FolderList), Error> {
         let mut side = opened?;
         let folders = folders(&mut side)?;
         Ok((side, folders))

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
-use crate::folders::FolderInfo;
+use crate::folders::FolderList;
 use crate::identity::{self, IDENTITY_FIELDS};
 use crate::imap::{AppendMessage, FolderStatus, ImapClient, MessageUid, SentAppend, response};
 use crate::index::{KeywordPolicy, TargetCopy, TargetIndex};
@@ -93,12 +93,12 @@ fn append_message(outgoing: &Outgoing) -> AppendMessage<'_> {
 }
 
 impl Target for ImapTarget {
-    fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
-        let listed = self.client.list().map_err(|e| self.failed(e))?;
-        Ok(listed
-            .into_iter()
-            .map(|m| FolderInfo::from_list(m.name, m.delimiter, &m.attributes))
-            .collect())
+    fn folders(&mut self) -> Result<FolderList, Error> {
+        Ok(self
+            .client
+            .list()
+            .map_err(|e| self.failed(e))?
+            .into_folder_list())
     }
 
     fn index(&mut self, folder: &str) -> Result<TargetIndex, Error> {
@@ -138,7 +138,7 @@ impl Target for ImapTarget {
             })
             .map_err(|e| self.failed(e))?;
         // Listed once, and only when some folder could not be opened.
-        let mut listed: Option<Vec<FolderInfo>> = None;
+        let mut listed: Option<FolderList> = None;
         for ((folder, entry), opened) in folders.iter().zip(&mut indexes).zip(opened) {
             match (opened, entry) {
                 (Ok(status), Ok(index)) => {
@@ -156,7 +156,7 @@ impl Target for ImapTarget {
                     };
                     let exists = folder.eq_ignore_ascii_case("INBOX")
                         || create.contains(folder)
-                        || listed.iter().any(|f| &f.name == folder);
+                        || listed.folders.iter().any(|f| &f.name == folder);
                     *entry = if exists {
                         Err(FolderRefused(reason))
                     } else {

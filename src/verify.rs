@@ -302,7 +302,7 @@ fn confirmed(expected: Expected, found: FoundUids) -> Option<TargetIndex> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::folders::FolderInfo;
+    use crate::folders::FolderList;
     use crate::imap::FolderStatus;
     use crate::transfer::{FolderRefused, Outcome, Outgoing};
 
@@ -329,7 +329,7 @@ mod tests {
         fn index(&mut self, _: &str) -> Result<TargetIndex, Error> {
             unimplemented!()
         }
-        fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
+        fn folders(&mut self) -> Result<FolderList, Error> {
             unimplemented!()
         }
         fn create_and_index(

@@ -2,6 +2,7 @@
 //! against two real Dovecot servers started by the test: folders with their hierarchy (the
 //! source uses `/`, the target `.`), special-use folders under other names, flags, keywords and
 //! internal dates spread over years, a non-ASCII folder name; the source is left untouched.
+//! Folders move between personal namespaces (`INBOX.` on one side, none on the other).
 
 mod support;
 
@@ -11,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use assert_cmd::Command;
 use serde_json::Value;
-use support::{Dovecot, StoredMessage, normalize_crlf, password};
+use support::{Dovecot, INBOX_PREFIXED, StoredMessage, normalize_crlf, password};
 
 /// The source marks "Sent Items" as \Sent; the target calls its \Sent folder "Sent" and uses
 /// `.` as hierarchy separator.
@@ -212,6 +213,118 @@ fn include_exclude_map_and_dry_run() {
         ]
     );
     assert_eq!(target.messages("bob", "From Old/Archive/Old").len(), 1);
+}
+
+/// [`content`] without the dates: a message stored with no INTERNALDATE has a file time finer
+/// than IMAP's seconds.
+fn undated(messages: &[StoredMessage]) -> Vec<(Vec<u8>, Vec<String>)> {
+    content(messages)
+        .into_iter()
+        .map(|(raw, flags, _)| (raw, flags))
+        .collect()
+}
+
+/// Runs `migrate` with a report; returns the exit code, the report and everything printed.
+fn migrate_reported(source: &Dovecot, target: &Dovecot) -> (Option<i32>, Value, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca.pem");
+    let pems = [source.cert_path(), target.cert_path()].map(|p| std::fs::read(p).unwrap());
+    std::fs::write(&ca, pems.concat()).unwrap();
+    let report_path = tmp.path().join("report.json");
+    let output = migrate(source, target, &ca)
+        .arg("--report")
+        .arg(&report_path)
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = std::fs::read(&report_path)
+        .map(|json| serde_json::from_slice(&json).unwrap())
+        .unwrap_or(Value::Null);
+    (output.status.code(), report, printed)
+}
+
+/// Copies an account between `source` and `target` twice and checks each folder's messages
+/// (`(source folder, target folder)`, as on disk): every message once with its flags, exit 0,
+/// nothing copied the second time.
+fn copy_twice(source: &Dovecot, target: &Dovecot, folders: &[(&str, &str)], total: usize) {
+    let (code, report, printed) = migrate_reported(source, target);
+    assert_eq!(code, Some(0), "{printed}");
+    assert_eq!(report["copied"], total, "{printed}");
+    assert_eq!(report["verified"], true);
+    for (source_folder, target_folder) in folders {
+        assert_eq!(
+            undated(&target.messages("bob", target_folder)),
+            undated(&source.messages("alice", source_folder)),
+            "{source_folder} → {target_folder}"
+        );
+    }
+    let (code, report, printed) = migrate_reported(source, target);
+    assert_eq!(code, Some(0), "{printed}");
+    assert_eq!(report["copied"], 0, "{printed}");
+    assert_eq!(report["already_present"], total);
+}
+
+/// Into a server that keeps every folder under `INBOX.` (Courier, Cyrus without altnamespace),
+/// which refuses `CREATE Archive`, the folders go under that prefix, with its separator and
+/// no option; special-use folders still meet their counterparts.
+#[test]
+fn into_a_namespace_prefix_folders_go_under_it() {
+    let source = Dovecot::start_with(SOURCE_CONF);
+    let target = Dovecot::start_with(&format!(
+        "{INBOX_PREFIXED}namespace inbox {{\n  mailbox Sent {{\n    special_use = \\Sent\n    \
+         auto = create\n  }}\n}}\n"
+    ));
+    // (source folder, target folder on disk: Maildir++ leaves the prefix out)
+    let folders = [
+        ("INBOX", "INBOX"),
+        ("Archive", "Archive"),
+        ("Sent Items", "Sent"),
+        ("Lists/dev", "Lists/dev"),
+    ];
+    for (i, (folder, _)) in folders.iter().enumerate() {
+        for n in 0..2 + i {
+            source.append("alice", folder, &message(folder, n), flags_for(n), None);
+        }
+    }
+    copy_twice(&source, &target, &folders, 2 + 3 + 4 + 5);
+    assert_eq!(
+        target.imap_folders("bob"),
+        [
+            "INBOX",
+            "INBOX.Archive",
+            "INBOX.Lists",
+            "INBOX.Lists.dev",
+            "INBOX.Sent"
+        ]
+    );
+}
+
+/// Out of a server that keeps every folder under `INBOX.`, the folders land at the top of a
+/// target without a prefix (`Archive`, not `INBOX/Archive`), with the target's separator.
+#[test]
+fn out_of_a_namespace_prefix_folders_land_at_the_top() {
+    let source = Dovecot::start_with(INBOX_PREFIXED);
+    let target = Dovecot::start();
+    // (source folder as the server names it, on disk, target folder on disk)
+    let folders = [
+        ("INBOX", "INBOX", "INBOX"),
+        ("INBOX.Archive", "Archive", "Archive"),
+        ("INBOX.Lists.dev", "Lists/dev", "Lists/dev"),
+    ];
+    for (i, (folder, ..)) in folders.iter().enumerate() {
+        let raws: Vec<Vec<u8>> = (0..2 + i).map(|n| message(folder, n)).collect();
+        source.append_many("alice", folder, &raws);
+    }
+    let on_disk: Vec<(&str, &str)> = folders.iter().map(|(_, s, t)| (*s, *t)).collect();
+    copy_twice(&source, &target, &on_disk, 2 + 3 + 4);
+    assert_eq!(
+        target.imap_folders("bob"),
+        ["Archive", "INBOX", "Lists", "Lists/dev"]
+    );
 }
 
 /// An unknown host fails at once with exit 4, one error line naming the server and a hint,

@@ -18,10 +18,11 @@ use super::command::{
     CommandBuilder, LiteralMode, Segment, flag_list, format_internal_date, parse_internal_date,
     uid_sets,
 };
-use super::mutf7;
 use super::response::{Framer, has_code, status_text};
+use super::{mutf7, namespace};
 use crate::auth::{Login, Mechanism};
 use crate::error::SessionError;
+use crate::folders::{FolderInfo, FolderList, Namespace};
 use crate::net::{Address, Connection, TlsConfig, TlsMode};
 use crate::trace::Verbosity;
 
@@ -35,6 +36,29 @@ pub struct Mailbox {
     pub delimiter: Option<char>,
     /// Attributes such as `\Noselect`, `\HasChildren`, `\Sent`.
     pub attributes: Vec<String>,
+}
+
+/// What [`ImapClient::list`] finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxList {
+    /// Every mailbox.
+    pub mailboxes: Vec<Mailbox>,
+    /// The user's own namespace (RFC 2342); the empty one when the server does not say.
+    pub personal: Namespace,
+}
+
+impl MailboxList {
+    /// The folders as [`crate::folders`] maps them.
+    pub fn into_folder_list(self) -> FolderList {
+        FolderList {
+            folders: self
+                .mailboxes
+                .into_iter()
+                .map(|m| FolderInfo::from_list(m.name, m.delimiter, &m.attributes))
+                .collect(),
+            personal: self.personal,
+        }
+    }
 }
 
 /// What STATUS says about a mailbox without selecting it: enough to tell that nothing
@@ -174,6 +198,8 @@ const PIPELINE_BYTES: usize = 16 * 1024;
 #[derive(Debug, Default)]
 struct State {
     capabilities: Vec<String>,
+    /// The personal namespace, once a NAMESPACE answer (or its absence) told it.
+    personal_namespace: Option<Namespace>,
 }
 
 /// How a command ended.
@@ -426,20 +452,40 @@ impl ImapClient {
             .ok_or_else(|| SessionError::Protocol("unexpected continuation request".into()))
     }
 
-    /// Lists every mailbox (`LIST "" "*"`).
-    pub fn list(&mut self) -> Result<Vec<Mailbox>, SessionError> {
+    /// Lists every mailbox (`LIST "" "*"`), and the personal namespace (RFC 2342) of a server
+    /// with the NAMESPACE capability: asked once a session, in the same round trip.
+    pub fn list(&mut self) -> Result<MailboxList, SessionError> {
+        let ask_namespace =
+            self.state.personal_namespace.is_none() && self.has_capability("NAMESPACE");
         let mut mailboxes = Vec::new();
-        self.run(
-            |b| b.text("LIST \"\" \"*\""),
-            |response| {
+        let mut completions = self.pipeline(
+            1 + usize::from(ask_namespace),
+            |i, b| {
+                if ask_namespace && i == 0 {
+                    b.text("NAMESPACE")
+                } else {
+                    b.text("LIST \"\" \"*\"")
+                }
+            },
+            |_, response| {
                 if let Response::MailboxData(MailboxDatum::List(data)) = response {
                     mailboxes.push(to_mailbox(data));
                 }
                 Ok(())
             },
-        )?
-        .ok()?;
-        Ok(mailboxes)
+        )?;
+        completions.pop().expect("the LIST's completion").ok()?;
+        // A refused NAMESPACE (or none offered) leaves names as they are, as before
+        // namespaces were read.
+        let personal = self
+            .state
+            .personal_namespace
+            .get_or_insert_with(Namespace::default)
+            .clone();
+        Ok(MailboxList {
+            mailboxes,
+            personal,
+        })
     }
 
     /// STATUS of each of these mailboxes (HIGHESTMODSEQ too when the server has CONDSTORE),
@@ -1027,6 +1073,10 @@ impl ImapClient {
         loop {
             self.read_response()?;
             let Some(response) = self.framer.parse()? else {
+                // imap-proto skips NAMESPACE answers; the raw bytes are read here.
+                if let Some(personal) = namespace::personal(self.framer.bytes())? {
+                    self.state.personal_namespace = Some(personal);
+                }
                 continue;
             };
             let raw = self.framer.bytes();

@@ -1,6 +1,6 @@
 //! IMAP4rev1 client: a sans-I/O codec (command encoding in [`command`], response framing and
-//! parsing in [`response`], mailbox names in [`mutf7`]) and a blocking [`ImapClient`] over a
-//! [`crate::net::Connection`].
+//! parsing in [`response`], mailbox names in [`mutf7`], NAMESPACE answers in [`namespace`])
+//! and a blocking [`ImapClient`] over a [`crate::net::Connection`].
 //!
 //! Our own client rather than a crate because none offers MULTIAPPEND with LITERAL+ (3–6×
 //! faster uploads), reports the server's reason for a refused APPEND, or streams a bulk FETCH;
@@ -9,9 +9,10 @@
 mod client;
 pub mod command;
 pub mod mutf7;
+pub mod namespace;
 pub mod response;
 
 pub use client::{
-    AppendMessage, FetchedMessage, FolderStatus, ImapClient, IndexRecord, Mailbox, MailboxStatus,
-    MessageUid, SentAppend,
+    AppendMessage, FetchedMessage, FolderStatus, ImapClient, IndexRecord, Mailbox, MailboxList,
+    MailboxStatus, MessageUid, SentAppend,
 };

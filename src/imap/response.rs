@@ -303,7 +303,7 @@ fn is_skippable(bytes: &[u8]) -> bool {
 }
 
 /// The start of a response, for an error message.
-fn excerpt(bytes: &[u8]) -> String {
+pub(super) fn excerpt(bytes: &[u8]) -> String {
     let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let shown = &line[..line.len().min(200)];

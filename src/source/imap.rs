@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::{MAX_MESSAGE_SIZE, deliver_too_large};
 use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
-use crate::folders::FolderInfo;
+use crate::folders::FolderList;
 use crate::identity::{self, IDENTITY_FIELDS};
 use crate::imap::{FolderStatus, ImapClient};
 use crate::index::{FlagSets, SourceMessage};
@@ -46,16 +46,16 @@ impl Source for ImapSource {
             .map_err(|e| self.failed(e))
     }
 
-    fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
-        let listed = self.client.list().map_err(|e| self.failed(e))?;
-        let mut folders: Vec<FolderInfo> = listed
-            .into_iter()
-            .map(|m| FolderInfo::from_list(m.name, m.delimiter, &m.attributes))
-            .collect();
+    fn folders(&mut self) -> Result<FolderList, Error> {
+        let mut listing = self
+            .client
+            .list()
+            .map_err(|e| self.failed(e))?
+            .into_folder_list();
         if let Some(only) = &self.account.endpoint.folder {
-            folders.retain(|f| &f.name == only);
+            listing.folders.retain(|f| &f.name == only);
         }
-        Ok(folders)
+        Ok(listing)
     }
 
     fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error> {

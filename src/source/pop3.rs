@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{MAX_MESSAGE_SIZE, deliver_too_large};
 use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
-use crate::folders::FolderInfo;
+use crate::folders::{FolderInfo, FolderList};
 use crate::identity;
 use crate::index::{Flags, KnownMessage, KnownMessages, SourceMessage};
 use crate::migrate::{Account, ConnectOptions};
@@ -154,12 +154,11 @@ impl Drop for Pop3Source {
 }
 
 impl Source for Pop3Source {
-    fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
-        Ok(vec![FolderInfo::from_list(
-            POP3_FOLDER.to_owned(),
-            None,
-            &[],
-        )])
+    fn folders(&mut self) -> Result<FolderList, Error> {
+        Ok(FolderList {
+            folders: vec![FolderInfo::from_list(POP3_FOLDER.to_owned(), None, &[])],
+            personal: Default::default(),
+        })
     }
 
     fn index(&mut self, _folder: &str) -> Result<Vec<SourceMessage>, Error> {

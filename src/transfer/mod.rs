@@ -33,7 +33,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use crate::error::{Error, SessionError};
-use crate::folders::FolderInfo;
+use crate::folders::FolderList;
 use crate::imap::{FolderStatus, MessageUid};
 use crate::index::{KnownMessages, SourceMessage, read_matches_announced};
 use crate::plan::FolderPlan;
@@ -66,8 +66,8 @@ pub struct Fetched<'a> {
 
 /// A mail source: lists folders, indexes them from headers, streams message bodies.
 pub trait Source: Send {
-    /// The source's folders (a POP3 maildrop has one: `INBOX`).
-    fn folders(&mut self) -> Result<Vec<FolderInfo>, Error>;
+    /// The source's folders (a POP3 maildrop has one: `INBOX`) and its personal namespace.
+    fn folders(&mut self) -> Result<FolderList, Error>;
     /// Indexes a folder: identity, size, flags and date of every message, from headers only.
     fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error>;
     /// [`index`](Self::index) of several folders; a source that can pipeline does them in
@@ -175,8 +175,8 @@ pub struct FoundUids {
 
 /// An IMAP-like target: folders, an index of what it holds, and batched uploads.
 pub trait Target: Send {
-    /// The folders that exist on the target.
-    fn folders(&mut self) -> Result<Vec<FolderInfo>, Error>;
+    /// The folders that exist on the target, and its personal namespace.
+    fn folders(&mut self) -> Result<FolderList, Error>;
     /// Creates (and subscribes to) the folders of `create`, parents listed before their
     /// children (one that exists already is no error; INBOX, which always exists and some
     /// servers refuse to create, is never among them), then indexes `folders` as
@@ -1037,8 +1037,8 @@ mod tests {
     }
 
     impl Target for FakeTarget {
-        fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
-            Ok(Vec::new())
+        fn folders(&mut self) -> Result<FolderList, Error> {
+            Ok(FolderList::default())
         }
         fn create_and_index(
             &mut self,
@@ -1162,7 +1162,7 @@ mod tests {
     }
 
     impl Source for FakeSource {
-        fn folders(&mut self) -> Result<Vec<FolderInfo>, Error> {
+        fn folders(&mut self) -> Result<FolderList, Error> {
             unimplemented!()
         }
         fn index(&mut self, _folder: &str) -> Result<Vec<SourceMessage>, Error> {

@@ -49,6 +49,13 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Configuration for [`Dovecot::start_with`] that puts every folder under the personal
+/// namespace prefix `INBOX.` with `.` as separator (NAMESPACE `(("INBOX." "."))`), as Courier
+/// and Cyrus without altnamespace do; it overrides the settings of dovecot.sh's own `inbox`
+/// namespace block. On disk nothing changes: `INBOX.Archive` is `Maildir/.Archive`, which
+/// [`Dovecot::folders`] reports as `Archive`.
+pub const INBOX_PREFIXED: &str = "namespace inbox {\n  prefix = INBOX.\n  separator = .\n}\n";
+
 /// The users every [`Dovecot`] knows; each one's password is [`password`]`(user)`.
 pub const USERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
 
@@ -347,6 +354,27 @@ impl Dovecot {
             }
         }
         panic!("read maildir {}: {last_error:?}", dir.display());
+    }
+
+    /// `user`'s folders as the server lists them (`LIST "" "*"` on the plain IMAP port): whole
+    /// names, with the namespace prefix and separator of the configuration (`INBOX.Archive`
+    /// under [`INBOX_PREFIXED`]), decoded, sorted. Names sent as literals are not supported.
+    pub fn imap_folders(&self, user: &str) -> Vec<String> {
+        let mut imap = ImapSession::login(self.imap_port, user);
+        let listed = imap
+            .command("LIST \"\" \"*\"")
+            .unwrap_or_else(|done| panic!("LIST as {user}: {done}"));
+        imap.logout();
+        let mut names: Vec<String> = listed
+            .iter()
+            .filter(|response| response.text.starts_with("* LIST "))
+            .map(|response| {
+                listed_name(&response.text)
+                    .unwrap_or_else(|| panic!("unreadable LIST line: {}", response.text))
+            })
+            .collect();
+        names.sort();
+        names
     }
 
     /// `user`'s folders as IMAP names (`"INBOX"`, `"Archive/2019"`, `"Entwürfe"`), decoded from
@@ -1029,6 +1057,27 @@ impl ImapSession {
 fn literal_length(line: &str) -> Option<usize> {
     let open = line.strip_suffix('}')?.rfind('{')?;
     line[open + 1..line.len() - 1].parse().ok()
+}
+
+/// The mailbox name of a `* LIST (attributes) "delimiter" name` line, decoded; the name as an
+/// atom or a quoted string.
+fn listed_name(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("* LIST (")?;
+    let rest = &rest[rest.find(") ")? + 2..];
+    let rest = match rest.strip_prefix("NIL ") {
+        Some(rest) => rest,
+        None => {
+            let quoted = rest.strip_prefix('"')?;
+            let quoted = quoted.strip_prefix('\\').unwrap_or(quoted);
+            quoted.get(1..)?.strip_prefix("\" ")?
+        }
+    };
+    let name = match rest.strip_prefix('"').and_then(|q| q.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\\\"", "\"").replace("\\\\", "\\"),
+        None if !rest.ends_with('}') => rest.to_owned(),
+        None => return None,
+    };
+    Some(mutf7_decode(&name))
 }
 
 /// A folder name as an IMAP mailbox argument: modified UTF-7, quoted.

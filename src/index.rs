@@ -80,6 +80,29 @@ impl SourceMessage {
     }
 }
 
+/// A source folder's index as a mirror reads it: the messages, what is known of them for the
+/// next run, and what the source said about the folder while indexing it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexedFolder {
+    /// The folder's messages.
+    pub messages: Vec<SourceMessage>,
+    /// What is known after this index, by stable id (POP3 UIDL), for the next run.
+    pub known: KnownMessages,
+    /// What the source said about the folder.
+    pub view: SourceView,
+}
+
+/// What a source said about a folder while indexing it: whether a message absent from the
+/// index has left the source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceView {
+    /// The folder's UIDVALIDITY at the index (IMAP); `None` for POP3, whose UIDLs need none.
+    pub uid_validity: Option<u32>,
+    /// Whether the index holds every message the source announced (EXISTS, LIST): a message
+    /// missing from a short index has not left the source.
+    pub complete: bool,
+}
+
 /// Which keywords (flags without a leading `\\`) a target folder can store.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum KeywordPolicy {

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod batch;
 pub mod cli;
+pub mod deletion;
 pub mod endpoint;
 pub mod error;
 pub mod folders;

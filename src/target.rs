@@ -8,11 +8,15 @@ use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
 use crate::identity::{self, IDENTITY_FIELDS};
-use crate::imap::{AppendMessage, FolderStatus, ImapClient, MessageUid, SentAppend, response};
+use crate::imap::{
+    AppendMessage, FolderStatus, ImapClient, MailboxStatus, MessageUid, SentAppend, response,
+};
 use crate::index::{KeywordPolicy, TargetCopy, TargetIndex};
 use crate::migrate::{Account, ConnectOptions};
 use crate::session;
-use crate::transfer::{FolderRefused, FoundUids, Outcome, Outgoing, Started, Target};
+use crate::transfer::{
+    FolderRefused, FoundUids, Outcome, Outgoing, Started, Target, TargetDeletion,
+};
 
 /// An IMAP account as a [`Target`]; one per connection.
 pub struct ImapTarget {
@@ -43,13 +47,20 @@ impl ImapTarget {
 
     fn select(&mut self, folder: &str) -> Result<(), Error> {
         if self.selected.as_deref() != Some(folder) {
-            self.selected = None;
-            self.client
-                .select(folder, false)
-                .map_err(|e| self.failed(e))?;
-            self.selected = Some(folder.to_owned());
+            self.select_afresh(folder)?;
         }
         Ok(())
+    }
+
+    /// Selects `folder` read-write even when it is selected already, for what SELECT says.
+    fn select_afresh(&mut self, folder: &str) -> Result<MailboxStatus, Error> {
+        self.selected = None;
+        let status = self
+            .client
+            .select(folder, false)
+            .map_err(|e| self.failed(e))?;
+        self.selected = Some(folder.to_owned());
+        Ok(status)
     }
 
     /// Uploads one message; `Ok(Err(reason))` when the server refused it.
@@ -217,11 +228,20 @@ impl Target for ImapTarget {
         Ok(())
     }
 
-    fn delete(&mut self, folder: &str, uids: &[u32]) -> Result<(), Error> {
-        self.select(folder)?;
+    fn delete(
+        &mut self,
+        folder: &str,
+        uid_validity: u32,
+        uids: &[u32],
+    ) -> Result<TargetDeletion, Error> {
+        // Selected afresh, so the UIDVALIDITY checked is the one the expunge runs under.
+        if self.select_afresh(folder)?.uid_validity != Some(uid_validity) {
+            return Ok(TargetDeletion::UidValidityChanged);
+        }
         self.client
             .delete_messages(uids)
-            .map_err(|e| self.failed(e))
+            .map_err(|e| self.failed(e))?;
+        Ok(TargetDeletion::Removed)
     }
 
     fn append_limit(&self) -> Option<u64> {

@@ -122,21 +122,17 @@ pub struct Receipts(Mutex<HashMap<String, Vec<Receipt>>>);
 
 /// A copy: the source's index entry, which tells the identity it was stored under and the
 /// size the source gave (shared, so no allocation per copy), and its UID when known.
-type Receipt = (Arc<SourceMessage>, Option<MessageUid>);
+pub type Receipt = (Arc<SourceMessage>, Option<MessageUid>);
 
 impl Receipts {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<Receipt>>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The messages copied from a source folder.
-    pub fn copied_from(&self, source_folder: &str) -> Vec<Arc<SourceMessage>> {
-        self.lock()
-            .get(source_folder)
-            .into_iter()
-            .flatten()
-            .map(|(message, _)| Arc::clone(message))
-            .collect()
+    /// The messages copied from a source folder, each with where the target stored it when
+    /// it said.
+    pub fn copies_from(&self, source_folder: &str) -> Vec<Receipt> {
+        self.lock().get(source_folder).cloned().unwrap_or_default()
     }
 }
 
@@ -304,7 +300,7 @@ mod tests {
     use super::*;
     use crate::folders::FolderList;
     use crate::imap::FolderStatus;
-    use crate::transfer::{FolderRefused, Outcome, Outgoing};
+    use crate::transfer::{FolderRefused, Outcome, Outgoing, TargetDeletion};
 
     /// Answers `find_uids` with `found` and indexes with `index`, noting what it was asked.
     struct FakeTarget {
@@ -351,7 +347,7 @@ mod tests {
         ) -> Result<(), Error> {
             unimplemented!()
         }
-        fn delete(&mut self, _: &str, _: &[u32]) -> Result<(), Error> {
+        fn delete(&mut self, _: &str, _: u32, _: &[u32]) -> Result<TargetDeletion, Error> {
             unimplemented!()
         }
         fn append(&mut self, _: &str, _: &[Outgoing]) -> Result<Vec<Outcome>, Error> {

@@ -119,7 +119,7 @@ pub struct FetchedMessage<'a> {
 
 /// Where a server says it stored a message (UIDPLUS `APPENDUID`): the UID, valid for as long as
 /// the mailbox keeps this UIDVALIDITY.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MessageUid {
     /// The mailbox's UIDVALIDITY when the message was stored.
     pub uid_validity: u32,

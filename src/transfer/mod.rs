@@ -34,8 +34,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
+use crate::identity::Identity;
 use crate::imap::{FolderStatus, MessageUid};
-use crate::index::{KnownMessages, SourceMessage, read_matches_announced};
+use crate::index::{IndexedFolder, KnownMessages, SourceMessage, read_matches_announced};
 use crate::plan::FolderPlan;
 
 mod budget;
@@ -64,6 +65,37 @@ pub struct Fetched<'a> {
     pub raw: Cow<'a, [u8]>,
 }
 
+/// What a source message must still show, on the session that deletes it, for a deletion: the
+/// POP3 UIDL, size and identity of the message a verified copy was made of.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeletionEvidence {
+    /// The message's UIDL.
+    pub uidl: String,
+    /// Its size as listed when it was copied.
+    pub size: u64,
+    /// The identity its bytes had.
+    pub identity: Identity,
+}
+
+/// What a source deletion did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceDeletion {
+    /// The UIDLs of the messages that went.
+    pub deleted: Vec<String>,
+    /// Why others were kept, one line each (a UIDL gone, a size or header that changed, a
+    /// refused DELE).
+    pub kept: Vec<String>,
+}
+
+/// What a target deletion did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetDeletion {
+    /// The messages were removed.
+    Removed,
+    /// The folder's UIDVALIDITY is no longer the one asked for: nothing was removed.
+    UidValidityChanged,
+}
+
 /// A mail source: lists folders, indexes them from headers, streams message bodies.
 pub trait Source: Send {
     /// The source's folders (a POP3 maildrop has one: `INBOX`) and its personal namespace.
@@ -76,23 +108,32 @@ pub trait Source: Send {
         folders.iter().map(|folder| self.index(folder)).collect()
     }
     /// [`index_all`](Self::index_all), reusing what `known` (one per folder) says of messages
-    /// by their stable id and returning, per folder, what is known after this index, for the
-    /// next run. Sources without stable ids (the default) read every header and return nothing
-    /// to keep.
+    /// by their stable id and returning, per folder, what is known after this index (for the
+    /// next run) and what the source said while indexing. Sources without stable ids (the
+    /// default) read every header and return nothing to keep; the default's view vouches for
+    /// nothing, so a mirror deletes nothing on its word.
     fn index_known(
         &mut self,
         folders: &[String],
         _known: &[&KnownMessages],
-    ) -> Result<Vec<(Vec<SourceMessage>, KnownMessages)>, Error> {
+    ) -> Result<Vec<IndexedFolder>, Error> {
         Ok(self
             .index_all(folders)?
             .into_iter()
-            .map(|index| (index, KnownMessages::new()))
+            .map(|messages| IndexedFolder {
+                messages,
+                ..IndexedFolder::default()
+            })
             .collect())
     }
-    /// Deletes these messages from the source, returning how many went. Only POP3 sources
-    /// can, for a mirror's `--delete-source-after-days`; the session ends with it.
-    fn delete(&mut self, folder: &str, _messages: &[Arc<SourceMessage>]) -> Result<usize, Error> {
+    /// Deletes the messages that still match their evidence, found again on the session that
+    /// deletes; the others are kept. Only POP3 sources can, for a mirror's
+    /// `--delete-source-after-days`; the session ends with it.
+    fn delete(
+        &mut self,
+        folder: &str,
+        _messages: &[DeletionEvidence],
+    ) -> Result<SourceDeletion, Error> {
         Err(Error::usage(format!(
             "{folder}: this source does not delete messages"
         )))
@@ -215,8 +256,14 @@ pub trait Target: Send {
         add: &[String],
         remove: &[String],
     ) -> Result<(), Error>;
-    /// Removes these messages (and only these).
-    fn delete(&mut self, folder: &str, uids: &[u32]) -> Result<(), Error>;
+    /// Removes these messages (and only these), after opening the folder and finding it still
+    /// under `uid_validity`; when it is not, removes nothing and says so.
+    fn delete(
+        &mut self,
+        folder: &str,
+        uid_validity: u32,
+        uids: &[u32],
+    ) -> Result<TargetDeletion, Error>;
     /// The largest message the server says it takes (IMAP APPENDLIMIT), if it says.
     fn append_limit(&self) -> Option<u64> {
         None
@@ -882,7 +929,6 @@ mod tests {
 
     use super::upload::split_stored;
     use super::*;
-    use crate::identity::Identity;
     use crate::index::TargetIndex;
     use crate::plan;
 
@@ -1073,7 +1119,7 @@ mod tests {
         ) -> Result<(), Error> {
             unimplemented!()
         }
-        fn delete(&mut self, _: &str, _: &[u32]) -> Result<(), Error> {
+        fn delete(&mut self, _: &str, _: u32, _: &[u32]) -> Result<TargetDeletion, Error> {
             unimplemented!()
         }
         fn append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Vec<Outcome>, Error> {

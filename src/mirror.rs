@@ -19,7 +19,7 @@ use crate::migrate::{self, AfterCopy, MigrateJob, PlanHooks, PlannedFolder};
 use crate::parallel::both;
 use crate::report::Report;
 use crate::state::{FolderState, MirrorState, StateStore};
-use crate::transfer::{DeletionEvidence, Fanout, Observer, Source, Target, TargetDeletion};
+use crate::transfer::{DeletionEvidence, Fanout, Observer, Source, Target, UidChange};
 use crate::verify;
 
 /// Everything a `mirror` run needs.
@@ -431,8 +431,20 @@ fn sync_flags(
     }
     known.flags = flags_now;
     let mut updated = 0;
+    let Some(uid_validity) = folder.target_index.uid_validity else {
+        return Ok(0);
+    };
     for ((add, remove), uids) in updates {
-        target.change_flags(&folder.plan.target_folder, &uids, &add, &remove)?;
+        let change = target.change_flags(
+            &folder.plan.target_folder,
+            uid_validity,
+            &uids,
+            &add,
+            &remove,
+        )?;
+        if change == UidChange::UidValidityChanged {
+            break;
+        }
         updated += uids.len();
     }
     Ok(updated)
@@ -471,9 +483,9 @@ fn delete_departed(
         .target
         .delete(target_folder, uid_validity, &decision.doomed)?
     {
-        TargetDeletion::Removed => Ok(decision.doomed.len()),
+        UidChange::Applied => Ok(decision.doomed.len()),
         // The doomed records go anyway: their UIDs name nothing in the folder now.
-        TargetDeletion::UidValidityChanged => {
+        UidChange::UidValidityChanged => {
             after.report.warn(format!(
                 "{source_folder} → {target_folder}: --delete: the target folder's UIDVALIDITY \
                  changed during the run; nothing deleted"

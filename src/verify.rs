@@ -300,7 +300,7 @@ mod tests {
     use super::*;
     use crate::folders::FolderList;
     use crate::imap::FolderStatus;
-    use crate::transfer::{FolderRefused, Outcome, Outgoing, TargetDeletion};
+    use crate::transfer::{FolderRefused, Outcome, Outgoing, UidChange};
 
     /// Answers `find_uids` with `found` and indexes with `index`, noting what it was asked.
     struct FakeTarget {
@@ -341,13 +341,14 @@ mod tests {
         fn change_flags(
             &mut self,
             _: &str,
+            _: u32,
             _: &[u32],
             _: &[String],
             _: &[String],
-        ) -> Result<(), Error> {
+        ) -> Result<UidChange, Error> {
             unimplemented!()
         }
-        fn delete(&mut self, _: &str, _: u32, _: &[u32]) -> Result<TargetDeletion, Error> {
+        fn delete(&mut self, _: &str, _: u32, _: &[u32]) -> Result<UidChange, Error> {
             unimplemented!()
         }
         fn append(&mut self, _: &str, _: &[Outgoing]) -> Result<Vec<Outcome>, Error> {

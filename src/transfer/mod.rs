@@ -87,12 +87,12 @@ pub struct SourceDeletion {
     pub kept: Vec<String>,
 }
 
-/// What a target deletion did.
+/// What a change to messages named by UID (flags, deletion) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TargetDeletion {
-    /// The messages were removed.
-    Removed,
-    /// The folder's UIDVALIDITY is no longer the one asked for: nothing was removed.
+pub enum UidChange {
+    /// The messages were changed.
+    Applied,
+    /// The folder's UIDVALIDITY is no longer the one asked for: nothing was changed.
     UidValidityChanged,
 }
 
@@ -248,22 +248,20 @@ pub trait Target: Send {
     }
     /// Summaries of the folders, as [`Source::statuses`].
     fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error>;
-    /// Adds some flags to these messages and removes others, leaving the rest alone.
+    /// Adds some flags to these messages and removes others, leaving the rest alone, after
+    /// opening the folder and finding it still under `uid_validity`.
     fn change_flags(
-        &mut self,
-        folder: &str,
-        uids: &[u32],
-        add: &[String],
-        remove: &[String],
-    ) -> Result<(), Error>;
-    /// Removes these messages (and only these), after opening the folder and finding it still
-    /// under `uid_validity`; when it is not, removes nothing and says so.
-    fn delete(
         &mut self,
         folder: &str,
         uid_validity: u32,
         uids: &[u32],
-    ) -> Result<TargetDeletion, Error>;
+        add: &[String],
+        remove: &[String],
+    ) -> Result<UidChange, Error>;
+    /// Removes these messages (and only these), after opening the folder and finding it still
+    /// under `uid_validity`; when it is not, removes nothing and says so.
+    fn delete(&mut self, folder: &str, uid_validity: u32, uids: &[u32])
+    -> Result<UidChange, Error>;
     /// The largest message the server says it takes (IMAP APPENDLIMIT), if it says.
     fn append_limit(&self) -> Option<u64> {
         None
@@ -1113,13 +1111,14 @@ mod tests {
         fn change_flags(
             &mut self,
             _: &str,
+            _: u32,
             _: &[u32],
             _: &[String],
             _: &[String],
-        ) -> Result<(), Error> {
+        ) -> Result<UidChange, Error> {
             unimplemented!()
         }
-        fn delete(&mut self, _: &str, _: u32, _: &[u32]) -> Result<TargetDeletion, Error> {
+        fn delete(&mut self, _: &str, _: u32, _: &[u32]) -> Result<UidChange, Error> {
             unimplemented!()
         }
         fn append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Vec<Outcome>, Error> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use regex::Regex;
 
 mod batch;
@@ -28,7 +28,11 @@ use crate::report::{Report, ReportBuilder};
 use crate::trace::{Trace, Verbosity};
 use crate::transfer::{Observer, TransferSettings};
 
-const EXIT_CODES: &str = "\
+const AFTER_HELP: &str = "\
+Environment:
+  MAILFERRY_FROM_PASSWORD, MAILFERRY_TO_PASSWORD  the source's and the target's password, when
+     no --from-password-file / --from-password-command (--to-… likewise) is given
+
 Exit codes:
   0  every source message is on the target
   1  the run finished, but some messages failed (listed in the report)
@@ -46,7 +50,7 @@ Exit codes:
 
 /// Move mail between servers: POP3 or IMAP in, IMAP out, deduplicated by Message-ID.
 #[derive(Debug, Parser)]
-#[command(name = "mailferry", version, after_help = EXIT_CODES)]
+#[command(name = "mailferry", version, after_help = AFTER_HELP)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -57,15 +61,22 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Copy every message the target is missing, once.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = AFTER_HELP)]
     Migrate(MigrateArgs),
     /// Copy what is missing, then apply the source's flag changes (and with --delete its
     /// deletions) to the target; for cron, with state and a lock in --state DIR.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = AFTER_HELP)]
     Mirror(MirrorArgs),
     /// Migrate many accounts from a CSV or TOML file, several at once, with a report each.
     #[command(after_help = BATCH_EXIT_CODES)]
     Batch(BatchArgs),
+    /// Print a completion script for a shell (see README: "Installing").
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. into /usr/local/share/man/man1/mailferry.1.
+    Man,
 }
 
 /// Arguments of `mailferry mirror`.
@@ -251,7 +262,52 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         Command::Mirror(args) if args.copy.options.dry_run => run_migrate(&args.copy),
         Command::Mirror(args) => run_mirror(&args),
         Command::Batch(args) => batch::run(&args),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "mailferry", &mut script);
+            print_generated(&script, "completion script")
+        }
+        Command::Man => print_generated(&man_page(), "manual page"),
     }
+}
+
+/// The manual page, from the clap definitions: clap_mangen's page of the top-level command,
+/// then each subcommand's synopsis, description and options under headings of its own, so
+/// one page documents every option.
+pub fn man_page() -> Vec<u8> {
+    const IN_MEMORY: &str = "rendering into memory cannot fail";
+    let cli = Cli::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cli.clone())
+        .render(&mut page)
+        .expect(IN_MEMORY);
+    for sub in cli.get_subcommands() {
+        let name = sub.get_name().to_uppercase();
+        let man = clap_mangen::Man::new(
+            sub.clone()
+                .bin_name(format!("mailferry {}", sub.get_name())),
+        );
+        let mut section = Vec::new();
+        man.render_synopsis_section(&mut section)
+            .and_then(|()| man.render_description_section(&mut section))
+            .and_then(|()| man.render_options_section(&mut section))
+            .expect(IN_MEMORY);
+        let section = String::from_utf8_lossy(&section)
+            .replace(".SH SYNOPSIS", &format!(".SH \"{name}\""))
+            .replace(".SH DESCRIPTION", &format!(".SS \"{name}: description\""))
+            .replace(".SH OPTIONS", &format!(".SS \"{name}: options\""));
+        page.extend_from_slice(section.as_bytes());
+    }
+    page
+}
+
+/// Writes a generated text to stdout.
+fn print_generated(text: &[u8], what: &str) -> Result<i32, Error> {
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(text)
+        .map_err(|e| Error::usage(format!("cannot write the {what}: {e}")))?;
+    Ok(0)
 }
 
 fn run_migrate(args: &MigrateArgs) -> Result<i32, Error> {

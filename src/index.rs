@@ -22,6 +22,9 @@ pub struct SourceMessage {
     /// Size in octets as the server reports it (CRLF line ends): what a read of the message
     /// must give ([`read_matches_announced`]).
     pub size: u64,
+    /// Octets mailferry adds to the copy (the `X-UIDL` field of `--keep-pop3-uidl header`):
+    /// the copy it sends has [`copy_size`](Self::copy_size).
+    pub added: u32,
     /// IMAP flags to set on the copy.
     pub flags: Flags,
     /// INTERNALDATE to give the copy, when known.
@@ -64,6 +67,13 @@ impl FlagSets {
     }
 }
 
+impl SourceMessage {
+    /// The size of the copy mailferry sends: the message and what it adds.
+    pub fn copy_size(&self) -> u64 {
+        self.size + u64::from(self.added)
+    }
+}
+
 #[cfg(test)]
 impl SourceMessage {
     /// A 10-byte message with this Message-ID and no flags or date, for unit tests.
@@ -74,6 +84,7 @@ impl SourceMessage {
             identity: Identity::MessageId(id.into()),
             identity_remembered: false,
             size: 10,
+            added: 0,
             flags: Flags::default(),
             internal_date: None,
         }
@@ -228,6 +239,7 @@ impl KnownMessage {
             identity: self.identity.clone()?,
             identity_remembered: true,
             size: self.size,
+            added: 0,
             flags,
             internal_date: self
                 .internal_date

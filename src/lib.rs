@@ -31,4 +31,5 @@ pub mod state;
 pub mod target;
 pub mod trace;
 pub mod transfer;
+pub mod uidl_keeping;
 pub mod verify;

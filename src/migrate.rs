@@ -4,6 +4,7 @@
 //! progress bars before anything is written.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -22,6 +23,7 @@ use crate::source::{ImapSource, POP3_FOLDER, Pop3Source};
 use crate::target::ImapTarget;
 use crate::trace::Trace;
 use crate::transfer::{self, Fanout, Observer, Source, Target, TargetPool, TransferSettings};
+use crate::uidl_keeping;
 use crate::verify;
 
 /// How to open connections, shared by both sides.
@@ -71,6 +73,9 @@ pub struct MigrateJob {
     /// The largest message to send, from the user or a preset (the target's APPENDLIMIT is
     /// added when it advertises one).
     pub size_limit: Option<SizeLimit>,
+    /// `--keep-pop3-uidl map=FILE`: where to append a row per copy (see
+    /// [`crate::uidl_keeping`]; the `header` way is in [`TransferSettings`]).
+    pub uidl_map: Option<PathBuf>,
 }
 
 /// The largest message a target takes, and who says so.
@@ -357,6 +362,9 @@ impl Planned<'_> {
             &events,
         )
         .err();
+        if let Some(map) = &job.uidl_map {
+            self.append_uidl_map(map, &receipts);
+        }
         if error.is_none() {
             // The connection an upload worker left last, used a moment ago, or, when nothing
             // was copied, the planning one: not one the server may have closed while it sat
@@ -386,6 +394,29 @@ impl Planned<'_> {
             self.report.fatal(&err.to_string());
         }
         (self.report.finish(), error)
+    }
+
+    /// Appends this run's copies to the `--keep-pop3-uidl` map; a file that cannot be written
+    /// is a warning, since the copies are made.
+    fn append_uidl_map(&self, path: &Path, receipts: &verify::Receipts) {
+        let copies: Vec<(&str, verify::Receipt)> = self
+            .folders
+            .iter()
+            .flat_map(|f| {
+                let target = f.plan.target_folder.as_str();
+                receipts
+                    .copies_from(&f.plan.source_folder)
+                    .into_iter()
+                    .map(move |receipt| (target, receipt))
+            })
+            .collect();
+        let rows = copies
+            .iter()
+            .map(|(folder, (message, at))| (*folder, message.as_ref(), *at));
+        let account = self.job.to.endpoint.to_string();
+        if let Err(err) = uidl_keeping::append_map(path, &account, rows) {
+            self.report.warn(err.to_string());
+        }
     }
 
     /// Checks that every source message is in the target folders this run wrote to, from the

@@ -263,7 +263,10 @@ fn expected(checks: &[&Check<'_>], receipts: &HashMap<String, Vec<Receipt>>) -> 
             if at.uid_validity != uid_validity {
                 return None;
             }
-            uids.insert(at.uid, (message.identity.clone(), Some(message.size)));
+            uids.insert(
+                at.uid,
+                (message.identity.clone(), Some(message.copy_size())),
+            );
         }
     }
     Some(Expected { uid_validity, uids })

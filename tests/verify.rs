@@ -95,6 +95,7 @@ fn job(dovecot: &Dovecot, dir: &Path, trace: &Captured) -> MigrateJob {
         dry_run: false,
         folders: FolderRules::default(),
         size_limit: None,
+        uidl_map: None,
     }
 }
 

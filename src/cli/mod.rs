@@ -27,6 +27,7 @@ use crate::progress::ProgressBars;
 use crate::report::{Report, ReportBuilder};
 use crate::trace::{Trace, Verbosity};
 use crate::transfer::{Observer, TransferSettings};
+use crate::uidl_keeping::KeepUidl;
 
 const AFTER_HELP: &str = "\
 Environment:
@@ -204,6 +205,12 @@ pub struct CopyArgs {
     /// Give the copies the \Seen flag (POP3 has no flags; by default copies arrive unread)
     #[arg(long)]
     pub mark_seen: bool,
+    /// POP3 source: keep its UIDLs for POP3 clients that leave mail on the server. `header`
+    /// adds one first field `X-UIDL: <UIDL>` to each copy (for Dovecot's pop3_reuse_xuidl);
+    /// `map=FILE` appends a CSV row per copy (target folder, UIDVALIDITY, UID, UIDL, size).
+    /// Both may be given
+    #[arg(long, value_name = "header|map=FILE")]
+    pub keep_pop3_uidl: Vec<String>,
     /// When a target connection breaks during the copy, open a new one up to N times per break
     /// (waiting 0.2 s, 0.4 s, 0.8 s, …; 2 s, 4 s, 8 s, … up to 60 s when the server asked to
     /// slow down with [THROTTLED], [UNAVAILABLE] or a BYE; each wait jittered down to half),
@@ -571,6 +578,13 @@ fn build_job(
 ) -> Result<MigrateJob, Error> {
     let from = Endpoint::parse(&account.from)?;
     let to = Endpoint::parse(&account.to)?;
+    let keep_uidl = KeepUidl::parse(&options.keep_pop3_uidl)?;
+    if keep_uidl.any() && from.protocol != Protocol::Pop3 {
+        return Err(Error::Usage {
+            message: "--keep-pop3-uidl works only with a POP3 source".into(),
+            hint: Some("an IMAP source has no UIDLs to keep".into()),
+        });
+    }
     let tls_ca = overrides.tls_ca.or(options.tls_ca.as_deref());
     let trust = match (tls_ca, options.tls_insecure) {
         (Some(path), _) => TlsTrust::CaFile(path.to_owned()),
@@ -632,12 +646,14 @@ fn build_job(
         transfer: TransferSettings {
             connections: usize::from(overrides.connections.unwrap_or(options.connections)),
             retries: options.retries,
+            add_uidl_field: keep_uidl.header,
             ..TransferSettings::default()
         },
         mark_seen: options.mark_seen,
         dry_run: options.dry_run,
         folders,
         size_limit: SizeLimit::tightest(own_limit, preset_limit),
+        uidl_map: keep_uidl.map,
     })
 }
 

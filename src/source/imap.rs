@@ -48,6 +48,7 @@ impl ImapSource {
                     identity: identity::identify(record.header),
                     identity_remembered: false,
                     size: record.size,
+                    added: 0,
                     // \Recent belongs to the session that saw the message first; no
                     // server lets a client set it.
                     flags: flag_sets.intern(

@@ -108,6 +108,7 @@ impl Pop3Source {
                     identity: identity::identify(&header),
                     identity_remembered: false,
                     size,
+                    added: 0,
                     flags: flags.clone(),
                     internal_date: identity::arrival_date(&header),
                 };

@@ -38,6 +38,7 @@ use crate::identity::Identity;
 use crate::imap::{FolderStatus, MessageUid};
 use crate::index::{IndexedFolder, KnownMessages, SourceMessage, read_matches_announced};
 use crate::plan::FolderPlan;
+use crate::uidl_keeping;
 
 mod budget;
 mod upload;
@@ -406,6 +407,9 @@ pub struct TransferSettings {
     /// Whether a folder may have several upload connections at once (see
     /// [`Target::concurrent_writers`]); otherwise each lane has one.
     pub concurrent_writers: bool,
+    /// Start each copy of a message with a UIDL with an `X-UIDL` field
+    /// (`--keep-pop3-uidl header`, see [`crate::uidl_keeping`]).
+    pub add_uidl_field: bool,
 }
 
 /// The longest wait before a retry.
@@ -425,6 +429,7 @@ impl Default for TransferSettings {
             // Over a 50 ms round trip, answers free it at about 300 MB/s.
             memory_budget: 16 * 1024 * 1024,
             concurrent_writers: true,
+            add_uidl_field: false,
         }
     }
 }
@@ -701,6 +706,11 @@ impl<'a, 'p: 'a> Lane<'a, 'p> {
                         observer.message_failed(&plan.source_folder, &message, &reason);
                         return true;
                     }
+                };
+                let (message, raw) = if settings.add_uidl_field {
+                    uidl_keeping::stamped(message, raw)
+                } else {
+                    (message, raw)
                 };
                 let bytes = raw.len() as u64;
                 // Waiting for memory with a batch unsent would wait for itself.

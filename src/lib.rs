@@ -28,6 +28,7 @@ pub mod report;
 pub mod session;
 pub mod source;
 pub mod state;
+pub mod store;
 pub mod target;
 pub mod trace;
 pub mod transfer;

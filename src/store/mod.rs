@@ -1,0 +1,3 @@
+//! Mail stores on local disk. (The servers' stores sit in `source` and `target` for now.)
+
+pub mod maildir;

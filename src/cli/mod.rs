@@ -441,6 +441,9 @@ impl SideLogin {
     }
 
     fn account(&self, endpoint: Endpoint, side: Side) -> Result<Account, Error> {
+        if let Some(warning) = self.password.permission_warning(side) {
+            eprintln!("warning: {warning}");
+        }
         Ok(Account {
             password: self.password.resolve(side, &endpoint)?,
             endpoint,
@@ -628,15 +631,10 @@ fn folder_rules(
 
 /// Fails early, before any server is touched, when the report could not be written.
 fn check_writable(path: &std::path::Path) -> Result<(), Error> {
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map(drop)
-        .map_err(|e| Error::Usage {
-            message: format!("cannot write the report to {}: {e}", path.display()),
-            hint: Some("--report takes the path of a file in a writable directory".into()),
-        })
+    crate::private_file::check_writable(path).map_err(|e| Error::Usage {
+        message: format!("cannot write the report to {}: {e}", path.display()),
+        hint: Some("--report takes the path of a file in a writable directory".into()),
+    })
 }
 
 /// Writes the report if one was asked for. A failure here is only a warning: the run's own

@@ -21,6 +21,8 @@ pub const EXIT_AUTH: i32 = 3;
 pub const EXIT_CONNECTION: i32 = 4;
 /// Exit code: another mirror run of the same accounts holds the state lock.
 pub const EXIT_LOCKED: i32 = 5;
+/// Exit code: mailferry failed internally (a bug): a panic, caught instead of Rust's 101.
+pub const EXIT_INTERNAL: i32 = 6;
 
 /// What went wrong on one connection to one server.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
 //! Hardening from the review of issue 14, end to end through the binary against a real
 //! Dovecot: what mailferry writes is private and never written through a planted link, a
-//! loosely readable password file is warned about, and a password command sees no other
-//! side's password.
+//! loosely readable password file is warned about, a password command sees no other side's
+//! password, a greeting that makes the IMAP parser panic is one clean error, and a forged
+//! plaintext PREAUTH does not let a run that needs TLS carry on.
 
 mod support;
 
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use assert_cmd::Command;
+use support::relay::{Fault, Relay};
 use support::{Dovecot, password};
 
 fn mode(path: &Path) -> u32 {
@@ -23,12 +25,12 @@ fn url(server: &Dovecot, user: &str) -> String {
     format!("imaps://{user}@127.0.0.1:{}/INBOX", server.imaps_port())
 }
 
-/// `mailferry COMMAND --from alice --to bob` with the test CA and neither password variable.
-fn mailferry(server: &Dovecot, command: &str) -> Command {
+/// `mailferry COMMAND --from FROM --to bob` with the test CA and neither password variable.
+fn mailferry(server: &Dovecot, command: &str, from: &str) -> Command {
     let mut cmd = Command::cargo_bin("mailferry").unwrap();
     cmd.arg(command)
         .arg("--from")
-        .arg(url(server, "alice"))
+        .arg(from)
         .arg("--to")
         .arg(url(server, "bob"))
         .arg("--tls-ca")
@@ -69,7 +71,7 @@ fn reports_state_and_summaries_are_private_and_never_written_through_a_link() {
     let report = dir.path().join("report.json");
     symlink(&victim, dir.path().join("report.json.tmp")).unwrap();
 
-    let output = mailferry(&server, "migrate")
+    let output = mailferry(&server, "migrate", &url(&server, "alice"))
         .arg("--report")
         .arg(&report)
         .env("MAILFERRY_FROM_PASSWORD", password("alice"))
@@ -82,7 +84,7 @@ fn reports_state_and_summaries_are_private_and_never_written_through_a_link() {
 
     symlink(&victim, dir.path().join("mirror.json")).unwrap();
     let state = dir.path().join("state");
-    let output = mailferry(&server, "mirror")
+    let output = mailferry(&server, "mirror", &url(&server, "alice"))
         .arg("--state")
         .arg(&state)
         .arg("--report")
@@ -163,7 +165,7 @@ fn a_password_command_sees_no_other_sides_password_and_a_loose_password_file_is_
         password("alice")
     );
 
-    let output = mailferry(&server, "migrate")
+    let output = mailferry(&server, "migrate", &url(&server, "alice"))
         .arg("--from-password-command")
         .arg(&command)
         .arg("--to-password-file")
@@ -182,4 +184,49 @@ fn a_password_command_sees_no_other_sides_password_and_a_loose_password_file_is_
     );
     assert!(!said.contains(&password("bob")), "{said}");
     assert!(said.contains(" 1 copied "), "{said}");
+}
+
+/// Migrates alice → bob with the source behind `relay` (plain IMAP with STARTTLS).
+fn through_relay(server: &Dovecot, relay: &Relay) -> std::process::Output {
+    let from = format!("imap://alice@127.0.0.1:{}/INBOX", relay.port());
+    let mut cmd = mailferry(server, "migrate", &from);
+    cmd.env("MAILFERRY_FROM_PASSWORD", password("alice"))
+        .env("MAILFERRY_TO_PASSWORD", password("bob"));
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_greeting_the_parser_chokes_on_is_one_error_line_and_no_panic_message() {
+    let server = server();
+    let relay = Relay::start(server.imap_port());
+    // imap-proto 0.17 panics on a response code followed by a multi-byte character.
+    relay.set_faults(&[Fault::Greet("* OK [ALERT]é\r\n".as_bytes())]);
+    let output = through_relay(&server, &relay);
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(4), "{said}");
+    assert!(said.contains("does not parse"), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
+    assert!(relay.connections()[0].fired);
+}
+
+#[test]
+fn a_plaintext_preauth_greeting_stops_a_run_that_needs_tls() {
+    let server = server();
+    let relay = Relay::start(server.imap_port());
+    relay.set_faults(&[Fault::Greet(
+        b"* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] logged in\r\n",
+    )]);
+    let output = through_relay(&server, &relay);
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(4), "{said}");
+    assert!(
+        said.contains("the server greeted with PREAUTH before TLS, so STARTTLS is impossible"),
+        "{said}"
+    );
+    assert!(relay.connections()[0].fired);
+    assert_eq!(
+        relay.connections()[0].to_server,
+        0,
+        "nothing was sent to the server"
+    );
 }

@@ -14,7 +14,7 @@ mod output;
 use crate::auth::{AuthMode, OAuthMechanism};
 use crate::batch::Shard;
 use crate::endpoint::{Endpoint, PasswordSource, Protocol, Side};
-use crate::error::Error;
+use crate::error::{EXIT_INTERNAL, Error};
 use crate::folders::{FolderRules, SpecialUse};
 use crate::imap::MessageUid;
 use crate::index::SourceMessage;
@@ -242,6 +242,30 @@ pub struct BatchArgs {
     /// How to copy, for every account (a TOML file may override some per account).
     #[command(flatten)]
     pub options: CopyArgs,
+}
+
+/// Runs a command to its exit code, printing an error as one `error:` line and a `hint:` line.
+/// A panic (a bug) ends with [`EXIT_INTERNAL`] instead of Rust's 101, after the panic's own
+/// message, so that a monitor reads a documented code.
+pub fn exit_code_of(command: impl FnOnce() -> Result<i32, Error>) -> i32 {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(command)) {
+        Ok(Ok(code)) => code,
+        Ok(Err(error)) => {
+            eprintln!("error: {error}");
+            if let Some(hint) = error.hint() {
+                eprintln!("hint: {hint}");
+            }
+            error.exit_code()
+        }
+        Err(_) => {
+            eprintln!("error: mailferry failed internally (a bug)");
+            eprintln!(
+                "hint: what was copied stays copied; re-run to finish, and please report the \
+                 panic message above"
+            );
+            EXIT_INTERNAL
+        }
+    }
 }
 
 /// Runs a parsed command line; returns the exit code of a run that finished.
@@ -653,6 +677,16 @@ fn write_report(path: Option<&std::path::Path>, report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_ends_with_the_internal_exit_code_and_errors_with_theirs() {
+        assert_eq!(exit_code_of(|| panic!("a bug")), EXIT_INTERNAL);
+        assert_eq!(
+            exit_code_of(|| Err(Error::usage("bad"))),
+            crate::error::EXIT_USAGE
+        );
+        assert_eq!(exit_code_of(|| Ok(1)), 1);
+    }
 
     #[test]
     fn sizes_take_binary_units() {

@@ -246,7 +246,23 @@ impl ImapClient {
             }
         };
         let mut client = Self::greet(conn)?;
-        if matches!(mode, TlsMode::StartTls | TlsMode::StartTlsIfOffered) {
+        // STARTTLS is not allowed once authenticated (RFC 9051 §6.2.1), and anyone on the path
+        // can forge a plaintext PREAUTH: a run that needs TLS stops here rather than carry on
+        // unencrypted, and one that allows plaintext goes on without TLS (and never sends a
+        // password, there being no login).
+        let upgrade = match mode {
+            TlsMode::StartTls if client.preauthenticated => {
+                return Err(SessionError::Unsupported(
+                    "the server greeted with PREAUTH before TLS, so STARTTLS is impossible; use \
+                     implicit TLS (imaps) or, on a trusted network only, plain IMAP"
+                        .into(),
+                ));
+            }
+            TlsMode::StartTls => true,
+            TlsMode::StartTlsIfOffered => !client.preauthenticated,
+            TlsMode::Implicit | TlsMode::Plain => false,
+        };
+        if upgrade {
             if client.state.capabilities.is_empty() {
                 client.refresh_capabilities()?;
             }

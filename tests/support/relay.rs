@@ -10,6 +10,7 @@
 //!   it), but the answer never reaches the client.
 //! - [`Fault::Stall`]: after the first N bytes from the client, nothing more is forwarded in
 //!   either direction, and the connection stays open (a peer that stopped answering).
+//! - [`Fault::Greet`]: the client gets other bytes in place of the server's greeting.
 //! - [`Fault::HideSaslPlain`]: plaintext only; the server's capability lists lose SASL PLAIN,
 //!   as on a server that offers only IMAP LOGIN or POP3 USER/PASS, and the client's first
 //!   bytes are kept in the log, to show which login command it chose.
@@ -80,6 +81,9 @@ pub enum Fault {
     /// client sends in [`ConnectionLog::from_client`]. A pattern split across two reads would
     /// pass unchanged; Dovecot writes each capability line whole, and loopback keeps it so.
     HideSaslPlain,
+    /// Forward everything, but the client gets these bytes in place of the server's first
+    /// read (its greeting): a greeting forged on the path, or one a server got wrong.
+    Greet(&'static [u8]),
 }
 
 /// How much of what the client sends [`Fault::HideSaslPlain`] keeps.
@@ -410,7 +414,7 @@ impl Link {
             log.fault
         };
         match fault {
-            Fault::Pass | Fault::HideSaslPlain => {}
+            Fault::Pass | Fault::HideSaslPlain | Fault::Greet(_) => {}
             Fault::Cut(_) | Fault::CutAnswer(_) | Fault::LoseAnswer(_) => {
                 self.cut.store(true, Ordering::SeqCst);
                 let _ = self.client.shutdown(Shutdown::Both);
@@ -425,6 +429,9 @@ impl Link {
     /// and quirks. The rewriter sees the client's bytes before the server does, so it knows
     /// each command before its answer.
     fn rewrite<'b>(&self, direction: Direction, bytes: &'b [u8]) -> Cow<'b, [u8]> {
+        if let Some(greeting) = self.forged_greeting(direction) {
+            return greeting.into();
+        }
         let bytes = self.hide_sasl_plain(direction, bytes);
         let Some(rewriter) = &self.rewriter else {
             return bytes;
@@ -445,6 +452,19 @@ impl Link {
             .as_ref()
             .map(|rewriter| lock(rewriter).finish())
             .unwrap_or_default()
+    }
+
+    /// [`Fault::Greet`]'s part of [`Link::rewrite`]: its bytes, the first time the server
+    /// sends something.
+    fn forged_greeting(&self, direction: Direction) -> Option<&'static [u8]> {
+        let mut log = lock(&self.log);
+        match log.fault {
+            Fault::Greet(greeting) if direction == Direction::ToClient && !log.fired => {
+                log.fired = true;
+                Some(greeting)
+            }
+            _ => None,
+        }
     }
 
     /// [`Fault::HideSaslPlain`]'s part of [`Link::rewrite`].

@@ -196,10 +196,9 @@ impl Error {
                 )),
             },
             SessionError::Tls(_) => {
-                let hint = Some(
-                    "if the server uses a self-signed or private certificate, pass it with --tls-ca FILE; check that the port speaks TLS (imaps/pop3s) or STARTTLS (imap/pop3)"
-                        .into(),
-                );
+                let hint = Some(format!(
+                    "if the server uses a self-signed certificate or a private CA, pass it with --{word}-tls-ca FILE (--tls-ca FILE for both sides); check that the port speaks TLS (imaps/pop3s) or STARTTLS (imap/pop3)"
+                ));
                 Error::Connection { server, source: err, hint }
             }
             SessionError::HandshakeCut => Error::Connection {

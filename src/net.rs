@@ -40,7 +40,7 @@ pub enum TlsMode {
 }
 
 /// How server certificates are checked.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum TlsTrust {
     /// The system's root certificates (falling back to the Mozilla set when there are none).
     #[default]

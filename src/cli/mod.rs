@@ -182,8 +182,15 @@ pub struct CopyArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Trust the PEM certificate(s) in FILE (a CA, or the server's own self-signed certificate)
+    /// instead of the system's roots, on both sides
     #[arg(long, value_name = "FILE", conflicts_with = "tls_insecure")]
     pub tls_ca: Option<PathBuf>,
+    /// The same for the source only (e.g. a private CA), which --tls-ca then leaves alone
+    #[arg(long, value_name = "FILE")]
+    pub from_tls_ca: Option<PathBuf>,
+    /// The same for the target only
+    #[arg(long, value_name = "FILE")]
+    pub to_tls_ca: Option<PathBuf>,
     /// Do not check server certificates (prints a warning on every run)
     #[arg(long)]
     pub tls_insecure: bool,
@@ -464,13 +471,14 @@ impl SideLogin {
         })
     }
 
-    fn account(&self, endpoint: Endpoint, side: Side) -> Result<Account, Error> {
+    fn account(&self, endpoint: Endpoint, side: Side, tls: TlsConfig) -> Result<Account, Error> {
         if let Some(warning) = self.password.permission_warning(side) {
             eprintln!("warning: {warning}");
         }
         Ok(Account {
             password: self.password.resolve(side, &endpoint)?,
             endpoint,
+            tls,
             auth: self.auth.clone(),
             token_command: self.token_command.clone(),
         })
@@ -535,6 +543,20 @@ impl Overrides<'_> {
     }
 }
 
+/// How one side's certificates are checked: its own CA file, else the shared one (both
+/// replace the system's roots), else none at all with `--tls-insecure`, else the system's.
+fn side_trust(
+    own_ca: Option<&std::path::Path>,
+    shared_ca: Option<&std::path::Path>,
+    insecure: bool,
+) -> TlsTrust {
+    match (own_ca.or(shared_ca), insecure) {
+        (Some(path), _) => TlsTrust::CaFile(path.to_owned()),
+        (None, true) => TlsTrust::Insecure,
+        (None, false) => TlsTrust::System,
+    }
+}
+
 fn build_job(
     account: &AccountSettings,
     options: &CopyArgs,
@@ -542,19 +564,33 @@ fn build_job(
 ) -> Result<MigrateJob, Error> {
     let from = Endpoint::parse(&account.from)?;
     let to = Endpoint::parse(&account.to)?;
-    let tls_ca = overrides.tls_ca.or(options.tls_ca.as_deref());
-    let trust = match (tls_ca, options.tls_insecure) {
-        (Some(path), _) => TlsTrust::CaFile(path.to_owned()),
-        (None, true) => {
-            eprintln!("warning: --tls-insecure: server certificates are not checked");
-            TlsTrust::Insecure
-        }
-        (None, false) => TlsTrust::System,
+    let shared_ca = overrides.tls_ca.or(options.tls_ca.as_deref());
+    let source_trust = side_trust(
+        options.from_tls_ca.as_deref(),
+        shared_ca,
+        options.tls_insecure,
+    );
+    let target_trust = side_trust(
+        options.to_tls_ca.as_deref(),
+        shared_ca,
+        options.tls_insecure,
+    );
+    if [&source_trust, &target_trust]
+        .iter()
+        .any(|trust| matches!(trust, TlsTrust::Insecure))
+    {
+        eprintln!("warning: --tls-insecure: server certificates are not checked");
+    }
+    let tls = |trust: &TlsTrust| {
+        TlsConfig::new(trust).map_err(|message| Error::Usage {
+            message,
+            hint: Some(
+                "--tls-ca, --from-tls-ca and --to-tls-ca take a PEM file with one or more \
+                 certificates"
+                    .into(),
+            ),
+        })
     };
-    let tls = TlsConfig::new(&trust).map_err(|message| Error::Usage {
-        message,
-        hint: Some("--tls-ca takes a PEM file with one or more certificates".into()),
-    })?;
     let pick = |own: &'_ [String], shared: &'_ [String]| -> Vec<String> {
         if own.is_empty() { shared } else { own }.to_vec()
     };
@@ -591,11 +627,18 @@ fn build_job(
         bytes,
         set_by: "--max-message-size".into(),
     });
+    let source_tls = tls(&source_trust)?;
+    // One configuration for one trust: it warns once per server and run about a pinned
+    // certificate, however many sides use it.
+    let target_tls = if target_trust == source_trust {
+        source_tls.clone()
+    } else {
+        tls(&target_trust)?
+    };
     Ok(MigrateJob {
-        from: account.from_login.account(from, Side::From)?,
-        to: account.to_login.account(to, Side::To)?,
+        from: account.from_login.account(from, Side::From, source_tls)?,
+        to: account.to_login.account(to, Side::To, target_tls)?,
         connect: ConnectOptions {
-            tls,
             allow_plaintext: options.allow_plaintext,
             timeout: Duration::from_secs(options.timeout),
             trace: Trace::new(Verbosity::from_count(options.verbose)),

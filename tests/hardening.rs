@@ -1,8 +1,9 @@
 //! Hardening from the review of issue 14, end to end through the binary against a real
 //! Dovecot: what mailferry writes is private and never written through a planted link, a
 //! loosely readable password file is warned about, a password command sees no other side's
-//! password, a greeting that makes the IMAP parser panic is one clean error, and a forged
-//! plaintext PREAUTH does not let a run that needs TLS carry on.
+//! password, a greeting that makes the IMAP parser panic is one clean error, a forged
+//! plaintext PREAUTH does not let a run that needs TLS carry on, and a server trickling its
+//! bytes cannot hold a run beyond the timeout.
 
 mod support;
 
@@ -35,7 +36,6 @@ fn mailferry(server: &Dovecot, command: &str, from: &str) -> Command {
         .arg(url(server, "bob"))
         .arg("--tls-ca")
         .arg(server.cert_path())
-        .args(["--timeout", "20"])
         .env_remove("MAILFERRY_FROM_PASSWORD")
         .env_remove("MAILFERRY_TO_PASSWORD")
         .timeout(Duration::from_secs(120));
@@ -229,4 +229,31 @@ fn a_plaintext_preauth_greeting_stops_a_run_that_needs_tls() {
         0,
         "nothing was sent to the server"
     );
+}
+
+#[test]
+fn a_server_trickling_its_greeting_or_handshake_times_out_as_a_whole() {
+    let server = server();
+    // A byte every 300 ms never lets a 2 s read timeout fire; the greeting alone would take
+    // about a minute, the TLS handshake far longer, and the run is killed after 40 s.
+    let pause = Duration::from_millis(300);
+    for (port, scheme) in [(server.imap_port(), "imap"), (server.imaps_port(), "imaps")] {
+        let relay = Relay::start(port);
+        relay.set_faults(&[Fault::Trickle(pause)]);
+        let from = format!("{scheme}://alice@127.0.0.1:{}/INBOX", relay.port());
+        let output = mailferry(&server, "migrate", &from)
+            .args(["--timeout", "2", "--retries", "0"])
+            .env("MAILFERRY_FROM_PASSWORD", password("alice"))
+            .env("MAILFERRY_TO_PASSWORD", password("bob"))
+            .timeout(Duration::from_secs(40))
+            .output()
+            .unwrap();
+        let said = text(&output);
+        assert_eq!(output.status.code(), Some(4), "{scheme}: {said}");
+        assert!(
+            said.contains("timed out waiting for the server"),
+            "{scheme}: {said}"
+        );
+        assert!(relay.connections()[0].fired, "{scheme}");
+    }
 }

@@ -208,7 +208,8 @@ pub struct CopyArgs {
     /// never for a refused login. 0: stop at the first break (exit 4)
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
-    /// Seconds to wait for a server before giving up
+    /// Seconds to wait for a server before giving up: for the name lookup, for each answer in
+    /// all (and each 64 KiB of a long one), for each step of the TLS handshake
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// More output, on stderr: -v each connection opened, -vv every command sent, -vvv every

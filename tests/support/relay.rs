@@ -11,6 +11,7 @@
 //! - [`Fault::Stall`]: after the first N bytes from the client, nothing more is forwarded in
 //!   either direction, and the connection stays open (a peer that stopped answering).
 //! - [`Fault::Greet`]: the client gets other bytes in place of the server's greeting.
+//! - [`Fault::Trickle`]: the server's bytes reach the client one at a time, slowly.
 //! - [`Fault::HideSaslPlain`]: plaintext only; the server's capability lists lose SASL PLAIN,
 //!   as on a server that offers only IMAP LOGIN or POP3 USER/PASS, and the client's first
 //!   bytes are kept in the log, to show which login command it chose.
@@ -81,6 +82,9 @@ pub enum Fault {
     /// client sends in [`ConnectionLog::from_client`]. A pattern split across two reads would
     /// pass unchanged; Dovecot writes each capability line whole, and loopback keeps it so.
     HideSaslPlain,
+    /// Forward everything, but what the server sends one byte at a time, each after this
+    /// pause: a server (or a path) that trickles its answers.
+    Trickle(Duration),
     /// Forward everything, but the client gets these bytes in place of the server's first
     /// read (its greeting): a greeting forged on the path, or one a server got wrong.
     Greet(&'static [u8]),
@@ -414,7 +418,7 @@ impl Link {
             log.fault
         };
         match fault {
-            Fault::Pass | Fault::HideSaslPlain | Fault::Greet(_) => {}
+            Fault::Pass | Fault::HideSaslPlain | Fault::Greet(_) | Fault::Trickle(_) => {}
             Fault::Cut(_) | Fault::CutAnswer(_) | Fault::LoseAnswer(_) => {
                 self.cut.store(true, Ordering::SeqCst);
                 let _ = self.client.shutdown(Shutdown::Both);
@@ -493,6 +497,19 @@ impl Link {
         }
     }
 
+    /// With [`Fault::Trickle`], the pause before each byte the server sends (the fault counts
+    /// as fired once it has slowed one).
+    fn trickle(&self, direction: Direction) -> Option<Duration> {
+        let mut log = lock(&self.log);
+        match log.fault {
+            Fault::Trickle(pause) if direction == Direction::ToClient => {
+                log.fired = true;
+                Some(pause)
+            }
+            _ => None,
+        }
+    }
+
     fn stalled_since(&self) -> Option<Instant> {
         *lock(&self.stalled)
     }
@@ -568,7 +585,17 @@ fn pump(link: &Link, direction: Direction, shared: &Shared) {
         }
         let (allowed, fire) = link.admit(direction, n);
         let forwarded = link.rewrite(direction, &buf[..allowed]);
-        if to.write_all(&forwarded).is_err() {
+        let written = match link.trickle(direction) {
+            Some(pause) => forwarded.iter().try_for_each(|byte| {
+                thread::sleep(pause);
+                if shared.stop.load(Ordering::SeqCst) {
+                    return Err(ErrorKind::Interrupted.into());
+                }
+                to.write_all(&[*byte])
+            }),
+            None => to.write_all(&forwarded),
+        };
+        if written.is_err() {
             link.shut_down();
             return;
         }

@@ -2,8 +2,9 @@
 //! Dovecot: what mailferry writes is private and never written through a planted link, a
 //! loosely readable password file is warned about, a password command sees no other side's
 //! password, a greeting that makes the IMAP parser panic is one clean error, a forged
-//! plaintext PREAUTH does not let a run that needs TLS carry on, and a server trickling its
-//! bytes cannot hold a run beyond the timeout.
+//! plaintext PREAUTH does not let a run that needs TLS carry on, a server trickling its
+//! bytes cannot hold a run beyond the timeout, and a listing longer than the server announced
+//! is refused.
 
 mod support;
 
@@ -255,5 +256,51 @@ fn a_server_trickling_its_greeting_or_handshake_times_out_as_a_whole() {
             "{scheme}: {said}"
         );
         assert!(relay.connections()[0].fired, "{scheme}");
+    }
+}
+
+#[test]
+fn a_listing_longer_than_the_server_announced_is_refused() {
+    // Plaintext, so that the relay can change what the server announces.
+    let server = Dovecot::start_custom("", false, &[]);
+    let messages: Vec<Vec<u8>> = (0..20)
+        .map(|n| format!("Message-ID: <{n}@announced.test>\r\n\r\nbody\r\n").into_bytes())
+        .collect();
+    server.append_many("alice", "INBOX", &messages);
+    for (scheme, port, fault) in [
+        (
+            "pop3",
+            server.pop3_port(),
+            Fault::Replace(b"+OK 20 ", b"+OK 2 "),
+        ),
+        (
+            "imap",
+            server.imap_port(),
+            Fault::Replace(b"* 20 EXISTS", b"* 2 EXISTS"),
+        ),
+    ] {
+        let relay = Relay::start(port);
+        relay.set_faults(&[fault]);
+        let output = Command::cargo_bin("mailferry")
+            .unwrap()
+            .arg("migrate")
+            .arg("--from")
+            .arg(format!("{scheme}://alice@127.0.0.1:{}", relay.port()))
+            .arg("--to")
+            .arg(format!("imap://bob@127.0.0.1:{}/INBOX", server.imap_port()))
+            .args(["--allow-plaintext", "--retries", "0"])
+            .env("MAILFERRY_FROM_PASSWORD", password("alice"))
+            .env("MAILFERRY_TO_PASSWORD", password("bob"))
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap();
+        let said = text(&output);
+        assert!(relay.connections()[0].fired, "{scheme}: {said}");
+        assert_eq!(output.status.code(), Some(4), "{scheme}: {said}");
+        let refusal = match scheme {
+            "pop3" => "the server listed 20 messages after announcing 2 (STAT)",
+            _ => "the server sent 19 FETCH records for a mailbox it said holds 2 messages",
+        };
+        assert!(said.contains(refusal), "{scheme}: {said}");
     }
 }

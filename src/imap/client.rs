@@ -140,6 +140,9 @@ pub struct AppendMessage<'a> {
 
 /// Literal cap outside [`ImapClient::fetch_messages`]: header fields, names, texts are small.
 const DEFAULT_MAX_LITERAL: usize = 8 << 20;
+/// The largest literal accepted while connecting (before STARTTLS, anyone on the path could
+/// send it): no greeting or capability list needs one.
+const PRE_TLS_MAX_LITERAL: usize = 64 * 1024;
 
 /// From this size on, a FETCH's body section is moved out of the read buffer into a buffer of
 /// its own instead of being lent: a large message then exists once, not in the read buffer and
@@ -286,13 +289,14 @@ impl ImapClient {
         if client.state.capabilities.is_empty() {
             client.refresh_capabilities()?;
         }
+        client.framer.set_max_literal(DEFAULT_MAX_LITERAL);
         Ok(client)
     }
 
     fn greet(conn: Connection) -> Result<Self, SessionError> {
         let mut client = ImapClient {
             conn,
-            framer: Framer::new(DEFAULT_MAX_LITERAL),
+            framer: Framer::new(PRE_TLS_MAX_LITERAL),
             state: State::default(),
             next_tag: 0,
             preauthenticated: false,
@@ -668,6 +672,7 @@ impl ImapClient {
         let deselect = usize::from(!read_only && !names.is_empty());
         let unselect = self.has_capability("UNSELECT");
         let mut statuses = vec![MailboxStatus::default(); names.len()];
+        let mut indexed = vec![0usize; names.len()];
         let completions = self.pipeline(
             creating + indexing + deselect,
             |i, b| match i.checked_sub(creating) {
@@ -684,7 +689,12 @@ impl ImapClient {
                     Some(j) if j == indexing => {}
                     Some(j) if j % 2 == 0 => note_selected(&mut statuses[j / 2], response),
                     Some(j) => {
+                        let status = &mut statuses[j / 2];
+                        // Mail arriving meanwhile is announced before its FETCH response.
+                        note_selected(status, response);
                         if let Some(record) = index_record(response) {
+                            indexed[j / 2] += 1;
+                            within_announced(indexed[j / 2], status.exists)?;
                             on_each(j / 2, record);
                         }
                     }
@@ -1174,6 +1184,22 @@ impl ImapClient {
             }
         }
     }
+}
+
+/// FETCH records accepted beyond the messages a mailbox announced (EXISTS).
+const INDEX_SLACK: usize = 16;
+
+/// Refuses the `count`th FETCH record of a mailbox that announced `exists` messages when it
+/// is more than that (plus a little): a server sending records without end would otherwise
+/// fill the memory with them.
+fn within_announced(count: usize, exists: u32) -> Result<(), SessionError> {
+    if count > exists as usize + INDEX_SLACK {
+        return Err(SessionError::Protocol(format!(
+            "the server sent {count} FETCH records for a mailbox it said holds {exists} messages \
+             (EXISTS)"
+        )));
+    }
+    Ok(())
 }
 
 /// Notes what a SELECT / EXAMINE response says about the mailbox.

@@ -11,6 +11,7 @@
 //! - [`Fault::Stall`]: after the first N bytes from the client, nothing more is forwarded in
 //!   either direction, and the connection stays open (a peer that stopped answering).
 //! - [`Fault::Greet`]: the client gets other bytes in place of the server's greeting.
+//! - [`Fault::Replace`]: some bytes the server sends are replaced by others.
 //! - [`Fault::Trickle`]: the server's bytes reach the client one at a time, slowly.
 //! - [`Fault::HideSaslPlain`]: plaintext only; the server's capability lists lose SASL PLAIN,
 //!   as on a server that offers only IMAP LOGIN or POP3 USER/PASS, and the client's first
@@ -85,6 +86,9 @@ pub enum Fault {
     /// Forward everything, but what the server sends one byte at a time, each after this
     /// pause: a server (or a path) that trickles its answers.
     Trickle(Duration),
+    /// Forward everything, but replace the first bytes (wherever one read from the server
+    /// holds them whole) with the second: a server that announces one thing and does another.
+    Replace(&'static [u8], &'static [u8]),
     /// Forward everything, but the client gets these bytes in place of the server's first
     /// read (its greeting): a greeting forged on the path, or one a server got wrong.
     Greet(&'static [u8]),
@@ -418,7 +422,11 @@ impl Link {
             log.fault
         };
         match fault {
-            Fault::Pass | Fault::HideSaslPlain | Fault::Greet(_) | Fault::Trickle(_) => {}
+            Fault::Pass
+            | Fault::HideSaslPlain
+            | Fault::Greet(_)
+            | Fault::Trickle(_)
+            | Fault::Replace(..) => {}
             Fault::Cut(_) | Fault::CutAnswer(_) | Fault::LoseAnswer(_) => {
                 self.cut.store(true, Ordering::SeqCst);
                 let _ = self.client.shutdown(Shutdown::Both);
@@ -436,7 +444,10 @@ impl Link {
         if let Some(greeting) = self.forged_greeting(direction) {
             return greeting.into();
         }
-        let bytes = self.hide_sasl_plain(direction, bytes);
+        let bytes = match self.replace(direction, bytes) {
+            Cow::Borrowed(unchanged) => self.hide_sasl_plain(direction, unchanged),
+            replaced => replaced,
+        };
         let Some(rewriter) = &self.rewriter else {
             return bytes;
         };
@@ -468,6 +479,24 @@ impl Link {
                 Some(greeting)
             }
             _ => None,
+        }
+    }
+
+    /// [`Fault::Replace`]'s part of [`Link::rewrite`].
+    fn replace<'b>(&self, direction: Direction, bytes: &'b [u8]) -> Cow<'b, [u8]> {
+        let mut log = lock(&self.log);
+        let Fault::Replace(from, to) = log.fault else {
+            return bytes.into();
+        };
+        let found = bytes.windows(from.len()).position(|window| window == from);
+        match found {
+            Some(at) if direction == Direction::ToClient => {
+                log.fired = true;
+                [&bytes[..at], to, &bytes[at + from.len()..]]
+                    .concat()
+                    .into()
+            }
+            _ => bytes.into(),
         }
     }
 

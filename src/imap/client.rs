@@ -694,7 +694,7 @@ impl ImapClient {
                         note_selected(status, response);
                         if let Some(record) = index_record(response) {
                             indexed[j / 2] += 1;
-                            within_announced(indexed[j / 2], status.exists)?;
+                            within_due(indexed[j / 2], status.exists as usize, "EXISTS")?;
                             on_each(j / 2, record);
                         }
                     }
@@ -768,6 +768,7 @@ impl ImapClient {
             );
         }
         let mut statuses = vec![MailboxStatus::default(); mailboxes.len()];
+        let mut found = vec![0usize; mailboxes.len()];
         let completions = self.pipeline(
             commands.len(),
             |i, b| match &commands[i] {
@@ -779,6 +780,8 @@ impl ImapClient {
                     (j, None) => note_selected(&mut statuses[*j], response),
                     (j, Some(_)) => {
                         if let Some(record) = index_record(response) {
+                            found[*j] += 1;
+                            within_due(found[*j], mailboxes[*j].1.len(), "UIDs asked for")?;
                             on_each(*j, record.uid, record.size);
                         }
                     }
@@ -815,6 +818,7 @@ impl ImapClient {
         let previous = self.framer.max_literal();
         self.framer
             .set_max_literal(usize::try_from(max_size).unwrap_or(usize::MAX));
+        let mut fetched = 0;
         let completions = self.pipeline(
             first_fetch + sets.len(),
             |i, b| match (i.checked_sub(first_fetch), examine) {
@@ -829,6 +833,8 @@ impl ImapClient {
                 if i >= first_fetch
                     && let Some(message) = fetched_message(response)
                 {
+                    fetched += 1;
+                    within_due(fetched, uids.len(), "UIDs asked for")?;
                     on_each(message);
                 }
                 Ok(())
@@ -1186,17 +1192,17 @@ impl ImapClient {
     }
 }
 
-/// FETCH records accepted beyond the messages a mailbox announced (EXISTS).
-const INDEX_SLACK: usize = 16;
+/// FETCH records accepted beyond the messages due: those a mailbox announced (EXISTS), or
+/// the UIDs asked for.
+const FETCH_SLACK: usize = 16;
 
-/// Refuses the `count`th FETCH record of a mailbox that announced `exists` messages when it
-/// is more than that (plus a little): a server sending records without end would otherwise
-/// fill the memory with them.
-fn within_announced(count: usize, exists: u32) -> Result<(), SessionError> {
-    if count > exists as usize + INDEX_SLACK {
+/// Refuses the `count`th FETCH record when only `due` were (plus a little), `why` saying
+/// where that number comes from: a server sending records without end would otherwise fill
+/// the memory with them.
+fn within_due(count: usize, due: usize, why: &str) -> Result<(), SessionError> {
+    if count > due.saturating_add(FETCH_SLACK) {
         return Err(SessionError::Protocol(format!(
-            "the server sent {count} FETCH records for a mailbox it said holds {exists} messages \
-             (EXISTS)"
+            "the server sent {count} FETCH records where {due} were due ({why})"
         )));
     }
     Ok(())

@@ -365,7 +365,7 @@ pub fn run_all<J: Sync>(
                         schema: 1,
                         account: format!("#{i}"),
                         outcome: Outcome::Failed,
-                        exit_code: crate::error::EXIT_CONNECTION,
+                        exit_code: crate::error::EXIT_INTERNAL,
                         error: Some(
                             "mailferry failed internally on this account (a bug: please report it)"
                                 .into(),

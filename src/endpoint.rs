@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io::IsTerminal;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -34,6 +35,14 @@ impl Side {
         match self {
             Side::From => "from",
             Side::To => "to",
+        }
+    }
+
+    /// The side across the copy.
+    pub fn other(self) -> Side {
+        match self {
+            Side::From => Side::To,
+            Side::To => Side::From,
         }
     }
 }
@@ -160,7 +169,17 @@ fn split_host_port(hostport: &str) -> Option<(String, Option<u16>)> {
         Some(p) => Some(p.parse::<u16>().ok().filter(|&p| p != 0)?),
         None => None,
     };
-    Some((host.to_owned(), port))
+    Some((canonical_host(host), port))
+}
+
+/// One spelling per host, so that two spellings of one account share a mirror's lock and
+/// state: names in lower case (DNS and certificate names ignore case), addresses as the
+/// standard library writes them (`::0:1` is `::1`).
+fn canonical_host(host: &str) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(address) => address.to_string(),
+        Err(_) => host.to_ascii_lowercase(),
+    }
 }
 
 /// Hides whatever follows a `:` in the URL's user part, so a URL with a password can be
@@ -220,7 +239,7 @@ impl PasswordSource {
     /// else a prompt when allowed and stdin is a terminal.
     pub fn resolve(&self, side: Side, endpoint: &Endpoint) -> Result<Password, Error> {
         let word = side.word();
-        let env_var = format!("MAILFERRY_{}_PASSWORD", word.to_ascii_uppercase());
+        let env_var = password_variable(side);
         let missing_hint = format!(
             "set {env_var}, or pass --{word}-password-file FILE or --{word}-password-command CMD"
         );
@@ -234,7 +253,7 @@ impl PasswordSource {
             })?;
             first_line(&text)
         } else if let Some(command) = &self.command {
-            run_secret_command(command, word)?
+            run_secret_command(command, side)?
         } else if let Ok(value) = std::env::var(&env_var) {
             value
         } else if self.prompt && std::io::stdin().is_terminal() {
@@ -258,14 +277,37 @@ impl PasswordSource {
         }
         Ok(Password(secret))
     }
+
+    /// A warning when the password file can be read by others than its owner (any group or
+    /// other permission bit), with the command that fixes it.
+    pub fn permission_warning(&self, side: Side) -> Option<String> {
+        let path = self.file.as_deref()?;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "the {} password file {} is readable by others (mode {:o}); run chmod 600 on it",
+                side.word(),
+                path.display(),
+                mode & 0o777
+            )
+        })
+    }
+}
+
+/// The environment variable holding one side's password.
+fn password_variable(side: Side) -> String {
+    format!("MAILFERRY_{}_PASSWORD", side.word().to_ascii_uppercase())
 }
 
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().to_owned()
 }
 
-/// Runs a password or token command (`sh -c`) and returns the first line it prints.
-pub fn run_secret_command(command: &str, word: &str) -> Result<String, Error> {
+/// Runs a password or token command (`sh -c`) and returns the first line it prints. The
+/// command does not see the other side's password variable: a helper written for one server
+/// has no business with the other server's secret.
+pub fn run_secret_command(command: &str, side: Side) -> Result<String, Error> {
+    let word = side.word();
     let failed = |why: String| Error::Usage {
         message: format!("the {word} password or token command failed: {why}"),
         hint: Some(
@@ -275,6 +317,7 @@ pub fn run_secret_command(command: &str, word: &str) -> Result<String, Error> {
     let output = Command::new("sh")
         .arg("-c")
         .arg(command)
+        .env_remove(password_variable(side.other()))
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -396,5 +439,49 @@ mod tests {
     fn password_debug_is_redacted() {
         let p = Password("hunter2".into());
         assert!(!format!("{p:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_password_file_others_can_read_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "secret\n").unwrap();
+        let source = PasswordSource {
+            file: Some(path.clone()),
+            ..PasswordSource::default()
+        };
+        for (mode, warned) in [(0o600, false), (0o400, false), (0o640, true), (0o604, true)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let warning = source.permission_warning(Side::From);
+            assert_eq!(warning.is_some(), warned, "{mode:o}");
+            if let Some(warning) = warning {
+                assert!(warning.contains("chmod 600"), "{warning}");
+                assert!(!warning.contains("secret"), "{warning}");
+            }
+        }
+        assert_eq!(PasswordSource::default().permission_warning(Side::To), None);
+    }
+
+    #[test]
+    fn spellings_of_one_account_are_one_endpoint() {
+        let written = [
+            "imaps://Alice@Mail.Example.ORG/INBOX",
+            "IMAPS://Alice@mail.example.org:993/INBOX",
+            "imaps://Alice@MAIL.example.org:993/INBOX/",
+        ];
+        let parsed = written.map(|url| Endpoint::parse(url).unwrap());
+        assert!(parsed.iter().all(|e| *e == parsed[0]), "{parsed:?}");
+        assert_eq!(
+            parsed[0].to_string(),
+            "imaps://Alice@mail.example.org:993/INBOX"
+        );
+        let v6 =
+            ["imap://u@[::0:1]", "imap://u@[0:0::1]:143"].map(|url| Endpoint::parse(url).unwrap());
+        assert_eq!((v6[0].host.as_str(), &v6[0]), ("::1", &v6[1]));
+        // The user name is the server's to compare: it keeps its case.
+        assert_ne!(
+            Endpoint::parse("imaps://alice@h").unwrap(),
+            Endpoint::parse("imaps://Alice@h").unwrap()
+        );
     }
 }

@@ -23,6 +23,7 @@ pub mod parallel;
 pub mod plan;
 pub mod pop3;
 pub mod preset;
+pub mod private_file;
 pub mod progress;
 pub mod report;
 pub mod session;

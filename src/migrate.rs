@@ -29,8 +29,6 @@ use crate::verify;
 /// How to open connections, shared by both sides.
 #[derive(Clone)]
 pub struct ConnectOptions {
-    /// TLS trust, built once.
-    pub tls: TlsConfig,
     /// Whether a password may be sent unencrypted when a server offers no STARTTLS/STLS.
     pub allow_plaintext: bool,
     /// Connect and I/O timeout.
@@ -44,6 +42,8 @@ pub struct ConnectOptions {
 pub struct Account {
     /// The server URL.
     pub endpoint: Endpoint,
+    /// How its certificate is checked (each side may trust its own CA), built once.
+    pub tls: TlsConfig,
     /// The password (the administrator's, for a master-user login).
     pub password: Password,
     /// How to log in.

@@ -108,12 +108,11 @@ impl Report {
         if complete { EXIT_OK } else { EXIT_PARTIAL }
     }
 
-    /// Writes the report as pretty JSON, atomically (a monitor never reads half a file).
+    /// Writes the report as pretty JSON, atomically (a monitor never reads half a file),
+    /// readable by its owner only.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, path)
+        crate::private_file::write_atomically(path, &json)
     }
 }
 

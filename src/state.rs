@@ -6,8 +6,7 @@
 //! to copy is always decided from both servers' contents.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::Write;
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +17,7 @@ use crate::error::Error;
 use crate::identity::Identity;
 use crate::imap::FolderStatus;
 use crate::index::KnownMessages;
+use crate::private_file;
 
 /// The state file's format version. Version 1 fingerprinted messages without a Message-ID
 /// with their size; its fingerprints are forgotten on loading (see [`forget_fingerprints`]).
@@ -82,12 +82,7 @@ impl StateStore {
         std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
         let key = pair_key(source, target);
         let lock_path = dir.join(format!("{key}.lock"));
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| failed(&lock_path, e))?;
+        let lock = private_file::open_private(&lock_path).map_err(|e| failed(&lock_path, e))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(Error::Locked { path: lock_path }),
@@ -157,20 +152,10 @@ impl StateStore {
             schema: SCHEMA,
             ..state.clone()
         };
-        let tmp = self.path.with_extension("json.tmp");
-        let mut file = File::create(&tmp).map_err(failed)?;
-        file.write_all(
-            &serde_json::to_vec(&state)
-                .map_err(std::io::Error::other)
-                .map_err(failed)?,
-        )
-        .and_then(|()| file.sync_all())
-        .map_err(failed)?;
-        std::fs::rename(&tmp, &self.path).map_err(failed)?;
-        // The rename itself must reach the disk too.
-        if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(failed)?;
-        }
+        let json = serde_json::to_vec(&state)
+            .map_err(std::io::Error::other)
+            .map_err(failed)?;
+        private_file::write_atomically(&self.path, &json).map_err(failed)?;
         Ok(())
     }
 }
@@ -298,5 +283,23 @@ mod tests {
         assert_eq!(inbox.known["u1"], u1);
         assert_eq!(inbox.known["u2"].identity, None);
         assert_eq!(inbox.known["u2"].first_seen, 1_600_000_000);
+    }
+
+    #[test]
+    fn two_spellings_of_one_account_share_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |url: &str| crate::endpoint::Endpoint::parse(url).unwrap().to_string();
+        let _first = StateStore::open(
+            dir.path(),
+            &key("imaps://alice@Mail.Example:993"),
+            &key("imaps://bob@backup.example"),
+        )
+        .unwrap();
+        let second = StateStore::open(
+            dir.path(),
+            &key("imaps://alice@mail.example"),
+            &key("IMAPS://bob@BACKUP.example:993"),
+        );
+        assert!(matches!(second, Err(Error::Locked { .. })));
     }
 }

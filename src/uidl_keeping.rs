@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::error::Error;
 use crate::imap::MessageUid;
 use crate::index::SourceMessage;
+use crate::private_file;
 
 /// What `--keep-pop3-uidl` asked for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -115,10 +116,8 @@ pub fn append_map<'a>(
     if rows.is_empty() {
         return Ok(());
     }
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
+    // Private like the reports: UIDLs and UIDs of someone's mail.
+    let mut file = private_file::open_private(path)
         .map_err(|e| map_error(path, &e.to_string()))?;
     let header: &[u8] = if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
         b"target_account,target_folder,uidvalidity,uid,uidl,size\n"

@@ -14,7 +14,7 @@ mod output;
 use crate::auth::{AuthMode, OAuthMechanism};
 use crate::batch::Shard;
 use crate::endpoint::{Endpoint, PasswordSource, Protocol, Side};
-use crate::error::Error;
+use crate::error::{EXIT_INTERNAL, Error};
 use crate::folders::{FolderRules, SpecialUse};
 use crate::imap::MessageUid;
 use crate::index::SourceMessage;
@@ -194,8 +194,15 @@ pub struct CopyArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Trust the PEM certificate(s) in FILE (a CA, or the server's own self-signed certificate)
+    /// instead of the system's roots, on both sides
     #[arg(long, value_name = "FILE", conflicts_with = "tls_insecure")]
     pub tls_ca: Option<PathBuf>,
+    /// The same for the source only (e.g. a private CA), which --tls-ca then leaves alone
+    #[arg(long, value_name = "FILE")]
+    pub from_tls_ca: Option<PathBuf>,
+    /// The same for the target only
+    #[arg(long, value_name = "FILE")]
+    pub to_tls_ca: Option<PathBuf>,
     /// Do not check server certificates (prints a warning on every run)
     #[arg(long)]
     pub tls_insecure: bool,
@@ -219,7 +226,8 @@ pub struct CopyArgs {
     /// never for a refused login. 0: stop at the first break (exit 4)
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
-    /// Seconds to wait for a server before giving up
+    /// Seconds to wait for a server before giving up: for the name lookup, for each answer in
+    /// all (and each 64 KiB of a long one), for each step of the TLS handshake
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// More output, on stderr: -v each connection opened, -vv every command sent, -vvv every
@@ -260,6 +268,30 @@ pub struct BatchArgs {
     /// How to copy, for every account (a TOML file may override some per account).
     #[command(flatten)]
     pub options: CopyArgs,
+}
+
+/// Runs a command to its exit code, printing an error as one `error:` line and a `hint:` line.
+/// A panic (a bug) ends with [`EXIT_INTERNAL`] instead of Rust's 101, after the panic's own
+/// message, so that a monitor reads a documented code.
+pub fn exit_code_of(command: impl FnOnce() -> Result<i32, Error>) -> i32 {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(command)) {
+        Ok(Ok(code)) => code,
+        Ok(Err(error)) => {
+            eprintln!("error: {error}");
+            if let Some(hint) = error.hint() {
+                eprintln!("hint: {hint}");
+            }
+            error.exit_code()
+        }
+        Err(_) => {
+            eprintln!("error: mailferry failed internally (a bug)");
+            eprintln!(
+                "hint: what was copied stays copied; re-run to finish, and please report the \
+                 panic message above"
+            );
+            EXIT_INTERNAL
+        }
+    }
 }
 
 /// Runs a parsed command line; returns the exit code of a run that finished.
@@ -503,10 +535,14 @@ impl SideLogin {
         })
     }
 
-    fn account(&self, endpoint: Endpoint, side: Side) -> Result<Account, Error> {
+    fn account(&self, endpoint: Endpoint, side: Side, tls: TlsConfig) -> Result<Account, Error> {
+        if let Some(warning) = self.password.permission_warning(side) {
+            eprintln!("warning: {warning}");
+        }
         Ok(Account {
             password: self.password.resolve(side, &endpoint)?,
             endpoint,
+            tls,
             auth: self.auth.clone(),
             token_command: self.token_command.clone(),
         })
@@ -571,6 +607,20 @@ impl Overrides<'_> {
     }
 }
 
+/// How one side's certificates are checked: its own CA file, else the shared one (both
+/// replace the system's roots), else none at all with `--tls-insecure`, else the system's.
+fn side_trust(
+    own_ca: Option<&std::path::Path>,
+    shared_ca: Option<&std::path::Path>,
+    insecure: bool,
+) -> TlsTrust {
+    match (own_ca.or(shared_ca), insecure) {
+        (Some(path), _) => TlsTrust::CaFile(path.to_owned()),
+        (None, true) => TlsTrust::Insecure,
+        (None, false) => TlsTrust::System,
+    }
+}
+
 fn build_job(
     account: &AccountSettings,
     options: &CopyArgs,
@@ -585,19 +635,33 @@ fn build_job(
             hint: Some("an IMAP source has no UIDLs to keep".into()),
         });
     }
-    let tls_ca = overrides.tls_ca.or(options.tls_ca.as_deref());
-    let trust = match (tls_ca, options.tls_insecure) {
-        (Some(path), _) => TlsTrust::CaFile(path.to_owned()),
-        (None, true) => {
-            eprintln!("warning: --tls-insecure: server certificates are not checked");
-            TlsTrust::Insecure
-        }
-        (None, false) => TlsTrust::System,
+    let shared_ca = overrides.tls_ca.or(options.tls_ca.as_deref());
+    let source_trust = side_trust(
+        options.from_tls_ca.as_deref(),
+        shared_ca,
+        options.tls_insecure,
+    );
+    let target_trust = side_trust(
+        options.to_tls_ca.as_deref(),
+        shared_ca,
+        options.tls_insecure,
+    );
+    if [&source_trust, &target_trust]
+        .iter()
+        .any(|trust| matches!(trust, TlsTrust::Insecure))
+    {
+        eprintln!("warning: --tls-insecure: server certificates are not checked");
+    }
+    let tls = |trust: &TlsTrust| {
+        TlsConfig::new(trust).map_err(|message| Error::Usage {
+            message,
+            hint: Some(
+                "--tls-ca, --from-tls-ca and --to-tls-ca take a PEM file with one or more \
+                 certificates"
+                    .into(),
+            ),
+        })
     };
-    let tls = TlsConfig::new(&trust).map_err(|message| Error::Usage {
-        message,
-        hint: Some("--tls-ca takes a PEM file with one or more certificates".into()),
-    })?;
     let pick = |own: &'_ [String], shared: &'_ [String]| -> Vec<String> {
         if own.is_empty() { shared } else { own }.to_vec()
     };
@@ -634,11 +698,18 @@ fn build_job(
         bytes,
         set_by: "--max-message-size".into(),
     });
+    let source_tls = tls(&source_trust)?;
+    // One configuration for one trust: it warns once per server and run about a pinned
+    // certificate, however many sides use it.
+    let target_tls = if target_trust == source_trust {
+        source_tls.clone()
+    } else {
+        tls(&target_trust)?
+    };
     Ok(MigrateJob {
-        from: account.from_login.account(from, Side::From)?,
-        to: account.to_login.account(to, Side::To)?,
+        from: account.from_login.account(from, Side::From, source_tls)?,
+        to: account.to_login.account(to, Side::To, target_tls)?,
         connect: ConnectOptions {
-            tls,
             allow_plaintext: options.allow_plaintext,
             timeout: Duration::from_secs(options.timeout),
             trace: Trace::new(Verbosity::from_count(options.verbose)),
@@ -700,15 +771,10 @@ fn folder_rules(
 
 /// Fails early, before any server is touched, when the report could not be written.
 fn check_writable(path: &std::path::Path) -> Result<(), Error> {
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map(drop)
-        .map_err(|e| Error::Usage {
-            message: format!("cannot write the report to {}: {e}", path.display()),
-            hint: Some("--report takes the path of a file in a writable directory".into()),
-        })
+    crate::private_file::check_writable(path).map_err(|e| Error::Usage {
+        message: format!("cannot write the report to {}: {e}", path.display()),
+        hint: Some("--report takes the path of a file in a writable directory".into()),
+    })
 }
 
 /// Writes the report if one was asked for. A failure here is only a warning: the run's own
@@ -727,6 +793,16 @@ fn write_report(path: Option<&std::path::Path>, report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_ends_with_the_internal_exit_code_and_errors_with_theirs() {
+        assert_eq!(exit_code_of(|| panic!("a bug")), EXIT_INTERNAL);
+        assert_eq!(
+            exit_code_of(|| Err(Error::usage("bad"))),
+            crate::error::EXIT_USAGE
+        );
+        assert_eq!(exit_code_of(|| Ok(1)), 1);
+    }
 
     #[test]
     fn sizes_take_binary_units() {

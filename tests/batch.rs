@@ -128,18 +128,15 @@ fn batch_command(
     reports: &Path,
     extra: &[&str],
 ) -> std::process::Command {
-    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin!("mailferry"));
+    let mut command = support::mailferry_process("batch");
     command
-        .arg("batch")
         .arg(accounts)
         .arg("--report-dir")
         .arg(reports)
         .arg("--tls-ca")
         .arg(server.cert_path())
         .args(["--jobs", "4", "--timeout", "20"])
-        .args(extra)
-        .env_remove("MAILFERRY_FROM_PASSWORD")
-        .env_remove("MAILFERRY_TO_PASSWORD");
+        .args(extra);
     command
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use support::relay::{ConnectionLog, Fault, Relay};
-use support::{Dovecot, SplitMix64, normalize_crlf, password};
+use support::{Accounts, Dovecot, SplitMix64, account_url, mailferry, normalize_crlf, password};
 
 /// Dovecot's capabilities after login without MULTIAPPEND, so mailferry uploads one message per
 /// APPEND: a connection that breaks mid-batch leaves the first part of the batch stored.
@@ -124,18 +124,13 @@ fn migrate_with(
     secs: u64,
     connections: u16,
 ) -> Command {
-    let mut cmd = Command::cargo_bin("mailferry").unwrap();
-    cmd.arg("migrate")
-        .arg("--from")
-        .arg(format!("pop3s://carol@127.0.0.1:{pop3s_port}"))
-        .arg("--to")
-        .arg(format!("imaps://alice@127.0.0.1:{imaps_port}/{folder}"))
+    let mut cmd = mailferry("migrate");
+    cmd.source_account("pop3s", "carol", pop3s_port)
+        .target_account("imaps", "alice", imaps_port, folder)
         .arg("--tls-ca")
         .arg(server.cert_path())
         .args(["--connections", &connections.to_string()])
         .args(["--timeout", &secs.to_string()])
-        .env("MAILFERRY_FROM_PASSWORD", password("carol"))
-        .env("MAILFERRY_TO_PASSWORD", password("alice"))
         .timeout(RUN_LIMIT);
     cmd
 }
@@ -688,18 +683,15 @@ fn a_cut_imap_source_exits_4_and_a_rerun_completes_it() {
     let (server, mailbox) = server(true);
     let relay = Relay::start(server.imaps_port());
     let imap_migrate = |folder: &str| {
-        let mut cmd = Command::cargo_bin("mailferry").unwrap();
-        cmd.arg("migrate")
-            .arg("--from")
-            .arg(format!("imaps://carol@127.0.0.1:{}/INBOX", relay.port()))
-            .arg("--to")
-            .arg(format!("imaps://alice@127.0.0.1:{}", server.imaps_port()))
+        let mut cmd = mailferry("migrate");
+        cmd.arg("--from")
+            .arg(account_url("imaps", "carol", relay.port(), "INBOX"))
+            .env("MAILFERRY_FROM_PASSWORD", password("carol"))
+            .target_account("imaps", "alice", server.imaps_port(), "")
             .args(["--map", &format!("INBOX={folder}"), "--connections", "1"])
             .arg("--tls-ca")
             .arg(server.cert_path())
             .args(["--timeout", "10"])
-            .env("MAILFERRY_FROM_PASSWORD", password("carol"))
-            .env("MAILFERRY_TO_PASSWORD", password("alice"))
             .timeout(RUN_LIMIT);
         cmd
     };

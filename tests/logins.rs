@@ -6,9 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use assert_cmd::Command;
 use support::relay::{Fault, Relay};
-use support::{Dovecot, password};
+use support::{Dovecot, account_url, mailferry, password};
 
 /// Copies carol's POP3 maildrop into alice's INBOX with these passwords.
 fn migrate(
@@ -16,13 +15,11 @@ fn migrate(
     [from_password, to_password]: [&str; 2],
     extra: &[&str],
 ) -> std::process::Output {
-    Command::cargo_bin("mailferry")
-        .unwrap()
-        .arg("migrate")
+    mailferry("migrate")
         .arg("--from")
-        .arg(format!("pop3s://carol@127.0.0.1:{}", server.pop3s_port()))
+        .arg(account_url("pop3s", "carol", server.pop3s_port(), ""))
         .arg("--to")
-        .arg(format!("imaps://alice@127.0.0.1:{}", server.imaps_port()))
+        .arg(account_url("imaps", "alice", server.imaps_port(), ""))
         .arg("--tls-ca")
         .arg(server.cert_path())
         .args(extra)
@@ -116,13 +113,11 @@ fn master_logins_fall_back_to_user_star_admin_without_sasl_plain() {
     let imap = Relay::start(server.imap_port());
     pop3.set_faults(&[Fault::HideSaslPlain; 4]);
     imap.set_faults(&[Fault::HideSaslPlain; 4]);
-    let output = Command::cargo_bin("mailferry")
-        .unwrap()
-        .arg("migrate")
+    let output = mailferry("migrate")
         .arg("--from")
-        .arg(format!("pop3://carol@127.0.0.1:{}", pop3.port()))
+        .arg(account_url("pop3", "carol", pop3.port(), ""))
         .arg("--to")
-        .arg(format!("imap://alice@127.0.0.1:{}", imap.port()))
+        .arg(account_url("imap", "alice", imap.port(), ""))
         .args(["--allow-plaintext", "--connections", "1"])
         .args(["--from-auth", "master:admin", "--to-auth", "master:admin"])
         .env("MAILFERRY_FROM_PASSWORD", "admin-master-pw")

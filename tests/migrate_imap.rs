@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use assert_cmd::Command;
 use serde_json::Value;
-use support::{Dovecot, INBOX_PREFIXED, StoredMessage, normalize_crlf, password};
+use support::{Accounts, Dovecot, INBOX_PREFIXED, StoredMessage, mailferry, normalize_crlf};
 
 /// The source marks "Sent Items" as \Sent; the target calls its \Sent folder "Sent" and uses
 /// `.` as hierarchy separator.
@@ -60,18 +60,12 @@ fn date_for(folder_index: usize, n: usize) -> SystemTime {
 }
 
 fn migrate(source: &Dovecot, target: &Dovecot, ca: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("mailferry").unwrap();
-    cmd.arg("migrate")
-        .arg("--from")
-        .arg(format!("imaps://alice@127.0.0.1:{}", source.imaps_port()))
-        .arg("--to")
-        .arg(format!("imaps://bob@127.0.0.1:{}", target.imaps_port()))
+    let mut cmd = mailferry("migrate");
+    cmd.source_account("imaps", "alice", source.imaps_port())
+        .target_account("imaps", "bob", target.imaps_port(), "")
         .arg("--tls-ca")
         .arg(ca)
-        .args(["--timeout", "30", "--connections", "3"])
-        .env("MAILFERRY_FROM_PASSWORD", password("alice"))
-        .env("MAILFERRY_TO_PASSWORD", password("bob"))
-        .timeout(Duration::from_secs(300));
+        .args(["--timeout", "30", "--connections", "3"]);
     cmd
 }
 
@@ -333,9 +327,8 @@ fn out_of_a_namespace_prefix_folders_land_at_the_top() {
 #[test]
 fn an_unknown_host_exits_4_at_once_with_a_hint() {
     let started = std::time::Instant::now();
-    let output = Command::cargo_bin("mailferry")
-        .unwrap()
-        .args(["migrate", "--from", "imap://alice@nohost.invalid"])
+    let output = mailferry("migrate")
+        .args(["--from", "imap://alice@nohost.invalid"])
         .args(["--to", "imaps://bob@127.0.0.1:1/INBOX", "--retries", "5"])
         .env("MAILFERRY_FROM_PASSWORD", "x")
         .env("MAILFERRY_TO_PASSWORD", "y")

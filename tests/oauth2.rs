@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use assert_cmd::Command;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use support::{Dovecot, password};
+use support::{Accounts, Dovecot, account_url, mailferry};
 
 /// Answers `GET` with `Authorization: Bearer tok-USER` with an active token of USER, anything
 /// else with an inactive one, until dropped.
@@ -100,19 +99,13 @@ fn server(introspection: &Introspection, dir: &std::path::Path) -> Dovecot {
 }
 
 fn migrate(server: &Dovecot, extra: &[&str]) -> std::process::Output {
-    Command::cargo_bin("mailferry")
-        .unwrap()
-        .arg("migrate")
+    mailferry("migrate")
         .arg("--from")
-        .arg(format!("pop3s://carol@127.0.0.1:{}", server.pop3s_port()))
-        .arg("--to")
-        .arg(format!("imaps://alice@127.0.0.1:{}", server.imaps_port()))
+        .arg(account_url("pop3s", "carol", server.pop3s_port(), ""))
+        .target_account("imaps", "alice", server.imaps_port(), "")
         .arg("--tls-ca")
         .arg(server.cert_path())
         .args(extra)
-        .env_remove("MAILFERRY_FROM_PASSWORD")
-        .env("MAILFERRY_TO_PASSWORD", password("alice"))
-        .timeout(Duration::from_secs(120))
         .output()
         .unwrap()
 }

@@ -4,11 +4,8 @@
 
 mod support;
 
-use std::time::Duration;
-
-use assert_cmd::Command;
 use serde_json::Value;
-use support::{Dovecot, password};
+use support::{Accounts, Dovecot, mailferry};
 
 /// Dovecot 2.3 refuses messages over 100 KiB (`NO [LIMIT]`) through its quota plugin; with
 /// `advertise` it also says so in its capabilities, as APPENDLIMIT (which 2.3 never does by
@@ -42,22 +39,15 @@ fn migrate_between(
 ) -> (i32, Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
-    let output = Command::cargo_bin("mailferry")
-        .unwrap()
-        .arg("migrate")
-        .arg("--from")
-        .arg(format!("imaps://{from}@127.0.0.1:{}", source.imaps_port()))
-        .arg("--to")
-        .arg(format!("imaps://{to}@127.0.0.1:{}", target.imaps_port()))
+    let output = mailferry("migrate")
+        .source_account("imaps", from, source.imaps_port())
+        .target_account("imaps", to, target.imaps_port(), "")
         // Both test servers' certificates, in one file.
         .arg("--tls-ca")
         .arg(certificates(&dir, &[source, target]))
         .arg("--report")
         .arg(&report)
         .args(extra)
-        .env("MAILFERRY_FROM_PASSWORD", password(from))
-        .env("MAILFERRY_TO_PASSWORD", password(to))
-        .timeout(Duration::from_secs(120))
         .output()
         .unwrap();
     let report = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();

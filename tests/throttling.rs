@@ -8,8 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use assert_cmd::cargo::cargo_bin;
-use support::{Dovecot, password};
+use support::{Accounts, Dovecot, mailferry_process};
 
 #[test]
 fn a_bye_mid_copy_is_survived_without_duplicates() {
@@ -20,17 +19,12 @@ fn a_bye_mid_copy_is_survived_without_duplicates() {
         .collect();
     server.append_many("alice", "INBOX", &raws);
 
-    let mut child = std::process::Command::new(cargo_bin!("mailferry"))
-        .arg("migrate")
-        .arg("--from")
-        .arg(format!("imaps://alice@127.0.0.1:{}", server.imaps_port()))
-        .arg("--to")
-        .arg(format!("imaps://bob@127.0.0.1:{}", server.imaps_port()))
+    let mut child = mailferry_process("migrate")
+        .source_account("imaps", "alice", server.imaps_port())
+        .target_account("imaps", "bob", server.imaps_port(), "")
         .arg("--tls-ca")
         .arg(server.cert_path())
         .args(["--connections", "1", "--retries", "3"])
-        .env("MAILFERRY_FROM_PASSWORD", password("alice"))
-        .env("MAILFERRY_TO_PASSWORD", password("bob"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

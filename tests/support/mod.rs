@@ -2,8 +2,8 @@
 //! One job per module: [`dovecot`] (a server's lifecycle and doveadm), [`maildir`] (reading
 //! what Dovecot stored), [`imap_session`] (a tiny IMAP client for the harnesses), [`mutf7`]
 //! (folder names), [`process`] (bounded child processes), [`ports`], [`mail`] (test messages),
-//! [`mailutils`], [`relay`] and [`quirks`]. Every public name is re-exported here, so tests
-//! say `support::Dovecot`, `support::big_message`, ...
+//! [`binary`] (mailferry's command line), [`mailutils`], [`relay`] and [`quirks`]. Every public
+//! name is re-exported here, so tests say `support::Dovecot`, `support::mailferry`, ...
 //!
 //! Include it with `mod support;` from a file under `tests/`. Each test binary uses a subset, so
 //! dead-code warnings are off for the module.
@@ -41,6 +41,7 @@
 //!   a folder name is refused ("Character not allowed in mailbox name: '.'").
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod dovecot;
 pub mod imap_session;
 pub mod mail;
@@ -53,6 +54,8 @@ pub mod quirks;
 pub mod relay;
 
 // Each test binary uses a subset of these.
+#[allow(unused_imports)]
+pub use binary::{Accounts, RUN_LIMIT, account_url, mailferry, mailferry_process};
 #[allow(unused_imports)]
 pub use dovecot::{Dovecot, INBOX_PREFIXED};
 #[allow(unused_imports)]

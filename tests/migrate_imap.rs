@@ -166,21 +166,25 @@ fn copies_every_folder_with_flags_and_dates_and_a_rerun_copies_nothing() {
 fn include_exclude_map_and_dry_run() {
     let source = Dovecot::start();
     let target = Dovecot::start();
-    for folder in ["INBOX", "Archive/2019", "Spam", "Old Stuff"] {
+    for folder in ["INBOX", "Archive/2019", "Spam", "Old Stuff", "Drafts"] {
         source.append("alice", folder, &message(folder, 1), &[], None);
     }
+    // Drafts is left out by --include; Spam is included, then excluded.
+    let selection = [
+        "--include",
+        "^(INBOX|Archive|Old Stuff|Spam)",
+        "--exclude",
+        "^Spam$",
+        "--map",
+        "Old Stuff=Archive/Old",
+    ];
     let tmp = tempfile::tempdir().unwrap();
     let ca = tmp.path().join("ca.pem");
     let pems = [source.cert_path(), target.cert_path()].map(|p| std::fs::read(p).unwrap());
     std::fs::write(&ca, pems.concat()).unwrap();
     let dry = migrate(&source, &target, &ca)
-        .args([
-            "--exclude",
-            "^Spam$",
-            "--map",
-            "Old Stuff=Archive/Old",
-            "--dry-run",
-        ])
+        .args(selection)
+        .arg("--dry-run")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&dry.stdout);
@@ -190,10 +194,11 @@ fn include_exclude_map_and_dry_run() {
         "{stdout}"
     );
     assert!(!stdout.contains("Spam"), "{stdout}");
+    assert!(!stdout.contains("Drafts"), "{stdout}");
     assert_eq!(target.folders("bob"), vec!["INBOX".to_string()]);
 
     migrate(&source, &target, &ca)
-        .args(["--exclude", "^Spam$", "--map", "Old Stuff=Archive/Old"])
+        .args(selection)
         .args(["--target-prefix", "From Old"])
         .assert()
         .code(0);

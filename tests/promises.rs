@@ -359,3 +359,68 @@ fn batch_dry_run_changes_nothing() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert_eq!(snapshot(), before, "a dry run changed a mailbox");
 }
+
+/// Progress bars appear when stderr is a terminal (a pseudo-terminal from util-linux's
+/// `script`), and not one escape sequence reaches stderr when it is a pipe.
+#[test]
+fn progress_bars_only_on_a_terminal() {
+    let server = Dovecot::start();
+    let messages: Vec<Vec<u8>> = (0..200)
+        .map(|i| support::big_message(10_000, 500 + i))
+        .collect();
+    server.append_many("carol", "INBOX", &messages);
+    let arguments = |folder: &str| {
+        vec![
+            "migrate".to_owned(),
+            "--from".to_owned(),
+            support::account_url("imaps", "carol", server.imaps_port(), ""),
+            "--to".to_owned(),
+            support::account_url("imaps", "alice", server.imaps_port(), folder),
+            "--tls-ca".to_owned(),
+            server.cert_path().display().to_string(),
+        ]
+    };
+    let passwords = [
+        ("MAILFERRY_FROM_PASSWORD", password("carol")),
+        ("MAILFERRY_TO_PASSWORD", password("alice")),
+    ];
+
+    let piped = mailferry("migrate")
+        .args(&arguments("Piped")[1..])
+        .envs(passwords.clone())
+        .output()
+        .unwrap();
+    assert_eq!(piped.status.code(), Some(0), "{}", text(&piped));
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains("msgs"),
+        "progress on a pipe: {stderr:?}"
+    );
+
+    let binary = assert_cmd::cargo::cargo_bin!("mailferry")
+        .display()
+        .to_string();
+    let command_line = std::iter::once(binary)
+        .chain(arguments("Terminal"))
+        .map(|word| format!("'{word}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let on_terminal = assert_cmd::Command::new("script")
+        .args([
+            "--quiet",
+            "--return",
+            "--command",
+            &command_line,
+            "/dev/null",
+        ])
+        .envs(passwords)
+        .timeout(support::RUN_LIMIT)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&on_terminal.stdout);
+    assert_eq!(on_terminal.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("msgs"),
+        "no progress bar on a terminal: {shown:?}"
+    );
+}

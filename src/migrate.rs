@@ -591,3 +591,87 @@ fn open_target_once(job: &MigrateJob) -> Result<Box<dyn Target>, Error> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn limit(bytes: u64, set_by: &str) -> SizeLimit {
+        SizeLimit {
+            bytes,
+            set_by: set_by.into(),
+        }
+    }
+
+    #[test]
+    fn the_tightest_limit_wins_and_names_who_set_it() {
+        let user = limit(50, "--max-message-size");
+        let server = limit(100, "the target's APPENDLIMIT");
+        for (a, b) in [
+            (Some(user.clone()), Some(server.clone())),
+            (Some(server.clone()), Some(user.clone())),
+            (Some(user.clone()), None),
+            (None, Some(user.clone())),
+        ] {
+            assert_eq!(SizeLimit::tightest(a, b), Some(user.clone()));
+        }
+        assert_eq!(SizeLimit::tightest(None, None), None);
+        assert_eq!(user.refuses(50), None);
+        assert_eq!(
+            user.refuses(51).as_deref(),
+            Some("51 bytes: larger than the 50 bytes --max-message-size allows; not sent")
+        );
+    }
+
+    #[derive(Default)]
+    struct Failed(Mutex<Vec<(String, u32, String)>>);
+
+    impl Observer for Failed {
+        fn message_failed(&self, folder: &str, message: &SourceMessage, reason: &str) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((folder.into(), message.key, reason.into()));
+        }
+    }
+
+    /// Messages of 10 bytes (keys 1, 2) and 20 bytes (key 3) in folder S.
+    fn folder() -> PlannedFolder {
+        let mut big = SourceMessage::with_id(3, "big");
+        big.size = 20;
+        let source = vec![
+            Arc::new(SourceMessage::with_id(1, "a")),
+            Arc::new(SourceMessage::with_id(2, "b")),
+            Arc::new(big),
+        ];
+        let target_index = TargetIndex::default();
+        PlannedFolder {
+            plan: plan::diff("S", "T", &source, &target_index),
+            source_index: source,
+            target_index,
+        }
+    }
+
+    #[test]
+    fn messages_over_the_limit_leave_the_plan_reported_failed() {
+        let mut folders = [folder()];
+        let failed = Failed::default();
+        drop_too_large(&mut folders, Some(&limit(10, "--to-preset gmail")), &failed);
+        let planned: Vec<u32> = folders[0].plan.to_copy.iter().map(|m| m.key).collect();
+        assert_eq!(planned, [1, 2]);
+        assert_eq!(
+            *failed.0.lock().unwrap(),
+            [(
+                "S".to_owned(),
+                3,
+                "20 bytes: larger than the 10 bytes --to-preset gmail allows; not sent".to_owned()
+            )]
+        );
+
+        let mut folders = [folder()];
+        drop_too_large(&mut folders, None, &failed);
+        assert_eq!(folders[0].plan.to_copy.len(), 3);
+    }
+}

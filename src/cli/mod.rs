@@ -402,7 +402,10 @@ fn run_mirror(args: &MirrorArgs) -> Result<i32, Error> {
     let (report, error) = match ran {
         Ok(ran) => ran,
         Err(error) => {
-            write_report(copy.report.as_deref(), &failed_report(&job.copy, &error));
+            // A run locked out did nothing: the report is the running mirror's to write.
+            if !matches!(error, Error::Locked { .. }) {
+                write_report(copy.report.as_deref(), &failed_report(&job.copy, &error));
+            }
             return Err(error);
         }
     };

@@ -1579,4 +1579,21 @@ mod tests {
         assert_eq!(fetched(b"* 1 FETCH (UID 4 BODY[] NIL)\r\n"), None);
         assert_eq!(fetched(b"* 1 FETCH (UID 4 FLAGS (\\Seen))\r\n"), None);
     }
+
+    #[test]
+    fn an_untagged_bye_ends_the_session_as_a_broken_connection() {
+        let raw = b"* BYE Too many connections from your IP\r\n";
+        let (_, response) = Response::parse(raw).unwrap();
+        let mut state = State {
+            capabilities: Vec::new(),
+            personal_namespace: None,
+        };
+        match observe(&mut state, &response, raw) {
+            Err(SessionError::Io(err)) => {
+                assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+                assert!(err.to_string().contains("Too many connections"), "{err}");
+            }
+            other => panic!("a BYE must break the session: {other:?}"),
+        }
+    }
 }

@@ -1399,6 +1399,27 @@ mod tests {
     }
 
     #[test]
+    fn an_untagged_bye_waits_on_the_throttle_schedule() {
+        // How the IMAP client reports an untagged BYE in the middle of a session.
+        let bye = Error::Connection {
+            server: "imaps://fake".into(),
+            source: SessionError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the server ended the session: Too many connections",
+            )),
+            hint: None,
+        };
+        let settings = TransferSettings::default();
+        for (attempt, full) in [(1, 2000), (2, 4000), (6, 60_000)] {
+            let delay = settings.delay_before_retry(attempt, &bye).as_millis();
+            assert!(
+                (full / 2..=full).contains(&delay),
+                "attempt {attempt}: {delay} ms"
+            );
+        }
+    }
+
+    #[test]
     fn a_throttled_upload_backs_off_and_is_sent_again() {
         let server = Server::new(true, |_, m, attempt| {
             if m.key == 2 && attempt <= 2 {
@@ -1408,7 +1429,20 @@ mod tests {
             }
         });
         let events = Events::default();
-        copy(&server, distinct(4), &[], settings(1, 10, 3), &events).unwrap();
+        let throttle_delay = Duration::from_millis(100);
+        let settings = TransferSettings {
+            throttle_delay,
+            ..settings(1, 10, 3)
+        };
+        let started = std::time::Instant::now();
+        copy(&server, distinct(4), &[], settings, &events).unwrap();
+        // Two back-offs, of at least half of 100 ms and of 200 ms (the jitter only shortens).
+        let least = throttle_delay / 2 + throttle_delay;
+        assert!(
+            started.elapsed() >= least,
+            "no back-off: {:?}",
+            started.elapsed()
+        );
         assert_eq!(server.stored_keys(), [1, 2, 3, 4]);
         assert_eq!(events.copied(), [1, 2, 3, 4]);
         assert!(events.failed().is_empty());

@@ -589,7 +589,7 @@ connections = 1
         let panicked = &results[5];
         assert_eq!(
             (panicked.outcome, panicked.exit_code),
-            (Outcome::Failed, crate::error::EXIT_CONNECTION)
+            (Outcome::Failed, crate::error::EXIT_INTERNAL)
         );
         assert!(panicked.error.as_deref().unwrap().contains("a bug"));
         let mut done = done.into_inner().unwrap();

@@ -287,6 +287,22 @@ impl AccountResult {
             .unwrap_or(0)
     }
 
+    /// A dry run's preflight problems, as `problem (hint: fix)` lines.
+    pub fn preflight_problems(&self) -> Vec<String> {
+        let problems = self
+            .report
+            .as_ref()
+            .and_then(|report| report["preflight"]["problems"].as_array());
+        problems
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let text = |key: &str| p[key].as_str().unwrap_or_default().to_owned();
+                format!("{} (hint: {})", text("problem"), text("fix"))
+            })
+            .collect()
+    }
+
     /// The result of a run that could not start.
     pub fn failed(account: String, error: &Error) -> Self {
         AccountResult {
@@ -425,6 +441,9 @@ pub struct SummaryLine {
     pub failed: u64,
     /// The error that ended it, if any.
     pub error: Option<String>,
+    /// A dry run's preflight problems, each with what to do (omitted when there are none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attention: Vec<String>,
 }
 
 impl Summary {
@@ -452,6 +471,7 @@ impl Summary {
                 copied: count("copied"),
                 failed: count("failed"),
                 error: result.error.clone(),
+                attention: result.preflight_problems(),
             });
         }
         summary

@@ -105,6 +105,17 @@ pub enum Error {
         /// What to do about it.
         hint: Option<String>,
     },
+    /// Both servers failed at once (e.g. both refused the login): each is reported, so that
+    /// a preflight finds both wrong passwords in one run.
+    #[error("{from}; and {to}")]
+    BothSides {
+        /// The source's failure.
+        from: Box<Error>,
+        /// The target's failure.
+        to: Box<Error>,
+        /// Both hints, source first.
+        hint: Option<String>,
+    },
     /// Another run holds the mirror state's lock.
     #[error("another mailferry mirror of these accounts is running (lock {})", path.display())]
     Locked {
@@ -140,6 +151,34 @@ impl Error {
         }
     }
 
+    /// One error for two sides that may each have failed; `None` when neither did.
+    pub fn of_sides(from: Option<Error>, to: Option<Error>) -> Option<Error> {
+        match (from, to) {
+            (Some(from), Some(to)) => {
+                let hint = match (from.hint(), to.hint()) {
+                    (Some(a), Some(b)) if a == b => Some(a.to_owned()),
+                    (Some(a), Some(b)) => Some(format!("source: {a}; target: {b}")),
+                    (a, b) => a.or(b).map(str::to_owned),
+                };
+                Some(Error::BothSides {
+                    from: Box::new(from),
+                    to: Box::new(to),
+                    hint,
+                })
+            }
+            (from, to) => from.or(to),
+        }
+    }
+
+    /// The server an error concerns (its URL without secrets), for a connection or login
+    /// failure.
+    pub fn server(&self) -> Option<&str> {
+        match self {
+            Error::Auth { server, .. } | Error::Connection { server, .. } => Some(server),
+            _ => None,
+        }
+    }
+
     /// Whether the error is a connection that could not be opened or broke (refused, reset,
     /// closed, timed out, cut during the TLS handshake): what trying again may cure. A
     /// refused login, an untrusted certificate, an unknown host or a refusal by the server
@@ -166,6 +205,8 @@ impl Error {
             Error::Connection { .. } => EXIT_CONNECTION,
             Error::Locked { .. } => EXIT_LOCKED,
             Error::State { .. } => EXIT_USAGE,
+            // The lower code is the one to act on first: a password before a network.
+            Error::BothSides { from, to, .. } => from.exit_code().min(to.exit_code()),
         }
     }
 
@@ -174,7 +215,8 @@ impl Error {
         match self {
             Error::Usage { hint, .. }
             | Error::Auth { hint, .. }
-            | Error::Connection { hint, .. } => hint.as_deref(),
+            | Error::Connection { hint, .. }
+            | Error::BothSides { hint, .. } => hint.as_deref(),
             Error::Locked { .. } => Some(
                 "nothing to do: the running one will finish the job; if no run is active, the lock is released by itself",
             ),

@@ -22,6 +22,7 @@ pub mod net;
 pub mod parallel;
 pub mod plan;
 pub mod pop3;
+pub mod preflight;
 pub mod preset;
 pub mod private_file;
 pub mod progress;

@@ -18,6 +18,7 @@ use crate::index::{SourceMessage, TargetIndex};
 use crate::net::TlsConfig;
 use crate::parallel::both;
 use crate::plan::{self, FolderPlan};
+use crate::preflight::{self, FolderAction, FolderCheck, Preflight};
 use crate::report::{Report, ReportBuilder};
 use crate::source::{ImapSource, POP3_FOLDER, Pop3Source};
 use crate::target::ImapTarget;
@@ -176,6 +177,8 @@ pub struct Planned<'j> {
     size_limit: Option<SizeLimit>,
     /// Whether the target takes several writers per folder.
     concurrent_writers: bool,
+    /// A dry run's preflight.
+    preflight: Option<Preflight>,
     report: ReportBuilder,
 }
 
@@ -203,6 +206,12 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
         }),
     );
     let concurrent_writers = target.concurrent_writers();
+    // One more round trip, for the preflight only: a run finds a full quota by its refusals.
+    let quota = if job.dry_run {
+        target.storage_quota()?
+    } else {
+        None
+    };
     let mappings = folder_mappings(job, &source_folders, &target_folders);
     // Created in the same round trip as the target's index, below. A folder that only holds
     // others (\Noselect) comes into being with its children.
@@ -260,6 +269,7 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
         || target.create_and_index(create, &target_names),
     );
     let mut folders = Vec::new();
+    let mut refused_folders = Vec::new();
     let mut elsewhere: HashSet<Identity> = HashSet::new();
     for ((mapping, source_index), target_index) in to_index
         .into_iter()
@@ -280,6 +290,7 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
         let target_index = match target_index {
             Ok(index) => index,
             Err(refused) => {
+                refused_folders.push((mapping.target.clone(), refused.0.clone()));
                 report.folder_failed(
                     &mapping.source,
                     &mapping.target,
@@ -302,6 +313,35 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
             target_index,
         });
     }
+    let preflight = job.dry_run.then(|| {
+        preflight::check(preflight::Findings {
+            capabilities: &target.capabilities(),
+            quota,
+            size_limit: size_limit.as_ref(),
+            plans: folders.iter().map(|f| &f.plan).collect(),
+            folders: mappings
+                .iter()
+                .filter(|m| m.selectable)
+                .map(|m| {
+                    let refusal = refused_folders
+                        .iter()
+                        .find(|(name, _)| *name == m.target)
+                        .map(|(_, reason)| reason.clone());
+                    let action = match (&refusal, missing.contains(&m.target)) {
+                        (Some(_), _) => FolderAction::Refused,
+                        (None, true) => FolderAction::Create,
+                        (None, false) => FolderAction::Exists,
+                    };
+                    let check = FolderCheck {
+                        source: m.source.clone(),
+                        target: m.target.clone(),
+                        action,
+                    };
+                    (check, refusal)
+                })
+                .collect(),
+        })
+    });
     Ok(Planned {
         job,
         source,
@@ -309,6 +349,7 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
         folders,
         size_limit,
         concurrent_writers,
+        preflight,
         report,
     })
 }
@@ -324,8 +365,11 @@ impl Planned<'_> {
         })
     }
 
-    /// The report of a dry run: the plan's counts, nothing copied.
+    /// The report of a dry run: the plan's counts and the preflight, nothing copied.
     pub fn dry_run_report(self) -> Report {
+        if let Some(preflight) = self.preflight {
+            self.report.preflight(preflight);
+        }
         self.report.finish()
     }
 
@@ -520,8 +564,9 @@ fn retrying<T>(
 type Connections = ((Box<dyn Source>, FolderList), (Box<dyn Target>, FolderList));
 
 /// Opens both planning connections at once, each listing its folders as soon as it is logged
-/// in. The first to fail for good makes the other stop retrying: the run ends with that error
-/// either way.
+/// in. The first to fail for good makes the other stop retrying (each still tries once): the
+/// run ends with the failure of each side that failed, so a wrong password on both sides is
+/// found in one run.
 fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
     fn settled<T>(opened: Result<T, Error>, give_up: &AtomicBool) -> Result<T, Error> {
         if opened.is_err() {
@@ -548,7 +593,12 @@ fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
             settled(listed(opened, |target| target.folders()), &give_up)
         },
     );
-    Ok((source?, target?))
+    match (source, target) {
+        (Ok(source), Ok(target)) => Ok((source, target)),
+        (source, target) => {
+            Err(Error::of_sides(source.err(), target.err()).expect("one side failed"))
+        }
+    }
 }
 
 fn open_source(job: &MigrateJob) -> Result<Box<dyn Source>, Error> {

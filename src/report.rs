@@ -12,6 +12,7 @@ use crate::error::{EXIT_OK, EXIT_PARTIAL};
 use crate::imap::MessageUid;
 use crate::index::SourceMessage;
 use crate::plan::FolderPlan;
+use crate::preflight::Preflight;
 use crate::transfer::Observer;
 use crate::verify::Missing;
 
@@ -95,16 +96,21 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// A fatal error that ended the run early, if any.
     pub fatal: Option<String>,
+    /// A dry run's preflight: what the run would meet, and what would fail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<Preflight>,
 }
 
 impl Report {
-    /// The exit code for a run that finished: 0 when everything is on the target, else 1.
+    /// The exit code for a run that finished: 0 when everything is on the target (a dry run:
+    /// when its preflight found nothing that would fail), else 1.
     pub fn exit_code(&self) -> i32 {
         let complete = self.failed == 0
             && self.not_attempted == 0
             && self.folders.iter().all(|f| f.error.is_none())
             && self.verified != Some(false)
-            && self.fatal.is_none();
+            && self.fatal.is_none()
+            && self.preflight.as_ref().is_none_or(|p| p.ready);
         if complete { EXIT_OK } else { EXIT_PARTIAL }
     }
 
@@ -148,6 +154,7 @@ impl ReportBuilder {
                 errors: Vec::new(),
                 warnings: Vec::new(),
                 fatal: None,
+                preflight: None,
             }),
         }
     }
@@ -230,6 +237,11 @@ impl ReportBuilder {
                 reason: missing.reason(),
             });
         }
+    }
+
+    /// Records a dry run's preflight.
+    pub fn preflight(&self, preflight: Preflight) {
+        self.state.lock().unwrap().preflight = Some(preflight);
     }
 
     /// Records the error that ended the run early.

@@ -9,7 +9,8 @@ use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
 use crate::identity::{self, IDENTITY_FIELDS};
 use crate::imap::{
-    AppendMessage, FolderStatus, ImapClient, MailboxStatus, MessageUid, SentAppend, response,
+    AppendMessage, FolderStatus, ImapClient, MailboxStatus, MessageUid, SentAppend, StorageQuota,
+    response,
 };
 use crate::index::{KeywordPolicy, TargetCopy, TargetIndex};
 use crate::migrate::{Account, ConnectOptions};
@@ -236,6 +237,20 @@ impl Target for ImapTarget {
     /// Mailutils (mbox), which has none, loses messages when two sessions APPEND into one
     /// mailbox at once. UIDPLUS marks the servers built for concurrent clients (Dovecot,
     /// Cyrus, Exchange, Gmail).
+    fn storage_quota(&mut self) -> Result<Option<StorageQuota>, Error> {
+        match self.client.storage_quota("INBOX") {
+            Ok(quota) => Ok(quota),
+            // A server that lists QUOTA yet refuses to say (no quota set up for this user)
+            // leaves the room unknown; that is no reason to fail a preflight.
+            Err(SessionError::Refused(_)) => Ok(None),
+            Err(err) => Err(self.failed(err)),
+        }
+    }
+
+    fn capabilities(&self) -> Vec<String> {
+        self.client.capabilities().to_vec()
+    }
+
     fn concurrent_writers(&self) -> bool {
         self.client.has_capability("UIDPLUS")
     }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{AccountSettings, BatchArgs, Overrides, SideLogin, build_job, output};
+use super::{AccountSettings, BatchArgs, Overrides, SideLogin, build_job, failed_report, output};
 use crate::batch::{self, AccountEntry, AccountResult, Outcome, Summary};
 use crate::endpoint::Side;
 use crate::error::Error;
@@ -73,6 +73,10 @@ fn run_account(
     let result = match job_for(args, entry, connections) {
         Err(error) => AccountResult::failed(name, &error),
         Ok(job) => match migrate::plan(&job) {
+            // A preflight's report says which side failed.
+            Err(error) if job.dry_run => {
+                AccountResult::finished(name, &failed_report(&job, &error), Some(&error))
+            }
             Err(error) => AccountResult::failed(name, &error),
             Ok(planned) if job.dry_run => {
                 AccountResult::finished(name, &planned.dry_run_report(), None)
@@ -182,6 +186,28 @@ fn describe(result: &AccountResult) -> String {
     }
 }
 
+/// A preflight's table of the accounts that need attention, every one of them, on stderr:
+/// each problem on a line of its own.
+fn print_attention(summary: &Summary) {
+    let attention: Vec<_> = summary
+        .results
+        .iter()
+        .filter(|r| !r.attention.is_empty())
+        .collect();
+    if attention.is_empty() {
+        return;
+    }
+    eprintln!(
+        "{} account(s) need attention before the run:",
+        attention.len()
+    );
+    for line in attention {
+        for problem in &line.attention {
+            eprintln!("  {:<40} {problem}", line.account);
+        }
+    }
+}
+
 fn print_table(summary: &Summary, dir: &Path) {
     println!();
     println!(
@@ -213,6 +239,7 @@ fn print_table(summary: &Summary, dir: &Path) {
     if troubled.len() > 20 {
         println!("  … and {} more", troubled.len() - 20);
     }
+    print_attention(summary);
     println!(
         "reports: {}  (summary.json and one file per account)",
         dir.display()

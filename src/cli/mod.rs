@@ -22,6 +22,7 @@ use crate::migrate::{self, Account, ConnectOptions, MigrateJob, SizeLimit};
 use crate::mirror::{self, MirrorJob};
 use crate::net::{TlsConfig, TlsTrust};
 use crate::plan::FolderPlan;
+use crate::preflight;
 use crate::preset::Preset;
 use crate::progress::ProgressBars;
 use crate::report::{Report, ReportBuilder};
@@ -365,6 +366,9 @@ fn run_migrate(args: &MigrateArgs) -> Result<i32, Error> {
     if args.options.dry_run {
         output::print_dry_run(&planned, args.options.verbose);
         let report = planned.dry_run_report();
+        if let Some(preflight) = &report.preflight {
+            output::print_preflight(preflight, args.options.verbose);
+        }
         write_report(args.report.as_deref(), &report);
         return Ok(report.exit_code());
     }
@@ -453,14 +457,15 @@ fn conclude(args: &MigrateArgs, report: &Report, error: Option<Error>) -> Result
     }
 }
 
-/// The report of a run that failed before it could copy anything.
+/// The report of a run that failed before it could copy anything; a dry run's has a
+/// preflight saying which side failed.
 fn failed_report(job: &MigrateJob, error: &Error) -> Report {
-    let report = ReportBuilder::new(
-        job.from.endpoint.to_string(),
-        job.to.endpoint.to_string(),
-        job.dry_run,
-    );
+    let (source, target) = (job.from.endpoint.to_string(), job.to.endpoint.to_string());
+    let report = ReportBuilder::new(source.clone(), target.clone(), job.dry_run);
     report.fatal(&error.to_string());
+    if job.dry_run {
+        report.preflight(preflight::not_connected(&source, &target, error));
+    }
     report.finish()
 }
 

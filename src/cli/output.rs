@@ -1,6 +1,8 @@
-//! What the user sees at the end of a run: the dry-run plan and the summary lines.
+//! What the user sees at the end of a run: the dry-run plan and preflight, and the summary
+//! lines.
 
 use crate::migrate::Planned;
+use crate::preflight::{FolderAction, Preflight};
 use crate::report::Report;
 
 pub(super) fn print_dry_run(planned: &Planned<'_>, verbose: u8) {
@@ -20,6 +22,75 @@ pub(super) fn print_dry_run(planned: &Planned<'_>, verbose: u8) {
                 println!("  {:>10}  {}", message.size, message.identity);
             }
         }
+    }
+}
+
+/// The preflight on stdout, and what would fail on stderr (as `problem:` and `hint:` lines,
+/// like an error).
+pub(super) fn print_preflight(preflight: &Preflight, verbose: u8) {
+    println!(
+        "preflight: logins: source {}, target {}",
+        preflight.logins.source, preflight.logins.target
+    );
+    if !preflight.target_capabilities.is_empty() {
+        let capabilities: Vec<String> = preflight
+            .target_capabilities
+            .iter()
+            .map(|(name, offered)| format!("{name} {}", if *offered { "yes" } else { "no" }))
+            .collect();
+        println!(
+            "preflight: target capabilities: {}",
+            capabilities.join(", ")
+        );
+    }
+    match &preflight.quota {
+        Some(quota) => println!(
+            "preflight: target quota: {} of {} used; the copy adds {}",
+            human_bytes(quota.used),
+            human_bytes(quota.limit),
+            human_bytes(quota.needed)
+        ),
+        None if preflight.logins.target == "ok" => {
+            println!("preflight: target quota: unknown (the target does not say)")
+        }
+        None => {}
+    }
+    for folder in &preflight.folders {
+        let action = match folder.action {
+            FolderAction::Exists => "exists",
+            FolderAction::Create => "would be created",
+            FolderAction::Refused => "REFUSED",
+        };
+        println!(
+            "preflight: folder {} → {} ({action})",
+            folder.source, folder.target
+        );
+    }
+    for dropped in &preflight.dropped_keywords {
+        println!(
+            "preflight: keyword {} dropped from {} message(s): {} does not store it",
+            dropped.keyword, dropped.messages, dropped.folder
+        );
+    }
+    if verbose > 0 {
+        for message in &preflight.too_large {
+            println!(
+                "preflight: too large: {} in {} ({} bytes)",
+                message.message, message.folder, message.size
+            );
+        }
+    }
+    for problem in &preflight.problems {
+        eprintln!("problem: {}", problem.problem);
+        eprintln!("hint: {}", problem.fix);
+    }
+    if preflight.ready {
+        println!("preflight: ready");
+    } else {
+        println!(
+            "preflight: NOT READY: {} problem(s) would make the run fail",
+            preflight.problems.len()
+        );
     }
 }
 

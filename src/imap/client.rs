@@ -18,7 +18,7 @@ use super::command::{
     CommandBuilder, LiteralMode, Segment, flag_list, format_internal_date, parse_internal_date,
     uid_sets,
 };
-use super::response::{Framer, has_code, status_text};
+use super::response::{Framer, StorageQuota, has_code, status_text, storage_quota};
 use super::{mutf7, namespace};
 use crate::auth::{Login, Mechanism};
 use crate::error::SessionError;
@@ -346,6 +346,27 @@ impl ImapClient {
                 .then(|| value.parse().ok())
                 .flatten()
         })
+    }
+
+    /// The storage quota a message delivered to `mailbox` counts against (`GETQUOTAROOT`,
+    /// RFC 2087/9208): the one with the least room when it is under several. `None` when the
+    /// server has no QUOTA capability, or no root of the mailbox limits bytes.
+    pub fn storage_quota(&mut self, mailbox: &str) -> Result<Option<StorageQuota>, SessionError> {
+        if !self.state.capabilities.iter().any(|c| {
+            c.eq_ignore_ascii_case("QUOTA") || c.to_ascii_uppercase().starts_with("QUOTA=")
+        }) {
+            return Ok(None);
+        }
+        let mut tightest = None;
+        self.run(
+            |b| b.text("GETQUOTAROOT ").mailbox(mailbox),
+            |response| {
+                tightest = StorageQuota::tightest(tightest, storage_quota(response));
+                Ok(())
+            },
+        )?
+        .ok()?;
+        Ok(tightest)
     }
 
     /// Whether [`ImapClient::multiappend`] can be used (RFC 3502).

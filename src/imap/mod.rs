@@ -16,3 +16,4 @@ pub use client::{
     AppendMessage, FetchedMessage, FolderStatus, ImapClient, IndexRecord, Mailbox, MailboxList,
     MailboxStatus, MessageUid, SentAppend,
 };
+pub use response::StorageQuota;

@@ -370,10 +370,82 @@ pub fn asks_to_slow_down(text: &str) -> bool {
         || text.to_ascii_lowercase().contains("throttled")
 }
 
+/// A storage quota (RFC 2087/9208 `STORAGE`), in bytes: the protocol counts it in units of
+/// 1024 octets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StorageQuota {
+    /// Bytes counted against the quota now.
+    pub used: u64,
+    /// The most bytes the quota allows.
+    pub limit: u64,
+}
+
+impl StorageQuota {
+    /// Bytes that still fit.
+    pub fn room(&self) -> u64 {
+        self.limit.saturating_sub(self.used)
+    }
+
+    /// The tighter (less room) of two quotas: a message counts against every root it is under.
+    pub fn tightest(a: Option<StorageQuota>, b: Option<StorageQuota>) -> Option<StorageQuota> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(if b.room() < a.room() { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The `STORAGE` resource of an untagged `QUOTA` response (an answer to GETQUOTAROOT), if it
+/// is one and has that resource; a quota root may limit only the message count.
+pub fn storage_quota(response: &Response<'_>) -> Option<StorageQuota> {
+    let Response::Quota(quota) = response else {
+        return None;
+    };
+    quota
+        .resources
+        .iter()
+        .find(|r| r.name == imap_proto::rfc2087::QuotaResourceName::Storage)
+        .map(|r| StorageQuota {
+            used: r.usage.saturating_mul(1024),
+            limit: r.limit.saturating_mul(1024),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use imap_proto::{AttributeValue, ResponseCode, Status};
+
+    #[test]
+    fn a_quota_answer_gives_its_storage_in_bytes() {
+        let quota = parse_one(b"* QUOTA \"User quota\" (STORAGE 10 100 MESSAGE 3 1000)\r\n");
+        let storage = storage_quota(&quota).unwrap();
+        assert_eq!(
+            storage,
+            StorageQuota {
+                used: 10 * 1024,
+                limit: 100 * 1024
+            }
+        );
+        assert_eq!(storage.room(), 90 * 1024);
+        // The root list and a count-only root say nothing of bytes.
+        assert_eq!(
+            storage_quota(&parse_one(b"* QUOTAROOT INBOX \"User quota\"\r\n")),
+            None
+        );
+        assert_eq!(
+            storage_quota(&parse_one(b"* QUOTA \"\" (MESSAGE 3 10)\r\n")),
+            None
+        );
+        // Over its limit (a quota lowered after the mail arrived) leaves no room, not a panic.
+        let over = storage_quota(&parse_one(b"* QUOTA \"\" (STORAGE 120 100)\r\n")).unwrap();
+        assert_eq!(over.room(), 0);
+        assert_eq!(
+            StorageQuota::tightest(Some(storage), Some(over)),
+            Some(over)
+        );
+        assert_eq!(StorageQuota::tightest(None, Some(storage)), Some(storage));
+    }
 
     #[test]
     fn throttling_is_told_from_refusals() {

@@ -35,7 +35,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
 use crate::identity::Identity;
-use crate::imap::{FolderStatus, MessageUid};
+use crate::imap::{FolderStatus, MessageUid, StorageQuota};
 use crate::index::{IndexedFolder, KnownMessages, SourceMessage, read_matches_announced};
 use crate::plan::FolderPlan;
 use crate::uidl_keeping;
@@ -266,6 +266,16 @@ pub trait Target: Send {
     /// The largest message the server says it takes (IMAP APPENDLIMIT), if it says.
     fn append_limit(&self) -> Option<u64> {
         None
+    }
+    /// The storage quota the target's INBOX counts against, for a preflight. `None`: the
+    /// target does not say (the default), so nobody knows whether the copy fits.
+    fn storage_quota(&mut self) -> Result<Option<StorageQuota>, Error> {
+        Ok(None)
+    }
+    /// The capabilities the target advertises, as it spells them, for a preflight; empty for
+    /// a store without any (the default).
+    fn capabilities(&self) -> Vec<String> {
+        Vec::new()
     }
     /// Whether several sessions may upload into one folder at once without losing a message.
     /// A store that does not say so gets one writer per folder.

@@ -383,6 +383,43 @@ mod tests {
     }
 
     #[test]
+    fn dropped_keywords_are_listed_and_a_refused_folder_is_a_problem() {
+        let mut flagged = SourceMessage::with_id(1, "k");
+        flagged.flags = vec!["$Label1".to_owned()].into();
+        let mut target = TargetIndex::default();
+        target.keywords = crate::index::KeywordPolicy::Only(Vec::new());
+        let plan = plan::diff("INBOX", "INBOX", &[Arc::new(flagged)], &target);
+        let refused = FolderCheck {
+            source: "Old".into(),
+            target: "Old".into(),
+            action: FolderAction::Refused,
+        };
+        let preflight = check(Findings {
+            folders: vec![(refused, Some("[CANNOT] no".into()))],
+            ..findings(&plan, None, None)
+        });
+        assert_eq!(
+            preflight.dropped_keywords,
+            [DroppedKeyword {
+                folder: "INBOX".into(),
+                keyword: "$Label1".into(),
+                messages: 1
+            }]
+        );
+        assert!(!preflight.ready);
+        assert_eq!(
+            preflight.problems.len(),
+            1,
+            "a dropped keyword is no problem"
+        );
+        assert!(
+            preflight.problems[0]
+                .problem
+                .contains("refuses the folder Old: [CANNOT] no")
+        );
+    }
+
+    #[test]
     fn capabilities_are_found_with_or_without_a_value() {
         let caps = [
             "IMAP4rev1".to_owned(),

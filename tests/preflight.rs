@@ -161,6 +161,7 @@ fn wrong_passwords_on_both_sides_are_both_reported() {
     // One side wrong: the other is reported logged in.
     let run = migrate(&server, "alice", &server, "bob", &["--dry-run"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
+    let one_side = dir.path().join("one-side.json");
     let output = mailferry("migrate")
         .source_account("imaps", "alice", server.imaps_port())
         .target_account("imaps", "bob", server.imaps_port(), "")
@@ -168,12 +169,12 @@ fn wrong_passwords_on_both_sides_are_both_reported() {
         .arg("--tls-ca")
         .arg(server.cert_path())
         .arg("--report")
-        .arg(&report_path(&dir))
+        .arg(&one_side)
         .arg("--dry-run")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(3));
-    let report: Value = serde_json::from_slice(&std::fs::read(report_path(&dir)).unwrap()).unwrap();
+    let report: Value = serde_json::from_slice(&std::fs::read(&one_side).unwrap()).unwrap();
     assert_eq!(report["preflight"]["logins"]["source"], "ok", "{report:#}");
     assert!(
         report["preflight"]["logins"]["target"]
@@ -182,10 +183,6 @@ fn wrong_passwords_on_both_sides_are_both_reported() {
             .contains("could not log in"),
         "{report:#}"
     );
-}
-
-fn report_path(dir: &tempfile::TempDir) -> std::path::PathBuf {
-    dir.path().join("one-side.json")
 }
 
 #[test]

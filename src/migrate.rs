@@ -98,7 +98,7 @@ impl SizeLimit {
     }
 
     /// Why a message of `size` bytes is not sent, or `None` when it fits.
-    fn refuses(&self, size: u64) -> Option<String> {
+    pub(crate) fn refuses(&self, size: u64) -> Option<String> {
         (size > self.bytes).then(|| {
             format!(
                 "{size} bytes: larger than the {} bytes {} allows; not sent",

@@ -148,7 +148,7 @@ pub fn check(findings: Findings<'_>) -> Preflight {
     for plan in &findings.plans {
         for message in &plan.to_copy {
             match findings.size_limit {
-                Some(limit) if message.size > limit.bytes => too_large.push(TooLarge {
+                Some(limit) if limit.refuses(message.size).is_some() => too_large.push(TooLarge {
                     folder: plan.source_folder.clone(),
                     message: message.identity.to_string(),
                     size: message.size,

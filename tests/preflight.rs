@@ -242,6 +242,7 @@ fn a_message_over_the_appendlimit_and_a_folder_to_create_are_listed() {
 fn a_batch_preflight_ends_with_the_accounts_that_need_attention() {
     let server = Dovecot::start();
     server.append("alice", "INBOX", &message("batch"), &[], None);
+    server.append("dave", "INBOX", &support::big_message(5000, 3), &[], None);
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, text: &str| {
         let path = dir.path().join(name);
@@ -249,7 +250,7 @@ fn a_batch_preflight_ends_with_the_accounts_that_need_attention() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     };
-    for user in ["alice", "bob", "carol"] {
+    for user in ["alice", "bob", "carol", "dave"] {
         write(&format!("{user}.pw"), &password(user));
     }
     write("wrong.pw", "wrong");
@@ -259,7 +260,8 @@ fn a_batch_preflight_ends_with_the_accounts_that_need_attention() {
         &format!(
             "from,to,from_password_file,to_password_file\n\
              imaps://alice@127.0.0.1:{port},imaps://bob@127.0.0.1:{port},alice.pw,bob.pw\n\
-             imaps://alice@127.0.0.1:{port},imaps://carol@127.0.0.1:{port},alice.pw,wrong.pw\n"
+             imaps://alice@127.0.0.1:{port},imaps://carol@127.0.0.1:{port},alice.pw,wrong.pw\n\
+             imaps://dave@127.0.0.1:{port},imaps://bob@127.0.0.1:{port},dave.pw,bob.pw\n"
         ),
     );
     let reports = dir.path().join("reports");
@@ -269,12 +271,12 @@ fn a_batch_preflight_ends_with_the_accounts_that_need_attention() {
         .arg(&reports)
         .arg("--tls-ca")
         .arg(server.cert_path())
-        .arg("--dry-run")
+        .args(["--dry-run", "--max-message-size", "4K"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("1 account(s) need attention"), "{stderr}");
+    assert!(stderr.contains("2 account(s) need attention"), "{stderr}");
     let summary: Value =
         serde_json::from_slice(&std::fs::read(reports.join("summary.json")).unwrap()).unwrap();
     let attention: Vec<&Value> = summary["results"]
@@ -283,13 +285,19 @@ fn a_batch_preflight_ends_with_the_accounts_that_need_attention() {
         .iter()
         .filter(|r| r.get("attention").is_some())
         .collect();
-    assert_eq!(attention.len(), 1, "{summary:#}");
-    let problems = attention[0]["attention"].as_array().unwrap();
+    assert_eq!(attention.len(), 2, "{summary:#}");
+    let first_problem = |n: usize| attention[n]["attention"][0].as_str().unwrap().to_owned();
     assert!(
-        problems[0].as_str().unwrap().contains(&format!(
+        first_problem(0).contains(&format!(
             "could not log in to imaps://carol@127.0.0.1:{port}"
         )),
         "{summary:#}"
     );
+    assert_eq!(attention[0]["outcome"], "failed");
+    assert!(
+        first_problem(1).contains("larger than the 4096 bytes --max-message-size allows"),
+        "{summary:#}"
+    );
+    assert_eq!(attention[1]["outcome"], "partial");
     assert!(server.messages("bob", "INBOX").is_empty());
 }

@@ -172,9 +172,20 @@ fn outcome_word(outcome: Outcome) -> &'static str {
 
 fn describe(result: &AccountResult) -> String {
     let count = |key: &str| result.count(key);
+    let dry_run = result
+        .report
+        .as_ref()
+        .is_some_and(|report| report["dry_run"] == true);
     match (&result.error, result.outcome) {
         (Some(error), _) => format!("{}: {error}", result.account),
         (None, Outcome::Skipped) => format!("{}: ok in an earlier run", result.account),
+        (None, _) if dry_run => format!(
+            "{}: would copy {}, {} message(s) already there; {} preflight problem(s)",
+            result.account,
+            output::human_bytes(count("bytes_to_copy")),
+            count("already_present"),
+            result.preflight_problems().len(),
+        ),
         (None, _) => format!(
             "{}: {} copied ({}), {} already there, {} failed",
             result.account,
@@ -233,7 +244,10 @@ fn print_table(summary: &Summary, dir: &Path) {
             line.account,
             line.error
                 .clone()
-                .unwrap_or_else(|| format!("{} message(s) failed", line.failed))
+                .unwrap_or_else(|| match line.attention.len() {
+                    0 => format!("{} message(s) failed", line.failed),
+                    problems => format!("{problems} preflight problem(s), below"),
+                })
         );
     }
     if troubled.len() > 20 {

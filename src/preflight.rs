@@ -33,7 +33,8 @@ pub struct Preflight {
     pub ready: bool,
     /// How each side's login went.
     pub logins: Logins,
-    /// Whether the target advertises each of [`CAPABILITIES`]; empty when it was not reached.
+    /// Whether the target advertises each of [`CAPABILITIES`]; empty when it was not reached
+    /// or advertises none (a local store).
     pub target_capabilities: BTreeMap<String, bool>,
     /// The target's storage quota against the bytes to copy; `None` when it does not say.
     pub quota: Option<QuotaCheck>,
@@ -220,8 +221,10 @@ pub fn check(findings: Findings<'_>) -> Preflight {
             source: "ok".into(),
             target: "ok".into(),
         },
+        // A store that advertises nothing is no IMAP server: a row of "no" would only alarm.
         target_capabilities: CAPABILITIES
             .iter()
+            .filter(|_| !findings.capabilities.is_empty())
             .map(|name| (name.to_string(), advertises(findings.capabilities, name)))
             .collect(),
         quota,
@@ -430,6 +433,17 @@ mod tests {
         assert!(advertises(&caps, "UIDPLUS"));
         assert!(!advertises(&caps, "QUOTA"));
         assert!(!advertises(&caps, "IMAP4"));
+
+        let plan = plan_of(&[1]);
+        let imap = check(Findings {
+            capabilities: &caps,
+            ..findings(&plan, None, None)
+        });
+        assert_eq!(imap.target_capabilities.len(), CAPABILITIES.len());
+        assert_eq!(imap.target_capabilities["UIDPLUS"], true);
+        assert_eq!(imap.target_capabilities["QUOTA"], false);
+        let local = check(findings(&plan, None, None));
+        assert!(local.target_capabilities.is_empty());
     }
 
     #[test]

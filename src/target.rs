@@ -233,10 +233,6 @@ impl Target for ImapTarget {
         self.client.append_limit()
     }
 
-    /// Only servers offering UIDPLUS are trusted with several writers per folder: GNU
-    /// Mailutils (mbox), which has none, loses messages when two sessions APPEND into one
-    /// mailbox at once. UIDPLUS marks the servers built for concurrent clients (Dovecot,
-    /// Cyrus, Exchange, Gmail).
     fn storage_quota(&mut self) -> Result<Option<StorageQuota>, Error> {
         match self.client.storage_quota("INBOX") {
             Ok(quota) => Ok(quota),
@@ -251,6 +247,10 @@ impl Target for ImapTarget {
         self.client.capabilities().to_vec()
     }
 
+    /// Only servers offering UIDPLUS are trusted with several writers per folder: GNU
+    /// Mailutils (mbox), which has none, loses messages when two sessions APPEND into one
+    /// mailbox at once. UIDPLUS marks the servers built for concurrent clients (Dovecot,
+    /// Cyrus, Exchange, Gmail).
     fn concurrent_writers(&self) -> bool {
         self.client.has_capability("UIDPLUS")
     }

@@ -346,7 +346,9 @@ fn an_unknown_host_exits_4_at_once_with_a_hint() {
     assert_eq!(
         lines,
         [
-            "error: imap://alice@nohost.invalid:143: cannot resolve the host name: nohost.invalid does not exist (names under .invalid never do, RFC 6761)",
+            // Both sides are down, and both are named.
+            "error: imap://alice@nohost.invalid:143: cannot resolve the host name: nohost.invalid does not exist (names under .invalid never do, RFC 6761); \
+             and imaps://bob@127.0.0.1:1/INBOX: cannot connect: Connection refused (os error 111)",
             "hint: check the host name and port, and that the server is up",
         ]
     );

@@ -20,6 +20,8 @@ use crate::parallel::both;
 use crate::plan::{self, FolderPlan};
 use crate::report::{Report, ReportBuilder};
 use crate::source::{ImapSource, POP3_FOLDER, Pop3Source};
+use crate::store::maildir::{Maildir, MaildirSource, MaildirTarget};
+use crate::store::mbox::{Mbox, MboxSource, MboxTarget};
 use crate::target::ImapTarget;
 use crate::trace::Trace;
 use crate::transfer::{self, Fanout, Observer, Source, Target, TargetPool, TransferSettings};
@@ -567,8 +569,23 @@ fn open_source_unless(
                 job.mark_seen,
             )?)),
             Protocol::Imap => Ok(Box::new(ImapSource::connect(&job.from, &job.connect)?)),
+            Protocol::Maildir => Ok(Box::new(MaildirSource::open(Maildir::new(local_path(
+                &job.from,
+            )))?)),
+            Protocol::Mbox => Ok(Box::new(MboxSource::open(Mbox::new(local_path(
+                &job.from,
+            )))?)),
         }
     })
+}
+
+/// The directory or file of a local store's account.
+fn local_path(account: &Account) -> PathBuf {
+    account
+        .endpoint
+        .path
+        .clone()
+        .expect("a local store's endpoint has a path")
 }
 
 fn open_target(job: &MigrateJob) -> Result<Box<dyn Target>, Error> {
@@ -585,9 +602,15 @@ fn open_target_unless(
 fn open_target_once(job: &MigrateJob) -> Result<Box<dyn Target>, Error> {
     match job.to.endpoint.protocol {
         Protocol::Imap => Ok(Box::new(ImapTarget::connect(&job.to, &job.connect)?)),
+        Protocol::Maildir => Ok(Box::new(MaildirTarget::open(Maildir::new(local_path(
+            &job.to,
+        ))))),
+        Protocol::Mbox => Ok(Box::new(MboxTarget::open(Mbox::new(local_path(&job.to))))),
         Protocol::Pop3 => Err(Error::Usage {
             message: format!("{}: the target must be an IMAP server", job.to.endpoint),
-            hint: Some("write the target as imaps://USER@HOST/FOLDER".into()),
+            hint: Some(
+                "write the target as imaps://USER@HOST/FOLDER, maildir:PATH or mbox:PATH".into(),
+            ),
         }),
     }
 }

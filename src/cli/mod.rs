@@ -13,7 +13,7 @@ mod output;
 
 use crate::auth::{AuthMode, OAuthMechanism};
 use crate::batch::Shard;
-use crate::endpoint::{Endpoint, PasswordSource, Protocol, Side};
+use crate::endpoint::{Endpoint, Password, PasswordSource, Protocol, Side};
 use crate::error::{EXIT_INTERNAL, Error};
 use crate::folders::{FolderRules, SpecialUse};
 use crate::imap::MessageUid;
@@ -542,8 +542,13 @@ impl SideLogin {
         if let Some(warning) = self.password.permission_warning(side) {
             eprintln!("warning: {warning}");
         }
+        // A store on local disk has no login.
+        let password = match endpoint.protocol.is_local() {
+            true => Password::default(),
+            false => self.password.resolve(side, &endpoint)?,
+        };
         Ok(Account {
-            password: self.password.resolve(side, &endpoint)?,
+            password,
             endpoint,
             tls,
             auth: self.auth.clone(),

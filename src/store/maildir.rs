@@ -358,8 +358,6 @@ fn modified(path: &Path) -> Option<DateTime<FixedOffset>> {
 /// A Maildir as a [`Source`]: read-only.
 pub struct MaildirSource {
     maildir: Maildir,
-    /// The files indexed, per folder, by index key.
-    indexed: HashMap<String, Vec<Entry>>,
 }
 
 impl MaildirSource {
@@ -371,10 +369,7 @@ impl MaildirSource {
                 hint: Some("give the directory that holds cur/, new/ and tmp/".into()),
             });
         }
-        Ok(MaildirSource {
-            maildir,
-            indexed: HashMap::new(),
-        })
+        Ok(MaildirSource { maildir })
     }
 }
 
@@ -401,22 +396,29 @@ impl Source for MaildirSource {
                 internal_date: modified(&entry.path),
             });
         }
-        self.indexed.insert(folder.to_owned(), entries);
         Ok(index)
     }
 
+    /// Another connection's index may have been taken: each message is found by its file's
+    /// base name (its flags, and so its full name, may have changed since).
     fn fetch(
         &mut self,
         folder: &str,
         messages: Vec<Arc<SourceMessage>>,
         deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
     ) -> Result<(), Error> {
-        let entries = self.indexed.get(folder).map_or(&[][..], Vec::as_slice);
+        let entries = self.maildir.entries(folder)?;
+        let by_base: HashMap<&str, &Path> = entries
+            .iter()
+            .map(|e| (e.base.as_str(), e.path.as_path()))
+            .collect();
         for message in messages {
-            let read = entries
-                .get(message.key as usize)
+            let read = message
+                .stable_id
+                .as_deref()
+                .and_then(|base| by_base.get(base))
                 .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
-                .and_then(|entry| fs::read(&entry.path));
+                .and_then(fs::read);
             let delivered = match read {
                 Ok(raw) => deliver(Ok(Fetched {
                     message,

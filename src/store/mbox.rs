@@ -294,22 +294,30 @@ impl Source for MboxSource {
         Ok(index)
     }
 
+    /// Another connection's index may have been taken: the file is read again, and each
+    /// message is found at its place and checked to be the one indexed there.
     fn fetch(
         &mut self,
         folder: &str,
         messages: Vec<Arc<SourceMessage>>,
         deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
     ) -> Result<(), Error> {
+        if !self.indexed.contains_key(folder) {
+            self.index(folder)?;
+        }
         let bodies = self.indexed.get(folder).map_or(&[][..], Vec::as_slice);
         for message in messages {
-            let delivered = match bodies.get(message.key as usize) {
+            let found = bodies
+                .get(message.key as usize)
+                .filter(|raw| identity::identify(header::header_block(raw)) == message.identity);
+            let delivered = match found {
                 Some(raw) => deliver(Ok(Fetched {
                     message,
                     raw: raw.as_slice().into(),
                 })),
                 None => deliver(Err(Unreadable {
                     message,
-                    reason: "not in the file when indexed".to_owned(),
+                    reason: "no longer in the file where it was indexed".to_owned(),
                 })),
             };
             if !delivered {

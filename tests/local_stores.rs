@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-use support::{Accounts, Dovecot, StoredMessage, fixtures, mailferry, normalize_crlf, password};
+use support::{Dovecot, StoredMessage, fixtures, mailferry, normalize_crlf, password};
 
 /// A date each message keeps across the round trip (whole seconds: IMAP has no finer).
 fn date(days: u64) -> SystemTime {

@@ -172,3 +172,50 @@ fn an_account_backed_up_to_mbox_files_is_restored_byte_for_byte_with_its_dates()
     original.sort();
     assert_eq!(restored, original);
 }
+
+#[test]
+fn a_mirror_from_a_maildir_deletes_the_copy_of_a_message_whose_file_left() {
+    let server = Dovecot::start();
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("maildir");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    for id in ["stays", "leaves"] {
+        std::fs::write(
+            maildir.join(format!("cur/{id}.M1P1.host:2,S")),
+            format!("Message-ID: <{id}@backup.test>\r\nSubject: {id}\r\n\r\nbody\r\n"),
+        )
+        .unwrap();
+    }
+    let mirror = || {
+        let report = dir.path().join("report.json");
+        let output = mailferry("mirror")
+            .arg("--from")
+            .arg(format!("maildir://{}", maildir.display()))
+            .arg("--to")
+            .arg(imaps(&server, "carol"))
+            .arg("--tls-ca")
+            .arg(server.cert_path())
+            .arg("--state")
+            .arg(dir.path().join("state"))
+            .arg("--report")
+            .arg(&report)
+            .arg("--delete")
+            .env("MAILFERRY_TO_PASSWORD", password("carol"))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        serde_json::from_slice::<Value>(&std::fs::read(report).unwrap()).unwrap()
+    };
+    assert_eq!(mirror()["copied"], 2);
+    let carol = server.messages("carol", "INBOX");
+    assert_eq!(carol.len(), 2);
+    assert!(carol.iter().all(|m| m.flags == ["\\Seen"]));
+    std::fs::remove_file(maildir.join("cur/leaves.M1P1.host:2,S")).unwrap();
+    let report = mirror();
+    assert_eq!(report["deleted"], 1, "{report}");
+    let left = server.messages("carol", "INBOX");
+    assert_eq!(left.len(), 1);
+    assert!(String::from_utf8_lossy(&left[0].raw).contains("<stays@backup.test>"));
+}

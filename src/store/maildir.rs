@@ -36,7 +36,10 @@ use crate::error::Error;
 use crate::folders::{FolderInfo, FolderList, Namespace};
 use crate::identity;
 use crate::imap::{FolderStatus, mutf7};
-use crate::index::{FlagSets, KeywordPolicy, SourceMessage, TargetCopy, TargetIndex};
+use crate::index::{
+    FlagSets, IndexedFolder, KeywordPolicy, KnownMessages, SourceMessage, SourceView, TargetCopy,
+    TargetIndex,
+};
 use crate::transfer::{
     Fetched, FolderRefused, Outcome, Outgoing, Source, Target, UidChange, Unreadable,
 };
@@ -397,6 +400,29 @@ impl Source for MaildirSource {
             });
         }
         Ok(index)
+    }
+
+    /// A directory listing holds every message, and each file's base name stays while the
+    /// file does: a message absent from it has left the folder (so a mirror may `--delete`
+    /// its copy).
+    fn index_known(
+        &mut self,
+        folders: &[String],
+        _known: &[&KnownMessages],
+    ) -> Result<Vec<IndexedFolder>, Error> {
+        folders
+            .iter()
+            .map(|folder| {
+                Ok(IndexedFolder {
+                    messages: self.index(folder)?,
+                    known: KnownMessages::new(),
+                    view: SourceView {
+                        uid_validity: None,
+                        complete: true,
+                    },
+                })
+            })
+            .collect()
     }
 
     /// Another connection's index may have been taken: each message is found by its file's

@@ -302,8 +302,7 @@ fn confirmed(expected: Expected, found: FoundUids) -> Option<TargetIndex> {
 mod tests {
     use super::*;
     use crate::folders::FolderList;
-    use crate::imap::FolderStatus;
-    use crate::transfer::{FolderRefused, Outcome, Outgoing, UidChange};
+    use crate::transfer::{FolderRefused, Outcome, Outgoing};
 
     /// Answers `find_uids` with `found` and indexes with `index`, noting what it was asked.
     struct FakeTarget {
@@ -336,22 +335,6 @@ mod tests {
             _: &[String],
             _: &[String],
         ) -> Result<Vec<Result<TargetIndex, FolderRefused>>, Error> {
-            unimplemented!()
-        }
-        fn statuses(&mut self, _: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
-            unimplemented!()
-        }
-        fn change_flags(
-            &mut self,
-            _: &str,
-            _: u32,
-            _: &[u32],
-            _: &[String],
-            _: &[String],
-        ) -> Result<UidChange, Error> {
-            unimplemented!()
-        }
-        fn delete(&mut self, _: &str, _: u32, _: &[u32]) -> Result<UidChange, Error> {
             unimplemented!()
         }
         fn append(&mut self, _: &str, _: &[Outgoing]) -> Result<Vec<Outcome>, Error> {

@@ -35,14 +35,12 @@ use chrono::{DateTime, FixedOffset, Utc};
 use crate::error::Error;
 use crate::folders::{FolderInfo, FolderList, Namespace};
 use crate::identity;
-use crate::imap::{FolderStatus, mutf7};
+use crate::imap::mutf7;
 use crate::index::{
     FlagSets, IndexedFolder, KeywordPolicy, KnownMessages, SourceMessage, SourceView, TargetCopy,
     TargetIndex,
 };
-use crate::transfer::{
-    Fetched, FolderRefused, Outcome, Outgoing, Source, Target, UidChange, Unreadable,
-};
+use crate::transfer::{Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable};
 
 /// The folder separator of Maildir++.
 const SEPARATOR: char = '.';
@@ -503,13 +501,6 @@ impl MaildirTarget {
         }
         Ok(index)
     }
-
-    fn unsupported(&self, what: &str) -> Error {
-        Error::usage(format!(
-            "maildir {}: {what} needs UIDs, which a Maildir does not keep",
-            self.maildir.root.display()
-        ))
-    }
 }
 
 impl Target for MaildirTarget {
@@ -541,25 +532,6 @@ impl Target for MaildirTarget {
 
     fn index(&mut self, folder: &str) -> Result<TargetIndex, Error> {
         self.index_folder(folder)
-    }
-
-    fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
-        Ok(vec![None; folders.len()])
-    }
-
-    fn change_flags(
-        &mut self,
-        _: &str,
-        _: u32,
-        _: &[u32],
-        _: &[String],
-        _: &[String],
-    ) -> Result<UidChange, Error> {
-        Err(self.unsupported("changing flags"))
-    }
-
-    fn delete(&mut self, _: &str, _: u32, _: &[u32]) -> Result<UidChange, Error> {
-        Err(self.unsupported("deleting"))
     }
 
     /// Each message is its own file: writers never meet.

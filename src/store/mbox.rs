@@ -28,11 +28,8 @@ use crate::error::Error;
 use crate::folders::{FolderInfo, FolderList, Namespace};
 use crate::header;
 use crate::identity;
-use crate::imap::FolderStatus;
 use crate::index::{FlagSets, KeywordPolicy, SourceMessage, TargetCopy, TargetIndex};
-use crate::transfer::{
-    Fetched, FolderRefused, Outcome, Outgoing, Source, Target, UidChange, Unreadable,
-};
+use crate::transfer::{Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable};
 
 /// The separator of folder names in a directory of mbox files.
 const SEPARATOR: char = '.';
@@ -424,25 +421,6 @@ impl Target for MboxTarget {
 
     fn index(&mut self, folder: &str) -> Result<TargetIndex, Error> {
         self.index_folder(folder)
-    }
-
-    fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
-        Ok(vec![None; folders.len()])
-    }
-
-    fn change_flags(
-        &mut self,
-        _: &str,
-        _: u32,
-        _: &[u32],
-        _: &[String],
-        _: &[String],
-    ) -> Result<UidChange, Error> {
-        Err(Error::usage("an mbox target keeps no flags to change"))
-    }
-
-    fn delete(&mut self, _: &str, _: u32, _: &[u32]) -> Result<UidChange, Error> {
-        Err(Error::usage("an mbox target keeps no UIDs to delete by"))
     }
 
     fn append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Vec<Outcome>, Error> {

@@ -247,22 +247,39 @@ pub trait Target: Send {
     ) -> Result<Vec<Option<FoundUids>>, Error> {
         Ok(vec![None; folders.len()])
     }
-    /// Summaries of the folders, as [`Source::statuses`].
-    fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error>;
+    /// Summaries of the folders, as [`Source::statuses`]; `None` each from a target that has
+    /// none (the default).
+    fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
+        Ok(vec![None; folders.len()])
+    }
     /// Adds some flags to these messages and removes others, leaving the rest alone, after
-    /// opening the folder and finding it still under `uid_validity`.
+    /// opening the folder and finding it still under `uid_validity`. Only a target whose
+    /// index gives a UIDVALIDITY is asked; the default refuses.
     fn change_flags(
         &mut self,
         folder: &str,
-        uid_validity: u32,
-        uids: &[u32],
-        add: &[String],
-        remove: &[String],
-    ) -> Result<UidChange, Error>;
+        _uid_validity: u32,
+        _uids: &[u32],
+        _add: &[String],
+        _remove: &[String],
+    ) -> Result<UidChange, Error> {
+        Err(Error::usage(format!(
+            "{folder}: this target keeps no UIDs to change flags by"
+        )))
+    }
     /// Removes these messages (and only these), after opening the folder and finding it still
-    /// under `uid_validity`; when it is not, removes nothing and says so.
-    fn delete(&mut self, folder: &str, uid_validity: u32, uids: &[u32])
-    -> Result<UidChange, Error>;
+    /// under `uid_validity`; when it is not, removes nothing and says so. Only a target whose
+    /// index gives a UIDVALIDITY is asked; the default refuses.
+    fn delete(
+        &mut self,
+        folder: &str,
+        _uid_validity: u32,
+        _uids: &[u32],
+    ) -> Result<UidChange, Error> {
+        Err(Error::usage(format!(
+            "{folder}: this target keeps no UIDs to delete by"
+        )))
+    }
     /// The largest message the server says it takes (IMAP APPENDLIMIT), if it says.
     fn append_limit(&self) -> Option<u64> {
         None
@@ -1114,22 +1131,6 @@ mod tests {
                 .filter(in_folder)
                 .map(|m| m.identity.clone())
                 .collect())
-        }
-        fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
-            Ok(vec![None; folders.len()])
-        }
-        fn change_flags(
-            &mut self,
-            _: &str,
-            _: u32,
-            _: &[u32],
-            _: &[String],
-            _: &[String],
-        ) -> Result<UidChange, Error> {
-            unimplemented!()
-        }
-        fn delete(&mut self, _: &str, _: u32, _: &[u32]) -> Result<UidChange, Error> {
-            unimplemented!()
         }
         fn append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Vec<Outcome>, Error> {
             let server = &self.server;

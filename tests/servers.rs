@@ -312,3 +312,56 @@ fn servers_that_rewrite_what_they_serve_get_no_duplicates() {
         );
     }
 }
+
+/// A Mailutils maildir gives the last message of each folder a new UID at every EXAMINE, so
+/// the UIDs an index saw on one connection are not all there on the next, and a `UID FETCH` of
+/// such a UID alone is refused (BAD): every folder is still copied whole, without false
+/// "deleted from the source" failures. Run 0 copies all, run 1 only a message added to each
+/// folder since (the last one, fetched alone), run 2 nothing.
+#[test]
+fn a_source_whose_uids_change_between_sessions_is_copied_whole() {
+    let source = Mailutils::start(MailboxType::Maildir);
+    let target = Dovecot::start();
+    let folders = ["INBOX", "Archive", "Sent", "Drafts"];
+    let messages = corpus();
+    let date = Some("05-Mar-2019 06:52:37 +0000");
+    for (i, folder) in folders.iter().enumerate() {
+        for (raw, _) in messages.iter().skip(i * 2).take(4) {
+            source.append("alice", folder, raw, &[], date);
+        }
+    }
+    let ca = certificates(&[source.cert_path(), target.cert_path()]);
+    let from = format!("imap://alice@127.0.0.1:{}", source.imap_port());
+    let to = format!("imaps://bob@127.0.0.1:{}", target.imaps_port());
+    for (run, copied) in [4, 1, 0].into_iter().enumerate() {
+        let done = migrate(&from, &to, "alice", "bob", &ca);
+        assert_eq!(done.code, 0, "run {run}: {}", done.stderr);
+        assert_eq!(
+            count(&done.report, "failed"),
+            0,
+            "run {run}: {}",
+            done.report
+        );
+        let copied = copied * folders.len() as u64;
+        assert_eq!(
+            count(&done.report, "copied"),
+            copied,
+            "run {run}: {}",
+            done.report
+        );
+        if run == 0 {
+            for (i, folder) in folders.iter().enumerate() {
+                source.append("alice", folder, &messages[i + 12].0, &[], date);
+            }
+        }
+    }
+    for folder in folders {
+        let served = source.messages("alice", folder).into_iter().map(|m| m.raw);
+        let copies = target.messages("bob", folder).into_iter().map(|m| m.raw);
+        assert_eq!(
+            sorted(copies),
+            sorted(served),
+            "{folder}: each message once"
+        );
+    }
+}

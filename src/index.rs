@@ -120,6 +120,8 @@ pub struct TargetCopy {
     pub size: u64,
     /// Its flags.
     pub flags: Vec<String>,
+    /// Its INTERNALDATE, when the server said.
+    pub internal_date: Option<DateTime<FixedOffset>>,
 }
 
 /// The messages of each identity a target folder holds, and which keywords it takes.

@@ -133,6 +133,7 @@ impl Target for ImapTarget {
                         uid: record.uid,
                         size: record.size,
                         flags: record.flags,
+                        internal_date: record.internal_date,
                     },
                 );
             })

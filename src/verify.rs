@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::altered::{Alterations, alterations};
 use crate::error::Error;
 use crate::identity::Identity;
 use crate::imap::MessageUid;
@@ -173,13 +174,23 @@ struct Expected {
     uids: BTreeMap<u32, (Identity, Option<u64>)>,
 }
 
-/// Verifies `checks` and returns, per check, the source messages the target lacks (see the
-/// module documentation for how).
+/// What verification found.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// Per check, the source messages the target lacks.
+    pub missing: Vec<Vec<Missing>>,
+    /// Per target folder that was indexed again (see the module documentation), what the
+    /// server changed in this run's copies, when it changed anything; by folder name.
+    pub altered: Vec<(String, Alterations)>,
+}
+
+/// Verifies `checks`: the source messages the target lacks, and what it changed in the copies
+/// of the folders it indexed again (see the module documentation for how).
 pub fn missing_after_copies(
     checks: &[Check<'_>],
     receipts: &Receipts,
     target: &mut dyn Target,
-) -> Result<Vec<Vec<Missing>>, Error> {
+) -> Result<Verdict, Error> {
     // Several source folders may go into one target folder: each is checked against
     // everything the folder is known to hold.
     let mut folders: Vec<&str> = checks.iter().map(|c| c.target_folder).collect();
@@ -242,10 +253,25 @@ pub fn missing_after_copies(
             *missing_here = Some(missing(check.source_index, index));
         }
     }
-    Ok(missing_by_check
-        .into_iter()
-        .map(|m| m.expect("every folder confirmed or indexed"))
-        .collect())
+    let altered = doubtful
+        .iter()
+        .filter_map(|folder| {
+            let into_folder = || checks.iter().filter(|c| c.target_folder == folder);
+            let sent: Vec<Arc<SourceMessage>> = into_folder()
+                .flat_map(|check| receipts.copied_from(check.source_folder))
+                .collect();
+            let before = into_folder().next()?.planned;
+            let altered = alterations(&sent, before, &indexes[folder]);
+            altered.changed().then(|| (folder.clone(), altered))
+        })
+        .collect();
+    Ok(Verdict {
+        missing: missing_by_check
+            .into_iter()
+            .map(|m| m.expect("every folder confirmed or indexed"))
+            .collect(),
+        altered,
+    })
 }
 
 /// The UIDs a target folder must hold for its checks to pass, or `None` when some are
@@ -293,6 +319,7 @@ fn confirmed(expected: Expected, found: FoundUids) -> Option<TargetIndex> {
                 uid,
                 size: found_size,
                 flags: Vec::new(),
+                internal_date: None,
             },
         );
     }
@@ -375,6 +402,7 @@ mod tests {
                 uid: 1,
                 size: 10,
                 flags: vec![],
+                internal_date: None,
             },
         );
         index
@@ -411,6 +439,7 @@ mod tests {
             .collect();
         missing_after_copies(&checks, &receipts, target)
             .unwrap()
+            .missing
             .into_iter()
             .map(|missing| missing.into_iter().map(|m| m.message).collect())
             .collect()
@@ -519,6 +548,7 @@ mod tests {
                     uid: 0,
                     size,
                     flags: vec![],
+                    internal_date: None,
                 },
             );
         }
@@ -552,6 +582,7 @@ mod tests {
                     uid: 0,
                     size,
                     flags: vec![],
+                    internal_date: None,
                 },
             );
         }
@@ -571,6 +602,7 @@ mod tests {
                 uid: 2,
                 size: 1540,
                 flags: vec![],
+                internal_date: None,
             },
         );
         target.index.add(a.identity.clone(), TargetCopy::default());

@@ -155,6 +155,9 @@ fn dovecot_imap_into_mailutils(kind: MailboxType) {
             assert_eq!(count(&done.report, "copied"), 0, "{}", done.report);
         }
         assert_eq!(count(&done.report, "failed"), 0, "{}", done.stderr);
+        if run == 0 {
+            said_what_the_server_changed(&done, kind);
+        }
         let failed_folders: Vec<&Value> = done.report["folders"]
             .as_array()
             .unwrap()
@@ -185,6 +188,46 @@ fn dovecot_imap_into_mailutils(kind: MailboxType) {
             sorted(originals.into_iter().map(|m| m.raw)),
             "{folder}: each source message once, byte for byte"
         );
+    }
+}
+
+/// Mailutils maildir stores an APPEND without its flags and with its own date: the first run
+/// says so, once per folder copied into, in the report and on stderr; mbox keeps the flags.
+fn said_what_the_server_changed(done: &Run, kind: MailboxType) {
+    let warnings: Vec<&str> = done.report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    let about = |what: &str| -> Vec<&str> {
+        let said: Vec<&str> = warnings
+            .iter()
+            .copied()
+            .filter(|w| w.contains(what))
+            .collect();
+        for warning in &said {
+            assert!(
+                done.stderr.contains(warning),
+                "{warning} in {}",
+                done.stderr
+            );
+        }
+        said
+    };
+    let (flags, dates) = (about("without flags sent"), about("another date"));
+    if kind == MailboxType::Mbox {
+        assert_eq!(flags, Vec::<&str>::new());
+        return;
+    }
+    for said in [&flags, &dates] {
+        assert_eq!(said.len(), 4, "{warnings:#?}");
+        for folder in ["INBOX ", "Archive ", "Sent ", "2019 "] {
+            assert!(
+                said.iter().any(|w| w.contains(folder)),
+                "{folder}: {said:#?}"
+            );
+        }
     }
 }
 

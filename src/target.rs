@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use chrono::Utc;
+
 use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
@@ -84,11 +86,19 @@ fn throttled(err: SessionError) -> SessionError {
     }
 }
 
+/// The APPEND of one message, always with a date: the source's, else now. Without one the
+/// server picks its own: most take now, GNU Mailutils mbox the `Date:` header or else 1970,
+/// and it refuses a message without `From:` (`NO [TRYCREATE]`).
 fn append_message(outgoing: &Outgoing) -> AppendMessage<'_> {
     AppendMessage {
         raw: &outgoing.raw,
         flags: &outgoing.message.flags,
-        internal_date: outgoing.message.internal_date,
+        internal_date: Some(
+            outgoing
+                .message
+                .internal_date
+                .unwrap_or_else(|| Utc::now().fixed_offset()),
+        ),
     }
 }
 

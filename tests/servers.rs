@@ -408,3 +408,31 @@ fn a_source_whose_uids_change_between_sessions_is_copied_whole() {
         );
     }
 }
+
+/// A POP3 message with neither `Date:`, `Received:` nor `From:` has no date the source can
+/// give: it is APPENDed dated now (GNU Mailutils mbox refuses an APPEND without a date-time
+/// for a message without `From:`, `NO [TRYCREATE]`), and a second run copies nothing.
+#[test]
+fn a_message_without_any_date_is_stored_dated_now() {
+    let source = Dovecot::start();
+    let target = Mailutils::start(MailboxType::Mbox);
+    let undated = b"Message-ID: <undated@servers.test>\r\nSubject: no date\r\n\r\nbody\r\n";
+    source.deliver("alice", "INBOX", undated);
+    let ca = certificates(&[source.cert_path(), target.cert_path()]);
+    let from = format!("pop3s://alice@127.0.0.1:{}", source.pop3s_port());
+    let to = format!("imap://alice@127.0.0.1:{}", target.imap_port());
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    for (run, copied) in [1, 0].into_iter().enumerate() {
+        let done = migrate(&from, &to, "alice", "alice", &ca);
+        assert_eq!(done.code, 0, "run {run}: {}", done.stderr);
+        assert_eq!(count(&done.report, "copied"), copied, "{}", done.report);
+    }
+    let stored = target.messages("alice", "INBOX");
+    assert_eq!(stored.len(), 1);
+    let date =
+        chrono::DateTime::parse_from_str(&stored[0].internal_date, "%d-%b-%Y %H:%M:%S %z").unwrap();
+    assert!(
+        date >= before,
+        "dated {date}, the run started after {before}"
+    );
+}

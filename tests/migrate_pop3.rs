@@ -106,7 +106,7 @@ fn copies_every_fixture_exactly_once_and_a_rerun_copies_nothing() {
         );
     }
 
-    // INTERNALDATE: the topmost Received, else Date, else the server's "now".
+    // INTERNALDATE: the topmost Received, else Date, else the time of the copy.
     let date_of = |needle: &[u8]| {
         copies
             .iter()

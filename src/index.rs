@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, FixedOffset};
 
 use crate::identity::Identity;
+use crate::imap::command::is_writable_flag;
 
 /// One message as a source indexed it (headers only; the body is fetched later).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,14 +101,16 @@ impl KeywordPolicy {
         }
     }
 
-    /// Whether a copy may carry this flag; system flags always may.
+    /// Whether a copy may carry this flag: system flags always may, and no flag IMAP cannot
+    /// write ([`is_writable_flag`]) ever may.
     pub fn accepts(&self, flag: &str) -> bool {
-        match self {
-            KeywordPolicy::Any => true,
-            KeywordPolicy::Only(flags) => {
-                flag.starts_with('\\') || flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+        is_writable_flag(flag)
+            && match self {
+                KeywordPolicy::Any => true,
+                KeywordPolicy::Only(flags) => {
+                    flag.starts_with('\\') || flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+                }
             }
-        }
     }
 }
 

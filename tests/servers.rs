@@ -436,3 +436,39 @@ fn a_message_without_any_date_is_stored_dated_now() {
         "dated {date}, the run started after {before}"
     );
 }
+
+/// A keyword the source stores but IMAP cannot write (`]` is no atom character) is dropped
+/// with one warning, and the message is copied; a second run copies nothing.
+#[test]
+fn a_keyword_imap_cannot_write_is_dropped_with_a_warning() {
+    let source = Dovecot::start_custom("", false, &[]);
+    let target = Dovecot::start_custom("", false, &[]);
+    let raw = b"Message-ID: <odd-keyword@servers.test>\r\nSubject: odd\r\n\r\nbody\r\n";
+    // Dovecot refuses such a keyword over IMAP but reads it from its maildir's keyword file.
+    source.append("alice", "INBOX", raw, &["\\Seen", "oddX"], None);
+    let keywords = source
+        .maildir_path("alice", "INBOX")
+        .join("dovecot-keywords");
+    let listed = std::fs::read_to_string(&keywords).unwrap();
+    std::fs::write(&keywords, listed.replace("oddX", "odd]")).unwrap();
+    assert!(
+        source.messages("alice", "INBOX")[0]
+            .flags
+            .iter()
+            .any(|f| f == "odd]"),
+        "the source keeps the keyword"
+    );
+    let from = format!("imap://alice@127.0.0.1:{}/INBOX", source.imap_port());
+    let to = format!("imap://bob@127.0.0.1:{}", target.imap_port());
+    for (run, copied) in [1, 0].into_iter().enumerate() {
+        let done = migrate(&from, &to, "alice", "bob", b"");
+        assert_eq!(done.code, 0, "run {run}: {}", done.stderr);
+        assert_eq!(count(&done.report, "copied"), copied, "{}", done.report);
+        if run == 0 {
+            let warnings = done.report["warnings"].as_array().unwrap();
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert!(warnings[0].as_str().unwrap().contains("keyword odd]"));
+        }
+    }
+    assert_eq!(target.messages("bob", "INBOX")[0].flags, ["\\Seen"]);
+}

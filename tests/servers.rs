@@ -28,10 +28,16 @@ struct Run {
 /// trust in `ca` (every server's certificate; none when empty), and plaintext allowed (the
 /// quirk relay only rewrites plaintext).
 fn migrate(from: &str, to: &str, from_user: &str, to_user: &str, ca: &[u8]) -> Run {
+    run(&["migrate"], from, to, from_user, to_user, ca)
+}
+
+/// [`migrate`] with another command before the URLs (`mirror --state DIR`).
+fn run(command: &[&str], from: &str, to: &str, from_user: &str, to_user: &str, ca: &[u8]) -> Run {
     let tmp = tempfile::tempdir().unwrap();
     let (ca_path, report_path) = (tmp.path().join("ca.pem"), tmp.path().join("report.json"));
     let mut cmd = Command::cargo_bin("mailferry").unwrap();
-    cmd.args(["migrate", "--from", from, "--to", to, "--allow-plaintext"]);
+    cmd.args(command)
+        .args(["--from", from, "--to", to, "--allow-plaintext"]);
     if !ca.is_empty() {
         std::fs::write(&ca_path, ca).unwrap();
         cmd.arg("--tls-ca").arg(&ca_path);
@@ -360,7 +366,9 @@ fn servers_that_rewrite_what_they_serve_get_no_duplicates() {
 /// the UIDs an index saw on one connection are not all there on the next, and a `UID FETCH` of
 /// such a UID alone is refused (BAD): every folder is still copied whole, without false
 /// "deleted from the source" failures. Run 0 copies all, run 1 only a message added to each
-/// folder since (the last one, fetched alone), run 2 nothing.
+/// folder since (the last one, fetched alone), run 2 nothing. Then `mirror --delete` into
+/// another account, three times: its index is older than the fetch's EXAMINE, whose whole
+/// `UID FETCH` set the server refuses; nothing is deleted, and later runs copy nothing.
 #[test]
 fn a_source_whose_uids_change_between_sessions_is_copied_whole() {
     let source = Mailutils::start(MailboxType::Maildir);
@@ -405,6 +413,28 @@ fn a_source_whose_uids_change_between_sessions_is_copied_whole() {
             sorted(copies),
             sorted(served),
             "{folder}: each message once"
+        );
+    }
+    // A mirror with --delete takes no UID that changed for a message that left the source.
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().to_str().unwrap();
+    let to_carol = format!("imaps://carol@127.0.0.1:{}", target.imaps_port());
+    for run_number in 0..3 {
+        let mirror = ["mirror", "--delete", "--state", state];
+        let done = run(&mirror, &from, &to_carol, "alice", "carol", &ca);
+        assert_eq!(done.code, 0, "mirror run {run_number}: {}", done.stderr);
+        assert_eq!(count(&done.report, "deleted"), 0, "{}", done.report);
+        if run_number > 0 {
+            assert_eq!(count(&done.report, "copied"), 0, "{}", done.report);
+        }
+    }
+    for folder in folders {
+        let served = source.messages("alice", folder).into_iter().map(|m| m.raw);
+        let copies = target.messages("carol", folder).into_iter().map(|m| m.raw);
+        assert_eq!(
+            sorted(copies),
+            sorted(served),
+            "mirror, {folder}: each message once"
         );
     }
 }

@@ -104,15 +104,16 @@ impl Source for ImapSource {
         let Some(by_uid) = deliver_too_large(messages, deliver) else {
             return Ok(());
         };
-        let asked: HashSet<u32> = by_uid.keys().copied().collect();
+        let mut sent: HashSet<u32> = by_uid.keys().copied().collect();
         let first = self.fetch_by_uid(Some(folder), by_uid, deliver)?;
         if first.messages.is_empty() || !first.receiving {
             return Ok(());
         }
+        sent.retain(|uid| !first.messages.contains_key(uid));
         // Not sent, or the FETCH refused (GNU Mailutils maildir gives the last message of a
         // folder a new UID at every EXAMINE, and answers BAD to the old one): the folder as it
         // is now finds them again by identity and size.
-        let FoundAgain { found, mut gone } = self.find_again(folder, first.messages, &asked)?;
+        let FoundAgain { found, mut gone } = self.find_again(folder, first.messages, &sent)?;
         if !found.is_empty() {
             let again = self.fetch_by_uid(None, found, deliver)?;
             if !again.receiving {
@@ -192,20 +193,21 @@ impl ImapSource {
     }
 
     /// Indexes `folder` again, leaving it open, and finds each of `unsent` there by identity
-    /// and size under a UID not `asked` for before (a message with its look-alikes: any of
-    /// them has the same bytes to copy). The messages keep their first key, which the run
-    /// knows them by.
+    /// and size under a UID whose message was not `sent` already (a message with its
+    /// look-alikes: any of them has the same bytes to copy). A refused FETCH sent nothing, so
+    /// its messages may be found under their own UIDs. The messages keep their first key,
+    /// which the run knows them by.
     fn find_again(
         &mut self,
         folder: &str,
         unsent: HashMap<u32, Arc<SourceMessage>>,
-        asked: &HashSet<u32>,
+        sent: &HashSet<u32>,
     ) -> Result<FoundAgain, Error> {
         let mut now: HashMap<(Identity, u64), Vec<u32>> = HashMap::new();
         let opened = self
             .client
             .index_mailboxes(&[folder.to_owned()], true, &IDENTITY_FIELDS, |_, record| {
-                if !asked.contains(&record.uid) {
+                if !sent.contains(&record.uid) {
                     now.entry((identity::identify(record.header), record.size))
                         .or_default()
                         .push(record.uid);

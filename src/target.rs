@@ -189,8 +189,14 @@ impl Target for ImapTarget {
         let mut found = vec![FoundUids::default(); folders.len()];
         let opened = self
             .client
-            .uid_sizes(folders, |i, uid, size| {
-                found[i].sizes.insert(uid, size);
+            .uid_records(folders, |i, record| {
+                let copy = TargetCopy {
+                    uid: record.uid,
+                    size: record.size,
+                    flags: record.flags,
+                    internal_date: record.internal_date,
+                };
+                found[i].copies.insert(record.uid, copy);
             })
             .map_err(|e| self.failed(e))?;
         Ok(found

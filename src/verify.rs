@@ -3,8 +3,8 @@
 //!
 //! The cheap way first: the target is asked only whether the UIDs it reported for this run's
 //! copies (UIDPLUS) and the UIDs its index held at planning time still exist, with their
-//! sizes (`UID FETCH <set> (UID RFC822.SIZE)`, which a server answers from its index without
-//! opening a message). That evidence can only confirm: the messages it counts are a subset of
+//! sizes, flags and dates (`UID FETCH <set> (UID RFC822.SIZE FLAGS INTERNALDATE)`, which a
+//! server answers from its index without opening a message). That evidence can only confirm: the messages it counts are a subset of
 //! what a fresh index would find, under the identities that index would give them. Whenever it
 //! cannot confirm a folder — a UID unknown (no UIDPLUS, a copy counted by a recovery's
 //! re-index, bytes sent under another identity than planned), UIDVALIDITY changed, a size
@@ -14,6 +14,10 @@
 //! A copy counts only when it is not [much smaller](much_smaller) than its source message: one
 //! with the same header but most of the body gone (a source that served the header only) is
 //! no copy, however many the identity has.
+//!
+//! Either way, the copies as the target holds them say what it changed
+//! ([`crate::altered`]): flags or dates not kept, and, where the folder was indexed again,
+//! copies beyond those sent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -22,7 +26,7 @@ use crate::altered::{Alterations, alterations};
 use crate::error::Error;
 use crate::identity::Identity;
 use crate::imap::MessageUid;
-use crate::index::{SourceMessage, TargetCopy, TargetIndex};
+use crate::index::{SourceMessage, TargetIndex};
 use crate::transfer::{FoundUids, Observer, Target};
 
 /// A copy is truncated when it is under half its source message's size and more than this
@@ -179,13 +183,13 @@ struct Expected {
 pub struct Verdict {
     /// Per check, the source messages the target lacks.
     pub missing: Vec<Vec<Missing>>,
-    /// Per target folder that was indexed again (see the module documentation), what the
-    /// server changed in this run's copies, when it changed anything; by folder name.
+    /// Per target folder, what the server changed in this run's copies, when it changed
+    /// anything; by folder name.
     pub altered: Vec<(String, Alterations)>,
 }
 
 /// Verifies `checks`: the source messages the target lacks, and what it changed in the copies
-/// of the folders it indexed again (see the module documentation for how).
+/// (see the module documentation for how).
 pub fn missing_after_copies(
     checks: &[Check<'_>],
     receipts: &Receipts,
@@ -253,16 +257,19 @@ pub fn missing_after_copies(
             *missing_here = Some(missing(check.source_index, index));
         }
     }
-    let altered = doubtful
+    // Each folder as last seen: indexed again, else its copies found by UID (where copies
+    // beyond those sent cannot show).
+    let altered = folders
         .iter()
-        .filter_map(|folder| {
+        .filter_map(|&folder| {
+            let after = indexes.get(folder).or_else(|| confirmed.get(folder))?;
             let into_folder = || checks.iter().filter(|c| c.target_folder == folder);
             let sent: Vec<Arc<SourceMessage>> = into_folder()
                 .flat_map(|check| receipts.copied_from(check.source_folder))
                 .collect();
             let before = into_folder().next()?.planned;
-            let altered = alterations(&sent, before, &indexes[folder]);
-            altered.changed().then(|| (folder.clone(), altered))
+            let altered = alterations(&sent, before, after);
+            altered.changed().then(|| (folder.to_owned(), altered))
         })
         .collect();
     Ok(Verdict {
@@ -301,27 +308,19 @@ fn expected(checks: &[&Check<'_>], receipts: &HashMap<String, Vec<Receipt>>) -> 
 
 /// The index of the expected messages the target found, or `None` when what it found does
 /// not vouch for them: another UIDVALIDITY, or a copy of another size than the source's.
-fn confirmed(expected: Expected, found: FoundUids) -> Option<TargetIndex> {
+fn confirmed(expected: Expected, mut found: FoundUids) -> Option<TargetIndex> {
     if found.uid_validity != Some(expected.uid_validity) {
         return None;
     }
     let mut index = TargetIndex::default();
     for (uid, (identity, size)) in expected.uids {
-        let Some(&found_size) = found.sizes.get(&uid) else {
+        let Some(copy) = found.copies.remove(&uid) else {
             continue;
         };
-        if size.is_some_and(|size| size != found_size) {
+        if size.is_some_and(|size| size != copy.size) {
             return None;
         }
-        index.add(
-            identity,
-            TargetCopy {
-                uid,
-                size: found_size,
-                flags: Vec::new(),
-                internal_date: None,
-            },
-        );
+        index.add(identity, copy);
     }
     Some(index)
 }
@@ -331,6 +330,7 @@ mod tests {
     use super::*;
     use crate::folders::FolderList;
     use crate::imap::FolderStatus;
+    use crate::index::TargetCopy;
     use crate::transfer::{FolderRefused, Outcome, Outgoing};
 
     /// Answers `find_uids` with `found` and indexes with `index`, noting what it was asked.
@@ -408,11 +408,20 @@ mod tests {
         index
     }
 
+    /// A copy of `size` bytes under `uid`, without flags or date.
+    fn copy(uid: u32, size: u64) -> TargetCopy {
+        TargetCopy {
+            uid,
+            size,
+            ..TargetCopy::default()
+        }
+    }
+
     /// Found: these UIDs, each of the 10 bytes `SourceMessage::with_id` has.
     fn found(uid_validity: u32, uids: &[u32]) -> FoundUids {
         FoundUids {
             uid_validity: Some(uid_validity),
-            sizes: uids.iter().map(|&uid| (uid, 10)).collect(),
+            copies: uids.iter().map(|&uid| (uid, copy(uid, 10))).collect(),
         }
     }
 
@@ -476,6 +485,31 @@ mod tests {
     }
 
     #[test]
+    fn flags_the_target_did_not_keep_show_in_the_uids_found() {
+        let mut flagged = SourceMessage::with_id(0, "b");
+        flagged.flags = ["\\Seen".to_owned()].into();
+        let (a, b) = (message("a"), Arc::new(flagged));
+        let mut target = target(found(VALIDITY, &[1, 2]), &[]);
+        let receipts = Receipts::default();
+        receipts.message_copied("INBOX", &b, uid(VALIDITY, 2));
+        let planned = planned();
+        let source_index = [a, Arc::clone(&b)];
+        let check = Check {
+            source_folder: "INBOX",
+            target_folder: "INBOX",
+            source_index: &source_index,
+            planned: &planned,
+        };
+        let verdict = missing_after_copies(&[check], &receipts, &mut target).unwrap();
+        assert_eq!(verdict.missing, [vec![]]);
+        assert!(target.indexed.is_empty());
+        let [(folder, altered)] = &verdict.altered[..] else {
+            panic!("{:?}", verdict.altered);
+        };
+        assert_eq!((folder.as_str(), altered.flags_dropped), ("INBOX", 1));
+    }
+
+    #[test]
     fn anything_the_uids_cannot_vouch_for_is_decided_by_an_index() {
         let (a, b) = (message("a"), message("b"));
         let sources = [("INBOX", vec![a.clone(), b.clone()])];
@@ -484,7 +518,7 @@ mod tests {
             (
                 "another size",
                 FoundUids {
-                    sizes: [(1, 10), (2, 11)].into(),
+                    copies: [(1, copy(1, 10)), (2, copy(2, 11))].into(),
                     ..found(VALIDITY, &[])
                 },
                 uid(VALIDITY, 2),

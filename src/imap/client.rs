@@ -734,18 +734,18 @@ impl ImapClient {
         Ok(outcomes)
     }
 
-    /// Opens each mailbox read-only and asks for the size of the given UIDs
-    /// (`EXAMINE`, then `UID FETCH <set> (UID RFC822.SIZE)`), pipelined: one round trip for
-    /// all. A server answers from its index without opening the messages (what a verification
-    /// after a copy wants: the index FETCH of [`index_mailboxes`](Self::index_mailboxes) reads
-    /// every message's header), and leaves out UIDs that no longer exist. `on_each` gets the
-    /// number of the mailbox with each UID found and its RFC822.SIZE. Returns, per mailbox, its
-    /// status (UIDVALIDITY) or the server's refusal to open it or to answer. The last mailbox
-    /// stays selected read-only.
-    pub fn uid_sizes(
+    /// Opens each mailbox read-only and asks for the size, flags and INTERNALDATE of the given
+    /// UIDs (`EXAMINE`, then `UID FETCH <set> (UID RFC822.SIZE FLAGS INTERNALDATE)`),
+    /// pipelined: one round trip for all. A server answers from its index without opening the
+    /// messages (what a verification after a copy wants: the index FETCH of
+    /// [`index_mailboxes`](Self::index_mailboxes) reads every message's header), and leaves out
+    /// UIDs that no longer exist. `on_each` gets the number of the mailbox with each UID found,
+    /// as a record without header. Returns, per mailbox, its status (UIDVALIDITY) or the
+    /// server's refusal to open it or to answer. The last mailbox stays selected read-only.
+    pub fn uid_records(
         &mut self,
         mailboxes: &[(String, Vec<u32>)],
-        mut on_each: impl FnMut(usize, u32, u64),
+        mut on_each: impl FnMut(usize, IndexRecord<'_>),
     ) -> Result<Vec<Result<MailboxStatus, SessionError>>, SessionError> {
         // Per command: its mailbox, and the UID set it fetches (`None`: the EXAMINE).
         let mut commands: Vec<(usize, Option<String>)> = Vec::new();
@@ -762,14 +762,17 @@ impl ImapClient {
             commands.len(),
             |i, b| match &commands[i] {
                 (j, None) => b.text("EXAMINE ").mailbox(&mailboxes[*j].0),
-                (_, Some(set)) => b.text("UID FETCH ").text(set).text(" (UID RFC822.SIZE)"),
+                (_, Some(set)) => b
+                    .text("UID FETCH ")
+                    .text(set)
+                    .text(" (UID RFC822.SIZE FLAGS INTERNALDATE)"),
             },
             |i, response| {
                 match &commands[i] {
                     (j, None) => note_selected(&mut statuses[*j], response),
                     (j, Some(_)) => {
                         if let Some(record) = index_record(response) {
-                            on_each(*j, record.uid, record.size);
+                            on_each(*j, record);
                         }
                     }
                 }

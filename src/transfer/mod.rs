@@ -35,7 +35,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
 use crate::imap::{FolderStatus, MessageUid};
-use crate::index::{KnownMessages, SourceMessage, read_matches_announced};
+use crate::index::{KnownMessages, SourceMessage, TargetCopy, read_matches_announced};
 use crate::plan::FolderPlan;
 
 mod budget;
@@ -169,8 +169,8 @@ pub struct FolderRefused(pub String);
 pub struct FoundUids {
     /// The folder's UIDVALIDITY, when the server says.
     pub uid_validity: Option<u32>,
-    /// Size (IMAP RFC822.SIZE) by UID, of the UIDs asked about that exist.
-    pub sizes: HashMap<u32, u64>,
+    /// The UIDs asked about that exist, with their size (IMAP RFC822.SIZE), flags and date.
+    pub copies: HashMap<u32, TargetCopy>,
 }
 
 /// An IMAP-like target: folders, an index of what it holds, and batched uploads.
@@ -195,7 +195,8 @@ pub trait Target: Send {
     fn index_all(&mut self, folders: &[String]) -> Result<Vec<crate::index::TargetIndex>, Error> {
         folders.iter().map(|folder| self.index(folder)).collect()
     }
-    /// For each `(folder, uids)`, which of those UIDs the folder holds and their sizes, from
+    /// For each `(folder, uids)`, which of those UIDs the folder holds with their sizes, flags
+    /// and dates, from
     /// the server's index and not the messages (cheaper than [`index_all`](Self::index_all));
     /// all in one round trip where the protocol allows. `None` for a folder the target could
     /// not answer for (the default: every folder).

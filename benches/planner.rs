@@ -47,6 +47,7 @@ fn source_index(headers: &[Vec<u8>]) -> Vec<Arc<SourceMessage>> {
                 identity: identity::identify(header),
                 identity_remembered: false,
                 size: 10_000,
+                added: 0,
                 flags: Arc::clone(&seen),
                 internal_date: None,
             })

@@ -6,7 +6,8 @@
 # hundred generated messages into carol's POP3 maildrop on the old one, then runs
 #   mailferry migrate --from pop3s://carol@… --to imaps://alice@…/INBOX
 # with progress bars (on a terminal) and a JSON report, and runs it a second time to show that a
-# re-run copies nothing. Everything lives in a temp dir that is removed at the end; the servers
+# re-run copies nothing. Then alice's new IMAP account is mirrored into a backup account
+# (mailferry mirror, IMAP -> IMAP, as cron would run it): a first run, a new message, a second run. Everything lives in a temp dir that is removed at the end; the servers
 # are stopped on exit. Needs root (Dovecot's mail processes run as nobody) and Debian's
 # dovecot-imapd + dovecot-pop3d, which it installs with apt-get when missing.
 #
@@ -25,7 +26,10 @@ fi
 
 echo "== building mailferry (release)"
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
-MAILFERRY="$ROOT/target/release/mailferry"
+# Where cargo put it: ./target, or CARGO_TARGET_DIR (or a build.target-dir in a cargo config).
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+MAILFERRY="$TARGET_DIR/release/mailferry"
 
 WORK=$(mktemp -d /tmp/mfdemo.XXXX)
 # Dovecot's unprivileged processes must reach the servers' directories inside.
@@ -60,7 +64,7 @@ port_of() { # NAME KEY
 
 echo "== starting two throwaway Dovecot servers on 127.0.0.1"
 start_server old "carol:carol-old-secret"
-start_server new "alice:alice-new-secret"
+start_server new "alice:alice-new-secret backup:backup-secret"
 cat "$WORK/old/cert.pem" "$WORK/new/cert.pem" > "$WORK/demo-ca.pem"
 
 echo "== loading the fixtures mailbox and $GENERATED generated messages into carol's POP3 maildrop"
@@ -103,5 +107,22 @@ echo
 echo
 echo "== running it again: nothing left to copy"
 "$MAILFERRY" migrate --from "$FROM" --to "$TO" --tls-ca "$WORK/demo-ca.pem"
+
+BACKUP="imaps://backup@127.0.0.1:$(port_of new imaps)"
+MIRROR_FROM="imaps://alice@127.0.0.1:$(port_of new imaps)"
+mirror() {
+  echo "\$ mailferry mirror --from $MIRROR_FROM --to $BACKUP --tls-ca demo-ca.pem --state state/"
+  MAILFERRY_FROM_PASSWORD=alice-new-secret MAILFERRY_TO_PASSWORD=backup-secret \
+    "$MAILFERRY" mirror --from "$MIRROR_FROM" --to "$BACKUP" --tls-ca "$WORK/demo-ca.pem" \
+    --state "$WORK/state"
+}
+echo
+echo "== mirroring alice's new IMAP account into a backup account (IMAP -> IMAP, for cron)"
+mirror
+echo
+echo "== a new message reaches alice; the next mirror run copies just that one"
+printf 'From: someone@new.example\r\nSubject: After the migration\r\nMessage-ID: <after-1@new.example>\r\n\r\nNew mail.\r\n' |
+  doveadm -c "$WORK/new/dovecot.conf" save -u alice
+mirror
 echo
 echo "Demo done; the servers are stopped and $WORK is removed."

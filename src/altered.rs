@@ -34,7 +34,7 @@ impl Alterations {
         let mut warnings = Vec::new();
         if self.flags_dropped > 0 {
             warnings.push(format!(
-                "the target folder {folder} stored {} of {sent} copies without flags sent with them (the server dropped them)",
+                "the target folder {folder} stored {} of {sent} copies without flags sent with them",
                 self.flags_dropped
             ));
         }
@@ -46,7 +46,7 @@ impl Alterations {
         }
         if self.extra_copies > 0 {
             warnings.push(format!(
-                "the target folder {folder} holds {} more copies than it held before plus the {sent} sent (the server stored some twice)",
+                "the target folder {folder} holds {} more copies than it held before plus the {sent} sent (some stored twice)",
                 self.extra_copies
             ));
         }
@@ -106,11 +106,13 @@ fn keeps_flags(message: &SourceMessage, copy: &TargetCopy) -> bool {
     })
 }
 
-/// Dates compare as instants: a server may write the same time in another zone.
+/// Dates compare as instants: a server may write the same time in another zone. A copy whose
+/// date the index does not know (a local mbox's) is not said to have another.
 fn keeps_date(message: &SourceMessage, copy: &TargetCopy) -> bool {
-    message
-        .internal_date
-        .is_none_or(|sent| copy.internal_date == Some(sent))
+    match (message.internal_date, copy.internal_date) {
+        (Some(sent), Some(kept)) => sent == kept,
+        _ => true,
+    }
 }
 
 #[cfg(test)]

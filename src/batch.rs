@@ -365,7 +365,7 @@ pub fn run_all<J: Sync>(
                         schema: 1,
                         account: format!("#{i}"),
                         outcome: Outcome::Failed,
-                        exit_code: crate::error::EXIT_CONNECTION,
+                        exit_code: crate::error::EXIT_INTERNAL,
                         error: Some(
                             "mailferry failed internally on this account (a bug: please report it)"
                                 .into(),
@@ -561,27 +561,45 @@ connections = 1
     #[test]
     fn run_all_keeps_file_order_and_survives_failures() {
         let work: Vec<usize> = (0..10).collect();
+        let done = Mutex::new(Vec::new());
         let results = run_all(
             &work,
             3,
-            |&i| AccountResult {
-                schema: 1,
-                account: i.to_string(),
-                outcome: if i % 4 == 0 {
-                    Outcome::Failed
-                } else {
-                    Outcome::Ok
-                },
-                exit_code: 0,
-                error: None,
-                report: None,
+            |&i| {
+                // Later accounts finish first, so file order is not finishing order.
+                std::thread::sleep(std::time::Duration::from_millis(10 * (10 - i as u64)));
+                assert_ne!(i, 5, "account 5 confuses the client");
+                AccountResult {
+                    schema: 1,
+                    account: i.to_string(),
+                    outcome: if i % 4 == 0 {
+                        Outcome::Failed
+                    } else {
+                        Outcome::Ok
+                    },
+                    exit_code: if i % 4 == 0 { 3 } else { 0 },
+                    error: None,
+                    report: None,
+                }
             },
-            |_| {},
+            |result| done.lock().unwrap().push(result.account.clone()),
         );
         let names: Vec<_> = results.iter().map(|r| r.account.as_str()).collect();
-        assert_eq!(names, ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]);
+        assert_eq!(names, ["0", "1", "2", "3", "4", "#5", "6", "7", "8", "9"]);
+        let panicked = &results[5];
+        assert_eq!(
+            (panicked.outcome, panicked.exit_code),
+            (Outcome::Failed, crate::error::EXIT_INTERNAL)
+        );
+        assert!(panicked.error.as_deref().unwrap().contains("a bug"));
+        let mut done = done.into_inner().unwrap();
+        assert_ne!(done, names, "every account finished in file order");
+        done.sort();
+        let mut all: Vec<_> = names.iter().map(|name| name.to_string()).collect();
+        all.sort();
+        assert_eq!(done, all);
         let summary = Summary::of(&results);
-        assert_eq!((summary.ok, summary.failed), (7, 3));
+        assert_eq!((summary.ok, summary.failed), (6, 4));
         assert_eq!(summary.exit_code(), 1);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io::IsTerminal;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -10,13 +11,24 @@ use percent_encoding::percent_decode_str;
 use crate::error::Error;
 use crate::net::TlsMode;
 
-/// The mail protocol of an endpoint.
+/// The mail protocol of an endpoint, or the format of a store on local disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// POP3 (RFC 1939).
     Pop3,
     /// IMAP4rev1 (RFC 3501).
     Imap,
+    /// A Maildir on local disk (`maildir:PATH`).
+    Maildir,
+    /// mbox on local disk (`mbox:FILE`, or `mbox:DIR/` for a file per folder).
+    Mbox,
+}
+
+impl Protocol {
+    /// Whether the store is on local disk: no host, no login.
+    pub fn is_local(self) -> bool {
+        matches!(self, Protocol::Maildir | Protocol::Mbox)
+    }
 }
 
 /// Which side of the job an endpoint is on; used to name the right options in hints.
@@ -36,6 +48,14 @@ impl Side {
             Side::To => "to",
         }
     }
+
+    /// The side across the copy.
+    pub fn other(self) -> Side {
+        match self {
+            Side::From => Side::To,
+            Side::To => Side::From,
+        }
+    }
 }
 
 /// A parsed server URL.
@@ -53,11 +73,17 @@ pub struct Endpoint {
     pub user: String,
     /// The folder in the URL's path, percent-decoded; `None` when the path is empty.
     pub folder: Option<String>,
+    /// A local store's directory or file (`maildir:`, `mbox:`); `None` for a server.
+    pub path: Option<PathBuf>,
 }
 
 impl Endpoint {
-    /// Parses `scheme://user@host[:port][/folder]`.
+    /// Parses `scheme://user@host[:port][/folder]`, or a local store: `maildir:///abs/path`,
+    /// `maildir:relative/path`, `mbox:///file.mbox`, `mbox:///dir/`.
     pub fn parse(url: &str) -> Result<Self, Error> {
+        if let Some(local) = Self::parse_local(url)? {
+            return Ok(local);
+        }
         let bad = |why: &str| {
             Error::Usage {
             message: format!("invalid server URL {}: {why}", redact_url(url)),
@@ -100,7 +126,50 @@ impl Endpoint {
             port: port.unwrap_or(default_port),
             user,
             folder: (!folder.is_empty()).then_some(folder),
+            path: None,
         })
+    }
+
+    /// A `maildir:` or `mbox:` URL; `None` for any other scheme.
+    fn parse_local(url: &str) -> Result<Option<Self>, Error> {
+        let Some((scheme, rest)) = url.split_once(':') else {
+            return Ok(None);
+        };
+        let protocol = match scheme.to_ascii_lowercase().as_str() {
+            "maildir" => Protocol::Maildir,
+            "mbox" => Protocol::Mbox,
+            _ => return Ok(None),
+        };
+        // `maildir:///abs` names /abs; `maildir:rel` a path relative to the working directory.
+        let path = match rest.strip_prefix("//") {
+            Some(absolute) if absolute.starts_with('/') => absolute,
+            Some(_) => {
+                return Err(Error::Usage {
+                    message: format!("invalid store URL {url}: a host is not allowed here"),
+                    hint: Some(format!(
+                        "write {scheme}:///absolute/path or {scheme}:relative/path"
+                    )),
+                });
+            }
+            None => rest,
+        };
+        if path.is_empty() {
+            return Err(Error::Usage {
+                message: format!("invalid store URL {url}: no path"),
+                hint: Some(format!(
+                    "write {scheme}:///absolute/path or {scheme}:relative/path"
+                )),
+            });
+        }
+        Ok(Some(Endpoint {
+            protocol,
+            tls_mode: TlsMode::Plain,
+            host: String::new(),
+            port: 0,
+            user: String::new(),
+            folder: None,
+            path: Some(PathBuf::from(path)),
+        }))
     }
 }
 
@@ -112,7 +181,13 @@ impl fmt::Display for Endpoint {
             (Protocol::Pop3, _) => "pop3",
             (Protocol::Imap, TlsMode::Implicit) => "imaps",
             (Protocol::Imap, _) => "imap",
+            (Protocol::Maildir, _) => "maildir",
+            (Protocol::Mbox, _) => "mbox",
         };
+        if let Some(path) = &self.path {
+            let slashes = if path.is_absolute() { "//" } else { "" };
+            return write!(f, "{scheme}:{slashes}{}", path.display());
+        }
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
@@ -160,7 +235,17 @@ fn split_host_port(hostport: &str) -> Option<(String, Option<u16>)> {
         Some(p) => Some(p.parse::<u16>().ok().filter(|&p| p != 0)?),
         None => None,
     };
-    Some((host.to_owned(), port))
+    Some((canonical_host(host), port))
+}
+
+/// One spelling per host, so that two spellings of one account share a mirror's lock and
+/// state: names in lower case (DNS and certificate names ignore case), addresses as the
+/// standard library writes them (`::0:1` is `::1`).
+fn canonical_host(host: &str) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(address) => address.to_string(),
+        Err(_) => host.to_ascii_lowercase(),
+    }
 }
 
 /// Hides whatever follows a `:` in the URL's user part, so a URL with a password can be
@@ -188,7 +273,8 @@ fn redact_url(url: &str) -> String {
 }
 
 /// A password, kept out of `Debug` output so it cannot end up in a log or a panic message.
-#[derive(Clone)]
+/// The default is empty: the password of a store that takes no login.
+#[derive(Clone, Default)]
 pub struct Password(String);
 
 impl Password {
@@ -220,7 +306,7 @@ impl PasswordSource {
     /// else a prompt when allowed and stdin is a terminal.
     pub fn resolve(&self, side: Side, endpoint: &Endpoint) -> Result<Password, Error> {
         let word = side.word();
-        let env_var = format!("MAILFERRY_{}_PASSWORD", word.to_ascii_uppercase());
+        let env_var = password_variable(side);
         let missing_hint = format!(
             "set {env_var}, or pass --{word}-password-file FILE or --{word}-password-command CMD"
         );
@@ -234,7 +320,7 @@ impl PasswordSource {
             })?;
             first_line(&text)
         } else if let Some(command) = &self.command {
-            run_secret_command(command, word)?
+            run_secret_command(command, side)?
         } else if let Ok(value) = std::env::var(&env_var) {
             value
         } else if self.prompt && std::io::stdin().is_terminal() {
@@ -258,14 +344,37 @@ impl PasswordSource {
         }
         Ok(Password(secret))
     }
+
+    /// A warning when the password file can be read by others than its owner (any group or
+    /// other permission bit), with the command that fixes it.
+    pub fn permission_warning(&self, side: Side) -> Option<String> {
+        let path = self.file.as_deref()?;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "the {} password file {} is readable by others (mode {:o}); run chmod 600 on it",
+                side.word(),
+                path.display(),
+                mode & 0o777
+            )
+        })
+    }
+}
+
+/// The environment variable holding one side's password.
+fn password_variable(side: Side) -> String {
+    format!("MAILFERRY_{}_PASSWORD", side.word().to_ascii_uppercase())
 }
 
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().to_owned()
 }
 
-/// Runs a password or token command (`sh -c`) and returns the first line it prints.
-pub fn run_secret_command(command: &str, word: &str) -> Result<String, Error> {
+/// Runs a password or token command (`sh -c`) and returns the first line it prints. The
+/// command does not see the other side's password variable: a helper written for one server
+/// has no business with the other server's secret.
+pub fn run_secret_command(command: &str, side: Side) -> Result<String, Error> {
+    let word = side.word();
     let failed = |why: String| Error::Usage {
         message: format!("the {word} password or token command failed: {why}"),
         hint: Some(
@@ -275,6 +384,7 @@ pub fn run_secret_command(command: &str, word: &str) -> Result<String, Error> {
     let output = Command::new("sh")
         .arg("-c")
         .arg(command)
+        .env_remove(password_variable(side.other()))
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -290,6 +400,25 @@ pub fn run_secret_command(command: &str, word: &str) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn local_stores_take_an_absolute_or_a_relative_path_and_print_it_back() {
+        let absolute = Endpoint::parse("maildir:///var/backup/alice").unwrap();
+        assert_eq!(absolute.protocol, Protocol::Maildir);
+        assert_eq!(
+            absolute.path.as_deref(),
+            Some(Path::new("/var/backup/alice"))
+        );
+        assert_eq!(absolute.to_string(), "maildir:///var/backup/alice");
+        let relative = Endpoint::parse("MBOX:backup/").unwrap();
+        assert_eq!(relative.protocol, Protocol::Mbox);
+        assert_eq!(relative.to_string(), "mbox:backup/");
+        assert!(relative.protocol.is_local());
+        for bad in ["maildir:", "maildir://host/path", "mbox://"] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_the_issue_examples() {
@@ -302,7 +431,8 @@ mod tests {
                 host: "mail.old.example".into(),
                 port: 995,
                 user: "alice".into(),
-                folder: None
+                folder: None,
+                path: None,
             }
         );
         let to = Endpoint::parse("imaps://alice%40new.example@mail.new.example:993/INBOX").unwrap();
@@ -396,5 +526,49 @@ mod tests {
     fn password_debug_is_redacted() {
         let p = Password("hunter2".into());
         assert!(!format!("{p:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_password_file_others_can_read_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "secret\n").unwrap();
+        let source = PasswordSource {
+            file: Some(path.clone()),
+            ..PasswordSource::default()
+        };
+        for (mode, warned) in [(0o600, false), (0o400, false), (0o640, true), (0o604, true)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let warning = source.permission_warning(Side::From);
+            assert_eq!(warning.is_some(), warned, "{mode:o}");
+            if let Some(warning) = warning {
+                assert!(warning.contains("chmod 600"), "{warning}");
+                assert!(!warning.contains("secret"), "{warning}");
+            }
+        }
+        assert_eq!(PasswordSource::default().permission_warning(Side::To), None);
+    }
+
+    #[test]
+    fn spellings_of_one_account_are_one_endpoint() {
+        let written = [
+            "imaps://Alice@Mail.Example.ORG/INBOX",
+            "IMAPS://Alice@mail.example.org:993/INBOX",
+            "imaps://Alice@MAIL.example.org:993/INBOX/",
+        ];
+        let parsed = written.map(|url| Endpoint::parse(url).unwrap());
+        assert!(parsed.iter().all(|e| *e == parsed[0]), "{parsed:?}");
+        assert_eq!(
+            parsed[0].to_string(),
+            "imaps://Alice@mail.example.org:993/INBOX"
+        );
+        let v6 =
+            ["imap://u@[::0:1]", "imap://u@[0:0::1]:143"].map(|url| Endpoint::parse(url).unwrap());
+        assert_eq!((v6[0].host.as_str(), &v6[0]), ("::1", &v6[1]));
+        // The user name is the server's to compare: it keeps its case.
+        assert_ne!(
+            Endpoint::parse("imaps://alice@h").unwrap(),
+            Endpoint::parse("imaps://Alice@h").unwrap()
+        );
     }
 }

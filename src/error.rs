@@ -22,6 +22,8 @@ pub const EXIT_AUTH: i32 = 3;
 pub const EXIT_CONNECTION: i32 = 4;
 /// Exit code: another mirror run of the same accounts holds the state lock.
 pub const EXIT_LOCKED: i32 = 5;
+/// Exit code: mailferry failed internally (a bug): a panic, caught instead of Rust's 101.
+pub const EXIT_INTERNAL: i32 = 6;
 
 /// What went wrong on one connection to one server.
 #[derive(Debug, thiserror::Error)]
@@ -239,10 +241,9 @@ impl Error {
                 )),
             },
             SessionError::Tls(_) => {
-                let hint = Some(
-                    "if the server uses a self-signed or private certificate, pass it with --tls-ca FILE; check that the port speaks TLS (imaps/pop3s) or STARTTLS (imap/pop3)"
-                        .into(),
-                );
+                let hint = Some(format!(
+                    "if the server uses a self-signed certificate or a private CA, pass it with --{word}-tls-ca FILE (--tls-ca FILE for both sides); check that the port speaks TLS (imaps/pop3s) or STARTTLS (imap/pop3)"
+                ));
                 Error::Connection { server, source: err, hint }
             }
             SessionError::HandshakeCut => Error::Connection {

@@ -23,6 +23,9 @@ pub struct SourceMessage {
     /// Size in octets as the server reports it (CRLF line ends): what a read of the message
     /// must give ([`read_matches_announced`]).
     pub size: u64,
+    /// Octets mailferry adds to the copy (the `X-UIDL` field of `--keep-pop3-uidl header`):
+    /// the copy it sends has [`copy_size`](Self::copy_size).
+    pub added: u32,
     /// IMAP flags to set on the copy.
     pub flags: Flags,
     /// INTERNALDATE to give the copy, when known.
@@ -65,6 +68,13 @@ impl FlagSets {
     }
 }
 
+impl SourceMessage {
+    /// The size of the copy mailferry sends: the message and what it adds.
+    pub fn copy_size(&self) -> u64 {
+        self.size + u64::from(self.added)
+    }
+}
+
 #[cfg(test)]
 impl SourceMessage {
     /// A 10-byte message with this Message-ID and no flags or date, for unit tests.
@@ -75,10 +85,34 @@ impl SourceMessage {
             identity: Identity::MessageId(id.into()),
             identity_remembered: false,
             size: 10,
+            added: 0,
             flags: Flags::default(),
             internal_date: None,
         }
     }
+}
+
+/// A source folder's index as a mirror reads it: the messages, what is known of them for the
+/// next run, and what the source said about the folder while indexing it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexedFolder {
+    /// The folder's messages.
+    pub messages: Vec<SourceMessage>,
+    /// What is known after this index, by stable id (POP3 UIDL), for the next run.
+    pub known: KnownMessages,
+    /// What the source said about the folder.
+    pub view: SourceView,
+}
+
+/// What a source said about a folder while indexing it: whether a message absent from the
+/// index has left the source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceView {
+    /// The folder's UIDVALIDITY at the index (IMAP); `None` for POP3, whose UIDLs need none.
+    pub uid_validity: Option<u32>,
+    /// Whether the index holds every message the source announced (EXISTS, LIST): a message
+    /// missing from a short index has not left the source.
+    pub complete: bool,
 }
 
 /// Which keywords (flags without a leading `\\`) a target folder can store.
@@ -210,6 +244,7 @@ impl KnownMessage {
             identity: self.identity.clone()?,
             identity_remembered: true,
             size: self.size,
+            added: 0,
             flags,
             internal_date: self
                 .internal_date

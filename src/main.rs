@@ -7,16 +7,7 @@ use mailferry::cli::{self, Cli};
 
 fn main() -> ExitCode {
     fix_mmap_threshold();
-    let code = match cli::run(Cli::parse()) {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("error: {error}");
-            if let Some(hint) = error.hint() {
-                eprintln!("hint: {hint}");
-            }
-            error.exit_code()
-        }
-    };
+    let code = cli::exit_code_of(|| cli::run(Cli::parse()));
     ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
 }
 

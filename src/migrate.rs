@@ -4,6 +4,7 @@
 //! progress bars before anything is written.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,16 +20,17 @@ use crate::parallel::both;
 use crate::plan::{self, FolderPlan};
 use crate::report::{Report, ReportBuilder};
 use crate::source::{ImapSource, POP3_FOLDER, Pop3Source};
+use crate::store::maildir::{Maildir, MaildirSource, MaildirTarget};
+use crate::store::mbox::{Mbox, MboxSource, MboxTarget};
 use crate::target::ImapTarget;
 use crate::trace::Trace;
 use crate::transfer::{self, Fanout, Observer, Source, Target, TargetPool, TransferSettings};
+use crate::uidl_keeping;
 use crate::verify;
 
 /// How to open connections, shared by both sides.
 #[derive(Clone)]
 pub struct ConnectOptions {
-    /// TLS trust, built once.
-    pub tls: TlsConfig,
     /// Whether a password may be sent unencrypted when a server offers no STARTTLS/STLS.
     pub allow_plaintext: bool,
     /// Connect and I/O timeout.
@@ -42,6 +44,8 @@ pub struct ConnectOptions {
 pub struct Account {
     /// The server URL.
     pub endpoint: Endpoint,
+    /// How its certificate is checked (each side may trust its own CA), built once.
+    pub tls: TlsConfig,
     /// The password (the administrator's, for a master-user login).
     pub password: Password,
     /// How to log in.
@@ -71,6 +75,9 @@ pub struct MigrateJob {
     /// The largest message to send, from the user or a preset (the target's APPENDLIMIT is
     /// added when it advertises one).
     pub size_limit: Option<SizeLimit>,
+    /// `--keep-pop3-uidl map=FILE`: where to append a row per copy (see
+    /// [`crate::uidl_keeping`]; the `header` way is in [`TransferSettings`]).
+    pub uidl_map: Option<PathBuf>,
 }
 
 /// The largest message a target takes, and who says so.
@@ -357,6 +364,9 @@ impl Planned<'_> {
             &events,
         )
         .err();
+        if let Some(map) = &job.uidl_map {
+            self.append_uidl_map(map, &receipts);
+        }
         if error.is_none() {
             // The connection an upload worker left last, used a moment ago, or, when nothing
             // was copied, the planning one: not one the server may have closed while it sat
@@ -386,6 +396,29 @@ impl Planned<'_> {
             self.report.fatal(&err.to_string());
         }
         (self.report.finish(), error)
+    }
+
+    /// Appends this run's copies to the `--keep-pop3-uidl` map; a file that cannot be written
+    /// is a warning, since the copies are made.
+    fn append_uidl_map(&self, path: &Path, receipts: &verify::Receipts) {
+        let copies: Vec<(&str, verify::Receipt)> = self
+            .folders
+            .iter()
+            .flat_map(|f| {
+                let target = f.plan.target_folder.as_str();
+                receipts
+                    .copies_from(&f.plan.source_folder)
+                    .into_iter()
+                    .map(move |receipt| (target, receipt))
+            })
+            .collect();
+        let rows = copies
+            .iter()
+            .map(|(folder, (message, at))| (*folder, message.as_ref(), *at));
+        let account = self.job.to.endpoint.to_string();
+        if let Err(err) = uidl_keeping::append_map(path, &account, rows) {
+            self.report.warn(err.to_string());
+        }
     }
 
     /// Checks that every source message is in the target folders this run wrote to, from the
@@ -540,8 +573,23 @@ fn open_source_unless(
                 job.mark_seen,
             )?)),
             Protocol::Imap => Ok(Box::new(ImapSource::connect(&job.from, &job.connect)?)),
+            Protocol::Maildir => Ok(Box::new(MaildirSource::open(Maildir::new(local_path(
+                &job.from,
+            )))?)),
+            Protocol::Mbox => Ok(Box::new(MboxSource::open(Mbox::new(local_path(
+                &job.from,
+            )))?)),
         }
     })
+}
+
+/// The directory or file of a local store's account.
+fn local_path(account: &Account) -> PathBuf {
+    account
+        .endpoint
+        .path
+        .clone()
+        .expect("a local store's endpoint has a path")
 }
 
 fn open_target(job: &MigrateJob) -> Result<Box<dyn Target>, Error> {
@@ -558,9 +606,99 @@ fn open_target_unless(
 fn open_target_once(job: &MigrateJob) -> Result<Box<dyn Target>, Error> {
     match job.to.endpoint.protocol {
         Protocol::Imap => Ok(Box::new(ImapTarget::connect(&job.to, &job.connect)?)),
+        Protocol::Maildir => Ok(Box::new(MaildirTarget::open(Maildir::new(local_path(
+            &job.to,
+        ))))),
+        Protocol::Mbox => Ok(Box::new(MboxTarget::open(Mbox::new(local_path(&job.to))))),
         Protocol::Pop3 => Err(Error::Usage {
             message: format!("{}: the target must be an IMAP server", job.to.endpoint),
-            hint: Some("write the target as imaps://USER@HOST/FOLDER".into()),
+            hint: Some(
+                "write the target as imaps://USER@HOST/FOLDER, maildir:PATH or mbox:PATH".into(),
+            ),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn limit(bytes: u64, set_by: &str) -> SizeLimit {
+        SizeLimit {
+            bytes,
+            set_by: set_by.into(),
+        }
+    }
+
+    #[test]
+    fn the_tightest_limit_wins_and_names_who_set_it() {
+        let user = limit(50, "--max-message-size");
+        let server = limit(100, "the target's APPENDLIMIT");
+        for (a, b) in [
+            (Some(user.clone()), Some(server.clone())),
+            (Some(server.clone()), Some(user.clone())),
+            (Some(user.clone()), None),
+            (None, Some(user.clone())),
+        ] {
+            assert_eq!(SizeLimit::tightest(a, b), Some(user.clone()));
+        }
+        assert_eq!(SizeLimit::tightest(None, None), None);
+        assert_eq!(user.refuses(50), None);
+        assert_eq!(
+            user.refuses(51).as_deref(),
+            Some("51 bytes: larger than the 50 bytes --max-message-size allows; not sent")
+        );
+    }
+
+    #[derive(Default)]
+    struct Failed(Mutex<Vec<(String, u32, String)>>);
+
+    impl Observer for Failed {
+        fn message_failed(&self, folder: &str, message: &SourceMessage, reason: &str) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((folder.into(), message.key, reason.into()));
+        }
+    }
+
+    /// Messages of 10 bytes (keys 1, 2) and 20 bytes (key 3) in folder S.
+    fn folder() -> PlannedFolder {
+        let mut big = SourceMessage::with_id(3, "big");
+        big.size = 20;
+        let source = vec![
+            Arc::new(SourceMessage::with_id(1, "a")),
+            Arc::new(SourceMessage::with_id(2, "b")),
+            Arc::new(big),
+        ];
+        let target_index = TargetIndex::default();
+        PlannedFolder {
+            plan: plan::diff("S", "T", &source, &target_index),
+            source_index: source,
+            target_index,
+        }
+    }
+
+    #[test]
+    fn messages_over_the_limit_leave_the_plan_reported_failed() {
+        let mut folders = [folder()];
+        let failed = Failed::default();
+        drop_too_large(&mut folders, Some(&limit(10, "--to-preset gmail")), &failed);
+        let planned: Vec<u32> = folders[0].plan.to_copy.iter().map(|m| m.key).collect();
+        assert_eq!(planned, [1, 2]);
+        assert_eq!(
+            *failed.0.lock().unwrap(),
+            [(
+                "S".to_owned(),
+                3,
+                "20 bytes: larger than the 10 bytes --to-preset gmail allows; not sent".to_owned()
+            )]
+        );
+
+        let mut folders = [folder()];
+        drop_too_large(&mut folders, None, &failed);
+        assert_eq!(folders[0].plan.to_copy.len(), 3);
     }
 }

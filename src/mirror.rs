@@ -5,20 +5,21 @@
 //! indexes, when both servers have CONDSTORE) and remembers which copies the mirror made:
 //! `--delete` removes only those, never anything else on the target.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::deletion::{self, CopyRecord, SourceRef};
 use crate::error::Error;
 use crate::folders::FolderMapping;
 use crate::identity::Identity;
 use crate::imap::FolderStatus;
-use crate::index::{KnownMessages, SourceMessage};
+use crate::index::{KnownMessages, SourceMessage, SourceView, TargetIndex};
 use crate::migrate::{self, AfterCopy, MigrateJob, PlanHooks, PlannedFolder};
 use crate::parallel::both;
 use crate::report::Report;
 use crate::state::{FolderState, MirrorState, StateStore};
-use crate::transfer::{Fanout, Observer, Source, Target};
+use crate::transfer::{DeletionEvidence, Fanout, Observer, Source, Target, UidChange};
 use crate::verify;
 
 /// Everything a `mirror` run needs.
@@ -52,12 +53,14 @@ pub fn run(
         delete: job.delete,
         considered: Vec::new(),
         known: BTreeMap::new(),
+        views: BTreeMap::new(),
         indexed_status: BTreeMap::new(),
     };
     let planned = migrate::plan_with(&job.copy, &mut planning)?;
     let MirrorPlanning {
         considered,
         mut known,
+        views,
         indexed_status,
         ..
     } = planning;
@@ -89,29 +92,17 @@ pub fn run(
             );
             let flags_updated = sync_flags(folder, known, after.target)?;
             let deleted = if job.delete {
-                delete_departed(folder, known, after.target)?
+                let view = views.get(&folder.plan.source_folder).copied();
+                delete_departed(folder, known, view.unwrap_or_default(), &mut after)?
             } else {
                 0
             };
-            let counts = by_identity(&folder.source_index)
-                .into_iter()
-                .map(|(identity, messages)| (identity.to_string(), messages.len()));
-            if job.delete {
-                known.source_counts = counts.collect();
-            } else {
-                // Without --delete, departures are not acted on yet: a count may rise (new
-                // copies) but must not fall, or a later --delete run would miss the fall.
-                for (key, count) in counts {
-                    let kept = known.source_counts.entry(key).or_default();
-                    *kept = (*kept).max(count);
-                }
-            }
             after.report.synced(flags_updated, deleted);
         }
-        record_run(&mut state, &targets, &copied, &mut known);
+        record_run(&mut state, &targets, &copied, &mut known, &views);
         recorded = true;
         if let Some(days) = job.delete_source_after_days {
-            let deleted = delete_from_source(after.folders, &mut state, &mut after, days)?;
+            let deleted = delete_from_source(after.folders, &mut state, &store, &mut after, days)?;
             after.report.source_deleted(deleted);
         }
         // The source's summaries are the ones taken before its index (a message arriving
@@ -135,7 +126,7 @@ pub fn run(
     let events = Fanout(vec![observer, &copied]);
     let (report, error) = planned.execute(&events, Some(&mut sync));
     if !recorded {
-        record_run(&mut state, &targets, &copied, &mut known);
+        record_run(&mut state, &targets, &copied, &mut known, &views);
     }
     if error.is_some() || report.exit_code() != 0 {
         // What this run did is kept (its copies, for a later --delete); what may have misled
@@ -170,20 +161,36 @@ fn folder_state<'s>(
     known
 }
 
-/// Adds this run's copies and what the source's index learnt to the state.
+/// Adds this run's copies and what the source's index learnt to the state. A source folder
+/// indexed under a new UIDVALIDITY first loses the records naming its old UIDs.
 fn record_run(
     state: &mut MirrorState,
     targets: &[(String, String)],
     copied: &verify::Receipts,
     known: &mut BTreeMap<String, KnownMessages>,
+    views: &BTreeMap<String, SourceView>,
 ) {
     for (source_folder, target_folder) in targets {
         let folder = folder_state(state, target_folder, source_folder);
-        for message in copied.copied_from(source_folder) {
-            *folder
-                .copied
-                .entry(message.identity.to_string())
-                .or_default() += 1;
+        let Some(view) = views.get(source_folder) else {
+            continue;
+        };
+        if folder.source_uid_validity != view.uid_validity {
+            folder
+                .copies
+                .retain(|record| matches!(record.source, SourceRef::Uidl(_)));
+            folder.source_uid_validity = view.uid_validity;
+        }
+        for (message, target) in copied.copies_from(source_folder) {
+            if let Some(source) = SourceRef::of(&message, view.uid_validity) {
+                folder.copies.push(CopyRecord {
+                    identity: message.identity.clone(),
+                    source,
+                    size: message.size,
+                    target,
+                    source_deleted: false,
+                });
+            }
         }
         if let Some(fresh) = known.remove(source_folder) {
             folder.known = fresh;
@@ -200,6 +207,8 @@ struct MirrorPlanning<'s> {
     considered: Vec<String>,
     /// What the source knows after this run's index, per source folder.
     known: BTreeMap<String, KnownMessages>,
+    /// What the source said about each folder it indexed.
+    views: BTreeMap<String, SourceView>,
     /// The source folders' summaries, taken just before their index.
     indexed_status: BTreeMap<String, Option<FolderStatus>>,
 }
@@ -272,30 +281,33 @@ impl PlanHooks for MirrorPlanning<'_> {
             .collect();
         let indexed = source.index_known(&folders, &known)?;
         let mut indexes = Vec::with_capacity(mappings.len());
-        for (folder, (index, fresh)) in folders.into_iter().zip(indexed) {
-            self.known.insert(folder, fresh);
-            indexes.push(index);
+        for (folder, indexed) in folders.into_iter().zip(indexed) {
+            self.known.insert(folder.clone(), indexed.known);
+            self.views.insert(folder, indexed.view);
+            indexes.push(indexed.messages);
         }
         Ok(indexes)
     }
 }
 
 /// `--delete-source-after-days`: deletes from a POP3 source the messages first seen at least
-/// `days` ago, in folders where a fresh index of the target finds every source message.
+/// `days` ago that this mirror copied, in folders where a fresh index of the target finds
+/// every source message and still holds each such copy. The source finds each message again
+/// on the session that deletes it (see [`Source::delete`]). The records are marked, and the
+/// state saved, before anything is deleted: a run killed in between must not take a later
+/// `--delete` to remove the copy of a message the source no longer has.
 fn delete_from_source(
     folders: &[PlannedFolder],
     state: &mut MirrorState,
+    store: &StateStore,
     after: &mut AfterCopy<'_>,
     days: u32,
 ) -> Result<usize, Error> {
     let cutoff = chrono::Utc::now().timestamp() - i64::from(days) * 86_400;
-    let mut deleted = 0;
+    let mut wanted: Vec<(&PlannedFolder, Vec<DeletionEvidence>)> = Vec::new();
     for folder in folders {
-        let missing = verify::missing_after_copy(
-            &folder.source_index,
-            &mut *after.target,
-            &folder.plan.target_folder,
-        )?;
+        let fresh = after.target.index(&folder.plan.target_folder)?;
+        let missing = verify::missing(&folder.source_index, &fresh);
         if !missing.is_empty() {
             after.report.warn(format!(
                 "{}: {} message(s) not verified on the target; nothing deleted from the source",
@@ -307,34 +319,65 @@ fn delete_from_source(
         let Some(known) = state.folders.get_mut(&folder.plan.source_folder) else {
             continue;
         };
-        // Only messages the mirror itself copied: another message on the target with the
-        // same identity is no proof that this one arrived.
-        let old: Vec<Arc<SourceMessage>> = folder
-            .source_index
-            .iter()
-            .filter(|m| {
-                known
-                    .copied
-                    .get(&m.identity.to_string())
-                    .is_some_and(|&made| made > 0)
-                    && m.stable_id
-                        .as_ref()
-                        .and_then(|id| known.known.get(id))
-                        .is_some_and(|k| k.first_seen <= cutoff)
-            })
-            .cloned()
-            .collect();
-        if old.is_empty() {
-            continue;
-        }
-        deleted += after.source.delete(&folder.plan.source_folder, &old)?;
-        for message in &old {
-            if let Some(id) = &message.stable_id {
-                known.known.remove(id);
+        let mut evidence = Vec::new();
+        for record in &mut known.copies {
+            let old_enough = match &record.source {
+                SourceRef::Uidl(uidl) => known
+                    .known
+                    .get(uidl)
+                    .is_some_and(|k| k.first_seen <= cutoff),
+                SourceRef::Uid(_) => false,
+            };
+            if old_enough
+                && copy_still_there(record, &fresh)
+                && let Some(found) = DeletionEvidence::of(record)
+            {
+                record.source_deleted = true;
+                evidence.push(found);
             }
+        }
+        if !evidence.is_empty() {
+            wanted.push((folder, evidence));
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(0);
+    }
+    store.save(state)?;
+    let mut deleted = 0;
+    for (folder, evidence) in wanted {
+        let source_folder = &folder.plan.source_folder;
+        let outcome = after.source.delete(source_folder, &evidence)?;
+        for reason in outcome.kept {
+            after
+                .report
+                .warn(format!("{source_folder}: kept on the source: {reason}"));
+        }
+        deleted += outcome.deleted.len();
+        if let Some(known) = state.folders.get_mut(source_folder) {
+            let gone: HashSet<&String> = outcome.deleted.iter().collect();
+            known.known.retain(|uidl, _| !gone.contains(uidl));
+            known.copies.retain(
+                |record| !matches!(&record.source, SourceRef::Uidl(uidl) if gone.contains(uidl)),
+            );
         }
     }
     Ok(deleted)
+}
+
+/// Whether the target, freshly indexed, still holds this copy: at its UID with its identity,
+/// or, when the target never said where it went, some message with its identity.
+fn copy_still_there(record: &CopyRecord, fresh: &TargetIndex) -> bool {
+    match record.target {
+        Some(at) => {
+            fresh.uid_validity == Some(at.uid_validity)
+                && fresh
+                    .copies(&record.identity)
+                    .iter()
+                    .any(|c| c.uid == at.uid)
+        }
+        None => fresh.count(&record.identity) > 0,
+    }
 }
 
 /// Applies the source's flag changes since the last run to the target's copies, as flags
@@ -388,55 +431,68 @@ fn sync_flags(
     }
     known.flags = flags_now;
     let mut updated = 0;
+    let Some(uid_validity) = folder.target_index.uid_validity else {
+        return Ok(0);
+    };
     for ((add, remove), uids) in updates {
-        target.change_flags(&folder.plan.target_folder, &uids, &add, &remove)?;
+        let change = target.change_flags(
+            &folder.plan.target_folder,
+            uid_validity,
+            &uids,
+            &add,
+            &remove,
+        )?;
+        if change == UidChange::UidValidityChanged {
+            break;
+        }
         updated += uids.len();
     }
     Ok(updated)
 }
 
-/// Removes copies this mirror made of messages that have left the source since the last
-/// run: of an identity whose source count fell by n, at most n copies, at most as many as the
-/// mirror made, and never below what the source still holds. A duplicate someone else put
-/// on the target is safe while the source's count does not fall.
+/// `--delete`: removes the copies this mirror made of messages that have left the source,
+/// as [`deletion::departures`] decides from the records and both indexes, and says why any
+/// were held back.
 fn delete_departed(
     folder: &PlannedFolder,
     known: &mut FolderState,
-    target: &mut dyn Target,
+    view: SourceView,
+    after: &mut AfterCopy<'_>,
 ) -> Result<usize, Error> {
-    let on_source = by_identity(&folder.source_index);
-    let on_target: HashMap<String, &Identity> = folder
-        .target_index
-        .identities()
-        .map(|identity| (identity.to_string(), identity))
-        .collect();
-    let mut doomed = Vec::new();
-    for (key, made) in known.copied.iter_mut() {
-        let copies = on_target
-            .get(key)
-            .map_or(&[][..], |identity| folder.target_index.copies(identity));
-        // Copies removed on the target by someone else are no longer the mirror's.
-        *made = (*made).min(copies.len());
-        let Some(&before) = known.source_counts.get(key) else {
-            continue;
-        };
-        let still = on_target
-            .get(key)
-            .and_then(|identity| on_source.get(identity))
-            .map_or(0, Vec::len);
-        let remove = before
-            .saturating_sub(still)
-            .min(*made)
-            .min(copies.len().saturating_sub(still));
-        // The newest copies go first: they are the likeliest to be the mirror's own.
-        doomed.extend(copies.iter().rev().take(remove).map(|c| c.uid));
-        *made -= remove;
+    let decision = deletion::departures(
+        std::mem::take(&mut known.copies),
+        known.source_uid_validity,
+        view,
+        &folder.source_index,
+        &folder.target_index,
+    );
+    let (source_folder, target_folder) = (&folder.plan.source_folder, &folder.plan.target_folder);
+    for reason in decision.held_back {
+        after.report.warn(format!(
+            "{source_folder} → {target_folder}: --delete: {reason}"
+        ));
     }
-    known.copied.retain(|_, made| *made > 0);
-    if !doomed.is_empty() {
-        target.delete(&folder.plan.target_folder, &doomed)?;
+    known.copies = decision.kept;
+    let Some(uid_validity) = decision
+        .uid_validity
+        .filter(|_| !decision.doomed.is_empty())
+    else {
+        return Ok(0);
+    };
+    match after
+        .target
+        .delete(target_folder, uid_validity, &decision.doomed)?
+    {
+        UidChange::Applied => Ok(decision.doomed.len()),
+        // The doomed records go anyway: their UIDs name nothing in the folder now.
+        UidChange::UidValidityChanged => {
+            after.report.warn(format!(
+                "{source_folder} → {target_folder}: --delete: the target folder's UIDVALIDITY \
+                 changed during the run; nothing deleted"
+            ));
+            Ok(0)
+        }
     }
-    Ok(doomed.len())
 }
 
 fn by_identity(index: &[Arc<SourceMessage>]) -> HashMap<&Identity, Vec<&SourceMessage>> {

@@ -9,10 +9,10 @@
 mod pinned;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -40,7 +40,7 @@ pub enum TlsMode {
 }
 
 /// How server certificates are checked.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum TlsTrust {
     /// The system's root certificates (falling back to the Mozilla set when there are none).
     #[default]
@@ -169,8 +169,17 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 
 /// The byte stream under a connection: plain TCP, or TLS over TCP.
 enum Stream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Plain(TimedSocket),
+    Tls(Box<StreamOwned<ClientConnection, TimedSocket>>),
+}
+
+impl Stream {
+    fn socket(&mut self) -> &mut TimedSocket {
+        match self {
+            Stream::Plain(socket) => socket,
+            Stream::Tls(stream) => stream.get_mut(),
+        }
+    }
 }
 
 impl Read for Stream {
@@ -198,6 +207,73 @@ impl Write for Stream {
     }
 }
 
+/// What a server must send within one timeout's worth of waiting, unless its answer ends
+/// first (the client then writes its next command, which starts the count afresh).
+const PROGRESS_BYTES: usize = 64 * 1024;
+
+/// A socket whose reads share one time budget. A per-read timeout alone lets a server that
+/// sends a byte just before each timeout hold a connection (and the run) forever; here the
+/// time spent waiting for the server adds up, from the last bytes sent or the last
+/// [`PROGRESS_BYTES`] received, and the read that would exceed the timeout fails. Only time
+/// spent in a read counts: a client busy elsewhere (uploading what it read) is not the
+/// server's fault. Under TLS it counts the socket's reads, which a trickled record is made of.
+struct TimedSocket {
+    tcp: TcpStream,
+    timeout: Duration,
+    waited: Duration,
+    received: usize,
+}
+
+impl TimedSocket {
+    fn new(tcp: TcpStream, timeout: Duration) -> Self {
+        TimedSocket {
+            tcp,
+            timeout,
+            waited: Duration::ZERO,
+            received: 0,
+        }
+    }
+
+    fn restart(&mut self) {
+        self.waited = Duration::ZERO;
+        self.received = 0;
+    }
+}
+
+impl Read for TimedSocket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.timeout.saturating_sub(self.waited);
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the server sent too little within the timeout",
+            ));
+        }
+        self.tcp.set_read_timeout(Some(left))?;
+        let started = Instant::now();
+        let result = self.tcp.read(buf);
+        self.waited += started.elapsed();
+        if let Ok(n) = result {
+            self.received += n;
+            if self.received >= PROGRESS_BYTES {
+                self.restart();
+            }
+        }
+        result
+    }
+}
+
+impl Write for TimedSocket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.restart();
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
 /// Where to connect and how long to wait for the server.
 #[derive(Debug, Clone)]
 pub struct Address {
@@ -205,14 +281,17 @@ pub struct Address {
     pub host: String,
     /// TCP port.
     pub port: u16,
-    /// Connect, read and write timeout.
+    /// Connect, read and write timeout; also bounds the name lookup, the TLS handshake and
+    /// the wait for each answer as a whole (see [`Connection`]).
     pub timeout: Duration,
     /// The protocol trace (`-v`…`-vvv`); off by default.
     pub trace: Trace,
 }
 
 /// One connection to a server: buffered reads ([`BufRead`]) and unbuffered writes ([`Write`]),
-/// so callers batch what they pipeline into one `write_all`.
+/// so callers batch what they pipeline into one `write_all`. The server has the timeout to
+/// answer each command in all, counting only the time spent waiting for it, and again for
+/// every 64 KiB it sends; a TLS handshake has the timeout in all.
 pub struct Connection {
     reader: BufReader<Stream>,
     trace: ConnectionTrace,
@@ -227,14 +306,15 @@ impl Connection {
         let trace = address.trace.connection(&address.host, address.port);
         let tcp = open_tcp(address)?;
         trace.event("connected, no TLS yet");
-        Ok(Self::wrap(Stream::Plain(tcp), trace))
+        let socket = TimedSocket::new(tcp, address.timeout);
+        Ok(Self::wrap(Stream::Plain(socket), trace))
     }
 
     /// Opens a TCP connection and starts TLS at once (implicit TLS: imaps, pop3s).
     pub fn connect_tls(address: &Address, tls: &TlsConfig) -> Result<Self, SessionError> {
         let trace = address.trace.connection(&address.host, address.port);
-        let tcp = open_tcp(address)?;
-        let stream = handshake(tcp, &address.host, tls)?;
+        let socket = TimedSocket::new(open_tcp(address)?, address.timeout);
+        let stream = handshake(socket, &address.host, tls)?;
         trace.event(&format!("connected, {}", tls_description(&stream)));
         Ok(Self::wrap(Stream::Tls(stream), trace))
     }
@@ -249,8 +329,8 @@ impl Connection {
             ));
         }
         match self.reader.into_inner() {
-            Stream::Plain(tcp) => {
-                let stream = handshake(tcp, host, tls)?;
+            Stream::Plain(socket) => {
+                let stream = handshake(socket, host, tls)?;
                 self.trace
                     .event(&format!("upgraded to {}", tls_description(&stream)));
                 Ok(Self::wrap(Stream::Tls(stream), self.trace))
@@ -271,13 +351,11 @@ impl Connection {
 
     /// Sets the read and write timeout: a goodbye (LOGOUT, QUIT) gets a short one, so a
     /// server slow to answer it does not hold up the end of a run.
-    pub fn set_timeout(&self, timeout: Duration) -> io::Result<()> {
-        let tcp = match self.reader.get_ref() {
-            Stream::Plain(tcp) => tcp,
-            Stream::Tls(stream) => stream.get_ref(),
-        };
-        tcp.set_read_timeout(Some(timeout))?;
-        tcp.set_write_timeout(Some(timeout))
+    pub fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        let socket = self.reader.get_mut().socket();
+        socket.timeout = timeout;
+        socket.restart();
+        socket.tcp.set_write_timeout(Some(timeout))
     }
 
     fn wrap(stream: Stream, trace: ConnectionTrace) -> Self {
@@ -327,10 +405,7 @@ fn open_tcp(address: &Address) -> Result<TcpStream, SessionError> {
             ),
         )));
     }
-    let addrs: Vec<_> = (address.host.as_str(), address.port)
-        .to_socket_addrs()
-        .map_err(SessionError::Resolve)?
-        .collect();
+    let addrs = resolve(&address.host, address.port, address.timeout)?;
     let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address for the host");
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, address.timeout) {
@@ -347,6 +422,31 @@ fn open_tcp(address: &Address) -> Result<TcpStream, SessionError> {
     Err(SessionError::Connect(last_error))
 }
 
+/// Looks the host up, giving up after `timeout`: the system resolver's own retries can take
+/// far longer. The lookup cannot be cancelled; on a timeout its thread is left to finish
+/// alone, its answer dropped.
+fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, SessionError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (answer, lookup) = crossbeam_channel::bounded(1);
+    let name = host.to_owned();
+    std::thread::spawn(move || {
+        let _ = answer.send(
+            (name.as_str(), port)
+                .to_socket_addrs()
+                .map(Iterator::collect::<Vec<_>>),
+        );
+    });
+    match lookup.recv_timeout(timeout) {
+        Ok(found) => found.map_err(SessionError::Resolve),
+        Err(_) => Err(SessionError::Resolve(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer for {host} within {} s", timeout.as_secs()),
+        ))),
+    }
+}
+
 /// Whether `host` is `invalid` or a name under it (any case, with or without the final dot).
 fn is_under_invalid(host: &str) -> bool {
     let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
@@ -354,18 +454,20 @@ fn is_under_invalid(host: &str) -> bool {
 }
 
 /// The negotiated protocol version, e.g. `TLSv1_3`, for the trace.
-fn tls_description(stream: &StreamOwned<ClientConnection, TcpStream>) -> String {
+fn tls_description(stream: &StreamOwned<ClientConnection, TimedSocket>) -> String {
     match stream.conn.protocol_version() {
         Some(version) => format!("{version:?}"),
         None => "TLS".into(),
     }
 }
 
+/// Runs the TLS handshake to its end, over a [`TimedSocket`]: a server trickling its part
+/// of the handshake runs out of time as it would answering a command.
 fn handshake(
-    mut tcp: TcpStream,
+    mut socket: TimedSocket,
     host: &str,
     tls: &TlsConfig,
-) -> Result<Box<StreamOwned<ClientConnection, TcpStream>>, SessionError> {
+) -> Result<Box<StreamOwned<ClientConnection, TimedSocket>>, SessionError> {
     let name = ServerName::try_from(host.to_owned())
         .map_err(|e| SessionError::Tls(format!("{host} is not a valid server name: {e}")))?;
     let mut session = ClientConnection::new(tls.config.clone(), name)
@@ -374,7 +476,7 @@ fn handshake(
     // on connect rather than as a strange failure of the first command.
     while session.is_handshaking() {
         session
-            .complete_io(&mut tcp)
+            .complete_io(&mut socket)
             .map_err(|err| match SessionError::from(err) {
                 // Ended, not refused: a certificate hint would send the user astray.
                 SessionError::Closed => SessionError::HandshakeCut,
@@ -387,7 +489,7 @@ fn handshake(
     if let Some(pins) = &tls.pins {
         pins.warn_once(host, session.peer_certificates());
     }
-    Ok(Box::new(StreamOwned::new(session, tcp)))
+    Ok(Box::new(StreamOwned::new(session, socket)))
 }
 
 #[cfg(test)]

@@ -69,3 +69,35 @@ impl Observer for ProgressBars {
         self.bytes.inc(message.size);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::TargetIndex;
+
+    #[test]
+    fn copies_and_failures_each_advance_both_bars() {
+        let bars = ProgressBars::new(3, 30, false);
+        let source: Vec<_> = (1..=3)
+            .map(|key| Arc::new(SourceMessage::with_id(key, &format!("m{key}"))))
+            .collect();
+        let plan = crate::plan::diff("INBOX", "Archive", &source, &TargetIndex::default());
+        bars.folder_started(&plan);
+        assert_eq!(bars.messages.prefix(), "Archive");
+        bars.message_copied("INBOX", &source[0], None);
+        bars.message_failed("INBOX", &source[1], "too big");
+        assert_eq!((bars.messages.position(), bars.bytes.position()), (2, 20));
+        assert_eq!(
+            (bars.messages.length(), bars.bytes.length()),
+            (Some(3), Some(30))
+        );
+        bars.finish();
+        assert!(bars.messages.is_finished() && bars.bytes.is_finished());
+    }
+
+    #[test]
+    fn bars_asked_to_hide_draw_nothing() {
+        let bars = ProgressBars::new(3, 30, false);
+        assert!(bars.messages.is_hidden() && bars.bytes.is_hidden());
+    }
+}

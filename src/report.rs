@@ -109,12 +109,11 @@ impl Report {
         if complete { EXIT_OK } else { EXIT_PARTIAL }
     }
 
-    /// Writes the report as pretty JSON, atomically (a monitor never reads half a file).
+    /// Writes the report as pretty JSON, atomically (a monitor never reads half a file),
+    /// readable by its owner only.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, path)
+        crate::private_file::write_atomically(path, &json)
     }
 }
 
@@ -297,18 +296,142 @@ impl Observer for ReportBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Identity;
+    use crate::index::TargetIndex;
 
     fn message(key: u32, id: &str) -> Arc<SourceMessage> {
-        Arc::new(SourceMessage {
-            key,
-            stable_id: None,
-            identity: Identity::MessageId(id.to_owned()),
-            identity_remembered: false,
-            size: 100,
-            flags: Default::default(),
-            internal_date: None,
-        })
+        Arc::new(SourceMessage::with_id(key, id))
+    }
+
+    /// INBOX with messages a, b, c, d of which the target holds d: three to copy.
+    fn planned(dry_run: bool) -> (ReportBuilder, Vec<Arc<SourceMessage>>) {
+        let source: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .zip(1..)
+            .map(|(id, key)| message(key, id))
+            .collect();
+        let target: TargetIndex = [crate::identity::Identity::MessageId("d".into())]
+            .into_iter()
+            .collect();
+        let builder = ReportBuilder::new(
+            "pop3s://carol@old.example:995".into(),
+            "imaps://alice@new.example:993/INBOX".into(),
+            dry_run,
+        );
+        builder.planned(&crate::plan::diff("INBOX", "INBOX", &source, &target));
+        (builder, source)
+    }
+
+    #[test]
+    fn counts_add_up_per_run_and_per_folder() {
+        let (builder, source) = planned(false);
+        builder.message_copied("INBOX", &source[0], None);
+        builder.message_failed("INBOX", &source[1], "[OVERQUOTA] full");
+        let report = builder.finish();
+        assert_eq!(
+            (
+                report.source_messages,
+                report.already_present,
+                report.copied,
+                report.failed,
+                report.not_attempted
+            ),
+            (4, 1, 1, 1, 1)
+        );
+        assert_eq!((report.bytes_copied, report.bytes_to_copy), (10, 0));
+        let inbox = &report.folders[0];
+        assert_eq!(
+            (inbox.to_copy, inbox.copied, inbox.failed),
+            (3, 1, 1),
+            "{inbox:?}"
+        );
+        assert_eq!(
+            report.errors,
+            [FailedMessage {
+                message: source[1].identity.to_string(),
+                folder: "INBOX".into(),
+                reason: "[OVERQUOTA] full".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_dry_run_keeps_the_bytes_it_would_copy_and_attempts_nothing() {
+        let (builder, _) = planned(true);
+        let report = builder.finish();
+        assert_eq!((report.bytes_to_copy, report.not_attempted), (30, 0));
+        assert_eq!(report.exit_code(), EXIT_OK);
+    }
+
+    #[test]
+    fn exit_code_is_0_only_when_everything_is_on_the_target() {
+        let complete = || {
+            let (builder, source) = planned(false);
+            for message in &source[..3] {
+                builder.message_copied("INBOX", message, None);
+            }
+            builder
+        };
+        let finished = |builder: ReportBuilder| builder.finish().exit_code();
+        assert_eq!(finished(complete()), EXIT_OK);
+        let verified = complete();
+        verified.verified(true);
+        assert_eq!(finished(verified), EXIT_OK);
+
+        let unverified = complete();
+        unverified.verified(false);
+        let fatal = complete();
+        fatal.fatal("the target closed the connection");
+        let folder_failed = complete();
+        folder_failed.folder_failed("Spam", "Spam", 2, "NO [CANNOT] refused");
+        let (not_attempted, source) = planned(false);
+        not_attempted.message_copied("INBOX", &source[0], None);
+        let (failed, source) = planned(false);
+        failed.message_copied("INBOX", &source[0], None);
+        failed.message_copied("INBOX", &source[1], None);
+        failed.message_failed("INBOX", &source[2], "too big");
+        for builder in [unverified, fatal, folder_failed, not_attempted, failed] {
+            assert_eq!(finished(builder), EXIT_PARTIAL);
+        }
+    }
+
+    #[test]
+    fn the_json_has_the_documented_keys_and_replaces_the_file_whole() {
+        let (builder, source) = planned(false);
+        builder.message_copied("INBOX", &source[0], None);
+        builder.fatal("cut short");
+        let report = builder.finish();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        std::fs::write(&path, "{\"fatal\": null, \"old\": true}").unwrap();
+        report.write(&path).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(json["schema"], SCHEMA);
+        assert_eq!(json["fatal"], "cut short");
+        assert!(json.get("old").is_none(), "{json:#}");
+        for key in [
+            "source",
+            "target",
+            "dry_run",
+            "source_messages",
+            "copied",
+            "already_present",
+            "failed",
+            "not_attempted",
+            "bytes_copied",
+            "duration_s",
+            "verified",
+            "folders",
+            "errors",
+            "warnings",
+        ] {
+            assert!(json.get(key).is_some(), "no {key:?} in {json:#}");
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["report.json"], "a temporary file was left");
     }
 
     fn missing(message: &Arc<SourceMessage>) -> Missing {

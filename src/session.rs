@@ -59,9 +59,9 @@ fn open<C>(
         TlsMode::StartTls if options.allow_plaintext => TlsMode::StartTlsIfOffered,
         mode => mode,
     };
-    let mut client = connect(&address, mode, &options.tls).map_err(failed(Opening::Connect))?;
+    let mut client = connect(&address, mode, &account.tls).map_err(failed(Opening::Connect))?;
     let fresh_token = match (&account.auth, &account.token_command) {
-        (AuthMode::OAuth2(_), Some(command)) => Some(run_secret_command(command, side.word())?),
+        (AuthMode::OAuth2(_), Some(command)) => Some(run_secret_command(command, side)?),
         _ => None,
     };
     let secret = fresh_token.as_deref().unwrap_or(account.password.expose());

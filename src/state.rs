@@ -6,21 +6,24 @@
 //! to copy is always decided from both servers' contents.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::Write;
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::deletion::CopyRecord;
 use crate::error::Error;
 use crate::identity::Identity;
 use crate::imap::FolderStatus;
 use crate::index::KnownMessages;
+use crate::private_file;
 
 /// The state file's format version. Version 1 fingerprinted messages without a Message-ID
 /// with their size; its fingerprints are forgotten on loading (see [`forget_fingerprints`]).
-const SCHEMA: u32 = 2;
+/// Versions 1 and 2 counted copies per identity instead of recording each (see
+/// [`crate::deletion`]): those counts are no evidence, so they are not read.
+const SCHEMA: u32 = 3;
 
 /// What a mirror remembers about one source folder.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,16 +34,17 @@ pub struct FolderState {
     pub source_status: Option<FolderStatus>,
     /// STATUS of the target folder after the last complete run.
     pub target_status: Option<FolderStatus>,
-    /// Identities of the copies this mirror made, with how many of each: the only messages
-    /// `--delete` may remove.
-    pub copied: BTreeMap<String, usize>,
+    /// The copies this mirror made, each with the source message it was made of and where
+    /// the target stored it: the only messages `--delete` may remove, and the only source
+    /// messages `--delete-source-after-days` may delete.
+    #[serde(default)]
+    pub copies: Vec<CopyRecord>,
+    /// The source folder's UIDVALIDITY the copies' source UIDs belong to (IMAP).
+    #[serde(default)]
+    pub source_uid_validity: Option<u32>,
     /// The source flags of each (unique) identity as last mirrored: a flag change on the source
     /// since then is applied to the target; a change made only on the target is left alone.
     pub flags: BTreeMap<String, Vec<String>>,
-    /// How many source messages of each identity the last run saw: `--delete` removes copies
-    /// only when this count falls.
-    #[serde(default)]
-    pub source_counts: BTreeMap<String, usize>,
     /// A POP3 source's messages by UIDL: only new UIDLs have their headers read.
     #[serde(default)]
     pub known: KnownMessages,
@@ -78,12 +82,7 @@ impl StateStore {
         std::fs::create_dir_all(dir).map_err(|e| failed(dir, e))?;
         let key = pair_key(source, target);
         let lock_path = dir.join(format!("{key}.lock"));
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| failed(&lock_path, e))?;
+        let lock = private_file::open_private(&lock_path).map_err(|e| failed(&lock_path, e))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(Error::Locked { path: lock_path }),
@@ -106,9 +105,13 @@ impl StateStore {
             ),
             Ok(bytes) => match serde_json::from_slice::<MirrorState>(&bytes) {
                 Ok(state) if state.schema == SCHEMA => (state, None),
-                Ok(mut state) if state.schema == 1 => {
-                    forget_fingerprints(&mut state);
-                    (state, None)
+                Ok(mut state) if state.schema < SCHEMA => {
+                    if state.schema == 1 {
+                        forget_fingerprints(&mut state);
+                    }
+                    let warning = counted_copies(&bytes).then(|| self.without_evidence());
+                    state.schema = SCHEMA;
+                    (state, warning)
                 }
                 Ok(state) => (
                     MirrorState::default(),
@@ -120,6 +123,16 @@ impl StateStore {
                 ),
             },
         }
+    }
+
+    fn without_evidence(&self) -> String {
+        format!(
+            "the mirror state {} was written by an older mailferry, which did not record where \
+             each copy went: the copies it made stay on the target (--delete) and their source \
+             messages on the source (--delete-source-after-days); copies made from now on are \
+             recorded",
+            self.path.display()
+        )
     }
 
     fn unreadable(&self, why: &str) -> String {
@@ -139,41 +152,43 @@ impl StateStore {
             schema: SCHEMA,
             ..state.clone()
         };
-        let tmp = self.path.with_extension("json.tmp");
-        let mut file = File::create(&tmp).map_err(failed)?;
-        file.write_all(
-            &serde_json::to_vec(&state)
-                .map_err(std::io::Error::other)
-                .map_err(failed)?,
-        )
-        .and_then(|()| file.sync_all())
-        .map_err(failed)?;
-        std::fs::rename(&tmp, &self.path).map_err(failed)?;
-        // The rename itself must reach the disk too.
-        if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(failed)?;
-        }
+        let json = serde_json::to_vec(&state)
+            .map_err(std::io::Error::other)
+            .map_err(failed)?;
+        private_file::write_atomically(&self.path, &json).map_err(failed)?;
         Ok(())
     }
 }
 
+/// Whether an older state counted copies the mirror made (in a `copied` map per folder).
+fn counted_copies(bytes: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Old {
+        folders: BTreeMap<String, OldFolder>,
+    }
+    #[derive(Deserialize)]
+    struct OldFolder {
+        #[serde(default)]
+        copied: BTreeMap<String, usize>,
+    }
+    serde_json::from_slice::<Old>(bytes)
+        .is_ok_and(|old| old.folders.values().any(|f| !f.copied.is_empty()))
+}
+
 /// Forgets what a version-1 state knew by fingerprint, which no longer matches the target's
 /// index: a remembered identity would make a copy look missing and send it again. Such a POP3
-/// message has its headers read again (keeping its first-seen date); its copies are no longer
-/// the mirror's to `--delete`, and its flags are mirrored afresh, which is safe either way.
+/// message has its headers read again (keeping its first-seen date), and its flags are
+/// mirrored afresh, which is safe either way.
 fn forget_fingerprints(state: &mut MirrorState) {
     let fingerprint = |key: &String| key.starts_with("sha256:");
     for folder in state.folders.values_mut() {
-        folder.copied.retain(|key, _| !fingerprint(key));
         folder.flags.retain(|key, _| !fingerprint(key));
-        folder.source_counts.retain(|key, _| !fingerprint(key));
         for known in folder.known.values_mut() {
             if matches!(known.identity, Some(Identity::Fingerprint(_))) {
                 known.identity = None;
             }
         }
     }
-    state.schema = SCHEMA;
 }
 
 /// A file name for a pair of accounts: stable, and free of characters a URL may hold.
@@ -186,6 +201,8 @@ fn pair_key(source: &str, target: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deletion::SourceRef;
+    use crate::imap::MessageUid;
     use crate::index::KnownMessage;
 
     #[test]
@@ -209,7 +226,16 @@ mod tests {
             "INBOX".into(),
             FolderState {
                 target_folder: "INBOX".into(),
-                copied: [("<a@b>".to_string(), 2)].into(),
+                copies: vec![CopyRecord {
+                    identity: Identity::MessageId("a@b".into()),
+                    source: SourceRef::Uidl("u1".into()),
+                    size: 10,
+                    target: Some(MessageUid {
+                        uid_validity: 7,
+                        uid: 3,
+                    }),
+                    source_deleted: false,
+                }],
                 ..FolderState::default()
             },
         );
@@ -224,7 +250,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_state_forgets_its_fingerprints_and_keeps_the_rest() {
+    fn an_older_state_forgets_its_fingerprints_and_copy_counts_and_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path(), "s", "t").unwrap();
         let old_fingerprint = Identity::Fingerprint([7; 32]);
@@ -234,28 +260,46 @@ mod tests {
             internal_date: None,
             first_seen: 1_600_000_000,
         };
-        let folder = FolderState {
-            target_folder: "INBOX".into(),
-            copied: [("<a@b>".to_string(), 1), (old_fingerprint.to_string(), 1)].into(),
-            known: [
-                ("u1".to_string(), known(Identity::MessageId("a@b".into()))),
-                ("u2".to_string(), known(old_fingerprint.clone())),
-            ]
-            .into(),
-            ..FolderState::default()
-        };
-        let old = MirrorState {
-            schema: 1,
-            deleted_gone: false,
-            folders: [("INBOX".to_string(), folder)].into(),
-        };
+        let u1 = known(Identity::MessageId("a@b".into()));
+        let u2 = known(old_fingerprint.clone());
+        let old = serde_json::json!({
+            "schema": 1,
+            "folders": {"INBOX": {
+                "target_folder": "INBOX",
+                "source_status": null,
+                "target_status": null,
+                "copied": {"<a@b>": 1, old_fingerprint.to_string(): 1},
+                "flags": {},
+                "source_counts": {"<a@b>": 1},
+                "known": {"u1": u1, "u2": u2},
+            }},
+        });
         std::fs::write(&store.path, serde_json::to_vec(&old).unwrap()).unwrap();
         let (loaded, warning) = store.load();
-        assert_eq!(warning, None);
+        assert!(warning.unwrap().contains("older mailferry"));
+        assert_eq!(loaded.schema, SCHEMA);
         let inbox = &loaded.folders["INBOX"];
-        assert_eq!(inbox.copied, [("<a@b>".to_string(), 1)].into());
-        assert_eq!(inbox.known["u1"], known(Identity::MessageId("a@b".into())));
+        assert!(inbox.copies.is_empty());
+        assert_eq!(inbox.known["u1"], u1);
         assert_eq!(inbox.known["u2"].identity, None);
         assert_eq!(inbox.known["u2"].first_seen, 1_600_000_000);
+    }
+
+    #[test]
+    fn two_spellings_of_one_account_share_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |url: &str| crate::endpoint::Endpoint::parse(url).unwrap().to_string();
+        let _first = StateStore::open(
+            dir.path(),
+            &key("imaps://alice@Mail.Example:993"),
+            &key("imaps://bob@backup.example"),
+        )
+        .unwrap();
+        let second = StateStore::open(
+            dir.path(),
+            &key("imaps://alice@mail.example"),
+            &key("IMAPS://bob@BACKUP.example:993"),
+        );
+        assert!(matches!(second, Err(Error::Locked { .. })));
     }
 }

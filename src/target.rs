@@ -10,18 +10,18 @@ use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
 use crate::identity::{self, IDENTITY_FIELDS};
-use crate::imap::{AppendMessage, FolderStatus, ImapClient, MessageUid, SentAppend, response};
+use crate::imap::{
+    AppendMessage, FolderStatus, ImapClient, MailboxStatus, MessageUid, SentAppend, response,
+};
 use crate::index::{KeywordPolicy, TargetCopy, TargetIndex};
 use crate::migrate::{Account, ConnectOptions};
 use crate::session;
-use crate::transfer::{FolderRefused, FoundUids, Outcome, Outgoing, Started, Target};
+use crate::transfer::{FolderRefused, FoundUids, Outcome, Outgoing, Started, Target, UidChange};
 
 /// An IMAP account as a [`Target`]; one per connection.
 pub struct ImapTarget {
     client: ImapClient,
     account: Account,
-    /// The folder selected read-write, if any (flag changes and deletions need one).
-    selected: Option<String>,
     /// Uploads sent and not yet answered, by the number [`Started::Pending`] carries.
     pending: HashMap<u64, SentAppend>,
     next_upload: u64,
@@ -33,7 +33,6 @@ impl ImapTarget {
         Ok(ImapTarget {
             client: session::open_imap(account, Side::To, options)?,
             account: account.clone(),
-            selected: None,
             pending: HashMap::new(),
             next_upload: 0,
         })
@@ -43,15 +42,12 @@ impl ImapTarget {
         Error::from_session(&self.account.endpoint, Side::To, err)
     }
 
-    fn select(&mut self, folder: &str) -> Result<(), Error> {
-        if self.selected.as_deref() != Some(folder) {
-            self.selected = None;
-            self.client
-                .select(folder, false)
-                .map_err(|e| self.failed(e))?;
-            self.selected = Some(folder.to_owned());
-        }
-        Ok(())
+    /// Selects `folder` read-write, even when it is selected already, for what SELECT says:
+    /// a change by UID checks there that the UIDVALIDITY its UIDs belong to still holds.
+    fn select(&mut self, folder: &str) -> Result<MailboxStatus, Error> {
+        self.client
+            .select(folder, false)
+            .map_err(|e| self.failed(e))
     }
 
     /// Uploads one message; `Ok(Err(reason))` when the server refused it.
@@ -130,7 +126,6 @@ impl Target for ImapTarget {
     ) -> Result<Vec<Result<TargetIndex, FolderRefused>>, Error> {
         // SELECT, not EXAMINE: only a read-write session learns which keywords the folder
         // stores (PERMANENTFLAGS). The client deselects afterwards: nothing stays selected.
-        self.selected = None;
         let mut indexes = vec![Ok(TargetIndex::default()); folders.len()];
         let opened = self
             .client
@@ -184,8 +179,6 @@ impl Target for ImapTarget {
         &mut self,
         folders: &[(String, Vec<u32>)],
     ) -> Result<Vec<Option<FoundUids>>, Error> {
-        // Read-only from here: a flag change or deletion selects its folder again.
-        self.selected = None;
         let mut found = vec![FoundUids::default(); folders.len()];
         let opened = self
             .client
@@ -219,11 +212,14 @@ impl Target for ImapTarget {
     fn change_flags(
         &mut self,
         folder: &str,
+        uid_validity: u32,
         uids: &[u32],
         add: &[String],
         remove: &[String],
-    ) -> Result<(), Error> {
-        self.select(folder)?;
+    ) -> Result<UidChange, Error> {
+        if self.select(folder)?.uid_validity != Some(uid_validity) {
+            return Ok(UidChange::UidValidityChanged);
+        }
         for (sign, flags) in [('+', add), ('-', remove)] {
             if !flags.is_empty() {
                 self.client
@@ -231,14 +227,22 @@ impl Target for ImapTarget {
                     .map_err(|e| self.failed(e))?;
             }
         }
-        Ok(())
+        Ok(UidChange::Applied)
     }
 
-    fn delete(&mut self, folder: &str, uids: &[u32]) -> Result<(), Error> {
-        self.select(folder)?;
+    fn delete(
+        &mut self,
+        folder: &str,
+        uid_validity: u32,
+        uids: &[u32],
+    ) -> Result<UidChange, Error> {
+        if self.select(folder)?.uid_validity != Some(uid_validity) {
+            return Ok(UidChange::UidValidityChanged);
+        }
         self.client
             .delete_messages(uids)
-            .map_err(|e| self.failed(e))
+            .map_err(|e| self.failed(e))?;
+        Ok(UidChange::Applied)
     }
 
     fn append_limit(&self) -> Option<u64> {

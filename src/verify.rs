@@ -127,21 +127,17 @@ pub struct Receipts(Mutex<HashMap<String, Vec<Receipt>>>);
 
 /// A copy: the source's index entry, which tells the identity it was stored under and the
 /// size the source gave (shared, so no allocation per copy), and its UID when known.
-type Receipt = (Arc<SourceMessage>, Option<MessageUid>);
+pub type Receipt = (Arc<SourceMessage>, Option<MessageUid>);
 
 impl Receipts {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<Receipt>>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The messages copied from a source folder.
-    pub fn copied_from(&self, source_folder: &str) -> Vec<Arc<SourceMessage>> {
-        self.lock()
-            .get(source_folder)
-            .into_iter()
-            .flatten()
-            .map(|(message, _)| Arc::clone(message))
-            .collect()
+    /// The messages copied from a source folder, each with where the target stored it when
+    /// it said.
+    pub fn copies_from(&self, source_folder: &str) -> Vec<Receipt> {
+        self.lock().get(source_folder).cloned().unwrap_or_default()
     }
 }
 
@@ -265,7 +261,8 @@ pub fn missing_after_copies(
             let after = indexes.get(folder).or_else(|| confirmed.get(folder))?;
             let into_folder = || checks.iter().filter(|c| c.target_folder == folder);
             let sent: Vec<Arc<SourceMessage>> = into_folder()
-                .flat_map(|check| receipts.copied_from(check.source_folder))
+                .flat_map(|check| receipts.copies_from(check.source_folder))
+                .map(|(message, _)| message)
                 .collect();
             let before = into_folder().next()?.planned;
             let altered = alterations(&sent, before, after);
@@ -300,7 +297,10 @@ fn expected(checks: &[&Check<'_>], receipts: &HashMap<String, Vec<Receipt>>) -> 
             if at.uid_validity != uid_validity {
                 return None;
             }
-            uids.insert(at.uid, (message.identity.clone(), Some(message.size)));
+            uids.insert(
+                at.uid,
+                (message.identity.clone(), Some(message.copy_size())),
+            );
         }
     }
     Some(Expected { uid_validity, uids })
@@ -331,7 +331,7 @@ mod tests {
     use crate::folders::FolderList;
     use crate::imap::FolderStatus;
     use crate::index::TargetCopy;
-    use crate::transfer::{FolderRefused, Outcome, Outgoing};
+    use crate::transfer::{FolderRefused, Outcome, Outgoing, UidChange};
 
     /// Answers `find_uids` with `found` and indexes with `index`, noting what it was asked.
     struct FakeTarget {
@@ -372,13 +372,14 @@ mod tests {
         fn change_flags(
             &mut self,
             _: &str,
+            _: u32,
             _: &[u32],
             _: &[String],
             _: &[String],
-        ) -> Result<(), Error> {
+        ) -> Result<UidChange, Error> {
             unimplemented!()
         }
-        fn delete(&mut self, _: &str, _: &[u32]) -> Result<(), Error> {
+        fn delete(&mut self, _: &str, _: u32, _: &[u32]) -> Result<UidChange, Error> {
             unimplemented!()
         }
         fn append(&mut self, _: &str, _: &[Outgoing]) -> Result<Vec<Outcome>, Error> {

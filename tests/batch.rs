@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 use serde_json::Value;
-use support::Dovecot;
+use support::{Dovecot, password};
 
 const ACCOUNTS: usize = 20;
 
@@ -128,18 +128,15 @@ fn batch_command(
     reports: &Path,
     extra: &[&str],
 ) -> std::process::Command {
-    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin!("mailferry"));
+    let mut command = support::mailferry_process("batch");
     command
-        .arg("batch")
         .arg(accounts)
         .arg("--report-dir")
         .arg(reports)
         .arg("--tls-ca")
         .arg(server.cert_path())
         .args(["--jobs", "4", "--timeout", "20"])
-        .args(extra)
-        .env_remove("MAILFERRY_FROM_PASSWORD")
-        .env_remove("MAILFERRY_TO_PASSWORD");
+        .args(extra);
     command
 }
 
@@ -253,9 +250,11 @@ fn twenty_accounts_with_failures_then_resume_then_shards() {
     }
 
     // Two shards together cover every account exactly once.
-    let halves = ["0/2", "1/2"].map(|shard| {
+    // The unreachable account (odd) fails its shard; the other shard has nothing left to copy.
+    let halves = [("0/2", 0), ("1/2", 1)].map(|(shard, expected_code)| {
         let reports = dir.path().join(format!("shard{}", &shard[..1]));
-        batch(&server, &accounts, &reports, &["--shard", shard]);
+        let (code, text) = batch(&server, &accounts, &reports, &["--shard", shard]);
+        assert_eq!(code, expected_code, "shard {shard}: {text}");
         outcomes(&reports)
             .into_iter()
             .map(|(name, _, _)| name)
@@ -286,7 +285,8 @@ fn master_user_logins_and_a_wrong_master_password() {
         }
     });
     let reports = dir.path().join("reports");
-    let (_, text) = batch(&server, &accounts, &reports, &["--shard", "0/10"]);
+    let (code, text) = batch(&server, &accounts, &reports, &["--shard", "0/10"]);
+    assert_eq!(code, 0, "{text}");
     let results = outcomes(&reports);
     assert_eq!(results[0].1, "ok", "{text}");
     assert_eq!(server.messages(&target_user(0), "INBOX").len(), 2);
@@ -398,4 +398,63 @@ fn message_id(raw: &[u8]) -> String {
         .find_map(|line| line.strip_prefix("Message-ID: "))
         .unwrap_or_else(|| panic!("no Message-ID"))
         .to_owned()
+}
+
+/// `--max-connections-per-host 4` with `--jobs 2` keeps the target's connections from all
+/// jobs at 4 or fewer, even when each account asks for 8: the target (both accounts write to
+/// bob) refuses a fifth login from the same address, and logs it.
+#[test]
+fn max_connections_per_host_caps_all_jobs_together() {
+    let source = Dovecot::start();
+    let target = Dovecot::start_with("protocol imap {\n  mail_max_userip_connections = 4\n}\n");
+    // Eight batches per account, so that each would open all its connections.
+    for (user, seed) in [("alice", 0), ("carol", 1000)] {
+        let raws: Vec<Vec<u8>> = (0..800)
+            .map(|i| support::big_message(3_000, seed + i))
+            .collect();
+        source.append_many(user, "INBOX", &raws);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pems = [source.cert_path(), target.cert_path()].map(|p| std::fs::read(p).unwrap());
+    std::fs::write(dir.path().join("ca.pem"), pems.concat()).unwrap();
+    let accounts = dir.path().join("accounts.csv");
+    let url =
+        |user: &str, port: u16, folder: &str| support::account_url("imaps", user, port, folder);
+    for user in ["alice", "carol"] {
+        std::fs::write(dir.path().join(format!("{user}.pw")), password(user)).unwrap();
+    }
+    std::fs::write(
+        &accounts,
+        format!(
+            "from,to,from_password_file\n{},{},alice.pw\n{},{},carol.pw\n",
+            url("alice", source.imaps_port(), ""),
+            url("bob", target.imaps_port(), "A"),
+            url("carol", source.imaps_port(), ""),
+            url("bob", target.imaps_port(), "C"),
+        ),
+    )
+    .unwrap();
+    let output = support::mailferry("batch")
+        .arg(&accounts)
+        .arg("--report-dir")
+        .arg(dir.path().join("reports"))
+        .arg("--tls-ca")
+        .arg(dir.path().join("ca.pem"))
+        .args(["--jobs", "2", "--connections", "8"])
+        .args(["--max-connections-per-host", "4"])
+        .env("MAILFERRY_TO_PASSWORD", password("bob"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(
+        !target.log().contains("Maximum number of connections"),
+        "more than 4 connections at once: {}",
+        target.log()
+    );
+    // An IMAP account's folders go below the target URL's folder.
+    for folder in ["A/INBOX", "C/INBOX"] {
+        assert_eq!(target.messages("bob", folder).len(), 800, "{folder}");
+    }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use support::relay::{ConnectionLog, Fault, Relay};
-use support::{Dovecot, SplitMix64, normalize_crlf, password};
+use support::{Accounts, Dovecot, SplitMix64, account_url, mailferry, normalize_crlf, password};
 
 /// Dovecot's capabilities after login without MULTIAPPEND, so mailferry uploads one message per
 /// APPEND: a connection that breaks mid-batch leaves the first part of the batch stored.
@@ -124,18 +124,13 @@ fn migrate_with(
     secs: u64,
     connections: u16,
 ) -> Command {
-    let mut cmd = Command::cargo_bin("mailferry").unwrap();
-    cmd.arg("migrate")
-        .arg("--from")
-        .arg(format!("pop3s://carol@127.0.0.1:{pop3s_port}"))
-        .arg("--to")
-        .arg(format!("imaps://alice@127.0.0.1:{imaps_port}/{folder}"))
+    let mut cmd = mailferry("migrate");
+    cmd.source_account("pop3s", "carol", pop3s_port)
+        .target_account("imaps", "alice", imaps_port, folder)
         .arg("--tls-ca")
         .arg(server.cert_path())
         .args(["--connections", &connections.to_string()])
         .args(["--timeout", &secs.to_string()])
-        .env("MAILFERRY_FROM_PASSWORD", password("carol"))
-        .env("MAILFERRY_TO_PASSWORD", password("alice"))
         .timeout(RUN_LIMIT);
     cmd
 }
@@ -282,31 +277,51 @@ fn retried_trials(
 }
 
 /// 20 cut points on the upload worker's connection of `worker` (a calibration): 3 in the TLS
-/// handshake (before the server's first answer) and 17 over the uploads (mostly inside APPEND
-/// literals). Not in between: a break while planning is not retried (exit 4).
+/// handshake (before the server's first answer) and 17 in the APPEND commands, between the
+/// planning's last answer and the last upload's answer (mostly inside literals: a message is
+/// 1–4 KB, its command line some 50 bytes). Not while planning (a break there is not retried,
+/// exit 4), nor in the verification or LOGOUT that follow the uploads (a cut there tests no
+/// upload).
 fn cut_offsets(seed: u64, worker: &ConnectionLog) -> Vec<u64> {
     let handshake = worker.replies.first().expect("the server answered").sent;
+    let uploads = uploads_from(worker)..uploads_until(worker);
+    assert!(
+        uploads.end - uploads.start > 10_000,
+        "no upload phase in {worker:?}"
+    );
     let mut picked = offsets(seed, 3, 1..handshake);
-    picked.extend(offsets(
-        seed + 1,
-        17,
-        uploads_from(worker)..worker.to_server,
-    ));
+    picked.extend(offsets(seed + 1, 17, uploads));
     picked
+}
+
+/// How many bytes the client of `worker` (a calibration) had sent when the verification's
+/// answer came: the verification follows the uploads on the same connection (all of it,
+/// pipelined), and the answers after it are to LOGOUT (or the TLS close_notify Dovecot sends
+/// when the client hangs up).
+fn verification_sent(worker: &ConnectionLog) -> u64 {
+    (worker.replies.iter().map(|reply| reply.sent))
+        .filter(|sent| *sent < worker.to_server)
+        .max()
+        .expect("the verification's answer")
+}
+
+/// How many bytes the client of `worker` (a calibration) had sent when the last answer to an
+/// upload came: the end of the last APPEND it waited for.
+fn uploads_until(worker: &ConnectionLog) -> u64 {
+    let verification = verification_sent(worker);
+    (worker.replies.iter().map(|reply| reply.sent))
+        .filter(|sent| *sent < verification)
+        .max()
+        .expect("an answer to an upload")
 }
 
 /// Faults losing the server's answers to uploads on the worker's connection of `worker` (a
 /// calibration): its APPEND answers, one per batch with MULTIAPPEND, one per message without,
 /// are the records that arrived after the upload began, and each came when the client had sent
-/// its APPEND up to the end. At most `n` of them, seeded. The last records are not: they came
-/// when the client had sent the verification that follows the upload on the same connection
-/// (all of it, pipelined), or after its LOGOUT (the answer, or the TLS close_notify Dovecot
-/// sends when the client hangs up).
+/// its APPEND up to the end. At most `n` of them, seeded. The last records are not: they
+/// answer the verification or LOGOUT (see [`verification_sent`]).
 fn answer_losses(seed: u64, n: usize, worker: &ConnectionLog) -> Vec<Fault> {
-    let verification = (worker.replies.iter().map(|reply| reply.sent))
-        .filter(|sent| *sent < worker.to_server)
-        .max()
-        .expect("the verification's answer");
+    let verification = verification_sent(worker);
     let mut ends: Vec<u64> = worker
         .replies
         .iter()
@@ -688,18 +703,15 @@ fn a_cut_imap_source_exits_4_and_a_rerun_completes_it() {
     let (server, mailbox) = server(true);
     let relay = Relay::start(server.imaps_port());
     let imap_migrate = |folder: &str| {
-        let mut cmd = Command::cargo_bin("mailferry").unwrap();
-        cmd.arg("migrate")
-            .arg("--from")
-            .arg(format!("imaps://carol@127.0.0.1:{}/INBOX", relay.port()))
-            .arg("--to")
-            .arg(format!("imaps://alice@127.0.0.1:{}", server.imaps_port()))
+        let mut cmd = mailferry("migrate");
+        cmd.arg("--from")
+            .arg(account_url("imaps", "carol", relay.port(), "INBOX"))
+            .env("MAILFERRY_FROM_PASSWORD", password("carol"))
+            .target_account("imaps", "alice", server.imaps_port(), "")
             .args(["--map", &format!("INBOX={folder}"), "--connections", "1"])
             .arg("--tls-ca")
             .arg(server.cert_path())
             .args(["--timeout", "10"])
-            .env("MAILFERRY_FROM_PASSWORD", password("carol"))
-            .env("MAILFERRY_TO_PASSWORD", password("alice"))
             .timeout(RUN_LIMIT);
         cmd
     };

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use assert_cmd::Command;
 use serde_json::Value;
-use support::{Dovecot, INBOX_PREFIXED, StoredMessage, normalize_crlf, password};
+use support::{Accounts, Dovecot, INBOX_PREFIXED, StoredMessage, mailferry, normalize_crlf};
 
 /// The source marks "Sent Items" as \Sent; the target calls its \Sent folder "Sent" and uses
 /// `.` as hierarchy separator.
@@ -60,18 +60,12 @@ fn date_for(folder_index: usize, n: usize) -> SystemTime {
 }
 
 fn migrate(source: &Dovecot, target: &Dovecot, ca: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("mailferry").unwrap();
-    cmd.arg("migrate")
-        .arg("--from")
-        .arg(format!("imaps://alice@127.0.0.1:{}", source.imaps_port()))
-        .arg("--to")
-        .arg(format!("imaps://bob@127.0.0.1:{}", target.imaps_port()))
+    let mut cmd = mailferry("migrate");
+    cmd.source_account("imaps", "alice", source.imaps_port())
+        .target_account("imaps", "bob", target.imaps_port(), "")
         .arg("--tls-ca")
         .arg(ca)
-        .args(["--timeout", "30", "--connections", "3"])
-        .env("MAILFERRY_FROM_PASSWORD", password("alice"))
-        .env("MAILFERRY_TO_PASSWORD", password("bob"))
-        .timeout(Duration::from_secs(300));
+        .args(["--timeout", "30", "--connections", "3"]);
     cmd
 }
 
@@ -172,21 +166,25 @@ fn copies_every_folder_with_flags_and_dates_and_a_rerun_copies_nothing() {
 fn include_exclude_map_and_dry_run() {
     let source = Dovecot::start();
     let target = Dovecot::start();
-    for folder in ["INBOX", "Archive/2019", "Spam", "Old Stuff"] {
+    for folder in ["INBOX", "Archive/2019", "Spam", "Old Stuff", "Drafts"] {
         source.append("alice", folder, &message(folder, 1), &[], None);
     }
+    // Drafts is left out by --include; Spam is included, then excluded.
+    let selection = [
+        "--include",
+        "^(INBOX|Archive|Old Stuff|Spam)",
+        "--exclude",
+        "^Spam$",
+        "--map",
+        "Old Stuff=Archive/Old",
+    ];
     let tmp = tempfile::tempdir().unwrap();
     let ca = tmp.path().join("ca.pem");
     let pems = [source.cert_path(), target.cert_path()].map(|p| std::fs::read(p).unwrap());
     std::fs::write(&ca, pems.concat()).unwrap();
     let dry = migrate(&source, &target, &ca)
-        .args([
-            "--exclude",
-            "^Spam$",
-            "--map",
-            "Old Stuff=Archive/Old",
-            "--dry-run",
-        ])
+        .args(selection)
+        .arg("--dry-run")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&dry.stdout);
@@ -196,10 +194,11 @@ fn include_exclude_map_and_dry_run() {
         "{stdout}"
     );
     assert!(!stdout.contains("Spam"), "{stdout}");
+    assert!(!stdout.contains("Drafts"), "{stdout}");
     assert_eq!(target.folders("bob"), vec!["INBOX".to_string()]);
 
     migrate(&source, &target, &ca)
-        .args(["--exclude", "^Spam$", "--map", "Old Stuff=Archive/Old"])
+        .args(selection)
         .args(["--target-prefix", "From Old"])
         .assert()
         .code(0);
@@ -333,9 +332,8 @@ fn out_of_a_namespace_prefix_folders_land_at_the_top() {
 #[test]
 fn an_unknown_host_exits_4_at_once_with_a_hint() {
     let started = std::time::Instant::now();
-    let output = Command::cargo_bin("mailferry")
-        .unwrap()
-        .args(["migrate", "--from", "imap://alice@nohost.invalid"])
+    let output = mailferry("migrate")
+        .args(["--from", "imap://alice@nohost.invalid"])
         .args(["--to", "imaps://bob@127.0.0.1:1/INBOX", "--retries", "5"])
         .env("MAILFERRY_FROM_PASSWORD", "x")
         .env("MAILFERRY_TO_PASSWORD", "y")

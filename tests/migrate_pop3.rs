@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use assert_cmd::Command;
 use serde_json::Value;
-use support::{Dovecot, normalize_crlf, password};
+use support::{Accounts, Dovecot, mailferry, normalize_crlf, password};
 
 /// A `mailferry migrate` command from carol's POP3S maildrop to alice's IMAPS `folder` on the
 /// same server, with the server's self-signed certificate pinned and both passwords in the
@@ -21,22 +21,12 @@ fn migrate(server: &Dovecot, folder: &str) -> Command {
 
 /// [`migrate`] from carol on `from` to alice on `to`, trusting the certificates in `ca`.
 fn migrate_across(from: &Dovecot, to: &Dovecot, folder: &str, ca: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("mailferry").unwrap();
-    cmd.arg("migrate")
-        .arg("--from")
-        .arg(format!("pop3s://carol@127.0.0.1:{}", from.pop3s_port()))
-        .arg("--to")
-        .arg(format!(
-            "imaps://alice@127.0.0.1:{}/{folder}",
-            to.imaps_port()
-        ))
+    let mut cmd = mailferry("migrate");
+    cmd.source_account("pop3s", "carol", from.pop3s_port())
+        .target_account("imaps", "alice", to.imaps_port(), folder)
         .arg("--tls-ca")
         .arg(ca)
-        .arg("--timeout")
-        .arg("30")
-        .env("MAILFERRY_FROM_PASSWORD", password("carol"))
-        .env("MAILFERRY_TO_PASSWORD", password("alice"))
-        .timeout(Duration::from_secs(300));
+        .args(["--timeout", "30"]);
     cmd
 }
 
@@ -244,17 +234,11 @@ fn the_created_folder_receives_the_mail_and_the_source_keeps_it() {
 fn starttls_on_the_plain_ports() {
     let server = Dovecot::start();
     server.deliver("carol", "INBOX", b"Message-ID: <tls@x>\r\n\r\nbody\r\n");
-    Command::cargo_bin("mailferry")
-        .unwrap()
-        .args(["migrate", "--from"])
-        .arg(format!("pop3://carol@127.0.0.1:{}", server.pop3_port()))
-        .arg("--to")
-        .arg(format!("imap://alice@127.0.0.1:{}", server.imap_port()))
+    mailferry("migrate")
+        .source_account("pop3", "carol", server.pop3_port())
+        .target_account("imap", "alice", server.imap_port(), "")
         .arg("--tls-ca")
         .arg(server.cert_path())
-        .env("MAILFERRY_FROM_PASSWORD", password("carol"))
-        .env("MAILFERRY_TO_PASSWORD", password("alice"))
-        .timeout(Duration::from_secs(120))
         .assert()
         .code(0);
     assert_eq!(server.messages("alice", "INBOX").len(), 1);
@@ -321,14 +305,9 @@ fn wrong_password_exits_3_naming_the_server() {
 #[test]
 fn a_closed_port_exits_4() {
     let port = support::free_port();
-    let mut cmd = Command::cargo_bin("mailferry").unwrap();
-    let output = cmd
-        .args(["migrate", "--from"])
-        .arg(format!("pop3s://carol@127.0.0.1:{port}"))
-        .args(["--to", "imaps://alice@127.0.0.1:1/INBOX"])
-        .env("MAILFERRY_FROM_PASSWORD", "x")
-        .env("MAILFERRY_TO_PASSWORD", "y")
-        .timeout(Duration::from_secs(60))
+    let output = mailferry("migrate")
+        .source_account("pop3s", "carol", port)
+        .target_account("imaps", "alice", 1, "INBOX")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
@@ -345,15 +324,9 @@ fn an_untrusted_certificate_exits_4_with_a_hint() {
     let server = Dovecot::start();
     let mut cmd = migrate(&server, "INBOX");
     // Same command without --tls-ca: the self-signed certificate is not trusted.
-    let output = Command::cargo_bin("mailferry")
-        .unwrap()
-        .args(["migrate", "--from"])
-        .arg(format!("pop3s://carol@127.0.0.1:{}", server.pop3s_port()))
-        .arg("--to")
-        .arg(format!("imaps://alice@127.0.0.1:{}", server.imaps_port()))
-        .env("MAILFERRY_FROM_PASSWORD", password("carol"))
-        .env("MAILFERRY_TO_PASSWORD", password("alice"))
-        .timeout(Duration::from_secs(60))
+    let output = mailferry("migrate")
+        .source_account("pop3s", "carol", server.pop3s_port())
+        .target_account("imaps", "alice", server.imaps_port(), "")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(4), "{}", output_text(&output));
@@ -367,10 +340,8 @@ fn an_untrusted_certificate_exits_4_with_a_hint() {
 #[test]
 fn usage_errors_exit_2() {
     let run = |args: &[&str], envs: &[(&str, &str)]| {
-        let mut cmd = Command::cargo_bin("mailferry").unwrap();
-        cmd.args(args)
-            .env_remove("MAILFERRY_FROM_PASSWORD")
-            .env_remove("MAILFERRY_TO_PASSWORD");
+        let mut cmd = mailferry(args[0]);
+        cmd.args(&args[1..]);
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -443,14 +414,9 @@ fn a_server_without_tls_gets_no_password_unless_plaintext_is_allowed() {
     let server = Dovecot::start_custom("", false, &[]);
     server.deliver("carol", "INBOX", b"Message-ID: <clear@x>\r\n\r\nbody\r\n");
     let plain = |allow: bool| {
-        let mut cmd = Command::cargo_bin("mailferry").unwrap();
-        cmd.args(["migrate", "--from"])
-            .arg(format!("pop3://carol@127.0.0.1:{}", server.pop3_port()))
-            .arg("--to")
-            .arg(format!("imap://alice@127.0.0.1:{}", server.imap_port()))
-            .env("MAILFERRY_FROM_PASSWORD", password("carol"))
-            .env("MAILFERRY_TO_PASSWORD", password("alice"))
-            .timeout(Duration::from_secs(120));
+        let mut cmd = mailferry("migrate");
+        cmd.source_account("pop3", "carol", server.pop3_port())
+            .target_account("imap", "alice", server.imap_port(), "");
         if allow {
             cmd.arg("--allow-plaintext");
         }
@@ -536,18 +502,13 @@ fn a_per_user_connection_limit_leaves_the_work_to_the_connections_it_allows() {
 fn tls_on_a_plain_port_and_plain_on_a_tls_port_exit_4() {
     let server = Dovecot::start();
     let run = |from: String| {
-        Command::cargo_bin("mailferry")
-            .unwrap()
-            .args(["migrate", "--from"])
-            .arg(from)
-            .arg("--to")
-            .arg(format!("imaps://alice@127.0.0.1:{}", server.imaps_port()))
+        mailferry("migrate")
+            .args(["--from", &from])
+            .env("MAILFERRY_FROM_PASSWORD", password("carol"))
+            .target_account("imaps", "alice", server.imaps_port(), "")
             .arg("--tls-ca")
             .arg(server.cert_path())
             .args(["--timeout", "3"])
-            .env("MAILFERRY_FROM_PASSWORD", password("carol"))
-            .env("MAILFERRY_TO_PASSWORD", password("alice"))
-            .timeout(Duration::from_secs(60))
             .output()
             .unwrap()
     };

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use serde_json::Value;
-use support::{Dovecot, password};
+use support::relay::{Fault, Relay};
+use support::{Dovecot, big_message, password};
 
 /// alice's account on `source` mirrored into bob's on `target`.
 struct Mirror {
@@ -261,6 +262,90 @@ fn delete_removes_only_the_copies_the_mirror_made() {
     );
 }
 
+/// The first line of each message in `user`'s `folder`, in UID order.
+fn first_lines(server: &Dovecot, user: &str, folder: &str) -> Vec<String> {
+    server
+        .messages(user, folder)
+        .iter()
+        .map(|msg| {
+            let raw = String::from_utf8_lossy(&msg.raw);
+            raw.lines().next().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn delete_removes_the_mirrors_own_copy_not_a_later_one_with_the_same_message_id() {
+    let m = Mirror::new();
+    m.source.append("alice", "INBOX", &message("x"), &[], None);
+    assert_eq!(m.run(&["--delete"])["copied"], 1);
+    // The same Message-ID reaches the target another way, after the mirror's copy.
+    let other = b"Subject: delivered another way\r\nMessage-ID: <x@mirror.test>\r\n\r\nhi\r\n";
+    m.target.append("bob", "INBOX", other, &[], None);
+    m.source.expunge("alice", "INBOX", "x@mirror.test");
+    assert_eq!(m.run(&["--delete"])["deleted"], 1);
+    assert_eq!(
+        first_lines(&m.target, "bob", "INBOX"),
+        ["Subject: delivered another way"],
+        "the mirror's copy goes, the other stays"
+    );
+}
+
+#[test]
+fn delete_removes_nothing_when_either_folder_was_renumbered() {
+    let m = Mirror::new();
+    for id in ["a", "b", "c"] {
+        m.source.append("alice", "INBOX", &message(id), &[], None);
+    }
+    assert_eq!(m.run(&["--delete"])["copied"], 3);
+    let renumber = |server: &Dovecot, user: &str, validity: &str| {
+        m.doveadm(
+            server,
+            &[
+                "mailbox",
+                "update",
+                "-u",
+                user,
+                "--uid-validity",
+                validity,
+                "INBOX",
+            ],
+        )
+    };
+    // The target folder renumbered: the copies' UIDs name nothing any more.
+    renumber(&m.target, "bob", "1000");
+    m.source.expunge("alice", "INBOX", "a@mirror.test");
+    let report = m.command(&["--delete"]).output().unwrap();
+    assert_eq!(report.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&std::fs::read(m.report()).unwrap()).unwrap();
+    assert_eq!(report["deleted"], 0);
+    assert!(
+        report["warnings"]
+            .to_string()
+            .contains("target folder's UIDVALIDITY changed"),
+        "{report}"
+    );
+    assert_eq!(m.target.messages("bob", "INBOX").len(), 3);
+
+    // A copy made under the new UIDVALIDITY, then the source folder renumbered: its source
+    // UIDs name nothing any more either.
+    m.source.append("alice", "INBOX", &message("d"), &[], None);
+    assert_eq!(m.run(&["--delete"])["copied"], 1);
+    renumber(&m.source, "alice", "2000");
+    m.source.expunge("alice", "INBOX", "d@mirror.test");
+    let report = m.command(&["--delete"]).output().unwrap();
+    assert_eq!(report.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&std::fs::read(m.report()).unwrap()).unwrap();
+    assert_eq!(report["deleted"], 0);
+    assert!(
+        report["warnings"]
+            .to_string()
+            .contains("source folder's UIDVALIDITY changed"),
+        "{report}"
+    );
+    assert_eq!(m.target.messages("bob", "INBOX").len(), 4);
+}
+
 #[test]
 fn a_second_run_while_one_holds_the_lock_exits_5() {
     let m = Mirror::new();
@@ -333,11 +418,16 @@ fn a_run_killed_half_way_is_completed_by_the_next_without_duplicates() {
 
 /// carol's POP3 maildrop on `m.source` mirrored into bob's INBOX on `m.target`.
 fn pop3_mirror(m: &Mirror, extra: &[&str]) -> std::process::Output {
+    pop3_mirror_via(m, m.source.pop3s_port(), extra)
+}
+
+/// [`pop3_mirror`] reaching the source's POP3S on `port` (a relay in front of it).
+fn pop3_mirror_via(m: &Mirror, port: u16, extra: &[&str]) -> std::process::Output {
     Command::cargo_bin("mailferry")
         .unwrap()
         .arg("mirror")
         .arg("--from")
-        .arg(format!("pop3s://carol@127.0.0.1:{}", m.source.pop3s_port()))
+        .arg(format!("pop3s://carol@127.0.0.1:{port}"))
         .arg("--to")
         .arg(format!("imaps://bob@127.0.0.1:{}", m.target.imaps_port()))
         .arg("--tls-ca")
@@ -439,4 +529,69 @@ fn the_pop3_source_keeps_mail_the_target_does_not_verifiably_hold() {
     let report: Value = serde_json::from_slice(&std::fs::read(m.report()).unwrap()).unwrap();
     assert_eq!(report["source_deleted"], 0);
     assert_eq!(m.source.messages("carol", "INBOX").len(), 2);
+}
+
+/// A POP3 session breaks while messages are read and is opened again; meanwhile another
+/// client removes the first message and a new one arrives, so every message number changes.
+/// `--delete-source-after-days 0` deletes exactly the two messages the mirror copied that are
+/// still there, found again by UIDL on the session that deletes, and never the new one.
+#[test]
+fn pop3_deletion_finds_each_message_again_after_a_break_and_spares_the_new_one() {
+    let m = Mirror::new();
+    let relay = Relay::start(m.source.pop3s_port());
+    // Big messages, so a cut at a byte count lands in the second RETR's answer.
+    const SIZE: usize = 64 * 1024;
+    let mailbox: Vec<Vec<u8>> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut raw = format!("Message-ID: <{id}@mirror.test>\r\n").into_bytes();
+            raw.extend(big_message(SIZE, i as u64));
+            raw
+        })
+        .collect();
+    for raw in &mailbox {
+        m.source.deliver("carol", "INBOX", raw);
+    }
+    // A clean read of the maildrop through the relay, to learn where its answers end.
+    let dry = pop3_mirror_via(&m, relay.port(), &["--dry-run"]);
+    assert_eq!(dry.status.code(), Some(0));
+    let listing_end = relay.connections()[0].to_client;
+    // Past the listing and the header reads, the answers are the three RETRs in order.
+    let into_second = listing_end + (SIZE as u64) * 3 / 2;
+    relay.set_faults(&[Fault::CutAnswer(into_second)]);
+    let changer = std::thread::scope(|scope| {
+        let changer = scope.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !relay.connections().first().is_some_and(|c| c.fired) {
+                assert!(Instant::now() < deadline, "the cut never fired");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // Down while the maildrop changes, so the new session sees the change.
+            relay.refuse_for(Duration::from_secs(2));
+            m.source.expunge("carol", "INBOX", "a@mirror.test");
+            m.source
+                .deliver("carol", "INBOX", &message("d-arrived-meanwhile"));
+        });
+        let output = pop3_mirror_via(
+            &m,
+            relay.port(),
+            &["--delete-source-after-days", "0", "--retries", "8"],
+        );
+        changer.join().unwrap();
+        output
+    });
+    let report = report_of(&m, &changer);
+    assert!(relay.connections().len() >= 2, "a new session was opened");
+    assert_eq!(report["copied"], 3);
+    assert_eq!(report["source_deleted"], 2, "{report}");
+    assert_eq!(
+        first_lines(&m.source, "carol", "INBOX"),
+        ["Message-ID: <d-arrived-meanwhile@mirror.test>"]
+    );
+    let target = first_lines(&m.target, "bob", "INBOX");
+    assert_eq!(
+        target,
+        ["a", "b", "c"].map(|id| format!("Message-ID: <{id}@mirror.test>"))
+    );
 }

@@ -4,19 +4,21 @@
 
 mod support;
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use assert_cmd::Command;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use support::{Dovecot, password};
+use support::relay::{Fault, Relay};
+use support::{Accounts, Dovecot, account_url, mailferry};
 
 /// Answers `GET` with `Authorization: Bearer tok-USER` with an active token of USER, anything
-/// else with an inactive one, until dropped.
+/// else with an inactive one, until dropped. A token `tok-USER-N` is active once only, as an
+/// expired token would be on its next use.
 struct Introspection {
     port: u16,
     stop: Arc<AtomicBool>,
@@ -30,6 +32,7 @@ impl Introspection {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         std::thread::spawn(move || {
+            let mut used = HashSet::new();
             while !stopping.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((stream, _)) => {
@@ -37,7 +40,7 @@ impl Introspection {
                         stream
                             .set_read_timeout(Some(Duration::from_secs(5)))
                             .unwrap();
-                        answer(stream);
+                        answer(stream, &mut used);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -53,7 +56,7 @@ impl Drop for Introspection {
     }
 }
 
-fn answer(stream: std::net::TcpStream) {
+fn answer(stream: std::net::TcpStream, used: &mut HashSet<String>) {
     let mut reader = BufReader::new(&stream);
     let mut user = None;
     loop {
@@ -62,7 +65,12 @@ fn answer(stream: std::net::TcpStream) {
             break;
         }
         if let Some(token) = line.trim_end().strip_prefix("Authorization: Bearer tok-") {
-            user = Some(token.to_owned());
+            user = match token.rsplit_once('-') {
+                Some((user, n)) if n.parse::<u64>().is_ok() => {
+                    used.insert(token.to_owned()).then(|| user.to_owned())
+                }
+                _ => Some(token.to_owned()),
+            };
         }
     }
     // As RFC 7662 introspection does: an unknown token is inactive, not an HTTP error
@@ -100,19 +108,13 @@ fn server(introspection: &Introspection, dir: &std::path::Path) -> Dovecot {
 }
 
 fn migrate(server: &Dovecot, extra: &[&str]) -> std::process::Output {
-    Command::cargo_bin("mailferry")
-        .unwrap()
-        .arg("migrate")
+    mailferry("migrate")
         .arg("--from")
-        .arg(format!("pop3s://carol@127.0.0.1:{}", server.pop3s_port()))
-        .arg("--to")
-        .arg(format!("imaps://alice@127.0.0.1:{}", server.imaps_port()))
+        .arg(account_url("pop3s", "carol", server.pop3s_port(), ""))
+        .target_account("imaps", "alice", server.imaps_port(), "")
         .arg("--tls-ca")
         .arg(server.cert_path())
         .args(extra)
-        .env_remove("MAILFERRY_FROM_PASSWORD")
-        .env("MAILFERRY_TO_PASSWORD", password("alice"))
-        .timeout(Duration::from_secs(120))
         .output()
         .unwrap()
 }
@@ -182,4 +184,48 @@ fn xoauth2_and_oauthbearer_logins_and_a_refused_token() {
         "the hint is about the token, not a password: {stderr}"
     );
     assert!(!stderr.contains("expired-token"), "{stderr}");
+}
+
+/// The token command runs for every connection, each token is good for one login (the
+/// introspection endpoint treats a used one as expired), and the upload connection is cut
+/// mid-copy: the run must still finish, with a fresh token for each login.
+#[test]
+fn the_token_command_runs_afresh_for_every_connection() {
+    let introspection = Introspection::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&introspection, dir.path());
+    let messages: Vec<Vec<u8>> = (0..20)
+        .map(|i| support::big_message(20_000, 100 + i))
+        .collect();
+    server.append_many("carol", "INBOX", &messages);
+    let runs = dir.path().join("runs");
+    // Each run appends a line (atomic for a short line) and prints a token no run printed before.
+    let command = format!("sh -c 'echo $$ >> {0}; echo tok-alice-$$'", runs.display());
+    let relay = Relay::start(server.imaps_port());
+    // Planning sends well under 20,000 bytes; the cut falls in the uploads.
+    relay.set_faults(&[Fault::Cut(20_000)]);
+    let output = mailferry("migrate")
+        .source_account("imaps", "carol", server.imaps_port())
+        .arg("--to")
+        .arg(account_url("imaps", "alice", relay.port(), ""))
+        .args(["--to-oauth2-token-command", &command, "--connections", "3"])
+        .arg("--tls-ca")
+        .arg(server.cert_path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(server.messages("alice", "INBOX").len(), messages.len());
+    assert!(relay.connections()[0].fired, "the cut never came");
+    let logins = server
+        .log()
+        .lines()
+        .filter(|line| line.contains("imap-login") && line.contains("Login: user=<alice>"))
+        .count();
+    let token_runs = std::fs::read_to_string(&runs).unwrap().lines().count();
+    assert!(logins >= 2, "no login after the cut: {logins}");
+    assert!(
+        token_runs >= logins,
+        "{token_runs} tokens for {logins} logins"
+    );
 }

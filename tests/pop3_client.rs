@@ -80,22 +80,25 @@ fn pop3s_fetches_exact_bytes() {
     assert_eq!(listing.sizes, sizes);
     let uidl = listing.uidls.expect("Dovecot has UIDL");
     assert_eq!(uidl.len(), messages.len());
-    let mut ids: Vec<_> = uidl.iter().map(|(_, id)| id).collect();
-    ids.dedup();
-    assert_eq!(ids.len(), messages.len());
+    let numbers: Vec<u32> = uidl.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, (1..=messages.len() as u32).collect::<Vec<_>>());
+    let ids: std::collections::HashSet<_> = uidl.iter().map(|(_, id)| id).collect();
+    assert_eq!(ids.len(), messages.len(), "UIDLs repeat: {uidl:?}");
 
     // More messages than either window, so batches are refilled mid-stream.
     let all: Vec<u32> = (1..=messages.len() as u32).collect();
     let mut headers = Vec::new();
     let refused = client.top_headers(&all, keep(&mut headers)).unwrap();
     assert!(refused.is_empty());
+    let numbers = |got: &[(u32, Vec<u8>)]| got.iter().map(|(n, _)| *n).collect::<Vec<_>>();
+    assert_eq!(numbers(&headers), all);
     for ((n, got), message) in headers.iter().zip(&messages) {
         assert_eq!(got, headers_of(message), "TOP {n} 0");
     }
     let mut fetched = Vec::new();
     let refused = client.retr(&all, 8 << 20, keep(&mut fetched)).unwrap();
     assert!(refused.is_empty());
-    assert_eq!(fetched.len(), messages.len());
+    assert_eq!(numbers(&fetched), all);
     for ((n, got), message) in fetched.iter().zip(&messages) {
         assert!(
             got == message,

@@ -4,11 +4,8 @@
 
 mod support;
 
-use std::time::Duration;
-
-use assert_cmd::Command;
 use serde_json::Value;
-use support::{Dovecot, password};
+use support::{Accounts, Dovecot, mailferry};
 
 /// Dovecot 2.3 refuses messages over 100 KiB (`NO [LIMIT]`) through its quota plugin; with
 /// `advertise` it also says so in its capabilities, as APPENDLIMIT (which 2.3 never does by
@@ -42,22 +39,15 @@ fn migrate_between(
 ) -> (i32, Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
-    let output = Command::cargo_bin("mailferry")
-        .unwrap()
-        .arg("migrate")
-        .arg("--from")
-        .arg(format!("imaps://{from}@127.0.0.1:{}", source.imaps_port()))
-        .arg("--to")
-        .arg(format!("imaps://{to}@127.0.0.1:{}", target.imaps_port()))
+    let output = mailferry("migrate")
+        .source_account("imaps", from, source.imaps_port())
+        .target_account("imaps", to, target.imaps_port(), "")
         // Both test servers' certificates, in one file.
         .arg("--tls-ca")
         .arg(certificates(&dir, &[source, target]))
         .arg("--report")
         .arg(&report)
         .args(extra)
-        .env("MAILFERRY_FROM_PASSWORD", password(from))
-        .env("MAILFERRY_TO_PASSWORD", password(to))
-        .timeout(Duration::from_secs(120))
         .output()
         .unwrap();
     let report = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
@@ -207,4 +197,54 @@ fn gmail_label_views_add_only_archived_mail_and_preset_names_map_the_roles() {
             "[Gmail]/Sent Mail"
         ]
     );
+}
+
+/// The presets' documented size limits: Gmail takes up to 25 MiB, Office 365 up to 35 MiB; a
+/// bigger message is listed failed with the preset named, and never sent.
+#[test]
+fn preset_size_limits_fail_bigger_messages_unsent() {
+    let source = Dovecot::start();
+    let (over_gmail, over_office) = (26 << 20, 36 << 20);
+    for raw in [
+        message("small"),
+        support::big_message(over_gmail, 26),
+        support::big_message(over_office, 36),
+    ] {
+        source.append("alice", "INBOX", &raw, &[], None);
+    }
+    let target = Dovecot::start();
+    // Each unsent message is listed with its reason (and again by the verification, as not
+    // found on the target).
+    let failed_sizes = |report: &Value, preset: &str, limit: u64| {
+        let unsent: Vec<String> = reasons(report)
+            .into_iter()
+            .filter(|r| r.contains("not sent"))
+            .collect();
+        let named = format!("larger than the {limit} bytes --to-preset {preset} allows; not sent");
+        assert!(unsent.iter().all(|r| r.contains(&named)), "{unsent:?}");
+        assert_eq!(report["failed"], unsent.len(), "{report:#}");
+        unsent.len()
+    };
+
+    let (code, report, stderr) =
+        migrate_between(&source, "alice", &target, "bob", &["--to-preset", "gmail"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(failed_sizes(&report, "gmail", 25 << 20), 2, "{report:#}");
+    assert_eq!(report["copied"], 1, "{report:#}");
+
+    let (code, report, stderr) = migrate_between(
+        &source,
+        "alice",
+        &target,
+        "carol",
+        &["--to-preset", "office365"],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        failed_sizes(&report, "office365", 35 << 20),
+        1,
+        "{report:#}"
+    );
+    assert_eq!(report["copied"], 2, "{report:#}");
+    assert_eq!(target.messages("carol", "INBOX").len(), 2);
 }

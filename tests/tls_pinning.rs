@@ -1,6 +1,7 @@
 //! `--tls-ca` against a real Dovecot serving certificates made here with openssl: the exact
 //! certificate of an old server is trusted whatever its names and dates say, with one warning
-//! line; a CA in the file keeps every check on what it signed.
+//! line; a CA in the file keeps every check on what it signed; `--from-tls-ca` and
+//! `--to-tls-ca` give each side its own.
 
 mod support;
 
@@ -82,9 +83,10 @@ fn old_server_certificate(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("old.pem"), dir.join("old.key"))
 }
 
-/// A CA (`ca.pem`) and a certificate it signed for `old.example` only, valid now. Returns
-/// (CA, cert, key).
-fn ca_signed_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+/// A CA (`ca.pem`) and a certificate it signed for `subject_alt_name` only (as openssl
+/// writes it: `DNS:old.example`, `IP:127.0.0.1`), valid now. Returns (CA, cert, key).
+fn ca_signed_certificate(dir: &Path, subject_alt_name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let san = format!("subjectAltName={subject_alt_name}");
     openssl(
         dir,
         &[
@@ -114,7 +116,7 @@ fn ca_signed_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
             "-subj",
             "/CN=old.example",
             "-addext",
-            "subjectAltName=DNS:old.example",
+            &san,
             "-keyout",
             "leaf.key",
             "-out",
@@ -219,7 +221,7 @@ fn an_old_servers_pinned_certificate_is_trusted_with_one_warning() {
 #[test]
 fn a_ca_keeps_every_check_on_what_it_signed() {
     let certs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = ca_signed_certificate(certs.path());
+    let (ca, cert, key) = ca_signed_certificate(certs.path(), "DNS:old.example");
     let server = serving(&cert, &key);
     server.deliver("carol", "INBOX", b"Message-ID: <ca@x>\r\n\r\nbody\r\n");
 
@@ -243,4 +245,52 @@ fn a_ca_keeps_every_check_on_what_it_signed() {
         "{}",
         stderr(&pinned)
     );
+}
+
+#[test]
+fn each_side_trusts_its_own_ca_and_only_its_own() {
+    let certs = tempfile::tempdir().unwrap();
+    let (private_ca, cert, key) = ca_signed_certificate(certs.path(), "IP:127.0.0.1");
+    let source = serving(&cert, &key);
+    source.deliver("carol", "INBOX", b"Message-ID: <sides@x>\r\n\r\nbody\r\n");
+    let target = Dovecot::start();
+    let run = |args: &[&Path]| {
+        let mut cmd = Command::cargo_bin("mailferry").unwrap();
+        cmd.arg("migrate")
+            .arg("--from")
+            .arg(format!("pop3s://carol@127.0.0.1:{}", source.pop3s_port()))
+            .arg("--to")
+            .arg(format!("imaps://alice@127.0.0.1:{}", target.imaps_port()))
+            .args(["--timeout", "30", "--retries", "0"])
+            .args(args)
+            .env("MAILFERRY_FROM_PASSWORD", password("carol"))
+            .env("MAILFERRY_TO_PASSWORD", password("alice"))
+            .timeout(Duration::from_secs(120));
+        cmd.output().unwrap()
+    };
+    let from_ca = Path::new("--from-tls-ca");
+    let to_ca = Path::new("--to-tls-ca");
+
+    // The source's CA is not the target's: the target still needs a trust of its own.
+    let source_only = run(&[from_ca, &private_ca]);
+    let text = stderr(&source_only);
+    assert_eq!(source_only.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains(&format!("imaps://alice@127.0.0.1:{}", target.imaps_port())),
+        "{text}"
+    );
+    assert!(text.contains("TLS handshake failed"), "{text}");
+
+    let target_cert = target.cert_path();
+    let target_only = run(&[to_ca, &target_cert]);
+    let text = stderr(&target_only);
+    assert_eq!(target_only.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains(&format!("pop3s://carol@127.0.0.1:{}", source.pop3s_port())),
+        "{text}"
+    );
+
+    let both = run(&[from_ca, &private_ca, to_ca, &target_cert]);
+    assert_eq!(both.status.code(), Some(0), "{}", stderr(&both));
+    assert_eq!(target.messages("alice", "INBOX").len(), 1);
 }

@@ -5,12 +5,10 @@
 mod support;
 
 use std::path::Path;
-use std::time::Duration;
 
-use assert_cmd::Command;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use support::{Dovecot, password};
+use support::{Dovecot, mailferry, password};
 
 /// What must never be written: each password, and the base64 SASL PLAIN messages made of it.
 struct Secrets(Vec<String>);
@@ -38,8 +36,8 @@ impl Secrets {
 
 /// Runs mailferry with `args`; returns its exit code and stdout followed by stderr.
 fn run(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut command = Command::cargo_bin("mailferry").unwrap();
-    command.args(args).timeout(Duration::from_secs(300));
+    let mut command = mailferry(args[0]);
+    command.args(&args[1..]);
     for (key, value) in envs {
         command.env(key, value);
     }

@@ -60,7 +60,7 @@ impl Captured {
     }
 }
 
-fn account(dir: &Path, url: &str, user: &str, side: Side) -> Account {
+fn account(dovecot: &Dovecot, dir: &Path, url: &str, user: &str, side: Side) -> Account {
     let endpoint = Endpoint::parse(url).unwrap();
     let file = dir.join(format!("{user}.password"));
     std::fs::write(&file, password(user)).unwrap();
@@ -72,6 +72,7 @@ fn account(dir: &Path, url: &str, user: &str, side: Side) -> Account {
         .resolve(side, &endpoint)
         .unwrap(),
         endpoint,
+        tls: TlsConfig::new(&TlsTrust::CaFile(dovecot.cert_path())).unwrap(),
         auth: AuthMode::User,
         token_command: None,
     }
@@ -82,10 +83,9 @@ fn job(dovecot: &Dovecot, dir: &Path, trace: &Captured) -> MigrateJob {
     let from = format!("pop3s://carol@127.0.0.1:{}", dovecot.pop3s_port());
     let to = format!("imaps://bob@127.0.0.1:{}", dovecot.imaps_port());
     MigrateJob {
-        from: account(dir, &from, "carol", Side::From),
-        to: account(dir, &to, "bob", Side::To),
+        from: account(dovecot, dir, &from, "carol", Side::From),
+        to: account(dovecot, dir, &to, "bob", Side::To),
         connect: ConnectOptions {
-            tls: TlsConfig::new(&TlsTrust::CaFile(dovecot.cert_path())).unwrap(),
             allow_plaintext: false,
             timeout: Duration::from_secs(30),
             trace: Trace::to_writer(Verbosity::Commands, trace.clone()),
@@ -95,6 +95,7 @@ fn job(dovecot: &Dovecot, dir: &Path, trace: &Captured) -> MigrateJob {
         dry_run: false,
         folders: FolderRules::default(),
         size_limit: None,
+        uidl_map: None,
     }
 }
 

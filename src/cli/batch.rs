@@ -9,6 +9,7 @@ use crate::endpoint::Side;
 use crate::error::Error;
 use crate::migrate;
 use crate::preset::Preset;
+use crate::private_file;
 use crate::transfer::Observer;
 
 /// Runs the batch; the exit code is 0 when every account is ok.
@@ -42,7 +43,7 @@ pub(super) fn run(args: &BatchArgs) -> Result<i32, Error> {
     let summary_path = args.report_dir.join("summary.json");
     let written = serde_json::to_vec_pretty(&summary)
         .map_err(std::io::Error::other)
-        .and_then(|json| std::fs::write(&summary_path, json));
+        .and_then(|json| private_file::write_atomically(&summary_path, &json));
     if let Err(e) = written {
         eprintln!("warning: cannot write {}: {e}", summary_path.display());
     }
@@ -148,11 +149,9 @@ impl Observer for Silent {}
 
 fn write_result(dir: &Path, result: &AccountResult) {
     let path = dir.join(format!("{}.json", result.account));
-    let tmp = path.with_extension("json.tmp");
     let written = serde_json::to_vec_pretty(result)
         .map_err(std::io::Error::other)
-        .and_then(|json| std::fs::write(&tmp, json))
-        .and_then(|()| std::fs::rename(&tmp, &path));
+        .and_then(|json| private_file::write_atomically(&path, &json));
     if let Err(e) = written {
         eprintln!("warning: cannot write {}: {e}", path.display());
     }

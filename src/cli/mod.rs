@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use regex::Regex;
 
 mod batch;
@@ -13,8 +13,8 @@ mod output;
 
 use crate::auth::{AuthMode, OAuthMechanism};
 use crate::batch::Shard;
-use crate::endpoint::{Endpoint, PasswordSource, Protocol, Side};
-use crate::error::Error;
+use crate::endpoint::{Endpoint, Password, PasswordSource, Protocol, Side};
+use crate::error::{EXIT_INTERNAL, Error};
 use crate::folders::{FolderRules, SpecialUse};
 use crate::imap::MessageUid;
 use crate::index::SourceMessage;
@@ -27,8 +27,13 @@ use crate::progress::ProgressBars;
 use crate::report::{Report, ReportBuilder};
 use crate::trace::{Trace, Verbosity};
 use crate::transfer::{Observer, TransferSettings};
+use crate::uidl_keeping::KeepUidl;
 
-const EXIT_CODES: &str = "\
+const AFTER_HELP: &str = "\
+Environment:
+  MAILFERRY_FROM_PASSWORD, MAILFERRY_TO_PASSWORD  the source's and the target's password, when
+     no --from-password-file / --from-password-command (--to-… likewise) is given
+
 Exit codes:
   0  every source message is on the target
   1  the run finished, but some messages failed (listed in the report)
@@ -46,7 +51,7 @@ Exit codes:
 
 /// Move mail between servers: POP3 or IMAP in, IMAP out, deduplicated by Message-ID.
 #[derive(Debug, Parser)]
-#[command(name = "mailferry", version, after_help = EXIT_CODES)]
+#[command(name = "mailferry", version, after_help = AFTER_HELP)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -57,15 +62,22 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Copy every message the target is missing, once.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = AFTER_HELP)]
     Migrate(MigrateArgs),
     /// Copy what is missing, then apply the source's flag changes (and with --delete its
     /// deletions) to the target; for cron, with state and a lock in --state DIR.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = AFTER_HELP)]
     Mirror(MirrorArgs),
     /// Migrate many accounts from a CSV or TOML file, several at once, with a report each.
     #[command(after_help = BATCH_EXIT_CODES)]
     Batch(BatchArgs),
+    /// Print a completion script for a shell (see README: "Installing").
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. into /usr/local/share/man/man1/mailferry.1.
+    Man,
 }
 
 /// Arguments of `mailferry mirror`.
@@ -182,8 +194,15 @@ pub struct CopyArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Trust the PEM certificate(s) in FILE (a CA, or the server's own self-signed certificate)
+    /// instead of the system's roots, on both sides
     #[arg(long, value_name = "FILE", conflicts_with = "tls_insecure")]
     pub tls_ca: Option<PathBuf>,
+    /// The same for the source only (e.g. a private CA), which --tls-ca then leaves alone
+    #[arg(long, value_name = "FILE")]
+    pub from_tls_ca: Option<PathBuf>,
+    /// The same for the target only
+    #[arg(long, value_name = "FILE")]
+    pub to_tls_ca: Option<PathBuf>,
     /// Do not check server certificates (prints a warning on every run)
     #[arg(long)]
     pub tls_insecure: bool,
@@ -193,6 +212,12 @@ pub struct CopyArgs {
     /// Give the copies the \Seen flag (POP3 has no flags; by default copies arrive unread)
     #[arg(long)]
     pub mark_seen: bool,
+    /// POP3 source: keep its UIDLs for POP3 clients that leave mail on the server. `header`
+    /// adds one first field `X-UIDL: <UIDL>` to each copy (for Dovecot's pop3_reuse_xuidl);
+    /// `map=FILE` appends a CSV row per copy (target folder, UIDVALIDITY, UID, UIDL, size).
+    /// Both may be given
+    #[arg(long, value_name = "header|map=FILE")]
+    pub keep_pop3_uidl: Vec<String>,
     /// When a target connection breaks during the copy, open a new one up to N times per break
     /// (waiting 0.2 s, 0.4 s, 0.8 s, …; 2 s, 4 s, 8 s, … up to 60 s when the server asked to
     /// slow down with [THROTTLED], [UNAVAILABLE] or a BYE; each wait jittered down to half),
@@ -201,7 +226,8 @@ pub struct CopyArgs {
     /// never for a refused login. 0: stop at the first break (exit 4)
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
-    /// Seconds to wait for a server before giving up
+    /// Seconds to wait for a server before giving up: for the name lookup, for each answer in
+    /// all (and each 64 KiB of a long one), for each step of the TLS handshake
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// More output, on stderr: -v each connection opened, -vv every command sent, -vvv every
@@ -244,6 +270,30 @@ pub struct BatchArgs {
     pub options: CopyArgs,
 }
 
+/// Runs a command to its exit code, printing an error as one `error:` line and a `hint:` line.
+/// A panic (a bug) ends with [`EXIT_INTERNAL`] instead of Rust's 101, after the panic's own
+/// message, so that a monitor reads a documented code.
+pub fn exit_code_of(command: impl FnOnce() -> Result<i32, Error>) -> i32 {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(command)) {
+        Ok(Ok(code)) => code,
+        Ok(Err(error)) => {
+            eprintln!("error: {error}");
+            if let Some(hint) = error.hint() {
+                eprintln!("hint: {hint}");
+            }
+            error.exit_code()
+        }
+        Err(_) => {
+            eprintln!("error: mailferry failed internally (a bug)");
+            eprintln!(
+                "hint: what was copied stays copied; re-run to finish, and please report the \
+                 panic message above"
+            );
+            EXIT_INTERNAL
+        }
+    }
+}
+
 /// Runs a parsed command line; returns the exit code of a run that finished.
 pub fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
@@ -251,7 +301,52 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         Command::Mirror(args) if args.copy.options.dry_run => run_migrate(&args.copy),
         Command::Mirror(args) => run_mirror(&args),
         Command::Batch(args) => batch::run(&args),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "mailferry", &mut script);
+            print_generated(&script, "completion script")
+        }
+        Command::Man => print_generated(&man_page(), "manual page"),
     }
+}
+
+/// The manual page, from the clap definitions: clap_mangen's page of the top-level command,
+/// then each subcommand's synopsis, description and options under headings of its own, so
+/// one page documents every option.
+pub fn man_page() -> Vec<u8> {
+    const IN_MEMORY: &str = "rendering into memory cannot fail";
+    let cli = Cli::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cli.clone())
+        .render(&mut page)
+        .expect(IN_MEMORY);
+    for sub in cli.get_subcommands() {
+        let name = sub.get_name().to_uppercase();
+        let man = clap_mangen::Man::new(
+            sub.clone()
+                .bin_name(format!("mailferry {}", sub.get_name())),
+        );
+        let mut section = Vec::new();
+        man.render_synopsis_section(&mut section)
+            .and_then(|()| man.render_description_section(&mut section))
+            .and_then(|()| man.render_options_section(&mut section))
+            .expect(IN_MEMORY);
+        let section = String::from_utf8_lossy(&section)
+            .replace(".SH SYNOPSIS", &format!(".SH \"{name}\""))
+            .replace(".SH DESCRIPTION", &format!(".SS \"{name}: description\""))
+            .replace(".SH OPTIONS", &format!(".SS \"{name}: options\""));
+        page.extend_from_slice(section.as_bytes());
+    }
+    page
+}
+
+/// Writes a generated text to stdout.
+fn print_generated(text: &[u8], what: &str) -> Result<i32, Error> {
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(text)
+        .map_err(|e| Error::usage(format!("cannot write the {what}: {e}")))?;
+    Ok(0)
 }
 
 fn run_migrate(args: &MigrateArgs) -> Result<i32, Error> {
@@ -307,7 +402,10 @@ fn run_mirror(args: &MirrorArgs) -> Result<i32, Error> {
     let (report, error) = match ran {
         Ok(ran) => ran,
         Err(error) => {
-            write_report(copy.report.as_deref(), &failed_report(&job.copy, &error));
+            // A run locked out did nothing: the report is the running mirror's to write.
+            if !matches!(error, Error::Locked { .. }) {
+                write_report(copy.report.as_deref(), &failed_report(&job.copy, &error));
+            }
             return Err(error);
         }
     };
@@ -440,10 +538,19 @@ impl SideLogin {
         })
     }
 
-    fn account(&self, endpoint: Endpoint, side: Side) -> Result<Account, Error> {
+    fn account(&self, endpoint: Endpoint, side: Side, tls: TlsConfig) -> Result<Account, Error> {
+        if let Some(warning) = self.password.permission_warning(side) {
+            eprintln!("warning: {warning}");
+        }
+        // A store on local disk has no login.
+        let password = match endpoint.protocol.is_local() {
+            true => Password::default(),
+            false => self.password.resolve(side, &endpoint)?,
+        };
         Ok(Account {
-            password: self.password.resolve(side, &endpoint)?,
+            password,
             endpoint,
+            tls,
             auth: self.auth.clone(),
             token_command: self.token_command.clone(),
         })
@@ -508,6 +615,20 @@ impl Overrides<'_> {
     }
 }
 
+/// How one side's certificates are checked: its own CA file, else the shared one (both
+/// replace the system's roots), else none at all with `--tls-insecure`, else the system's.
+fn side_trust(
+    own_ca: Option<&std::path::Path>,
+    shared_ca: Option<&std::path::Path>,
+    insecure: bool,
+) -> TlsTrust {
+    match (own_ca.or(shared_ca), insecure) {
+        (Some(path), _) => TlsTrust::CaFile(path.to_owned()),
+        (None, true) => TlsTrust::Insecure,
+        (None, false) => TlsTrust::System,
+    }
+}
+
 fn build_job(
     account: &AccountSettings,
     options: &CopyArgs,
@@ -515,19 +636,40 @@ fn build_job(
 ) -> Result<MigrateJob, Error> {
     let from = Endpoint::parse(&account.from)?;
     let to = Endpoint::parse(&account.to)?;
-    let tls_ca = overrides.tls_ca.or(options.tls_ca.as_deref());
-    let trust = match (tls_ca, options.tls_insecure) {
-        (Some(path), _) => TlsTrust::CaFile(path.to_owned()),
-        (None, true) => {
-            eprintln!("warning: --tls-insecure: server certificates are not checked");
-            TlsTrust::Insecure
-        }
-        (None, false) => TlsTrust::System,
+    let keep_uidl = KeepUidl::parse(&options.keep_pop3_uidl)?;
+    if keep_uidl.any() && from.protocol != Protocol::Pop3 {
+        return Err(Error::Usage {
+            message: "--keep-pop3-uidl works only with a POP3 source".into(),
+            hint: Some("an IMAP source has no UIDLs to keep".into()),
+        });
+    }
+    let shared_ca = overrides.tls_ca.or(options.tls_ca.as_deref());
+    let source_trust = side_trust(
+        options.from_tls_ca.as_deref(),
+        shared_ca,
+        options.tls_insecure,
+    );
+    let target_trust = side_trust(
+        options.to_tls_ca.as_deref(),
+        shared_ca,
+        options.tls_insecure,
+    );
+    if [&source_trust, &target_trust]
+        .iter()
+        .any(|trust| matches!(trust, TlsTrust::Insecure))
+    {
+        eprintln!("warning: --tls-insecure: server certificates are not checked");
+    }
+    let tls = |trust: &TlsTrust| {
+        TlsConfig::new(trust).map_err(|message| Error::Usage {
+            message,
+            hint: Some(
+                "--tls-ca, --from-tls-ca and --to-tls-ca take a PEM file with one or more \
+                 certificates"
+                    .into(),
+            ),
+        })
     };
-    let tls = TlsConfig::new(&trust).map_err(|message| Error::Usage {
-        message,
-        hint: Some("--tls-ca takes a PEM file with one or more certificates".into()),
-    })?;
     let pick = |own: &'_ [String], shared: &'_ [String]| -> Vec<String> {
         if own.is_empty() { shared } else { own }.to_vec()
     };
@@ -564,11 +706,18 @@ fn build_job(
         bytes,
         set_by: "--max-message-size".into(),
     });
+    let source_tls = tls(&source_trust)?;
+    // One configuration for one trust: it warns once per server and run about a pinned
+    // certificate, however many sides use it.
+    let target_tls = if target_trust == source_trust {
+        source_tls.clone()
+    } else {
+        tls(&target_trust)?
+    };
     Ok(MigrateJob {
-        from: account.from_login.account(from, Side::From)?,
-        to: account.to_login.account(to, Side::To)?,
+        from: account.from_login.account(from, Side::From, source_tls)?,
+        to: account.to_login.account(to, Side::To, target_tls)?,
         connect: ConnectOptions {
-            tls,
             allow_plaintext: options.allow_plaintext,
             timeout: Duration::from_secs(options.timeout),
             trace: Trace::new(Verbosity::from_count(options.verbose)),
@@ -576,12 +725,14 @@ fn build_job(
         transfer: TransferSettings {
             connections: usize::from(overrides.connections.unwrap_or(options.connections)),
             retries: options.retries,
+            add_uidl_field: keep_uidl.header,
             ..TransferSettings::default()
         },
         mark_seen: options.mark_seen,
         dry_run: options.dry_run,
         folders,
         size_limit: SizeLimit::tightest(own_limit, preset_limit),
+        uidl_map: keep_uidl.map,
     })
 }
 
@@ -628,15 +779,10 @@ fn folder_rules(
 
 /// Fails early, before any server is touched, when the report could not be written.
 fn check_writable(path: &std::path::Path) -> Result<(), Error> {
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map(drop)
-        .map_err(|e| Error::Usage {
-            message: format!("cannot write the report to {}: {e}", path.display()),
-            hint: Some("--report takes the path of a file in a writable directory".into()),
-        })
+    crate::private_file::check_writable(path).map_err(|e| Error::Usage {
+        message: format!("cannot write the report to {}: {e}", path.display()),
+        hint: Some("--report takes the path of a file in a writable directory".into()),
+    })
 }
 
 /// Writes the report if one was asked for. A failure here is only a warning: the run's own
@@ -655,6 +801,16 @@ fn write_report(path: Option<&std::path::Path>, report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_ends_with_the_internal_exit_code_and_errors_with_theirs() {
+        assert_eq!(exit_code_of(|| panic!("a bug")), EXIT_INTERNAL);
+        assert_eq!(
+            exit_code_of(|| Err(Error::usage("bad"))),
+            crate::error::EXIT_USAGE
+        );
+        assert_eq!(exit_code_of(|| Ok(1)), 1);
+    }
 
     #[test]
     fn sizes_take_binary_units() {

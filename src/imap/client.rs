@@ -119,7 +119,7 @@ pub struct FetchedMessage<'a> {
 
 /// Where a server says it stored a message (UIDPLUS `APPENDUID`): the UID, valid for as long as
 /// the mailbox keeps this UIDVALIDITY.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MessageUid {
     /// The mailbox's UIDVALIDITY when the message was stored.
     pub uid_validity: u32,
@@ -140,6 +140,9 @@ pub struct AppendMessage<'a> {
 
 /// Literal cap outside [`ImapClient::fetch_messages`]: header fields, names, texts are small.
 const DEFAULT_MAX_LITERAL: usize = 8 << 20;
+/// The largest literal accepted while connecting (before STARTTLS, anyone on the path could
+/// send it): no greeting or capability list needs one.
+const PRE_TLS_MAX_LITERAL: usize = 64 * 1024;
 
 /// From this size on, a FETCH's body section is moved out of the read buffer into a buffer of
 /// its own instead of being lent: a large message then exists once, not in the read buffer and
@@ -246,7 +249,23 @@ impl ImapClient {
             }
         };
         let mut client = Self::greet(conn)?;
-        if matches!(mode, TlsMode::StartTls | TlsMode::StartTlsIfOffered) {
+        // STARTTLS is not allowed once authenticated (RFC 9051 §6.2.1), and anyone on the path
+        // can forge a plaintext PREAUTH: a run that needs TLS stops here rather than carry on
+        // unencrypted, and one that allows plaintext goes on without TLS (and never sends a
+        // password, there being no login).
+        let upgrade = match mode {
+            TlsMode::StartTls if client.preauthenticated => {
+                return Err(SessionError::Unsupported(
+                    "the server greeted with PREAUTH before TLS, so STARTTLS is impossible; use \
+                     implicit TLS (imaps) or, on a trusted network only, plain IMAP"
+                        .into(),
+                ));
+            }
+            TlsMode::StartTls => true,
+            TlsMode::StartTlsIfOffered => !client.preauthenticated,
+            TlsMode::Implicit | TlsMode::Plain => false,
+        };
+        if upgrade {
             if client.state.capabilities.is_empty() {
                 client.refresh_capabilities()?;
             }
@@ -270,13 +289,14 @@ impl ImapClient {
         if client.state.capabilities.is_empty() {
             client.refresh_capabilities()?;
         }
+        client.framer.set_max_literal(DEFAULT_MAX_LITERAL);
         Ok(client)
     }
 
     fn greet(conn: Connection) -> Result<Self, SessionError> {
         let mut client = ImapClient {
             conn,
-            framer: Framer::new(DEFAULT_MAX_LITERAL),
+            framer: Framer::new(PRE_TLS_MAX_LITERAL),
             state: State::default(),
             next_tag: 0,
             preauthenticated: false,
@@ -668,6 +688,7 @@ impl ImapClient {
         let deselect = usize::from(!read_only && !names.is_empty());
         let unselect = self.has_capability("UNSELECT");
         let mut statuses = vec![MailboxStatus::default(); names.len()];
+        let mut indexed = vec![0usize; names.len()];
         let completions = self.pipeline(
             creating + indexing + deselect,
             |i, b| match i.checked_sub(creating) {
@@ -684,7 +705,12 @@ impl ImapClient {
                     Some(j) if j == indexing => {}
                     Some(j) if j % 2 == 0 => note_selected(&mut statuses[j / 2], response),
                     Some(j) => {
+                        let status = &mut statuses[j / 2];
+                        // Mail arriving meanwhile is announced before its FETCH response.
+                        note_selected(status, response);
                         if let Some(record) = index_record(response) {
+                            indexed[j / 2] += 1;
+                            within_due(indexed[j / 2], status.exists as usize, "EXISTS")?;
                             on_each(j / 2, record);
                         }
                     }
@@ -758,6 +784,7 @@ impl ImapClient {
             );
         }
         let mut statuses = vec![MailboxStatus::default(); mailboxes.len()];
+        let mut found = vec![0usize; mailboxes.len()];
         let completions = self.pipeline(
             commands.len(),
             |i, b| match &commands[i] {
@@ -772,6 +799,8 @@ impl ImapClient {
                     (j, None) => note_selected(&mut statuses[*j], response),
                     (j, Some(_)) => {
                         if let Some(record) = index_record(response) {
+                            found[*j] += 1;
+                            within_due(found[*j], mailboxes[*j].1.len(), "UIDs asked for")?;
                             on_each(*j, record);
                         }
                     }
@@ -808,6 +837,7 @@ impl ImapClient {
         let previous = self.framer.max_literal();
         self.framer
             .set_max_literal(usize::try_from(max_size).unwrap_or(usize::MAX));
+        let mut fetched = 0;
         let completions = self.pipeline(
             first_fetch + sets.len(),
             |i, b| match (i.checked_sub(first_fetch), examine) {
@@ -822,6 +852,8 @@ impl ImapClient {
                 if i >= first_fetch
                     && let Some(message) = fetched_message(response)
                 {
+                    fetched += 1;
+                    within_due(fetched, uids.len(), "UIDs asked for")?;
                     on_each(message);
                 }
                 Ok(())
@@ -1177,6 +1209,22 @@ impl ImapClient {
             }
         }
     }
+}
+
+/// FETCH records accepted beyond the messages due: those a mailbox announced (EXISTS), or
+/// the UIDs asked for.
+const FETCH_SLACK: usize = 16;
+
+/// Refuses the `count`th FETCH record when only `due` were (plus a little), `why` saying
+/// where that number comes from: a server sending records without end would otherwise fill
+/// the memory with them.
+fn within_due(count: usize, due: usize, why: &str) -> Result<(), SessionError> {
+    if count > due.saturating_add(FETCH_SLACK) {
+        return Err(SessionError::Protocol(format!(
+            "the server sent {count} FETCH records where {due} were due ({why})"
+        )));
+    }
+    Ok(())
 }
 
 /// Notes what a SELECT / EXAMINE response says about the mailbox.
@@ -1601,5 +1649,22 @@ mod tests {
         );
         assert_eq!(fetched(b"* 1 FETCH (UID 4 BODY[] NIL)\r\n"), None);
         assert_eq!(fetched(b"* 1 FETCH (UID 4 FLAGS (\\Seen))\r\n"), None);
+    }
+
+    #[test]
+    fn an_untagged_bye_ends_the_session_as_a_broken_connection() {
+        let raw = b"* BYE Too many connections from your IP\r\n";
+        let (_, response) = Response::parse(raw).unwrap();
+        let mut state = State {
+            capabilities: Vec::new(),
+            personal_namespace: None,
+        };
+        match observe(&mut state, &response, raw) {
+            Err(SessionError::Io(err)) => {
+                assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+                assert!(err.to_string().contains("Too many connections"), "{err}");
+            }
+            other => panic!("a BYE must break the session: {other:?}"),
+        }
     }
 }

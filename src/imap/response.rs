@@ -5,7 +5,9 @@
 //! lengths is linear and lets us bound memory before the bytes arrive, where retrying the parser
 //! on every read would be quadratic on a large literal.
 
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Once;
 
 use imap_proto::Response;
 
@@ -208,13 +210,36 @@ impl Framer {
         if nesting_depth(bytes) > MAX_NESTING {
             return unparsable();
         }
-        // imap-proto 0.17 can panic on hostile input (`INTERNALDATE NIL`, a code followed by
-        // a multi-byte character); a server's bytes must never take the process down.
-        match catch_unwind(AssertUnwindSafe(|| Response::parse(bytes))) {
-            Ok(Ok((&[], response))) => Ok(Some(response)),
+        match parse_without_panicking(bytes) {
+            Some(Ok((&[], response))) => Ok(Some(response)),
             _ => unparsable(),
         }
     }
+}
+
+thread_local! {
+    /// Whether this thread is inside [`parse_without_panicking`].
+    static PARSING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs imap-proto's parser; `None` when it panicked. imap-proto 0.17 can panic on hostile
+/// input (`INTERNALDATE NIL`, a code followed by a multi-byte character): a server's bytes must
+/// neither take the process down nor print a panic message and backtrace on the user's
+/// terminal, so the panic hook stays silent for panics inside the parser (and only there).
+fn parse_without_panicking(bytes: &[u8]) -> Option<imap_proto::ParseResult<'_>> {
+    static QUIET_HOOK: Once = Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !PARSING.get() {
+                previous(info);
+            }
+        }));
+    });
+    PARSING.set(true);
+    let result = catch_unwind(AssertUnwindSafe(|| Response::parse(bytes)));
+    PARSING.set(false);
+    result.ok()
 }
 
 /// The `n` of a line ending in `{n}\r\n` or `{n+}\r\n`.

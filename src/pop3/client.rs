@@ -20,8 +20,16 @@ const TOP_WINDOW: usize = 1024;
 const RETR_WINDOW: usize = 256;
 /// Largest header block [`Pop3Client::top_headers`] accepts.
 pub const MAX_HEADER_SIZE: usize = 8 << 20;
-/// Largest LIST/UIDL/CAPA body accepted: millions of messages, yet bounded.
+/// Largest LIST/UIDL body accepted: millions of messages, yet bounded.
 const MAX_LISTING: usize = 256 << 20;
+/// Largest CAPA body accepted: a few dozen short lines in practice. Read before TLS too, where
+/// anyone on the path could send it.
+const MAX_CAPA: usize = 64 * 1024;
+/// LIST/UIDL records accepted beyond the count STAT announced (they should match exactly).
+const LISTING_SLACK: usize = 16;
+/// The longest LIST/UIDL line accounted for in the byte cap: RFC 1939 ids have up to 70
+/// characters, and servers may add words after a LIST size.
+const MAX_LISTING_LINE: usize = 512;
 /// RFC 5034 §4: a command with its initial response must fit in 255 octets.
 const MAX_AUTH_LINE: usize = 255;
 /// How long a QUIT sent by [`Pop3Client::say_goodbye`] may take, each way.
@@ -185,32 +193,53 @@ impl Pop3Client {
         self.run(|conn| codec::parse_stat(&ok_or_refused(command(conn, b"STAT\r\n")?)?))
     }
 
-    /// LIST and UIDL, in one round trip when the server offers PIPELINING: every message
-    /// number with its size in bytes, and with its unique id (stable across sessions), or
-    /// `None` for the ids when the server has no UIDL (RFC 1939 makes it optional).
+    /// STAT, LIST and UIDL, in one round trip when the server offers PIPELINING: every
+    /// message number with its size in bytes, and with its unique id (stable across sessions),
+    /// or `None` for the ids when the server has no UIDL (RFC 1939 makes it optional). A
+    /// listing longer than the message count STAT announced (plus a little) is a
+    /// [`SessionError::Protocol`]: the count bounds what is read and kept.
     pub fn listing(&mut self) -> Result<Listing, SessionError> {
         let pipelined = self.caps.has("PIPELINING");
         self.run(|conn| {
-            send(conn, b"LIST\r\n")?;
+            send(conn, b"STAT\r\n")?;
             if pipelined {
+                send(conn, b"LIST\r\n")?;
                 send(conn, b"UIDL\r\n")?;
             }
             conn.flush()?;
-            // Both answers are read before either is judged, so that a refused LIST leaves
-            // no UIDL answer behind in the stream.
-            let sizes = multiline_answer(conn)?;
+            let stat = read_status(conn)?;
+            if !pipelined {
+                send(conn, b"LIST\r\n")?;
+                conn.flush()?;
+            }
+            // Every answer is read before any is judged, so that a refusal leaves nothing
+            // behind in the stream.
+            let announced = stat.ok.then(|| codec::parse_stat(&stat.text)).transpose()?;
+            let cap = announced.map_or(MAX_LISTING, |(count, _)| listing_cap(count));
+            let sizes = multiline_answer(conn, cap)?;
             if !pipelined {
                 send(conn, b"UIDL\r\n")?;
                 conn.flush()?;
             }
-            let uidls = multiline_answer(conn)?;
-            Ok(Listing {
+            let uidls = multiline_answer(conn, cap)?;
+            let (count, _) = announced.ok_or(SessionError::Refused(stat.text))?;
+            let listing = Listing {
                 sizes: codec::parse_list(&sizes.map_err(SessionError::Refused)?)?,
                 uidls: uidls
                     .ok()
                     .map(|body| codec::parse_uidl(&body))
                     .transpose()?,
-            })
+            };
+            let longest = listing
+                .sizes
+                .len()
+                .max(listing.uidls.as_ref().map_or(0, Vec::len));
+            if longest > count as usize + LISTING_SLACK {
+                return Err(SessionError::Protocol(format!(
+                    "the server listed {longest} messages after announcing {count} (STAT)"
+                )));
+            }
+            Ok(listing)
         })
     }
 
@@ -394,13 +423,24 @@ fn send(conn: &mut Connection, line: &[u8]) -> Result<(), SessionError> {
     Ok(())
 }
 
-/// Reads the answer to a listing command: its body, or the server's refusal.
-fn multiline_answer(conn: &mut Connection) -> Result<Result<Vec<u8>, String>, SessionError> {
+/// Reads the answer to a listing command: its body (at most `cap` bytes), or the server's
+/// refusal.
+fn multiline_answer(
+    conn: &mut Connection,
+    cap: usize,
+) -> Result<Result<Vec<u8>, String>, SessionError> {
     let status = read_status(conn)?;
     if !status.ok {
         return Ok(Err(status.text));
     }
-    read_body(conn, MAX_LISTING).map(Ok)
+    read_body(conn, cap).map(Ok)
+}
+
+/// The bytes a LIST or UIDL of `announced` messages may take.
+fn listing_cap(announced: u32) -> usize {
+    (announced as usize + LISTING_SLACK)
+        .saturating_mul(MAX_LISTING_LINE)
+        .min(MAX_LISTING)
 }
 
 /// CAPA, or no capabilities from a server that predates it (RFC 1939 only).
@@ -409,7 +449,7 @@ fn capa(conn: &mut Connection) -> Result<Capabilities, SessionError> {
         return Ok(Capabilities::default());
     }
     // Shown whole: what the server offers (SASL mechanisms, STLS) is what one debugs.
-    let body = codec::read_multiline(conn, MAX_LISTING)?;
+    let body = codec::read_multiline(conn, MAX_CAPA)?;
     conn.trace().received(&body);
     Ok(Capabilities::parse(&body))
 }

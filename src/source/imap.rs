@@ -8,8 +8,8 @@ use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
 use crate::identity::{self, IDENTITY_FIELDS, Identity};
-use crate::imap::{FolderStatus, ImapClient};
-use crate::index::{FlagSets, SourceMessage};
+use crate::imap::{FolderStatus, ImapClient, MailboxStatus};
+use crate::index::{FlagSets, IndexedFolder, KnownMessages, SourceMessage, SourceView};
 use crate::migrate::{Account, ConnectOptions};
 use crate::session;
 use crate::transfer::{Fetched, Source, Unreadable};
@@ -31,6 +31,43 @@ impl ImapSource {
 
     fn failed(&self, err: SessionError) -> Error {
         Error::from_session(&self.account.endpoint, Side::From, err)
+    }
+
+    /// Indexes folders with what EXAMINE said of each.
+    fn index_with_status(
+        &mut self,
+        folders: &[String],
+    ) -> Result<Vec<(Vec<SourceMessage>, MailboxStatus)>, Error> {
+        let mut indexes = vec![Vec::new(); folders.len()];
+        let mut flag_sets = FlagSets::default();
+        let opened = self
+            .client
+            .index_mailboxes(folders, true, &IDENTITY_FIELDS, |i, record| {
+                indexes[i].push(SourceMessage {
+                    key: record.uid,
+                    stable_id: None,
+                    identity: identity::identify(record.header),
+                    identity_remembered: false,
+                    size: record.size,
+                    added: 0,
+                    // \Recent belongs to the session that saw the message first; no
+                    // server lets a client set it.
+                    flags: flag_sets.intern(
+                        record
+                            .flags
+                            .into_iter()
+                            .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+                            .collect(),
+                    ),
+                    internal_date: record.internal_date,
+                });
+            })
+            .map_err(|e| self.failed(e))?;
+        opened
+            .into_iter()
+            .zip(indexes)
+            .map(|(opened, messages)| Ok((messages, opened.map_err(|e| self.failed(e))?)))
+            .collect()
     }
 }
 
@@ -65,34 +102,32 @@ impl Source for ImapSource {
     }
 
     fn index_all(&mut self, folders: &[String]) -> Result<Vec<Vec<SourceMessage>>, Error> {
-        let mut indexes = vec![Vec::new(); folders.len()];
-        let mut flag_sets = FlagSets::default();
-        let opened = self
-            .client
-            .index_mailboxes(folders, true, &IDENTITY_FIELDS, |i, record| {
-                indexes[i].push(SourceMessage {
-                    key: record.uid,
-                    stable_id: None,
-                    identity: identity::identify(record.header),
-                    identity_remembered: false,
-                    size: record.size,
-                    // \Recent belongs to the session that saw the message first; no
-                    // server lets a client set it.
-                    flags: flag_sets.intern(
-                        record
-                            .flags
-                            .into_iter()
-                            .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
-                            .collect(),
-                    ),
-                    internal_date: record.internal_date,
-                });
+        Ok(self
+            .index_with_status(folders)?
+            .into_iter()
+            .map(|(messages, _)| messages)
+            .collect())
+    }
+
+    fn index_known(
+        &mut self,
+        folders: &[String],
+        _known: &[&KnownMessages],
+    ) -> Result<Vec<IndexedFolder>, Error> {
+        Ok(self
+            .index_with_status(folders)?
+            .into_iter()
+            .map(|(messages, status)| IndexedFolder {
+                view: SourceView {
+                    uid_validity: status.uid_validity,
+                    // A FETCH that answered for fewer messages than EXAMINE counted is no
+                    // evidence that the others are gone.
+                    complete: messages.len() >= status.exists as usize,
+                },
+                messages,
+                known: KnownMessages::new(),
             })
-            .map_err(|e| self.failed(e))?;
-        for opened in opened {
-            opened.map_err(|e| self.failed(e))?;
-        }
-        Ok(indexes)
+            .collect())
     }
 
     fn fetch(

@@ -8,11 +8,11 @@ use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::folders::{FolderInfo, FolderList};
 use crate::identity;
-use crate::index::{Flags, KnownMessage, KnownMessages, SourceMessage};
+use crate::index::{Flags, IndexedFolder, KnownMessage, KnownMessages, SourceMessage, SourceView};
 use crate::migrate::{Account, ConnectOptions};
 use crate::pop3::{FetchError, Listing, Pop3Client};
 use crate::session;
-use crate::transfer::{Fetched, Relocated, Source, Unreadable};
+use crate::transfer::{DeletionEvidence, Fetched, Relocated, Source, SourceDeletion, Unreadable};
 
 /// The one folder a POP3 maildrop has.
 pub const POP3_FOLDER: &str = "INBOX";
@@ -59,14 +59,16 @@ impl Pop3Source {
 
     /// Indexes the maildrop, reading the headers only of messages whose UIDL `known` does
     /// not hold. With `still_known`, records there what is known after it, for the next run.
+    /// The flag says whether every listed message had a UIDL.
     fn index_maildrop(
         &mut self,
         known: &KnownMessages,
         mut still_known: Option<&mut KnownMessages>,
-    ) -> Result<Vec<SourceMessage>, Error> {
+    ) -> Result<(Vec<SourceMessage>, bool), Error> {
         let flags = self.flags.clone();
         let (client, failed) = self.session()?;
         let Listing { sizes, uidls } = client.listing().map_err(&failed)?;
+        let complete = uidls.as_ref().is_some_and(|u| u.len() == sizes.len());
         // Without UIDL (an old server) nothing is known across sessions: every header is read.
         let mut uidls: HashMap<u32, String> = uidls.unwrap_or_default().into_iter().collect();
         let now = unix_now();
@@ -106,6 +108,7 @@ impl Pop3Source {
                     identity: identity::identify(&header),
                     identity_remembered: false,
                     size,
+                    added: 0,
                     flags: flags.clone(),
                     internal_date: identity::arrival_date(&header),
                 };
@@ -127,7 +130,7 @@ impl Pop3Source {
             ))));
         }
         index.sort_by_key(|m| m.key);
-        Ok(index)
+        Ok((index, complete))
     }
 }
 
@@ -162,22 +165,29 @@ impl Source for Pop3Source {
     }
 
     fn index(&mut self, _folder: &str) -> Result<Vec<SourceMessage>, Error> {
-        self.index_maildrop(&KnownMessages::new(), None)
+        Ok(self.index_maildrop(&KnownMessages::new(), None)?.0)
     }
 
     fn index_known(
         &mut self,
         folders: &[String],
         known: &[&KnownMessages],
-    ) -> Result<Vec<(Vec<SourceMessage>, KnownMessages)>, Error> {
+    ) -> Result<Vec<IndexedFolder>, Error> {
         // One maildrop, however often it is asked for.
         folders
             .iter()
             .zip(known)
             .map(|(_, known)| {
                 let mut still_known = KnownMessages::new();
-                let index = self.index_maildrop(known, Some(&mut still_known))?;
-                Ok((index, still_known))
+                let (messages, complete) = self.index_maildrop(known, Some(&mut still_known))?;
+                Ok(IndexedFolder {
+                    messages,
+                    known: still_known,
+                    view: SourceView {
+                        uid_validity: None,
+                        complete,
+                    },
+                })
             })
             .collect()
     }
@@ -277,18 +287,101 @@ impl Source for Pop3Source {
         Ok(Some(relocated))
     }
 
-    fn delete(&mut self, _folder: &str, messages: &[Arc<SourceMessage>]) -> Result<usize, Error> {
-        let msgnos: Vec<u32> = messages.iter().map(|m| m.key).collect();
-        let refused = {
-            let (client, failed) = self.session()?;
-            client.dele(&msgnos).map_err(failed)?
+    fn delete(
+        &mut self,
+        _folder: &str,
+        evidence: &[DeletionEvidence],
+    ) -> Result<SourceDeletion, Error> {
+        let outcome = self.mark_deleted(evidence)?;
+        if !outcome.deleted.is_empty() {
+            // Only QUIT makes a POP3 server remove what DELE marked.
+            let client = self.client.take().expect("the session was open");
+            client
+                .quit()
+                .map_err(|e| Error::from_session(&self.account.endpoint, Side::From, e))?;
+        }
+        Ok(outcome)
+    }
+}
+
+impl Pop3Source {
+    /// Marks with DELE the messages that still match their evidence, on this session:
+    /// message numbers from another session name other messages, so each is found again by
+    /// its UIDL, must have the size it was copied with, and has its header read again here,
+    /// so a UIDL the server gave to another message is not trusted.
+    fn mark_deleted(&mut self, evidence: &[DeletionEvidence]) -> Result<SourceDeletion, Error> {
+        let mut outcome = SourceDeletion::default();
+        let (client, failed) = self.session()?;
+        let Listing { sizes, uidls } = client.listing().map_err(&failed)?;
+        let Some(uidls) = uidls else {
+            outcome
+                .kept
+                .push("the server no longer lists UIDLs: nothing deleted".to_owned());
+            return Ok(outcome);
         };
-        // Only QUIT makes a POP3 server remove what DELE marked.
-        let client = self.client.take().expect("the session was open");
-        client
-            .quit()
-            .map_err(|e| Error::from_session(&self.account.endpoint, Side::From, e))?;
-        Ok(msgnos.len() - refused.len())
+        let sizes: HashMap<u32, u64> = sizes.into_iter().collect();
+        let by_uidl: HashMap<&str, u32> = uidls.iter().map(|(n, u)| (u.as_str(), *n)).collect();
+        let mut candidates: HashMap<u32, &DeletionEvidence> = HashMap::new();
+        for wanted in evidence {
+            // A message gone already needs nothing.
+            let Some(&msgno) = by_uidl.get(wanted.uidl.as_str()) else {
+                continue;
+            };
+            match sizes.get(&msgno) {
+                Some(&size) if size == wanted.size => {
+                    candidates.insert(msgno, wanted);
+                }
+                size => outcome.kept.push(format!(
+                    "UIDL {}: {} bytes now, {} when copied",
+                    wanted.uidl,
+                    size.map_or("no".to_owned(), |s| s.to_string()),
+                    wanted.size
+                )),
+            }
+        }
+        let mut to_read: Vec<u32> = candidates.keys().copied().collect();
+        to_read.sort_unstable();
+        let mut confirmed = Vec::with_capacity(to_read.len());
+        let refused = client
+            .top_headers(&to_read, |msgno, header| {
+                let wanted = candidates[&msgno];
+                if identity::identify(&header) == wanted.identity {
+                    confirmed.push(msgno);
+                } else {
+                    outcome.kept.push(format!(
+                        "UIDL {}: its header is not the one copied",
+                        wanted.uidl
+                    ));
+                }
+                Ok::<(), Stop>(())
+            })
+            .map_err(|e| match e {
+                FetchError::Session(err) => failed(err),
+                FetchError::Stopped(Stop) => unreachable!("the check never stops"),
+            })?;
+        for (msgno, reason) in refused {
+            let uidl = &candidates[&msgno].uidl;
+            outcome
+                .kept
+                .push(format!("UIDL {uidl}: TOP refused ({reason})"));
+        }
+        if confirmed.is_empty() {
+            return Ok(outcome);
+        }
+        confirmed.sort_unstable();
+        let refused = client.dele(&confirmed).map_err(&failed)?;
+        for (msgno, reason) in &refused {
+            let uidl = &candidates[msgno].uidl;
+            outcome
+                .kept
+                .push(format!("UIDL {uidl}: DELE refused ({reason})"));
+        }
+        outcome.deleted = confirmed
+            .iter()
+            .filter(|msgno| !refused.iter().any(|(n, _)| n == *msgno))
+            .map(|msgno| candidates[msgno].uidl.clone())
+            .collect();
+        Ok(outcome)
     }
 }
 

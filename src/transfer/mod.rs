@@ -34,9 +34,13 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
+use crate::identity::Identity;
 use crate::imap::{FolderStatus, MessageUid};
-use crate::index::{KnownMessages, SourceMessage, TargetCopy, read_matches_announced};
+use crate::index::{
+    IndexedFolder, KnownMessages, SourceMessage, TargetCopy, read_matches_announced,
+};
 use crate::plan::FolderPlan;
+use crate::uidl_keeping;
 
 mod budget;
 mod upload;
@@ -64,6 +68,37 @@ pub struct Fetched<'a> {
     pub raw: Cow<'a, [u8]>,
 }
 
+/// What a source message must still show, on the session that deletes it, for a deletion: the
+/// POP3 UIDL, size and identity of the message a verified copy was made of.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeletionEvidence {
+    /// The message's UIDL.
+    pub uidl: String,
+    /// Its size as listed when it was copied.
+    pub size: u64,
+    /// The identity its bytes had.
+    pub identity: Identity,
+}
+
+/// What a source deletion did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceDeletion {
+    /// The UIDLs of the messages that went.
+    pub deleted: Vec<String>,
+    /// Why others were kept, one line each (a UIDL gone, a size or header that changed, a
+    /// refused DELE).
+    pub kept: Vec<String>,
+}
+
+/// What a change to messages named by UID (flags, deletion) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UidChange {
+    /// The messages were changed.
+    Applied,
+    /// The folder's UIDVALIDITY is no longer the one asked for: nothing was changed.
+    UidValidityChanged,
+}
+
 /// A mail source: lists folders, indexes them from headers, streams message bodies.
 pub trait Source: Send {
     /// The source's folders (a POP3 maildrop has one: `INBOX`) and its personal namespace.
@@ -76,23 +111,32 @@ pub trait Source: Send {
         folders.iter().map(|folder| self.index(folder)).collect()
     }
     /// [`index_all`](Self::index_all), reusing what `known` (one per folder) says of messages
-    /// by their stable id and returning, per folder, what is known after this index, for the
-    /// next run. Sources without stable ids (the default) read every header and return nothing
-    /// to keep.
+    /// by their stable id and returning, per folder, what is known after this index (for the
+    /// next run) and what the source said while indexing. Sources without stable ids (the
+    /// default) read every header and return nothing to keep; the default's view vouches for
+    /// nothing, so a mirror deletes nothing on its word.
     fn index_known(
         &mut self,
         folders: &[String],
         _known: &[&KnownMessages],
-    ) -> Result<Vec<(Vec<SourceMessage>, KnownMessages)>, Error> {
+    ) -> Result<Vec<IndexedFolder>, Error> {
         Ok(self
             .index_all(folders)?
             .into_iter()
-            .map(|index| (index, KnownMessages::new()))
+            .map(|messages| IndexedFolder {
+                messages,
+                ..IndexedFolder::default()
+            })
             .collect())
     }
-    /// Deletes these messages from the source, returning how many went. Only POP3 sources
-    /// can, for a mirror's `--delete-source-after-days`; the session ends with it.
-    fn delete(&mut self, folder: &str, _messages: &[Arc<SourceMessage>]) -> Result<usize, Error> {
+    /// Deletes the messages that still match their evidence, found again on the session that
+    /// deletes; the others are kept. Only POP3 sources can, for a mirror's
+    /// `--delete-source-after-days`; the session ends with it.
+    fn delete(
+        &mut self,
+        folder: &str,
+        _messages: &[DeletionEvidence],
+    ) -> Result<SourceDeletion, Error> {
         Err(Error::usage(format!(
             "{folder}: this source does not delete messages"
         )))
@@ -208,16 +252,20 @@ pub trait Target: Send {
     }
     /// Summaries of the folders, as [`Source::statuses`].
     fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error>;
-    /// Adds some flags to these messages and removes others, leaving the rest alone.
+    /// Adds some flags to these messages and removes others, leaving the rest alone, after
+    /// opening the folder and finding it still under `uid_validity`.
     fn change_flags(
         &mut self,
         folder: &str,
+        uid_validity: u32,
         uids: &[u32],
         add: &[String],
         remove: &[String],
-    ) -> Result<(), Error>;
-    /// Removes these messages (and only these).
-    fn delete(&mut self, folder: &str, uids: &[u32]) -> Result<(), Error>;
+    ) -> Result<UidChange, Error>;
+    /// Removes these messages (and only these), after opening the folder and finding it still
+    /// under `uid_validity`; when it is not, removes nothing and says so.
+    fn delete(&mut self, folder: &str, uid_validity: u32, uids: &[u32])
+    -> Result<UidChange, Error>;
     /// The largest message the server says it takes (IMAP APPENDLIMIT), if it says.
     fn append_limit(&self) -> Option<u64> {
         None
@@ -362,6 +410,9 @@ pub struct TransferSettings {
     /// Whether a folder may have several upload connections at once (see
     /// [`Target::concurrent_writers`]); otherwise each lane has one.
     pub concurrent_writers: bool,
+    /// Start each copy of a message with a UIDL with an `X-UIDL` field
+    /// (`--keep-pop3-uidl header`, see [`crate::uidl_keeping`]).
+    pub add_uidl_field: bool,
 }
 
 /// The longest wait before a retry.
@@ -381,6 +432,7 @@ impl Default for TransferSettings {
             // Over a 50 ms round trip, answers free it at about 300 MB/s.
             memory_budget: 16 * 1024 * 1024,
             concurrent_writers: true,
+            add_uidl_field: false,
         }
     }
 }
@@ -658,6 +710,11 @@ impl<'a, 'p: 'a> Lane<'a, 'p> {
                         return true;
                     }
                 };
+                let (message, raw) = if settings.add_uidl_field {
+                    uidl_keeping::stamped(message, raw)
+                } else {
+                    (message, raw)
+                };
                 let bytes = raw.len() as u64;
                 // Waiting for memory with a batch unsent would wait for itself.
                 if !batch.is_empty() && budget.would_wait(bytes) {
@@ -883,7 +940,6 @@ mod tests {
 
     use super::upload::split_stored;
     use super::*;
-    use crate::identity::Identity;
     use crate::index::TargetIndex;
     use crate::plan;
 
@@ -1068,13 +1124,14 @@ mod tests {
         fn change_flags(
             &mut self,
             _: &str,
+            _: u32,
             _: &[u32],
             _: &[String],
             _: &[String],
-        ) -> Result<(), Error> {
+        ) -> Result<UidChange, Error> {
             unimplemented!()
         }
-        fn delete(&mut self, _: &str, _: &[u32]) -> Result<(), Error> {
+        fn delete(&mut self, _: &str, _: u32, _: &[u32]) -> Result<UidChange, Error> {
             unimplemented!()
         }
         fn append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Vec<Outcome>, Error> {
@@ -1345,6 +1402,27 @@ mod tests {
     }
 
     #[test]
+    fn an_untagged_bye_waits_on_the_throttle_schedule() {
+        // How the IMAP client reports an untagged BYE in the middle of a session.
+        let bye = Error::Connection {
+            server: "imaps://fake".into(),
+            source: SessionError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the server ended the session: Too many connections",
+            )),
+            hint: None,
+        };
+        let settings = TransferSettings::default();
+        for (attempt, full) in [(1, 2000), (2, 4000), (6, 60_000)] {
+            let delay = settings.delay_before_retry(attempt, &bye).as_millis();
+            assert!(
+                (full / 2..=full).contains(&delay),
+                "attempt {attempt}: {delay} ms"
+            );
+        }
+    }
+
+    #[test]
     fn a_throttled_upload_backs_off_and_is_sent_again() {
         let server = Server::new(true, |_, m, attempt| {
             if m.key == 2 && attempt <= 2 {
@@ -1354,7 +1432,20 @@ mod tests {
             }
         });
         let events = Events::default();
-        copy(&server, distinct(4), &[], settings(1, 10, 3), &events).unwrap();
+        let throttle_delay = Duration::from_millis(100);
+        let settings = TransferSettings {
+            throttle_delay,
+            ..settings(1, 10, 3)
+        };
+        let started = std::time::Instant::now();
+        copy(&server, distinct(4), &[], settings, &events).unwrap();
+        // Two back-offs, of at least half of 100 ms and of 200 ms (the jitter only shortens).
+        let least = throttle_delay / 2 + throttle_delay;
+        assert!(
+            started.elapsed() >= least,
+            "no back-off: {:?}",
+            started.elapsed()
+        );
         assert_eq!(server.stored_keys(), [1, 2, 3, 4]);
         assert_eq!(events.copied(), [1, 2, 3, 4]);
         assert!(events.failed().is_empty());

@@ -562,3 +562,104 @@ impl Drop for Claim<'_> {
         self.ledger.released.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::index::SourceMessage;
+
+    /// The source messages as batched, by key: a1, a2, a3 share identity `a`; b is alone.
+    fn batch(keys: &[u32]) -> Vec<Outgoing> {
+        keys.iter()
+            .map(|&key| Outgoing {
+                message: Arc::new(SourceMessage::with_id(
+                    key,
+                    if key == 4 { "b" } else { "a" },
+                )),
+                raw: Vec::new(),
+            })
+            .collect()
+    }
+
+    fn identity(id: &str) -> Identity {
+        Identity::MessageId(id.into())
+    }
+
+    /// Source a1 a2 a3 b into folder T, which holds one `a`: a2, a3 and b to copy.
+    fn plan() -> FolderPlan {
+        let source: Vec<_> = batch(&[1, 2, 3, 4])
+            .into_iter()
+            .map(|outgoing| outgoing.message)
+            .collect();
+        let target: TargetIndex = [identity("a")].into_iter().collect();
+        crate::plan::diff("S", "T", &source, &target)
+    }
+
+    fn keys(batch: &[Outgoing]) -> Vec<u32> {
+        batch.iter().map(|outgoing| outgoing.message.key).collect()
+    }
+
+    #[derive(Default)]
+    struct Copied(Mutex<Vec<u32>>);
+
+    impl Observer for Copied {
+        fn message_copied(&self, _: &str, message: &Arc<SourceMessage>, _: Option<MessageUid>) {
+            self.0.lock().unwrap().push(message.key);
+        }
+    }
+
+    #[test]
+    fn the_ledger_counts_planned_copies_and_stored_repeats_only() {
+        let plan = plan();
+        let ledger = Ledger::new(&[&plan]);
+        assert_eq!(ledger.stored_before("T", &identity("a")), 1);
+        ledger.record_stored("T", &identity("a"));
+        ledger.record_stored("T", &identity("b"));
+        assert_eq!(ledger.stored_before("T", &identity("a")), 2);
+        // b is planned once: nothing to keep count of.
+        assert_eq!(ledger.stored_before("T", &identity("b")), 0);
+        assert_eq!(ledger.stored_before("Elsewhere", &identity("a")), 0);
+    }
+
+    #[test]
+    fn a_claimed_identity_cannot_be_claimed_again_until_released() {
+        let plan = plan();
+        let ledger = Ledger::new(&[&plan]);
+        let repeated = ledger.repeated("T", &batch(&[2, 4]));
+        assert_eq!(repeated, [identity("a")]);
+        let claim = ledger
+            .try_claim("T", &repeated)
+            .expect("nothing claimed yet");
+        assert!(claim.holds_any("T", &repeated) && !claim.holds_any("U", &repeated));
+        assert!(ledger.try_claim("T", &repeated).is_none());
+        drop(claim);
+        assert!(ledger.try_claim("T", &repeated).is_some());
+    }
+
+    #[test]
+    fn after_a_break_only_what_the_target_lacks_is_sent_again() {
+        let plan = plan();
+        let connect = || -> Result<Box<dyn Target>, Error> { unreachable!("no connection") };
+        let targets = TargetPool::new(&connect);
+        let copied = Copied::default();
+        let resend = |index: &[&str], stored_elsewhere: usize| {
+            let ledger = Ledger::new(&[&plan]);
+            for _ in 0..stored_elsewhere {
+                ledger.record_stored("T", &identity("a"));
+            }
+            let uploader = Uploader::new(&targets, TransferSettings::default(), &copied, &ledger);
+            let index: TargetIndex = index.iter().map(|id| identity(id)).collect();
+            keys(&uploader.keep_missing(&plan, batch(&[2, 3, 4]), &index))
+        };
+        // The target holds two a: the one planned and the broken batch's first.
+        assert_eq!(resend(&["a", "a"], 0), [3, 4]);
+        assert_eq!(*copied.0.lock().unwrap(), [2]);
+        // The same two a, when another batch stored the second: this batch stored nothing.
+        assert_eq!(resend(&["a", "a"], 1), [2, 3, 4]);
+        // Everything there: nothing to send; a copy deleted meanwhile is sent again.
+        assert_eq!(resend(&["a", "a", "a", "b"], 0), Vec::<u32>::new());
+        assert_eq!(resend(&[], 0), [2, 3, 4]);
+    }
+}

@@ -10,6 +10,9 @@
 //!   it), but the answer never reaches the client.
 //! - [`Fault::Stall`]: after the first N bytes from the client, nothing more is forwarded in
 //!   either direction, and the connection stays open (a peer that stopped answering).
+//! - [`Fault::Greet`]: the client gets other bytes in place of the server's greeting.
+//! - [`Fault::Replace`]: some bytes the server sends are replaced by others.
+//! - [`Fault::Trickle`]: the server's bytes reach the client one at a time, slowly.
 //! - [`Fault::HideSaslPlain`]: plaintext only; the server's capability lists lose SASL PLAIN,
 //!   as on a server that offers only IMAP LOGIN or POP3 USER/PASS, and the client's first
 //!   bytes are kept in the log, to show which login command it chose.
@@ -80,6 +83,15 @@ pub enum Fault {
     /// client sends in [`ConnectionLog::from_client`]. A pattern split across two reads would
     /// pass unchanged; Dovecot writes each capability line whole, and loopback keeps it so.
     HideSaslPlain,
+    /// Forward everything, but what the server sends one byte at a time, each after this
+    /// pause: a server (or a path) that trickles its answers.
+    Trickle(Duration),
+    /// Forward everything, but replace the first bytes (wherever one read from the server
+    /// holds them whole) with the second: a server that announces one thing and does another.
+    Replace(&'static [u8], &'static [u8]),
+    /// Forward everything, but the client gets these bytes in place of the server's first
+    /// read (its greeting): a greeting forged on the path, or one a server got wrong.
+    Greet(&'static [u8]),
 }
 
 /// How much of what the client sends [`Fault::HideSaslPlain`] keeps.
@@ -410,7 +422,11 @@ impl Link {
             log.fault
         };
         match fault {
-            Fault::Pass | Fault::HideSaslPlain => {}
+            Fault::Pass
+            | Fault::HideSaslPlain
+            | Fault::Greet(_)
+            | Fault::Trickle(_)
+            | Fault::Replace(..) => {}
             Fault::Cut(_) | Fault::CutAnswer(_) | Fault::LoseAnswer(_) => {
                 self.cut.store(true, Ordering::SeqCst);
                 let _ = self.client.shutdown(Shutdown::Both);
@@ -425,7 +441,13 @@ impl Link {
     /// and quirks. The rewriter sees the client's bytes before the server does, so it knows
     /// each command before its answer.
     fn rewrite<'b>(&self, direction: Direction, bytes: &'b [u8]) -> Cow<'b, [u8]> {
-        let bytes = self.hide_sasl_plain(direction, bytes);
+        if let Some(greeting) = self.forged_greeting(direction) {
+            return greeting.into();
+        }
+        let bytes = match self.replace(direction, bytes) {
+            Cow::Borrowed(unchanged) => self.hide_sasl_plain(direction, unchanged),
+            replaced => replaced,
+        };
         let Some(rewriter) = &self.rewriter else {
             return bytes;
         };
@@ -445,6 +467,37 @@ impl Link {
             .as_ref()
             .map(|rewriter| lock(rewriter).finish())
             .unwrap_or_default()
+    }
+
+    /// [`Fault::Greet`]'s part of [`Link::rewrite`]: its bytes, the first time the server
+    /// sends something.
+    fn forged_greeting(&self, direction: Direction) -> Option<&'static [u8]> {
+        let mut log = lock(&self.log);
+        match log.fault {
+            Fault::Greet(greeting) if direction == Direction::ToClient && !log.fired => {
+                log.fired = true;
+                Some(greeting)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Fault::Replace`]'s part of [`Link::rewrite`].
+    fn replace<'b>(&self, direction: Direction, bytes: &'b [u8]) -> Cow<'b, [u8]> {
+        let mut log = lock(&self.log);
+        let Fault::Replace(from, to) = log.fault else {
+            return bytes.into();
+        };
+        let found = bytes.windows(from.len()).position(|window| window == from);
+        match found {
+            Some(at) if direction == Direction::ToClient => {
+                log.fired = true;
+                [&bytes[..at], to, &bytes[at + from.len()..]]
+                    .concat()
+                    .into()
+            }
+            _ => bytes.into(),
+        }
     }
 
     /// [`Fault::HideSaslPlain`]'s part of [`Link::rewrite`].
@@ -470,6 +523,19 @@ impl Link {
                     .into_bytes()
                     .into()
             }
+        }
+    }
+
+    /// With [`Fault::Trickle`], the pause before each byte the server sends (the fault counts
+    /// as fired once it has slowed one).
+    fn trickle(&self, direction: Direction) -> Option<Duration> {
+        let mut log = lock(&self.log);
+        match log.fault {
+            Fault::Trickle(pause) if direction == Direction::ToClient => {
+                log.fired = true;
+                Some(pause)
+            }
+            _ => None,
         }
     }
 
@@ -548,7 +614,17 @@ fn pump(link: &Link, direction: Direction, shared: &Shared) {
         }
         let (allowed, fire) = link.admit(direction, n);
         let forwarded = link.rewrite(direction, &buf[..allowed]);
-        if to.write_all(&forwarded).is_err() {
+        let written = match link.trickle(direction) {
+            Some(pause) => forwarded.iter().try_for_each(|byte| {
+                thread::sleep(pause);
+                if shared.stop.load(Ordering::SeqCst) {
+                    return Err(ErrorKind::Interrupted.into());
+                }
+                to.write_all(&[*byte])
+            }),
+            None => to.write_all(&forwarded),
+        };
+        if written.is_err() {
             link.shut_down();
             return;
         }

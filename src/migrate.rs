@@ -442,14 +442,18 @@ impl Planned<'_> {
                 planned: &f.target_index,
             })
             .collect();
+        let verdict = verify::missing_after_copies(&checks, receipts, target)?;
         let mut complete = true;
-        for (check, missing) in checks
-            .iter()
-            .zip(verify::missing_after_copies(&checks, receipts, target)?)
-        {
+        for (check, missing) in checks.iter().zip(verdict.missing) {
             self.report
                 .missing_after_copy(check.source_folder, &missing);
             complete &= missing.is_empty();
+        }
+        for (folder, altered) in verdict.altered {
+            altered
+                .warnings(&folder)
+                .into_iter()
+                .for_each(|warning| self.report.warn(warning));
         }
         Ok(complete)
     }

@@ -383,7 +383,8 @@ impl ImapClient {
         let (mechanism, credentials) = login.sasl();
         let plain = login.is_oauth() || self.has_capability("AUTH=PLAIN");
         let initial_response = self.has_capability("SASL-IR");
-        if !plain && login.mechanism == Mechanism::Plain && self.has_capability("LOGINDISABLED") {
+        let login_disabled = self.has_capability("LOGINDISABLED");
+        if !plain && login.mechanism == Mechanism::Plain && login_disabled {
             return Err(SessionError::Unsupported(
                 "the server disables LOGIN (LOGINDISABLED) and offers no AUTH=PLAIN".into(),
             ));
@@ -393,7 +394,7 @@ impl ImapClient {
         let completion = if login.mechanism == Mechanism::CramMd5 {
             self.authenticate_cram_md5(login)
         } else if plain {
-            self.run(
+            let completion = self.run(
                 |b| {
                     b.text("AUTHENTICATE ").text(mechanism);
                     if initial_response {
@@ -413,17 +414,19 @@ impl ImapClient {
                     b
                 },
                 |_| Ok(()),
-            )
+            );
+            // BAD says the server did not take the command, not that the password is wrong
+            // (a NO, which LOGIN would only repeat: no password is tried twice, as servers
+            // lock accounts out by failed tries). LOGIN sends the same password as PLAIN, on
+            // the same connection, so it is no weaker than what the user chose.
+            let bad = matches!(&completion, Ok(c) if c.status == Status::Bad);
+            if bad && login.mechanism == Mechanism::Plain && !login_disabled {
+                self.login_command(login)
+            } else {
+                completion
+            }
         } else {
-            self.run(
-                |b| {
-                    b.text("LOGIN ")
-                        .astring(login.login_name().as_bytes())
-                        .text(" ")
-                        .secret(|b| b.astring(login.password.as_bytes()))
-                },
-                |_| Ok(()),
-            )
+            self.login_command(login)
         };
         match completion {
             Ok(c) if c.status == Status::Ok => {}
@@ -446,6 +449,19 @@ impl ImapClient {
             self.refresh_capabilities()?;
         }
         Ok(())
+    }
+
+    /// The LOGIN command (as `user*admin` for a master user).
+    fn login_command(&mut self, login: &Login<'_>) -> Result<Completion, SessionError> {
+        self.run(
+            |b| {
+                b.text("LOGIN ")
+                    .astring(login.login_name().as_bytes())
+                    .text(" ")
+                    .secret(|b| b.astring(login.password.as_bytes()))
+            },
+            |_| Ok(()),
+        )
     }
 
     /// AUTHENTICATE CRAM-MD5: the answer depends on the server's challenge, so it cannot be
@@ -744,18 +760,18 @@ impl ImapClient {
         Ok(outcomes)
     }
 
-    /// Opens each mailbox read-only and asks for the size of the given UIDs
-    /// (`EXAMINE`, then `UID FETCH <set> (UID RFC822.SIZE)`), pipelined: one round trip for
-    /// all. A server answers from its index without opening the messages (what a verification
-    /// after a copy wants: the index FETCH of [`index_mailboxes`](Self::index_mailboxes) reads
-    /// every message's header), and leaves out UIDs that no longer exist. `on_each` gets the
-    /// number of the mailbox with each UID found and its RFC822.SIZE. Returns, per mailbox, its
-    /// status (UIDVALIDITY) or the server's refusal to open it or to answer. The last mailbox
-    /// stays selected read-only.
-    pub fn uid_sizes(
+    /// Opens each mailbox read-only and asks for the size, flags and INTERNALDATE of the given
+    /// UIDs (`EXAMINE`, then `UID FETCH <set> (UID RFC822.SIZE FLAGS INTERNALDATE)`),
+    /// pipelined: one round trip for all. A server answers from its index without opening the
+    /// messages (what a verification after a copy wants: the index FETCH of
+    /// [`index_mailboxes`](Self::index_mailboxes) reads every message's header), and leaves out
+    /// UIDs that no longer exist. `on_each` gets the number of the mailbox with each UID found,
+    /// as a record without header. Returns, per mailbox, its status (UIDVALIDITY) or the
+    /// server's refusal to open it or to answer. The last mailbox stays selected read-only.
+    pub fn uid_records(
         &mut self,
         mailboxes: &[(String, Vec<u32>)],
-        mut on_each: impl FnMut(usize, u32, u64),
+        mut on_each: impl FnMut(usize, IndexRecord<'_>),
     ) -> Result<Vec<Result<MailboxStatus, SessionError>>, SessionError> {
         // Per command: its mailbox, and the UID set it fetches (`None`: the EXAMINE).
         let mut commands: Vec<(usize, Option<String>)> = Vec::new();
@@ -773,7 +789,10 @@ impl ImapClient {
             commands.len(),
             |i, b| match &commands[i] {
                 (j, None) => b.text("EXAMINE ").mailbox(&mailboxes[*j].0),
-                (_, Some(set)) => b.text("UID FETCH ").text(set).text(" (UID RFC822.SIZE)"),
+                (_, Some(set)) => b
+                    .text("UID FETCH ")
+                    .text(set)
+                    .text(" (UID RFC822.SIZE FLAGS INTERNALDATE)"),
             },
             |i, response| {
                 match &commands[i] {
@@ -782,7 +801,7 @@ impl ImapClient {
                         if let Some(record) = index_record(response) {
                             found[*j] += 1;
                             within_due(found[*j], mailboxes[*j].1.len(), "UIDs asked for")?;
-                            on_each(*j, record.uid, record.size);
+                            on_each(*j, record);
                         }
                     }
                 }
@@ -1470,6 +1489,12 @@ mod tests {
     /// A one-connection IMAP server on loopback greeting with `capabilities` and accepting
     /// any login: `+` to AUTHENTICATE and to a synchronizing literal, OK to the rest.
     fn fake_server(capabilities: &'static str) -> u16 {
+        fake_server_answering(capabilities, "+ ")
+    }
+
+    /// [`fake_server`] answering `AUTHENTICATE PLAIN` with `authenticate`: a continuation
+    /// (`+ `), or a completion (`BAD …`, `NO …`) under the command's tag.
+    fn fake_server_answering(capabilities: &'static str, authenticate: &'static str) -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
@@ -1491,7 +1516,15 @@ mod tests {
                 if starts_command {
                     tag = line.split(' ').next().unwrap().to_owned();
                 }
-                let answer = if line.ends_with('}') || line.ends_with(" AUTHENTICATE PLAIN") {
+                let answer = if line.contains(" AUTHENTICATE PLAIN") {
+                    match authenticate.strip_prefix('+') {
+                        Some(_) if !line.ends_with(" AUTHENTICATE PLAIN") => {
+                            format!("{tag} OK [CAPABILITY IMAP4rev1] done\r\n")
+                        }
+                        Some(_) => format!("{authenticate}\r\n"),
+                        None => format!("{tag} {authenticate}\r\n"),
+                    }
+                } else if line.ends_with('}') {
                     "+ \r\n".to_owned()
                 } else {
                     format!("{tag} OK [CAPABILITY IMAP4rev1] done\r\n")
@@ -1539,6 +1572,44 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains(&plain.sasl_plain()), "{text}");
+    }
+
+    /// Logs in as alice on a server answering AUTHENTICATE PLAIN with `authenticate`: the
+    /// outcome and the trace.
+    fn login_answered(
+        capabilities: &'static str,
+        authenticate: &'static str,
+    ) -> (Result<(), SessionError>, String) {
+        let port = fake_server_answering(capabilities, authenticate);
+        let (address, captured) = Captured::loopback(port);
+        let tls = TlsConfig::new(&Default::default()).unwrap();
+        let mut client = ImapClient::connect(&address, TlsMode::Plain, &tls).unwrap();
+        let outcome = client.login(&Login::plain("alice", "pw-secret-4"));
+        (outcome, captured.text())
+    }
+
+    #[test]
+    fn authenticate_plain_refused_as_a_command_falls_back_to_login_and_a_no_does_not() {
+        let bad = "BAD [CLIENTBUG] Unsupported mechanism";
+        let (outcome, text) = login_answered("IMAP4rev1 SASL-IR AUTH=PLAIN", bad);
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert!(text.contains(" C: m2 LOGIN alice <redacted>\n"), "{text}");
+        assert!(!text.contains("pw-secret-4"), "{text}");
+
+        // The server's verdict on the password is final: it is not tried again.
+        let no = "NO [AUTHENTICATIONFAILED] Authentication failed";
+        let (outcome, text) = login_answered("IMAP4rev1 SASL-IR AUTH=PLAIN", no);
+        assert!(
+            matches!(outcome, Err(SessionError::LoginRefused(_))),
+            "{outcome:?}"
+        );
+        assert!(!text.contains("LOGIN alice"), "{text}");
+
+        // Nor is LOGIN sent where the server disabled it.
+        let caps = "IMAP4rev1 SASL-IR AUTH=PLAIN LOGINDISABLED";
+        let (outcome, text) = login_answered(caps, bad);
+        assert!(outcome.is_err(), "{outcome:?}");
+        assert!(!text.contains("LOGIN alice"), "{text}");
     }
 
     #[test]

@@ -496,6 +496,7 @@ impl MaildirTarget {
                     uid: n as u32 + 1,
                     size,
                     flags: entry.flags,
+                    internal_date: modified(&entry.path),
                 },
             );
         }

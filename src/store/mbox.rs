@@ -349,6 +349,8 @@ impl MboxTarget {
                     uid: n as u32 + 1,
                     size: raw.len() as u64,
                     flags: Vec::new(),
+                    // In the `From ` line, which the index does not read.
+                    internal_date: None,
                 },
             );
         }

@@ -36,7 +36,9 @@ use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
 use crate::identity::Identity;
 use crate::imap::{FolderStatus, MessageUid};
-use crate::index::{IndexedFolder, KnownMessages, SourceMessage, read_matches_announced};
+use crate::index::{
+    IndexedFolder, KnownMessages, SourceMessage, TargetCopy, read_matches_announced,
+};
 use crate::plan::FolderPlan;
 use crate::uidl_keeping;
 
@@ -211,8 +213,8 @@ pub struct FolderRefused(pub String);
 pub struct FoundUids {
     /// The folder's UIDVALIDITY, when the server says.
     pub uid_validity: Option<u32>,
-    /// Size (IMAP RFC822.SIZE) by UID, of the UIDs asked about that exist.
-    pub sizes: HashMap<u32, u64>,
+    /// The UIDs asked about that exist, with their size (IMAP RFC822.SIZE), flags and date.
+    pub copies: HashMap<u32, TargetCopy>,
 }
 
 /// An IMAP-like target: folders, an index of what it holds, and batched uploads.
@@ -237,7 +239,8 @@ pub trait Target: Send {
     fn index_all(&mut self, folders: &[String]) -> Result<Vec<crate::index::TargetIndex>, Error> {
         folders.iter().map(|folder| self.index(folder)).collect()
     }
-    /// For each `(folder, uids)`, which of those UIDs the folder holds and their sizes, from
+    /// For each `(folder, uids)`, which of those UIDs the folder holds with their sizes, flags
+    /// and dates, from
     /// the server's index and not the messages (cheaper than [`index_all`](Self::index_all));
     /// all in one round trip where the protocol allows. `None` for a folder the target could
     /// not answer for (the default: every folder).

@@ -18,7 +18,7 @@ use super::command::{
     CommandBuilder, LiteralMode, Segment, flag_list, format_internal_date, parse_internal_date,
     uid_sets,
 };
-use super::response::{Framer, has_code, status_text};
+use super::response::{Framer, asks_to_slow_down, has_code, status_text};
 use super::{mutf7, namespace};
 use crate::auth::{Login, Mechanism};
 use crate::error::SessionError;
@@ -168,6 +168,10 @@ pub struct ImapClient {
     /// Whether LOGOUT was sent: dropping the client then says nothing more.
     logged_out: bool,
 }
+
+/// How long the server's last words are read for after a write failed: they were sent before
+/// it closed, so they are there already or not at all.
+const LAST_WORDS_WAIT: Duration = Duration::from_millis(300);
 
 /// How long a LOGOUT sent by [`ImapClient::say_goodbye`] may take to write.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -468,9 +472,8 @@ impl ImapClient {
     /// built ahead like the other commands.
     fn authenticate_cram_md5(&mut self, login: &Login<'_>) -> Result<Completion, SessionError> {
         let tag = self.tag();
-        self.conn
-            .write_all(format!("{tag} AUTHENTICATE CRAM-MD5\r\n").as_bytes())?;
-        self.conn.flush()?;
+        self.write_part(&tag, format!("{tag} AUTHENTICATE CRAM-MD5\r\n").as_bytes())?;
+        self.flush_command(&tag)?;
         let mut ignore = |_: &mut Response<'_>| Ok(());
         if let Some(done) = self.read_until(&tag, true, &mut ignore)? {
             return Ok(done);
@@ -482,8 +485,8 @@ impl ImapClient {
             // `*` cancels the exchange (RFC 3501 §6.2.2); the server then says NO.
             None => "*".to_owned(),
         };
-        self.conn.write_all(format!("{answer}\r\n").as_bytes())?;
-        self.conn.flush()?;
+        self.write_part(&tag, format!("{answer}\r\n").as_bytes())?;
+        self.flush_command(&tag)?;
         self.read_until(&tag, false, &mut ignore)?
             .ok_or_else(|| SessionError::Protocol("unexpected continuation request".into()))
     }
@@ -1011,11 +1014,11 @@ impl ImapClient {
         };
         for segment in segments {
             match segment {
-                Segment::Bytes(bytes) => self.conn.write_all(&bytes)?,
-                Segment::Slice(bytes) => self.conn.write_all(bytes)?,
+                Segment::Bytes(bytes) => self.write_part(&tag, &bytes)?,
+                Segment::Slice(bytes) => self.write_part(&tag, bytes)?,
                 Segment::AwaitContinuation => {
                     trace_next_piece(&self.conn);
-                    self.conn.flush()?;
+                    self.flush_command(&tag)?;
                     // A tagged answer instead of `+` means the server refused early (e.g.
                     // APPEND to a missing mailbox): the rest must not be sent.
                     if let Some(done) = self.read_until(&tag, true, &mut |r| on_data(r))? {
@@ -1025,7 +1028,7 @@ impl ImapClient {
             }
         }
         trace_next_piece(&self.conn);
-        self.conn.flush()?;
+        self.flush_command(&tag)?;
         self.read_until(&tag, false, &mut |r| on_data(r))?
             .ok_or_else(|| SessionError::Protocol("unexpected continuation request".into()))
     }
@@ -1046,11 +1049,11 @@ impl ImapClient {
             match segment {
                 Segment::Bytes(bytes) => {
                     bytes_sent += bytes.len();
-                    self.conn.write_all(&bytes)?;
+                    self.write_part(&tag, &bytes)?;
                 }
                 Segment::Slice(bytes) => {
                     bytes_sent += bytes.len();
-                    self.conn.write_all(bytes)?;
+                    self.write_part(&tag, bytes)?;
                 }
                 Segment::AwaitContinuation => {
                     return Err(SessionError::Protocol(
@@ -1060,12 +1063,36 @@ impl ImapClient {
             }
         }
         shown.iter().for_each(|piece| self.conn.trace().sent(piece));
-        self.conn.flush()?;
+        self.flush_command(&tag)?;
         self.in_flight.insert(tag.clone());
         Ok(Sent {
             tag,
             bytes: bytes_sent,
         })
+    }
+
+    /// Writes part of the command tagged `tag`.
+    fn write_part(&mut self, tag: &str, bytes: &[u8]) -> Result<(), SessionError> {
+        self.conn
+            .write_all(bytes)
+            .map_err(|err| self.write_failed(tag, err))
+    }
+
+    /// Sends what was written of the command tagged `tag`.
+    fn flush_command(&mut self, tag: &str) -> Result<(), SessionError> {
+        self.conn.flush().map_err(|err| self.write_failed(tag, err))
+    }
+
+    /// What a failed write of the command tagged `tag` means. A server that ends the session
+    /// says why first (a BYE, or a NO asking to slow down) and closes; a long command being
+    /// written (an APPEND) then fails with a broken pipe before that answer is read, and the
+    /// answer, which decides how long to wait before coming back, would be lost with it.
+    fn write_failed(&mut self, tag: &str, err: io::Error) -> SessionError {
+        if !self.conn.stop_writing(LAST_WORDS_WAIT) {
+            return err.into();
+        }
+        let last_words = self.read_until(tag, false, &mut |_| Ok(()));
+        after_failed_write(last_words, err)
     }
 
     /// Collects the completion of a command sent with [`ImapClient::send`]; untagged data on
@@ -1340,6 +1367,24 @@ fn observe(state: &mut State, response: &Response<'_>, raw: &[u8]) -> Result<(),
         _ => {}
     }
     Ok(())
+}
+
+/// The error for a write that failed (`write`), given what reading on after it gave
+/// (`last_words`): the server's BYE, as [`observe`] reports one, or its refusal asking to slow
+/// down ([`SessionError::Throttled`]), tells more than a broken pipe; anything else does not.
+fn after_failed_write(
+    last_words: Result<Option<Completion>, SessionError>,
+    write: io::Error,
+) -> SessionError {
+    match last_words {
+        Err(SessionError::Io(bye)) if bye.kind() == io::ErrorKind::ConnectionAborted => {
+            SessionError::Io(bye)
+        }
+        Ok(Some(done)) if done.status != Status::Ok && asks_to_slow_down(&done.text) => {
+            SessionError::Throttled(done.text)
+        }
+        _ => write.into(),
+    }
 }
 
 fn capability_names(caps: &[imap_proto::Capability<'_>]) -> Vec<String> {
@@ -1665,6 +1710,49 @@ mod tests {
                 assert!(err.to_string().contains("Too many connections"), "{err}");
             }
             other => panic!("a BYE must break the session: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_write_is_what_the_server_said_before_closing() {
+        let broken_pipe = || io::Error::new(io::ErrorKind::BrokenPipe, "Broken pipe");
+        let answered = |status, text: &str| {
+            Ok(Some(Completion {
+                status,
+                text: text.into(),
+                append_uid: None,
+            }))
+        };
+
+        let raw = b"* BYE Server shutting down.\r\n";
+        let (_, response) = Response::parse(raw).unwrap();
+        let bye = observe(&mut State::default(), &response, raw).unwrap_err();
+        match after_failed_write(Err(bye), broken_pipe()) {
+            SessionError::Io(err) => {
+                assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+                assert!(err.to_string().contains("Server shutting down."), "{err}");
+            }
+            other => panic!("a BYE read after a failed write must count as one: {other:?}"),
+        }
+
+        for text in ["[UNAVAILABLE] Try again later", "[THROTTLED] Slow down"] {
+            match after_failed_write(answered(Status::No, text), broken_pipe()) {
+                SessionError::Throttled(said) => assert_eq!(said, text),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+
+        // Anything else says no more than the broken pipe: a refusal that no wait changes,
+        // nothing at all, or a connection that ends without a word.
+        for last_words in [
+            answered(Status::No, "[OVERQUOTA] Quota exceeded"),
+            Err(SessionError::Timeout),
+            Err(SessionError::Closed),
+        ] {
+            match after_failed_write(last_words, broken_pipe()) {
+                SessionError::Io(err) => assert_eq!(err.kind(), io::ErrorKind::BrokenPipe),
+                other => panic!("{other:?}"),
+            }
         }
     }
 }

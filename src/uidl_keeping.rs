@@ -117,8 +117,7 @@ pub fn append_map<'a>(
         return Ok(());
     }
     // Private like the reports: UIDLs and UIDs of someone's mail.
-    let mut file = private_file::open_private(path)
-        .map_err(|e| map_error(path, &e.to_string()))?;
+    let mut file = private_file::open_private(path).map_err(|e| map_error(path, &e.to_string()))?;
     let header: &[u8] = if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
         b"target_account,target_folder,uidvalidity,uid,uidl,size\n"
     } else {

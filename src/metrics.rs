@@ -324,4 +324,30 @@ mod tests {
         }
         assert!(metrics.encode().ends_with("# EOF\n"));
     }
+
+    fn get(address: SocketAddr, path: &str) -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(address)?;
+        write!(stream, "GET {path} HTTP/1.1\r\nConnection: close\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    }
+
+    #[test]
+    fn the_listener_serves_until_dropped() {
+        let address = TcpListener::bind("127.0.0.1:0")
+            .and_then(|free| free.local_addr())
+            .unwrap();
+        let metrics = Arc::new(Metrics::new(7));
+        let server = MetricsServer::start(address, Arc::clone(&metrics)).unwrap();
+        let scraped = get(address, "/metrics").unwrap();
+        assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
+        assert!(scraped.contains("\nmailferry_accounts 7\n"), "{scraped}");
+        assert!(get(address, "/").unwrap().starts_with("HTTP/1.1 404"));
+        let taken = MetricsServer::start(address, metrics).err().unwrap();
+        assert_eq!(taken.exit_code(), crate::error::EXIT_USAGE);
+        drop(server);
+        assert!(get(address, "/metrics").is_err(), "still listening");
+    }
 }

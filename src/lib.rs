@@ -17,6 +17,7 @@ pub mod header;
 pub mod identity;
 pub mod imap;
 pub mod index;
+pub mod metrics;
 pub mod migrate;
 pub mod mirror;
 pub mod net;

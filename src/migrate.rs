@@ -24,7 +24,9 @@ use crate::store::maildir::{Maildir, MaildirSource, MaildirTarget};
 use crate::store::mbox::{Mbox, MboxSource, MboxTarget};
 use crate::target::ImapTarget;
 use crate::trace::Trace;
-use crate::transfer::{self, Fanout, Observer, Source, Target, TargetPool, TransferSettings};
+use crate::transfer::{
+    self, Fanout, Observer, Source, Target, TargetPool, TransferSettings, Unobserved,
+};
 use crate::uidl_keeping;
 use crate::verify;
 
@@ -519,7 +521,8 @@ fn retrying<T>(
     give_up: Option<&AtomicBool>,
     open: impl FnMut() -> Result<T, Error>,
 ) -> Result<T, Error> {
-    job.transfer.retry(give_up, Error::is_transient, open)
+    job.transfer
+        .retry(&Unobserved, give_up, Error::is_transient, open)
 }
 
 /// A logged-in connection to each side, and the folders each side has.

@@ -262,6 +262,11 @@ pub struct BatchArgs {
     /// At most this many connections to one server from all jobs together
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_connections_per_host: Option<u16>,
+    /// While the batch runs, serve its metrics (accounts, messages, bytes, connections,
+    /// retries) in the Prometheus text format at http://ADDR/metrics; ADDR is an IP address
+    /// and port, e.g. 127.0.0.1:9898, and nothing else is listened on
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Password sources and login modes for accounts that do not give their own.
     #[command(flatten)]
     pub credentials: CredentialArgs,

@@ -382,7 +382,15 @@ pub trait Observer: Sync {
     }
     /// The target refused a message, or it could not be transferred.
     fn message_failed(&self, _folder: &str, _message: &SourceMessage, _reason: &str) {}
+    /// A connection failed and is about to be opened again, after a wait; `slowed_down` when
+    /// the server had asked to slow down (a throttle).
+    fn retrying(&self, _slowed_down: bool) {}
 }
+
+/// Sees nothing: for work outside a copy (planning) whose retries nobody counts.
+pub struct Unobserved;
+
+impl Observer for Unobserved {}
 
 /// Passes every event to each of several observers.
 pub struct Fanout<'a>(pub Vec<&'a dyn Observer>);
@@ -400,6 +408,9 @@ impl Observer for Fanout<'_> {
         self.0
             .iter()
             .for_each(|o| o.message_failed(folder, message, reason));
+    }
+    fn retrying(&self, slowed_down: bool) {
+        self.0.iter().for_each(|o| o.retrying(slowed_down));
     }
 }
 
@@ -467,27 +478,38 @@ impl TransferSettings {
 
     /// Calls `open` until it succeeds, fails with an error `worth_retrying` rejects, or has
     /// failed `retries` times more (waiting [`delay_before_retry`](Self::delay_before_retry)
-    /// between tries); stops early once `give_up` is set.
+    /// between tries, each one told to `observer`); stops early once `give_up` is set.
     pub(crate) fn retry<T>(
         &self,
+        observer: &dyn Observer,
         give_up: Option<&AtomicBool>,
         worth_retrying: impl Fn(&Error) -> bool,
         mut open: impl FnMut() -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let mut attempt = 0;
+        let mut retries = Retries {
+            settings: *self,
+            observer,
+            done: 0,
+        };
         loop {
             match open() {
                 Err(err)
                     if worth_retrying(&err)
-                        && attempt < self.retries
+                        && retries.left()
                         && !give_up.is_some_and(|flag| flag.load(Ordering::SeqCst)) =>
                 {
-                    attempt += 1;
-                    std::thread::sleep(self.delay_before_retry(attempt, &err));
+                    retries.wait(&err);
                 }
                 other => return other,
             }
         }
+    }
+
+    /// Tells `observer` of retry number `attempt` (from 1) after `cause`, then waits
+    /// [`delay_before_retry`](Self::delay_before_retry).
+    pub(crate) fn wait_before_retry(&self, attempt: u32, cause: &Error, observer: &dyn Observer) {
+        observer.retrying(asks_to_slow_down(cause));
+        std::thread::sleep(self.delay_before_retry(attempt, cause));
     }
 
     /// The wait before retry number `attempt` (from 1) after `cause`: exponential and capped,
@@ -713,6 +735,7 @@ impl<'a, 'p: 'a> Lane<'a, 'p> {
             source,
             self.connect_source,
             settings,
+            observer,
             &mut |fetched: Result<Fetched<'_>, Unreadable>| {
                 // An upload worker gave up: the run ends with its error, and the budget no
                 // longer bounds what would still be read.
@@ -811,13 +834,18 @@ fn fetch_resuming(
     source: &mut Box<dyn Source>,
     connect_source: &SourceConnector<'_>,
     settings: TransferSettings,
+    observer: &dyn Observer,
     deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
 ) -> Result<(), Error> {
     let folder = plan.source_folder.as_str();
     // Borrowed from the plan until a break leaves only some to fetch: the source takes its
     // own list of the messages, which it shares with the plan.
     let mut pending = Cow::Borrowed(plan.to_copy.as_slice());
-    let mut attempt = 0;
+    let mut retries = Retries {
+        settings,
+        observer,
+        done: 0,
+    };
     // Read wrong once, with why, to read again on a fresh connection; `rereading` once that
     // is under way.
     let mut misread: Vec<(Arc<SourceMessage>, String)> = Vec::new();
@@ -853,7 +881,7 @@ fn fetch_resuming(
             !stopped
         });
         let cause = match result {
-            Err(err) if err.is_transient() && !stopped && attempt < settings.retries => Some(err),
+            Err(err) if err.is_transient() && !stopped && retries.left() => Some(err),
             Ok(()) if !stopped && !rereading && !misread.is_empty() => None,
             other => return other,
         };
@@ -877,8 +905,7 @@ fn fetch_resuming(
             again,
             source,
             connect_source,
-            settings,
-            &mut attempt,
+            &mut retries,
             cause.as_ref(),
         )?;
         let Some(Relocated { found, gone }) = relocated else {
@@ -902,6 +929,28 @@ fn fetch_resuming(
     }
 }
 
+/// The retries of one piece of work (opening a connection, a folder's fetch): how many so far, out of `settings.retries`, each told
+/// to the observer.
+struct Retries<'a> {
+    settings: TransferSettings,
+    observer: &'a dyn Observer,
+    done: u32,
+}
+
+impl Retries<'_> {
+    /// Whether another retry is allowed.
+    fn left(&self) -> bool {
+        self.done < self.settings.retries
+    }
+
+    /// Counts a retry after `cause` and waits its backoff.
+    fn wait(&mut self, cause: &Error) {
+        self.done += 1;
+        self.settings
+            .wait_before_retry(self.done, cause, self.observer);
+    }
+}
+
 /// Lets go of `source` and opens a new connection in its place, on which it finds `messages`
 /// again ([`Source::relocate`]; `None` when this source cannot). After a break (`cause`), and
 /// after each failed attempt, the next waits its backoff and counts against
@@ -912,16 +961,14 @@ fn reopen(
     messages: Vec<Arc<SourceMessage>>,
     source: &mut Box<dyn Source>,
     connect_source: &SourceConnector<'_>,
-    settings: TransferSettings,
-    attempt: &mut u32,
+    retries: &mut Retries<'_>,
     cause: Option<&Error>,
 ) -> Result<Option<Relocated>, Error> {
     source.abandon();
     let mut failed: Option<Error> = None;
     loop {
         if let Some(cause) = failed.as_ref().or(cause) {
-            *attempt += 1;
-            std::thread::sleep(settings.delay_before_retry(*attempt, cause));
+            retries.wait(cause);
         }
         let reopened = connect_source().and_then(|mut fresh| {
             let relocated = fresh.relocate(folder, messages.clone())?;
@@ -929,7 +976,7 @@ fn reopen(
             Ok(relocated)
         });
         match reopened {
-            Err(again) if again.is_transient() && *attempt < settings.retries => {
+            Err(again) if again.is_transient() && retries.left() => {
                 failed = Some(again);
             }
             other => return other,
@@ -1271,6 +1318,7 @@ mod tests {
     struct Events {
         copied: Mutex<Vec<u32>>,
         failed: Mutex<Vec<(u32, String)>>,
+        retries: Mutex<Vec<bool>>,
     }
 
     impl Observer for Events {
@@ -1287,6 +1335,9 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push((message.key, reason.to_owned()));
+        }
+        fn retrying(&self, slowed_down: bool) {
+            self.retries.lock().unwrap().push(slowed_down);
         }
     }
 
@@ -1450,6 +1501,11 @@ mod tests {
         assert_eq!(server.stored_keys(), [1, 2, 3, 4]);
         assert_eq!(events.copied(), [1, 2, 3, 4]);
         assert!(events.failed().is_empty());
+        assert_eq!(
+            *events.retries.lock().unwrap(),
+            [true, true],
+            "two throttles"
+        );
         let state = server.state.lock().unwrap();
         assert_eq!((state.connections, state.attempts[&2]), (3, 3));
     }
@@ -1490,6 +1546,7 @@ mod tests {
         assert_eq!(server.stored_keys(), (1..=40).collect::<Vec<_>>());
         assert_eq!(events.copied(), (1..=40).collect::<Vec<_>>());
         assert_eq!(server.state.lock().unwrap().connections, 2);
+        assert_eq!(*events.retries.lock().unwrap(), [false], "one plain retry");
     }
 
     /// One worker with batches of two folders in flight when its connection breaks: each

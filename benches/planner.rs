@@ -83,6 +83,7 @@ fn benchmarks(c: &mut Criterion) {
                 uid: uid as u32,
                 size: message.size,
                 flags: Vec::new(),
+                internal_date: None,
             },
         );
     }

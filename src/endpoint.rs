@@ -11,13 +11,24 @@ use percent_encoding::percent_decode_str;
 use crate::error::Error;
 use crate::net::TlsMode;
 
-/// The mail protocol of an endpoint.
+/// The mail protocol of an endpoint, or the format of a store on local disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// POP3 (RFC 1939).
     Pop3,
     /// IMAP4rev1 (RFC 3501).
     Imap,
+    /// A Maildir on local disk (`maildir:PATH`).
+    Maildir,
+    /// mbox on local disk (`mbox:FILE`, or `mbox:DIR/` for a file per folder).
+    Mbox,
+}
+
+impl Protocol {
+    /// Whether the store is on local disk: no host, no login.
+    pub fn is_local(self) -> bool {
+        matches!(self, Protocol::Maildir | Protocol::Mbox)
+    }
 }
 
 /// Which side of the job an endpoint is on; used to name the right options in hints.
@@ -62,11 +73,17 @@ pub struct Endpoint {
     pub user: String,
     /// The folder in the URL's path, percent-decoded; `None` when the path is empty.
     pub folder: Option<String>,
+    /// A local store's directory or file (`maildir:`, `mbox:`); `None` for a server.
+    pub path: Option<PathBuf>,
 }
 
 impl Endpoint {
-    /// Parses `scheme://user@host[:port][/folder]`.
+    /// Parses `scheme://user@host[:port][/folder]`, or a local store: `maildir:///abs/path`,
+    /// `maildir:relative/path`, `mbox:///file.mbox`, `mbox:///dir/`.
     pub fn parse(url: &str) -> Result<Self, Error> {
+        if let Some(local) = Self::parse_local(url)? {
+            return Ok(local);
+        }
         let bad = |why: &str| {
             Error::Usage {
             message: format!("invalid server URL {}: {why}", redact_url(url)),
@@ -109,7 +126,50 @@ impl Endpoint {
             port: port.unwrap_or(default_port),
             user,
             folder: (!folder.is_empty()).then_some(folder),
+            path: None,
         })
+    }
+
+    /// A `maildir:` or `mbox:` URL; `None` for any other scheme.
+    fn parse_local(url: &str) -> Result<Option<Self>, Error> {
+        let Some((scheme, rest)) = url.split_once(':') else {
+            return Ok(None);
+        };
+        let protocol = match scheme.to_ascii_lowercase().as_str() {
+            "maildir" => Protocol::Maildir,
+            "mbox" => Protocol::Mbox,
+            _ => return Ok(None),
+        };
+        // `maildir:///abs` names /abs; `maildir:rel` a path relative to the working directory.
+        let path = match rest.strip_prefix("//") {
+            Some(absolute) if absolute.starts_with('/') => absolute,
+            Some(_) => {
+                return Err(Error::Usage {
+                    message: format!("invalid store URL {url}: a host is not allowed here"),
+                    hint: Some(format!(
+                        "write {scheme}:///absolute/path or {scheme}:relative/path"
+                    )),
+                });
+            }
+            None => rest,
+        };
+        if path.is_empty() {
+            return Err(Error::Usage {
+                message: format!("invalid store URL {url}: no path"),
+                hint: Some(format!(
+                    "write {scheme}:///absolute/path or {scheme}:relative/path"
+                )),
+            });
+        }
+        Ok(Some(Endpoint {
+            protocol,
+            tls_mode: TlsMode::Plain,
+            host: String::new(),
+            port: 0,
+            user: String::new(),
+            folder: None,
+            path: Some(PathBuf::from(path)),
+        }))
     }
 }
 
@@ -121,7 +181,13 @@ impl fmt::Display for Endpoint {
             (Protocol::Pop3, _) => "pop3",
             (Protocol::Imap, TlsMode::Implicit) => "imaps",
             (Protocol::Imap, _) => "imap",
+            (Protocol::Maildir, _) => "maildir",
+            (Protocol::Mbox, _) => "mbox",
         };
+        if let Some(path) = &self.path {
+            let slashes = if path.is_absolute() { "//" } else { "" };
+            return write!(f, "{scheme}:{slashes}{}", path.display());
+        }
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
@@ -207,7 +273,8 @@ fn redact_url(url: &str) -> String {
 }
 
 /// A password, kept out of `Debug` output so it cannot end up in a log or a panic message.
-#[derive(Clone)]
+/// The default is empty: the password of a store that takes no login.
+#[derive(Clone, Default)]
 pub struct Password(String);
 
 impl Password {
@@ -333,6 +400,25 @@ pub fn run_secret_command(command: &str, side: Side) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn local_stores_take_an_absolute_or_a_relative_path_and_print_it_back() {
+        let absolute = Endpoint::parse("maildir:///var/backup/alice").unwrap();
+        assert_eq!(absolute.protocol, Protocol::Maildir);
+        assert_eq!(
+            absolute.path.as_deref(),
+            Some(Path::new("/var/backup/alice"))
+        );
+        assert_eq!(absolute.to_string(), "maildir:///var/backup/alice");
+        let relative = Endpoint::parse("MBOX:backup/").unwrap();
+        assert_eq!(relative.protocol, Protocol::Mbox);
+        assert_eq!(relative.to_string(), "mbox:backup/");
+        assert!(relative.protocol.is_local());
+        for bad in ["maildir:", "maildir://host/path", "mbox://"] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_the_issue_examples() {
@@ -345,7 +431,8 @@ mod tests {
                 host: "mail.old.example".into(),
                 port: 995,
                 user: "alice".into(),
-                folder: None
+                folder: None,
+                path: None,
             }
         );
         let to = Endpoint::parse("imaps://alice%40new.example@mail.new.example:993/INBOX").unwrap();

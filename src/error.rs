@@ -7,6 +7,7 @@
 
 use std::io;
 
+use crate::auth::AuthMode;
 use crate::endpoint::{Endpoint, Side};
 
 /// Exit code: every message is present on the target.
@@ -82,6 +83,15 @@ impl From<io::Error> for SessionError {
             },
         }
     }
+}
+
+/// The step at which a session failed while being opened ([`Error::opening`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Opening<'a> {
+    /// Connecting: TCP, TLS, the greeting, STARTTLS.
+    Connect,
+    /// Logging in, in this mode.
+    Login(&'a AuthMode),
 }
 
 /// A failure of the whole job, in the user's terms.
@@ -224,6 +234,41 @@ impl Error {
         }
     }
 
+    /// [`from_session`](Self::from_session) for a session that failed while being opened,
+    /// with the hint that fits that step: an answer that does not parse at the greeting is
+    /// most likely another protocol or TLS mode on that port, and a refused login names the
+    /// secret that the login mode used.
+    pub fn opening(endpoint: &Endpoint, side: Side, err: SessionError, step: Opening<'_>) -> Self {
+        let word = side.word();
+        let secret = format!(
+            "MAILFERRY_{}_PASSWORD, --{word}-password-file or --{word}-password-command",
+            word.to_ascii_uppercase()
+        );
+        let hint = match (&err, step) {
+            (SessionError::Protocol(_), Opening::Connect) => {
+                "check that the port speaks the URL's protocol (POP3 or IMAP) and its TLS mode (pop3s/imaps: TLS from the start)".to_owned()
+            }
+            (SessionError::LoginRefused(_), Opening::Login(AuthMode::OAuth2(_))) => format!(
+                "check that --{word}-oauth2-token-command (or MAILFERRY_{}_PASSWORD) gives a current access token for this user, with the mail scope",
+                word.to_ascii_uppercase()
+            ),
+            (SessionError::LoginRefused(_), Opening::Login(AuthMode::Master { admin })) => {
+                format!(
+                    "check the administrator {admin:?} and its password in {secret}, and that the server lets it log in for other users"
+                )
+            }
+            (SessionError::LoginRefused(_), Opening::Login(AuthMode::CramMd5)) => format!(
+                "check the user name and the password in {secret}; CRAM-MD5 also needs the server to keep the plaintext password"
+            ),
+            _ => return Error::from_session(endpoint, side, err),
+        };
+        let mut error = Error::from_session(endpoint, side, err);
+        if let Error::Auth { hint: slot, .. } | Error::Connection { hint: slot, .. } = &mut error {
+            *slot = Some(hint);
+        }
+        error
+    }
+
     /// Puts a connection-level failure in the user's terms: which server, and what to try.
     pub fn from_session(endpoint: &Endpoint, side: Side, err: SessionError) -> Self {
         let word = side.word();
@@ -273,11 +318,12 @@ impl Error {
                 source: err,
                 hint: Some("the server cannot do what this run needs; see the reason above".into()),
             },
+            // Past the greeting the port speaks the protocol: the answer itself is odd.
             SessionError::Protocol(_) => Error::Connection {
                 server,
                 source: err,
                 hint: Some(
-                    "check that the port speaks the URL's protocol (POP3 or IMAP) and its TLS mode (pop3s/imaps: TLS from the start)"
+                    "the server sent an answer mailferry cannot read; -vvv shows the exchange (passwords redacted): please report it with that trace"
                         .into(),
                 ),
             },
@@ -308,5 +354,48 @@ impl Error {
                 hint: Some("re-run mailferry: it copies only what is still missing".into()),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::OAuthMechanism;
+
+    fn hint(err: SessionError, step: Option<Opening<'_>>) -> String {
+        let endpoint = Endpoint::parse("imaps://alice@mail.example").unwrap();
+        let error = match step {
+            Some(step) => Error::opening(&endpoint, Side::From, err, step),
+            None => Error::from_session(&endpoint, Side::From, err),
+        };
+        error.hint().unwrap().to_owned()
+    }
+
+    #[test]
+    fn an_answer_that_does_not_parse_blames_the_port_only_at_the_greeting() {
+        let garbled = || SessionError::Protocol("x".into());
+        assert!(hint(garbled(), Some(Opening::Connect)).contains("port speaks"));
+        let at_login = hint(garbled(), Some(Opening::Login(&AuthMode::User)));
+        let later = hint(garbled(), None);
+        for hint in [at_login, later] {
+            assert!(!hint.contains("port speaks"), "{hint}");
+            assert!(hint.contains("-vvv"), "{hint}");
+        }
+    }
+
+    #[test]
+    fn a_refused_login_names_what_its_mode_logs_in_with() {
+        let refused = || SessionError::LoginRefused("NO".into());
+        let user = hint(refused(), Some(Opening::Login(&AuthMode::User)));
+        assert!(user.contains("MAILFERRY_FROM_PASSWORD"), "{user}");
+        let oauth = AuthMode::OAuth2(OAuthMechanism::XOAuth2);
+        let token = hint(refused(), Some(Opening::Login(&oauth)));
+        assert!(token.contains("--from-oauth2-token-command"), "{token}");
+        assert!(!token.contains("password-file"), "{token}");
+        let master = AuthMode::Master {
+            admin: "admin".into(),
+        };
+        let admin = hint(refused(), Some(Opening::Login(&master)));
+        assert!(admin.contains("\"admin\""), "{admin}");
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, FixedOffset};
 
 use crate::identity::Identity;
+use crate::imap::command::is_writable_flag;
 
 /// One message as a source indexed it (headers only; the body is fetched later).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,14 +135,16 @@ impl KeywordPolicy {
         }
     }
 
-    /// Whether a copy may carry this flag; system flags always may.
+    /// Whether a copy may carry this flag: system flags always may, and no flag IMAP cannot
+    /// write ([`is_writable_flag`]) ever may.
     pub fn accepts(&self, flag: &str) -> bool {
-        match self {
-            KeywordPolicy::Any => true,
-            KeywordPolicy::Only(flags) => {
-                flag.starts_with('\\') || flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+        is_writable_flag(flag)
+            && match self {
+                KeywordPolicy::Any => true,
+                KeywordPolicy::Only(flags) => {
+                    flag.starts_with('\\') || flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+                }
             }
-        }
     }
 }
 
@@ -154,6 +157,8 @@ pub struct TargetCopy {
     pub size: u64,
     /// Its flags.
     pub flags: Vec<String>,
+    /// Its INTERNALDATE, when the server said.
+    pub internal_date: Option<DateTime<FixedOffset>>,
 }
 
 /// The messages of each identity a target folder holds, and which keywords it takes.

@@ -5,6 +5,7 @@
 //! ends in a [`report`]. Protocol clients ([`pop3`], [`imap`]) know nothing of plans, and the
 //! planner touches no socket.
 
+pub mod altered;
 pub mod auth;
 pub mod batch;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod header;
 pub mod identity;
 pub mod imap;
 pub mod index;
+pub mod metrics;
 pub mod migrate;
 pub mod mirror;
 pub mod net;

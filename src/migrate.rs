@@ -21,9 +21,13 @@ use crate::plan::{self, FolderPlan};
 use crate::preflight::{self, FolderAction, FolderCheck, Preflight};
 use crate::report::{Report, ReportBuilder};
 use crate::source::{ImapSource, POP3_FOLDER, Pop3Source};
+use crate::store::maildir::{Maildir, MaildirSource, MaildirTarget};
+use crate::store::mbox::{Mbox, MboxSource, MboxTarget};
 use crate::target::ImapTarget;
 use crate::trace::Trace;
-use crate::transfer::{self, Fanout, Observer, Source, Target, TargetPool, TransferSettings};
+use crate::transfer::{
+    self, Fanout, Observer, Source, Target, TargetPool, TransferSettings, Unobserved,
+};
 use crate::uidl_keeping;
 use crate::verify;
 
@@ -484,14 +488,18 @@ impl Planned<'_> {
                 planned: &f.target_index,
             })
             .collect();
+        let verdict = verify::missing_after_copies(&checks, receipts, target)?;
         let mut complete = true;
-        for (check, missing) in checks
-            .iter()
-            .zip(verify::missing_after_copies(&checks, receipts, target)?)
-        {
+        for (check, missing) in checks.iter().zip(verdict.missing) {
             self.report
                 .missing_after_copy(check.source_folder, &missing);
             complete &= missing.is_empty();
+        }
+        for (folder, altered) in verdict.altered {
+            altered
+                .warnings(&folder)
+                .into_iter()
+                .for_each(|warning| self.report.warn(warning));
         }
         Ok(complete)
     }
@@ -557,7 +565,8 @@ fn retrying<T>(
     give_up: Option<&AtomicBool>,
     open: impl FnMut() -> Result<T, Error>,
 ) -> Result<T, Error> {
-    job.transfer.retry(give_up, Error::is_transient, open)
+    job.transfer
+        .retry(&Unobserved, give_up, Error::is_transient, open)
 }
 
 /// A logged-in connection to each side, and the folders each side has.
@@ -617,8 +626,23 @@ fn open_source_unless(
                 job.mark_seen,
             )?)),
             Protocol::Imap => Ok(Box::new(ImapSource::connect(&job.from, &job.connect)?)),
+            Protocol::Maildir => Ok(Box::new(MaildirSource::open(Maildir::new(local_path(
+                &job.from,
+            )))?)),
+            Protocol::Mbox => Ok(Box::new(MboxSource::open(Mbox::new(local_path(
+                &job.from,
+            )))?)),
         }
     })
+}
+
+/// The directory or file of a local store's account.
+fn local_path(account: &Account) -> PathBuf {
+    account
+        .endpoint
+        .path
+        .clone()
+        .expect("a local store's endpoint has a path")
 }
 
 fn open_target(job: &MigrateJob) -> Result<Box<dyn Target>, Error> {
@@ -635,9 +659,15 @@ fn open_target_unless(
 fn open_target_once(job: &MigrateJob) -> Result<Box<dyn Target>, Error> {
     match job.to.endpoint.protocol {
         Protocol::Imap => Ok(Box::new(ImapTarget::connect(&job.to, &job.connect)?)),
+        Protocol::Maildir => Ok(Box::new(MaildirTarget::open(Maildir::new(local_path(
+            &job.to,
+        ))))),
+        Protocol::Mbox => Ok(Box::new(MboxTarget::open(Mbox::new(local_path(&job.to))))),
         Protocol::Pop3 => Err(Error::Usage {
             message: format!("{}: the target must be an IMAP server", job.to.endpoint),
-            hint: Some("write the target as imaps://USER@HOST/FOLDER".into()),
+            hint: Some(
+                "write the target as imaps://USER@HOST/FOLDER, maildir:PATH or mbox:PATH".into(),
+            ),
         }),
     }
 }

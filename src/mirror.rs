@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::deletion::{self, CopyRecord, SourceRef};
 use crate::error::Error;
@@ -21,6 +22,10 @@ use crate::report::Report;
 use crate::state::{FolderState, MirrorState, StateStore};
 use crate::transfer::{DeletionEvidence, Fanout, Observer, Source, Target, UidChange};
 use crate::verify;
+
+/// How long a run waits before looking at the target when the last one was killed during its
+/// copy: long enough for a server to store a batch it had received whole (a few MB).
+const SETTLE_AFTER_KILLED_COPY: Duration = Duration::from_secs(5);
 
 /// Everything a `mirror` run needs.
 pub struct MirrorJob {
@@ -48,6 +53,11 @@ pub fn run(
         &job.copy.to.endpoint.to_string(),
     )?;
     let (previous, warning) = store.load();
+    if previous.copying {
+        // A run killed while uploading may have sent whole batches the server has not stored
+        // yet; indexing the target before it has would send them again.
+        std::thread::sleep(SETTLE_AFTER_KILLED_COPY);
+    }
     let mut planning = MirrorPlanning {
         previous: &previous,
         delete: job.delete,
@@ -65,6 +75,12 @@ pub fn run(
         ..
     } = planning;
     let (messages, bytes) = planned.totals();
+    if messages > 0 {
+        store.save(&MirrorState {
+            copying: true,
+            ..previous.clone()
+        })?;
+    }
     before_copy(messages, bytes);
     let targets: Vec<(String, String)> = planned
         .folders
@@ -73,8 +89,11 @@ pub fn run(
         .collect();
 
     let copied = verify::Receipts::default();
-    let mut state = previous.clone();
-    state.deleted_gone = job.delete;
+    let mut state = MirrorState {
+        deleted_gone: job.delete,
+        copying: false,
+        ..previous.clone()
+    };
     // Folders gone from the source (or now excluded) are forgotten.
     state
         .folders

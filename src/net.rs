@@ -186,8 +186,30 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) if s.sock.write_failed => read_tls_without_writing(s, buf),
             Stream::Tls(s) => s.read(buf),
         }
+    }
+}
+
+/// Reads what the server sent, never writing: rustls's own `read` first sends what it still
+/// holds to send, which fails again (or blocks) once a write has failed, so the server's last
+/// words (a BYE) would never be read.
+fn read_tls_without_writing(
+    tls: &mut StreamOwned<ClientConnection, TimedSocket>,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    loop {
+        match tls.conn.reader().read(buf) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            done => return done,
+        }
+        if tls.conn.read_tls(&mut tls.sock)? == 0 {
+            return Ok(0);
+        }
+        tls.conn
+            .process_new_packets()
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
     }
 }
 
@@ -222,6 +244,9 @@ struct TimedSocket {
     timeout: Duration,
     waited: Duration,
     received: usize,
+    /// Set by [`Connection::stop_writing`]: writes fail at once, and what the server sends no
+    /// longer buys more time.
+    write_failed: bool,
 }
 
 impl TimedSocket {
@@ -231,6 +256,7 @@ impl TimedSocket {
             timeout,
             waited: Duration::ZERO,
             received: 0,
+            write_failed: false,
         }
     }
 
@@ -255,7 +281,7 @@ impl Read for TimedSocket {
         self.waited += started.elapsed();
         if let Ok(n) = result {
             self.received += n;
-            if self.received >= PROGRESS_BYTES {
+            if self.received >= PROGRESS_BYTES && !self.write_failed {
                 self.restart();
             }
         }
@@ -265,6 +291,12 @@ impl Read for TimedSocket {
 
 impl Write for TimedSocket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.write_failed {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "a write on this connection failed already",
+            ));
+        }
         self.restart();
         self.tcp.write(buf)
     }
@@ -356,6 +388,22 @@ impl Connection {
         socket.timeout = timeout;
         socket.restart();
         socket.tcp.set_write_timeout(Some(timeout))
+    }
+
+    /// After a write failed: from now on every write fails at once, and reads take only what
+    /// the server sent, within `within` in all, without trying to send what is still
+    /// unsent. A server often says why it ends a session (an IMAP BYE) just before closing,
+    /// and the write that found it closed went before that was read. Returns false when
+    /// writing had stopped already: what was left to read has been read.
+    pub fn stop_writing(&mut self, within: Duration) -> bool {
+        let socket = self.reader.get_mut().socket();
+        if socket.write_failed {
+            return false;
+        }
+        socket.write_failed = true;
+        socket.timeout = within;
+        socket.restart();
+        true
     }
 
     fn wrap(stream: Stream, trace: ConnectionTrace) -> Self {

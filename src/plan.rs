@@ -177,6 +177,22 @@ mod tests {
     }
 
     #[test]
+    fn flags_imap_cannot_write_are_dropped_where_any_keyword_is_stored() {
+        let mut flagged = SourceMessage::with_id(1, "a");
+        flagged.flags = [
+            "\\Seen".into(),
+            "odd]".into(),
+            "\\*".into(),
+            "$Label1".into(),
+        ]
+        .into();
+        let plan = diff("I", "I", &[Arc::new(flagged)], &TargetIndex::default());
+        assert_eq!(*plan.to_copy[0].flags, ["\\Seen", "$Label1"]);
+        assert_eq!(plan.dropped_keywords.get("odd]"), Some(&1));
+        assert_eq!(plan.dropped_keywords.get("\\*"), Some(&1));
+    }
+
+    #[test]
     fn the_plan_shares_the_source_messages_and_leaves_their_flags_alone() {
         let mut flagged = SourceMessage::with_id(2, "b");
         flagged.flags = ["\\Seen".into(), "custom".into()].into();

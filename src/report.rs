@@ -2,6 +2,7 @@
 //! JSON for monitors (`--report FILE`). It never holds a secret: endpoints appear as URLs
 //! without passwords, messages by identity.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -227,12 +228,23 @@ impl ReportBuilder {
         self.state.lock().unwrap().verified = Some(complete);
     }
 
-    /// Records source messages that verification did not find whole on the target.
+    /// Records source messages that verification did not find whole on the target, except
+    /// those already reported failed in this run: one `errors` entry per message. Messages of
+    /// one identity are look-alikes, so they are told apart by count, not by which is which.
     pub fn missing_after_copy(&self, folder: &str, missing: &[Missing]) {
         let mut report = self.state.lock().unwrap();
+        let mut failed_before: HashMap<String, usize> = HashMap::new();
+        for error in report.errors.iter().filter(|e| e.folder == folder) {
+            *failed_before.entry(error.message.clone()).or_default() += 1;
+        }
         for missing in missing {
+            let identity = missing.message.identity.to_string();
+            if let Some(failed) = failed_before.get_mut(&identity).filter(|n| **n > 0) {
+                *failed -= 1;
+                continue;
+            }
             report.errors.push(FailedMessage {
-                message: missing.message.identity.to_string(),
+                message: identity,
                 folder: folder.to_owned(),
                 reason: missing.reason(),
             });
@@ -432,5 +444,43 @@ mod tests {
             .map(|entry| entry.unwrap().file_name())
             .collect();
         assert_eq!(names, ["report.json"], "a temporary file was left");
+    }
+
+    fn missing(message: &Arc<SourceMessage>) -> Missing {
+        Missing {
+            message: Arc::clone(message),
+            truncated_copy: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_message_that_verification_misses_is_one_error() {
+        let report = ReportBuilder::new("from".into(), "to".into(), false);
+        let (refused, lost) = (message(1, "refused@x"), message(2, "lost@x"));
+        let (look_alike, copied_look_alike) = (message(3, "twin@x"), message(4, "twin@x"));
+        report.message_failed("INBOX", &refused, "the server said: too big");
+        report.message_failed("INBOX", &look_alike, "the server said: no");
+        report.message_copied("INBOX", &copied_look_alike, None);
+        // Both twins missing: one failed, the other's copy is gone too.
+        let missed = [&refused, &lost, &look_alike, &copied_look_alike].map(missing);
+        report.missing_after_copy("INBOX", &missed);
+        report.missing_after_copy("Sent", &[missing(&refused)]);
+        let errors: Vec<(String, String)> = report
+            .state
+            .into_inner()
+            .unwrap()
+            .errors
+            .into_iter()
+            .map(|e| (e.folder, e.message))
+            .collect();
+        let expected = [
+            ("INBOX", "<refused@x>"),
+            ("INBOX", "<twin@x>"),
+            ("INBOX", "<lost@x>"),
+            ("INBOX", "<twin@x>"),
+            ("Sent", "<refused@x>"),
+        ]
+        .map(|(f, m)| (f.to_owned(), m.to_owned()));
+        assert_eq!(errors, expected);
     }
 }

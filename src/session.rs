@@ -3,7 +3,7 @@
 
 use crate::auth::{AuthMode, Login};
 use crate::endpoint::{Side, run_secret_command};
-use crate::error::{Error, SessionError};
+use crate::error::{Error, Opening, SessionError};
 use crate::imap::ImapClient;
 use crate::migrate::{Account, ConnectOptions};
 use crate::net::{Address, TlsConfig, TlsMode};
@@ -53,19 +53,19 @@ fn open<C>(
         timeout: options.timeout,
         trace: options.trace.clone(),
     };
-    let failed = |err| Error::from_session(endpoint, side, err);
+    let failed = |step| move |err| Error::opening(endpoint, side, err, step);
     let mode = match endpoint.tls_mode {
         // The user allowed plaintext: a server without STARTTLS/STLS is used as it is.
         TlsMode::StartTls if options.allow_plaintext => TlsMode::StartTlsIfOffered,
         mode => mode,
     };
-    let mut client = connect(&address, mode, &account.tls).map_err(failed)?;
+    let mut client = connect(&address, mode, &account.tls).map_err(failed(Opening::Connect))?;
     let fresh_token = match (&account.auth, &account.token_command) {
         (AuthMode::OAuth2(_), Some(command)) => Some(run_secret_command(command, side)?),
         _ => None,
     };
     let secret = fresh_token.as_deref().unwrap_or(account.password.expose());
     let credentials = Login::new(&endpoint.user, &account.auth, secret);
-    login(&mut client, &credentials).map_err(failed)?;
+    login(&mut client, &credentials).map_err(failed(Opening::Login(&account.auth)))?;
     Ok(client)
 }

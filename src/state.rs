@@ -59,6 +59,10 @@ pub struct MirrorState {
     /// that did not must look at every folder, unchanged or not.
     #[serde(default)]
     pub deleted_gone: bool,
+    /// Whether the run that wrote this state was uploading: saved before a copy starts and
+    /// cleared when the run ends, so the next run knows the last one was killed mid-copy.
+    #[serde(default)]
+    pub copying: bool,
     /// Per source folder.
     pub folders: BTreeMap<String, FolderState>,
 }

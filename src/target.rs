@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use chrono::Utc;
+
 use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
@@ -81,11 +83,19 @@ fn throttled(err: SessionError) -> SessionError {
     }
 }
 
+/// The APPEND of one message, always with a date: the source's, else now. Without one the
+/// server picks its own: most take now, GNU Mailutils mbox the `Date:` header or else 1970,
+/// and it refuses a message without `From:` (`NO [TRYCREATE]`).
 fn append_message(outgoing: &Outgoing) -> AppendMessage<'_> {
     AppendMessage {
         raw: &outgoing.raw,
         flags: &outgoing.message.flags,
-        internal_date: outgoing.message.internal_date,
+        internal_date: Some(
+            outgoing
+                .message
+                .internal_date
+                .unwrap_or_else(|| Utc::now().fixed_offset()),
+        ),
     }
 }
 
@@ -129,6 +139,7 @@ impl Target for ImapTarget {
                         uid: record.uid,
                         size: record.size,
                         flags: record.flags,
+                        internal_date: record.internal_date,
                     },
                 );
             })
@@ -172,8 +183,14 @@ impl Target for ImapTarget {
         let mut found = vec![FoundUids::default(); folders.len()];
         let opened = self
             .client
-            .uid_sizes(folders, |i, uid, size| {
-                found[i].sizes.insert(uid, size);
+            .uid_records(folders, |i, record| {
+                let copy = TargetCopy {
+                    uid: record.uid,
+                    size: record.size,
+                    flags: record.flags,
+                    internal_date: record.internal_date,
+                };
+                found[i].copies.insert(record.uid, copy);
             })
             .map_err(|e| self.failed(e))?;
         Ok(found

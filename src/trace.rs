@@ -47,11 +47,22 @@ impl Verbosity {
 /// Where trace lines go, shared by every connection of a job.
 type Sink = Arc<Mutex<dyn Write + Send>>;
 
+/// Told of every connection a job opens and closes (the `--metrics` gauge of open connections
+/// per host). The trace is the one thing every connection of a job carries from its opening
+/// to its end, so it is where the watch rides.
+pub trait ConnectionWatch: Send + Sync {
+    /// A connection to `host` was opened.
+    fn opened(&self, host: &str);
+    /// A connection to `host` was closed (its last user let go of it).
+    fn closed(&self, host: &str);
+}
+
 /// The trace settings of a job: a level and a sink (stderr unless a test gives its own).
 #[derive(Clone, Default)]
 pub struct Trace {
     level: Verbosity,
     sink: Option<Sink>,
+    watch: Option<Arc<dyn ConnectionWatch>>,
 }
 
 impl fmt::Debug for Trace {
@@ -66,7 +77,19 @@ static NEXT_CONNECTION: AtomicU32 = AtomicU32::new(1);
 impl Trace {
     /// A trace to stderr at this level.
     pub fn new(level: Verbosity) -> Self {
-        Trace { level, sink: None }
+        Trace {
+            level,
+            sink: None,
+            watch: None,
+        }
+    }
+
+    /// The same trace, whose connections `watch` is told of as they open and close.
+    pub fn watched_by(self, watch: Arc<dyn ConnectionWatch>) -> Self {
+        Trace {
+            watch: Some(watch),
+            ..self
+        }
     }
 
     /// A trace into `writer` (for tests).
@@ -74,6 +97,7 @@ impl Trace {
         Trace {
             level,
             sink: Some(Arc::new(Mutex::new(writer))),
+            watch: None,
         }
     }
 
@@ -83,6 +107,13 @@ impl Trace {
         ConnectionTrace {
             trace: self.clone(),
             label: format!("[#{number} {host}:{port}]"),
+            _open: self.watch.as_ref().map(|watch| {
+                watch.opened(host);
+                Arc::new(OpenConnection {
+                    watch: Arc::clone(watch),
+                    host: host.to_owned(),
+                })
+            }),
         }
     }
 }
@@ -92,6 +123,28 @@ impl Trace {
 pub struct ConnectionTrace {
     trace: Trace,
     label: String,
+    /// Shared by the clones of this trace: the connection is closed when the last goes.
+    _open: Option<Arc<OpenConnection>>,
+}
+
+/// Tells the watch that the connection closed when dropped.
+struct OpenConnection {
+    watch: Arc<dyn ConnectionWatch>,
+    host: String,
+}
+
+impl fmt::Debug for OpenConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenConnection")
+            .field("host", &self.host)
+            .finish()
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.watch.closed(&self.host);
+    }
 }
 
 impl ConnectionTrace {
@@ -214,6 +267,34 @@ impl Write for Captured {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Default)]
+    struct Watch(Mutex<Vec<String>>);
+
+    impl ConnectionWatch for Watch {
+        fn opened(&self, host: &str) {
+            self.0.lock().unwrap().push(format!("+{host}"));
+        }
+        fn closed(&self, host: &str) {
+            self.0.lock().unwrap().push(format!("-{host}"));
+        }
+    }
+
+    #[test]
+    fn a_watch_sees_a_connection_close_when_its_last_trace_goes() {
+        let watch = Arc::new(Watch::default());
+        let trace = Trace::new(Verbosity::Off).watched_by(watch.clone());
+        let first = trace.connection("a.example", 993);
+        let shared = first.clone();
+        let second = trace.clone().connection("b.example", 995);
+        drop(first);
+        assert_eq!(*watch.0.lock().unwrap(), ["+a.example", "+b.example"]);
+        drop((shared, second));
+        assert_eq!(
+            *watch.0.lock().unwrap(),
+            ["+a.example", "+b.example", "-a.example", "-b.example"]
+        );
+    }
 
     #[test]
     fn levels_include_the_ones_below() {

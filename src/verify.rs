@@ -3,8 +3,8 @@
 //!
 //! The cheap way first: the target is asked only whether the UIDs it reported for this run's
 //! copies (UIDPLUS) and the UIDs its index held at planning time still exist, with their
-//! sizes (`UID FETCH <set> (UID RFC822.SIZE)`, which a server answers from its index without
-//! opening a message). That evidence can only confirm: the messages it counts are a subset of
+//! sizes, flags and dates (`UID FETCH <set> (UID RFC822.SIZE FLAGS INTERNALDATE)`, which a
+//! server answers from its index without opening a message). That evidence can only confirm: the messages it counts are a subset of
 //! what a fresh index would find, under the identities that index would give them. Whenever it
 //! cannot confirm a folder — a UID unknown (no UIDPLUS, a copy counted by a recovery's
 //! re-index, bytes sent under another identity than planned), UIDVALIDITY changed, a size
@@ -14,14 +14,19 @@
 //! A copy counts only when it is not [much smaller](much_smaller) than its source message: one
 //! with the same header but most of the body gone (a source that served the header only) is
 //! no copy, however many the identity has.
+//!
+//! Either way, the copies as the target holds them say what it changed
+//! ([`crate::altered`]): flags or dates not kept, and, where the folder was indexed again,
+//! copies beyond those sent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::altered::{Alterations, alterations};
 use crate::error::Error;
 use crate::identity::Identity;
 use crate::imap::MessageUid;
-use crate::index::{SourceMessage, TargetCopy, TargetIndex};
+use crate::index::{SourceMessage, TargetIndex};
 use crate::transfer::{FoundUids, Observer, Target};
 
 /// A copy is truncated when it is under half its source message's size and more than this
@@ -169,13 +174,23 @@ struct Expected {
     uids: BTreeMap<u32, (Identity, Option<u64>)>,
 }
 
-/// Verifies `checks` and returns, per check, the source messages the target lacks (see the
-/// module documentation for how).
+/// What verification found.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// Per check, the source messages the target lacks.
+    pub missing: Vec<Vec<Missing>>,
+    /// Per target folder, what the server changed in this run's copies, when it changed
+    /// anything; by folder name.
+    pub altered: Vec<(String, Alterations)>,
+}
+
+/// Verifies `checks`: the source messages the target lacks, and what it changed in the copies
+/// (see the module documentation for how).
 pub fn missing_after_copies(
     checks: &[Check<'_>],
     receipts: &Receipts,
     target: &mut dyn Target,
-) -> Result<Vec<Vec<Missing>>, Error> {
+) -> Result<Verdict, Error> {
     // Several source folders may go into one target folder: each is checked against
     // everything the folder is known to hold.
     let mut folders: Vec<&str> = checks.iter().map(|c| c.target_folder).collect();
@@ -238,10 +253,29 @@ pub fn missing_after_copies(
             *missing_here = Some(missing(check.source_index, index));
         }
     }
-    Ok(missing_by_check
-        .into_iter()
-        .map(|m| m.expect("every folder confirmed or indexed"))
-        .collect())
+    // Each folder as last seen: indexed again, else its copies found by UID (where copies
+    // beyond those sent cannot show).
+    let altered = folders
+        .iter()
+        .filter_map(|&folder| {
+            let after = indexes.get(folder).or_else(|| confirmed.get(folder))?;
+            let into_folder = || checks.iter().filter(|c| c.target_folder == folder);
+            let sent: Vec<Arc<SourceMessage>> = into_folder()
+                .flat_map(|check| receipts.copies_from(check.source_folder))
+                .map(|(message, _)| message)
+                .collect();
+            let before = into_folder().next()?.planned;
+            let altered = alterations(&sent, before, after);
+            altered.changed().then(|| (folder.to_owned(), altered))
+        })
+        .collect();
+    Ok(Verdict {
+        missing: missing_by_check
+            .into_iter()
+            .map(|m| m.expect("every folder confirmed or indexed"))
+            .collect(),
+        altered,
+    })
 }
 
 /// The UIDs a target folder must hold for its checks to pass, or `None` when some are
@@ -274,26 +308,19 @@ fn expected(checks: &[&Check<'_>], receipts: &HashMap<String, Vec<Receipt>>) -> 
 
 /// The index of the expected messages the target found, or `None` when what it found does
 /// not vouch for them: another UIDVALIDITY, or a copy of another size than the source's.
-fn confirmed(expected: Expected, found: FoundUids) -> Option<TargetIndex> {
+fn confirmed(expected: Expected, mut found: FoundUids) -> Option<TargetIndex> {
     if found.uid_validity != Some(expected.uid_validity) {
         return None;
     }
     let mut index = TargetIndex::default();
     for (uid, (identity, size)) in expected.uids {
-        let Some(&found_size) = found.sizes.get(&uid) else {
+        let Some(copy) = found.copies.remove(&uid) else {
             continue;
         };
-        if size.is_some_and(|size| size != found_size) {
+        if size.is_some_and(|size| size != copy.size) {
             return None;
         }
-        index.add(
-            identity,
-            TargetCopy {
-                uid,
-                size: found_size,
-                flags: Vec::new(),
-            },
-        );
+        index.add(identity, copy);
     }
     Some(index)
 }
@@ -302,8 +329,8 @@ fn confirmed(expected: Expected, found: FoundUids) -> Option<TargetIndex> {
 mod tests {
     use super::*;
     use crate::folders::FolderList;
-    use crate::imap::FolderStatus;
-    use crate::transfer::{FolderRefused, Outcome, Outgoing, UidChange};
+    use crate::index::TargetCopy;
+    use crate::transfer::{FolderRefused, Outcome, Outgoing};
 
     /// Answers `find_uids` with `found` and indexes with `index`, noting what it was asked.
     struct FakeTarget {
@@ -338,22 +365,6 @@ mod tests {
         ) -> Result<Vec<Result<TargetIndex, FolderRefused>>, Error> {
             unimplemented!()
         }
-        fn statuses(&mut self, _: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
-            unimplemented!()
-        }
-        fn change_flags(
-            &mut self,
-            _: &str,
-            _: u32,
-            _: &[u32],
-            _: &[String],
-            _: &[String],
-        ) -> Result<UidChange, Error> {
-            unimplemented!()
-        }
-        fn delete(&mut self, _: &str, _: u32, _: &[u32]) -> Result<UidChange, Error> {
-            unimplemented!()
-        }
         fn append(&mut self, _: &str, _: &[Outgoing]) -> Result<Vec<Outcome>, Error> {
             unimplemented!()
         }
@@ -375,16 +386,26 @@ mod tests {
                 uid: 1,
                 size: 10,
                 flags: vec![],
+                internal_date: None,
             },
         );
         index
+    }
+
+    /// A copy of `size` bytes under `uid`, without flags or date.
+    fn copy(uid: u32, size: u64) -> TargetCopy {
+        TargetCopy {
+            uid,
+            size,
+            ..TargetCopy::default()
+        }
     }
 
     /// Found: these UIDs, each of the 10 bytes `SourceMessage::with_id` has.
     fn found(uid_validity: u32, uids: &[u32]) -> FoundUids {
         FoundUids {
             uid_validity: Some(uid_validity),
-            sizes: uids.iter().map(|&uid| (uid, 10)).collect(),
+            copies: uids.iter().map(|&uid| (uid, copy(uid, 10))).collect(),
         }
     }
 
@@ -411,6 +432,7 @@ mod tests {
             .collect();
         missing_after_copies(&checks, &receipts, target)
             .unwrap()
+            .missing
             .into_iter()
             .map(|missing| missing.into_iter().map(|m| m.message).collect())
             .collect()
@@ -447,6 +469,31 @@ mod tests {
     }
 
     #[test]
+    fn flags_the_target_did_not_keep_show_in_the_uids_found() {
+        let mut flagged = SourceMessage::with_id(0, "b");
+        flagged.flags = ["\\Seen".to_owned()].into();
+        let (a, b) = (message("a"), Arc::new(flagged));
+        let mut target = target(found(VALIDITY, &[1, 2]), &[]);
+        let receipts = Receipts::default();
+        receipts.message_copied("INBOX", &b, uid(VALIDITY, 2));
+        let planned = planned();
+        let source_index = [a, Arc::clone(&b)];
+        let check = Check {
+            source_folder: "INBOX",
+            target_folder: "INBOX",
+            source_index: &source_index,
+            planned: &planned,
+        };
+        let verdict = missing_after_copies(&[check], &receipts, &mut target).unwrap();
+        assert_eq!(verdict.missing, [vec![]]);
+        assert!(target.indexed.is_empty());
+        let [(folder, altered)] = &verdict.altered[..] else {
+            panic!("{:?}", verdict.altered);
+        };
+        assert_eq!((folder.as_str(), altered.flags_dropped), ("INBOX", 1));
+    }
+
+    #[test]
     fn anything_the_uids_cannot_vouch_for_is_decided_by_an_index() {
         let (a, b) = (message("a"), message("b"));
         let sources = [("INBOX", vec![a.clone(), b.clone()])];
@@ -455,7 +502,7 @@ mod tests {
             (
                 "another size",
                 FoundUids {
-                    sizes: [(1, 10), (2, 11)].into(),
+                    copies: [(1, copy(1, 10)), (2, copy(2, 11))].into(),
                     ..found(VALIDITY, &[])
                 },
                 uid(VALIDITY, 2),
@@ -519,6 +566,7 @@ mod tests {
                     uid: 0,
                     size,
                     flags: vec![],
+                    internal_date: None,
                 },
             );
         }
@@ -552,6 +600,7 @@ mod tests {
                     uid: 0,
                     size,
                     flags: vec![],
+                    internal_date: None,
                 },
             );
         }
@@ -571,6 +620,7 @@ mod tests {
                 uid: 2,
                 size: 1540,
                 flags: vec![],
+                internal_date: None,
             },
         );
         target.index.add(a.identity.clone(), TargetCopy::default());

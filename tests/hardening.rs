@@ -211,6 +211,60 @@ fn a_greeting_the_parser_chokes_on_is_one_error_line_and_no_panic_message() {
 }
 
 #[test]
+fn a_huge_literal_before_login_is_refused_not_buffered() {
+    let server = server();
+    let relay = Relay::start(server.imap_port());
+    // 1 MiB in a literal of the greeting, far over what a session not yet set up may send.
+    let mut greeting = b"* OK [ALERT] {1048576}\r\n".to_vec();
+    greeting.extend(std::iter::repeat_n(b'x', 1 << 20));
+    greeting.extend_from_slice(b"\r\n");
+    relay.set_faults(&[Fault::Greet(greeting.leak())]);
+    let output = through_relay(&server, &relay);
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(4), "{said}");
+    assert_eq!(
+        said.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{said}"
+    );
+    // Refused when announced, before a byte of it is read.
+    assert!(
+        said.contains("a literal of 1048576 bytes, more than the 65536 allowed"),
+        "{said}"
+    );
+    assert!(relay.connections()[0].fired);
+    assert_eq!(relay.connections()[0].to_server, 0, "nothing was sent");
+}
+
+#[test]
+fn a_pop3_capability_list_past_its_cap_is_refused() {
+    let server = server();
+    server.deliver(
+        "carol",
+        "INBOX",
+        b"Message-ID: <c@hardening.test>\r\n\r\nhi\r\n",
+    );
+    let relay = Relay::start(server.pop3_port());
+    // About 1 MiB of capability lines where Dovecot sends PIPELINING.
+    let line = format!("X-PADDING {}\r\n", "x".repeat(1000));
+    let padding = format!("{}PIPELINING\r\n", line.repeat(1024));
+    relay.set_faults(&[Fault::Replace(b"PIPELINING\r\n", padding.leak().as_bytes())]);
+    let output = mailferry(
+        &server,
+        "migrate",
+        &format!("pop3://carol@127.0.0.1:{}", relay.port()),
+    )
+    .env("MAILFERRY_FROM_PASSWORD", password("carol"))
+    .env("MAILFERRY_TO_PASSWORD", password("bob"))
+    .output()
+    .unwrap();
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(4), "{said}");
+    assert!(said.contains("65536"), "{said}");
+    assert!(relay.connections()[0].fired);
+}
+
+#[test]
 fn a_plaintext_preauth_greeting_stops_a_run_that_needs_tls() {
     let server = server();
     let relay = Relay::start(server.imap_port());

@@ -354,8 +354,8 @@ fn multiappend_fifty_messages_and_fetch_them_back() {
         ("Bulk".to_owned(), vec![uids[49]]),
     ];
     let opened = client
-        .uid_sizes(&asked, |i, uid, size| {
-            assert!(found.insert((i, uid), size).is_none());
+        .uid_records(&asked, |i, record| {
+            assert!(found.insert((i, record.uid), record.size).is_none());
         })
         .unwrap();
     assert_eq!(

@@ -179,6 +179,10 @@ fn xoauth2_and_oauthbearer_logins_and_a_refused_token() {
         stderr.contains("could not log in to pop3s://carol@"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("hint: check that --from-oauth2-token-command"),
+        "the hint is about the token, not a password: {stderr}"
+    );
     assert!(!stderr.contains("expired-token"), "{stderr}");
 }
 

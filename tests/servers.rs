@@ -28,10 +28,16 @@ struct Run {
 /// trust in `ca` (every server's certificate; none when empty), and plaintext allowed (the
 /// quirk relay only rewrites plaintext).
 fn migrate(from: &str, to: &str, from_user: &str, to_user: &str, ca: &[u8]) -> Run {
+    run(&["migrate"], from, to, from_user, to_user, ca)
+}
+
+/// [`migrate`] with another command before the URLs (`mirror --state DIR`).
+fn run(command: &[&str], from: &str, to: &str, from_user: &str, to_user: &str, ca: &[u8]) -> Run {
     let tmp = tempfile::tempdir().unwrap();
     let (ca_path, report_path) = (tmp.path().join("ca.pem"), tmp.path().join("report.json"));
     let mut cmd = Command::cargo_bin("mailferry").unwrap();
-    cmd.args(["migrate", "--from", from, "--to", to, "--allow-plaintext"]);
+    cmd.args(command)
+        .args(["--from", from, "--to", to, "--allow-plaintext"]);
     if !ca.is_empty() {
         std::fs::write(&ca_path, ca).unwrap();
         cmd.arg("--tls-ca").arg(&ca_path);
@@ -155,6 +161,9 @@ fn dovecot_imap_into_mailutils(kind: MailboxType) {
             assert_eq!(count(&done.report, "copied"), 0, "{}", done.report);
         }
         assert_eq!(count(&done.report, "failed"), 0, "{}", done.stderr);
+        if run == 0 {
+            said_what_the_server_changed(&done, kind);
+        }
         let failed_folders: Vec<&Value> = done.report["folders"]
             .as_array()
             .unwrap()
@@ -185,6 +194,46 @@ fn dovecot_imap_into_mailutils(kind: MailboxType) {
             sorted(originals.into_iter().map(|m| m.raw)),
             "{folder}: each source message once, byte for byte"
         );
+    }
+}
+
+/// Mailutils maildir stores an APPEND without its flags and with its own date: the first run
+/// says so, once per folder copied into, in the report and on stderr; mbox keeps the flags.
+fn said_what_the_server_changed(done: &Run, kind: MailboxType) {
+    let warnings: Vec<&str> = done.report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    let about = |what: &str| -> Vec<&str> {
+        let said: Vec<&str> = warnings
+            .iter()
+            .copied()
+            .filter(|w| w.contains(what))
+            .collect();
+        for warning in &said {
+            assert!(
+                done.stderr.contains(warning),
+                "{warning} in {}",
+                done.stderr
+            );
+        }
+        said
+    };
+    let (flags, dates) = (about("without flags sent"), about("another date"));
+    if kind == MailboxType::Mbox {
+        assert_eq!(flags, Vec::<&str>::new());
+        return;
+    }
+    for said in [&flags, &dates] {
+        assert_eq!(said.len(), 4, "{warnings:#?}");
+        for folder in ["INBOX ", "Archive ", "Sent ", "2019 "] {
+            assert!(
+                said.iter().any(|w| w.contains(folder)),
+                "{folder}: {said:#?}"
+            );
+        }
     }
 }
 
@@ -311,4 +360,145 @@ fn servers_that_rewrite_what_they_serve_get_no_duplicates() {
             "{case}"
         );
     }
+}
+
+/// A Mailutils maildir gives the last message of each folder a new UID at every EXAMINE, so
+/// the UIDs an index saw on one connection are not all there on the next, and a `UID FETCH` of
+/// such a UID alone is refused (BAD): every folder is still copied whole, without false
+/// "deleted from the source" failures. Run 0 copies all, run 1 only a message added to each
+/// folder since (the last one, fetched alone), run 2 nothing. Then `mirror --delete` into
+/// another account, three times: its index is older than the fetch's EXAMINE, whose whole
+/// `UID FETCH` set the server refuses; nothing is deleted, and later runs copy nothing.
+#[test]
+fn a_source_whose_uids_change_between_sessions_is_copied_whole() {
+    let source = Mailutils::start(MailboxType::Maildir);
+    let target = Dovecot::start();
+    let folders = ["INBOX", "Archive", "Sent", "Drafts"];
+    let messages = corpus();
+    let date = Some("05-Mar-2019 06:52:37 +0000");
+    for (i, folder) in folders.iter().enumerate() {
+        for (raw, _) in messages.iter().skip(i * 2).take(4) {
+            source.append("alice", folder, raw, &[], date);
+        }
+    }
+    let ca = certificates(&[source.cert_path(), target.cert_path()]);
+    let from = format!("imap://alice@127.0.0.1:{}", source.imap_port());
+    let to = format!("imaps://bob@127.0.0.1:{}", target.imaps_port());
+    for (run, copied) in [4, 1, 0].into_iter().enumerate() {
+        let done = migrate(&from, &to, "alice", "bob", &ca);
+        assert_eq!(done.code, 0, "run {run}: {}", done.stderr);
+        assert_eq!(
+            count(&done.report, "failed"),
+            0,
+            "run {run}: {}",
+            done.report
+        );
+        let copied = copied * folders.len() as u64;
+        assert_eq!(
+            count(&done.report, "copied"),
+            copied,
+            "run {run}: {}",
+            done.report
+        );
+        if run == 0 {
+            for (i, folder) in folders.iter().enumerate() {
+                source.append("alice", folder, &messages[i + 12].0, &[], date);
+            }
+        }
+    }
+    for folder in folders {
+        let served = source.messages("alice", folder).into_iter().map(|m| m.raw);
+        let copies = target.messages("bob", folder).into_iter().map(|m| m.raw);
+        assert_eq!(
+            sorted(copies),
+            sorted(served),
+            "{folder}: each message once"
+        );
+    }
+    // A mirror with --delete takes no UID that changed for a message that left the source.
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().to_str().unwrap();
+    let to_carol = format!("imaps://carol@127.0.0.1:{}", target.imaps_port());
+    for run_number in 0..3 {
+        let mirror = ["mirror", "--delete", "--state", state];
+        let done = run(&mirror, &from, &to_carol, "alice", "carol", &ca);
+        assert_eq!(done.code, 0, "mirror run {run_number}: {}", done.stderr);
+        assert_eq!(count(&done.report, "deleted"), 0, "{}", done.report);
+        if run_number > 0 {
+            assert_eq!(count(&done.report, "copied"), 0, "{}", done.report);
+        }
+    }
+    for folder in folders {
+        let served = source.messages("alice", folder).into_iter().map(|m| m.raw);
+        let copies = target.messages("carol", folder).into_iter().map(|m| m.raw);
+        assert_eq!(
+            sorted(copies),
+            sorted(served),
+            "mirror, {folder}: each message once"
+        );
+    }
+}
+
+/// A POP3 message with neither `Date:`, `Received:` nor `From:` has no date the source can
+/// give: it is APPENDed dated now (GNU Mailutils mbox refuses an APPEND without a date-time
+/// for a message without `From:`, `NO [TRYCREATE]`), and a second run copies nothing.
+#[test]
+fn a_message_without_any_date_is_stored_dated_now() {
+    let source = Dovecot::start();
+    let target = Mailutils::start(MailboxType::Mbox);
+    let undated = b"Message-ID: <undated@servers.test>\r\nSubject: no date\r\n\r\nbody\r\n";
+    source.deliver("alice", "INBOX", undated);
+    let ca = certificates(&[source.cert_path(), target.cert_path()]);
+    let from = format!("pop3s://alice@127.0.0.1:{}", source.pop3s_port());
+    let to = format!("imap://alice@127.0.0.1:{}", target.imap_port());
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    for (run, copied) in [1, 0].into_iter().enumerate() {
+        let done = migrate(&from, &to, "alice", "alice", &ca);
+        assert_eq!(done.code, 0, "run {run}: {}", done.stderr);
+        assert_eq!(count(&done.report, "copied"), copied, "{}", done.report);
+    }
+    let stored = target.messages("alice", "INBOX");
+    assert_eq!(stored.len(), 1);
+    let date =
+        chrono::DateTime::parse_from_str(&stored[0].internal_date, "%d-%b-%Y %H:%M:%S %z").unwrap();
+    assert!(
+        date >= before,
+        "dated {date}, the run started after {before}"
+    );
+}
+
+/// A keyword the source stores but IMAP cannot write (`]` is no atom character) is dropped
+/// with one warning, and the message is copied; a second run copies nothing.
+#[test]
+fn a_keyword_imap_cannot_write_is_dropped_with_a_warning() {
+    let source = Dovecot::start_custom("", false, &[]);
+    let target = Dovecot::start_custom("", false, &[]);
+    let raw = b"Message-ID: <odd-keyword@servers.test>\r\nSubject: odd\r\n\r\nbody\r\n";
+    // Dovecot refuses such a keyword over IMAP but reads it from its maildir's keyword file.
+    source.append("alice", "INBOX", raw, &["\\Seen", "oddX"], None);
+    let keywords = source
+        .maildir_path("alice", "INBOX")
+        .join("dovecot-keywords");
+    let listed = std::fs::read_to_string(&keywords).unwrap();
+    std::fs::write(&keywords, listed.replace("oddX", "odd]")).unwrap();
+    assert!(
+        source.messages("alice", "INBOX")[0]
+            .flags
+            .iter()
+            .any(|f| f == "odd]"),
+        "the source keeps the keyword"
+    );
+    let from = format!("imap://alice@127.0.0.1:{}/INBOX", source.imap_port());
+    let to = format!("imap://bob@127.0.0.1:{}", target.imap_port());
+    for (run, copied) in [1, 0].into_iter().enumerate() {
+        let done = migrate(&from, &to, "alice", "bob", b"");
+        assert_eq!(done.code, 0, "run {run}: {}", done.stderr);
+        assert_eq!(count(&done.report, "copied"), copied, "{}", done.report);
+        if run == 0 {
+            let warnings = done.report["warnings"].as_array().unwrap();
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert!(warnings[0].as_str().unwrap().contains("keyword odd]"));
+        }
+    }
+    assert_eq!(target.messages("bob", "INBOX")[0].flags, ["\\Seen"]);
 }

@@ -1,5 +1,6 @@
 //! A server that ends the session in the middle of a copy (an untagged BYE, as servers do when
-//! they shed load): the upload logs in again, re-indexes and sends only the rest.
+//! they shed load): the upload waits the throttle schedule's first wait, logs in again,
+//! re-indexes and sends only the rest.
 //! Dovecot's `doveadm kick` gives the BYE. Refusals that ask to slow down (`[THROTTLED]`,
 //! `[UNAVAILABLE]`) take the same path; Dovecot has no way to send them, so their
 //! classification and back-off are unit tests (`imap::response`, `transfer`).
@@ -30,12 +31,14 @@ fn a_bye_mid_copy_is_survived_without_duplicates() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let kicked = loop {
+    let (kicked, kicked_at, logins_before) = loop {
         let copied = server.messages("bob", "INBOX").len();
         if copied > 0 {
             assert!(copied < MESSAGES, "the copy ended before the kick");
+            // Counted before the kick, so that a quick new login cannot be counted as an old one.
+            let logins_before = bob_logins(&server.log());
             if server.kick("bob") {
-                break copied;
+                break (copied, Instant::now(), logins_before);
             }
         }
         if child.try_wait().unwrap().is_some() {
@@ -49,10 +52,28 @@ fn a_bye_mid_copy_is_survived_without_duplicates() {
         assert!(Instant::now() < deadline, "nothing copied within 60 s");
         std::thread::sleep(Duration::from_millis(1));
     };
-    // Not asserted: that the wait before the new login follows the throttle schedule. Dovecot
-    // closes right after its BYE, so the APPEND being written fails with a broken pipe before
-    // the BYE is read, and the break waits the plain retry delay (see the unit tests for the
-    // schedule a BYE that is read gets).
+    // Dovecot closes right after its BYE, so the APPEND being written usually fails with a
+    // broken pipe before the BYE is read; the BYE must still set the wait: the throttle
+    // schedule's first (2 s, jittered down to 1 s at least), not the plain break's (0.2 s).
+    // Seen from here, the new login comes later than it happened: a lower bound only.
+    let relogin_deadline = kicked_at + Duration::from_secs(30);
+    while bob_logins(&server.log()) <= logins_before {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "mailferry ended without logging in again"
+        );
+        assert!(
+            Instant::now() < relogin_deadline,
+            "no new login within 30 s of the kick:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let waited = kicked_at.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1),
+        "logged in again {waited:?} after the BYE: the plain retry delay, not the throttle schedule"
+    );
     let output = wait_bounded(child, Duration::from_secs(120));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
@@ -76,11 +97,16 @@ fn a_bye_mid_copy_is_survived_without_duplicates() {
     assert_eq!(ids.len(), MESSAGES);
     assert_eq!(server.messages("bob", "INBOX").len(), MESSAGES);
     let log = server.log();
-    let bob_logins = log
-        .lines()
+    assert!(
+        bob_logins(&log) >= 2,
+        "the run never logged in again:\n{log}"
+    );
+}
+
+fn bob_logins(log: &str) -> usize {
+    log.lines()
         .filter(|line| line.contains("imap-login") && line.contains("Login: user=<bob>"))
-        .count();
-    assert!(bob_logins >= 2, "the run never logged in again:\n{log}");
+        .count()
 }
 
 fn wait_bounded(mut child: std::process::Child, limit: Duration) -> std::process::Output {

@@ -33,7 +33,7 @@ const NO_UIDPLUS: &str = "imap_capability = IMAP4rev1 SASL-IR LITERAL+ ID ENABLE
 /// What the index FETCH of the target asks for: one per indexing of a folder.
 const INDEX_FETCH: &str = "BODY.PEEK[HEADER.FIELDS";
 /// What the cheap verification asks for.
-const UID_CHECK: &str = "(UID RFC822.SIZE)";
+const UID_CHECK: &str = "(UID RFC822.SIZE FLAGS INTERNALDATE)";
 
 /// The trace, kept in memory.
 #[derive(Clone, Default)]

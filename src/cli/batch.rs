@@ -2,15 +2,16 @@
 //! each with its own report, then a summary.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::{AccountSettings, BatchArgs, Overrides, SideLogin, build_job, failed_report, output};
 use crate::batch::{self, AccountEntry, AccountResult, Outcome, Summary};
 use crate::endpoint::Side;
 use crate::error::Error;
+use crate::metrics::{Metrics, MetricsServer};
 use crate::migrate;
 use crate::preset::Preset;
 use crate::private_file;
-use crate::transfer::Observer;
 
 /// Runs the batch; the exit code is 0 when every account is ok.
 pub(super) fn run(args: &BatchArgs) -> Result<i32, Error> {
@@ -24,6 +25,12 @@ pub(super) fn run(args: &BatchArgs) -> Result<i32, Error> {
         .enumerate()
         .filter(|(i, _)| args.shard.is_none_or(|shard| shard.takes(*i)))
         .collect();
+    // Counted whether served or not: one code path, and a count is an atomic add.
+    let metrics = Arc::new(Metrics::new(selected.len()));
+    let _server = args
+        .metrics
+        .map(|address| MetricsServer::start(address, Arc::clone(&metrics)))
+        .transpose()?;
     let jobs = usize::from(args.jobs);
     // Each account has its upload connections plus one to plan on; share the per-host budget.
     let connections = args
@@ -32,8 +39,9 @@ pub(super) fn run(args: &BatchArgs) -> Result<i32, Error> {
     let results = batch::run_all(
         &selected,
         jobs,
-        |&(index, entry)| run_account(args, index, entry, connections),
+        |&(index, entry)| run_account(args, index, entry, connections, &metrics),
         |result| {
+            metrics.account_finished(result.outcome);
             if !args.options.quiet {
                 println!("{:<8} {}", outcome_word(result.outcome), describe(result));
             }
@@ -58,6 +66,7 @@ fn run_account(
     index: usize,
     entry: &AccountEntry,
     connections: Option<usize>,
+    metrics: &Arc<Metrics>,
 ) -> AccountResult {
     let name = batch::account_name(index, entry);
     if args.resume && batch::already_ok(&args.report_dir, &name) {
@@ -70,7 +79,8 @@ fn run_account(
             report: None,
         };
     }
-    let result = match job_for(args, entry, connections) {
+    let _running = metrics.account_running();
+    let result = match job_for(args, entry, connections, metrics) {
         Err(error) => AccountResult::failed(name, &error),
         Ok(job) => match migrate::plan(&job) {
             // A preflight's report says which side failed.
@@ -82,7 +92,7 @@ fn run_account(
                 AccountResult::finished(name, &planned.dry_run_report(), None)
             }
             Ok(planned) => {
-                let (report, error) = planned.execute(&Silent, None);
+                let (report, error) = planned.execute(metrics.as_ref(), None);
                 AccountResult::finished(name, &report, error.as_ref())
             }
         },
@@ -96,6 +106,7 @@ fn job_for(
     args: &BatchArgs,
     entry: &AccountEntry,
     connections: Option<usize>,
+    metrics: &Arc<Metrics>,
 ) -> Result<migrate::MigrateJob, Error> {
     let credentials = &args.credentials;
     // Nobody answers a prompt in the middle of a batch.
@@ -143,13 +154,13 @@ fn job_for(
     if let Some(cap) = connections {
         job.transfer.connections = job.transfer.connections.min(cap);
     }
+    job.connect.trace = job
+        .connect
+        .trace
+        .clone()
+        .watched_by(Arc::clone(metrics) as _);
     Ok(job)
 }
-
-/// A batch shows one line per account, not progress bars.
-struct Silent;
-
-impl Observer for Silent {}
 
 fn write_result(dir: &Path, result: &AccountResult) {
     let path = dir.join(format!("{}.json", result.account));

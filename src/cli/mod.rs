@@ -13,7 +13,7 @@ mod output;
 
 use crate::auth::{AuthMode, OAuthMechanism};
 use crate::batch::Shard;
-use crate::endpoint::{Endpoint, PasswordSource, Protocol, Side};
+use crate::endpoint::{Endpoint, Password, PasswordSource, Protocol, Side};
 use crate::error::{EXIT_INTERNAL, Error};
 use crate::folders::{FolderRules, SpecialUse};
 use crate::imap::MessageUid;
@@ -263,6 +263,11 @@ pub struct BatchArgs {
     /// At most this many connections to one server from all jobs together
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_connections_per_host: Option<u16>,
+    /// While the batch runs, serve its metrics (accounts, messages, bytes, connections,
+    /// retries) in the Prometheus text format at http://ADDR/metrics; ADDR is an IP address
+    /// and port, e.g. 127.0.0.1:9898, and nothing else is listened on
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Password sources and login modes for accounts that do not give their own.
     #[command(flatten)]
     pub credentials: CredentialArgs,
@@ -547,8 +552,13 @@ impl SideLogin {
         if let Some(warning) = self.password.permission_warning(side) {
             eprintln!("warning: {warning}");
         }
+        // A store on local disk has no login.
+        let password = match endpoint.protocol.is_local() {
+            true => Password::default(),
+            false => self.password.resolve(side, &endpoint)?,
+        };
         Ok(Account {
-            password: self.password.resolve(side, &endpoint)?,
+            password,
             endpoint,
             tls,
             auth: self.auth.clone(),

@@ -18,7 +18,9 @@ use super::command::{
     CommandBuilder, LiteralMode, Segment, flag_list, format_internal_date, parse_internal_date,
     uid_sets,
 };
-use super::response::{Framer, StorageQuota, has_code, status_text, storage_quota};
+use super::response::{
+    Framer, StorageQuota, asks_to_slow_down, has_code, status_text, storage_quota,
+};
 use super::{mutf7, namespace};
 use crate::auth::{Login, Mechanism};
 use crate::error::SessionError;
@@ -168,6 +170,10 @@ pub struct ImapClient {
     /// Whether LOGOUT was sent: dropping the client then says nothing more.
     logged_out: bool,
 }
+
+/// How long the server's last words are read for after a write failed: they were sent before
+/// it closed, so they are there already or not at all.
+const LAST_WORDS_WAIT: Duration = Duration::from_millis(300);
 
 /// How long a LOGOUT sent by [`ImapClient::say_goodbye`] may take to write.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -404,7 +410,8 @@ impl ImapClient {
         let (mechanism, credentials) = login.sasl();
         let plain = login.is_oauth() || self.has_capability("AUTH=PLAIN");
         let initial_response = self.has_capability("SASL-IR");
-        if !plain && login.mechanism == Mechanism::Plain && self.has_capability("LOGINDISABLED") {
+        let login_disabled = self.has_capability("LOGINDISABLED");
+        if !plain && login.mechanism == Mechanism::Plain && login_disabled {
             return Err(SessionError::Unsupported(
                 "the server disables LOGIN (LOGINDISABLED) and offers no AUTH=PLAIN".into(),
             ));
@@ -414,7 +421,7 @@ impl ImapClient {
         let completion = if login.mechanism == Mechanism::CramMd5 {
             self.authenticate_cram_md5(login)
         } else if plain {
-            self.run(
+            let completion = self.run(
                 |b| {
                     b.text("AUTHENTICATE ").text(mechanism);
                     if initial_response {
@@ -434,17 +441,19 @@ impl ImapClient {
                     b
                 },
                 |_| Ok(()),
-            )
+            );
+            // BAD says the server did not take the command, not that the password is wrong
+            // (a NO, which LOGIN would only repeat: no password is tried twice, as servers
+            // lock accounts out by failed tries). LOGIN sends the same password as PLAIN, on
+            // the same connection, so it is no weaker than what the user chose.
+            let bad = matches!(&completion, Ok(c) if c.status == Status::Bad);
+            if bad && login.mechanism == Mechanism::Plain && !login_disabled {
+                self.login_command(login)
+            } else {
+                completion
+            }
         } else {
-            self.run(
-                |b| {
-                    b.text("LOGIN ")
-                        .astring(login.login_name().as_bytes())
-                        .text(" ")
-                        .secret(|b| b.astring(login.password.as_bytes()))
-                },
-                |_| Ok(()),
-            )
+            self.login_command(login)
         };
         match completion {
             Ok(c) if c.status == Status::Ok => {}
@@ -469,13 +478,25 @@ impl ImapClient {
         Ok(())
     }
 
+    /// The LOGIN command (as `user*admin` for a master user).
+    fn login_command(&mut self, login: &Login<'_>) -> Result<Completion, SessionError> {
+        self.run(
+            |b| {
+                b.text("LOGIN ")
+                    .astring(login.login_name().as_bytes())
+                    .text(" ")
+                    .secret(|b| b.astring(login.password.as_bytes()))
+            },
+            |_| Ok(()),
+        )
+    }
+
     /// AUTHENTICATE CRAM-MD5: the answer depends on the server's challenge, so it cannot be
     /// built ahead like the other commands.
     fn authenticate_cram_md5(&mut self, login: &Login<'_>) -> Result<Completion, SessionError> {
         let tag = self.tag();
-        self.conn
-            .write_all(format!("{tag} AUTHENTICATE CRAM-MD5\r\n").as_bytes())?;
-        self.conn.flush()?;
+        self.write_part(&tag, format!("{tag} AUTHENTICATE CRAM-MD5\r\n").as_bytes())?;
+        self.flush_command(&tag)?;
         let mut ignore = |_: &mut Response<'_>| Ok(());
         if let Some(done) = self.read_until(&tag, true, &mut ignore)? {
             return Ok(done);
@@ -487,8 +508,8 @@ impl ImapClient {
             // `*` cancels the exchange (RFC 3501 §6.2.2); the server then says NO.
             None => "*".to_owned(),
         };
-        self.conn.write_all(format!("{answer}\r\n").as_bytes())?;
-        self.conn.flush()?;
+        self.write_part(&tag, format!("{answer}\r\n").as_bytes())?;
+        self.flush_command(&tag)?;
         self.read_until(&tag, false, &mut ignore)?
             .ok_or_else(|| SessionError::Protocol("unexpected continuation request".into()))
     }
@@ -765,18 +786,18 @@ impl ImapClient {
         Ok(outcomes)
     }
 
-    /// Opens each mailbox read-only and asks for the size of the given UIDs
-    /// (`EXAMINE`, then `UID FETCH <set> (UID RFC822.SIZE)`), pipelined: one round trip for
-    /// all. A server answers from its index without opening the messages (what a verification
-    /// after a copy wants: the index FETCH of [`index_mailboxes`](Self::index_mailboxes) reads
-    /// every message's header), and leaves out UIDs that no longer exist. `on_each` gets the
-    /// number of the mailbox with each UID found and its RFC822.SIZE. Returns, per mailbox, its
-    /// status (UIDVALIDITY) or the server's refusal to open it or to answer. The last mailbox
-    /// stays selected read-only.
-    pub fn uid_sizes(
+    /// Opens each mailbox read-only and asks for the size, flags and INTERNALDATE of the given
+    /// UIDs (`EXAMINE`, then `UID FETCH <set> (UID RFC822.SIZE FLAGS INTERNALDATE)`),
+    /// pipelined: one round trip for all. A server answers from its index without opening the
+    /// messages (what a verification after a copy wants: the index FETCH of
+    /// [`index_mailboxes`](Self::index_mailboxes) reads every message's header), and leaves out
+    /// UIDs that no longer exist. `on_each` gets the number of the mailbox with each UID found,
+    /// as a record without header. Returns, per mailbox, its status (UIDVALIDITY) or the
+    /// server's refusal to open it or to answer. The last mailbox stays selected read-only.
+    pub fn uid_records(
         &mut self,
         mailboxes: &[(String, Vec<u32>)],
-        mut on_each: impl FnMut(usize, u32, u64),
+        mut on_each: impl FnMut(usize, IndexRecord<'_>),
     ) -> Result<Vec<Result<MailboxStatus, SessionError>>, SessionError> {
         // Per command: its mailbox, and the UID set it fetches (`None`: the EXAMINE).
         let mut commands: Vec<(usize, Option<String>)> = Vec::new();
@@ -794,7 +815,10 @@ impl ImapClient {
             commands.len(),
             |i, b| match &commands[i] {
                 (j, None) => b.text("EXAMINE ").mailbox(&mailboxes[*j].0),
-                (_, Some(set)) => b.text("UID FETCH ").text(set).text(" (UID RFC822.SIZE)"),
+                (_, Some(set)) => b
+                    .text("UID FETCH ")
+                    .text(set)
+                    .text(" (UID RFC822.SIZE FLAGS INTERNALDATE)"),
             },
             |i, response| {
                 match &commands[i] {
@@ -803,7 +827,7 @@ impl ImapClient {
                         if let Some(record) = index_record(response) {
                             found[*j] += 1;
                             within_due(found[*j], mailboxes[*j].1.len(), "UIDs asked for")?;
-                            on_each(*j, record.uid, record.size);
+                            on_each(*j, record);
                         }
                     }
                 }
@@ -1013,11 +1037,11 @@ impl ImapClient {
         };
         for segment in segments {
             match segment {
-                Segment::Bytes(bytes) => self.conn.write_all(&bytes)?,
-                Segment::Slice(bytes) => self.conn.write_all(bytes)?,
+                Segment::Bytes(bytes) => self.write_part(&tag, &bytes)?,
+                Segment::Slice(bytes) => self.write_part(&tag, bytes)?,
                 Segment::AwaitContinuation => {
                     trace_next_piece(&self.conn);
-                    self.conn.flush()?;
+                    self.flush_command(&tag)?;
                     // A tagged answer instead of `+` means the server refused early (e.g.
                     // APPEND to a missing mailbox): the rest must not be sent.
                     if let Some(done) = self.read_until(&tag, true, &mut |r| on_data(r))? {
@@ -1027,7 +1051,7 @@ impl ImapClient {
             }
         }
         trace_next_piece(&self.conn);
-        self.conn.flush()?;
+        self.flush_command(&tag)?;
         self.read_until(&tag, false, &mut |r| on_data(r))?
             .ok_or_else(|| SessionError::Protocol("unexpected continuation request".into()))
     }
@@ -1048,11 +1072,11 @@ impl ImapClient {
             match segment {
                 Segment::Bytes(bytes) => {
                     bytes_sent += bytes.len();
-                    self.conn.write_all(&bytes)?;
+                    self.write_part(&tag, &bytes)?;
                 }
                 Segment::Slice(bytes) => {
                     bytes_sent += bytes.len();
-                    self.conn.write_all(bytes)?;
+                    self.write_part(&tag, bytes)?;
                 }
                 Segment::AwaitContinuation => {
                     return Err(SessionError::Protocol(
@@ -1062,12 +1086,36 @@ impl ImapClient {
             }
         }
         shown.iter().for_each(|piece| self.conn.trace().sent(piece));
-        self.conn.flush()?;
+        self.flush_command(&tag)?;
         self.in_flight.insert(tag.clone());
         Ok(Sent {
             tag,
             bytes: bytes_sent,
         })
+    }
+
+    /// Writes part of the command tagged `tag`.
+    fn write_part(&mut self, tag: &str, bytes: &[u8]) -> Result<(), SessionError> {
+        self.conn
+            .write_all(bytes)
+            .map_err(|err| self.write_failed(tag, err))
+    }
+
+    /// Sends what was written of the command tagged `tag`.
+    fn flush_command(&mut self, tag: &str) -> Result<(), SessionError> {
+        self.conn.flush().map_err(|err| self.write_failed(tag, err))
+    }
+
+    /// What a failed write of the command tagged `tag` means. A server that ends the session
+    /// says why first (a BYE, or a NO asking to slow down) and closes; a long command being
+    /// written (an APPEND) then fails with a broken pipe before that answer is read, and the
+    /// answer, which decides how long to wait before coming back, would be lost with it.
+    fn write_failed(&mut self, tag: &str, err: io::Error) -> SessionError {
+        if !self.conn.stop_writing(LAST_WORDS_WAIT) {
+            return err.into();
+        }
+        let last_words = self.read_until(tag, false, &mut |_| Ok(()));
+        after_failed_write(last_words, err)
     }
 
     /// Collects the completion of a command sent with [`ImapClient::send`]; untagged data on
@@ -1344,6 +1392,24 @@ fn observe(state: &mut State, response: &Response<'_>, raw: &[u8]) -> Result<(),
     Ok(())
 }
 
+/// The error for a write that failed (`write`), given what reading on after it gave
+/// (`last_words`): the server's BYE, as [`observe`] reports one, or its refusal asking to slow
+/// down ([`SessionError::Throttled`]), tells more than a broken pipe; anything else does not.
+fn after_failed_write(
+    last_words: Result<Option<Completion>, SessionError>,
+    write: io::Error,
+) -> SessionError {
+    match last_words {
+        Err(SessionError::Io(bye)) if bye.kind() == io::ErrorKind::ConnectionAborted => {
+            SessionError::Io(bye)
+        }
+        Ok(Some(done)) if done.status != Status::Ok && asks_to_slow_down(&done.text) => {
+            SessionError::Throttled(done.text)
+        }
+        _ => write.into(),
+    }
+}
+
 fn capability_names(caps: &[imap_proto::Capability<'_>]) -> Vec<String> {
     caps.iter()
         .map(|c| match c {
@@ -1491,6 +1557,12 @@ mod tests {
     /// A one-connection IMAP server on loopback greeting with `capabilities` and accepting
     /// any login: `+` to AUTHENTICATE and to a synchronizing literal, OK to the rest.
     fn fake_server(capabilities: &'static str) -> u16 {
+        fake_server_answering(capabilities, "+ ")
+    }
+
+    /// [`fake_server`] answering `AUTHENTICATE PLAIN` with `authenticate`: a continuation
+    /// (`+ `), or a completion (`BAD …`, `NO …`) under the command's tag.
+    fn fake_server_answering(capabilities: &'static str, authenticate: &'static str) -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
@@ -1512,7 +1584,15 @@ mod tests {
                 if starts_command {
                     tag = line.split(' ').next().unwrap().to_owned();
                 }
-                let answer = if line.ends_with('}') || line.ends_with(" AUTHENTICATE PLAIN") {
+                let answer = if line.contains(" AUTHENTICATE PLAIN") {
+                    match authenticate.strip_prefix('+') {
+                        Some(_) if !line.ends_with(" AUTHENTICATE PLAIN") => {
+                            format!("{tag} OK [CAPABILITY IMAP4rev1] done\r\n")
+                        }
+                        Some(_) => format!("{authenticate}\r\n"),
+                        None => format!("{tag} {authenticate}\r\n"),
+                    }
+                } else if line.ends_with('}') {
                     "+ \r\n".to_owned()
                 } else {
                     format!("{tag} OK [CAPABILITY IMAP4rev1] done\r\n")
@@ -1560,6 +1640,44 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains(&plain.sasl_plain()), "{text}");
+    }
+
+    /// Logs in as alice on a server answering AUTHENTICATE PLAIN with `authenticate`: the
+    /// outcome and the trace.
+    fn login_answered(
+        capabilities: &'static str,
+        authenticate: &'static str,
+    ) -> (Result<(), SessionError>, String) {
+        let port = fake_server_answering(capabilities, authenticate);
+        let (address, captured) = Captured::loopback(port);
+        let tls = TlsConfig::new(&Default::default()).unwrap();
+        let mut client = ImapClient::connect(&address, TlsMode::Plain, &tls).unwrap();
+        let outcome = client.login(&Login::plain("alice", "pw-secret-4"));
+        (outcome, captured.text())
+    }
+
+    #[test]
+    fn authenticate_plain_refused_as_a_command_falls_back_to_login_and_a_no_does_not() {
+        let bad = "BAD [CLIENTBUG] Unsupported mechanism";
+        let (outcome, text) = login_answered("IMAP4rev1 SASL-IR AUTH=PLAIN", bad);
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert!(text.contains(" C: m2 LOGIN alice <redacted>\n"), "{text}");
+        assert!(!text.contains("pw-secret-4"), "{text}");
+
+        // The server's verdict on the password is final: it is not tried again.
+        let no = "NO [AUTHENTICATIONFAILED] Authentication failed";
+        let (outcome, text) = login_answered("IMAP4rev1 SASL-IR AUTH=PLAIN", no);
+        assert!(
+            matches!(outcome, Err(SessionError::LoginRefused(_))),
+            "{outcome:?}"
+        );
+        assert!(!text.contains("LOGIN alice"), "{text}");
+
+        // Nor is LOGIN sent where the server disabled it.
+        let caps = "IMAP4rev1 SASL-IR AUTH=PLAIN LOGINDISABLED";
+        let (outcome, text) = login_answered(caps, bad);
+        assert!(outcome.is_err(), "{outcome:?}");
+        assert!(!text.contains("LOGIN alice"), "{text}");
     }
 
     #[test]
@@ -1615,6 +1733,49 @@ mod tests {
                 assert!(err.to_string().contains("Too many connections"), "{err}");
             }
             other => panic!("a BYE must break the session: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_write_is_what_the_server_said_before_closing() {
+        let broken_pipe = || io::Error::new(io::ErrorKind::BrokenPipe, "Broken pipe");
+        let answered = |status, text: &str| {
+            Ok(Some(Completion {
+                status,
+                text: text.into(),
+                append_uid: None,
+            }))
+        };
+
+        let raw = b"* BYE Server shutting down.\r\n";
+        let (_, response) = Response::parse(raw).unwrap();
+        let bye = observe(&mut State::default(), &response, raw).unwrap_err();
+        match after_failed_write(Err(bye), broken_pipe()) {
+            SessionError::Io(err) => {
+                assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+                assert!(err.to_string().contains("Server shutting down."), "{err}");
+            }
+            other => panic!("a BYE read after a failed write must count as one: {other:?}"),
+        }
+
+        for text in ["[UNAVAILABLE] Try again later", "[THROTTLED] Slow down"] {
+            match after_failed_write(answered(Status::No, text), broken_pipe()) {
+                SessionError::Throttled(said) => assert_eq!(said, text),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+
+        // Anything else says no more than the broken pipe: a refusal that no wait changes,
+        // nothing at all, or a connection that ends without a word.
+        for last_words in [
+            answered(Status::No, "[OVERQUOTA] Quota exceeded"),
+            Err(SessionError::Timeout),
+            Err(SessionError::Closed),
+        ] {
+            match after_failed_write(last_words, broken_pipe()) {
+                SessionError::Io(err) => assert_eq!(err.kind(), io::ErrorKind::BrokenPipe),
+                other => panic!("{other:?}"),
+            }
         }
     }
 }

@@ -197,6 +197,13 @@ fn is_atom_char(b: u8) -> bool {
     (0x21..0x7f).contains(&b) && !b"(){ %*\"\\]".contains(&b)
 }
 
+/// Whether IMAP can write this flag: its name (after the `\\` of a system flag) is an atom.
+/// Servers list some that are not (`]`, `\\*`), which no APPEND or STORE can carry.
+pub fn is_writable_flag(flag: &str) -> bool {
+    let atom = flag.strip_prefix('\\').unwrap_or(flag);
+    !atom.is_empty() && atom.bytes().all(is_atom_char)
+}
+
 /// Renders a flag list for APPEND, e.g. `(\Seen $Label1)`. `\Recent` is dropped: only the
 /// server may set it. A flag that is not an atom cannot be sent at all.
 pub fn flag_list(flags: &[String]) -> Result<String, SessionError> {
@@ -205,8 +212,7 @@ pub fn flag_list(flags: &[String]) -> Result<String, SessionError> {
         if flag.eq_ignore_ascii_case("\\Recent") {
             continue;
         }
-        let atom = flag.strip_prefix('\\').unwrap_or(flag);
-        if atom.is_empty() || !atom.bytes().all(is_atom_char) {
+        if !is_writable_flag(flag) {
             return Err(SessionError::Unsupported(format!(
                 "the flag {flag:?} cannot be sent over IMAP"
             )));

@@ -1,12 +1,13 @@
 //! [`ImapSource`]: every folder of an IMAP account, read with EXAMINE and `BODY.PEEK`.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::{MAX_MESSAGE_SIZE, deliver_too_large};
 use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
-use crate::identity::{self, IDENTITY_FIELDS};
+use crate::identity::{self, IDENTITY_FIELDS, Identity};
 use crate::imap::{FolderStatus, ImapClient, MailboxStatus};
 use crate::index::{FlagSets, IndexedFolder, KnownMessages, SourceMessage, SourceView};
 use crate::migrate::{Account, ConnectOptions};
@@ -135,14 +136,77 @@ impl Source for ImapSource {
         messages: Vec<Arc<SourceMessage>>,
         deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
     ) -> Result<(), Error> {
-        let Some(mut by_uid) = deliver_too_large(messages, deliver) else {
+        let Some(by_uid) = deliver_too_large(messages, deliver) else {
             return Ok(());
         };
+        let mut sent: HashSet<u32> = by_uid.keys().copied().collect();
+        let first = self.fetch_by_uid(Some(folder), by_uid, deliver)?;
+        if first.messages.is_empty() || !first.receiving {
+            return Ok(());
+        }
+        sent.retain(|uid| !first.messages.contains_key(uid));
+        // Not sent, or the FETCH refused (GNU Mailutils maildir gives the last message of a
+        // folder a new UID at every EXAMINE, and answers BAD to the old one): the folder as it
+        // is now finds them again by identity and size.
+        let FoundAgain { found, mut gone } = self.find_again(folder, first.messages, &sent)?;
+        if !found.is_empty() {
+            let again = self.fetch_by_uid(None, found, deliver)?;
+            if !again.receiving {
+                return Ok(());
+            }
+            let reason = match again.refusal {
+                Some(words) => format!("the server refused to send it: {words}"),
+                None => DELETED.to_owned(),
+            };
+            gone.extend(again.messages.into_values().map(|message| Unreadable {
+                message,
+                reason: reason.clone(),
+            }));
+        }
+        gone.sort_by_key(|unreadable| unreadable.message.key);
+        for unreadable in gone {
+            if !deliver(Err(unreadable)) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a message the index saw is not copied when the server no longer has it.
+const DELETED: &str = "deleted from the source during the run";
+
+/// What a `UID FETCH` left unsent: the messages (by the UID asked for), the server's words
+/// if it refused the command, and whether the receiver still wants more.
+struct Unsent {
+    messages: HashMap<u32, Arc<SourceMessage>>,
+    refusal: Option<String>,
+    receiving: bool,
+}
+
+/// Messages found again in a fresh index of their folder: by their UID now, and those that
+/// cannot be read, with why.
+struct FoundAgain {
+    found: HashMap<u32, Arc<SourceMessage>>,
+    gone: Vec<Unreadable>,
+}
+
+impl ImapSource {
+    /// Fetches `by_uid` (after EXAMINE of `examine`, else in the folder already open) and
+    /// hands each message sent to `deliver`. A refused FETCH fails its messages, not the
+    /// connection: they stay unsent, with the server's words.
+    fn fetch_by_uid(
+        &mut self,
+        examine: Option<&str>,
+        mut by_uid: HashMap<u32, Arc<SourceMessage>>,
+        deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
+    ) -> Result<Unsent, Error> {
         let mut uids: Vec<u32> = by_uid.keys().copied().collect();
         uids.sort_unstable();
         let mut receiving = true;
-        self.client
-            .fetch_messages(Some(folder), &uids, MAX_MESSAGE_SIZE, |fetched| {
+        let fetched = self
+            .client
+            .fetch_messages(examine, &uids, MAX_MESSAGE_SIZE, |fetched| {
                 // After the receiver has gone, the rest of the answer is only drained.
                 if receiving && let Some(message) = by_uid.remove(&fetched.uid) {
                     receiving = deliver(Ok(Fetched {
@@ -150,17 +214,74 @@ impl Source for ImapSource {
                         raw: fetched.raw,
                     }));
                 }
+            });
+        let refusal = match fetched {
+            Ok(()) => None,
+            Err(SessionError::Refused(words)) => Some(words),
+            Err(err) => return Err(self.failed(err)),
+        };
+        Ok(Unsent {
+            messages: by_uid,
+            refusal,
+            receiving,
+        })
+    }
+
+    /// Indexes `folder` again, leaving it open, and finds each of `unsent` there by identity
+    /// and size under a UID whose message was not `sent` already (a message with its
+    /// look-alikes: any of them has the same bytes to copy). A refused FETCH sent nothing, so
+    /// its messages may be found under their own UIDs. The messages keep their first key,
+    /// which the run knows them by.
+    fn find_again(
+        &mut self,
+        folder: &str,
+        unsent: HashMap<u32, Arc<SourceMessage>>,
+        sent: &HashSet<u32>,
+    ) -> Result<FoundAgain, Error> {
+        let mut now: HashMap<(Identity, u64), Vec<u32>> = HashMap::new();
+        let opened = self
+            .client
+            .index_mailboxes(&[folder.to_owned()], true, &IDENTITY_FIELDS, |_, record| {
+                if !sent.contains(&record.uid) {
+                    now.entry((identity::identify(record.header), record.size))
+                        .or_default()
+                        .push(record.uid);
+                }
             })
             .map_err(|e| self.failed(e))?;
-        // What the server did not send, or sent as NIL, was expunged since the index was taken.
-        let mut gone: Vec<Arc<SourceMessage>> = by_uid.into_values().collect();
-        gone.sort_by_key(|m| m.key);
-        for message in gone {
-            let reason = "deleted from the source during the run".to_owned();
-            if !receiving || !deliver(Err(Unreadable { message, reason })) {
-                break;
+        let mut unsent: Vec<Arc<SourceMessage>> = unsent.into_values().collect();
+        unsent.sort_by_key(|m| m.key);
+        let mut found_again = FoundAgain {
+            found: HashMap::new(),
+            gone: Vec::new(),
+        };
+        let status = opened.into_iter().next().expect("one status per folder");
+        if let Err(err) = status {
+            let SessionError::Refused(words) = err else {
+                return Err(self.failed(err));
+            };
+            let reason = format!("the server would not open the folder again: {words}");
+            found_again.gone = unsent
+                .into_iter()
+                .map(|message| Unreadable {
+                    message,
+                    reason: reason.clone(),
+                })
+                .collect();
+            return Ok(found_again);
+        }
+        for message in unsent {
+            let uids = now.get_mut(&(message.identity.clone(), message.size));
+            match uids.and_then(|uids| uids.pop()) {
+                Some(uid) => {
+                    found_again.found.insert(uid, message);
+                }
+                None => found_again.gone.push(Unreadable {
+                    message,
+                    reason: DELETED.to_owned(),
+                }),
             }
         }
-        Ok(())
+        Ok(found_again)
     }
 }

@@ -35,11 +35,12 @@ use chrono::{DateTime, FixedOffset, Utc};
 use crate::error::Error;
 use crate::folders::{FolderInfo, FolderList, Namespace};
 use crate::identity;
-use crate::imap::{FolderStatus, mutf7};
-use crate::index::{FlagSets, KeywordPolicy, SourceMessage, TargetCopy, TargetIndex};
-use crate::transfer::{
-    Fetched, FolderRefused, Outcome, Outgoing, Source, Target, UidChange, Unreadable,
+use crate::imap::mutf7;
+use crate::index::{
+    FlagSets, IndexedFolder, KeywordPolicy, KnownMessages, SourceMessage, SourceView, TargetCopy,
+    TargetIndex,
 };
+use crate::transfer::{Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable};
 
 /// The folder separator of Maildir++.
 const SEPARATOR: char = '.';
@@ -358,8 +359,6 @@ fn modified(path: &Path) -> Option<DateTime<FixedOffset>> {
 /// A Maildir as a [`Source`]: read-only.
 pub struct MaildirSource {
     maildir: Maildir,
-    /// The files indexed, per folder, by index key.
-    indexed: HashMap<String, Vec<Entry>>,
 }
 
 impl MaildirSource {
@@ -371,10 +370,7 @@ impl MaildirSource {
                 hint: Some("give the directory that holds cur/, new/ and tmp/".into()),
             });
         }
-        Ok(MaildirSource {
-            maildir,
-            indexed: HashMap::new(),
-        })
+        Ok(MaildirSource { maildir })
     }
 }
 
@@ -401,22 +397,52 @@ impl Source for MaildirSource {
                 internal_date: modified(&entry.path),
             });
         }
-        self.indexed.insert(folder.to_owned(), entries);
         Ok(index)
     }
 
+    /// A directory listing holds every message, and each file's base name stays while the
+    /// file does: a message absent from it has left the folder (so a mirror may `--delete`
+    /// its copy).
+    fn index_known(
+        &mut self,
+        folders: &[String],
+        _known: &[&KnownMessages],
+    ) -> Result<Vec<IndexedFolder>, Error> {
+        folders
+            .iter()
+            .map(|folder| {
+                Ok(IndexedFolder {
+                    messages: self.index(folder)?,
+                    known: KnownMessages::new(),
+                    view: SourceView {
+                        uid_validity: None,
+                        complete: true,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Another connection's index may have been taken: each message is found by its file's
+    /// base name (its flags, and so its full name, may have changed since).
     fn fetch(
         &mut self,
         folder: &str,
         messages: Vec<Arc<SourceMessage>>,
         deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
     ) -> Result<(), Error> {
-        let entries = self.indexed.get(folder).map_or(&[][..], Vec::as_slice);
+        let entries = self.maildir.entries(folder)?;
+        let by_base: HashMap<&str, &Path> = entries
+            .iter()
+            .map(|e| (e.base.as_str(), e.path.as_path()))
+            .collect();
         for message in messages {
-            let read = entries
-                .get(message.key as usize)
+            let read = message
+                .stable_id
+                .as_deref()
+                .and_then(|base| by_base.get(base))
                 .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
-                .and_then(|entry| fs::read(&entry.path));
+                .and_then(fs::read);
             let delivered = match read {
                 Ok(raw) => deliver(Ok(Fetched {
                     message,
@@ -470,17 +496,11 @@ impl MaildirTarget {
                     uid: n as u32 + 1,
                     size,
                     flags: entry.flags,
+                    internal_date: modified(&entry.path),
                 },
             );
         }
         Ok(index)
-    }
-
-    fn unsupported(&self, what: &str) -> Error {
-        Error::usage(format!(
-            "maildir {}: {what} needs UIDs, which a Maildir does not keep",
-            self.maildir.root.display()
-        ))
     }
 }
 
@@ -513,25 +533,6 @@ impl Target for MaildirTarget {
 
     fn index(&mut self, folder: &str) -> Result<TargetIndex, Error> {
         self.index_folder(folder)
-    }
-
-    fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
-        Ok(vec![None; folders.len()])
-    }
-
-    fn change_flags(
-        &mut self,
-        _: &str,
-        _: u32,
-        _: &[u32],
-        _: &[String],
-        _: &[String],
-    ) -> Result<UidChange, Error> {
-        Err(self.unsupported("changing flags"))
-    }
-
-    fn delete(&mut self, _: &str, _: u32, _: &[u32]) -> Result<UidChange, Error> {
-        Err(self.unsupported("deleting"))
     }
 
     /// Each message is its own file: writers never meet.

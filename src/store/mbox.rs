@@ -28,11 +28,8 @@ use crate::error::Error;
 use crate::folders::{FolderInfo, FolderList, Namespace};
 use crate::header;
 use crate::identity;
-use crate::imap::FolderStatus;
 use crate::index::{FlagSets, KeywordPolicy, SourceMessage, TargetCopy, TargetIndex};
-use crate::transfer::{
-    Fetched, FolderRefused, Outcome, Outgoing, Source, Target, UidChange, Unreadable,
-};
+use crate::transfer::{Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable};
 
 /// The separator of folder names in a directory of mbox files.
 const SEPARATOR: char = '.';
@@ -294,22 +291,30 @@ impl Source for MboxSource {
         Ok(index)
     }
 
+    /// Another connection's index may have been taken: the file is read again, and each
+    /// message is found at its place and checked to be the one indexed there.
     fn fetch(
         &mut self,
         folder: &str,
         messages: Vec<Arc<SourceMessage>>,
         deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
     ) -> Result<(), Error> {
+        if !self.indexed.contains_key(folder) {
+            self.index(folder)?;
+        }
         let bodies = self.indexed.get(folder).map_or(&[][..], Vec::as_slice);
         for message in messages {
-            let delivered = match bodies.get(message.key as usize) {
+            let found = bodies
+                .get(message.key as usize)
+                .filter(|raw| identity::identify(header::header_block(raw)) == message.identity);
+            let delivered = match found {
                 Some(raw) => deliver(Ok(Fetched {
                     message,
                     raw: raw.as_slice().into(),
                 })),
                 None => deliver(Err(Unreadable {
                     message,
-                    reason: "not in the file when indexed".to_owned(),
+                    reason: "no longer in the file where it was indexed".to_owned(),
                 })),
             };
             if !delivered {
@@ -344,6 +349,8 @@ impl MboxTarget {
                     uid: n as u32 + 1,
                     size: raw.len() as u64,
                     flags: Vec::new(),
+                    // In the `From ` line, which the index does not read.
+                    internal_date: None,
                 },
             );
         }
@@ -416,25 +423,6 @@ impl Target for MboxTarget {
 
     fn index(&mut self, folder: &str) -> Result<TargetIndex, Error> {
         self.index_folder(folder)
-    }
-
-    fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
-        Ok(vec![None; folders.len()])
-    }
-
-    fn change_flags(
-        &mut self,
-        _: &str,
-        _: u32,
-        _: &[u32],
-        _: &[String],
-        _: &[String],
-    ) -> Result<UidChange, Error> {
-        Err(Error::usage("an mbox target keeps no flags to change"))
-    }
-
-    fn delete(&mut self, _: &str, _: u32, _: &[u32]) -> Result<UidChange, Error> {
-        Err(Error::usage("an mbox target keeps no UIDs to delete by"))
     }
 
     fn append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Vec<Outcome>, Error> {

@@ -36,7 +36,9 @@ use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
 use crate::identity::Identity;
 use crate::imap::{FolderStatus, MessageUid, StorageQuota};
-use crate::index::{IndexedFolder, KnownMessages, SourceMessage, read_matches_announced};
+use crate::index::{
+    IndexedFolder, KnownMessages, SourceMessage, TargetCopy, read_matches_announced,
+};
 use crate::plan::FolderPlan;
 use crate::uidl_keeping;
 
@@ -211,8 +213,8 @@ pub struct FolderRefused(pub String);
 pub struct FoundUids {
     /// The folder's UIDVALIDITY, when the server says.
     pub uid_validity: Option<u32>,
-    /// Size (IMAP RFC822.SIZE) by UID, of the UIDs asked about that exist.
-    pub sizes: HashMap<u32, u64>,
+    /// The UIDs asked about that exist, with their size (IMAP RFC822.SIZE), flags and date.
+    pub copies: HashMap<u32, TargetCopy>,
 }
 
 /// An IMAP-like target: folders, an index of what it holds, and batched uploads.
@@ -237,7 +239,8 @@ pub trait Target: Send {
     fn index_all(&mut self, folders: &[String]) -> Result<Vec<crate::index::TargetIndex>, Error> {
         folders.iter().map(|folder| self.index(folder)).collect()
     }
-    /// For each `(folder, uids)`, which of those UIDs the folder holds and their sizes, from
+    /// For each `(folder, uids)`, which of those UIDs the folder holds with their sizes, flags
+    /// and dates, from
     /// the server's index and not the messages (cheaper than [`index_all`](Self::index_all));
     /// all in one round trip where the protocol allows. `None` for a folder the target could
     /// not answer for (the default: every folder).
@@ -247,22 +250,39 @@ pub trait Target: Send {
     ) -> Result<Vec<Option<FoundUids>>, Error> {
         Ok(vec![None; folders.len()])
     }
-    /// Summaries of the folders, as [`Source::statuses`].
-    fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error>;
+    /// Summaries of the folders, as [`Source::statuses`]; `None` each from a target that has
+    /// none (the default).
+    fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
+        Ok(vec![None; folders.len()])
+    }
     /// Adds some flags to these messages and removes others, leaving the rest alone, after
-    /// opening the folder and finding it still under `uid_validity`.
+    /// opening the folder and finding it still under `uid_validity`. Only a target whose
+    /// index gives a UIDVALIDITY is asked; the default refuses.
     fn change_flags(
         &mut self,
         folder: &str,
-        uid_validity: u32,
-        uids: &[u32],
-        add: &[String],
-        remove: &[String],
-    ) -> Result<UidChange, Error>;
+        _uid_validity: u32,
+        _uids: &[u32],
+        _add: &[String],
+        _remove: &[String],
+    ) -> Result<UidChange, Error> {
+        Err(Error::usage(format!(
+            "{folder}: this target keeps no UIDs to change flags by"
+        )))
+    }
     /// Removes these messages (and only these), after opening the folder and finding it still
-    /// under `uid_validity`; when it is not, removes nothing and says so.
-    fn delete(&mut self, folder: &str, uid_validity: u32, uids: &[u32])
-    -> Result<UidChange, Error>;
+    /// under `uid_validity`; when it is not, removes nothing and says so. Only a target whose
+    /// index gives a UIDVALIDITY is asked; the default refuses.
+    fn delete(
+        &mut self,
+        folder: &str,
+        _uid_validity: u32,
+        _uids: &[u32],
+    ) -> Result<UidChange, Error> {
+        Err(Error::usage(format!(
+            "{folder}: this target keeps no UIDs to delete by"
+        )))
+    }
     /// The largest message the server says it takes (IMAP APPENDLIMIT), if it says.
     fn append_limit(&self) -> Option<u64> {
         None
@@ -372,7 +392,15 @@ pub trait Observer: Sync {
     }
     /// The target refused a message, or it could not be transferred.
     fn message_failed(&self, _folder: &str, _message: &SourceMessage, _reason: &str) {}
+    /// A connection failed and is about to be opened again, after a wait; `slowed_down` when
+    /// the server had asked to slow down (a throttle).
+    fn retrying(&self, _slowed_down: bool) {}
 }
+
+/// Sees nothing: for work outside a copy (planning) whose retries nobody counts.
+pub struct Unobserved;
+
+impl Observer for Unobserved {}
 
 /// Passes every event to each of several observers.
 pub struct Fanout<'a>(pub Vec<&'a dyn Observer>);
@@ -390,6 +418,9 @@ impl Observer for Fanout<'_> {
         self.0
             .iter()
             .for_each(|o| o.message_failed(folder, message, reason));
+    }
+    fn retrying(&self, slowed_down: bool) {
+        self.0.iter().for_each(|o| o.retrying(slowed_down));
     }
 }
 
@@ -457,27 +488,38 @@ impl TransferSettings {
 
     /// Calls `open` until it succeeds, fails with an error `worth_retrying` rejects, or has
     /// failed `retries` times more (waiting [`delay_before_retry`](Self::delay_before_retry)
-    /// between tries); stops early once `give_up` is set.
+    /// between tries, each one told to `observer`); stops early once `give_up` is set.
     pub(crate) fn retry<T>(
         &self,
+        observer: &dyn Observer,
         give_up: Option<&AtomicBool>,
         worth_retrying: impl Fn(&Error) -> bool,
         mut open: impl FnMut() -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let mut attempt = 0;
+        let mut retries = Retries {
+            settings: *self,
+            observer,
+            done: 0,
+        };
         loop {
             match open() {
                 Err(err)
                     if worth_retrying(&err)
-                        && attempt < self.retries
+                        && retries.left()
                         && !give_up.is_some_and(|flag| flag.load(Ordering::SeqCst)) =>
                 {
-                    attempt += 1;
-                    std::thread::sleep(self.delay_before_retry(attempt, &err));
+                    retries.wait(&err);
                 }
                 other => return other,
             }
         }
+    }
+
+    /// Tells `observer` of retry number `attempt` (from 1) after `cause`, then waits
+    /// [`delay_before_retry`](Self::delay_before_retry).
+    pub(crate) fn wait_before_retry(&self, attempt: u32, cause: &Error, observer: &dyn Observer) {
+        observer.retrying(asks_to_slow_down(cause));
+        std::thread::sleep(self.delay_before_retry(attempt, cause));
     }
 
     /// The wait before retry number `attempt` (from 1) after `cause`: exponential and capped,
@@ -703,6 +745,7 @@ impl<'a, 'p: 'a> Lane<'a, 'p> {
             source,
             self.connect_source,
             settings,
+            observer,
             &mut |fetched: Result<Fetched<'_>, Unreadable>| {
                 // An upload worker gave up: the run ends with its error, and the budget no
                 // longer bounds what would still be read.
@@ -801,13 +844,18 @@ fn fetch_resuming(
     source: &mut Box<dyn Source>,
     connect_source: &SourceConnector<'_>,
     settings: TransferSettings,
+    observer: &dyn Observer,
     deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
 ) -> Result<(), Error> {
     let folder = plan.source_folder.as_str();
     // Borrowed from the plan until a break leaves only some to fetch: the source takes its
     // own list of the messages, which it shares with the plan.
     let mut pending = Cow::Borrowed(plan.to_copy.as_slice());
-    let mut attempt = 0;
+    let mut retries = Retries {
+        settings,
+        observer,
+        done: 0,
+    };
     // Read wrong once, with why, to read again on a fresh connection; `rereading` once that
     // is under way.
     let mut misread: Vec<(Arc<SourceMessage>, String)> = Vec::new();
@@ -843,7 +891,7 @@ fn fetch_resuming(
             !stopped
         });
         let cause = match result {
-            Err(err) if err.is_transient() && !stopped && attempt < settings.retries => Some(err),
+            Err(err) if err.is_transient() && !stopped && retries.left() => Some(err),
             Ok(()) if !stopped && !rereading && !misread.is_empty() => None,
             other => return other,
         };
@@ -867,8 +915,7 @@ fn fetch_resuming(
             again,
             source,
             connect_source,
-            settings,
-            &mut attempt,
+            &mut retries,
             cause.as_ref(),
         )?;
         let Some(Relocated { found, gone }) = relocated else {
@@ -892,6 +939,28 @@ fn fetch_resuming(
     }
 }
 
+/// The retries of one piece of work (opening a connection, a folder's fetch): how many so far, out of `settings.retries`, each told
+/// to the observer.
+struct Retries<'a> {
+    settings: TransferSettings,
+    observer: &'a dyn Observer,
+    done: u32,
+}
+
+impl Retries<'_> {
+    /// Whether another retry is allowed.
+    fn left(&self) -> bool {
+        self.done < self.settings.retries
+    }
+
+    /// Counts a retry after `cause` and waits its backoff.
+    fn wait(&mut self, cause: &Error) {
+        self.done += 1;
+        self.settings
+            .wait_before_retry(self.done, cause, self.observer);
+    }
+}
+
 /// Lets go of `source` and opens a new connection in its place, on which it finds `messages`
 /// again ([`Source::relocate`]; `None` when this source cannot). After a break (`cause`), and
 /// after each failed attempt, the next waits its backoff and counts against
@@ -902,16 +971,14 @@ fn reopen(
     messages: Vec<Arc<SourceMessage>>,
     source: &mut Box<dyn Source>,
     connect_source: &SourceConnector<'_>,
-    settings: TransferSettings,
-    attempt: &mut u32,
+    retries: &mut Retries<'_>,
     cause: Option<&Error>,
 ) -> Result<Option<Relocated>, Error> {
     source.abandon();
     let mut failed: Option<Error> = None;
     loop {
         if let Some(cause) = failed.as_ref().or(cause) {
-            *attempt += 1;
-            std::thread::sleep(settings.delay_before_retry(*attempt, cause));
+            retries.wait(cause);
         }
         let reopened = connect_source().and_then(|mut fresh| {
             let relocated = fresh.relocate(folder, messages.clone())?;
@@ -919,7 +986,7 @@ fn reopen(
             Ok(relocated)
         });
         match reopened {
-            Err(again) if again.is_transient() && *attempt < settings.retries => {
+            Err(again) if again.is_transient() && retries.left() => {
                 failed = Some(again);
             }
             other => return other,
@@ -1125,22 +1192,6 @@ mod tests {
                 .map(|m| m.identity.clone())
                 .collect())
         }
-        fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
-            Ok(vec![None; folders.len()])
-        }
-        fn change_flags(
-            &mut self,
-            _: &str,
-            _: u32,
-            _: &[u32],
-            _: &[String],
-            _: &[String],
-        ) -> Result<UidChange, Error> {
-            unimplemented!()
-        }
-        fn delete(&mut self, _: &str, _: u32, _: &[u32]) -> Result<UidChange, Error> {
-            unimplemented!()
-        }
         fn append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Vec<Outcome>, Error> {
             let server = &self.server;
             if server.multiappend && batch.len() > 1 {
@@ -1277,6 +1328,7 @@ mod tests {
     struct Events {
         copied: Mutex<Vec<u32>>,
         failed: Mutex<Vec<(u32, String)>>,
+        retries: Mutex<Vec<bool>>,
     }
 
     impl Observer for Events {
@@ -1293,6 +1345,9 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push((message.key, reason.to_owned()));
+        }
+        fn retrying(&self, slowed_down: bool) {
+            self.retries.lock().unwrap().push(slowed_down);
         }
     }
 
@@ -1456,6 +1511,11 @@ mod tests {
         assert_eq!(server.stored_keys(), [1, 2, 3, 4]);
         assert_eq!(events.copied(), [1, 2, 3, 4]);
         assert!(events.failed().is_empty());
+        assert_eq!(
+            *events.retries.lock().unwrap(),
+            [true, true],
+            "two throttles"
+        );
         let state = server.state.lock().unwrap();
         assert_eq!((state.connections, state.attempts[&2]), (3, 3));
     }
@@ -1496,6 +1556,7 @@ mod tests {
         assert_eq!(server.stored_keys(), (1..=40).collect::<Vec<_>>());
         assert_eq!(events.copied(), (1..=40).collect::<Vec<_>>());
         assert_eq!(server.state.lock().unwrap().connections, 2);
+        assert_eq!(*events.retries.lock().unwrap(), [false], "one plain retry");
     }
 
     /// One worker with batches of two folders in flight when its connection breaks: each

@@ -74,6 +74,7 @@ impl<'a> Uploader<'a> {
             return Ok(());
         }
         let connected = self.settings.retry(
+            self.observer,
             None,
             |err| {
                 matches!(err, Error::Connection { source, .. }
@@ -235,7 +236,8 @@ impl<'a> Uploader<'a> {
                     return Err(err);
                 }
                 attempt += 1;
-                std::thread::sleep(self.settings.delay_before_retry(attempt, &err));
+                self.settings
+                    .wait_before_retry(attempt, &err, self.observer);
                 match self.reopen() {
                     Ok(indexes) => break indexes,
                     Err(again) => err = again,

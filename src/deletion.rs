@@ -21,9 +21,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::Identity;
-use crate::imap::MessageUid;
 use crate::index::{SourceMessage, SourceView, TargetIndex};
-use crate::transfer::DeletionEvidence;
+use crate::store::DeletionEvidence;
+use crate::store::MessageUid;
 
 /// One copy a mirror made: what it was made of and where the target put it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,11 +29,10 @@ pub mod preset;
 pub mod private_file;
 pub mod progress;
 pub mod report;
-pub mod session;
-pub mod source;
+
 pub mod state;
 pub mod store;
-pub mod target;
+
 pub mod trace;
 pub mod transfer;
 pub mod uidl_keeping;

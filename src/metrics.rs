@@ -29,8 +29,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::batch::Outcome;
 use crate::error::Error;
-use crate::imap::MessageUid;
 use crate::index::SourceMessage;
+use crate::store::MessageUid;
 use crate::trace::ConnectionWatch;
 use crate::transfer::Observer;
 

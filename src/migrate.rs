@@ -7,56 +7,24 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use crate::auth::AuthMode;
-use crate::endpoint::{Endpoint, Password, Protocol};
+use crate::endpoint::Protocol;
 use crate::error::Error;
 use crate::folders::{self, FolderList, FolderMapping, FolderRules};
 use crate::identity::Identity;
 use crate::index::{SourceMessage, TargetIndex};
-use crate::net::TlsConfig;
 use crate::parallel::both;
 use crate::plan::{self, FolderPlan};
 use crate::preflight::{self, FolderAction, FolderCheck, Preflight};
 use crate::report::{Report, ReportBuilder};
-use crate::source::{ImapSource, POP3_FOLDER, Pop3Source};
+use crate::store::ImapTarget;
 use crate::store::maildir::{Maildir, MaildirSource, MaildirTarget};
 use crate::store::mbox::{Mbox, MboxSource, MboxTarget};
-use crate::target::ImapTarget;
-use crate::trace::Trace;
-use crate::transfer::{
-    self, Fanout, Observer, Source, Target, TargetPool, TransferSettings, Unobserved,
-};
+use crate::store::{Account, ConnectOptions, ImapSource, POP3_FOLDER, Pop3Source};
+use crate::store::{Source, Target};
+use crate::transfer::{self, Fanout, Observer, TargetPool, TransferSettings, Unobserved};
 use crate::uidl_keeping;
 use crate::verify;
-
-/// How to open connections, shared by both sides.
-#[derive(Clone)]
-pub struct ConnectOptions {
-    /// Whether a password may be sent unencrypted when a server offers no STARTTLS/STLS.
-    pub allow_plaintext: bool,
-    /// Connect and I/O timeout.
-    pub timeout: Duration,
-    /// The protocol trace (`-v`…`-vvv`).
-    pub trace: Trace,
-}
-
-/// One side of a job: where, and how to log in.
-#[derive(Clone)]
-pub struct Account {
-    /// The server URL.
-    pub endpoint: Endpoint,
-    /// How its certificate is checked (each side may trust its own CA), built once.
-    pub tls: TlsConfig,
-    /// The password (the administrator's, for a master-user login).
-    pub password: Password,
-    /// How to log in.
-    pub auth: AuthMode,
-    /// For OAuth logins: the command printing a fresh access token, run for every connection
-    /// (tokens expire within the hour; a long migration outlives several).
-    pub token_command: Option<String>,
-}
 
 /// Everything a `migrate` run needs.
 #[derive(Clone)]

@@ -14,13 +14,14 @@ use crate::deletion::{self, CopyRecord, SourceRef};
 use crate::error::Error;
 use crate::folders::FolderMapping;
 use crate::identity::Identity;
-use crate::imap::FolderStatus;
 use crate::index::{KnownMessages, SourceMessage, SourceView, TargetIndex};
 use crate::migrate::{self, AfterCopy, MigrateJob, PlanHooks, PlannedFolder};
 use crate::parallel::both;
 use crate::report::Report;
 use crate::state::{FolderState, MirrorState, StateStore};
-use crate::transfer::{DeletionEvidence, Fanout, Observer, Source, Target, UidChange};
+use crate::store::FolderStatus;
+use crate::store::{DeletionEvidence, Source, Target, UidChange};
+use crate::transfer::{Fanout, Observer};
 use crate::verify;
 
 /// How long a run waits before looking at the target when the last one was killed during its

@@ -11,9 +11,9 @@ use indicatif::HumanBytes;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::imap::StorageQuota;
 use crate::migrate::SizeLimit;
 use crate::plan::FolderPlan;
+use crate::store::StorageQuota;
 
 /// The target capabilities a preflight reports: each changes how (or how fast) a run goes.
 pub const CAPABILITIES: [&str; 7] = [

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::imap::MessageUid;
 use crate::index::SourceMessage;
 use crate::plan::FolderPlan;
+use crate::store::MessageUid;
 use crate::transfer::Observer;
 
 /// Two bars: messages (with rate and ETA) and bytes (with throughput).

@@ -10,10 +10,10 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::{EXIT_OK, EXIT_PARTIAL};
-use crate::imap::MessageUid;
 use crate::index::SourceMessage;
 use crate::plan::FolderPlan;
 use crate::preflight::Preflight;
+use crate::store::MessageUid;
 use crate::transfer::Observer;
 use crate::verify::Missing;
 

@@ -15,9 +15,9 @@ use sha2::{Digest, Sha256};
 use crate::deletion::CopyRecord;
 use crate::error::Error;
 use crate::identity::Identity;
-use crate::imap::FolderStatus;
 use crate::index::KnownMessages;
 use crate::private_file;
+use crate::store::FolderStatus;
 
 /// The state file's format version. Version 1 fingerprinted messages without a Message-ID
 /// with their size; its fingerprints are forgotten on loading (see [`forget_fingerprints`]).
@@ -206,8 +206,8 @@ fn pair_key(source: &str, target: &str) -> String {
 mod tests {
     use super::*;
     use crate::deletion::SourceRef;
-    use crate::imap::MessageUid;
     use crate::index::KnownMessage;
+    use crate::store::MessageUid;
 
     #[test]
     fn a_second_open_of_the_same_pair_is_locked_out_until_the_first_ends() {

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::imap::MessageUid;
 use crate::index::SourceMessage;
 use crate::private_file;
+use crate::store::MessageUid;
 
 /// What `--keep-pop3-uidl` asked for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -25,9 +25,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::altered::{Alterations, alterations};
 use crate::error::Error;
 use crate::identity::Identity;
-use crate::imap::MessageUid;
 use crate::index::{SourceMessage, TargetIndex};
-use crate::transfer::{FoundUids, Observer, Target};
+use crate::store::MessageUid;
+use crate::store::{FoundUids, Target};
+use crate::transfer::Observer;
 
 /// A copy is truncated when it is under half its source message's size and more than this
 /// many bytes short of it. Servers add header fields and line ends to what they store (a few
@@ -330,7 +331,7 @@ mod tests {
     use super::*;
     use crate::folders::FolderList;
     use crate::index::TargetCopy;
-    use crate::transfer::{FolderRefused, Outcome, Outgoing};
+    use crate::store::{FolderRefused, Outcome, Outgoing};
 
     /// Answers `find_uids` with `found` and indexes with `index`, noting what it was asked.
     struct FakeTarget {

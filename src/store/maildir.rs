@@ -40,7 +40,7 @@ use crate::index::{
     FlagSets, IndexedFolder, KeywordPolicy, KnownMessages, SourceMessage, SourceView, TargetCopy,
     TargetIndex,
 };
-use crate::transfer::{Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable};
+use crate::store::{Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable};
 
 /// The folder separator of Maildir++.
 const SEPARATOR: char = '.';

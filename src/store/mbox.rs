@@ -29,7 +29,7 @@ use crate::folders::{FolderInfo, FolderList, Namespace};
 use crate::header;
 use crate::identity;
 use crate::index::{FlagSets, KeywordPolicy, SourceMessage, TargetCopy, TargetIndex};
-use crate::transfer::{Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable};
+use crate::store::{Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable};
 
 /// The separator of folder names in a directory of mbox files.
 const SEPARATOR: char = '.';

@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::budget::Charge;
-use super::{Observer, Outcome, Outgoing, Started, Target, TargetPool, TransferSettings, lost};
+use super::{Observer, TargetPool, TransferSettings, lost};
 use crate::error::{Error, SessionError};
 use crate::header;
 use crate::identity::{self, Identity};
-use crate::imap::MessageUid;
 use crate::index::TargetIndex;
 use crate::plan::FolderPlan;
+use crate::store::MessageUid;
+use crate::store::{Outcome, Outgoing, Started, Target};
 
 /// Batches sent on one connection before the first of them is answered, at most: enough to
 /// keep a slow link busy while answers travel back. The bytes they hold for a resend are

@@ -1,13 +1,42 @@
 //! Opening a logged-in protocol session for an endpoint: address, TLS mode, the plaintext
 //! fallback the user allowed, login, and errors put in the user's terms.
 
+use std::time::Duration;
+
 use crate::auth::{AuthMode, Login};
-use crate::endpoint::{Side, run_secret_command};
+use crate::endpoint::{Endpoint, Password, Side, run_secret_command};
 use crate::error::{Error, Opening, SessionError};
 use crate::imap::ImapClient;
-use crate::migrate::{Account, ConnectOptions};
 use crate::net::{Address, TlsConfig, TlsMode};
 use crate::pop3::Pop3Client;
+use crate::trace::Trace;
+
+/// How to open connections, shared by both sides.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    /// Whether a password may be sent unencrypted when a server offers no STARTTLS/STLS.
+    pub allow_plaintext: bool,
+    /// Connect and I/O timeout.
+    pub timeout: Duration,
+    /// The protocol trace (`-v`…`-vvv`).
+    pub trace: Trace,
+}
+
+/// One side of a job: where, and how to log in.
+#[derive(Clone)]
+pub struct Account {
+    /// The server URL.
+    pub endpoint: Endpoint,
+    /// How its certificate is checked (each side may trust its own CA), built once.
+    pub tls: TlsConfig,
+    /// The password (the administrator's, for a master-user login).
+    pub password: Password,
+    /// How to log in.
+    pub auth: AuthMode,
+    /// For OAuth logins: the command printing a fresh access token, run for every connection
+    /// (tokens expire within the hour; a long migration outlives several).
+    pub token_command: Option<String>,
+}
 
 /// Opens a POP3 session and logs in.
 pub fn open_pop3(

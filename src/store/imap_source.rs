@@ -10,9 +10,9 @@ use crate::folders::FolderList;
 use crate::identity::{self, IDENTITY_FIELDS, Identity};
 use crate::imap::{FolderStatus, ImapClient, MailboxStatus};
 use crate::index::{FlagSets, IndexedFolder, KnownMessages, SourceMessage, SourceView};
-use crate::migrate::{Account, ConnectOptions};
-use crate::session;
-use crate::transfer::{Fetched, Source, Unreadable};
+use crate::store::session;
+use crate::store::{Account, ConnectOptions};
+use crate::store::{Fetched, Source, Unreadable};
 
 /// An IMAP account as a [`Source`]; one per connection.
 pub struct ImapSource {

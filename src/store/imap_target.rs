@@ -15,9 +15,9 @@ use crate::imap::{
     response,
 };
 use crate::index::{KeywordPolicy, TargetCopy, TargetIndex};
-use crate::migrate::{Account, ConnectOptions};
-use crate::session;
-use crate::transfer::{FolderRefused, FoundUids, Outcome, Outgoing, Started, Target, UidChange};
+use crate::store::session;
+use crate::store::{Account, ConnectOptions};
+use crate::store::{FolderRefused, FoundUids, Outcome, Outgoing, Started, Target, UidChange};
 
 /// An IMAP account as a [`Target`]; one per connection.
 pub struct ImapTarget {

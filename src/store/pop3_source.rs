@@ -9,10 +9,10 @@ use crate::error::{Error, SessionError};
 use crate::folders::{FolderInfo, FolderList};
 use crate::identity;
 use crate::index::{Flags, IndexedFolder, KnownMessage, KnownMessages, SourceMessage, SourceView};
-use crate::migrate::{Account, ConnectOptions};
 use crate::pop3::{FetchError, Listing, Pop3Client};
-use crate::session;
-use crate::transfer::{DeletionEvidence, Fetched, Relocated, Source, SourceDeletion, Unreadable};
+use crate::store::session;
+use crate::store::{Account, ConnectOptions};
+use crate::store::{DeletionEvidence, Fetched, Relocated, Source, SourceDeletion, Unreadable};
 
 /// The one folder a POP3 maildrop has.
 pub const POP3_FOLDER: &str = "INBOX";

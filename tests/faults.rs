@@ -639,17 +639,19 @@ fn a_target_that_refuses_or_drops_connections_at_the_start() {
     );
     assert_eq!(server.messages("alice", "Refused").len(), 1);
 
-    // Refused for 1 s: five retries outlast it (waits of 0.2, 0.4, 0.8, 1.6, 3.2 s, each
-    // jittered down to as little as half: at least 3.1 s in all).
-    relay.refuse_for(Duration::from_secs(1));
+    // Refused for 3 s, far longer than mailferry takes to start, so its first attempts are
+    // refused for sure (without retries it would exit 4 at once): six retries outlast it
+    // (waits of 0.2, 0.4, 0.8, 1.6, 3.2, 6.4 s, each jittered down to as little as half: at
+    // least 6.3 s in all), and the run ends after the window.
+    relay.refuse_for(Duration::from_secs(3));
     let started = Instant::now();
     let output = migrate(&server, server.pop3s_port(), relay.port(), "Refused")
-        .args(["--retries", "5"])
+        .args(["--retries", "6"])
         .output()
         .unwrap();
     assert_exit(&output, 0, "");
-    assert!(started.elapsed() >= Duration::from_secs(1));
-    assert_exactly_once(&server, "Refused", &mailbox, "refused for 1 s, retried");
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert_exactly_once(&server, "Refused", &mailbox, "refused for 3 s, retried");
 
     // Accepted, then closed during the TLS handshake: a connection problem (exit 4, no
     // certificate hint), retried like a refusal.

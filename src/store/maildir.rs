@@ -33,14 +33,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::error::Error;
-use crate::folders::{FolderInfo, FolderList, Namespace};
+use crate::folders::FolderList;
 use crate::identity;
 use crate::imap::mutf7;
 use crate::index::{
     FlagSets, IndexedFolder, KeywordPolicy, KnownMessages, SourceMessage, SourceView, TargetCopy,
     TargetIndex,
 };
-use crate::store::{Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable};
+use crate::store::{
+    Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable, local_folder_list,
+};
 
 /// The folder separator of Maildir++.
 const SEPARATOR: char = '.';
@@ -133,18 +135,7 @@ impl Maildir {
                 }
             }
         }
-        names.sort();
-        names.dedup();
-        Ok(FolderList {
-            folders: names
-                .into_iter()
-                .map(|name| FolderInfo::from_list(name, Some(SEPARATOR), &[]))
-                .collect(),
-            personal: Namespace {
-                prefix: String::new(),
-                delimiter: Some(SEPARATOR),
-            },
-        })
+        Ok(local_folder_list(names, SEPARATOR))
     }
 
     /// A nested folder (`Parent/Child`) and those below it, named with the separator.

@@ -25,11 +25,13 @@ use std::sync::Arc;
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
 
 use crate::error::Error;
-use crate::folders::{FolderInfo, FolderList, Namespace};
+use crate::folders::FolderList;
 use crate::header;
 use crate::identity;
 use crate::index::{FlagSets, KeywordPolicy, SourceMessage, TargetCopy, TargetIndex};
-use crate::store::{Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable};
+use crate::store::{
+    Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable, local_folder_list,
+};
 
 /// The separator of folder names in a directory of mbox files.
 const SEPARATOR: char = '.';
@@ -103,18 +105,7 @@ impl Mbox {
                 }
             }
         }
-        names.sort();
-        names.dedup();
-        Ok(FolderList {
-            folders: names
-                .into_iter()
-                .map(|name| FolderInfo::from_list(name, Some(SEPARATOR), &[]))
-                .collect(),
-            personal: Namespace {
-                prefix: String::new(),
-                delimiter: Some(SEPARATOR),
-            },
-        })
+        Ok(local_folder_list(names, SEPARATOR))
     }
 
     /// A folder's file, read whole; empty when it does not exist.

@@ -30,7 +30,7 @@ pub use pop3_source::{POP3_FOLDER, Pop3Source};
 pub use session::{Account, ConnectOptions};
 
 use crate::error::Error;
-use crate::folders::FolderList;
+use crate::folders::{FolderInfo, FolderList, Namespace};
 use crate::identity::Identity;
 use crate::index::{IndexedFolder, KnownMessages, SourceMessage, TargetCopy, TargetIndex};
 
@@ -339,4 +339,21 @@ fn deliver_too_large(
         }
     }
     Some(readable)
+}
+
+/// The folder list of a store on local disk: `names` (INBOX among them), sorted and each once,
+/// all at the top of one personal namespace with `separator` between levels.
+fn local_folder_list(mut names: Vec<String>, separator: char) -> FolderList {
+    names.sort();
+    names.dedup();
+    FolderList {
+        folders: names
+            .into_iter()
+            .map(|name| FolderInfo::from_list(name, Some(separator), &[]))
+            .collect(),
+        personal: Namespace {
+            prefix: String::new(),
+            delimiter: Some(separator),
+        },
+    }
 }

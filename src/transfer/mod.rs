@@ -24,25 +24,30 @@
 //! `Ledger` shared by every worker keeps that count exact when one identity occurs in several
 //! batches.
 
-use std::borrow::Cow;
-use std::collections::HashSet;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
-use crate::error::{Error, SessionError};
-use crate::index::{SourceMessage, read_matches_announced};
+use crate::error::Error;
 use crate::plan::FolderPlan;
-use crate::store::MessageUid;
-use crate::store::{Fetched, Outgoing, Relocated, Source, Target, Unreadable};
+use crate::store::{Fetched, Outgoing, Source, Target, Unreadable};
 use crate::uidl_keeping;
 
 mod budget;
+mod fetch;
+mod observer;
+mod pool;
+mod settings;
 mod upload;
 
 use budget::{ByteBudget, Charge};
+use fetch::fetch_resuming;
+pub use observer::{Fanout, Observer, Unobserved};
+pub use pool::{SourceConnector, TargetConnector, TargetPool};
+use settings::Retries;
+pub use settings::{MAX_RETRY_DELAY, MAX_THROTTLE_DELAY, TransferSettings};
 use upload::{Ledger, Uploader};
 
 /// Messages of one folder uploaded together, and the memory they hold.
@@ -50,230 +55,6 @@ struct Batch<'b> {
     plan: &'b FolderPlan,
     messages: Vec<Outgoing>,
     charge: Charge<'b>,
-}
-
-/// Opens a new, logged-in target connection.
-pub type TargetConnector<'a> = dyn Fn() -> Result<Box<dyn Target>, Error> + Sync + 'a;
-
-/// Where upload workers get their target connections: one left idle by an earlier folder's
-/// worker when there is one, else a new one. Over a slow link a login costs
-/// several round trips, so a copy of many folders logs in about `connections` times, not once
-/// per folder. An idle connection the server closed meanwhile breaks at its first use and is
-/// replaced as any broken connection is.
-pub struct TargetPool<'a> {
-    connect: &'a TargetConnector<'a>,
-    idle: Mutex<Vec<Box<dyn Target>>>,
-}
-
-impl<'a> TargetPool<'a> {
-    /// A pool that opens connections with `connect`, none idle yet.
-    pub fn new(connect: &'a TargetConnector<'a>) -> Self {
-        TargetPool {
-            connect,
-            idle: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Opens a new connection.
-    pub fn connect(&self) -> Result<Box<dyn Target>, Error> {
-        (self.connect)()
-    }
-
-    /// Leaves a connection for the next worker (or the caller) to take.
-    pub fn put(&self, target: Box<dyn Target>) {
-        self.idle.lock().unwrap().push(target);
-    }
-
-    /// Takes an idle connection, if there is one.
-    pub fn take(&self) -> Option<Box<dyn Target>> {
-        self.idle.lock().unwrap().pop()
-    }
-}
-
-/// Opens a new, logged-in source connection; called once per folder lane but the first.
-pub type SourceConnector<'a> = dyn Fn() -> Result<Box<dyn Source>, Error> + Sync + 'a;
-
-/// Receives the engine's events. Every method has a default that ignores the event.
-pub trait Observer: Sync {
-    /// A folder's copy begins.
-    fn folder_started(&self, _plan: &FolderPlan) {}
-    /// A message was stored on the target, under this UID when the target said so (and the
-    /// bytes sent carry the message's planned identity).
-    fn message_copied(
-        &self,
-        _folder: &str,
-        _message: &Arc<SourceMessage>,
-        _uid: Option<MessageUid>,
-    ) {
-    }
-    /// The target refused a message, or it could not be transferred.
-    fn message_failed(&self, _folder: &str, _message: &SourceMessage, _reason: &str) {}
-    /// A connection failed and is about to be opened again, after a wait; `slowed_down` when
-    /// the server had asked to slow down (a throttle).
-    fn retrying(&self, _slowed_down: bool) {}
-}
-
-/// Sees nothing: for work outside a copy (planning) whose retries nobody counts.
-pub struct Unobserved;
-
-impl Observer for Unobserved {}
-
-/// Passes every event to each of several observers.
-pub struct Fanout<'a>(pub Vec<&'a dyn Observer>);
-
-impl Observer for Fanout<'_> {
-    fn folder_started(&self, plan: &FolderPlan) {
-        self.0.iter().for_each(|o| o.folder_started(plan));
-    }
-    fn message_copied(&self, folder: &str, message: &Arc<SourceMessage>, uid: Option<MessageUid>) {
-        self.0
-            .iter()
-            .for_each(|o| o.message_copied(folder, message, uid));
-    }
-    fn message_failed(&self, folder: &str, message: &SourceMessage, reason: &str) {
-        self.0
-            .iter()
-            .for_each(|o| o.message_failed(folder, message, reason));
-    }
-    fn retrying(&self, slowed_down: bool) {
-        self.0.iter().for_each(|o| o.retrying(slowed_down));
-    }
-}
-
-/// How the engine sizes its work.
-#[derive(Debug, Clone, Copy)]
-pub struct TransferSettings {
-    /// Upload connections to the target.
-    pub connections: usize,
-    /// A batch closes when it reaches this many bytes (a bigger message travels alone).
-    pub batch_bytes: u64,
-    /// A batch closes when it holds this many messages.
-    pub batch_messages: usize,
-    /// How many times an upload worker opens a new target connection after one broke, for
-    /// one batch (or for its first login), before it gives up.
-    pub retries: u32,
-    /// The wait before the first retry; each further retry for the same batch waits twice as
-    /// long as the one before, up to [`MAX_RETRY_DELAY`].
-    pub retry_delay: Duration,
-    /// The same after the server asked to slow down (a `[THROTTLED]` or `[UNAVAILABLE]`
-    /// refusal, an untagged BYE), up to [`MAX_THROTTLE_DELAY`].
-    pub throttle_delay: Duration,
-    /// Bytes of message bodies held in memory at once, at most (a bigger message goes
-    /// alone): fetched, batched, or sent and not yet answered.
-    pub memory_budget: u64,
-    /// Whether a folder may have several upload connections at once (see
-    /// [`Target::concurrent_writers`]); otherwise each lane has one.
-    pub concurrent_writers: bool,
-    /// Start each copy of a message with a UIDL with an `X-UIDL` field
-    /// (`--keep-pop3-uidl header`, see [`crate::uidl_keeping`]).
-    pub add_uidl_field: bool,
-}
-
-/// The longest wait before a retry.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
-/// The longest wait before a retry after the server asked to slow down.
-pub const MAX_THROTTLE_DELAY: Duration = Duration::from_secs(60);
-
-impl Default for TransferSettings {
-    fn default() -> Self {
-        TransferSettings {
-            connections: 2,
-            batch_bytes: 2 * 1024 * 1024,
-            batch_messages: 100,
-            retries: 3,
-            retry_delay: Duration::from_millis(200),
-            throttle_delay: Duration::from_secs(2),
-            // Over a 50 ms round trip, answers free it at about 300 MB/s.
-            memory_budget: 16 * 1024 * 1024,
-            concurrent_writers: true,
-            add_uidl_field: false,
-        }
-    }
-}
-
-impl TransferSettings {
-    /// How many batches a plan's messages make, at least (a message bigger than a batch
-    /// travels alone).
-    fn batches_of(&self, plan: &FolderPlan) -> usize {
-        plan.to_copy
-            .len()
-            .div_ceil(self.batch_messages)
-            .max(plan.bytes_to_copy().div_ceil(self.batch_bytes) as usize)
-            .min(plan.to_copy.len())
-    }
-
-    /// Calls `open` until it succeeds, fails with an error `worth_retrying` rejects, or has
-    /// failed `retries` times more (waiting [`delay_before_retry`](Self::delay_before_retry)
-    /// between tries, each one told to `observer`); stops early once `give_up` is set.
-    pub(crate) fn retry<T>(
-        &self,
-        observer: &dyn Observer,
-        give_up: Option<&AtomicBool>,
-        worth_retrying: impl Fn(&Error) -> bool,
-        mut open: impl FnMut() -> Result<T, Error>,
-    ) -> Result<T, Error> {
-        let mut retries = Retries {
-            settings: *self,
-            observer,
-            done: 0,
-        };
-        loop {
-            match open() {
-                Err(err)
-                    if worth_retrying(&err)
-                        && retries.left()
-                        && !give_up.is_some_and(|flag| flag.load(Ordering::SeqCst)) =>
-                {
-                    retries.wait(&err);
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// Tells `observer` of retry number `attempt` (from 1) after `cause`, then waits
-    /// [`delay_before_retry`](Self::delay_before_retry).
-    pub(crate) fn wait_before_retry(&self, attempt: u32, cause: &Error, observer: &dyn Observer) {
-        observer.retrying(asks_to_slow_down(cause));
-        std::thread::sleep(self.delay_before_retry(attempt, cause));
-    }
-
-    /// The wait before retry number `attempt` (from 1) after `cause`: exponential and capped,
-    /// longer when the server asked to slow down, and jittered down to half, so workers
-    /// throttled together do not come back together.
-    pub(crate) fn delay_before_retry(&self, attempt: u32, cause: &Error) -> Duration {
-        let (first, cap) = if asks_to_slow_down(cause) {
-            (self.throttle_delay, MAX_THROTTLE_DELAY)
-        } else {
-            (self.retry_delay, MAX_RETRY_DELAY)
-        };
-        let full = first
-            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-            .min(cap);
-        full.mul_f64(1.0 - jitter() / 2.0)
-    }
-}
-
-/// Whether a failed connection was the server's way of saying "slow down": a throttling
-/// refusal, or a BYE in the middle of the session (the IMAP client reports one as an aborted
-/// connection).
-fn asks_to_slow_down(err: &Error) -> bool {
-    match err {
-        Error::Connection { source, .. } => match source {
-            SessionError::Throttled(_) => true,
-            SessionError::Io(io) => io.kind() == std::io::ErrorKind::ConnectionAborted,
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
-/// A number in [0, 1), different at every call: std's hasher keys are random per process and
-/// change with every `RandomState`.
-fn jitter() -> f64 {
-    use std::hash::BuildHasher;
-    let bits = std::collections::hash_map::RandomState::new().hash_one(0u8);
-    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Copies every folder's plan. Returns the first connection error of any lane or worker (an
@@ -544,172 +325,6 @@ fn upload_all<'a>(
     uploader.finish()
 }
 
-/// Fetches the plan's messages. When the source connection breaks (a transient failure, see
-/// [`Error::is_transient`]), opens a new one, replacing `source`, finds the messages not yet
-/// delivered again ([`Source::relocate`]: for POP3, message numbers are valid in one session
-/// only) and fetches those, up to `settings.retries` times for the folder, with the upload
-/// workers' backoff. A message is never delivered twice: what was delivered before the break
-/// is left out of the new fetch.
-///
-/// A message whose bytes do not match the size the source announced
-/// ([`read_matches_announced`]) is never delivered: once the rest is fetched, it is read again
-/// on a fresh connection (GNU Mailutils pop3d serves the header only for `RETR` after `TOP` in
-/// one session, and whole on a session without), and if still wrong it is unreadable.
-fn fetch_resuming(
-    plan: &FolderPlan,
-    source: &mut Box<dyn Source>,
-    connect_source: &SourceConnector<'_>,
-    settings: TransferSettings,
-    observer: &dyn Observer,
-    deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
-) -> Result<(), Error> {
-    let folder = plan.source_folder.as_str();
-    // Borrowed from the plan until a break leaves only some to fetch: the source takes its
-    // own list of the messages, which it shares with the plan.
-    let mut pending = Cow::Borrowed(plan.to_copy.as_slice());
-    let mut retries = Retries {
-        settings,
-        observer,
-        done: 0,
-    };
-    // Read wrong once, with why, to read again on a fresh connection; `rereading` once that
-    // is under way.
-    let mut misread: Vec<(Arc<SourceMessage>, String)> = Vec::new();
-    let mut rereading = false;
-    loop {
-        let mut delivered = HashSet::new();
-        let mut stopped = false;
-        let result = source.fetch(folder, pending.to_vec(), &mut |fetched| {
-            let fetched = match fetched {
-                Ok(read) if !read_matches_announced(read.message.size, &read.raw) => {
-                    let reason = format!(
-                        "the server sent {} bytes for a message it listed as {}; not copied",
-                        read.raw.len(),
-                        read.message.size
-                    );
-                    if !rereading {
-                        delivered.insert(read.message.key);
-                        misread.push((read.message, reason));
-                        return true;
-                    }
-                    Err(Unreadable {
-                        message: read.message,
-                        reason,
-                    })
-                }
-                other => other,
-            };
-            delivered.insert(match &fetched {
-                Ok(outgoing) => outgoing.message.key,
-                Err(unreadable) => unreadable.message.key,
-            });
-            stopped = !deliver(fetched);
-            !stopped
-        });
-        let cause = match result {
-            Err(err) if err.is_transient() && !stopped && retries.left() => Some(err),
-            Ok(()) if !stopped && !rereading && !misread.is_empty() => None,
-            other => return other,
-        };
-        let again = match cause {
-            Some(_) => {
-                pending
-                    .to_mut()
-                    .retain(|message| !delivered.contains(&message.key));
-                pending.to_vec()
-            }
-            None => {
-                rereading = true;
-                misread
-                    .iter()
-                    .map(|(message, _)| Arc::clone(message))
-                    .collect()
-            }
-        };
-        let relocated = reopen(
-            folder,
-            again,
-            source,
-            connect_source,
-            &mut retries,
-            cause.as_ref(),
-        )?;
-        let Some(Relocated { found, gone }) = relocated else {
-            let Some(err) = cause else {
-                // A source that cannot find them again: the first read's verdict stands.
-                for (message, reason) in misread {
-                    if !deliver(Err(Unreadable { message, reason })) {
-                        break;
-                    }
-                }
-                return Ok(());
-            };
-            return Err(err);
-        };
-        for unreadable in gone {
-            if !deliver(Err(unreadable)) {
-                return Ok(());
-            }
-        }
-        pending = Cow::Owned(found);
-    }
-}
-
-/// The retries of one piece of work (opening a connection, a folder's fetch): how many so far, out of `settings.retries`, each told
-/// to the observer.
-struct Retries<'a> {
-    settings: TransferSettings,
-    observer: &'a dyn Observer,
-    done: u32,
-}
-
-impl Retries<'_> {
-    /// Whether another retry is allowed.
-    fn left(&self) -> bool {
-        self.done < self.settings.retries
-    }
-
-    /// Counts a retry after `cause` and waits its backoff.
-    fn wait(&mut self, cause: &Error) {
-        self.done += 1;
-        self.settings
-            .wait_before_retry(self.done, cause, self.observer);
-    }
-}
-
-/// Lets go of `source` and opens a new connection in its place, on which it finds `messages`
-/// again ([`Source::relocate`]; `None` when this source cannot). After a break (`cause`), and
-/// after each failed attempt, the next waits its backoff and counts against
-/// `settings.retries`; a connection opened to read messages again, with no break before it,
-/// is opened at once.
-fn reopen(
-    folder: &str,
-    messages: Vec<Arc<SourceMessage>>,
-    source: &mut Box<dyn Source>,
-    connect_source: &SourceConnector<'_>,
-    retries: &mut Retries<'_>,
-    cause: Option<&Error>,
-) -> Result<Option<Relocated>, Error> {
-    source.abandon();
-    let mut failed: Option<Error> = None;
-    loop {
-        if let Some(cause) = failed.as_ref().or(cause) {
-            retries.wait(cause);
-        }
-        let reopened = connect_source().and_then(|mut fresh| {
-            let relocated = fresh.relocate(folder, messages.clone())?;
-            *source = fresh;
-            Ok(relocated)
-        });
-        match reopened {
-            Err(again) if again.is_transient() && retries.left() => {
-                failed = Some(again);
-            }
-            other => return other,
-        }
-    }
-}
-
 /// Reports a batch whose upload was cut short by a broken connection.
 fn lost(plan: &FolderPlan, batch: &[Outgoing], observer: &dyn Observer) {
     for outgoing in batch {
@@ -723,18 +338,19 @@ fn lost(plan: &FolderPlan, batch: &[Outgoing], observer: &dyn Observer) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
     use std::sync::{Arc, Condvar};
 
     use proptest::prelude::*;
 
     use super::upload::split_stored;
     use super::*;
+    use crate::error::SessionError;
     use crate::folders::FolderList;
     use crate::identity::Identity;
-    use crate::index::TargetIndex;
+    use crate::index::{SourceMessage, TargetIndex};
     use crate::plan;
-    use crate::store::{FolderRefused, Outcome, Started};
+    use crate::store::{FolderRefused, MessageUid, Outcome, Relocated, Started};
 
     /// What the fake server does with one message of an upload.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]

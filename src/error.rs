@@ -51,6 +51,11 @@ pub enum SessionError {
     /// The server closed the connection.
     #[error("the server closed the connection")]
     Closed,
+    /// The server ended the session with an untagged BYE, in the middle of it: usually a
+    /// server shedding load, so the next connection waits on the throttle schedule. The text
+    /// is the server's.
+    #[error("the server ended the session: {0}")]
+    Bye(String),
     /// The server refused the credentials (as opposed to being busy or broken).
     #[error("the server refused the login: {0}")]
     LoginRefused(String),
@@ -200,6 +205,7 @@ impl Error {
                 source: SessionError::Connect(_)
                     | SessionError::Io(_)
                     | SessionError::Closed
+                    | SessionError::Bye(_)
                     | SessionError::Timeout
                     | SessionError::HandshakeCut,
                 ..

@@ -1376,10 +1376,7 @@ fn observe(state: &mut State, response: &Response<'_>, raw: &[u8]) -> Result<(),
         } => {
             // The connection is gone, so this is a connection error (retry on a new one) and
             // not a refusal of the command; the text says why.
-            return Err(SessionError::Io(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                format!("the server ended the session: {}", status_text(raw)),
-            )));
+            return Err(SessionError::Bye(status_text(raw)));
         }
         Response::Capabilities(caps) => state.capabilities = capability_names(caps),
         Response::Data { outcome, .. } | Response::Done { outcome, .. } => {
@@ -1400,9 +1397,7 @@ fn after_failed_write(
     write: io::Error,
 ) -> SessionError {
     match last_words {
-        Err(SessionError::Io(bye)) if bye.kind() == io::ErrorKind::ConnectionAborted => {
-            SessionError::Io(bye)
-        }
+        Err(bye @ SessionError::Bye(_)) => bye,
         Ok(Some(done)) if done.status != Status::Ok && asks_to_slow_down(&done.text) => {
             SessionError::Throttled(done.text)
         }
@@ -1728,9 +1723,8 @@ mod tests {
             personal_namespace: None,
         };
         match observe(&mut state, &response, raw) {
-            Err(SessionError::Io(err)) => {
-                assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
-                assert!(err.to_string().contains("Too many connections"), "{err}");
+            Err(SessionError::Bye(said)) => {
+                assert!(said.contains("Too many connections"), "{said}");
             }
             other => panic!("a BYE must break the session: {other:?}"),
         }
@@ -1751,10 +1745,7 @@ mod tests {
         let (_, response) = Response::parse(raw).unwrap();
         let bye = observe(&mut State::default(), &response, raw).unwrap_err();
         match after_failed_write(Err(bye), broken_pipe()) {
-            SessionError::Io(err) => {
-                assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
-                assert!(err.to_string().contains("Server shutting down."), "{err}");
-            }
+            SessionError::Bye(said) => assert!(said.contains("Server shutting down."), "{said}"),
             other => panic!("a BYE read after a failed write must count as one: {other:?}"),
         }
 

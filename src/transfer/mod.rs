@@ -803,10 +803,7 @@ mod tests {
         // How the IMAP client reports an untagged BYE in the middle of a session.
         let bye = Error::Connection {
             server: "imaps://fake".into(),
-            source: SessionError::Io(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "the server ended the session: Too many connections",
-            )),
+            source: SessionError::Bye("Too many connections".into()),
             hint: None,
         };
         let settings = TransferSettings::default();

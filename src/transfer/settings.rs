@@ -123,17 +123,15 @@ impl TransferSettings {
 }
 
 /// Whether a failed connection was the server's way of saying "slow down": a throttling
-/// refusal, or a BYE in the middle of the session (the IMAP client reports one as an aborted
-/// connection).
+/// refusal, or a BYE in the middle of the session.
 fn asks_to_slow_down(err: &Error) -> bool {
-    match err {
-        Error::Connection { source, .. } => match source {
-            SessionError::Throttled(_) => true,
-            SessionError::Io(io) => io.kind() == std::io::ErrorKind::ConnectionAborted,
-            _ => false,
-        },
-        _ => false,
-    }
+    matches!(
+        err,
+        Error::Connection {
+            source: SessionError::Throttled(_) | SessionError::Bye(_),
+            ..
+        }
+    )
 }
 
 /// A number in [0, 1), different at every call: std's hasher keys are random per process and

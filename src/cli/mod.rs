@@ -37,21 +37,24 @@ Environment:
      no --from-password-file / --from-password-command (--to-… likewise) is given
 
 Exit codes:
-  0  every source message is on the target
-  1  the run finished, but some messages failed (listed in the report)
+  0  every source message is on the target (--dry-run: the preflight found nothing to fail)
+  1  the run finished, but some messages failed (listed in the report); --dry-run: the run
+     would not complete
   2  usage or configuration error (bad URL, missing password, unwritable report path)
   3  a server refused the login
   4  a server could not be reached, TLS failed, or a connection broke (nothing is lost:
      re-run to copy what is still missing)
-  5  mirror: another run of the same mirror holds the lock";
+  5  mirror: another run of the same mirror holds the lock
+  6  mailferry failed internally (a bug); re-run to finish";
 
 const BATCH_EXIT_CODES: &str = "\
 Exit codes:
   0  every account is ok (or was, with --resume)
   1  some accounts are partial or failed (see summary.json and each account's report)
-  2  usage error (bad accounts file, bad option)";
+  2  usage error (bad accounts file, bad option, a --metrics address that cannot be served)";
 
-/// Move mail between servers: POP3 or IMAP in, IMAP out, deduplicated by Message-ID.
+/// Move mail between servers and local stores: POP3, IMAP, Maildir or mbox in; IMAP, Maildir or
+/// mbox out; deduplicated by Message-ID.
 #[derive(Debug, Parser)]
 #[command(name = "mailferry", version, after_help = AFTER_HELP)]
 pub struct Cli {
@@ -104,13 +107,15 @@ pub struct MirrorArgs {
 /// Arguments of `mailferry migrate`.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// Source server: pop3s://USER@HOST[:PORT], imaps://USER@HOST[:PORT][/FOLDER], or pop3:// /
-    /// imap:// (STLS / STARTTLS); an IMAP source copies every folder, or only FOLDER
+    /// Source: pop3s://USER@HOST[:PORT], imaps://USER@HOST[:PORT][/FOLDER], or pop3:// /
+    /// imap:// (STLS / STARTTLS); an IMAP source copies every folder, or only FOLDER. Or a
+    /// store on local disk: maildir:PATH, mbox:FILE, mbox:DIR/ (maildir:///abs, maildir:rel)
     #[arg(long, value_name = "URL")]
     pub from: String,
-    /// Target server: imaps://USER@HOST[:PORT][/FOLDER] or imap://… (STARTTLS). From POP3,
-    /// FOLDER (default INBOX) receives the mail; from IMAP, the folders are copied below FOLDER
-    /// (default: at the top). Missing folders are created.
+    /// Target: imaps://USER@HOST[:PORT][/FOLDER] or imap://… (STARTTLS). From POP3, FOLDER
+    /// (default INBOX) receives the mail; from IMAP, the folders are copied below FOLDER
+    /// (default: at the top). Missing folders are created. Or a store on local disk:
+    /// maildir:PATH, mbox:FILE (INBOX only), mbox:DIR/ (a file per folder).
     #[arg(long, value_name = "URL")]
     pub to: String,
     /// Write a JSON report to FILE

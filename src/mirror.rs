@@ -17,7 +17,7 @@ use crate::identity::Identity;
 use crate::index::{KnownMessages, SourceMessage, SourceView, TargetIndex};
 use crate::migrate::{self, AfterCopy, MigrateJob, PlanHooks, PlannedFolder};
 use crate::parallel::both;
-use crate::report::Report;
+use crate::report::{Report, ReportBuilder};
 use crate::state::{FolderState, MirrorState, StateStore};
 use crate::store::FolderStatus;
 use crate::store::{DeletionEvidence, Source, Target, UidChange};
@@ -110,7 +110,7 @@ pub fn run(
                 &folder.plan.target_folder,
                 &folder.plan.source_folder,
             );
-            let flags_updated = sync_flags(folder, known, after.target)?;
+            let flags_updated = sync_flags(folder, known, after.target, after.report)?;
             let deleted = if job.delete {
                 let view = views.get(&folder.plan.source_folder).copied();
                 delete_departed(folder, known, view.unwrap_or_default(), &mut after)?
@@ -408,6 +408,7 @@ fn sync_flags(
     folder: &PlannedFolder,
     known: &mut FolderState,
     target: &mut dyn Target,
+    report: &ReportBuilder,
 ) -> Result<usize, Error> {
     type Change = (Vec<String>, Vec<String>);
     let mut updates: BTreeMap<Change, Vec<u32>> = BTreeMap::new();
@@ -449,20 +450,29 @@ fn sync_flags(
         }
         flags_now.insert(key, now);
     }
-    known.flags = flags_now;
-    let mut updated = 0;
+    let before = std::mem::replace(&mut known.flags, flags_now);
+    let (source_folder, target_folder) = (&folder.plan.source_folder, &folder.plan.target_folder);
+    let unapplied: usize = updates.values().map(Vec::len).sum();
+    if unapplied == 0 {
+        return Ok(0);
+    }
     let Some(uid_validity) = folder.target_index.uid_validity else {
+        report.warn(format!(
+            "{source_folder} → {target_folder}: {unapplied} flag change(s) on the source not \
+             applied: the target keeps no UIDs to change flags by"
+        ));
         return Ok(0);
     };
+    let mut updated = 0;
     for ((add, remove), uids) in updates {
-        let change = target.change_flags(
-            &folder.plan.target_folder,
-            uid_validity,
-            &uids,
-            &add,
-            &remove,
-        )?;
+        let change = target.change_flags(target_folder, uid_validity, &uids, &add, &remove)?;
         if change == UidChange::UidValidityChanged {
+            // The next run, on the new UIDs, applies them.
+            known.flags = before;
+            report.warn(format!(
+                "{source_folder} → {target_folder}: the target folder's UIDVALIDITY changed \
+                 during the run; its flag changes are applied by the next run"
+            ));
             break;
         }
         updated += uids.len();

@@ -219,3 +219,60 @@ fn a_mirror_from_a_maildir_deletes_the_copy_of_a_message_whose_file_left() {
     assert_eq!(left.len(), 1);
     assert!(String::from_utf8_lossy(&left[0].raw).contains("<stays@backup.test>"));
 }
+
+#[test]
+fn a_mirror_into_a_maildir_says_it_cannot_apply_a_flag_change() {
+    let server = Dovecot::start();
+    server.append(
+        "alice",
+        "INBOX",
+        b"Message-ID: <f@backup.test>\r\nSubject: f\r\n\r\nbody\r\n",
+        &[],
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let mirror = || {
+        let output = mailferry("mirror")
+            .arg("--from")
+            .arg(imaps(&server, "alice"))
+            .arg("--to")
+            .arg(format!("maildir://{}/backup", dir.path().display()))
+            .arg("--tls-ca")
+            .arg(server.cert_path())
+            .arg("--state")
+            .arg(dir.path().join("state"))
+            .arg("--report")
+            .arg(&report)
+            .env("MAILFERRY_FROM_PASSWORD", password("alice"))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        serde_json::from_slice::<Value>(&std::fs::read(&report).unwrap()).unwrap()
+    };
+    assert_eq!(mirror()["copied"], 1);
+    let flagged = std::process::Command::new("doveadm")
+        .arg("-c")
+        .arg(server.conf_path())
+        .args([
+            "flags",
+            "add",
+            "-u",
+            "alice",
+            "\\Flagged",
+            "mailbox",
+            "INBOX",
+            "ALL",
+        ])
+        .status()
+        .unwrap();
+    assert!(flagged.success());
+    let report = mirror();
+    assert_eq!(report["flags_updated"], 0);
+    assert!(
+        report["warnings"]
+            .to_string()
+            .contains("1 flag change(s) on the source not applied"),
+        "{report}"
+    );
+}

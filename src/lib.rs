@@ -1,9 +1,10 @@
-//! mailferry: move mail between servers.
+//! mailferry: move mail between servers and local stores.
 //!
-//! Data flows one way: a [`source`] index and a [`target`] index go into the [`plan`]ner; the
-//! plan goes to the [`transfer`] engine; the target is checked by [`verify`]; everything
-//! ends in a [`report`]. Protocol clients ([`pop3`], [`imap`]) know nothing of plans, and the
-//! planner touches no socket.
+//! Data flows one way: a source's index and a target's index (read through the [`store`]
+//! layer) go into the [`plan`]ner; the plan goes to the [`transfer`] engine; the target is
+//! checked by [`verify`]; everything ends in a [`report`]. The stores import nothing above
+//! them; protocol clients ([`pop3`], [`imap`]) know nothing of plans, and the planner touches
+//! no socket.
 
 pub mod altered;
 pub mod auth;

@@ -5,9 +5,12 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use support::{Dovecot, StoredMessage, fixtures, mailferry, normalize_crlf, password};
 
@@ -16,12 +19,25 @@ fn date(days: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_500_000_000 + days * 86_400)
 }
 
-/// alice's account: the fixtures in INBOX, two flagged messages in Archive/2020.
+/// A message whose body has lines an mbox reader could take for the start of the next
+/// message (`From `, and `>From ` lines an mboxrd writer must quote once more), and no final
+/// line end.
+const FROM_LINES: &[u8] = b"Message-ID: <from-lines@backup.test>\r\nSubject: From lines\r\n\r\n\
+From here\r\n>From there\r\n>>From far away\r\n\r\nFrom the end";
+
+/// How many messages [`source`] holds.
+fn source_count() -> usize {
+    fixtures().len() + 3
+}
+
+/// alice's account: the fixtures and [`FROM_LINES`] in INBOX, two flagged messages in
+/// Archive/2020.
 fn source() -> Dovecot {
     let server = Dovecot::start();
     for (i, (_, raw)) in fixtures().iter().enumerate() {
         server.append("alice", "INBOX", raw, &[], Some(date(i as u64)));
     }
+    server.append("alice", "INBOX", FROM_LINES, &[], Some(date(99)));
     server.append(
         "alice",
         "Archive/2020",
@@ -63,7 +79,7 @@ fn imaps(server: &Dovecot, user: &str) -> String {
     format!("imaps://{user}@127.0.0.1:{}", server.imaps_port())
 }
 
-/// A folder's messages as a user would compare them: bytes (CRLF), flags, date.
+/// A folder's messages as a user would compare them: bytes (CRLF), flags, date (seconds).
 fn contents(server: &Dovecot, user: &str, folder: &str) -> Vec<(Vec<u8>, Vec<String>, SystemTime)> {
     let mut messages: Vec<_> = server
         .messages(user, folder)
@@ -75,7 +91,12 @@ fn contents(server: &Dovecot, user: &str, folder: &str) -> Vec<(Vec<u8>, Vec<Str
                  internal_date,
              }| {
                 flags.sort();
-                (normalize_crlf(&raw), flags, internal_date)
+                // IMAP dates have whole seconds; a delivered file's mtime has finer.
+                let seconds = internal_date
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap();
+                let date = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds.as_secs());
+                (normalize_crlf(&raw), flags, date)
             },
         )
         .collect();
@@ -89,7 +110,7 @@ fn an_account_backed_up_to_a_maildir_is_served_by_dovecot_and_restored_whole() {
     let dir = tempfile::tempdir().unwrap();
     let backup = dir.path().join("alice-backup");
     let url = format!("maildir://{}", backup.display());
-    let messages = fixtures().len() + 2;
+    let messages = source_count();
     let first = migrate(&server, &imaps(&server, "alice"), &url, dir.path());
     assert_eq!(first["copied"], messages);
     assert_eq!(first["verified"], true);
@@ -137,7 +158,7 @@ fn an_account_backed_up_to_mbox_files_is_restored_byte_for_byte_with_its_dates()
     let server = source();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("mbox://{}/mbox/", dir.path().display());
-    let messages = fixtures().len() + 2;
+    let messages = source_count();
     let first = migrate(&server, &imaps(&server, "alice"), &url, dir.path());
     assert_eq!(first["copied"], messages);
     assert_eq!(first["verified"], true);
@@ -218,4 +239,119 @@ fn a_mirror_from_a_maildir_deletes_the_copy_of_a_message_whose_file_left() {
     let left = server.messages("carol", "INBOX");
     assert_eq!(left.len(), 1);
     assert!(String::from_utf8_lossy(&left[0].raw).contains("<stays@backup.test>"));
+}
+
+#[test]
+fn a_maildir_written_by_dovecot_is_read_back_with_folders_flags_keywords_and_dates() {
+    let server = source();
+    server.append(
+        "alice",
+        "INBOX",
+        b"Message-ID: <draft@backup.test>\r\nSubject: draft\r\n\r\nunfinished\r\n",
+        &["\\Draft", "work", "$Label2"],
+        Some(date(102)),
+    );
+    server.append(
+        "alice",
+        "Lists/rust/announce",
+        b"Message-ID: <list@backup.test>\r\nSubject: release\r\n\r\nout now\r\n",
+        &["\\Seen", "work"],
+        Some(date(103)),
+    );
+    // Delivered without a session: the file waits in new/, as a local delivery leaves it.
+    server.deliver(
+        "alice",
+        "Lists/rust/announce",
+        b"Message-ID: <new@backup.test>\r\nSubject: fresh\r\n\r\nunread\r\n",
+    );
+    let folders = ["INBOX", "Archive/2020", "Lists/rust/announce"];
+    let dir = tempfile::tempdir().unwrap();
+    // alice's own Maildir, as Dovecot wrote it (with its index and uidlist files beside).
+    let url = format!(
+        "maildir://{}",
+        server.maildir_path("alice", "INBOX").display()
+    );
+    let report = migrate(&server, &url, &imaps(&server, "carol"), dir.path());
+    assert_eq!(report["copied"], source_count() + 3, "{report}");
+    assert_eq!(report["verified"], true);
+    for folder in folders {
+        assert_eq!(
+            contents(&server, "carol", folder),
+            contents(&server, "alice", folder),
+            "{folder}"
+        );
+    }
+    let again = migrate(&server, &url, &imaps(&server, "carol"), dir.path());
+    assert_eq!(again["copied"], 0);
+}
+
+/// Python's `mailbox` module (the standard library's mbox reader) reading the mbox files in
+/// `dir`: for each file name, its messages' bytes in order, each with one `>` taken off its
+/// `>+From ` lines as an mboxrd reader does (`mailbox.mbox` reads mboxo and leaves them).
+fn read_with_python(dir: &Path) -> BTreeMap<String, Vec<Vec<u8>>> {
+    const SCRIPT: &str = r#"
+import base64, json, mailbox, os, re, sys
+out = {}
+for name in sorted(os.listdir(sys.argv[1])):
+    path = os.path.join(sys.argv[1], name)
+    if name.endswith(".mailferry-end") or not os.path.isfile(path):
+        continue
+    box = mailbox.mbox(path, create=False)
+    out[name] = [
+        base64.b64encode(re.sub(rb"^>(>*From )", rb"\1", box.get_bytes(key), flags=re.M)).decode()
+        for key in box.keys()
+    ]
+print(json.dumps(out))
+"#;
+    // Installed by tests/run.sh: a missing python3 fails this test rather than skipping it.
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(dir)
+        .output()
+        .expect("python3 (tests/run.sh installs it)");
+    assert!(output.status.success(), "{output:?}");
+    let files: BTreeMap<String, Vec<String>> = serde_json::from_slice(&output.stdout).unwrap();
+    files
+        .into_iter()
+        .map(|(name, messages)| {
+            let raws = messages.iter().map(|m| STANDARD.decode(m).unwrap());
+            (name, raws.collect())
+        })
+        .collect()
+}
+
+#[test]
+fn pythons_mailbox_module_reads_the_mbox_files_mailferry_wrote() {
+    let server = source();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("mbox://{}/mbox/", dir.path().display());
+    migrate(&server, &imaps(&server, "alice"), &url, dir.path());
+    let files = read_with_python(&dir.path().join("mbox"));
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    assert_eq!(names, ["Archive.2020", "INBOX"]);
+    for (file, folder) in [("INBOX", "INBOX"), ("Archive.2020", "Archive/2020")] {
+        let mut read: Vec<Vec<u8>> = files[file].iter().map(|raw| normalize_crlf(raw)).collect();
+        // mbox cannot keep the absence of a final line end: such a message gains one.
+        let mut expected: Vec<Vec<u8>> = contents(&server, "alice", folder)
+            .into_iter()
+            .map(|(mut raw, _, _)| {
+                if !raw.ends_with(b"\n") {
+                    raw.extend_from_slice(b"\r\n");
+                }
+                raw
+            })
+            .collect();
+        read.sort();
+        expected.sort();
+        assert_eq!(read.len(), expected.len(), "{folder}");
+        for (read, expected) in read.iter().zip(&expected) {
+            assert_eq!(
+                String::from_utf8_lossy(read),
+                String::from_utf8_lossy(expected),
+                "{folder}"
+            );
+            assert_eq!(read, expected, "{folder}");
+        }
+    }
 }

@@ -355,3 +355,104 @@ fn pythons_mailbox_module_reads_the_mbox_files_mailferry_wrote() {
         }
     }
 }
+
+/// The Message-ID of a message made by [`support::big_message`].
+fn message_id(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let line = text.lines().find(|l| l.starts_with("Message-ID: "));
+    line.expect("a Message-ID in every message, as in a whole one")
+        .to_owned()
+}
+
+/// alice's INBOX of `count` messages of `size` bytes backed up to `url` by a run killed
+/// (SIGKILL) as soon as `landed` finds something written, then by a run to the end; what the
+/// backup then holds (`read`) must be each message exactly once, byte for byte.
+fn killed_and_run_again(
+    count: u64,
+    size: usize,
+    url: &str,
+    landed: impl Fn() -> bool,
+    read: impl Fn() -> Vec<Vec<u8>>,
+) {
+    let server = Dovecot::start();
+    let sources: Vec<Vec<u8>> = (0..count).map(|n| support::big_message(size, n)).collect();
+    server.append_many("alice", "INBOX", &sources);
+    let mut child = support::mailferry_process("migrate")
+        .args(["--from", &imaps(&server, "alice"), "--to", url, "--tls-ca"])
+        .arg(server.cert_path())
+        .env("MAILFERRY_FROM_PASSWORD", password("alice"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // SIGKILL as soon as the first bytes have landed (bounded: 60 s).
+    let started = std::time::Instant::now();
+    while !landed() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before it was killed, so it proves nothing"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(landed(), "nothing written within 60 s");
+
+    let dir = tempfile::tempdir().unwrap();
+    let report = migrate(&server, &imaps(&server, "alice"), url, dir.path());
+    assert_eq!(report["verified"], true);
+    let mut backed_up: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    for raw in read() {
+        backed_up.entry(message_id(&raw)).or_default().push(raw);
+    }
+    assert_eq!(
+        backed_up.len(),
+        count as usize,
+        "every message in the backup"
+    );
+    for source in &sources {
+        let copies = &backed_up[&message_id(source)];
+        assert_eq!(copies.len(), 1, "{} more than once", message_id(source));
+        assert!(normalize_crlf(&copies[0]) == normalize_crlf(source));
+    }
+}
+
+/// The files of a directory, if it exists.
+fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_maildir_backup_killed_mid_write_and_run_again_holds_each_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("backup");
+    let cur = backup.join("cur");
+    let tmp = backup.join("tmp");
+    // Messages big enough that the kill, as soon as a file appears, lands while one is written.
+    killed_and_run_again(
+        12,
+        8_000_000,
+        &format!("maildir://{}", backup.display()),
+        || !files_in(&cur).is_empty() || !files_in(&tmp).is_empty(),
+        || {
+            let new = files_in(&backup.join("new"));
+            let files = files_in(&cur).into_iter().chain(new);
+            files.map(|f| std::fs::read(f).unwrap()).collect()
+        },
+    );
+}
+
+#[test]
+fn an_mbox_backup_killed_mid_write_and_run_again_holds_each_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mbox = dir.path().join("mbox");
+    killed_and_run_again(
+        200,
+        150_000,
+        &format!("mbox://{}/", mbox.display()),
+        || std::fs::metadata(mbox.join("INBOX")).is_ok_and(|m| m.len() > 0),
+        || read_with_python(&mbox).remove("INBOX").unwrap_or_default(),
+    );
+}

@@ -10,9 +10,10 @@
 //! taken off `>From ` lines; the `Status:`/`X-Status:` fields give the flags.
 //!
 //! Appending cannot be atomic, so a batch is followed by a record of where the file then ended
-//! (`<file>.mailferry-end`): a run killed in the middle of a batch leaves a partial message
-//! after that point, which the next append cuts off before writing. Each batch is written under
-//! an exclusive `flock` and synced.
+//! (`<file>.mailferry-end`; a file's first batch is preceded by one too): a run killed in the
+//! middle of a batch leaves a partial message after that point, which reading ignores and the
+//! next append cuts off before writing. Each batch is written under an exclusive `flock` and
+//! synced.
 //!
 //! Hand-written: the mbox crates parse only, without mboxrd quoting or a writer.
 
@@ -108,13 +109,19 @@ impl Mbox {
         Ok(local_folder_list(names, SEPARATOR))
     }
 
-    /// A folder's file, read whole; empty when it does not exist.
+    /// A folder's file up to the end of its last complete batch (a killed run's half batch
+    /// after it holds no message); empty when it does not exist.
     fn read(&self, folder: &str) -> Result<Vec<u8>, Error> {
         let path = self.file(folder)?;
         match fs::read(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(self.failed(&path, e)),
-            Ok(bytes) => Ok(bytes),
+            Ok(mut bytes) => {
+                if let Some(end) = recorded_end(&path).filter(|&end| end < bytes.len() as u64) {
+                    bytes.truncate(end as usize);
+                }
+                Ok(bytes)
+            }
         }
     }
 }
@@ -363,22 +370,34 @@ impl MboxTarget {
             .mode(0o600)
             .open(path)?;
         locked.lock()?;
-        let end_path = end_record(path);
         let len = locked.metadata()?.len();
-        let recorded = fs::read_to_string(&end_path)
-            .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok());
-        if let Some(recorded) = recorded.filter(|&r| r < len) {
-            locked.set_len(recorded)?;
+        match recorded_end(path) {
+            Some(recorded) if recorded < len => locked.set_len(recorded)?,
+            Some(_) => {}
+            // The file's first batch from mailferry: where it starts must be on record
+            // before, or a run killed while writing it would leave a half message for good.
+            None => record_end(path, len)?,
         }
         let mut appending = OpenOptions::new().append(true).open(path)?;
         appending.write_all(bytes)?;
         appending.sync_all()?;
-        let end = appending.metadata()?.len();
-        let tmp = end_path.with_extension("tmp");
-        fs::write(&tmp, end.to_string())?;
-        fs::rename(tmp, end_path)
+        record_end(path, appending.metadata()?.len())
     }
+}
+
+/// Where `path`'s last complete batch ended, if mailferry wrote to it.
+fn recorded_end(path: &Path) -> Option<u64> {
+    fs::read_to_string(end_record(path))
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+}
+
+/// Records `end` as where `path`'s last complete batch ended, atomically.
+fn record_end(path: &Path, end: u64) -> io::Result<()> {
+    let end_path = end_record(path);
+    let tmp = end_path.with_extension("tmp");
+    fs::write(&tmp, end.to_string())?;
+    fs::rename(tmp, end_path)
 }
 
 /// Where the end of `path`'s last complete batch is recorded.
@@ -519,6 +538,23 @@ mod tests {
             index.count(&identity::identify(b"Message-ID: <b@x>\n\n")),
             1
         );
+    }
+
+    #[test]
+    fn half_a_message_after_the_last_complete_batch_is_no_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        let mut target = MboxTarget::open(Mbox::new(&path));
+        target
+            .append("INBOX", &[outgoing(b"Message-ID: <a@x>\n\nA\n")])
+            .unwrap();
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"From MAILER-DAEMON Mon Feb  3 03:05:06 2020\nMessage-ID: <b@x>\n\nhal")
+            .unwrap();
+        let b = identity::identify(b"Message-ID: <b@x>\n\n");
+        assert_eq!(target.index("INBOX").unwrap().count(&b), 0);
+        let mut source = MboxSource::open(Mbox::new(&path)).unwrap();
+        assert_eq!(source.index("INBOX").unwrap().len(), 1);
     }
 
     #[test]

@@ -456,3 +456,109 @@ fn an_mbox_backup_killed_mid_write_and_run_again_holds_each_message_once() {
         || read_with_python(&mbox).remove("INBOX").unwrap_or_default(),
     );
 }
+
+/// The date of every message of [`takeout_message`].
+fn date_of_takeout() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_649_340_544)
+}
+
+/// A message of a Takeout: its Gmail labels (none: no field), its id.
+fn takeout_message(labels: Option<&str>, id: &str) -> String {
+    let labels = labels.map_or(String::new(), |l| format!("X-Gmail-Labels: {l}\n"));
+    format!(
+        "From 1662536467063869583@xxx Thu Apr 07 14:09:04 +0000 2022\n\
+         X-GM-THRID: 1662536467063869583\n{labels}\
+         Message-ID: <{id}@takeout.test>\nDate: Thu, 07 Apr 2022 14:09:04 +0000\n\
+         Subject: {id}\n\n>From the body of {id}\n\n"
+    )
+}
+
+#[test]
+fn a_google_takeout_is_imported_into_the_folders_of_its_gmail_labels() {
+    let server = Dovecot::start();
+    let dir = tempfile::tempdir().unwrap();
+    let takeout = dir.path().join("All mail Including Spam and Trash.mbox");
+    let messages = [
+        (Some("Inbox,Work,Opened,Category Updates"), "inbox-work"),
+        (Some("Sent,Opened,Starred"), "sent"),
+        (Some("Archived,Unread"), "archived"),
+        (None, "unlabelled"),
+        (
+            Some("Work/2020,\"Clients, big\",Important,Opened"),
+            "nested",
+        ),
+        (Some("Spam,Unread"), "spam"),
+    ];
+    let text: String = messages
+        .iter()
+        .map(|(labels, id)| takeout_message(*labels, id))
+        .collect();
+    std::fs::write(&takeout, text).unwrap();
+    let import = || {
+        let report = dir.path().join("report.json");
+        let output = mailferry("migrate")
+            .arg("--from")
+            .arg(format!("mbox://{}", takeout.display()))
+            .args(["--from-preset", "gmail", "--to-preset", "office365"])
+            .arg("--to")
+            .arg(imaps(&server, "carol"))
+            .arg("--tls-ca")
+            .arg(server.cert_path())
+            .arg("--report")
+            .arg(&report)
+            .env("MAILFERRY_TO_PASSWORD", password("carol"))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        serde_json::from_slice::<Value>(&std::fs::read(report).unwrap()).unwrap()
+    };
+    let report = import();
+    // "inbox-work" and "nested" are each in two folders.
+    assert_eq!(report["copied"], 8, "{report:#}");
+    // (folder, ids, flags): labels through Gmail's roles to Office 365's names; messages
+    // with no label that places them are archived.
+    let expected: [(&str, &[&str], &[&str]); 7] = [
+        // Flags checked below: its two messages differ.
+        ("Archive", &["archived", "unlabelled"], &[]),
+        ("Clients, big", &["nested"], &["\\Seen"]),
+        ("INBOX", &["inbox-work"], &["\\Seen"]),
+        ("Junk Email", &["spam"], &[]),
+        ("Sent Items", &["sent"], &["\\Flagged", "\\Seen"]),
+        ("Work", &["inbox-work"], &["\\Seen"]),
+        ("Work/2020", &["nested"], &["\\Seen"]),
+    ];
+    let mut folders = server.folders("carol");
+    folders.sort();
+    let mut names: Vec<&str> = expected.iter().map(|(f, _, _)| *f).collect();
+    names.sort();
+    assert_eq!(folders, names);
+    for (folder, ids, flags) in &expected {
+        let held = server.messages("carol", folder);
+        let mut held_ids: Vec<String> = held
+            .iter()
+            .map(|m| {
+                let text = String::from_utf8_lossy(&m.raw).into_owned();
+                let subject = text.lines().find(|l| l.starts_with("Subject: ")).unwrap();
+                subject["Subject: ".len()..].to_owned()
+            })
+            .collect();
+        held_ids.sort();
+        assert_eq!(held_ids, *ids, "{folder}");
+        // The Takeout's envelope dates carry a zone mboxrd has not; the Date field serves.
+        assert!(held.iter().all(|m| m.internal_date == date_of_takeout()));
+        if folder != &"Archive" {
+            let mut held_flags = held[0].flags.clone();
+            held_flags.sort();
+            assert_eq!(held_flags, *flags, "{folder}");
+        }
+    }
+    // The "archived" one is unread, the unlabelled one read; bytes as in the file, unquoted.
+    let archive = server.messages("carol", "Archive");
+    for message in &archive {
+        let text = String::from_utf8_lossy(&message.raw);
+        let seen = message.flags.iter().any(|f| f == "\\Seen");
+        assert_eq!(seen, text.contains("Subject: unlabelled"), "{text}");
+        assert!(text.contains("\nFrom the body of"), "{text}");
+    }
+    assert_eq!(import()["copied"], 0);
+}

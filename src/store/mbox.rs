@@ -17,6 +17,7 @@
 //!
 //! Hand-written: the mbox crates parse only, without mboxrd quoting or a writer.
 
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -30,6 +31,7 @@ use crate::folders::FolderList;
 use crate::header;
 use crate::identity;
 use crate::index::{FlagSets, KeywordPolicy, SourceMessage, TargetCopy, TargetIndex};
+use crate::store::gmail_labels;
 use crate::store::{
     Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable, local_folder_list,
 };
@@ -243,6 +245,17 @@ pub struct MboxSource {
     mbox: Mbox,
     /// The messages indexed, per folder, by index key.
     indexed: std::collections::HashMap<String, Vec<Vec<u8>>>,
+    /// For a Google Takeout: every message of every file, by the folders its Gmail labels
+    /// give it (see [`gmail_labels`]); `None` when folders are files.
+    labelled: Option<BTreeMap<String, Vec<Message>>>,
+}
+
+/// A message read from a file: bytes, envelope date, flags.
+#[derive(Debug, Clone)]
+struct Message {
+    raw: Vec<u8>,
+    date: Option<DateTime<FixedOffset>>,
+    flags: Vec<String>,
 }
 
 impl MboxSource {
@@ -257,21 +270,60 @@ impl MboxSource {
         Ok(MboxSource {
             mbox,
             indexed: Default::default(),
+            labelled: None,
         })
+    }
+
+    /// Reads the mbox as a Google Takeout: each message is in the folders its
+    /// `X-Gmail-Labels` field names, wherever it lies in the file (or files).
+    pub fn by_gmail_labels(mut self) -> Result<Self, Error> {
+        let mut labelled: BTreeMap<String, Vec<Message>> = BTreeMap::new();
+        for file in self.mbox.list()?.folders {
+            for message in self.read_messages(&file.name)? {
+                let placement = gmail_labels::placement(header::header_block(&message.raw));
+                for folder in placement.folders {
+                    let message = Message {
+                        flags: placement.flags.clone(),
+                        ..message.clone()
+                    };
+                    labelled.entry(folder).or_default().push(message);
+                }
+            }
+        }
+        self.labelled = Some(labelled);
+        Ok(self)
+    }
+
+    /// The messages of a file, with the flags their `Status:` fields give.
+    fn read_messages(&self, folder: &str) -> Result<Vec<Message>, Error> {
+        let file = self.mbox.read(folder)?;
+        Ok(messages(&file)
+            .map(|(raw, span)| Message {
+                flags: flags_of(header::header_block(&raw)),
+                date: span.date,
+                raw,
+            })
+            .collect())
     }
 }
 
 impl Source for MboxSource {
     fn folders(&mut self) -> Result<FolderList, Error> {
-        self.mbox.list()
+        match &self.labelled {
+            Some(labelled) => Ok(gmail_labels::folder_list(labelled.keys())),
+            None => self.mbox.list(),
+        }
     }
 
     fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error> {
-        let file = self.mbox.read(folder)?;
+        let messages = match &self.labelled {
+            Some(labelled) => labelled.get(folder).cloned().unwrap_or_default(),
+            None => self.read_messages(folder)?,
+        };
         let mut flag_sets = FlagSets::default();
         let mut index = Vec::new();
         let mut bodies = Vec::new();
-        for (key, (raw, span)) in messages(&file).enumerate() {
+        for (key, Message { raw, date, flags }) in messages.into_iter().enumerate() {
             let header = header::header_block(&raw);
             index.push(SourceMessage {
                 key: key as u32,
@@ -280,8 +332,8 @@ impl Source for MboxSource {
                 identity_remembered: false,
                 size: raw.len() as u64,
                 added: 0,
-                flags: flag_sets.intern(flags_of(header)),
-                internal_date: span.date.or_else(|| identity::arrival_date(header)),
+                flags: flag_sets.intern(flags),
+                internal_date: date.or_else(|| identity::arrival_date(header)),
             });
             bodies.push(raw);
         }

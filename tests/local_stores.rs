@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
-use support::{Dovecot, StoredMessage, fixtures, mailferry, normalize_crlf, password};
+use support::{
+    Dovecot, StoredMessage, fixtures, mailferry, normalize_crlf, password, read_maildir,
+};
 
 /// A date each message keeps across the round trip (whole seconds: IMAP has no finer).
 fn date(days: u64) -> SystemTime {
@@ -81,8 +83,12 @@ fn imaps(server: &Dovecot, user: &str) -> String {
 
 /// A folder's messages as a user would compare them: bytes (CRLF), flags, date (seconds).
 fn contents(server: &Dovecot, user: &str, folder: &str) -> Vec<(Vec<u8>, Vec<String>, SystemTime)> {
-    let mut messages: Vec<_> = server
-        .messages(user, folder)
+    comparable(server.messages(user, folder))
+}
+
+/// Messages as a user would compare them: bytes (CRLF), flags, date (seconds); sorted.
+fn comparable(messages: Vec<StoredMessage>) -> Vec<(Vec<u8>, Vec<String>, SystemTime)> {
+    let mut messages: Vec<_> = messages
         .into_iter()
         .map(
             |StoredMessage {
@@ -561,4 +567,90 @@ fn a_google_takeout_is_imported_into_the_folders_of_its_gmail_labels() {
         assert!(text.contains("\nFrom the body of"), "{text}");
     }
     assert_eq!(import()["copied"], 0);
+}
+
+/// A message (CRLF) without mbsync's `X-TUID` field and without lone CRs.
+fn without_tuid_and_lone_crs(raw: &[u8]) -> Vec<u8> {
+    let mut raw = raw.to_vec();
+    let field = b"\r\nX-TUID: ";
+    if let Some(at) = raw.windows(field.len()).position(|w| w == field) {
+        let end = raw[at + 2..].windows(2).position(|w| w == b"\r\n").unwrap() + at + 2;
+        raw.drain(at..end);
+    }
+    let lone_cr = |i: usize| raw[i] == b'\r' && raw.get(i + 1) != Some(&b'\n');
+    (0..raw.len())
+        .filter(|&i| !lone_cr(i))
+        .map(|i| raw[i])
+        .collect()
+}
+
+/// alice's account pulled by `mbsync` (isync, installed by tests/run.sh) into a Maildir at
+/// `maildir`, laid out as `SubFolders Verbatim` writes it (`INBOX/`, `Archive/2020/`).
+fn pulled_by_mbsync(server: &Dovecot, config_dir: &Path, maildir: &Path) {
+    // mbsync creates folders but not the store's root.
+    std::fs::create_dir_all(maildir).unwrap();
+    let config = config_dir.join("mbsyncrc");
+    std::fs::write(
+        &config,
+        format!(
+            "IMAPAccount alice\nHost 127.0.0.1\nPort {port}\nUser alice\nPass {password}\n\
+             SSLType None\nAuthMechs LOGIN\n\n\
+             IMAPStore remote\nAccount alice\n\n\
+             MaildirStore local\nPath {path}/\nInbox {path}/INBOX\nSubFolders Verbatim\n\n\
+             Channel backup\nFar :remote:\nNear :local:\nPatterns *\nCreate Near\n\
+             Sync Pull\nSyncState *\n",
+            port = server.imap_port(),
+            password = password("alice"),
+            path = maildir.display(),
+        ),
+    )
+    .unwrap();
+    // Bounded: coreutils' timeout ends an mbsync that hangs.
+    let output = std::process::Command::new("timeout")
+        .args(["120", "mbsync", "--config"])
+        .arg(&config)
+        .arg("--all")
+        .output()
+        .expect("mbsync (tests/run.sh installs isync)");
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[test]
+fn a_maildir_written_by_mbsync_is_read_back_as_a_source() {
+    let server = source();
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("mbsync");
+    pulled_by_mbsync(&server, dir.path(), &maildir);
+    assert!(
+        maildir.join("Archive/2020/cur").is_dir(),
+        "the nested layout"
+    );
+    let url = format!("maildir://{}", maildir.display());
+    let report = migrate(&server, &url, &imaps(&server, "carol"), dir.path());
+    assert_eq!(report["copied"], source_count(), "{report}");
+    assert_eq!(report["verified"], true);
+    assert_eq!(server.imap_folders("carol"), server.imap_folders("alice"));
+    for (folder, written) in [("INBOX", "INBOX"), ("Archive/2020", "Archive/2020")] {
+        // What mbsync wrote, with its flags and dates, is what arrives.
+        let written = read_maildir(&maildir.join(written)).unwrap();
+        let carol = contents(&server, "carol", folder);
+        assert!(
+            carol == comparable(written),
+            "{folder}: not as mbsync wrote it"
+        );
+        // And that is alice's mail byte for byte, but for the X-TUID field mbsync adds and
+        // the lone CRs it drops.
+        let as_mbsync_keeps = |messages: Vec<(Vec<u8>, _, _)>| {
+            let mut raws: Vec<Vec<u8>> = messages
+                .into_iter()
+                .map(|(raw, _, _)| without_tuid_and_lone_crs(&raw))
+                .collect();
+            raws.sort();
+            raws
+        };
+        assert!(
+            as_mbsync_keeps(carol) == as_mbsync_keeps(contents(&server, "alice", folder)),
+            "{folder}: not alice's mail"
+        );
+    }
 }

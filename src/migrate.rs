@@ -49,6 +49,9 @@ pub struct MigrateJob {
     /// `--keep-pop3-uidl map=FILE`: where to append a row per copy (see
     /// [`crate::uidl_keeping`]; the `header` way is in [`TransferSettings`]).
     pub uidl_map: Option<PathBuf>,
+    /// Read an mbox source as a Google Takeout, its messages in the folders their Gmail labels
+    /// name (`--from-preset gmail`).
+    pub gmail_labels: bool,
 }
 
 /// The largest message a target takes, and who says so.
@@ -597,9 +600,13 @@ fn open_source_unless(
             Protocol::Maildir => Ok(Box::new(MaildirSource::open(Maildir::new(local_path(
                 &job.from,
             )))?)),
-            Protocol::Mbox => Ok(Box::new(MboxSource::open(Mbox::new(local_path(
-                &job.from,
-            )))?)),
+            Protocol::Mbox => {
+                let mbox = MboxSource::open(Mbox::new(local_path(&job.from)))?;
+                Ok(Box::new(match job.gmail_labels {
+                    true => mbox.by_gmail_labels()?,
+                    false => mbox,
+                }))
+            }
         }
     })
 }

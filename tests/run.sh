@@ -6,11 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ ! -x /usr/sbin/dovecot ] || ! command -v doveadm >/dev/null || ! command -v openssl >/dev/null ||
-  [ ! -x /usr/sbin/imap4d ] || [ ! -x /usr/sbin/pop3d ]; then
-  echo "== installing Dovecot, GNU Mailutils imap4d/pop3d and OpenSSL (Debian packages)"
+  [ ! -x /usr/sbin/imap4d ] || [ ! -x /usr/sbin/pop3d ] || ! command -v python3 >/dev/null ||
+  ! command -v mbsync >/dev/null; then
+  # python3 (its standard mailbox module) reads the mbox files mailferry writes, and mbsync
+  # (isync) writes a Maildir mailferry reads: readers and writers that are not mailferry
+  # (tests/local_stores.rs).
+  echo "== installing Dovecot, GNU Mailutils imap4d/pop3d, OpenSSL, Python and isync (Debian packages)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    dovecot-imapd dovecot-pop3d mailutils-imap4d mailutils-pop3d openssl >/dev/null
+    dovecot-imapd dovecot-pop3d mailutils-imap4d mailutils-pop3d openssl python3 isync >/dev/null
   # The packages' postinst may start system daemons (where an init system runs). The tests use
   # private instances on free ports and need nothing on the standard ones; say so if something
   # took them, since that is not ours to stop.

@@ -97,6 +97,7 @@ fn job(dovecot: &Dovecot, dir: &Path, trace: &Captured) -> MigrateJob {
         folders: FolderRules::default(),
         size_limit: None,
         uidl_map: None,
+        gmail_labels: false,
     }
 }
 

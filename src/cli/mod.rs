@@ -749,6 +749,7 @@ fn build_job(
         folders,
         size_limit: SizeLimit::tightest(own_limit, preset_limit),
         uidl_map: keep_uidl.map,
+        gmail_labels: from_preset == Some(Preset::Gmail),
     })
 }
 

@@ -10,7 +10,8 @@
 //! - INTERNALDATE is the file's modification time.
 //!
 //! Reading also takes the nested layout `mbsync SubFolders Verbatim` writes (`Parent/Child`,
-//! each with `cur/ new/ tmp/`), and files in `new/` (no flags yet).
+//! each with `cur/ new/ tmp/`, a parent without mail having none; INBOX in `INBOX/` beside
+//! the folders), and files in `new/` (no flags yet).
 //!
 //! A message is written to `tmp/`, synced, given its date, and renamed into `cur/`, and `cur/`
 //! is synced: a killed run leaves no half message in the folder, and the next run, which
@@ -87,7 +88,10 @@ impl Maildir {
     /// names come from the source server) has none.
     fn dir(&self, folder: &str) -> Result<PathBuf, Error> {
         if folder.eq_ignore_ascii_case("INBOX") {
-            return Ok(self.root.clone());
+            // mbsync keeps INBOX in a folder of its own (its `Inbox` setting) beside the rest.
+            let own = self.root.join("INBOX");
+            let beside = !self.root.join("cur").is_dir() && own.join("cur").is_dir();
+            return Ok(if beside { own } else { self.root.clone() });
         }
         if folder.contains(['/', '\0']) {
             return Err(Error::usage(format!(
@@ -108,8 +112,8 @@ impl Maildir {
         Error::usage(format!("maildir {}: {err}", path.display()))
     }
 
-    /// Every folder: INBOX (when the root is a Maildir or nothing yet), the Maildir++ folders
-    /// (`.Name`), and nested ones (`Name/cur`).
+    /// Every folder: INBOX (the root, or `INBOX/` in the nested layout), the Maildir++ folders
+    /// (`.Name`), and nested ones (`Name/cur`, also below a directory that is no folder).
     fn list(&self) -> Result<FolderList, Error> {
         let mut names = vec!["INBOX".to_owned()];
         match fs::read_dir(&self.root) {
@@ -118,11 +122,15 @@ impl Maildir {
             Ok(entries) => {
                 for entry in entries.flatten() {
                     let name = entry.file_name().to_string_lossy().into_owned();
-                    if !entry.path().join("cur").is_dir() {
+                    if !entry.path().is_dir() {
                         continue;
                     }
                     match name.strip_prefix('.') {
-                        Some(encoded) if !encoded.is_empty() && encoded != "." => {
+                        Some(encoded)
+                            if !encoded.is_empty()
+                                && encoded != "."
+                                && entry.path().join("cur").is_dir() =>
+                        {
                             names
                                 .push(mutf7::decode(encoded).unwrap_or_else(|| encoded.to_owned()));
                         }
@@ -138,12 +146,17 @@ impl Maildir {
         Ok(local_folder_list(names, SEPARATOR))
     }
 
-    /// A nested folder (`Parent/Child`) and those below it, named with the separator.
+    /// A nested folder (`Parent/Child`, a folder when it has `cur/`; mbsync leaves a parent
+    /// that is no folder without one) and those below it, named with the separator.
     fn nested(&self, dir: &Path, name: &str, names: &mut Vec<String>) {
-        names.push(name.to_owned());
+        if dir.join("cur").is_dir() {
+            names.push(name.to_owned());
+        }
         for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
             let child = entry.file_name().to_string_lossy().into_owned();
-            if !["cur", "new", "tmp"].contains(&child.as_str()) && entry.path().join("cur").is_dir()
+            if !["cur", "new", "tmp"].contains(&child.as_str())
+                && !child.starts_with('.')
+                && entry.path().is_dir()
             {
                 self.nested(&entry.path(), &format!("{name}{SEPARATOR}{child}"), names);
             }
@@ -701,5 +714,27 @@ mod tests {
         let inbox = source.index("INBOX").unwrap();
         assert_eq!(inbox.len(), 1);
         assert!(inbox[0].flags.is_empty());
+    }
+
+    #[test]
+    fn mbsyncs_inbox_beside_the_folders_and_parents_without_mail_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in [
+            "INBOX/cur",
+            "INBOX/new",
+            "Archive/2020/cur",
+            "Archive/2020/new",
+        ] {
+            fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let message = b"Message-ID: <a@x>\n\nhi\n";
+        fs::write(dir.path().join("INBOX/cur/1.M1P1.h,U=1:2,S"), message).unwrap();
+        fs::write(dir.path().join("Archive/2020/cur/2.M1P1.h,U=1:2,"), message).unwrap();
+        let mut source = MaildirSource::open(Maildir::new(dir.path())).unwrap();
+        let folders = source.folders().unwrap().folders;
+        let names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["Archive.2020", "INBOX"]);
+        assert_eq!(source.index("INBOX").unwrap().len(), 1);
+        assert_eq!(source.index("Archive.2020").unwrap().len(), 1);
     }
 }

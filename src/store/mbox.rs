@@ -10,12 +10,14 @@
 //! taken off `>From ` lines; the `Status:`/`X-Status:` fields give the flags.
 //!
 //! Appending cannot be atomic, so a batch is followed by a record of where the file then ended
-//! (`<file>.mailferry-end`): a run killed in the middle of a batch leaves a partial message
-//! after that point, which the next append cuts off before writing. Each batch is written under
-//! an exclusive `flock` and synced.
+//! (`<file>.mailferry-end`; a file's first batch is preceded by one too): a run killed in the
+//! middle of a batch leaves a partial message after that point, which reading ignores and the
+//! next append cuts off before writing. Each batch is written under an exclusive `flock` and
+//! synced.
 //!
 //! Hand-written: the mbox crates parse only, without mboxrd quoting or a writer.
 
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -29,6 +31,7 @@ use crate::folders::FolderList;
 use crate::header;
 use crate::identity;
 use crate::index::{FlagSets, KeywordPolicy, SourceMessage, TargetCopy, TargetIndex};
+use crate::store::gmail_labels;
 use crate::store::{
     Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable, local_folder_list,
 };
@@ -108,13 +111,19 @@ impl Mbox {
         Ok(local_folder_list(names, SEPARATOR))
     }
 
-    /// A folder's file, read whole; empty when it does not exist.
+    /// A folder's file up to the end of its last complete batch (a killed run's half batch
+    /// after it holds no message); empty when it does not exist.
     fn read(&self, folder: &str) -> Result<Vec<u8>, Error> {
         let path = self.file(folder)?;
         match fs::read(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(self.failed(&path, e)),
-            Ok(bytes) => Ok(bytes),
+            Ok(mut bytes) => {
+                if let Some(end) = recorded_end(&path).filter(|&end| end < bytes.len() as u64) {
+                    bytes.truncate(end as usize);
+                }
+                Ok(bytes)
+            }
         }
     }
 }
@@ -236,6 +245,17 @@ pub struct MboxSource {
     mbox: Mbox,
     /// The messages indexed, per folder, by index key.
     indexed: std::collections::HashMap<String, Vec<Vec<u8>>>,
+    /// For a Google Takeout: every message of every file, by the folders its Gmail labels
+    /// give it (see [`gmail_labels`]); `None` when folders are files.
+    labelled: Option<BTreeMap<String, Vec<Message>>>,
+}
+
+/// A message read from a file: bytes, envelope date, flags.
+#[derive(Debug, Clone)]
+struct Message {
+    raw: Vec<u8>,
+    date: Option<DateTime<FixedOffset>>,
+    flags: Vec<String>,
 }
 
 impl MboxSource {
@@ -250,21 +270,60 @@ impl MboxSource {
         Ok(MboxSource {
             mbox,
             indexed: Default::default(),
+            labelled: None,
         })
+    }
+
+    /// Reads the mbox as a Google Takeout: each message is in the folders its
+    /// `X-Gmail-Labels` field names, wherever it lies in the file (or files).
+    pub fn by_gmail_labels(mut self) -> Result<Self, Error> {
+        let mut labelled: BTreeMap<String, Vec<Message>> = BTreeMap::new();
+        for file in self.mbox.list()?.folders {
+            for message in self.read_messages(&file.name)? {
+                let placement = gmail_labels::placement(header::header_block(&message.raw));
+                for folder in placement.folders {
+                    let message = Message {
+                        flags: placement.flags.clone(),
+                        ..message.clone()
+                    };
+                    labelled.entry(folder).or_default().push(message);
+                }
+            }
+        }
+        self.labelled = Some(labelled);
+        Ok(self)
+    }
+
+    /// The messages of a file, with the flags their `Status:` fields give.
+    fn read_messages(&self, folder: &str) -> Result<Vec<Message>, Error> {
+        let file = self.mbox.read(folder)?;
+        Ok(messages(&file)
+            .map(|(raw, span)| Message {
+                flags: flags_of(header::header_block(&raw)),
+                date: span.date,
+                raw,
+            })
+            .collect())
     }
 }
 
 impl Source for MboxSource {
     fn folders(&mut self) -> Result<FolderList, Error> {
-        self.mbox.list()
+        match &self.labelled {
+            Some(labelled) => Ok(gmail_labels::folder_list(labelled.keys())),
+            None => self.mbox.list(),
+        }
     }
 
     fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error> {
-        let file = self.mbox.read(folder)?;
+        let messages = match &self.labelled {
+            Some(labelled) => labelled.get(folder).cloned().unwrap_or_default(),
+            None => self.read_messages(folder)?,
+        };
         let mut flag_sets = FlagSets::default();
         let mut index = Vec::new();
         let mut bodies = Vec::new();
-        for (key, (raw, span)) in messages(&file).enumerate() {
+        for (key, Message { raw, date, flags }) in messages.into_iter().enumerate() {
             let header = header::header_block(&raw);
             index.push(SourceMessage {
                 key: key as u32,
@@ -273,8 +332,8 @@ impl Source for MboxSource {
                 identity_remembered: false,
                 size: raw.len() as u64,
                 added: 0,
-                flags: flag_sets.intern(flags_of(header)),
-                internal_date: span.date.or_else(|| identity::arrival_date(header)),
+                flags: flag_sets.intern(flags),
+                internal_date: date.or_else(|| identity::arrival_date(header)),
             });
             bodies.push(raw);
         }
@@ -363,22 +422,34 @@ impl MboxTarget {
             .mode(0o600)
             .open(path)?;
         locked.lock()?;
-        let end_path = end_record(path);
         let len = locked.metadata()?.len();
-        let recorded = fs::read_to_string(&end_path)
-            .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok());
-        if let Some(recorded) = recorded.filter(|&r| r < len) {
-            locked.set_len(recorded)?;
+        match recorded_end(path) {
+            Some(recorded) if recorded < len => locked.set_len(recorded)?,
+            Some(_) => {}
+            // The file's first batch from mailferry: where it starts must be on record
+            // before, or a run killed while writing it would leave a half message for good.
+            None => record_end(path, len)?,
         }
         let mut appending = OpenOptions::new().append(true).open(path)?;
         appending.write_all(bytes)?;
         appending.sync_all()?;
-        let end = appending.metadata()?.len();
-        let tmp = end_path.with_extension("tmp");
-        fs::write(&tmp, end.to_string())?;
-        fs::rename(tmp, end_path)
+        record_end(path, appending.metadata()?.len())
     }
+}
+
+/// Where `path`'s last complete batch ended, if mailferry wrote to it.
+fn recorded_end(path: &Path) -> Option<u64> {
+    fs::read_to_string(end_record(path))
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+}
+
+/// Records `end` as where `path`'s last complete batch ended, atomically.
+fn record_end(path: &Path, end: u64) -> io::Result<()> {
+    let end_path = end_record(path);
+    let tmp = end_path.with_extension("tmp");
+    fs::write(&tmp, end.to_string())?;
+    fs::rename(tmp, end_path)
 }
 
 /// Where the end of `path`'s last complete batch is recorded.
@@ -519,6 +590,23 @@ mod tests {
             index.count(&identity::identify(b"Message-ID: <b@x>\n\n")),
             1
         );
+    }
+
+    #[test]
+    fn half_a_message_after_the_last_complete_batch_is_no_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        let mut target = MboxTarget::open(Mbox::new(&path));
+        target
+            .append("INBOX", &[outgoing(b"Message-ID: <a@x>\n\nA\n")])
+            .unwrap();
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"From MAILER-DAEMON Mon Feb  3 03:05:06 2020\nMessage-ID: <b@x>\n\nhal")
+            .unwrap();
+        let b = identity::identify(b"Message-ID: <b@x>\n\n");
+        assert_eq!(target.index("INBOX").unwrap().count(&b), 0);
+        let mut source = MboxSource::open(Mbox::new(&path)).unwrap();
+        assert_eq!(source.index("INBOX").unwrap().len(), 1);
     }
 
     #[test]

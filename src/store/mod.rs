@@ -12,6 +12,7 @@
 //! A capability a store may lack (flag changes, deletion, STATUS shortcuts, pipelined
 //! uploads) has a default that says so, never a stub that panics.
 
+mod gmail_labels;
 mod imap_source;
 mod imap_target;
 pub mod maildir;

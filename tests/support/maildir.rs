@@ -21,7 +21,8 @@ pub struct StoredMessage {
     pub internal_date: SystemTime,
 }
 
-pub(super) fn read_maildir(dir: &Path) -> io::Result<Vec<StoredMessage>> {
+/// The messages of the maildir folder `dir` (one with `cur/` and `new/`), in delivery order.
+pub fn read_maildir(dir: &Path) -> io::Result<Vec<StoredMessage>> {
     let keywords = read_keywords(dir);
     let uids = read_uidlist(dir);
     let mut found = Vec::new();

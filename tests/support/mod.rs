@@ -61,7 +61,7 @@ pub use dovecot::{Dovecot, INBOX_PREFIXED};
 #[allow(unused_imports)]
 pub use mail::{SplitMix64, big_message, fixtures, normalize_crlf};
 #[allow(unused_imports)]
-pub use maildir::StoredMessage;
+pub use maildir::{StoredMessage, read_maildir};
 #[allow(unused_imports)]
 pub use ports::free_port;
 

@@ -357,7 +357,7 @@ import base64, json, mailbox, os, re, sys
 out = {}
 for name in sorted(os.listdir(sys.argv[1])):
     path = os.path.join(sys.argv[1], name)
-    if name.endswith(".mailferry-end") or not os.path.isfile(path):
+    if name.startswith(".") or not os.path.isfile(path):
         continue
     box = mailbox.mbox(path, create=False)
     out[name] = [

@@ -9,11 +9,12 @@
 //! message starts at a `From ` line at the top of the file or after a blank line; one `>` is
 //! taken off `>From ` lines; the `Status:`/`X-Status:` fields give the flags.
 //!
-//! Appending cannot be atomic, so a batch is followed by a record of where the file then ended
-//! (`<file>.mailferry-end`; a file's first batch is preceded by one too): a run killed in the
-//! middle of a batch leaves a partial message after that point, which reading ignores and the
-//! next append cuts off before writing. Each batch is written under an exclusive `flock` and
-//! synced.
+//! Appending cannot be atomic, so before a batch is written a record of it is saved
+//! (`.<file>.mailferry-batch`: where it starts, its length, its first bytes) and removed once
+//! the batch is synced. A file that ends inside the batch so recorded holds a half batch a
+//! killed run left: reading ignores it and the next append cuts it off. Nothing else is ever
+//! cut: mail another program appended, after a batch of ours or instead of it, stays. Each
+//! batch is written under an exclusive `flock`.
 //!
 //! Hand-written: the mbox crates parse only, without mboxrd quoting or a writer.
 
@@ -38,8 +39,10 @@ use crate::store::{
 
 /// The separator of folder names in a directory of mbox files.
 const SEPARATOR: char = '.';
-/// The suffix of the file recording where a file's last complete batch ended.
-const END_SUFFIX: &str = ".mailferry-end";
+/// The suffix of the file recording the batch being written to a file.
+const BATCH_SUFFIX: &str = ".mailferry-batch";
+/// How many of a batch's first bytes its record keeps, to recognise it.
+const BATCH_HEAD: usize = 64;
 /// The asctime form of the `From ` line's date.
 const FROM_DATE: &str = "%a %b %e %H:%M:%S %Y";
 
@@ -103,7 +106,8 @@ impl Mbox {
             };
             for entry in listing.into_iter().flatten().flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if entry.path().is_file() && !name.starts_with('.') && !name.ends_with(END_SUFFIX) {
+                if entry.path().is_file() && !name.starts_with('.') && !name.ends_with(BATCH_SUFFIX)
+                {
                     names.push(name);
                 }
             }
@@ -111,16 +115,16 @@ impl Mbox {
         Ok(local_folder_list(names, SEPARATOR))
     }
 
-    /// A folder's file up to the end of its last complete batch (a killed run's half batch
-    /// after it holds no message); empty when it does not exist.
+    /// A folder's file without a half batch a killed run left at its end (it holds no
+    /// message); empty when it does not exist.
     fn read(&self, folder: &str) -> Result<Vec<u8>, Error> {
         let path = self.file(folder)?;
         match fs::read(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(self.failed(&path, e)),
             Ok(mut bytes) => {
-                if let Some(end) = recorded_end(&path).filter(|&end| end < bytes.len() as u64) {
-                    bytes.truncate(end as usize);
+                if let Some(start) = unfinished_batch(&path, &bytes) {
+                    bytes.truncate(start);
                 }
                 Ok(bytes)
             }
@@ -407,13 +411,13 @@ impl MboxTarget {
         Ok(index)
     }
 
-    /// Appends `bytes` to `path` under an exclusive lock, first cutting off what a killed run
-    /// left after the last complete batch, then records the new end.
+    /// Appends `bytes` to `path` under an exclusive lock, first cutting off a half batch a
+    /// killed run left, with a record of the batch kept while it is written.
     fn append_bytes(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
-        // Held until the batch and its end record are written; released when dropped.
+        // Held until the batch is written and its record gone; released when dropped.
         let locked = OpenOptions::new()
             .read(true)
             .write(true)
@@ -422,45 +426,58 @@ impl MboxTarget {
             .mode(0o600)
             .open(path)?;
         locked.lock()?;
-        let len = locked.metadata()?.len();
-        match recorded_end(path) {
-            Some(recorded) if recorded < len => locked.set_len(recorded)?,
-            Some(_) => {}
-            // The file's first batch from mailferry: where it starts must be on record
-            // before, or a run killed while writing it would leave a half message for good.
-            None => record_end(path, len)?,
-        }
+        let file = fs::read(path)?;
+        let start = match unfinished_batch(path, &file) {
+            Some(start) => {
+                locked.set_len(start as u64)?;
+                start
+            }
+            None => file.len(),
+        };
+        let head = &bytes[..bytes.len().min(BATCH_HEAD)];
+        let record = format!("{start} {} {}\n", bytes.len(), hex(head));
+        write_synced(&batch_record(path), record.as_bytes())?;
         let mut appending = OpenOptions::new().append(true).open(path)?;
         appending.write_all(bytes)?;
         appending.sync_all()?;
-        record_end(path, appending.metadata()?.len())
+        fs::remove_file(batch_record(path))
     }
 }
 
-/// Where `path`'s last complete batch ended, if mailferry wrote to it.
-fn recorded_end(path: &Path) -> Option<u64> {
-    fs::read_to_string(end_record(path))
-        .ok()
-        .and_then(|t| t.trim().parse::<u64>().ok())
+/// Where the half batch a killed run left at the end of `file` (the bytes of `path`) starts:
+/// when a batch record says one was being written from there, the file ends before its end,
+/// and the bytes there are the batch's first ones. `None` otherwise.
+fn unfinished_batch(path: &Path, file: &[u8]) -> Option<usize> {
+    let record = fs::read_to_string(batch_record(path)).ok()?;
+    let mut fields = record.split_whitespace();
+    let start: usize = fields.next()?.parse().ok()?;
+    let len: usize = fields.next()?.parse().ok()?;
+    let head = fields.next().unwrap_or_default();
+    let written = file.get(start..)?;
+    // As much of the head as was written must be there.
+    let compared = written.len().min(head.len() / 2);
+    let ours = written.len() < len && hex(&written[..compared]) == head[..compared * 2];
+    ours.then_some(start)
 }
 
-/// Records `end` as where `path`'s last complete batch ended, atomically.
-fn record_end(path: &Path, end: u64) -> io::Result<()> {
-    let end_path = end_record(path);
-    let tmp = end_path.with_extension("tmp");
-    fs::write(&tmp, end.to_string())?;
-    fs::rename(tmp, end_path)
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Where the end of `path`'s last complete batch is recorded.
-fn end_record(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(END_SUFFIX);
-    let mut name = PathBuf::from(name);
-    if !name.to_string_lossy().starts_with('.') {
-        name = PathBuf::from(format!(".{}", name.display()));
-    }
-    path.with_file_name(name)
+/// Writes `bytes` to `path` and syncs it, through a temporary file renamed over it.
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(tmp, path)
+}
+
+/// Where the record of the batch being written to `path` is kept.
+fn batch_record(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let name = name.strip_prefix('.').unwrap_or(&name);
+    path.with_file_name(format!(".{name}{BATCH_SUFFIX}"))
 }
 
 impl Target for MboxTarget {
@@ -566,47 +583,59 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_batch_cut_short_is_cut_off_before_the_next_is_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m");
-        let mut target = MboxTarget::open(Mbox::new(&path));
-        target
-            .append("INBOX", &[outgoing(b"Message-ID: <a@x>\n\nA\n")])
-            .unwrap();
-        let whole = fs::read(&path).unwrap();
-        // A run killed in the middle of its batch: half a message after the recorded end.
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(b"From MAILER-DAEMON Mon Feb  3 03:05:06 2020\nMessage-ID: <b@x>\n\nhal")
-            .unwrap();
-        target
-            .append("INBOX", &[outgoing(b"Message-ID: <b@x>\n\nB\n")])
-            .unwrap();
-        let file = fs::read(&path).unwrap();
-        assert!(file.starts_with(&whole));
-        assert!(!file.windows(3).any(|w| w == b"hal"));
-        let index = target.index("INBOX").unwrap();
-        assert_eq!(
-            index.count(&identity::identify(b"Message-ID: <b@x>\n\n")),
-            1
-        );
+    /// What a run killed half-way through writing `raw` as its batch leaves: the batch's
+    /// record and the first half of its bytes.
+    fn killed_while_writing(path: &Path, raw: &[u8]) {
+        let bytes = quoted(raw, None);
+        let start = fs::metadata(path).unwrap().len();
+        let record = format!("{start} {} {}\n", bytes.len(), hex(&bytes[..BATCH_HEAD]));
+        fs::write(batch_record(path), record).unwrap();
+        let mut file = OpenOptions::new().append(true).open(path).unwrap();
+        file.write_all(&bytes[..bytes.len() / 2]).unwrap();
     }
 
     #[test]
-    fn half_a_message_after_the_last_complete_batch_is_no_message() {
+    fn a_killed_batch_is_no_message_and_is_cut_off_but_other_programs_mail_stays() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m");
         let mut target = MboxTarget::open(Mbox::new(&path));
+        let message = |id: &str| format!("Message-ID: <{id}@x>\n\n{}\n", id.repeat(50));
+        let count = |target: &mut MboxTarget, id: &str| {
+            let index = target.index("INBOX").unwrap();
+            index.count(&identity::identify(message(id).as_bytes()))
+        };
         target
-            .append("INBOX", &[outgoing(b"Message-ID: <a@x>\n\nA\n")])
+            .append("INBOX", &[outgoing(message("a").as_bytes())])
             .unwrap();
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(b"From MAILER-DAEMON Mon Feb  3 03:05:06 2020\nMessage-ID: <b@x>\n\nhal")
-            .unwrap();
-        let b = identity::identify(b"Message-ID: <b@x>\n\n");
-        assert_eq!(target.index("INBOX").unwrap().count(&b), 0);
+        let whole = fs::read(&path).unwrap();
+        killed_while_writing(&path, message("b").as_bytes());
+        assert_eq!(count(&mut target, "b"), 0, "half a batch holds no message");
         let mut source = MboxSource::open(Mbox::new(&path)).unwrap();
         assert_eq!(source.index("INBOX").unwrap().len(), 1);
+
+        target
+            .append("INBOX", &[outgoing(message("c").as_bytes())])
+            .unwrap();
+        let file = fs::read(&path).unwrap();
+        assert!(file.starts_with(&whole));
+        assert_eq!(
+            file.len(),
+            whole.len() + quoted(message("c").as_bytes(), None).len()
+        );
+        assert!(!batch_record(&path).exists());
+
+        // Another program's mail after ours (no record of it) is never cut off.
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(
+            format!("From someone Sun Jan  5 10:11:12 2020\n{}\n", message("d")).as_bytes(),
+        )
+        .unwrap();
+        target
+            .append("INBOX", &[outgoing(message("e").as_bytes())])
+            .unwrap();
+        for id in ["a", "c", "d", "e"] {
+            assert_eq!(count(&mut target, id), 1, "{id}");
+        }
     }
 
     #[test]

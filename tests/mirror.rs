@@ -4,73 +4,18 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use serde_json::Value;
 use support::relay::{Fault, Relay};
-use support::{Dovecot, big_message, password};
+use support::{Dovecot, MirrorPair, big_message, password};
 
-/// alice's account on `source` mirrored into bob's on `target`.
-struct Mirror {
-    source: Dovecot,
-    target: Dovecot,
-    dir: tempfile::TempDir,
-}
+/// The mirror's pair of servers; the runs below are this file's own.
+type Mirror = MirrorPair;
 
 impl Mirror {
-    fn new() -> Mirror {
-        let mirror = Mirror {
-            source: Dovecot::start(),
-            target: Dovecot::start(),
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let pems = [mirror.source.cert_path(), mirror.target.cert_path()]
-            .map(|p| std::fs::read(p).unwrap());
-        std::fs::write(mirror.ca(), pems.concat()).unwrap();
-        mirror
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn report(&self) -> PathBuf {
-        self.dir.path().join("report.json")
-    }
-
-    fn command(&self, extra: &[&str]) -> Command {
-        let mut cmd = Command::cargo_bin("mailferry").unwrap();
-        cmd.arg("mirror")
-            .arg("--from")
-            .arg(format!(
-                "imaps://alice@127.0.0.1:{}",
-                self.source.imaps_port()
-            ))
-            .arg("--to")
-            .arg(format!(
-                "imaps://bob@127.0.0.1:{}",
-                self.target.imaps_port()
-            ))
-            .arg("--tls-ca")
-            .arg(self.ca())
-            .arg("--state")
-            .arg(self.state())
-            .arg("--report")
-            .arg(self.report())
-            .args(extra)
-            .env("MAILFERRY_FROM_PASSWORD", password("alice"))
-            .env("MAILFERRY_TO_PASSWORD", password("bob"))
-            .timeout(Duration::from_secs(300));
-        cmd
-    }
-
     /// Runs the mirror quietly, expects exit 0 and no output at all, returns the report.
     fn run(&self, extra: &[&str]) -> Value {
         let output = self.command(extra).arg("--quiet").output().unwrap();
@@ -496,15 +441,9 @@ fn a_pop3_mirror_rereads_only_new_uidls_and_deletes_from_the_source_only_when_to
 
 #[test]
 fn the_pop3_source_keeps_mail_the_target_does_not_verifiably_hold() {
-    let m = Mirror {
-        source: Dovecot::start(),
-        target: Dovecot::start_with(
-            "mail_plugins = $mail_plugins quota\nplugin {\n  quota = maildir:User quota\n  quota_rule = *:storage=1G\n  quota_max_mail_size = 100k\n}\n",
-        ),
-        dir: tempfile::tempdir().unwrap(),
-    };
-    let pems = [m.source.cert_path(), m.target.cert_path()].map(|p| std::fs::read(p).unwrap());
-    std::fs::write(m.ca(), pems.concat()).unwrap();
+    let m = Mirror::with_target(Dovecot::start_with(
+        "mail_plugins = $mail_plugins quota\nplugin {\n  quota = maildir:User quota\n  quota_rule = *:storage=1G\n  quota_max_mail_size = 100k\n}\n",
+    ));
     m.source.deliver("carol", "INBOX", &message("small"));
     m.source
         .deliver("carol", "INBOX", &support::big_message(300_000, 9));

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use support::relay::Relay;
-use support::{Accounts, Dovecot, StoredMessage, mailferry, password};
+use support::{Accounts, Dovecot, MirrorPair, StoredMessage, mailferry, password};
 
 fn message(id: &str) -> Vec<u8> {
     format!("From: a@example.org\r\nSubject: {id}\r\nMessage-ID: <{id}@promises.test>\r\n\r\nbody {id}\r\n")
@@ -49,51 +49,12 @@ fn files(dir: &Path) -> Vec<(PathBuf, String)> {
     found
 }
 
-/// alice on `source` mirrored into bob on `target` (both IMAPS), state and report in `dir`.
-struct Mirror {
-    source: Dovecot,
-    target: Dovecot,
-    dir: tempfile::TempDir,
-}
+/// The mirror's pair of servers; the runs below are this file's own.
+type Mirror = MirrorPair;
 
 impl Mirror {
-    fn new() -> Mirror {
-        let mirror = Mirror {
-            source: Dovecot::start(),
-            target: Dovecot::start(),
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let pems = [mirror.source.cert_path(), mirror.target.cert_path()]
-            .map(|p| std::fs::read(p).unwrap());
-        std::fs::write(mirror.ca(), pems.concat()).unwrap();
-        mirror
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn report(&self) -> PathBuf {
-        self.dir.path().join("report.json")
-    }
-
     fn run(&self, extra: &[&str]) -> std::process::Output {
-        mailferry("mirror")
-            .source_account("imaps", "alice", self.source.imaps_port())
-            .target_account("imaps", "bob", self.target.imaps_port(), "")
-            .arg("--tls-ca")
-            .arg(self.ca())
-            .arg("--state")
-            .arg(self.state())
-            .arg("--report")
-            .arg(self.report())
-            .args(extra)
-            .output()
-            .unwrap()
+        self.command(extra).output().unwrap()
     }
 
     /// What a mirror run may change on the servers and in its state: the target's and the

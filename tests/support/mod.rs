@@ -47,6 +47,7 @@ pub mod imap_session;
 pub mod mail;
 pub mod maildir;
 pub mod mailutils;
+pub mod mirror_pair;
 pub mod mutf7;
 pub mod ports;
 pub mod process;
@@ -62,6 +63,8 @@ pub use dovecot::{Dovecot, INBOX_PREFIXED};
 pub use mail::{SplitMix64, big_message, fixtures, normalize_crlf};
 #[allow(unused_imports)]
 pub use maildir::{StoredMessage, read_maildir};
+#[allow(unused_imports)]
+pub use mirror_pair::MirrorPair;
 #[allow(unused_imports)]
 pub use ports::free_port;
 

@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -123,7 +123,11 @@ impl Mbox {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(self.failed(&path, e)),
             Ok(mut bytes) => {
-                if let Some(start) = unfinished_batch(&path, &bytes) {
+                let in_memory =
+                    |at: usize, n: usize| Ok(bytes[at..(at + n).min(bytes.len())].to_vec());
+                if let Some(start) = unfinished_batch(&path, bytes.len(), in_memory)
+                    .map_err(|e| self.failed(&path, e))?
+                {
                     bytes.truncate(start);
                 }
                 Ok(bytes)
@@ -426,13 +430,20 @@ impl MboxTarget {
             .mode(0o600)
             .open(path)?;
         locked.lock()?;
-        let file = fs::read(path)?;
-        let start = match unfinished_batch(path, &file) {
+        // Only the file's length and the bytes where a recorded batch starts are needed: a
+        // large mbox is not read for every batch.
+        let len = locked.metadata()?.len() as usize;
+        let start = match unfinished_batch(path, len, |at, n| {
+            let mut head = vec![0; n];
+            let read = locked.read_at(&mut head, at as u64)?;
+            head.truncate(read);
+            Ok(head)
+        })? {
             Some(start) => {
                 locked.set_len(start as u64)?;
                 start
             }
-            None => file.len(),
+            None => len,
         };
         let head = &bytes[..bytes.len().min(BATCH_HEAD)];
         let record = format!("{start} {} {}\n", bytes.len(), hex(head));
@@ -444,20 +455,33 @@ impl MboxTarget {
     }
 }
 
-/// Where the half batch a killed run left at the end of `file` (the bytes of `path`) starts:
-/// when a batch record says one was being written from there, the file ends before its end,
-/// and the bytes there are the batch's first ones. `None` otherwise.
-fn unfinished_batch(path: &Path, file: &[u8]) -> Option<usize> {
-    let record = fs::read_to_string(batch_record(path)).ok()?;
+/// Where the half batch a killed run left at the end of `path` starts: when a batch record
+/// says one was being written from there, the file (of `file_len` bytes) ends before the
+/// batch's end, and the bytes there (`read_at(offset, count)`) are the batch's first ones.
+/// `None` otherwise.
+fn unfinished_batch(
+    path: &Path,
+    file_len: usize,
+    read_at: impl FnOnce(usize, usize) -> io::Result<Vec<u8>>,
+) -> io::Result<Option<usize>> {
+    let Ok(record) = fs::read_to_string(batch_record(path)) else {
+        return Ok(None);
+    };
     let mut fields = record.split_whitespace();
-    let start: usize = fields.next()?.parse().ok()?;
-    let len: usize = fields.next()?.parse().ok()?;
+    let (Some(start), Some(len)) = (
+        fields.next().and_then(|f| f.parse::<usize>().ok()),
+        fields.next().and_then(|f| f.parse::<usize>().ok()),
+    ) else {
+        return Ok(None);
+    };
     let head = fields.next().unwrap_or_default();
-    let written = file.get(start..)?;
+    let Some(written) = file_len.checked_sub(start).filter(|&w| w < len) else {
+        return Ok(None);
+    };
     // As much of the head as was written must be there.
-    let compared = written.len().min(head.len() / 2);
-    let ours = written.len() < len && hex(&written[..compared]) == head[..compared * 2];
-    ours.then_some(start)
+    let compared = written.min(head.len() / 2);
+    let ours = hex(&read_at(start, compared)?) == head[..compared * 2];
+    Ok(ours.then_some(start))
 }
 
 fn hex(bytes: &[u8]) -> String {

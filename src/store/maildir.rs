@@ -163,9 +163,9 @@ impl Maildir {
         }
     }
 
-    /// The message files of a folder (`new/` then `cur/`), in name order; none when the
-    /// folder does not exist.
-    fn entries(&self, folder: &str) -> Result<Vec<Entry>, Error> {
+    /// The message files of a folder (`new/` then `cur/`), in name order, and the folder's
+    /// keyword names they were read with; none when the folder does not exist.
+    fn entries(&self, folder: &str) -> Result<(Vec<Entry>, Vec<Option<String>>), Error> {
         let dir = self.dir(folder)?;
         let keywords = self.keywords(&dir)?;
         let mut entries = Vec::new();
@@ -191,7 +191,7 @@ impl Maildir {
             }
         }
         entries.sort_by(|a, b| a.base.cmp(&b.base));
-        Ok(entries)
+        Ok((entries, keywords))
     }
 
     /// The keyword names of a folder, by letter position.
@@ -253,38 +253,49 @@ impl Maildir {
         fs::rename(&tmp, dir.join("cur").join(format!("{base}:2,{letters}")))
     }
 
-    /// The info letters for `flags`, adding keywords the folder has no letter for yet to its
-    /// keyword file; a keyword beyond the 26 letters is left out.
-    fn letters(&self, dir: &Path, flags: &[String]) -> io::Result<String> {
-        let mut letters: Vec<char> = SYSTEM_FLAGS
+    /// The info letters of each message of `batch`, adding the keywords the folder has no
+    /// letter for yet to its keyword file: one read and at most one write of it per batch,
+    /// under a lock on the folder, as several writers may add keywords to it at once.
+    fn letters(&self, dir: &Path, batch: &[Outgoing]) -> io::Result<Vec<String>> {
+        let folder = File::open(dir)?;
+        folder.lock()?;
+        let mut keywords = self.keywords(dir).map_err(io::Error::other)?;
+        keywords.resize(MAX_KEYWORDS, None);
+        let known = keywords.clone();
+        let letters = batch
             .iter()
-            .filter(|(_, flag)| flags.iter().any(|f| f.eq_ignore_ascii_case(flag)))
-            .map(|(letter, _)| *letter)
+            .map(|outgoing| letters_of(&outgoing.message.flags, &mut keywords))
             .collect();
-        let wanted: Vec<&String> = flags.iter().filter(|f| !f.starts_with('\\')).collect();
-        if !wanted.is_empty() {
-            let mut keywords = self.keywords(dir).map_err(io::Error::other)?;
-            keywords.resize(MAX_KEYWORDS, None);
-            let mut added = false;
-            for keyword in wanted {
-                let at = match keywords.iter().position(|k| k.as_ref() == Some(keyword)) {
-                    Some(at) => Some(at),
-                    None => keywords.iter().position(Option::is_none).inspect(|&at| {
-                        keywords[at] = Some(keyword.clone());
-                        added = true;
-                    }),
-                };
-                if let Some(at) = at {
-                    letters.push(char::from(b'a' + at as u8));
-                }
-            }
-            if added {
-                write_keywords(dir, &keywords)?;
-            }
+        if keywords != known {
+            write_keywords(dir, &keywords)?;
         }
-        letters.sort_unstable();
-        Ok(letters.into_iter().collect())
+        Ok(letters)
     }
+}
+
+/// The info letters for `flags`, giving a keyword without a letter the first free one in
+/// `keywords`; a keyword beyond the 26 letters is left out.
+fn letters_of(flags: &[String], keywords: &mut [Option<String>]) -> String {
+    let mut letters: Vec<char> = SYSTEM_FLAGS
+        .iter()
+        .filter(|(_, flag)| flags.iter().any(|f| f.eq_ignore_ascii_case(flag)))
+        .map(|(letter, _)| *letter)
+        .collect();
+    for keyword in flags.iter().filter(|f| !f.starts_with('\\')) {
+        let at = keywords
+            .iter()
+            .position(|k| k.as_ref() == Some(keyword))
+            .or_else(|| {
+                let free = keywords.iter().position(Option::is_none)?;
+                keywords[free] = Some(keyword.clone());
+                Some(free)
+            });
+        if let Some(at) = at {
+            letters.push(char::from(b'a' + at as u8));
+        }
+    }
+    letters.sort_unstable();
+    letters.into_iter().collect()
 }
 
 /// A name no other writer picks: the time, the process, and a counter within it.
@@ -384,7 +395,7 @@ impl Source for MaildirSource {
     }
 
     fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error> {
-        let entries = self.maildir.entries(folder)?;
+        let (entries, _) = self.maildir.entries(folder)?;
         let mut flag_sets = FlagSets::default();
         let mut index = Vec::with_capacity(entries.len());
         for (key, entry) in entries.iter().enumerate() {
@@ -435,7 +446,7 @@ impl Source for MaildirSource {
         messages: Vec<Arc<SourceMessage>>,
         deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
     ) -> Result<(), Error> {
-        let entries = self.maildir.entries(folder)?;
+        let (entries, _) = self.maildir.entries(folder)?;
         let by_base: HashMap<&str, &Path> = entries
             .iter()
             .map(|e| (e.base.as_str(), e.path.as_path()))
@@ -482,14 +493,14 @@ impl MaildirTarget {
 
     fn index_folder(&self, folder: &str) -> Result<TargetIndex, Error> {
         let mut index = TargetIndex::default();
-        let keywords = self.maildir.keywords(&self.maildir.dir(folder)?)?;
+        let (entries, keywords) = self.maildir.entries(folder)?;
         let full = keywords.iter().flatten().count() >= MAX_KEYWORDS;
         index.keywords = if full {
             KeywordPolicy::Only(keywords.into_iter().flatten().collect())
         } else {
             KeywordPolicy::Any
         };
-        for (n, entry) in self.maildir.entries(folder)?.into_iter().enumerate() {
+        for (n, entry) in entries.into_iter().enumerate() {
             let (header, size) =
                 read_header(&entry.path).map_err(|e| self.maildir.failed(&entry.path, e))?;
             index.add(
@@ -546,14 +557,19 @@ impl Target for MaildirTarget {
 
     fn append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Vec<Outcome>, Error> {
         let dir = self.maildir.create(folder)?;
+        let cannot_write = |e: io::Error| format!("cannot write it to {}: {e}", dir.display());
+        let letters = match self.maildir.letters(&dir, batch) {
+            Ok(letters) => letters,
+            Err(e) => return Ok(vec![Err(cannot_write(e)); batch.len()]),
+        };
         let outcomes: Vec<Outcome> = batch
             .iter()
-            .map(|outgoing| {
+            .zip(letters)
+            .map(|(outgoing, letters)| {
                 self.maildir
-                    .letters(&dir, &outgoing.message.flags)
-                    .and_then(|letters| self.maildir.store(&dir, outgoing, &letters))
+                    .store(&dir, outgoing, &letters)
                     .map(|()| None)
-                    .map_err(|e| format!("cannot write it to {}: {e}", dir.display()))
+                    .map_err(cannot_write)
             })
             .collect();
         // The renames must reach the disk before the copies count as made.

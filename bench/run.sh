@@ -7,6 +7,8 @@
 #                          [--case-timeout T]
 #        bash bench/run.sh --memory [--count N] [--memory-count L] [--big-mb B] [--transport T]
 #                          [--seed S] [--connections C] [--reps R] [--case-timeout T]
+#        bash bench/run.sh --local [--count N] [--transport T] [--seed S] [--connections C]
+#                          [--reps R] [--case-timeout T]
 #   --count N        messages on the loopback link (default 2000; env N)
 #   --rtt-count M    messages on the slow link (default 1000; env RTT_COUNT): the first M of the
 #                    same corpus
@@ -28,6 +30,8 @@
 #                    below. --count is then its small mailbox, and:
 #   --memory-count L messages in its large mailbox (default 10000; env MEMORY_COUNT)
 #   --big-mb B       size of its big message in MB (default 50; env BIG_MB)
+#   --local          the local-store part instead of the speed table (env LOCAL=1): see "Local
+#                    stores" below. --count is then its account's size (default 10000)
 # Environment:
 #   BENCH_DIR        where the servers' directories go (default /dev/shm, tmpfs, as for the
 #                    reference numbers: the bench then measures protocol and CPU, not the VM's
@@ -108,6 +112,29 @@
 #   every corpus copy at most 64 MiB (the target is for the default --connections).
 # A MISS is reported, not a failure: the exit status is 1 only for a failed check.
 #
+# Local stores (--local; bench/local.py, ~3 min per rep at 10000 messages): issue 15's speed
+# targets, on loopback only, with the IMAP account above at --count messages (default 10000).
+# Per rep, each into a fresh directory in the bench's directory or a fresh target user:
+#   baseline upload      bench/baseline.py's upload of the account's files, as in the main table
+#   mbsync               (Debian isync, installed when missing) pulling the account into a
+#                        Maildir: SubFolders Maildir++ (INBOX the root, `.Archive.2019`, as
+#                        mailferry writes), Patterns *, Sync Pull, Create Near, Expunge None,
+#                        CopyArrivalDate yes, its defaults otherwise (FSync yes, its default
+#                        pipelining): the yardstick of the backup
+#   mailferry IMAP -> maildir   migrate --from imap://… --to maildir:DIR   (target: <= 1.0x mbsync)
+#   mailferry maildir no-op re-run   the same again: must copy 0      (target: <= 0.2 s)
+#   mailferry maildir -> IMAP   migrate --from maildir:DIR --to imap://… into a fresh user
+#                               (target: <= 1.1x the baseline upload of the same rep)
+#   mailferry IMAP -> mbox, mbox no-op re-run, mbox -> IMAP   the same with mbox:DIR/
+# It checks what bench.py checks, plus every Maildir written (mbsync's too) per folder: the
+# source's messages, flags (file names) and dates (mtimes); each mbox file's number of
+# messages; each restored account's folders, messages and dates (and flags, from a Maildir).
+# The table has each row's ratio to its yardstick, and the targets are marked pass or MISS (a
+# MISS is reported, not a failure). BENCH_DIR matters more here: on /dev/shm (the default) an
+# fsync costs almost nothing, so the rows compare protocol and CPU; with BENCH_DIR=/tmp the
+# disk and its fsyncs count, for both tools (each syncs every message), and the VM's disk makes
+# the seconds noisier.
+#
 # Loading: generating the files straight into the Maildirs takes ~1 s per 2000 messages (the
 # IMAP account's files are hard links to the POP3 account's: same bytes, one copy in memory);
 # `doveadm save` runs one process per message (~9 ms each here: ~17 s at N=2000, ~90 s at
@@ -120,7 +147,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-COUNT=${N:-2000}
+COUNT=${N:-}
 SEED=${SEED:-42}
 CONNECTIONS=${CONNECTIONS:-}
 REPS=${REPS:-3}
@@ -130,6 +157,7 @@ RTT_MS=${RTT_MS:-50}
 RTT_COUNT=${RTT_COUNT:-1000}
 CASE_TIMEOUT=${CASE_TIMEOUT:-300}
 MEMORY=${MEMORY:-}
+LOCAL=${LOCAL:-}
 MEMORY_COUNT=${MEMORY_COUNT:-10000}
 BIG_MB=${BIG_MB:-50}
 while [ $# -gt 0 ]; do
@@ -146,10 +174,12 @@ while [ $# -gt 0 ]; do
   --memory) MEMORY=1; shift ;;
   --memory-count) MEMORY_COUNT=$2; shift 2 ;;
   --big-mb) BIG_MB=$2; shift 2 ;;
+  --local) LOCAL=1; shift ;;
   -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
   *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+[ -n "$COUNT" ] || COUNT=$([ -n "$LOCAL" ] && echo 10000 || echo 2000)
 for v in "$COUNT" "$REPS" "$NOOP_SAMPLES" "$RTT_COUNT" "$CASE_TIMEOUT" "$MEMORY_COUNT" \
   "$BIG_MB"; do
   case $v in '' | *[!0-9]* | 0)
@@ -182,6 +212,12 @@ if [ ! -x /usr/sbin/dovecot ] || ! command -v doveadm >/dev/null; then
   timeout 600 apt-get update -qq
   DEBIAN_FRONTEND=noninteractive timeout 900 \
     apt-get install -y -qq dovecot-imapd dovecot-pop3d >/dev/null
+fi
+
+if [ -n "$LOCAL" ] && ! command -v mbsync >/dev/null; then
+  echo "== installing mbsync (Debian package isync)"
+  timeout 600 apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq isync >/dev/null
 fi
 
 if [ -z "${MAILFERRY:-}" ]; then
@@ -245,7 +281,11 @@ start_server() { # NAME "USER USER…"
 port_of() { sed -n "s/^$2=127.0.0.1://p" "$WORK/$1.env"; }
 
 echo "== starting source and target Dovecot on 127.0.0.1 (mail in $WORK)"
-if [ -n "$MEMORY" ]; then
+if [ -n "$LOCAL" ]; then
+  # bench/local.py's: imap (and its POP3 twin pop); targets <lbase|lrestore|lmrestore><rep>.
+  start_server src "pop imap"
+  start_server dst "warmup $(for r in $(seq 1 "$REPS"); do printf 'lbase%s lrestore%s lmrestore%s ' "$r" "$r" "$r"; done)"
+elif [ -n "$MEMORY" ]; then
   # bench/memory.py's: pop imap (N messages), kpop kimap (L), big (the big mailbox); targets
   # <s: N, k: L, b: big><pop|imap><rep>.
   start_server src "pop imap kpop kimap big"
@@ -278,7 +318,9 @@ SHARED=(--count "$COUNT" --seed "$SEED" --reps "$REPS" --case-timeout "$CASE_TIM
   --src-pop3-port "$SRC_POP3" --src-imap-port "$SRC_IMAP" --dst-imap-port "$DST_IMAP"
   --ca "$WORK/ca.pem" --mailferry "$MAILFERRY" ${CONNECTIONS:+--connections "$CONNECTIONS"}
   --work "$WORK")
-if [ -n "$MEMORY" ]; then
+if [ -n "$LOCAL" ]; then
+  setsid python3 "$ROOT/bench/local.py" "${SHARED[@]}" &
+elif [ -n "$MEMORY" ]; then
   setsid python3 "$ROOT/bench/memory.py" "${SHARED[@]}" --memory-count "$MEMORY_COUNT" \
     --big-mb "$BIG_MB" &
 else

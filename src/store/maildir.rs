@@ -27,8 +27,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, FixedOffset, Utc};
@@ -301,15 +301,19 @@ fn letters_of(flags: &[String], keywords: &mut [Option<String>]) -> String {
 /// A name no other writer picks: the time, the process, and a counter within it.
 fn unique_name(size: usize) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // The process and host stay for the run: looked up once, not for every message.
+    static PROCESS_AND_HOST: OnceLock<(u32, String)> = OnceLock::new();
+    let (pid, host) = PROCESS_AND_HOST.get_or_init(|| {
+        let host = hostname().replace('/', "\\057").replace(':', "\\072");
+        (std::process::id(), host)
+    });
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let host = hostname().replace('/', "\\057").replace(':', "\\072");
     format!(
-        "{}.M{}P{}Q{}.{host},S={size}",
+        "{}.M{}P{pid}Q{}.{host},S={size}",
         now.as_secs(),
         now.subsec_micros(),
-        std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }
@@ -350,25 +354,58 @@ fn write_keywords(dir: &Path, keywords: &[Option<String>]) -> io::Result<()> {
     fs::rename(tmp, dir.join(KEYWORDS_FILE))
 }
 
-/// The header of a message file (or all of it, when shorter than [`MAX_HEADER`]).
-fn read_header(path: &Path) -> io::Result<(Vec<u8>, u64)> {
-    let file = File::open(path)?;
-    let size = file.metadata()?.len();
-    let mut header = Vec::new();
-    file.take(MAX_HEADER as u64).read_to_end(&mut header)?;
-    if let Some(end) = header
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .or_else(|| header.windows(4).position(|w| w == b"\r\n\r\n"))
-    {
-        header.truncate(end + 2);
-    }
-    Ok((header, size))
+/// What indexing reads of a message file: its header, size and date.
+struct Head {
+    header: Vec<u8>,
+    size: u64,
+    internal_date: Option<DateTime<FixedOffset>>,
 }
 
-fn modified(path: &Path) -> Option<DateTime<FixedOffset>> {
-    let modified = fs::metadata(path).ok()?.modified().ok()?;
-    Some(DateTime::<Utc>::from(modified).fixed_offset())
+/// The header of a message file (or its first [`MAX_HEADER`] bytes), read a few KiB at a time
+/// up to the empty line that ends it: most headers fit in the first read, and a re-run that
+/// indexes thousands of files must not read their bodies.
+fn read_head(path: &Path) -> io::Result<Head> {
+    const CHUNK: usize = 8 * 1024;
+    let mut file = File::open(path)?;
+    let metadata = file.metadata()?;
+    let mut header = Vec::new();
+    loop {
+        let start = header.len();
+        let want = CHUNK.min(MAX_HEADER - start);
+        header.resize(start + want, 0);
+        let read = file.read(&mut header[start..])?;
+        header.truncate(start + read);
+        // The empty line may straddle the previous read: look from three bytes before it.
+        let from = start.saturating_sub(3);
+        if let Some(end) = header_end(&header[from..]) {
+            header.truncate(from + end);
+            break;
+        }
+        if read == 0 || header.len() >= MAX_HEADER {
+            break;
+        }
+    }
+    Ok(Head {
+        header,
+        size: metadata.len(),
+        internal_date: metadata
+            .modified()
+            .ok()
+            .map(|m| DateTime::<Utc>::from(m).fixed_offset()),
+    })
+}
+
+/// Where a header ends in `bytes`, just after the line end that precedes the empty line.
+fn header_end(bytes: &[u8]) -> Option<usize> {
+    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|at| at + 1);
+    let crlf = bytes
+        .windows(3)
+        .position(|w| w == b"\n\r\n")
+        .map(|at| at + 1);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// A Maildir as a [`Source`]: read-only.
@@ -399,17 +436,16 @@ impl Source for MaildirSource {
         let mut flag_sets = FlagSets::default();
         let mut index = Vec::with_capacity(entries.len());
         for (key, entry) in entries.iter().enumerate() {
-            let (header, size) =
-                read_header(&entry.path).map_err(|e| self.maildir.failed(&entry.path, e))?;
+            let head = read_head(&entry.path).map_err(|e| self.maildir.failed(&entry.path, e))?;
             index.push(SourceMessage {
                 key: key as u32,
                 stable_id: Some(entry.base.clone()),
-                identity: identity::identify(&header),
+                identity: identity::identify(&head.header),
                 identity_remembered: false,
-                size,
+                size: head.size,
                 added: 0,
                 flags: flag_sets.intern(entry.flags.clone()),
-                internal_date: modified(&entry.path),
+                internal_date: head.internal_date,
             });
         }
         Ok(index)
@@ -501,17 +537,16 @@ impl MaildirTarget {
             KeywordPolicy::Any
         };
         for (n, entry) in entries.into_iter().enumerate() {
-            let (header, size) =
-                read_header(&entry.path).map_err(|e| self.maildir.failed(&entry.path, e))?;
+            let head = read_head(&entry.path).map_err(|e| self.maildir.failed(&entry.path, e))?;
             index.add(
-                identity::identify(&header),
+                identity::identify(&head.header),
                 TargetCopy {
                     // Positions, not UIDs: nothing is asked of the folder by them, as it has
                     // no UIDVALIDITY.
                     uid: n as u32 + 1,
-                    size,
+                    size: head.size,
                     flags: entry.flags,
-                    internal_date: modified(&entry.path),
+                    internal_date: head.internal_date,
                 },
             );
         }
@@ -682,6 +717,42 @@ mod tests {
             fs::read_to_string(dir.path().join("backup/dovecot-keywords")).unwrap(),
             "0 $Label1\n"
         );
+    }
+
+    #[test]
+    fn indexing_reads_a_long_header_to_its_end_and_no_body() {
+        let dir = tempfile::tempdir().unwrap();
+        // The empty line straddles the first read (8 KiB), and the body looks like a header.
+        let mut header = format!("Subject: {}\r\n", "s".repeat(8000)).into_bytes();
+        header.extend_from_slice(b"Message-ID: <long@x>\r\n");
+        header.resize(8 * 1024 - 3, b'x');
+        header.extend_from_slice(b"\r\n");
+        let mut raw = header.clone();
+        raw.extend_from_slice(b"\r\nMessage-ID: <body@x>\r\n\r\n");
+        raw.extend(std::iter::repeat_n(b'b', 100_000));
+        let path = dir.path().join("1.M1P1.h,S=1");
+        fs::write(&path, &raw).unwrap();
+        let head = read_head(&path).unwrap();
+        assert!(
+            head.header == header,
+            "read {} bytes as the header, not its {}",
+            head.header.len(),
+            header.len()
+        );
+        assert_eq!(head.size, raw.len() as u64);
+        assert_eq!(
+            identity::identify(&head.header),
+            identity::identify(b"Message-ID: <long@x>\r\n\r\n")
+        );
+        assert_eq!(
+            head.internal_date.map(|d| d.timestamp()),
+            modified_secs(&path)
+        );
+    }
+
+    fn modified_secs(path: &Path) -> Option<i64> {
+        let modified = fs::metadata(path).ok()?.modified().ok()?;
+        Some(DateTime::<Utc>::from(modified).timestamp())
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl Default for TransferSettings {
     fn default() -> Self {
         TransferSettings {
             connections: 2,
-            batch_bytes: 8 * 1024 * 1024,
+            batch_bytes: 2 * 1024 * 1024,
             batch_messages: 100,
             retries: 3,
             retry_delay: Duration::from_millis(200),

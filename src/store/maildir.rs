@@ -35,12 +35,13 @@ use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::error::Error;
 use crate::folders::FolderList;
-use crate::identity;
+use crate::identity::{self, Identity};
 use crate::imap::mutf7;
 use crate::index::{
     FlagSets, IndexedFolder, KeywordPolicy, KnownMessages, SourceMessage, SourceView, TargetCopy,
     TargetIndex,
 };
+use crate::store::identity_cache::IdentityCache;
 use crate::store::{
     Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable, local_folder_list,
 };
@@ -195,6 +196,28 @@ impl Maildir {
         }
         entries.sort_by(|a, b| a.base.cmp(&b.base));
         Ok((entries, keywords))
+    }
+
+    /// What indexing needs of a message file: its identity from `cache` when recorded for a
+    /// file of its size, else from its header (then recorded in `cache`).
+    fn indexed(&self, entry: &Entry, cache: &mut IdentityCache) -> Result<Known, Error> {
+        let failed = |e| self.failed(&entry.path, e);
+        let metadata = fs::metadata(&entry.path).map_err(failed)?;
+        if let Some(identity) = cache.get(&entry.base, metadata.len()) {
+            return Ok(Known {
+                identity,
+                size: metadata.len(),
+                internal_date: date_of(&metadata),
+            });
+        }
+        let head = read_head(&entry.path).map_err(failed)?;
+        let identity = identity::identify(&head.header);
+        cache.learn(&entry.base, head.size, identity.clone());
+        Ok(Known {
+            identity,
+            size: head.size,
+            internal_date: head.internal_date,
+        })
     }
 
     /// The keyword names of a folder, by letter position.
@@ -357,6 +380,13 @@ fn write_keywords(dir: &Path, keywords: &[Option<String>]) -> io::Result<()> {
     fs::rename(tmp, dir.join(KEYWORDS_FILE))
 }
 
+/// What indexing knows of a message file.
+struct Known {
+    identity: Identity,
+    size: u64,
+    internal_date: Option<DateTime<FixedOffset>>,
+}
+
 /// What indexing reads of a message file: its header, size and date.
 struct Head {
     header: Vec<u8>,
@@ -390,11 +420,14 @@ fn read_head(path: &Path) -> io::Result<Head> {
     Ok(Head {
         header,
         size: metadata.len(),
-        internal_date: metadata
-            .modified()
-            .ok()
-            .map(|m| DateTime::<Utc>::from(m).fixed_offset()),
+        internal_date: date_of(&metadata),
     })
+}
+
+/// INTERNALDATE: the file's modification time.
+fn date_of(metadata: &fs::Metadata) -> Option<DateTime<FixedOffset>> {
+    let modified = metadata.modified().ok()?;
+    Some(DateTime::<Utc>::from(modified).fixed_offset())
 }
 
 /// Where a header ends in `bytes`, just after the line end that precedes the empty line.
@@ -427,21 +460,24 @@ impl Source for MaildirSource {
         self.maildir.list()
     }
 
+    /// Takes the identities a backup mailferry wrote recorded (see [`IdentityCache`]), but
+    /// never records any: a source is only read.
     fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error> {
         let (entries, _) = self.maildir.entries(folder)?;
+        let mut cache = IdentityCache::load(&self.maildir.dir(folder)?);
         let mut flag_sets = FlagSets::default();
         let mut index = Vec::with_capacity(entries.len());
         for (key, entry) in entries.iter().enumerate() {
-            let head = read_head(&entry.path).map_err(|e| self.maildir.failed(&entry.path, e))?;
+            let known = self.maildir.indexed(entry, &mut cache)?;
             index.push(SourceMessage {
                 key: key as u32,
                 stable_id: Some(entry.base.clone()),
-                identity: identity::identify(&head.header),
+                identity: known.identity,
                 identity_remembered: false,
-                size: head.size,
+                size: known.size,
                 added: 0,
                 flags: flag_sets.intern(entry.flags.clone()),
-                internal_date: head.internal_date,
+                internal_date: known.internal_date,
             });
         }
         Ok(index)
@@ -523,9 +559,12 @@ impl MaildirTarget {
         MaildirTarget { maildir }
     }
 
+    /// Indexes a folder from the identities recorded beside it, reading only the files not
+    /// recorded yet, and records what it found for the next run (see [`IdentityCache`]).
     fn index_folder(&self, folder: &str) -> Result<TargetIndex, Error> {
         let mut index = TargetIndex::default();
         let (entries, keywords) = self.maildir.entries(folder)?;
+        let mut cache = IdentityCache::load(&self.maildir.dir(folder)?);
         let full = keywords.iter().flatten().count() >= MAX_KEYWORDS;
         index.keywords = if full {
             KeywordPolicy::Only(keywords.into_iter().flatten().collect())
@@ -533,19 +572,20 @@ impl MaildirTarget {
             KeywordPolicy::Any
         };
         for (n, entry) in entries.into_iter().enumerate() {
-            let head = read_head(&entry.path).map_err(|e| self.maildir.failed(&entry.path, e))?;
+            let known = self.maildir.indexed(&entry, &mut cache)?;
             index.add(
-                identity::identify(&head.header),
+                known.identity,
                 TargetCopy {
                     // Positions, not UIDs: nothing is asked of the folder by them, as it has
                     // no UIDVALIDITY.
                     uid: n as u32 + 1,
-                    size: head.size,
+                    size: known.size,
                     flags: entry.flags,
-                    internal_date: head.internal_date,
+                    internal_date: known.internal_date,
                 },
             );
         }
+        cache.save();
         Ok(index)
     }
 }
@@ -615,6 +655,7 @@ impl Target for MaildirTarget {
 mod tests {
     use super::*;
     use crate::index::Flags;
+    use crate::store::identity_cache;
 
     fn outgoing(raw: &[u8], flags: &[&str]) -> Outgoing {
         let mut message = SourceMessage::with_id(1, "");
@@ -749,6 +790,68 @@ mod tests {
     fn modified_secs(path: &Path) -> Option<i64> {
         let modified = fs::metadata(path).ok()?.modified().ok()?;
         Some(DateTime::<Utc>::from(modified).timestamp())
+    }
+
+    /// The file of the INBOX message whose header names `id`.
+    fn file_of(dir: &Path, id: &str) -> PathBuf {
+        fs::read_dir(dir.join("cur"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                fs::read(p)
+                    .unwrap()
+                    .windows(id.len())
+                    .any(|w| w == id.as_bytes())
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_re_run_takes_identities_from_the_record_and_reads_a_file_whose_size_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("backup");
+        let mut target = MaildirTarget::open(Maildir::new(&root));
+        let inbox = ["INBOX".to_owned()];
+        target.create_and_index(&[], &inbox).unwrap();
+        let (a, b) = (b"Message-ID: <a@x>\n\none\n", b"Message-ID: <b@x>\n\ntwo\n");
+        target
+            .append("INBOX", &[outgoing(a, &[]), outgoing(b, &["\\Seen"])])
+            .unwrap();
+        let count = |target: &mut MaildirTarget, raw: &[u8]| {
+            target
+                .index("INBOX")
+                .unwrap()
+                .count(&identity::identify(raw))
+        };
+        assert_eq!(count(&mut target, a), 1);
+        assert!(root.join(identity_cache::FILE_NAME).is_file());
+
+        // Same name and size: the record answers, the file is not opened.
+        let same_size = b"Message-ID: <c@x>\n\none\n";
+        fs::write(file_of(&root, "<a@x>"), same_size).unwrap();
+        // Another size: the file is read again.
+        let longer = b"Message-ID: <bb@x>\n\ntwo\n";
+        fs::write(file_of(&root, "<b@x>"), longer).unwrap();
+        assert_eq!(count(&mut target, a), 1);
+        assert_eq!(count(&mut target, same_size), 0);
+        assert_eq!(count(&mut target, b), 0);
+        assert_eq!(count(&mut target, longer), 1);
+    }
+
+    #[test]
+    fn a_source_reads_the_record_but_never_writes_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["cur", "new", "tmp"] {
+            fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        fs::write(
+            dir.path().join("cur/1.M1P1.h:2,S"),
+            b"Message-ID: <r@x>\n\nhi\n",
+        )
+        .unwrap();
+        let mut source = MaildirSource::open(Maildir::new(dir.path())).unwrap();
+        assert_eq!(source.index("INBOX").unwrap().len(), 1);
+        assert!(!dir.path().join(identity_cache::FILE_NAME).exists());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! uploads) has a default that says so, never a stub that panics.
 
 mod gmail_labels;
+mod identity_cache;
 mod imap_source;
 mod imap_target;
 pub mod maildir;

@@ -15,14 +15,14 @@
 //!
 //! A message is written to `tmp/`, synced, given its date, and renamed into `cur/`, and `cur/`
 //! is synced: a killed run leaves no half message in the folder, and the next run, which
-//! finds by identity what arrived, completes it without duplicates. Maildir has no UIDs (and
-//! mailferry does not write Dovecot's `dovecot-uidlist`), so a copy's place is not reported:
-//! verification indexes the folder, and a mirror never deletes from a Maildir target.
+//! finds by identity what arrived, completes it without duplicates. Maildir has no UIDs; as a
+//! target, each folder gets mailferry's own (see [`super::maildir_uids`]), so that a mirror
+//! changes flags by renaming, and deletes, only the files it means.
 //!
 //! Hand-written: the Maildir crates read and write the basic layout only, without Maildir++
 //! folders, Dovecot's keyword file or the size in the name.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -41,8 +41,10 @@ use crate::index::{
     FlagSets, IndexedFolder, KeywordPolicy, KnownMessages, SourceMessage, SourceView, TargetCopy,
     TargetIndex,
 };
+use crate::store::maildir_uids::UidLists;
 use crate::store::{
-    Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable, local_folder_list,
+    Fetched, FolderRefused, MessageUid, Outcome, Outgoing, Source, Target, UidChange, Unreadable,
+    local_folder_list,
 };
 
 /// The folder separator of Maildir++.
@@ -229,11 +231,10 @@ impl Maildir {
         Ok(dir)
     }
 
-    /// Writes one message into `folder`: `tmp/`, synced, dated, renamed into `cur/`. The
-    /// caller syncs `cur/` once for a batch.
-    fn store(&self, dir: &Path, outgoing: &Outgoing, letters: &str) -> io::Result<()> {
-        let base = unique_name(outgoing.raw.len());
-        let tmp = dir.join("tmp").join(&base);
+    /// Writes one message into `folder` under the base name `base`: `tmp/`, synced, dated,
+    /// renamed into `cur/`. The caller syncs `cur/` once for a batch.
+    fn store(&self, dir: &Path, outgoing: &Outgoing, base: &str, letters: &str) -> io::Result<()> {
+        let tmp = dir.join("tmp").join(base);
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -253,24 +254,40 @@ impl Maildir {
         fs::rename(&tmp, dir.join("cur").join(format!("{base}:2,{letters}")))
     }
 
-    /// The info letters of each message of `batch`, adding the keywords the folder has no
-    /// letter for yet to its keyword file: one read and at most one write of it per batch,
-    /// under a lock on the folder, as several writers may add keywords to it at once.
-    fn letters(&self, dir: &Path, batch: &[Outgoing]) -> io::Result<Vec<String>> {
-        let folder = File::open(dir)?;
-        folder.lock()?;
+    /// The info letters of each of these flag lists, adding the keywords the folder has no
+    /// letter for yet to its keyword file: one read and at most one write of it. The caller
+    /// holds the folder's [`lock`], as several writers may add keywords to it at once.
+    fn letters<'a>(
+        &self,
+        dir: &Path,
+        flags: impl Iterator<Item = &'a [String]>,
+    ) -> io::Result<Vec<String>> {
         let mut keywords = self.keywords(dir).map_err(io::Error::other)?;
         keywords.resize(MAX_KEYWORDS, None);
         let known = keywords.clone();
-        let letters = batch
-            .iter()
-            .map(|outgoing| letters_of(&outgoing.message.flags, &mut keywords))
+        let letters = flags
+            .map(|flags| letters_of(flags, &mut keywords))
             .collect();
         if keywords != known {
             write_keywords(dir, &keywords)?;
         }
         Ok(letters)
     }
+}
+
+/// Locks a folder's directory against the other writers (other workers of this run, another
+/// mailferry) until the returned handle is dropped.
+fn lock(dir: &Path) -> io::Result<File> {
+    let folder = File::open(dir)?;
+    folder.lock()?;
+    Ok(folder)
+}
+
+/// Syncs a folder's `cur/` and `new/`, so that what was renamed or removed there stays so.
+fn sync_dirs(dir: &Path) -> io::Result<()> {
+    ["cur", "new"]
+        .iter()
+        .try_for_each(|sub| File::open(dir.join(sub))?.sync_all())
 }
 
 /// The info letters for `flags`, giving a keyword without a letter the first free one in
@@ -483,32 +500,53 @@ impl Source for MaildirSource {
 /// A Maildir as a [`Target`].
 pub struct MaildirTarget {
     maildir: Maildir,
+    uids: UidLists,
 }
 
 impl MaildirTarget {
     /// Writes into the Maildir at `root` (created with its first folder).
     pub fn open(maildir: Maildir) -> Self {
-        MaildirTarget { maildir }
+        MaildirTarget {
+            maildir,
+            uids: UidLists::default(),
+        }
     }
 
-    fn index_folder(&self, folder: &str) -> Result<TargetIndex, Error> {
+    /// Indexes a folder, giving each file without a UID (written by another program, or by
+    /// a run killed before it could record one) the next one. A folder that does not exist
+    /// holds nothing, and is not made.
+    fn index_folder(&mut self, folder: &str) -> Result<TargetIndex, Error> {
         let mut index = TargetIndex::default();
+        let dir = self.maildir.dir(folder)?;
+        if !dir.join("cur").is_dir() {
+            return Ok(index);
+        }
+        let failed = |e| self.maildir.failed(&dir, e);
+        let _locked = lock(&dir).map_err(failed)?;
         let (entries, keywords) = self.maildir.entries(folder)?;
+        let uids = self.uids.current_or_new(&dir).map_err(failed)?;
+        let unlisted: Vec<String> = entries
+            .iter()
+            .filter(|entry| uids.uid_of(&entry.base).is_none())
+            .map(|entry| entry.base.clone())
+            .collect();
+        uids.assign(&unlisted).map_err(failed)?;
+        index.uid_validity = Some(uids.validity());
         let full = keywords.iter().flatten().count() >= MAX_KEYWORDS;
         index.keywords = if full {
             KeywordPolicy::Only(keywords.into_iter().flatten().collect())
         } else {
             KeywordPolicy::Any
         };
-        for (n, entry) in entries.into_iter().enumerate() {
+        for entry in entries {
             let (header, size) =
                 read_header(&entry.path).map_err(|e| self.maildir.failed(&entry.path, e))?;
             index.add(
                 identity::identify(&header),
                 TargetCopy {
-                    // Positions, not UIDs: nothing is asked of the folder by them, as it has
-                    // no UIDVALIDITY.
-                    uid: n as u32 + 1,
+                    uid: uids
+                        .uid_of(&entry.base)
+                        .expect("every file was given a UID"),
                     size,
                     flags: entry.flags,
                     internal_date: modified(&entry.path),
@@ -516,6 +554,40 @@ impl MaildirTarget {
             );
         }
         Ok(index)
+    }
+
+    /// Applies `change` to the files of these UIDs (those still there), under the folder's
+    /// lock, when the folder is still under `uid_validity`; otherwise changes nothing.
+    fn change_by_uid(
+        &mut self,
+        folder: &str,
+        uid_validity: u32,
+        uids: &[u32],
+        change: impl FnOnce(&Maildir, &Path, Vec<Entry>) -> io::Result<()>,
+    ) -> Result<UidChange, Error> {
+        let dir = self.maildir.dir(folder)?;
+        if !dir.join("cur").is_dir() {
+            return Ok(UidChange::UidValidityChanged);
+        }
+        let failed = |e| self.maildir.failed(&dir, e);
+        let _locked = lock(&dir).map_err(failed)?;
+        let bases: HashSet<String> = match self.uids.current(&dir).map_err(failed)? {
+            Some(list) if list.validity() == uid_validity => list
+                .bases_of(uids)
+                .into_values()
+                .map(str::to_owned)
+                .collect(),
+            _ => return Ok(UidChange::UidValidityChanged),
+        };
+        let (entries, _) = self.maildir.entries(folder)?;
+        let chosen = entries
+            .into_iter()
+            .filter(|entry| bases.contains(&entry.base))
+            .collect();
+        change(&self.maildir, &dir, chosen)
+            .and_then(|()| sync_dirs(&dir))
+            .map_err(failed)?;
+        Ok(UidChange::Applied)
     }
 }
 
@@ -530,7 +602,7 @@ impl Target for MaildirTarget {
         folders: &[String],
     ) -> Result<Vec<Result<TargetIndex, FolderRefused>>, Error> {
         let mut refused: BTreeMap<&str, String> = BTreeMap::new();
-        for folder in create.iter().chain(folders) {
+        for folder in create {
             if let Err(e) = self.maildir.create(folder) {
                 refused.insert(folder, e.to_string());
             }
@@ -541,7 +613,10 @@ impl Target for MaildirTarget {
                 Some(reason) => Ok(Err(FolderRefused(format!(
                     "cannot create the folder ({reason})"
                 )))),
-                None => self.index_folder(folder).map(Ok),
+                None => match self.maildir.dir(folder) {
+                    Err(e) => Ok(Err(FolderRefused(e.to_string()))),
+                    Ok(_) => self.index_folder(folder).map(Ok),
+                },
             })
             .collect()
     }
@@ -550,25 +625,87 @@ impl Target for MaildirTarget {
         self.index_folder(folder)
     }
 
+    /// Renames each file for its new flags (a file in `new/` moves to `cur/`).
+    fn change_flags(
+        &mut self,
+        folder: &str,
+        uid_validity: u32,
+        uids: &[u32],
+        add: &[String],
+        remove: &[String],
+    ) -> Result<UidChange, Error> {
+        self.change_by_uid(folder, uid_validity, uids, |maildir, dir, entries| {
+            let flags: Vec<Vec<String>> = entries
+                .iter()
+                .map(|entry| {
+                    let mut flags = entry.flags.clone();
+                    flags.retain(|flag| !remove.iter().any(|r| r.eq_ignore_ascii_case(flag)));
+                    for flag in add {
+                        if !flags.iter().any(|f| f.eq_ignore_ascii_case(flag)) {
+                            flags.push(flag.clone());
+                        }
+                    }
+                    flags
+                })
+                .collect();
+            let letters = maildir.letters(dir, flags.iter().map(Vec::as_slice))?;
+            entries
+                .iter()
+                .zip(letters)
+                .try_for_each(|(entry, letters)| {
+                    let renamed = dir.join("cur").join(format!("{}:2,{letters}", entry.base));
+                    fs::rename(&entry.path, renamed)
+                })
+        })
+    }
+
+    fn delete(
+        &mut self,
+        folder: &str,
+        uid_validity: u32,
+        uids: &[u32],
+    ) -> Result<UidChange, Error> {
+        self.change_by_uid(folder, uid_validity, uids, |_, _, entries| {
+            entries
+                .iter()
+                .try_for_each(|entry| fs::remove_file(&entry.path))
+        })
+    }
+
     /// Each message is its own file: writers never meet.
     fn concurrent_writers(&self) -> bool {
         true
     }
 
+    /// The batch's keywords and UIDs are recorded under the folder's lock, before its files
+    /// are written (outside it, so that writers overlap): a UID whose file a killed run never
+    /// wrote names nothing, and is never given again.
     fn append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Vec<Outcome>, Error> {
         let dir = self.maildir.create(folder)?;
         let cannot_write = |e: io::Error| format!("cannot write it to {}: {e}", dir.display());
-        let letters = match self.maildir.letters(&dir, batch) {
-            Ok(letters) => letters,
+        let bases: Vec<String> = batch
+            .iter()
+            .map(|outgoing| unique_name(outgoing.raw.len()))
+            .collect();
+        let reserved = lock(&dir).and_then(|_locked| {
+            let flags = batch.iter().map(|outgoing| &outgoing.message.flags[..]);
+            let letters = self.maildir.letters(&dir, flags)?;
+            let uids = self.uids.current_or_new(&dir)?;
+            let uid_validity = uids.validity();
+            let uids = uids.assign(&bases)?;
+            Ok((letters, uid_validity, uids))
+        });
+        let (letters, uid_validity, uids) = match reserved {
+            Ok(reserved) => reserved,
             Err(e) => return Ok(vec![Err(cannot_write(e)); batch.len()]),
         };
         let outcomes: Vec<Outcome> = batch
             .iter()
-            .zip(letters)
-            .map(|(outgoing, letters)| {
+            .zip(bases.iter().zip(letters).zip(uids))
+            .map(|(outgoing, ((base, letters), uid))| {
                 self.maildir
-                    .store(&dir, outgoing, &letters)
-                    .map(|()| None)
+                    .store(&dir, outgoing, base, &letters)
+                    .map(|()| Some(MessageUid { uid_validity, uid }))
                     .map_err(cannot_write)
             })
             .collect();
@@ -626,7 +763,10 @@ mod tests {
                     &[outgoing(raw, &["\\Seen", "\\Answered", "$Label1"])],
                 )
                 .unwrap();
-            assert_eq!(outcomes, [Ok(None)]);
+            assert!(
+                matches!(outcomes[..], [Ok(Some(MessageUid { uid: 1, .. }))]),
+                "{outcomes:?}"
+            );
         }
         assert!(
             dir.path()
@@ -682,6 +822,68 @@ mod tests {
             fs::read_to_string(dir.path().join("backup/dovecot-keywords")).unwrap(),
             "0 $Label1\n"
         );
+    }
+
+    #[test]
+    fn uids_name_the_same_files_across_targets_and_change_only_those_under_their_validity() {
+        let dir = tempfile::tempdir().unwrap();
+        let maildir = Maildir::new(dir.path().join("backup"));
+        let mut target = MaildirTarget::open(maildir.clone());
+        let first = b"Message-ID: <1@x>\r\n\r\none\r\n";
+        let second = b"Message-ID: <2@x>\r\n\r\ntwo\r\n";
+        let outcomes = target
+            .append(
+                "INBOX",
+                &[outgoing(first, &["\\Seen"]), outgoing(second, &[])],
+            )
+            .unwrap();
+        let validity = outcomes[0].clone().unwrap().unwrap().uid_validity;
+        let foreign = dir.path().join("backup/new/1.other.host");
+        fs::write(&foreign, "Message-ID: <3@x>\r\n\r\nthree\r\n").unwrap();
+        let uids = |target: &mut MaildirTarget| {
+            let index = target.index("INBOX").unwrap();
+            assert_eq!(index.uid_validity, Some(validity));
+            let mut uids: Vec<(u32, Vec<String>)> = index
+                .identities()
+                .flat_map(|id| index.copies(id))
+                .map(|copy| (copy.uid, copy.flags.clone()))
+                .collect();
+            uids.sort();
+            uids
+        };
+        let seen = || vec!["\\Seen".to_owned()];
+        let before = [(1, seen()), (2, vec![]), (3, vec![])];
+        assert_eq!(uids(&mut target), before);
+        assert_eq!(uids(&mut MaildirTarget::open(maildir.clone())), before);
+
+        let mut other = MaildirTarget::open(maildir.clone());
+        let stale = other.delete("INBOX", validity + 1, &[1, 2, 3]).unwrap();
+        assert_eq!(stale, UidChange::UidValidityChanged);
+        let changed = other
+            .change_flags("INBOX", validity, &[1, 3], &seen(), &["\\SEEN".to_owned()])
+            .unwrap();
+        assert_eq!(changed, UidChange::Applied);
+        assert_eq!(
+            other.delete("INBOX", validity, &[2]).unwrap(),
+            UidChange::Applied
+        );
+        assert_eq!(uids(&mut target), [(1, seen()), (3, seen())]);
+        assert!(dir.path().join("backup/cur/1.other.host:2,S").exists());
+    }
+
+    #[test]
+    fn indexing_a_folder_that_is_not_there_makes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut target = MaildirTarget::open(Maildir::new(dir.path().join("m")));
+        let indexes = target
+            .create_and_index(&[], &["INBOX".to_owned(), "Sent".to_owned()])
+            .unwrap();
+        assert!(
+            indexes
+                .iter()
+                .all(|i| i.as_ref().is_ok_and(|i| i.uid_validity.is_none()))
+        );
+        assert!(!dir.path().join("m").exists());
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod gmail_labels;
 mod imap_source;
 mod imap_target;
 pub mod maildir;
+mod maildir_uids;
 pub mod mbox;
 mod pop3_source;
 pub mod session;

@@ -501,6 +501,8 @@ impl Source for MaildirSource {
 pub struct MaildirTarget {
     maildir: Maildir,
     uids: UidLists,
+    /// Whether indexing may record UIDs (not in a dry run, which writes nothing).
+    records: bool,
 }
 
 impl MaildirTarget {
@@ -509,12 +511,23 @@ impl MaildirTarget {
         MaildirTarget {
             maildir,
             uids: UidLists::default(),
+            records: true,
+        }
+    }
+
+    /// Indexes the Maildir at `root` for a dry run: files without a UID are numbered after
+    /// the others without recording it, so nothing is written. Nothing may be changed through
+    /// it.
+    pub fn open_read_only(maildir: Maildir) -> Self {
+        MaildirTarget {
+            records: false,
+            ..MaildirTarget::open(maildir)
         }
     }
 
     /// Indexes a folder, giving each file without a UID (written by another program, or by
     /// a run killed before it could record one) the next one. A folder that does not exist
-    /// holds nothing, and is not made.
+    /// holds nothing, and is not made; a read-only target records nothing.
     fn index_folder(&mut self, folder: &str) -> Result<TargetIndex, Error> {
         let mut index = TargetIndex::default();
         let dir = self.maildir.dir(folder)?;
@@ -524,29 +537,46 @@ impl MaildirTarget {
         let failed = |e| self.maildir.failed(&dir, e);
         let _locked = lock(&dir).map_err(failed)?;
         let (entries, keywords) = self.maildir.entries(folder)?;
-        let uids = self.uids.current_or_new(&dir).map_err(failed)?;
-        let unlisted: Vec<String> = entries
-            .iter()
-            .filter(|entry| uids.uid_of(&entry.base).is_none())
-            .map(|entry| entry.base.clone())
-            .collect();
-        uids.assign(&unlisted).map_err(failed)?;
-        index.uid_validity = Some(uids.validity());
+        let list = match self.records {
+            true => Some(self.uids.current_or_new(&dir).map_err(failed)?),
+            false => self.uids.current(&dir).map_err(failed)?,
+        };
+        let uids: Vec<u32> = match list {
+            Some(list) => {
+                let unlisted: Vec<String> = entries
+                    .iter()
+                    .filter(|entry| list.uid_of(&entry.base).is_none())
+                    .map(|entry| entry.base.clone())
+                    .collect();
+                let mut fresh = match self.records {
+                    true => list.assign(&unlisted).map_err(failed)?,
+                    false => list.next_uids(unlisted.len()),
+                }
+                .into_iter();
+                index.uid_validity = Some(list.validity());
+                entries
+                    .iter()
+                    .map(|entry| list.uid_of(&entry.base).or_else(|| fresh.next()))
+                    .collect::<Option<_>>()
+                    .expect("a UID for every file")
+            }
+            // A dry run's folder that mailferry never wrote to: no UIDVALIDITY, so nothing
+            // will be asked of it by these.
+            None => (1..).take(entries.len()).collect(),
+        };
         let full = keywords.iter().flatten().count() >= MAX_KEYWORDS;
         index.keywords = if full {
             KeywordPolicy::Only(keywords.into_iter().flatten().collect())
         } else {
             KeywordPolicy::Any
         };
-        for entry in entries {
+        for (entry, uid) in entries.into_iter().zip(uids) {
             let (header, size) =
                 read_header(&entry.path).map_err(|e| self.maildir.failed(&entry.path, e))?;
             index.add(
                 identity::identify(&header),
                 TargetCopy {
-                    uid: uids
-                        .uid_of(&entry.base)
-                        .expect("every file was given a UID"),
+                    uid,
                     size,
                     flags: entry.flags,
                     internal_date: modified(&entry.path),
@@ -853,6 +883,17 @@ mod tests {
         };
         let seen = || vec!["\\Seen".to_owned()];
         let before = [(1, seen()), (2, vec![]), (3, vec![])];
+        let list = dir.path().join("backup/mailferry-uidlist");
+        let recorded = fs::read(&list).unwrap();
+        assert_eq!(
+            uids(&mut MaildirTarget::open_read_only(maildir.clone())),
+            before
+        );
+        assert_eq!(
+            fs::read(&list).unwrap(),
+            recorded,
+            "a dry run records nothing"
+        );
         assert_eq!(uids(&mut target), before);
         assert_eq!(uids(&mut MaildirTarget::open(maildir.clone())), before);
 

@@ -66,6 +66,11 @@ impl UidList {
             .collect()
     }
 
+    /// The UIDs the next `count` files would get, without giving them.
+    pub(super) fn next_uids(&self, count: usize) -> Vec<u32> {
+        (self.next..).take(count).collect()
+    }
+
     /// Gives each of these base names the next UID, on disk (synced) before they are
     /// returned: a copy's UID is reported only once no later run can give it to another.
     pub(super) fn assign(&mut self, bases: &[String]) -> io::Result<Vec<u32>> {

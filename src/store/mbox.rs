@@ -175,14 +175,18 @@ fn spans(file: &[u8]) -> Vec<Span> {
         .collect()
 }
 
-/// The date of a `From sender Tue Feb  3 03:05:06 2020` line (UTC).
+/// The date of a `From sender Tue Feb  3 03:05:06 2020` line (UTC), or of the form a Google
+/// Takeout writes, with its zone before the year (`Thu Apr 07 14:09:04 +0000 2022`).
 fn envelope_date(line: &[u8]) -> Option<DateTime<FixedOffset>> {
     let text = String::from_utf8_lossy(line);
     let words: Vec<&str> = text.split_whitespace().collect();
-    let date = words.get(words.len().checked_sub(5)?..)?.join(" ");
-    NaiveDateTime::parse_from_str(&date, "%a %b %d %H:%M:%S %Y")
-        .ok()
-        .map(|d| d.and_utc().fixed_offset())
+    let last = |n: usize| Some(words.get(words.len().checked_sub(n)?..)?.join(" "));
+    let asctime = last(5).and_then(|date| {
+        NaiveDateTime::parse_from_str(&date, "%a %b %d %H:%M:%S %Y")
+            .ok()
+            .map(|d| d.and_utc().fixed_offset())
+    });
+    asctime.or_else(|| DateTime::parse_from_str(&last(6)?, "%a %b %d %H:%M:%S %z %Y").ok())
 }
 
 /// A message's bytes with one `>` taken off each `>+From ` line (mboxrd; on mboxo it turns
@@ -663,17 +667,22 @@ mod tests {
     }
 
     #[test]
-    fn mboxo_with_status_fields_reads_flags_and_dates() {
+    fn mboxo_with_status_fields_reads_flags_and_both_forms_of_envelope_date() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("takeout.mbox");
         fs::write(
             &path,
-            b"From 1234@xxx Sat Jan  4 10:11:12 2020\nMessage-ID: <t@x>\nStatus: RO\nX-Status: AF\n\nhi\n\nFrom someone Sun Jan  5 10:11:12 2020\nSubject: two\n\nbye\n",
+            b"From 1234@xxx Sat Jan  4 10:11:12 2020\nMessage-ID: <t@x>\nStatus: RO\nX-Status: AF\n\nhi\n\nFrom someone Sun Jan  5 10:11:12 2020\nSubject: two\n\nbye\n\nFrom 1611@xxx Thu Apr 07 14:09:04 +0200 2022\nSubject: three\n\nhi\n",
         )
         .unwrap();
         let mut source = MboxSource::open(Mbox::new(&path)).unwrap();
         let index = source.index("INBOX").unwrap();
-        assert_eq!(index.len(), 2);
+        assert_eq!(index.len(), 3);
+        assert_eq!(
+            index[2].internal_date.unwrap().to_rfc3339(),
+            "2022-04-07T14:09:04+02:00",
+            "a Takeout's envelope date"
+        );
         assert_eq!(*index[0].flags, ["\\Answered", "\\Flagged", "\\Seen"]);
         assert_eq!(
             index[1].internal_date.unwrap().to_rfc3339(),

@@ -54,7 +54,11 @@ fn labels(header: &[u8]) -> Vec<String> {
         return Vec::new();
     };
     let value = field.value();
-    let value = rfc2047_decoder::decode(&value)
+    // A Takeout writes the whole list as one encoded word, often longer than RFC 2047's 75
+    // characters: decoded all the same.
+    let value = rfc2047_decoder::Decoder::new()
+        .too_long_encoded_word_strategy(rfc2047_decoder::RecoverStrategy::Decode)
+        .decode(&value)
         .unwrap_or_else(|_| String::from_utf8_lossy(&value).into_owned());
     let mut labels = vec![String::new()];
     let mut quoted = false;
@@ -140,6 +144,10 @@ mod tests {
     fn labels_in_encoded_words_are_decoded_and_other_text_is_kept() {
         let p = placed("Inbox,=?UTF-8?Q?Factures_re=C3=A7ues?=,\r\n =?UTF-8?B?0J/RgNC+0LXQutGC?=");
         assert_eq!(p.folders, ["INBOX", "Factures reçues", "Проект"]);
+        let long = placed(
+            "=?UTF-8?Q?Archived,Important,Category_Updates,Opened,Inbox,Factures_re=C3=A7ues?=",
+        );
+        assert_eq!(long.folders, ["INBOX", "Factures reçues"]);
         assert_eq!(placed("Work,=?broken").folders, ["Work", "=?broken"]);
     }
 

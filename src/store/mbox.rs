@@ -44,8 +44,6 @@ const SEPARATOR: char = '.';
 const BATCH_SUFFIX: &str = ".mailferry-batch";
 /// How many of a batch's first bytes its record keeps, to recognise it.
 const BATCH_HEAD: usize = 64;
-/// The most of a message's header kept while scanning.
-const MAX_HEADER: usize = 256 * 1024;
 /// The asctime form of the `From ` line's date.
 const FROM_DATE: &str = "%a %b %e %H:%M:%S %Y";
 
@@ -66,8 +64,9 @@ struct Place {
     end: u64,
 }
 
-/// One message [`scan`] found: where it lies, its envelope date, its header (unquoted, with
-/// the blank line after it, at most [`MAX_HEADER`] bytes) and its size once unquoted.
+/// One message [`scan`] found: where it lies, its envelope date, its header (unquoted; all of
+/// it, as the identity is taken from all of it when the message is read again) and its size
+/// once unquoted.
 struct Scanned {
     place: Place,
     date: Option<DateTime<FixedOffset>>,
@@ -217,9 +216,7 @@ impl Scanning {
         let line = unquoted_line(line);
         scanned.size += line.len() as u64;
         if self.in_header {
-            if scanned.header.len() < MAX_HEADER {
-                scanned.header.extend_from_slice(line);
-            }
+            scanned.header.extend_from_slice(line);
             self.in_header = !is_blank(line);
         }
         self.tail.extend_from_slice(line);
@@ -245,15 +242,49 @@ impl Scanning {
     }
 }
 
-/// A message's bytes as its [`Place`] holds them, unquoted.
+/// A message's bytes as its [`Place`] holds them, unquoted; an [`io::ErrorKind::InvalidData`]
+/// error when the file no longer has a message there: the message must still follow a line
+/// end and be followed by the end of the file or a blank line and the next `From ` line, so
+/// a file rewritten since it was scanned (a mail reader saving a changed `Status:`) is not
+/// read one byte short or long.
 fn read_at(file: &File, place: &Place) -> io::Result<Vec<u8>> {
-    let mut quoted = vec![0; (place.end - place.start) as usize];
-    file.read_exact_at(&mut quoted, place.start)?;
-    Ok(quoted
+    const AFTER: usize = b"\r\nFrom ".len();
+    let before = u64::from(place.start > 0);
+    let mut bytes = vec![0; (place.end - place.start + before) as usize + AFTER];
+    let mut read = 0;
+    while read < bytes.len() {
+        match file.read_at(&mut bytes[read..], place.start - before + read as u64)? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    bytes.truncate(read);
+    let length = (place.end - place.start + before) as usize;
+    if bytes.len() < length {
+        return Err(moved());
+    }
+    let after = &bytes[length..];
+    let follows = after.is_empty()
+        || [&b"\n"[..], b"\r\n"].iter().any(|blank| {
+            after
+                .strip_prefix(*blank)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"From "))
+        });
+    if !follows || (before == 1 && bytes[0] != b'\n') {
+        return Err(moved());
+    }
+    Ok(bytes[before as usize..length]
         .split_inclusive(|&b| b == b'\n')
         .flat_map(unquoted_line)
         .copied()
         .collect())
+}
+
+fn moved() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "no longer in the file where it was indexed (the file changed during the run)",
+    )
 }
 
 /// The date of a `From sender Tue Feb  3 03:05:06 2020` line (UTC), or of the form a Google
@@ -428,8 +459,9 @@ impl Source for MboxSource {
         Ok(index)
     }
 
-    /// Another connection's index may have been taken: the folder is indexed again, and each
-    /// message is read from its place and checked to be the one indexed there.
+    /// Another connection's index may have been taken: a folder this source has not indexed
+    /// is indexed first. Each message is read from its place and checked to be the one
+    /// indexed there (see [`read_at`]) with the same identity.
     fn fetch(
         &mut self,
         folder: &str,
@@ -444,7 +476,7 @@ impl Source for MboxSource {
         for message in messages {
             let read = places
                 .get(message.key as usize)
-                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+                .ok_or_else(moved)
                 .and_then(|place| {
                     let file = match files.entry(place.path.clone()) {
                         Entry::Occupied(open) => open.into_mut(),
@@ -461,7 +493,11 @@ impl Source for MboxSource {
                 }
                 Ok(_) => deliver(Err(Unreadable {
                     message,
-                    reason: "no longer in the file where it was indexed".to_owned(),
+                    reason: moved().to_string(),
+                })),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => deliver(Err(Unreadable {
+                    message,
+                    reason: e.to_string(),
                 })),
                 Err(e) => deliver(Err(Unreadable {
                     message,
@@ -781,6 +817,61 @@ mod tests {
             assert_eq!(s.size, raw.len() as u64);
             assert_eq!(header::header_block(&s.header), header::header_block(raw));
         }
+    }
+
+    /// What fetching every indexed message of `path` gives: each one's bytes, or why not.
+    fn fetch_all(path: &Path, change: impl FnOnce()) -> Vec<Result<Vec<u8>, String>> {
+        let mut source = MboxSource::open(Mbox::new(path)).unwrap();
+        let index = source.index("INBOX").unwrap();
+        change();
+        let mut fetched = Vec::new();
+        source
+            .fetch(
+                "INBOX",
+                index.into_iter().map(Arc::new).collect(),
+                &mut |f| {
+                    fetched.push(f.map(|f| f.raw.into_owned()).map_err(|u| u.reason));
+                    true
+                },
+            )
+            .unwrap();
+        fetched
+    }
+
+    #[test]
+    fn a_message_whose_file_was_rewritten_after_the_index_is_not_read_short_or_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let file = |status: &str| {
+            format!(
+                "From a Sat Jan  4 10:11:12 2020\nMessage-ID: <1@x>\n\none\n\n\
+                 From b Sat Jan  4 10:11:12 2020\nMessage-ID: <2@x>\nStatus: {status}\n\ntwo\n\n\
+                 From c Sat Jan  4 10:11:12 2020\nMessage-ID: <3@x>\n\nthree\n"
+            )
+        };
+        fs::write(&path, file("O")).unwrap();
+        // A mail reader saves the second message as read: one byte more from there on.
+        let fetched = fetch_all(&path, || fs::write(&path, file("RO")).unwrap());
+        assert_eq!(fetched[0], Ok(b"Message-ID: <1@x>\n\none\n".to_vec()));
+        for failed in &fetched[1..] {
+            assert!(
+                failed.as_ref().is_err_and(|e| e.contains("changed")),
+                "{fetched:?}"
+            );
+        }
+        let untouched = fetch_all(&path, || ());
+        assert!(untouched.iter().all(Result::is_ok), "{untouched:?}");
+    }
+
+    #[test]
+    fn a_header_far_longer_than_usual_is_read_back_as_the_message_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let long = "x".repeat(100);
+        let fields: String = (0..3000).map(|n| format!("X-Long-{n}: {long}\n")).collect();
+        let raw = format!("{fields}Message-ID: <late@x>\n\nbody\n");
+        fs::write(&path, format!("From a Sat Jan  4 10:11:12 2020\n{raw}")).unwrap();
+        assert_eq!(fetch_all(&path, || ()), [Ok(raw.into_bytes())]);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! is synced: a killed run leaves no half message in the folder, and the next run, which
 //! finds by identity what arrived, completes it without duplicates. Maildir has no UIDs; as a
 //! target, each folder gets mailferry's own (see [`super::maildir_uids`]), so that a mirror
-//! changes flags by renaming, and deletes, only the files it means.
+//! changes flags by renaming, and deletes, exactly the files its UIDs name.
 //!
 //! Hand-written: the Maildir crates read and write the basic layout only, without Maildir++
 //! folders, Dovecot's keyword file or the size in the name.
@@ -76,7 +76,12 @@ struct Entry {
     path: PathBuf,
     /// The name before the `:2,` info: the message's id for as long as the file lives.
     base: String,
+    /// The info letters after `:2,`.
+    info: String,
     flags: Vec<String>,
+    /// Whether the name is UTF-8 without line ends, so that its base names this file alone
+    /// and fits a line of the UID list: only such a file gets a UID.
+    plain: bool,
 }
 
 impl Maildir {
@@ -180,7 +185,8 @@ impl Maildir {
             };
             for entry in listing {
                 let entry = entry.map_err(|e| self.failed(&path, e))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
+                let file_name = entry.file_name();
+                let name = file_name.to_string_lossy();
                 if name.starts_with('.') {
                     continue;
                 }
@@ -188,7 +194,9 @@ impl Maildir {
                 entries.push(Entry {
                     path: entry.path(),
                     base: base.to_owned(),
+                    info: info.to_owned(),
                     flags: flags_of(info, &keywords),
+                    plain: file_name.to_str().is_some() && !name.contains(['\n', '\r']),
                 });
             }
         }
@@ -283,11 +291,30 @@ fn lock(dir: &Path) -> io::Result<File> {
     Ok(folder)
 }
 
-/// Syncs a folder's `cur/` and `new/`, so that what was renamed or removed there stays so.
+/// Syncs a folder's `cur/` and `new/` (those it has), so that what was renamed or removed
+/// there stays so.
 fn sync_dirs(dir: &Path) -> io::Result<()> {
     ["cur", "new"]
         .iter()
-        .try_for_each(|sub| File::open(dir.join(sub))?.sync_all())
+        .try_for_each(|sub| match File::open(dir.join(sub)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            opened => opened?.sync_all(),
+        })
+}
+
+/// Renames `from` to `to` unless `to` exists (a link, then an unlink), in which case `from`
+/// stays as it is: a rename would replace another message of the same name (the same base
+/// name twice, which only another program makes).
+fn rename_unless_taken(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::hard_link(from, to) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        linked => linked.and_then(|()| fs::remove_file(from)),
+    }
+}
+
+/// Whether a folder exists as a Maildir folder: `cur/` or `new/` is there.
+fn is_folder(dir: &Path) -> bool {
+    dir.join("cur").is_dir() || dir.join("new").is_dir()
 }
 
 /// The info letters for `flags`, giving a keyword without a letter the first free one in
@@ -506,7 +533,7 @@ pub struct MaildirTarget {
 }
 
 impl MaildirTarget {
-    /// Writes into the Maildir at `root` (created with its first folder).
+    /// Writes into `maildir` (created with its first folder).
     pub fn open(maildir: Maildir) -> Self {
         MaildirTarget {
             maildir,
@@ -515,7 +542,7 @@ impl MaildirTarget {
         }
     }
 
-    /// Indexes the Maildir at `root` for a dry run: files without a UID are numbered after
+    /// Indexes `maildir` for a dry run: files without a UID are numbered after
     /// the others without recording it, so nothing is written. Nothing may be changed through
     /// it.
     pub fn open_read_only(maildir: Maildir) -> Self {
@@ -526,16 +553,18 @@ impl MaildirTarget {
     }
 
     /// Indexes a folder, giving each file without a UID (written by another program, or by
-    /// a run killed before it could record one) the next one. A folder that does not exist
-    /// holds nothing, and is not made; a read-only target records nothing.
+    /// a run killed before it could record one) the next one; a file whose name is not
+    /// [`plain`](Entry::plain) has none (UID 0, which names nothing). A folder that does not
+    /// exist holds nothing, and is not made; a read-only target records nothing. The folder
+    /// is locked while its UIDs are read and given, not while the headers are.
     fn index_folder(&mut self, folder: &str) -> Result<TargetIndex, Error> {
         let mut index = TargetIndex::default();
         let dir = self.maildir.dir(folder)?;
-        if !dir.join("cur").is_dir() {
+        if !is_folder(&dir) {
             return Ok(index);
         }
         let failed = |e| self.maildir.failed(&dir, e);
-        let _locked = lock(&dir).map_err(failed)?;
+        let locked = lock(&dir).map_err(failed)?;
         let (entries, keywords) = self.maildir.entries(folder)?;
         let list = match self.records {
             true => Some(self.uids.current_or_new(&dir).map_err(failed)?),
@@ -545,7 +574,7 @@ impl MaildirTarget {
             Some(list) => {
                 let unlisted: Vec<String> = entries
                     .iter()
-                    .filter(|entry| list.uid_of(&entry.base).is_none())
+                    .filter(|entry| entry.plain && list.uid_of(&entry.base).is_none())
                     .map(|entry| entry.base.clone())
                     .collect();
                 let mut fresh = match self.records {
@@ -556,14 +585,18 @@ impl MaildirTarget {
                 index.uid_validity = Some(list.validity());
                 entries
                     .iter()
-                    .map(|entry| list.uid_of(&entry.base).or_else(|| fresh.next()))
+                    .map(|entry| match entry.plain {
+                        true => list.uid_of(&entry.base).or_else(|| fresh.next()),
+                        false => Some(0),
+                    })
                     .collect::<Option<_>>()
-                    .expect("a UID for every file")
+                    .expect("a UID for every plain file")
             }
             // A dry run's folder that mailferry never wrote to: no UIDVALIDITY, so nothing
             // will be asked of it by these.
             None => (1..).take(entries.len()).collect(),
         };
+        drop(locked);
         let full = keywords.iter().flatten().count() >= MAX_KEYWORDS;
         index.keywords = if full {
             KeywordPolicy::Only(keywords.into_iter().flatten().collect())
@@ -586,37 +619,47 @@ impl MaildirTarget {
         Ok(index)
     }
 
-    /// Applies `change` to the files of these UIDs (those still there), under the folder's
-    /// lock, when the folder is still under `uid_validity`; otherwise changes nothing.
+    /// Applies `change` to the file of each of these UIDs that is still there, under the
+    /// folder's lock, when the folder is still under `uid_validity`; otherwise changes
+    /// nothing. A file another program renamed meanwhile (Dovecot, serving the backup, marks
+    /// a message read) is found again by its base name; one it removed is gone already.
     fn change_by_uid(
         &mut self,
         folder: &str,
         uid_validity: u32,
         uids: &[u32],
-        change: impl FnOnce(&Maildir, &Path, Vec<Entry>) -> io::Result<()>,
+        mut change: impl FnMut(&Maildir, &Path, &Entry) -> io::Result<()>,
     ) -> Result<UidChange, Error> {
         let dir = self.maildir.dir(folder)?;
-        if !dir.join("cur").is_dir() {
+        if !is_folder(&dir) {
             return Ok(UidChange::UidValidityChanged);
         }
         let failed = |e| self.maildir.failed(&dir, e);
         let _locked = lock(&dir).map_err(failed)?;
         let bases: HashSet<String> = match self.uids.current(&dir).map_err(failed)? {
-            Some(list) if list.validity() == uid_validity => list
-                .bases_of(uids)
-                .into_values()
-                .map(str::to_owned)
-                .collect(),
+            Some(list) if list.validity() == uid_validity => {
+                list.bases_of(uids).map(str::to_owned).collect()
+            }
             _ => return Ok(UidChange::UidValidityChanged),
         };
         let (entries, _) = self.maildir.entries(folder)?;
         let chosen = entries
             .into_iter()
-            .filter(|entry| bases.contains(&entry.base))
-            .collect();
-        change(&self.maildir, &dir, chosen)
-            .and_then(|()| sync_dirs(&dir))
-            .map_err(failed)?;
+            .filter(|entry| entry.plain && bases.contains(&entry.base));
+        for entry in chosen {
+            let changed = match change(&self.maildir, &dir, &entry) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let (now, _) = self.maildir.entries(folder)?;
+                    match now.into_iter().find(|now| now.base == entry.base) {
+                        Some(renamed) => change(&self.maildir, &dir, &renamed),
+                        None => Ok(()),
+                    }
+                }
+                changed => changed,
+            };
+            changed.map_err(|e| self.maildir.failed(&entry.path, e))?;
+        }
+        sync_dirs(&dir).map_err(failed)?;
         Ok(UidChange::Applied)
     }
 }
@@ -655,7 +698,10 @@ impl Target for MaildirTarget {
         self.index_folder(folder)
     }
 
-    /// Renames each file for its new flags (a file in `new/` moves to `cur/`).
+    /// Renames each file for its new flags (a file in `new/` moves to `cur/`), as an IMAP
+    /// server changes the flags of every message named, whoever stored it; info letters
+    /// mailferry does not know (`P`assed, a keyword the folder has no name for) stay. A
+    /// file is never renamed over another (see [`rename_unless_taken`]).
     fn change_flags(
         &mut self,
         folder: &str,
@@ -664,28 +710,30 @@ impl Target for MaildirTarget {
         add: &[String],
         remove: &[String],
     ) -> Result<UidChange, Error> {
-        self.change_by_uid(folder, uid_validity, uids, |maildir, dir, entries| {
-            let flags: Vec<Vec<String>> = entries
-                .iter()
-                .map(|entry| {
-                    let mut flags = entry.flags.clone();
-                    flags.retain(|flag| !remove.iter().any(|r| r.eq_ignore_ascii_case(flag)));
-                    for flag in add {
-                        if !flags.iter().any(|f| f.eq_ignore_ascii_case(flag)) {
-                            flags.push(flag.clone());
-                        }
-                    }
-                    flags
-                })
+        self.change_by_uid(folder, uid_validity, uids, |maildir, dir, entry| {
+            let mut flags = entry.flags.clone();
+            flags.retain(|flag| !remove.iter().any(|r| r.eq_ignore_ascii_case(flag)));
+            for flag in add {
+                if !flags.iter().any(|f| f.eq_ignore_ascii_case(flag)) {
+                    flags.push(flag.clone());
+                }
+            }
+            let mut letters: Vec<char> = maildir
+                .letters(dir, std::iter::once(&flags[..]))?
+                .concat()
+                .chars()
                 .collect();
-            let letters = maildir.letters(dir, flags.iter().map(Vec::as_slice))?;
-            entries
-                .iter()
-                .zip(letters)
-                .try_for_each(|(entry, letters)| {
-                    let renamed = dir.join("cur").join(format!("{}:2,{letters}", entry.base));
-                    fs::rename(&entry.path, renamed)
-                })
+            let keywords = maildir.keywords(dir).map_err(io::Error::other)?;
+            let unknown = |letter: &char| flags_of(&letter.to_string(), &keywords).is_empty();
+            letters.extend(entry.info.chars().filter(unknown));
+            letters.sort_unstable();
+            letters.dedup();
+            let info: String = letters.into_iter().collect();
+            let renamed = dir.join("cur").join(format!("{}:2,{info}", entry.base));
+            match renamed == entry.path {
+                true => Ok(()),
+                false => rename_unless_taken(&entry.path, &renamed),
+            }
         })
     }
 
@@ -695,10 +743,8 @@ impl Target for MaildirTarget {
         uid_validity: u32,
         uids: &[u32],
     ) -> Result<UidChange, Error> {
-        self.change_by_uid(folder, uid_validity, uids, |_, _, entries| {
-            entries
-                .iter()
-                .try_for_each(|entry| fs::remove_file(&entry.path))
+        self.change_by_uid(folder, uid_validity, uids, |_, _, entry| {
+            fs::remove_file(&entry.path)
         })
     }
 
@@ -751,6 +797,7 @@ impl Target for MaildirTarget {
 mod tests {
     use super::*;
     use crate::index::Flags;
+    use std::os::unix::ffi::OsStrExt;
 
     fn outgoing(raw: &[u8], flags: &[&str]) -> Outgoing {
         let mut message = SourceMessage::with_id(1, "");
@@ -910,6 +957,74 @@ mod tests {
         );
         assert_eq!(uids(&mut target), [(1, seen()), (3, seen())]);
         assert!(dir.path().join("backup/cur/1.other.host:2,S").exists());
+    }
+
+    #[test]
+    fn a_flag_change_keeps_unknown_letters_and_never_renames_over_another_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let maildir = Maildir::new(dir.path().join("m"));
+        let mut target = MaildirTarget::open(maildir.clone());
+        target.create_and_index(&["INBOX".to_owned()], &[]).unwrap();
+        let cur = dir.path().join("m/cur");
+        fs::write(cur.join("1.a.host:2,PS"), "Message-ID: <a@x>\r\n\r\na\r\n").unwrap();
+        // The same message twice under one base name: renaming one must not replace the other.
+        fs::write(cur.join("2.b.host:2,"), "Message-ID: <b@x>\r\n\r\nb\r\n").unwrap();
+        fs::write(cur.join("2.b.host:2,F"), "Message-ID: <b@x>\r\n\r\nb\r\n").unwrap();
+        // A name that is not UTF-8: no UID, so never named.
+        let odd = std::ffi::OsStr::from_bytes(b"3.\xe9.host:2,");
+        fs::write(cur.join(odd), "Message-ID: <c@x>\r\n\r\nc\r\n").unwrap();
+        let index = target.index("INBOX").unwrap();
+        let validity = index.uid_validity.unwrap();
+        let uid_of = |id: &str| {
+            let copies = index.copies(&identity::identify(
+                format!("Message-ID: <{id}@x>\r\n\r\n").as_bytes(),
+            ));
+            copies.iter().map(|c| c.uid).collect::<Vec<u32>>()
+        };
+        assert_eq!(uid_of("c"), [0]);
+        let mut all: Vec<u32> = ["a", "b"].iter().flat_map(|id| uid_of(id)).collect();
+        all.push(0);
+        let seen = ["\\Seen".to_owned()];
+        let flagged = ["\\Flagged".to_owned()];
+        target
+            .change_flags("INBOX", validity, &all, &flagged, &seen)
+            .unwrap();
+        let mut names: Vec<Vec<u8>> = fs::read_dir(&cur)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_encoded_bytes())
+            .collect();
+        names.sort();
+        let expected: [&[u8]; 4] = [
+            b"1.a.host:2,FP",
+            b"2.b.host:2,",
+            b"2.b.host:2,F",
+            b"3.\xe9.host:2,",
+        ];
+        assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn a_file_renamed_by_another_program_meanwhile_is_changed_under_its_new_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut target = MaildirTarget::open(Maildir::new(dir.path().join("m")));
+        let outcomes = target
+            .append("INBOX", &[outgoing(b"Message-ID: <a@x>\r\n\r\na\r\n", &[])])
+            .unwrap();
+        let MessageUid { uid_validity, uid } = outcomes[0].clone().unwrap().unwrap();
+        let mut seen = Vec::new();
+        target
+            .change_by_uid("INBOX", uid_validity, &[uid], |_, _, entry| {
+                seen.push(entry.info.clone());
+                if seen.len() == 1 {
+                    // Dovecot marks it read just before mailferry gets to it.
+                    let read = format!("{}S", entry.path.display());
+                    fs::rename(&entry.path, read).unwrap();
+                    return Err(io::ErrorKind::NotFound.into());
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, ["", "S"]);
     }
 
     #[test]

@@ -18,9 +18,9 @@
 //! a new one under a new UIDVALIDITY, so the records a mirror kept name nothing there. The
 //! caller holds the folder's lock around every use.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -56,14 +56,14 @@ impl UidList {
         self.by_base.get(base).copied()
     }
 
-    /// The base names of these UIDs, for those that have one.
-    pub(super) fn bases_of(&self, uids: &[u32]) -> HashMap<u32, &str> {
-        let wanted: std::collections::HashSet<u32> = uids.iter().copied().collect();
+    /// The base names these UIDs were given (every one, should a damaged list have given a
+    /// UID twice: the caller then finds no single file for it by identity either).
+    pub(super) fn bases_of(&self, uids: &[u32]) -> impl Iterator<Item = &str> {
+        let wanted: HashSet<u32> = uids.iter().copied().collect();
         self.by_base
             .iter()
-            .filter(|(_, uid)| wanted.contains(uid))
-            .map(|(base, uid)| (*uid, base.as_str()))
-            .collect()
+            .filter(move |(_, uid)| wanted.contains(uid))
+            .map(|(base, _)| base.as_str())
     }
 
     /// The UIDs the next `count` files would get, without giving them.
@@ -81,7 +81,12 @@ impl UidList {
         let last = u32::try_from(bases.len())
             .ok()
             .and_then(|n| first.checked_add(n))
-            .ok_or_else(|| io::Error::other("the folder's UIDs are used up"))?;
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "{}: the folder's UIDs are used up; move the file away to start new ones",
+                    self.path.display()
+                ))
+            })?;
         let mut lines = String::from(if self.unfinished { "\n" } else { "" });
         lines.extend(
             bases
@@ -108,7 +113,9 @@ pub(super) struct UidLists {
 }
 
 impl UidLists {
-    /// The list of the folder in `dir` as its file now stands; `None` when it has none.
+    /// The list of the folder in `dir` as its file now stands; `None` when it has none. What
+    /// was read before is kept only while the file is the same one, by device, inode, first
+    /// line and a length not shorter: otherwise it is read anew.
     pub(super) fn current(&mut self, dir: &Path) -> io::Result<Option<&mut UidList>> {
         let path = dir.join(FILE_NAME);
         let mut file = match File::open(&path) {
@@ -120,29 +127,31 @@ impl UidLists {
         };
         let meta = file.metadata()?;
         let id = (meta.dev(), meta.ino());
+        let mut first = String::new();
+        BufReader::new(&file).read_line(&mut first)?;
+        let validity = parse_header(&first).ok_or_else(|| corrupt(&path))?;
         let list = match self.read.remove(&path) {
-            Some(list) if list.file == id && list.read <= meta.len() => list,
-            _ => {
-                let mut first = String::new();
-                io::BufRead::read_line(&mut io::BufReader::new(&file), &mut first)?;
-                let validity = parse_header(&first).ok_or_else(|| corrupt(&path))?;
-                UidList {
-                    path: path.clone(),
-                    validity,
-                    next: 1,
-                    by_base: HashMap::new(),
-                    file: id,
-                    read: first.len() as u64,
-                    unfinished: false,
-                }
+            Some(list)
+                if list.file == id && list.validity == validity && list.read <= meta.len() =>
+            {
+                list
             }
+            _ => UidList {
+                path: path.clone(),
+                validity,
+                next: 1,
+                by_base: HashMap::new(),
+                file: id,
+                read: first.len() as u64,
+                unfinished: !first.ends_with('\n'),
+            },
         };
         let list = self.read.entry(path).or_insert(list);
         file.seek(SeekFrom::Start(list.read))?;
         let mut appended = String::new();
         file.read_to_string(&mut appended)?;
-        // A line a killed writer left unfinished may name a cut base, which names no file,
-        // but its UID counts: it may have been reported.
+        // A line a killed writer left unfinished may name a cut base, which names no file;
+        // its UID is passed over all the same, so no UID is ever written twice.
         for line in appended.lines() {
             if let Some((uid, base)) = line.split_once(' ')
                 && let Ok(uid) = uid.parse::<u32>()
@@ -159,7 +168,8 @@ impl UidLists {
         Ok(Some(list))
     }
 
-    /// The list of the folder in `dir`, made (under a new UIDVALIDITY) when it has none.
+    /// The list of the folder in `dir`, made when it has none, under a new UIDVALIDITY: the
+    /// time, as Dovecot chooses one.
     pub(super) fn current_or_new(&mut self, dir: &Path) -> io::Result<&mut UidList> {
         if self.current(dir)?.is_none() {
             let validity = SystemTime::now()
@@ -172,6 +182,7 @@ impl UidLists {
             file.write_all(format!("{HEADER}{validity}\n").as_bytes())?;
             file.sync_all()?;
             fs::rename(&tmp, dir.join(FILE_NAME))?;
+            File::open(dir)?.sync_all()?;
         }
         self.current(dir)?
             .ok_or_else(|| io::Error::other("the UID list vanished while it was made"))
@@ -225,9 +236,10 @@ mod tests {
             .iter()
             .map(|b| fresh.uid_of(b))
             .collect();
-        let named = fresh.bases_of(&[2, 4, 9]);
+        let mut named: Vec<&str> = fresh.bases_of(&[2, 4, 9]).collect();
+        named.sort_unstable();
         assert_eq!(found, [Some(1), Some(2), Some(3), Some(4), None]);
-        assert_eq!(named, HashMap::from([(2, "b"), (4, "d")]));
+        assert_eq!(named, ["b", "d"]);
     }
 
     #[test]
@@ -251,6 +263,32 @@ mod tests {
         assert_eq!(
             (list.validity(), list.uid_of("a"), list.uid_of("z")),
             (88, None, Some(1))
+        );
+    }
+
+    #[test]
+    fn a_list_rewritten_in_place_is_read_anew_and_a_header_without_its_line_end_is_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        fs::write(&path, "mailferry-uidlist 1 V5\n1 a\n").unwrap();
+        let mut lists = UidLists::default();
+        assert_eq!(
+            lists.current(dir.path()).unwrap().unwrap().uid_of("a"),
+            Some(1)
+        );
+        // The same inode and length, other contents (`rsync --inplace` of another copy).
+        fs::write(&path, "mailferry-uidlist 1 V6\n1 b\n").unwrap();
+        let list = lists.current(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            (list.validity(), list.uid_of("a"), list.uid_of("b")),
+            (6, None, Some(1))
+        );
+        fs::write(&path, "mailferry-uidlist 1 V7").unwrap();
+        let list = lists.current(dir.path()).unwrap().unwrap();
+        assert_eq!(list.assign(&bases(&["c"])).unwrap(), [1]);
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "mailferry-uidlist 1 V7\n1 c\n"
         );
     }
 

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::endpoint::Endpoint;
 use crate::error::{EXIT_OK, EXIT_PARTIAL, Error};
 use crate::report::Report;
 
@@ -79,7 +80,8 @@ struct TomlBatch {
 }
 
 /// Reads an accounts file: TOML when its name ends in `.toml`, CSV otherwise. Paths inside
-/// are taken relative to the file's directory. The overrides of `[defaults]` are applied.
+/// (password files, CA files, local stores such as `maildir:backup/alice`) are taken relative
+/// to the file's directory. The overrides of `[defaults]` are applied.
 pub fn read_accounts(path: &Path) -> Result<Vec<AccountEntry>, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Usage {
         message: format!("cannot read the accounts file {}: {e}", path.display()),
@@ -106,6 +108,15 @@ pub fn read_accounts(path: &Path) -> Result<Vec<AccountEntry>, Error> {
     };
     let base = path.parent().unwrap_or(Path::new("."));
     for account in &mut accounts {
+        for url in [&mut account.from, &mut account.to] {
+            if let Ok(mut store) = Endpoint::parse(url)
+                && let Some(local) = store.path.as_mut()
+                && local.is_relative()
+            {
+                *local = base.join(&*local);
+                *url = store.to_string();
+            }
+        }
         for file in [
             &mut account.from_password_file,
             &mut account.to_password_file,
@@ -518,6 +529,23 @@ mod tests {
                 .unwrap_err()
                 .contains("\"to\"")
         );
+    }
+
+    #[test]
+    fn local_stores_in_the_file_are_relative_to_it_and_servers_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts.csv");
+        std::fs::write(
+            &path,
+            "from,to\nimaps://a@h/INBOX,maildir:backup/a\nmbox:takeouts/,mbox:///srv/b.mbox\n",
+        )
+        .unwrap();
+        let accounts = read_accounts(&path).unwrap();
+        let base = dir.path().display();
+        assert_eq!(accounts[0].from, "imaps://a@h/INBOX");
+        assert_eq!(accounts[0].to, format!("maildir://{base}/backup/a"));
+        assert_eq!(accounts[1].from, format!("mbox://{base}/takeouts/"));
+        assert_eq!(accounts[1].to, "mbox:///srv/b.mbox");
     }
 
     #[test]

@@ -92,6 +92,10 @@ pub fn departures(
         uid_validity: target_index.uid_validity,
         ..Departures::default()
     };
+    // Nothing recorded, nothing to hold back: no warning (a first run into a new folder).
+    if records.is_empty() {
+        return out;
+    }
     if !view.complete {
         out.held_back.push(
             "the source listed fewer messages than it announced; nothing deleted this run"
@@ -267,6 +271,24 @@ mod tests {
         );
         assert_eq!(decision.doomed, [1]);
         assert!(decision.kept.is_empty());
+    }
+
+    #[test]
+    fn without_records_nothing_is_held_back_and_nothing_said() {
+        let unsaid = departures(
+            Vec::new(),
+            None,
+            SourceView {
+                complete: false,
+                ..COMPLETE
+            },
+            &[],
+            &TargetIndex::default(),
+        );
+        assert!(
+            unsaid.held_back.is_empty() && unsaid.doomed.is_empty(),
+            "{unsaid:?}"
+        );
     }
 
     #[test]

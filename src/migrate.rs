@@ -634,9 +634,13 @@ fn open_target_unless(
 fn open_target_once(job: &MigrateJob) -> Result<Box<dyn Target>, Error> {
     match job.to.endpoint.protocol {
         Protocol::Imap => Ok(Box::new(ImapTarget::connect(&job.to, &job.connect)?)),
-        Protocol::Maildir => Ok(Box::new(MaildirTarget::open(Maildir::new(local_path(
-            &job.to,
-        ))))),
+        Protocol::Maildir => {
+            let maildir = Maildir::new(local_path(&job.to));
+            Ok(Box::new(match job.dry_run {
+                true => MaildirTarget::open_read_only(maildir),
+                false => MaildirTarget::open(maildir),
+            }))
+        }
         Protocol::Mbox => Ok(Box::new(MboxTarget::open(Mbox::new(local_path(&job.to))))),
         Protocol::Pop3 => Err(Error::Usage {
             message: format!("{}: the target must be an IMAP server", job.to.endpoint),

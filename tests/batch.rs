@@ -458,3 +458,53 @@ fn max_connections_per_host_caps_all_jobs_together() {
         assert_eq!(target.messages("bob", folder).len(), 800, "{folder}");
     }
 }
+
+#[test]
+fn a_batch_backs_accounts_up_to_maildirs_beside_the_accounts_file_and_a_rerun_copies_nothing() {
+    let accounts = 3;
+    let (server, _files) = server_with(accounts, |n| {
+        (0..2)
+            .map(|i| format!("Message-ID: <{n}-{i}@local.test>\r\n\r\nbody\r\n").into_bytes())
+            .collect()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let csv = accounts_csv_of(accounts, &server, dir.path(), |n, fields| {
+        fields[1] = format!("maildir:backup/{}", source_user(n));
+        fields[3] = String::new();
+    });
+    // Run from elsewhere: the backups must still land beside the accounts file.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = |reports: &str| {
+        let output = batch_command(&server, &csv, &dir.path().join(reports), &[])
+            .current_dir(elsewhere.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        json(dir.path().join(reports).join("summary.json"))
+    };
+    assert_eq!(run("first")["copied"], 6);
+    for n in 0..accounts {
+        let cur = dir.path().join("backup").join(source_user(n)).join("cur");
+        let mut ids: Vec<String> = std::fs::read_dir(&cur)
+            .unwrap_or_else(|e| panic!("{cur:?}: {e}"))
+            .map(|f| message_id(&std::fs::read(f.unwrap().path()).unwrap()))
+            .collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            [format!("<{n}-0@local.test>"), format!("<{n}-1@local.test>")]
+        );
+    }
+    assert!(
+        std::fs::read_dir(elsewhere.path())
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    let again = run("again");
+    assert_eq!(
+        (&again["copied"], &again["ok"]),
+        (&0.into(), &3.into()),
+        "{again:#}"
+    );
+}

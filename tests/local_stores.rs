@@ -247,60 +247,116 @@ fn a_mirror_from_a_maildir_deletes_the_copy_of_a_message_whose_file_left() {
     assert!(String::from_utf8_lossy(&left[0].raw).contains("<stays@backup.test>"));
 }
 
+/// The files of a Maildir folder (`cur/` and `new/`): each one's name and Message-ID.
+fn maildir_files(folder: &Path) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = ["cur", "new"]
+        .iter()
+        .flat_map(|sub| std::fs::read_dir(folder.join(sub)).unwrap())
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let raw = std::fs::read(entry.path()).unwrap();
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                message_id(&raw),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 #[test]
-fn a_mirror_into_a_maildir_says_it_cannot_apply_a_flag_change() {
+fn a_mirror_into_a_maildir_applies_flag_changes_and_deletes_only_its_own_copies() {
     let server = Dovecot::start();
-    server.append(
-        "alice",
-        "INBOX",
-        b"Message-ID: <f@backup.test>\r\nSubject: f\r\n\r\nbody\r\n",
-        &[],
-        None,
-    );
+    for id in ["stays", "leaves"] {
+        server.append(
+            "alice",
+            "INBOX",
+            format!("Message-ID: <{id}@backup.test>\r\nSubject: {id}\r\n\r\nbody\r\n").as_bytes(),
+            &[],
+            None,
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("backup");
     let report = dir.path().join("report.json");
     let mirror = || {
         let output = mailferry("mirror")
             .arg("--from")
             .arg(imaps(&server, "alice"))
             .arg("--to")
-            .arg(format!("maildir://{}/backup", dir.path().display()))
+            .arg(format!("maildir://{}", backup.display()))
             .arg("--tls-ca")
             .arg(server.cert_path())
             .arg("--state")
             .arg(dir.path().join("state"))
             .arg("--report")
             .arg(&report)
+            .arg("--delete")
             .env("MAILFERRY_FROM_PASSWORD", password("alice"))
             .output()
             .unwrap();
         assert_eq!(output.status.code(), Some(0), "{output:?}");
         serde_json::from_slice::<Value>(&std::fs::read(&report).unwrap()).unwrap()
     };
-    assert_eq!(mirror()["copied"], 1);
-    let flagged = std::process::Command::new("doveadm")
-        .arg("-c")
-        .arg(server.conf_path())
-        .args([
-            "flags",
-            "add",
-            "-u",
-            "alice",
-            "\\Flagged",
-            "mailbox",
-            "INBOX",
-            "ALL",
-        ])
-        .status()
-        .unwrap();
-    assert!(flagged.success());
+    assert_eq!(mirror()["copied"], 2);
+    // Another program's copy of the message that is about to leave: not the mirror's to delete.
+    let foreign = "1600000000.other.host";
+    std::fs::write(
+        backup.join("new").join(foreign),
+        "Message-ID: <leaves@backup.test>\r\nSubject: leaves, filed by hand\r\n\r\nx\r\n",
+    )
+    .unwrap();
+    let doveadm = |args: &[&str]| {
+        let status = std::process::Command::new("doveadm")
+            .arg("-c")
+            .arg(server.conf_path())
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "doveadm {args:?}");
+    };
+    doveadm(&[
+        "flags",
+        "add",
+        "-u",
+        "alice",
+        "\\Flagged \\Seen",
+        "mailbox",
+        "INBOX",
+        "ALL",
+    ]);
+    doveadm(&[
+        "expunge",
+        "-u",
+        "alice",
+        "mailbox",
+        "INBOX",
+        "header",
+        "Message-ID",
+        "leaves",
+    ]);
+
     let report = mirror();
-    assert_eq!(report["flags_updated"], 0);
-    assert!(
-        report["warnings"]
-            .to_string()
-            .contains("1 flag change(s) on the source not applied"),
+    assert_eq!(
+        (&report["flags_updated"], &report["deleted"]),
+        (&1.into(), &1.into()),
         "{report}"
+    );
+    let files = maildir_files(&backup);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let stays = files
+        .iter()
+        .find(|(_, id)| id == "Message-ID: <stays@backup.test>")
+        .unwrap();
+    assert!(stays.0.ends_with(":2,FS"), "{files:?}");
+    assert!(files.iter().any(|(name, _)| name == foreign), "{files:?}");
+
+    let again = mirror();
+    assert_eq!(
+        (&again["copied"], &again["flags_updated"], &again["deleted"]),
+        (&0.into(), &0.into(), &0.into()),
+        "{again}"
     );
 }
 

@@ -10,6 +10,9 @@
 //! - a message that no label places in a folder is archived mail, which Gmail's IMAP shows in
 //!   All Mail alone: it goes to a folder `Archive` with the `\Archive` role, so it lands in the
 //!   target's archive folder.
+//!
+//! A Takeout writes a label that is not ASCII as RFC 2047 encoded words
+//! (`=?UTF-8?Q?Factures_re=C3=A7ues?=`); they are decoded with the `rfc2047-decoder` crate.
 
 use crate::folders::{FolderInfo, FolderList, Namespace};
 use crate::header;
@@ -45,12 +48,18 @@ fn folder_of(label: &str) -> Option<(&str, Option<&'static str>)> {
 }
 
 /// The labels of a header's `X-Gmail-Labels` field: comma-separated, a label holding a comma
-/// in double quotes.
+/// in double quotes; encoded words decoded (a value that does not decode is taken as it is).
 fn labels(header: &[u8]) -> Vec<String> {
     let Some(field) = header::first(header, "X-Gmail-Labels") else {
         return Vec::new();
     };
-    let value = String::from_utf8_lossy(&field.value()).into_owned();
+    let value = field.value();
+    // A Takeout writes the whole list as one encoded word, often longer than RFC 2047's 75
+    // characters: decoded all the same.
+    let value = rfc2047_decoder::Decoder::new()
+        .too_long_encoded_word_strategy(rfc2047_decoder::RecoverStrategy::Decode)
+        .decode(&value)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&value).into_owned());
     let mut labels = vec![String::new()];
     let mut quoted = false;
     for c in value.chars() {
@@ -129,6 +138,17 @@ mod tests {
         assert_eq!(placed("Archived,Opened").folders, [ARCHIVE]);
         let unlabelled = placement(b"Subject: x\r\n\r\n");
         assert_eq!(unlabelled.folders, [ARCHIVE]);
+    }
+
+    #[test]
+    fn labels_in_encoded_words_are_decoded_and_other_text_is_kept() {
+        let p = placed("Inbox,=?UTF-8?Q?Factures_re=C3=A7ues?=,\r\n =?UTF-8?B?0J/RgNC+0LXQutGC?=");
+        assert_eq!(p.folders, ["INBOX", "Factures reçues", "Проект"]);
+        let long = placed(
+            "=?UTF-8?Q?Archived,Important,Category_Updates,Opened,Inbox,Factures_re=C3=A7ues?=",
+        );
+        assert_eq!(long.folders, ["INBOX", "Factures reçues"]);
+        assert_eq!(placed("Work,=?broken").folders, ["Work", "=?broken"]);
     }
 
     #[test]

@@ -15,14 +15,14 @@
 //!
 //! A message is written to `tmp/`, synced, given its date, and renamed into `cur/`, and `cur/`
 //! is synced: a killed run leaves no half message in the folder, and the next run, which
-//! finds by identity what arrived, completes it without duplicates. Maildir has no UIDs (and
-//! mailferry does not write Dovecot's `dovecot-uidlist`), so a copy's place is not reported:
-//! verification indexes the folder, and a mirror never deletes from a Maildir target.
+//! finds by identity what arrived, completes it without duplicates. Maildir has no UIDs; as a
+//! target, each folder gets mailferry's own (see [`super::maildir_uids`]), so that a mirror
+//! changes flags by renaming, and deletes, exactly the files its UIDs name.
 //!
 //! Hand-written: the Maildir crates read and write the basic layout only, without Maildir++
 //! folders, Dovecot's keyword file or the size in the name.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -42,8 +42,10 @@ use crate::index::{
     TargetIndex,
 };
 use crate::store::identity_cache::IdentityCache;
+use crate::store::maildir_uids::UidLists;
 use crate::store::{
-    Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable, local_folder_list,
+    Fetched, FolderRefused, MessageUid, Outcome, Outgoing, Source, Target, UidChange, Unreadable,
+    local_folder_list,
 };
 
 /// The folder separator of Maildir++.
@@ -78,7 +80,12 @@ struct Entry {
     path: PathBuf,
     /// The name before the `:2,` info: the message's id for as long as the file lives.
     base: String,
+    /// The info letters after `:2,`.
+    info: String,
     flags: Vec<String>,
+    /// Whether the name is UTF-8 without line ends, so that its base names this file alone
+    /// and fits a line of the UID list: only such a file gets a UID.
+    plain: bool,
 }
 
 impl Maildir {
@@ -182,7 +189,8 @@ impl Maildir {
             };
             for entry in listing {
                 let entry = entry.map_err(|e| self.failed(&path, e))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
+                let file_name = entry.file_name();
+                let name = file_name.to_string_lossy();
                 if name.starts_with('.') {
                     continue;
                 }
@@ -190,7 +198,9 @@ impl Maildir {
                 entries.push(Entry {
                     path: entry.path(),
                     base: base.to_owned(),
+                    info: info.to_owned(),
                     flags: flags_of(info, &keywords),
+                    plain: file_name.to_str().is_some() && !name.contains(['\n', '\r']),
                 });
             }
         }
@@ -199,11 +209,17 @@ impl Maildir {
     }
 
     /// What indexing needs of a message file: its identity from `cache` when recorded for a
-    /// file of its size, else from its header (then recorded in `cache`).
+    /// file of its size, else from its header (then recorded in `cache`). A name that is not
+    /// [`plain`](Entry::plain) may stand for another file in the record, so such a file is
+    /// always read.
     fn indexed(&self, entry: &Entry, cache: &mut IdentityCache) -> Result<Known, Error> {
         let failed = |e| self.failed(&entry.path, e);
         let metadata = fs::metadata(&entry.path).map_err(failed)?;
-        if let Some(identity) = cache.get(&entry.base, metadata.len()) {
+        let recorded = entry
+            .plain
+            .then(|| cache.get(&entry.base, metadata.len()))
+            .flatten();
+        if let Some(identity) = recorded {
             return Ok(Known {
                 identity,
                 size: metadata.len(),
@@ -212,7 +228,9 @@ impl Maildir {
         }
         let head = read_head(&entry.path).map_err(failed)?;
         let identity = identity::identify(&head.header);
-        cache.learn(&entry.base, head.size, identity.clone());
+        if entry.plain {
+            cache.learn(&entry.base, head.size, identity.clone());
+        }
         Ok(Known {
             identity,
             size: head.size,
@@ -255,11 +273,10 @@ impl Maildir {
         Ok(dir)
     }
 
-    /// Writes one message into `folder`: `tmp/`, synced, dated, renamed into `cur/`. The
-    /// caller syncs `cur/` once for a batch.
-    fn store(&self, dir: &Path, outgoing: &Outgoing, letters: &str) -> io::Result<()> {
-        let base = unique_name(outgoing.raw.len());
-        let tmp = dir.join("tmp").join(&base);
+    /// Writes one message into `folder` under the base name `base`: `tmp/`, synced, dated,
+    /// renamed into `cur/`. The caller syncs `cur/` once for a batch.
+    fn store(&self, dir: &Path, outgoing: &Outgoing, base: &str, letters: &str) -> io::Result<()> {
+        let tmp = dir.join("tmp").join(base);
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -279,24 +296,59 @@ impl Maildir {
         fs::rename(&tmp, dir.join("cur").join(format!("{base}:2,{letters}")))
     }
 
-    /// The info letters of each message of `batch`, adding the keywords the folder has no
-    /// letter for yet to its keyword file: one read and at most one write of it per batch,
-    /// under a lock on the folder, as several writers may add keywords to it at once.
-    fn letters(&self, dir: &Path, batch: &[Outgoing]) -> io::Result<Vec<String>> {
-        let folder = File::open(dir)?;
-        folder.lock()?;
+    /// The info letters of each of these flag lists, adding the keywords the folder has no
+    /// letter for yet to its keyword file: one read and at most one write of it. The caller
+    /// holds the folder's [`lock`], as several writers may add keywords to it at once.
+    fn letters<'a>(
+        &self,
+        dir: &Path,
+        flags: impl Iterator<Item = &'a [String]>,
+    ) -> io::Result<Vec<String>> {
         let mut keywords = self.keywords(dir).map_err(io::Error::other)?;
         keywords.resize(MAX_KEYWORDS, None);
         let known = keywords.clone();
-        let letters = batch
-            .iter()
-            .map(|outgoing| letters_of(&outgoing.message.flags, &mut keywords))
+        let letters = flags
+            .map(|flags| letters_of(flags, &mut keywords))
             .collect();
         if keywords != known {
             write_keywords(dir, &keywords)?;
         }
         Ok(letters)
     }
+}
+
+/// Locks a folder's directory against the other writers (other workers of this run, another
+/// mailferry) until the returned handle is dropped.
+fn lock(dir: &Path) -> io::Result<File> {
+    let folder = File::open(dir)?;
+    folder.lock()?;
+    Ok(folder)
+}
+
+/// Syncs a folder's `cur/` and `new/` (those it has), so that what was renamed or removed
+/// there stays so.
+fn sync_dirs(dir: &Path) -> io::Result<()> {
+    ["cur", "new"]
+        .iter()
+        .try_for_each(|sub| match File::open(dir.join(sub)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            opened => opened?.sync_all(),
+        })
+}
+
+/// Renames `from` to `to` unless `to` exists (a link, then an unlink), in which case `from`
+/// stays as it is: a rename would replace another message of the same name (the same base
+/// name twice, which only another program makes).
+fn rename_unless_taken(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::hard_link(from, to) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        linked => linked.and_then(|()| fs::remove_file(from)),
+    }
+}
+
+/// Whether a folder exists as a Maildir folder: `cur/` or `new/` is there.
+fn is_folder(dir: &Path) -> bool {
+    dir.join("cur").is_dir() || dir.join("new").is_dir()
 }
 
 /// The info letters for `flags`, giving a keyword without a letter the first free one in
@@ -551,42 +603,145 @@ impl Source for MaildirSource {
 /// A Maildir as a [`Target`].
 pub struct MaildirTarget {
     maildir: Maildir,
+    uids: UidLists,
+    /// Whether indexing may record UIDs (not in a dry run, which writes nothing).
+    records: bool,
 }
 
 impl MaildirTarget {
-    /// Writes into the Maildir at `root` (created with its first folder).
+    /// Writes into `maildir` (created with its first folder).
     pub fn open(maildir: Maildir) -> Self {
-        MaildirTarget { maildir }
+        MaildirTarget {
+            maildir,
+            uids: UidLists::default(),
+            records: true,
+        }
     }
 
-    /// Indexes a folder from the identities recorded beside it, reading only the files not
-    /// recorded yet, and records what it found for the next run (see [`IdentityCache`]).
-    fn index_folder(&self, folder: &str) -> Result<TargetIndex, Error> {
+    /// Indexes `maildir` for a dry run: files without a UID are numbered after
+    /// the others without recording it, so nothing is written. Nothing may be changed through
+    /// it.
+    pub fn open_read_only(maildir: Maildir) -> Self {
+        MaildirTarget {
+            records: false,
+            ..MaildirTarget::open(maildir)
+        }
+    }
+
+    /// Indexes a folder, giving each file without a UID (written by another program, or by
+    /// a run killed before it could record one) the next one; a file whose name is not
+    /// [`plain`](Entry::plain) has none (UID 0, which names nothing). A folder that does not
+    /// exist holds nothing, and is not made; a read-only target records nothing. The folder
+    /// is locked while its UIDs are read and given, not while the headers are. Identities
+    /// come from the record beside the folder, and only the files it lacks are read; the
+    /// record is updated for the next run (see [`IdentityCache`]), except in a dry run.
+    fn index_folder(&mut self, folder: &str) -> Result<TargetIndex, Error> {
         let mut index = TargetIndex::default();
+        let dir = self.maildir.dir(folder)?;
+        if !is_folder(&dir) {
+            return Ok(index);
+        }
+        let failed = |e| self.maildir.failed(&dir, e);
+        let locked = lock(&dir).map_err(failed)?;
         let (entries, keywords) = self.maildir.entries(folder)?;
-        let mut cache = IdentityCache::load(&self.maildir.dir(folder)?);
+        let list = match self.records {
+            true => Some(self.uids.current_or_new(&dir).map_err(failed)?),
+            false => self.uids.current(&dir).map_err(failed)?,
+        };
+        let uids: Vec<u32> = match list {
+            Some(list) => {
+                let unlisted: Vec<String> = entries
+                    .iter()
+                    .filter(|entry| entry.plain && list.uid_of(&entry.base).is_none())
+                    .map(|entry| entry.base.clone())
+                    .collect();
+                let mut fresh = match self.records {
+                    true => list.assign(&unlisted).map_err(failed)?,
+                    false => list.next_uids(unlisted.len()),
+                }
+                .into_iter();
+                index.uid_validity = Some(list.validity());
+                entries
+                    .iter()
+                    .map(|entry| match entry.plain {
+                        true => list.uid_of(&entry.base).or_else(|| fresh.next()),
+                        false => Some(0),
+                    })
+                    .collect::<Option<_>>()
+                    .expect("a UID for every plain file")
+            }
+            // A dry run's folder that mailferry never wrote to: no UIDVALIDITY, so nothing
+            // will be asked of it by these.
+            None => (1..).take(entries.len()).collect(),
+        };
+        drop(locked);
+        let mut cache = IdentityCache::load(&dir);
         let full = keywords.iter().flatten().count() >= MAX_KEYWORDS;
         index.keywords = if full {
             KeywordPolicy::Only(keywords.into_iter().flatten().collect())
         } else {
             KeywordPolicy::Any
         };
-        for (n, entry) in entries.into_iter().enumerate() {
+        for (entry, uid) in entries.into_iter().zip(uids) {
             let known = self.maildir.indexed(&entry, &mut cache)?;
             index.add(
                 known.identity,
                 TargetCopy {
-                    // Positions, not UIDs: nothing is asked of the folder by them, as it has
-                    // no UIDVALIDITY.
-                    uid: n as u32 + 1,
+                    uid,
                     size: known.size,
                     flags: entry.flags,
                     internal_date: known.internal_date,
                 },
             );
         }
-        cache.save();
+        if self.records {
+            cache.save();
+        }
         Ok(index)
+    }
+
+    /// Applies `change` to the file of each of these UIDs that is still there, under the
+    /// folder's lock, when the folder is still under `uid_validity`; otherwise changes
+    /// nothing. A file another program renamed meanwhile (Dovecot, serving the backup, marks
+    /// a message read) is found again by its base name; one it removed is gone already.
+    fn change_by_uid(
+        &mut self,
+        folder: &str,
+        uid_validity: u32,
+        uids: &[u32],
+        mut change: impl FnMut(&Maildir, &Path, &Entry) -> io::Result<()>,
+    ) -> Result<UidChange, Error> {
+        let dir = self.maildir.dir(folder)?;
+        if !is_folder(&dir) {
+            return Ok(UidChange::UidValidityChanged);
+        }
+        let failed = |e| self.maildir.failed(&dir, e);
+        let _locked = lock(&dir).map_err(failed)?;
+        let bases: HashSet<String> = match self.uids.current(&dir).map_err(failed)? {
+            Some(list) if list.validity() == uid_validity => {
+                list.bases_of(uids).map(str::to_owned).collect()
+            }
+            _ => return Ok(UidChange::UidValidityChanged),
+        };
+        let (entries, _) = self.maildir.entries(folder)?;
+        let chosen = entries
+            .into_iter()
+            .filter(|entry| entry.plain && bases.contains(&entry.base));
+        for entry in chosen {
+            let changed = match change(&self.maildir, &dir, &entry) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let (now, _) = self.maildir.entries(folder)?;
+                    match now.into_iter().find(|now| now.base == entry.base) {
+                        Some(renamed) => change(&self.maildir, &dir, &renamed),
+                        None => Ok(()),
+                    }
+                }
+                changed => changed,
+            };
+            changed.map_err(|e| self.maildir.failed(&entry.path, e))?;
+        }
+        sync_dirs(&dir).map_err(failed)?;
+        Ok(UidChange::Applied)
     }
 }
 
@@ -601,7 +756,7 @@ impl Target for MaildirTarget {
         folders: &[String],
     ) -> Result<Vec<Result<TargetIndex, FolderRefused>>, Error> {
         let mut refused: BTreeMap<&str, String> = BTreeMap::new();
-        for folder in create.iter().chain(folders) {
+        for folder in create {
             if let Err(e) = self.maildir.create(folder) {
                 refused.insert(folder, e.to_string());
             }
@@ -612,7 +767,10 @@ impl Target for MaildirTarget {
                 Some(reason) => Ok(Err(FolderRefused(format!(
                     "cannot create the folder ({reason})"
                 )))),
-                None => self.index_folder(folder).map(Ok),
+                None => match self.maildir.dir(folder) {
+                    Err(e) => Ok(Err(FolderRefused(e.to_string()))),
+                    Ok(_) => self.index_folder(folder).map(Ok),
+                },
             })
             .collect()
     }
@@ -621,25 +779,90 @@ impl Target for MaildirTarget {
         self.index_folder(folder)
     }
 
+    /// Renames each file for its new flags (a file in `new/` moves to `cur/`), as an IMAP
+    /// server changes the flags of every message named, whoever stored it; info letters
+    /// mailferry does not know (`P`assed, a keyword the folder has no name for) stay. A
+    /// file is never renamed over another (see [`rename_unless_taken`]).
+    fn change_flags(
+        &mut self,
+        folder: &str,
+        uid_validity: u32,
+        uids: &[u32],
+        add: &[String],
+        remove: &[String],
+    ) -> Result<UidChange, Error> {
+        self.change_by_uid(folder, uid_validity, uids, |maildir, dir, entry| {
+            let mut flags = entry.flags.clone();
+            flags.retain(|flag| !remove.iter().any(|r| r.eq_ignore_ascii_case(flag)));
+            for flag in add {
+                if !flags.iter().any(|f| f.eq_ignore_ascii_case(flag)) {
+                    flags.push(flag.clone());
+                }
+            }
+            let mut letters: Vec<char> = maildir
+                .letters(dir, std::iter::once(&flags[..]))?
+                .concat()
+                .chars()
+                .collect();
+            let keywords = maildir.keywords(dir).map_err(io::Error::other)?;
+            let unknown = |letter: &char| flags_of(&letter.to_string(), &keywords).is_empty();
+            letters.extend(entry.info.chars().filter(unknown));
+            letters.sort_unstable();
+            letters.dedup();
+            let info: String = letters.into_iter().collect();
+            let renamed = dir.join("cur").join(format!("{}:2,{info}", entry.base));
+            match renamed == entry.path {
+                true => Ok(()),
+                false => rename_unless_taken(&entry.path, &renamed),
+            }
+        })
+    }
+
+    fn delete(
+        &mut self,
+        folder: &str,
+        uid_validity: u32,
+        uids: &[u32],
+    ) -> Result<UidChange, Error> {
+        self.change_by_uid(folder, uid_validity, uids, |_, _, entry| {
+            fs::remove_file(&entry.path)
+        })
+    }
+
     /// Each message is its own file: writers never meet.
     fn concurrent_writers(&self) -> bool {
         true
     }
 
+    /// The batch's keywords and UIDs are recorded under the folder's lock, before its files
+    /// are written (outside it, so that writers overlap): a UID whose file a killed run never
+    /// wrote names nothing, and is never given again.
     fn append(&mut self, folder: &str, batch: &[Outgoing]) -> Result<Vec<Outcome>, Error> {
         let dir = self.maildir.create(folder)?;
         let cannot_write = |e: io::Error| format!("cannot write it to {}: {e}", dir.display());
-        let letters = match self.maildir.letters(&dir, batch) {
-            Ok(letters) => letters,
+        let bases: Vec<String> = batch
+            .iter()
+            .map(|outgoing| unique_name(outgoing.raw.len()))
+            .collect();
+        let reserved = lock(&dir).and_then(|_locked| {
+            let flags = batch.iter().map(|outgoing| &outgoing.message.flags[..]);
+            let letters = self.maildir.letters(&dir, flags)?;
+            let uids = self.uids.current_or_new(&dir)?;
+            let uid_validity = uids.validity();
+            let uids = uids.assign(&bases)?;
+            Ok((letters, uid_validity, uids))
+        });
+        let (letters, uid_validity, uids) = match reserved {
+            Ok(reserved) => reserved,
             Err(e) => return Ok(vec![Err(cannot_write(e)); batch.len()]),
         };
         let outcomes: Vec<Outcome> = batch
             .iter()
-            .zip(letters)
-            .map(|(outgoing, letters)| {
+            .zip(bases.iter().zip(letters).zip(uids))
+            .map(|(outgoing, ((base, letters), uid))| {
                 self.maildir
-                    .store(&dir, outgoing, &letters)
-                    .map(|()| None)
+                    .store(&dir, outgoing, base, &letters)
+                    .map(|()| Some(MessageUid { uid_validity, uid }))
                     .map_err(cannot_write)
             })
             .collect();
@@ -656,6 +879,7 @@ mod tests {
     use super::*;
     use crate::index::Flags;
     use crate::store::identity_cache;
+    use std::os::unix::ffi::OsStrExt;
 
     fn outgoing(raw: &[u8], flags: &[&str]) -> Outgoing {
         let mut message = SourceMessage::with_id(1, "");
@@ -698,7 +922,10 @@ mod tests {
                     &[outgoing(raw, &["\\Seen", "\\Answered", "$Label1"])],
                 )
                 .unwrap();
-            assert_eq!(outcomes, [Ok(None)]);
+            assert!(
+                matches!(outcomes[..], [Ok(Some(MessageUid { uid: 1, .. }))]),
+                "{outcomes:?}"
+            );
         }
         assert!(
             dir.path()
@@ -852,6 +1079,147 @@ mod tests {
         let mut source = MaildirSource::open(Maildir::new(dir.path())).unwrap();
         assert_eq!(source.index("INBOX").unwrap().len(), 1);
         assert!(!dir.path().join(identity_cache::FILE_NAME).exists());
+    }
+
+    #[test]
+    fn uids_name_the_same_files_across_targets_and_change_only_those_under_their_validity() {
+        let dir = tempfile::tempdir().unwrap();
+        let maildir = Maildir::new(dir.path().join("backup"));
+        let mut target = MaildirTarget::open(maildir.clone());
+        let first = b"Message-ID: <1@x>\r\n\r\none\r\n";
+        let second = b"Message-ID: <2@x>\r\n\r\ntwo\r\n";
+        let outcomes = target
+            .append(
+                "INBOX",
+                &[outgoing(first, &["\\Seen"]), outgoing(second, &[])],
+            )
+            .unwrap();
+        let validity = outcomes[0].clone().unwrap().unwrap().uid_validity;
+        let foreign = dir.path().join("backup/new/1.other.host");
+        fs::write(&foreign, "Message-ID: <3@x>\r\n\r\nthree\r\n").unwrap();
+        let uids = |target: &mut MaildirTarget| {
+            let index = target.index("INBOX").unwrap();
+            assert_eq!(index.uid_validity, Some(validity));
+            let mut uids: Vec<(u32, Vec<String>)> = index
+                .identities()
+                .flat_map(|id| index.copies(id))
+                .map(|copy| (copy.uid, copy.flags.clone()))
+                .collect();
+            uids.sort();
+            uids
+        };
+        let seen = || vec!["\\Seen".to_owned()];
+        let before = [(1, seen()), (2, vec![]), (3, vec![])];
+        let list = dir.path().join("backup/mailferry-uidlist");
+        let recorded = fs::read(&list).unwrap();
+        assert_eq!(
+            uids(&mut MaildirTarget::open_read_only(maildir.clone())),
+            before
+        );
+        assert_eq!(
+            fs::read(&list).unwrap(),
+            recorded,
+            "a dry run records nothing"
+        );
+        assert_eq!(uids(&mut target), before);
+        assert_eq!(uids(&mut MaildirTarget::open(maildir.clone())), before);
+
+        let mut other = MaildirTarget::open(maildir.clone());
+        let stale = other.delete("INBOX", validity + 1, &[1, 2, 3]).unwrap();
+        assert_eq!(stale, UidChange::UidValidityChanged);
+        let changed = other
+            .change_flags("INBOX", validity, &[1, 3], &seen(), &["\\SEEN".to_owned()])
+            .unwrap();
+        assert_eq!(changed, UidChange::Applied);
+        assert_eq!(
+            other.delete("INBOX", validity, &[2]).unwrap(),
+            UidChange::Applied
+        );
+        assert_eq!(uids(&mut target), [(1, seen()), (3, seen())]);
+        assert!(dir.path().join("backup/cur/1.other.host:2,S").exists());
+    }
+
+    #[test]
+    fn a_flag_change_keeps_unknown_letters_and_never_renames_over_another_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let maildir = Maildir::new(dir.path().join("m"));
+        let mut target = MaildirTarget::open(maildir.clone());
+        target.create_and_index(&["INBOX".to_owned()], &[]).unwrap();
+        let cur = dir.path().join("m/cur");
+        fs::write(cur.join("1.a.host:2,PS"), "Message-ID: <a@x>\r\n\r\na\r\n").unwrap();
+        // The same message twice under one base name: renaming one must not replace the other.
+        fs::write(cur.join("2.b.host:2,"), "Message-ID: <b@x>\r\n\r\nb\r\n").unwrap();
+        fs::write(cur.join("2.b.host:2,F"), "Message-ID: <b@x>\r\n\r\nb\r\n").unwrap();
+        // A name that is not UTF-8: no UID, so never named.
+        let odd = std::ffi::OsStr::from_bytes(b"3.\xe9.host:2,");
+        fs::write(cur.join(odd), "Message-ID: <c@x>\r\n\r\nc\r\n").unwrap();
+        let index = target.index("INBOX").unwrap();
+        let validity = index.uid_validity.unwrap();
+        let uid_of = |id: &str| {
+            let copies = index.copies(&identity::identify(
+                format!("Message-ID: <{id}@x>\r\n\r\n").as_bytes(),
+            ));
+            copies.iter().map(|c| c.uid).collect::<Vec<u32>>()
+        };
+        assert_eq!(uid_of("c"), [0]);
+        let mut all: Vec<u32> = ["a", "b"].iter().flat_map(|id| uid_of(id)).collect();
+        all.push(0);
+        let seen = ["\\Seen".to_owned()];
+        let flagged = ["\\Flagged".to_owned()];
+        target
+            .change_flags("INBOX", validity, &all, &flagged, &seen)
+            .unwrap();
+        let mut names: Vec<Vec<u8>> = fs::read_dir(&cur)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_encoded_bytes())
+            .collect();
+        names.sort();
+        let expected: [&[u8]; 4] = [
+            b"1.a.host:2,FP",
+            b"2.b.host:2,",
+            b"2.b.host:2,F",
+            b"3.\xe9.host:2,",
+        ];
+        assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn a_file_renamed_by_another_program_meanwhile_is_changed_under_its_new_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut target = MaildirTarget::open(Maildir::new(dir.path().join("m")));
+        let outcomes = target
+            .append("INBOX", &[outgoing(b"Message-ID: <a@x>\r\n\r\na\r\n", &[])])
+            .unwrap();
+        let MessageUid { uid_validity, uid } = outcomes[0].clone().unwrap().unwrap();
+        let mut seen = Vec::new();
+        target
+            .change_by_uid("INBOX", uid_validity, &[uid], |_, _, entry| {
+                seen.push(entry.info.clone());
+                if seen.len() == 1 {
+                    // Dovecot marks it read just before mailferry gets to it.
+                    let read = format!("{}S", entry.path.display());
+                    fs::rename(&entry.path, read).unwrap();
+                    return Err(io::ErrorKind::NotFound.into());
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, ["", "S"]);
+    }
+
+    #[test]
+    fn indexing_a_folder_that_is_not_there_makes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut target = MaildirTarget::open(Maildir::new(dir.path().join("m")));
+        let indexes = target
+            .create_and_index(&[], &["INBOX".to_owned(), "Sent".to_owned()])
+            .unwrap();
+        assert!(
+            indexes
+                .iter()
+                .all(|i| i.as_ref().is_ok_and(|i| i.uid_validity.is_none()))
+        );
+        assert!(!dir.path().join("m").exists());
     }
 
     #[test]

@@ -18,9 +18,10 @@
 //!
 //! Hand-written: the mbox crates parse only, without mboxrd quoting or a writer.
 
-use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,13 +55,23 @@ pub struct Mbox {
     directory: bool,
 }
 
-/// One message of a file: where its bytes lie (after the `From ` line, before the blank line
-/// that ends it) and its envelope date.
+/// Where one message's bytes lie in its file: after the `From ` line, before the blank line
+/// that ends it (still quoted).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Span {
-    start: usize,
-    end: usize,
+struct Place {
+    path: Arc<Path>,
+    start: u64,
+    end: u64,
+}
+
+/// One message [`scan`] found: where it lies, its envelope date, its header (unquoted; all of
+/// it, as the identity is taken from all of it when the message is read again) and its size
+/// once unquoted.
+struct Scanned {
+    place: Place,
     date: Option<DateTime<FixedOffset>>,
+    header: Vec<u8>,
+    size: u64,
 }
 
 impl Mbox {
@@ -115,89 +126,189 @@ impl Mbox {
         Ok(local_folder_list(names, SEPARATOR))
     }
 
-    /// A folder's file without a half batch a killed run left at its end (it holds no
-    /// message); empty when it does not exist.
-    fn read(&self, folder: &str) -> Result<Vec<u8>, Error> {
+    /// The messages of a folder's file, in order, read a line at a time (a file may be far
+    /// larger than memory); a half batch a killed run left at its end holds none, and a
+    /// folder without a file holds none.
+    fn scan(&self, folder: &str, found: impl FnMut(Scanned)) -> Result<(), Error> {
         let path = self.file(folder)?;
-        match fs::read(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(self.failed(&path, e)),
-            Ok(mut bytes) => {
-                let in_memory =
-                    |at: usize, n: usize| Ok(bytes[at..(at + n).min(bytes.len())].to_vec());
-                if let Some(start) = unfinished_batch(&path, bytes.len(), in_memory)
-                    .map_err(|e| self.failed(&path, e))?
-                {
-                    bytes.truncate(start);
-                }
-                Ok(bytes)
-            }
-        }
+        scan(&path, found).map_err(|e| self.failed(&path, e))
     }
 }
 
-/// Where each message of an mbox file lies.
-fn spans(file: &[u8]) -> Vec<Span> {
-    let mut starts = Vec::new();
-    let mut at = 0;
-    let mut after_blank = true;
-    while at < file.len() {
-        let end = file[at..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(file.len(), |i| at + i + 1);
-        let line = &file[at..end];
+fn scan(path: &Path, mut found: impl FnMut(Scanned)) -> io::Result<()> {
+    let file = match File::open(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        file => file?,
+    };
+    let len = file.metadata()?.len();
+    let limit = unfinished_batch(path, len as usize, |at, n| {
+        let mut head = vec![0; n];
+        let read = file.read_at(&mut head, at as u64)?;
+        head.truncate(read);
+        Ok(head)
+    })?
+    .map_or(len, |start| start as u64);
+    let path: Arc<Path> = Arc::from(path);
+    let mut reader = BufReader::with_capacity(1 << 16, (&file).take(limit));
+    let mut line = Vec::new();
+    let (mut at, mut after_blank) = (0, true);
+    let mut message: Option<Scanning> = None;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)? as u64;
+        if n == 0 {
+            break;
+        }
         if after_blank && line.starts_with(b"From ") {
-            starts.push((at, end));
-        }
-        after_blank = matches!(line, b"\n" | b"\r\n");
-        at = end;
-    }
-    starts
-        .iter()
-        .enumerate()
-        .map(|(i, &(line, start))| {
-            let next = starts.get(i + 1).map_or(file.len(), |&(next, _)| next);
-            // The blank line before the next `From ` (or at the end) is the separator.
-            let end = if file[start..next].ends_with(b"\n\n") {
-                next - 1
-            } else if file[start..next].ends_with(b"\r\n\r\n") {
-                next - 2
-            } else {
-                next
-            };
-            Span {
-                start,
-                end: end.max(start),
-                date: envelope_date(&file[line..start]),
+            if let Some(done) = message.take() {
+                found(done.finish());
             }
-        })
-        .collect()
+            message = Some(Scanning::new(
+                Place {
+                    path: path.clone(),
+                    start: at + n,
+                    end: at + n,
+                },
+                envelope_date(&line),
+            ));
+        } else if let Some(message) = &mut message {
+            message.push(&line);
+        }
+        after_blank = is_blank(&line);
+        at += n;
+    }
+    found(match message {
+        Some(done) => done.finish(),
+        None => return Ok(()),
+    });
+    Ok(())
 }
 
-/// The date of a `From sender Tue Feb  3 03:05:06 2020` line (UTC).
+fn is_blank(line: &[u8]) -> bool {
+    matches!(line, b"\n" | b"\r\n")
+}
+
+/// A message [`scan`] is reading, line by line.
+struct Scanning {
+    scanned: Scanned,
+    in_header: bool,
+    /// Its last bytes so far, to tell the blank line that ends it.
+    tail: Vec<u8>,
+}
+
+impl Scanning {
+    fn new(place: Place, date: Option<DateTime<FixedOffset>>) -> Self {
+        Scanning {
+            scanned: Scanned {
+                place,
+                date,
+                header: Vec::new(),
+                size: 0,
+            },
+            in_header: true,
+            tail: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, line: &[u8]) {
+        let scanned = &mut self.scanned;
+        scanned.place.end += line.len() as u64;
+        let line = unquoted_line(line);
+        scanned.size += line.len() as u64;
+        if self.in_header {
+            scanned.header.extend_from_slice(line);
+            self.in_header = !is_blank(line);
+        }
+        self.tail.extend_from_slice(line);
+        let extra = self.tail.len().saturating_sub(4);
+        self.tail.drain(..extra);
+    }
+
+    /// The message, without the blank line before the next `From ` (or at the end), which
+    /// is the separator.
+    fn finish(self) -> Scanned {
+        let mut scanned = self.scanned;
+        let separator = if self.tail.ends_with(b"\n\n") {
+            1
+        } else if self.tail.ends_with(b"\r\n\r\n") {
+            2
+        } else {
+            0
+        };
+        scanned.place.end -= separator;
+        scanned.size -= separator;
+        scanned.header.truncate(scanned.size as usize);
+        scanned
+    }
+}
+
+/// A message's bytes as its [`Place`] holds them, unquoted; an [`io::ErrorKind::InvalidData`]
+/// error when the file no longer has a message there: the message must still follow a line
+/// end and be followed by the end of the file or a blank line and the next `From ` line, so
+/// a file rewritten since it was scanned (a mail reader saving a changed `Status:`) is not
+/// read one byte short or long.
+fn read_at(file: &File, place: &Place) -> io::Result<Vec<u8>> {
+    const AFTER: usize = b"\r\nFrom ".len();
+    let before = u64::from(place.start > 0);
+    let mut bytes = vec![0; (place.end - place.start + before) as usize + AFTER];
+    let mut read = 0;
+    while read < bytes.len() {
+        match file.read_at(&mut bytes[read..], place.start - before + read as u64)? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    bytes.truncate(read);
+    let length = (place.end - place.start + before) as usize;
+    if bytes.len() < length {
+        return Err(moved());
+    }
+    let after = &bytes[length..];
+    let follows = after.is_empty()
+        || [&b"\n"[..], b"\r\n"].iter().any(|blank| {
+            after
+                .strip_prefix(*blank)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"From "))
+        });
+    if !follows || (before == 1 && bytes[0] != b'\n') {
+        return Err(moved());
+    }
+    Ok(bytes[before as usize..length]
+        .split_inclusive(|&b| b == b'\n')
+        .flat_map(unquoted_line)
+        .copied()
+        .collect())
+}
+
+fn moved() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "no longer in the file where it was indexed (the file changed during the run)",
+    )
+}
+
+/// The date of a `From sender Tue Feb  3 03:05:06 2020` line (UTC), or of the form a Google
+/// Takeout writes, with its zone before the year (`Thu Apr 07 14:09:04 +0000 2022`).
 fn envelope_date(line: &[u8]) -> Option<DateTime<FixedOffset>> {
     let text = String::from_utf8_lossy(line);
     let words: Vec<&str> = text.split_whitespace().collect();
-    let date = words.get(words.len().checked_sub(5)?..)?.join(" ");
-    NaiveDateTime::parse_from_str(&date, "%a %b %d %H:%M:%S %Y")
-        .ok()
-        .map(|d| d.and_utc().fixed_offset())
+    let last = |n: usize| Some(words.get(words.len().checked_sub(n)?..)?.join(" "));
+    let asctime = last(5).and_then(|date| {
+        NaiveDateTime::parse_from_str(&date, "%a %b %d %H:%M:%S %Y")
+            .ok()
+            .map(|d| d.and_utc().fixed_offset())
+    });
+    asctime.or_else(|| DateTime::parse_from_str(&last(6)?, "%a %b %d %H:%M:%S %z %Y").ok())
 }
 
-/// A message's bytes with one `>` taken off each `>+From ` line (mboxrd; on mboxo it turns
-/// back the lines a writer quoted, which is all it can do).
-fn unquoted(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len());
-    for line in body.split_inclusive(|&b| b == b'\n') {
-        let quotes = line.iter().take_while(|&&b| b == b'>').count();
-        if quotes > 0 && line[quotes..].starts_with(b"From ") {
-            out.extend_from_slice(&line[1..]);
-        } else {
-            out.extend_from_slice(line);
-        }
+/// A line with one `>` taken off when it is a `>+From ` line (mboxrd; on mboxo it turns back
+/// the lines a writer quoted, which is all it can do).
+fn unquoted_line(line: &[u8]) -> &[u8] {
+    let quotes = line.iter().take_while(|&&b| b == b'>').count();
+    match quotes > 0 && line[quotes..].starts_with(b"From ") {
+        true => &line[1..],
+        false => line,
     }
-    out
 }
 
 /// The mboxrd form of a message: `From ` line, quoted lines, a final line end, a blank line.
@@ -240,28 +351,22 @@ fn flags_of(header: &[u8]) -> Vec<String> {
     flags
 }
 
-/// The messages of a file: header, size and date of each, as the source index and the target
-/// index both need them.
-fn messages(file: &[u8]) -> impl Iterator<Item = (Vec<u8>, Span)> + '_ {
-    spans(file)
-        .into_iter()
-        .map(|span| (unquoted(&file[span.start..span.end]), span))
-}
-
 /// An mbox as a [`Source`]: read-only.
 pub struct MboxSource {
     mbox: Mbox,
-    /// The messages indexed, per folder, by index key.
-    indexed: std::collections::HashMap<String, Vec<Vec<u8>>>,
+    /// Where the messages indexed lie, per folder, by index key.
+    indexed: HashMap<String, Vec<Place>>,
     /// For a Google Takeout: every message of every file, by the folders its Gmail labels
     /// give it (see [`gmail_labels`]); `None` when folders are files.
-    labelled: Option<BTreeMap<String, Vec<Message>>>,
+    labelled: Option<BTreeMap<String, Vec<Labelled>>>,
 }
 
-/// A message read from a file: bytes, envelope date, flags.
+/// A message of a Google Takeout, as indexed once for each folder its labels name.
 #[derive(Debug, Clone)]
-struct Message {
-    raw: Vec<u8>,
+struct Labelled {
+    place: Place,
+    identity: identity::Identity,
+    size: u64,
     date: Option<DateTime<FixedOffset>>,
     flags: Vec<String>,
 }
@@ -277,41 +382,34 @@ impl MboxSource {
         }
         Ok(MboxSource {
             mbox,
-            indexed: Default::default(),
+            indexed: HashMap::new(),
             labelled: None,
         })
     }
 
     /// Reads the mbox as a Google Takeout: each message is in the folders its
-    /// `X-Gmail-Labels` field names, wherever it lies in the file (or files).
+    /// `X-Gmail-Labels` field names, wherever it lies in the file (or files). Only where
+    /// each message lies is kept, not the message.
     pub fn by_gmail_labels(mut self) -> Result<Self, Error> {
-        let mut labelled: BTreeMap<String, Vec<Message>> = BTreeMap::new();
+        let mut labelled: BTreeMap<String, Vec<Labelled>> = BTreeMap::new();
         for file in self.mbox.list()?.folders {
-            for message in self.read_messages(&file.name)? {
-                let placement = gmail_labels::placement(header::header_block(&message.raw));
+            self.mbox.scan(&file.name, |scanned| {
+                let header = header::header_block(&scanned.header);
+                let placement = gmail_labels::placement(header);
+                let message = Labelled {
+                    identity: identity::identify(header),
+                    size: scanned.size,
+                    date: scanned.date.or_else(|| identity::arrival_date(header)),
+                    flags: placement.flags,
+                    place: scanned.place,
+                };
                 for folder in placement.folders {
-                    let message = Message {
-                        flags: placement.flags.clone(),
-                        ..message.clone()
-                    };
-                    labelled.entry(folder).or_default().push(message);
+                    labelled.entry(folder).or_default().push(message.clone());
                 }
-            }
+            })?;
         }
         self.labelled = Some(labelled);
         Ok(self)
-    }
-
-    /// The messages of a file, with the flags their `Status:` fields give.
-    fn read_messages(&self, folder: &str) -> Result<Vec<Message>, Error> {
-        let file = self.mbox.read(folder)?;
-        Ok(messages(&file)
-            .map(|(raw, span)| Message {
-                flags: flags_of(header::header_block(&raw)),
-                date: span.date,
-                raw,
-            })
-            .collect())
     }
 }
 
@@ -326,31 +424,44 @@ impl Source for MboxSource {
     fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error> {
         let messages = match &self.labelled {
             Some(labelled) => labelled.get(folder).cloned().unwrap_or_default(),
-            None => self.read_messages(folder)?,
+            None => {
+                let mut messages = Vec::new();
+                self.mbox.scan(folder, |scanned| {
+                    let header = header::header_block(&scanned.header);
+                    messages.push(Labelled {
+                        identity: identity::identify(header),
+                        size: scanned.size,
+                        date: scanned.date.or_else(|| identity::arrival_date(header)),
+                        flags: flags_of(header),
+                        place: scanned.place,
+                    });
+                })?;
+                messages
+            }
         };
         let mut flag_sets = FlagSets::default();
-        let mut index = Vec::new();
-        let mut bodies = Vec::new();
-        for (key, Message { raw, date, flags }) in messages.into_iter().enumerate() {
-            let header = header::header_block(&raw);
+        let mut index = Vec::with_capacity(messages.len());
+        let mut places = Vec::with_capacity(messages.len());
+        for (key, message) in messages.into_iter().enumerate() {
             index.push(SourceMessage {
                 key: key as u32,
                 stable_id: None,
-                identity: identity::identify(header),
+                identity: message.identity,
                 identity_remembered: false,
-                size: raw.len() as u64,
+                size: message.size,
                 added: 0,
-                flags: flag_sets.intern(flags),
-                internal_date: date.or_else(|| identity::arrival_date(header)),
+                flags: flag_sets.intern(message.flags),
+                internal_date: message.date,
             });
-            bodies.push(raw);
+            places.push(message.place);
         }
-        self.indexed.insert(folder.to_owned(), bodies);
+        self.indexed.insert(folder.to_owned(), places);
         Ok(index)
     }
 
-    /// Another connection's index may have been taken: the file is read again, and each
-    /// message is found at its place and checked to be the one indexed there.
+    /// Another connection's index may have been taken: a folder this source has not indexed
+    /// is indexed first. Each message is read from its place and checked to be the one
+    /// indexed there (see [`read_at`]) with the same identity.
     fn fetch(
         &mut self,
         folder: &str,
@@ -360,19 +471,37 @@ impl Source for MboxSource {
         if !self.indexed.contains_key(folder) {
             self.index(folder)?;
         }
-        let bodies = self.indexed.get(folder).map_or(&[][..], Vec::as_slice);
+        let places = self.indexed.get(folder).map_or(&[][..], Vec::as_slice);
+        let mut files: HashMap<Arc<Path>, File> = HashMap::new();
         for message in messages {
-            let found = bodies
+            let read = places
                 .get(message.key as usize)
-                .filter(|raw| identity::identify(header::header_block(raw)) == message.identity);
-            let delivered = match found {
-                Some(raw) => deliver(Ok(Fetched {
+                .ok_or_else(moved)
+                .and_then(|place| {
+                    let file = match files.entry(place.path.clone()) {
+                        Entry::Occupied(open) => open.into_mut(),
+                        Entry::Vacant(new) => new.insert(File::open(&place.path)?),
+                    };
+                    read_at(file, place)
+                });
+            let delivered = match read {
+                Ok(raw) if identity::identify(header::header_block(&raw)) == message.identity => {
+                    deliver(Ok(Fetched {
+                        message,
+                        raw: raw.into(),
+                    }))
+                }
+                Ok(_) => deliver(Err(Unreadable {
                     message,
-                    raw: raw.as_slice().into(),
+                    reason: moved().to_string(),
                 })),
-                None => deliver(Err(Unreadable {
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => deliver(Err(Unreadable {
                     message,
-                    reason: "no longer in the file where it was indexed".to_owned(),
+                    reason: e.to_string(),
+                })),
+                Err(e) => deliver(Err(Unreadable {
+                    message,
+                    reason: format!("cannot read it from the file: {e}"),
                 })),
             };
             if !delivered {
@@ -395,23 +524,23 @@ impl MboxTarget {
     }
 
     fn index_folder(&self, folder: &str) -> Result<TargetIndex, Error> {
-        let file = self.mbox.read(folder)?;
         let mut index = TargetIndex::default();
         index.keywords = KeywordPolicy::Only(Vec::new());
-        for (n, (raw, _)) in messages(&file).enumerate() {
-            let header = header::header_block(&raw);
+        let mut position = 0;
+        self.mbox.scan(folder, |scanned| {
+            position += 1;
             index.add(
-                identity::identify(header),
+                identity::identify(header::header_block(&scanned.header)),
                 TargetCopy {
                     // Positions, not UIDs: nothing is asked of the file by them.
-                    uid: n as u32 + 1,
-                    size: raw.len() as u64,
+                    uid: position,
+                    size: scanned.size,
                     flags: Vec::new(),
                     // In the `From ` line, which the index does not read.
                     internal_date: None,
                 },
             );
-        }
+        })?;
         Ok(index)
     }
 
@@ -663,17 +792,105 @@ mod tests {
     }
 
     #[test]
-    fn mboxo_with_status_fields_reads_flags_and_dates() {
+    fn a_scan_line_by_line_gives_each_message_its_unquoted_size_and_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mixed.mbox");
+        let file: &[u8] = b"stray text before any message\n\n\
+            From a Sat Jan  4 10:11:12 2020\r\nSubject: crlf\r\n\r\n>From quoted\r\n\r\n\
+            From b Sat Jan  4 10:11:12 2020\nSubject: header only\n\n\
+            From c Sat Jan  4 10:11:12 2020\nSubject: no end\n\n>>From twice\nlast";
+        fs::write(&path, file).unwrap();
+        let mut scanned = Vec::new();
+        scan(&path, |s| scanned.push(s)).unwrap();
+        let opened = File::open(&path).unwrap();
+        let read: Vec<Vec<u8>> = scanned
+            .iter()
+            .map(|s| read_at(&opened, &s.place).unwrap())
+            .collect();
+        let expected: [&[u8]; 3] = [
+            b"Subject: crlf\r\n\r\nFrom quoted\r\n",
+            b"Subject: header only\n",
+            b"Subject: no end\n\n>From twice\nlast",
+        ];
+        assert_eq!(read, expected);
+        for (s, raw) in scanned.iter().zip(&read) {
+            assert_eq!(s.size, raw.len() as u64);
+            assert_eq!(header::header_block(&s.header), header::header_block(raw));
+        }
+    }
+
+    /// What fetching every indexed message of `path` gives: each one's bytes, or why not.
+    fn fetch_all(path: &Path, change: impl FnOnce()) -> Vec<Result<Vec<u8>, String>> {
+        let mut source = MboxSource::open(Mbox::new(path)).unwrap();
+        let index = source.index("INBOX").unwrap();
+        change();
+        let mut fetched = Vec::new();
+        source
+            .fetch(
+                "INBOX",
+                index.into_iter().map(Arc::new).collect(),
+                &mut |f| {
+                    fetched.push(f.map(|f| f.raw.into_owned()).map_err(|u| u.reason));
+                    true
+                },
+            )
+            .unwrap();
+        fetched
+    }
+
+    #[test]
+    fn a_message_whose_file_was_rewritten_after_the_index_is_not_read_short_or_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let file = |status: &str| {
+            format!(
+                "From a Sat Jan  4 10:11:12 2020\nMessage-ID: <1@x>\n\none\n\n\
+                 From b Sat Jan  4 10:11:12 2020\nMessage-ID: <2@x>\nStatus: {status}\n\ntwo\n\n\
+                 From c Sat Jan  4 10:11:12 2020\nMessage-ID: <3@x>\n\nthree\n"
+            )
+        };
+        fs::write(&path, file("O")).unwrap();
+        // A mail reader saves the second message as read: one byte more from there on.
+        let fetched = fetch_all(&path, || fs::write(&path, file("RO")).unwrap());
+        assert_eq!(fetched[0], Ok(b"Message-ID: <1@x>\n\none\n".to_vec()));
+        for failed in &fetched[1..] {
+            assert!(
+                failed.as_ref().is_err_and(|e| e.contains("changed")),
+                "{fetched:?}"
+            );
+        }
+        let untouched = fetch_all(&path, || ());
+        assert!(untouched.iter().all(Result::is_ok), "{untouched:?}");
+    }
+
+    #[test]
+    fn a_header_far_longer_than_usual_is_read_back_as_the_message_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let long = "x".repeat(100);
+        let fields: String = (0..3000).map(|n| format!("X-Long-{n}: {long}\n")).collect();
+        let raw = format!("{fields}Message-ID: <late@x>\n\nbody\n");
+        fs::write(&path, format!("From a Sat Jan  4 10:11:12 2020\n{raw}")).unwrap();
+        assert_eq!(fetch_all(&path, || ()), [Ok(raw.into_bytes())]);
+    }
+
+    #[test]
+    fn mboxo_with_status_fields_reads_flags_and_both_forms_of_envelope_date() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("takeout.mbox");
         fs::write(
             &path,
-            b"From 1234@xxx Sat Jan  4 10:11:12 2020\nMessage-ID: <t@x>\nStatus: RO\nX-Status: AF\n\nhi\n\nFrom someone Sun Jan  5 10:11:12 2020\nSubject: two\n\nbye\n",
+            b"From 1234@xxx Sat Jan  4 10:11:12 2020\nMessage-ID: <t@x>\nStatus: RO\nX-Status: AF\n\nhi\n\nFrom someone Sun Jan  5 10:11:12 2020\nSubject: two\n\nbye\n\nFrom 1611@xxx Thu Apr 07 14:09:04 +0200 2022\nSubject: three\n\nhi\n",
         )
         .unwrap();
         let mut source = MboxSource::open(Mbox::new(&path)).unwrap();
         let index = source.index("INBOX").unwrap();
-        assert_eq!(index.len(), 2);
+        assert_eq!(index.len(), 3);
+        assert_eq!(
+            index[2].internal_date.unwrap().to_rfc3339(),
+            "2022-04-07T14:09:04+02:00",
+            "a Takeout's envelope date"
+        );
         assert_eq!(*index[0].flags, ["\\Answered", "\\Flagged", "\\Seen"]);
         assert_eq!(
             index[1].internal_date.unwrap().to_rfc3339(),

@@ -17,6 +17,7 @@ mod identity_cache;
 mod imap_source;
 mod imap_target;
 pub mod maildir;
+mod maildir_uids;
 pub mod mbox;
 mod pop3_source;
 pub mod session;

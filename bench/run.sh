@@ -112,7 +112,7 @@
 #   every corpus copy at most 64 MiB (the target is for the default --connections).
 # A MISS is reported, not a failure: the exit status is 1 only for a failed check.
 #
-# Local stores (--local; bench/local.py, ~3 min per rep at 10000 messages): issue 15's speed
+# Local stores (--local; bench/local.py, ~1.5 min with 3 reps at 10000 messages): issue 15's speed
 # targets, on loopback only, with the IMAP account above at --count messages (default 10000).
 # Per rep, each into a fresh directory in the bench's directory or a fresh target user:
 #   baseline upload      bench/baseline.py's upload of the account's files, as in the main table

@@ -121,7 +121,7 @@
 #                        mailferry writes), Patterns *, Sync Pull, Create Near, Expunge None,
 #                        CopyArrivalDate yes, its defaults otherwise (FSync yes, its default
 #                        pipelining): the yardstick of the backup
-#   mailferry IMAP -> maildir   migrate --from imap://… --to maildir:DIR   (target: <= 1.0x mbsync)
+#   mailferry IMAP -> maildir   migrate --from imap://… --to maildir:DIR  (target: <= 1.0x mbsync)
 #   mailferry maildir no-op re-run   the same again: must copy 0      (target: <= 0.2 s)
 #   mailferry maildir -> IMAP   migrate --from maildir:DIR --to imap://… into a fresh user
 #                               (target: <= 1.1x the baseline upload of the same rep)
@@ -284,7 +284,9 @@ echo "== starting source and target Dovecot on 127.0.0.1 (mail in $WORK)"
 if [ -n "$LOCAL" ]; then
   # bench/local.py's: imap (and its POP3 twin pop); targets <lbase|lrestore|lmrestore><rep>.
   start_server src "pop imap"
-  start_server dst "warmup $(for r in $(seq 1 "$REPS"); do printf 'lbase%s lrestore%s lmrestore%s ' "$r" "$r" "$r"; done)"
+  start_server dst "warmup $(for r in $(seq 1 "$REPS"); do
+    printf 'lbase%s lrestore%s lmrestore%s ' "$r" "$r" "$r"
+  done)"
 elif [ -n "$MEMORY" ]; then
   # bench/memory.py's: pop imap (N messages), kpop kimap (L), big (the big mailbox); targets
   # <s: N, k: L, b: big><pop|imap><rep>.

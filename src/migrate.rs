@@ -5,8 +5,9 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use crate::endpoint::Protocol;
 use crate::error::Error;
@@ -140,10 +141,15 @@ pub struct AfterCopy<'a> {
     pub report: &'a ReportBuilder,
 }
 
+/// A source connection being opened in the background.
+type Opening = JoinHandle<Result<Box<dyn Source>, Error>>;
+
 /// The result of the planning phase, with the connections still open.
 pub struct Planned<'j> {
     job: &'j MigrateJob,
     source: Box<dyn Source>,
+    /// Source connections for the copy's other folder lanes, opened while planning.
+    spare_sources: Mutex<Vec<Opening>>,
     /// The planning target connection, handed to the copy as its first upload connection.
     target: Option<Box<dyn Target>>,
     /// One entry per folder.
@@ -172,7 +178,8 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
     );
     // The two sides are independent until the diff: over a slow link, doing them at once
     // halves the round trips the plan waits for.
-    let ((mut source, source_folders), (mut target, target_folders)) = open_both(job)?;
+    let ((mut source, source_folders, spare_sources), (mut target, target_folders)) =
+        open_both(job)?;
     let size_limit = SizeLimit::tightest(
         job.size_limit.clone(),
         target.append_limit().map(|bytes| SizeLimit {
@@ -320,6 +327,7 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
     Ok(Planned {
         job,
         source,
+        spare_sources: Mutex::new(spare_sources),
         target: Some(target),
         folders,
         size_limit,
@@ -369,10 +377,15 @@ impl Planned<'_> {
         if let Some(planning) = self.target.take() {
             targets.put(planning);
         }
+        let spares = &self.spare_sources;
         let mut error = transfer::copy_folders(
             &plans,
             &mut self.source,
-            &|| open_source(job),
+            &|| match spares.lock().unwrap().pop().map(JoinHandle::join) {
+                Some(Ok(Ok(spare))) => Ok(spare),
+                // A spare that could not log in says nothing a retrying connection would not.
+                _ => open_source(job),
+            },
             &targets,
             TransferSettings {
                 concurrent_writers: self.concurrent_writers,
@@ -381,6 +394,10 @@ impl Planned<'_> {
             &events,
         )
         .err();
+        // Spares no lane took (fewer folders to copy than planned for) log out now.
+        for spare in std::mem::take(self.spare_sources.get_mut().unwrap()) {
+            let _ = spare.join();
+        }
         if let Some(map) = &job.uidl_map {
             self.append_uidl_map(map, &receipts);
         }
@@ -540,13 +557,19 @@ fn retrying<T>(
         .retry(&Unobserved, give_up, Error::is_transient, open)
 }
 
-/// A logged-in connection to each side, and the folders each side has.
-type Connections = ((Box<dyn Source>, FolderList), (Box<dyn Target>, FolderList));
+/// A logged-in connection to each side and the folders each side has, with the spare source
+/// connections being opened.
+type Connections = (
+    (Box<dyn Source>, FolderList, Vec<Opening>),
+    (Box<dyn Target>, FolderList),
+);
 
 /// Opens both planning connections at once, each listing its folders as soon as it is logged
 /// in. The first to fail for good makes the other stop retrying (each still tries once): the
 /// run ends with the failure of each side that failed, so a wrong password on both sides is
-/// found in one run.
+/// found in one run. Once the source has logged in (so a wrong password is tried once), the
+/// spare source connections for the copy's other folder lanes start opening in the
+/// background: over a slow link a login costs several round trips, which planning then hides.
 fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
     fn settled<T>(opened: Result<T, Error>, give_up: &AtomicBool) -> Result<T, Error> {
         if opened.is_err() {
@@ -566,7 +589,14 @@ fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
     let (source, target) = both(
         || {
             let opened = open_source_unless(job, Some(&give_up));
-            settled(listed(opened, |source| source.folders()), &give_up)
+            let (source, folders) = settled(listed(opened, |source| source.folders()), &give_up)?;
+            let spares = (1..lanes_for(job, &folders))
+                .map(|_| {
+                    let job = job.clone();
+                    std::thread::spawn(move || open_source_once(&job))
+                })
+                .collect();
+            Ok((source, folders, spares))
         },
         || {
             let opened = open_target_unless(job, Some(&give_up));
@@ -581,6 +611,22 @@ fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
     }
 }
 
+/// How many folder lanes a copy of these source folders may run, each with its own source
+/// connection (see [`transfer::copy_folders`]): one for a dry run, which copies nothing, and
+/// for a POP3 maildrop, which servers lock to one session.
+fn lanes_for(job: &MigrateJob, folders: &FolderList) -> usize {
+    if job.dry_run || job.from.endpoint.protocol != Protocol::Imap {
+        return 1;
+    }
+    lanes(job.transfer.connections, folders)
+}
+
+/// One lane per folder that holds messages, at most `connections`, at least one.
+fn lanes(connections: usize, folders: &FolderList) -> usize {
+    let selectable = folders.folders.iter().filter(|f| f.selectable).count();
+    connections.clamp(1, selectable.max(1))
+}
+
 fn open_source(job: &MigrateJob) -> Result<Box<dyn Source>, Error> {
     open_source_unless(job, None)
 }
@@ -589,26 +635,28 @@ fn open_source_unless(
     job: &MigrateJob,
     give_up: Option<&AtomicBool>,
 ) -> Result<Box<dyn Source>, Error> {
-    retrying(job, give_up, || -> Result<Box<dyn Source>, Error> {
-        match job.from.endpoint.protocol {
-            Protocol::Pop3 => Ok(Box::new(Pop3Source::connect(
-                &job.from,
-                &job.connect,
-                job.mark_seen,
-            )?)),
-            Protocol::Imap => Ok(Box::new(ImapSource::connect(&job.from, &job.connect)?)),
-            Protocol::Maildir => Ok(Box::new(MaildirSource::open(Maildir::new(local_path(
-                &job.from,
-            )))?)),
-            Protocol::Mbox => {
-                let mbox = MboxSource::open(Mbox::new(local_path(&job.from)))?;
-                Ok(Box::new(match job.gmail_labels {
-                    true => mbox.by_gmail_labels()?,
-                    false => mbox,
-                }))
-            }
+    retrying(job, give_up, || open_source_once(job))
+}
+
+fn open_source_once(job: &MigrateJob) -> Result<Box<dyn Source>, Error> {
+    match job.from.endpoint.protocol {
+        Protocol::Pop3 => Ok(Box::new(Pop3Source::connect(
+            &job.from,
+            &job.connect,
+            job.mark_seen,
+        )?)),
+        Protocol::Imap => Ok(Box::new(ImapSource::connect(&job.from, &job.connect)?)),
+        Protocol::Maildir => Ok(Box::new(MaildirSource::open(Maildir::new(local_path(
+            &job.from,
+        )))?)),
+        Protocol::Mbox => {
+            let mbox = MboxSource::open(Mbox::new(local_path(&job.from)))?;
+            Ok(Box::new(match job.gmail_labels {
+                true => mbox.by_gmail_labels()?,
+                false => mbox,
+            }))
         }
-    })
+    }
 }
 
 /// The directory or file of a local store's account.
@@ -652,12 +700,35 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::folders::FolderInfo;
 
     fn limit(bytes: u64, set_by: &str) -> SizeLimit {
         SizeLimit {
             bytes,
             set_by: set_by.into(),
         }
+    }
+
+    #[test]
+    fn a_lane_per_folder_with_messages_up_to_the_connections() {
+        let folder = |name: &str, attributes: &[&str]| {
+            let attributes: Vec<String> = attributes.iter().map(|a| a.to_string()).collect();
+            FolderInfo::from_list(name.into(), Some('/'), &attributes)
+        };
+        let list = |folders| FolderList {
+            folders,
+            personal: Default::default(),
+        };
+        let three = list(vec![
+            folder("INBOX", &[]),
+            folder("Lists", &["\\Noselect"]),
+            folder("Lists/dev", &[]),
+            folder("Sent", &[]),
+        ]);
+        assert_eq!(lanes(2, &three), 2);
+        assert_eq!(lanes(8, &three), 3);
+        assert_eq!(lanes(0, &three), 1);
+        assert_eq!(lanes(4, &list(Vec::new())), 1);
     }
 
     #[test]

@@ -15,8 +15,11 @@ no retries, no error handling worth the name). Three sources:
                     in one write (PIPELINING), then every RETR at once, each message passed on
                     to the upload as it arrives (no flags, the server's own internal date). It
                     ends the session by closing the connection, without QUIT: the session never
-                    enters the UPDATE state (RFC 1939), so Dovecot neither marks the messages
-                    seen nor moves them from new/ to cur/, and the maildrop stays as it was.
+                    enters the UPDATE state (RFC 1939), so Dovecot marks nothing seen. It still
+                    moves the files from new/ to cur/ as the session opens the maildrop
+                    (checked: 50 files in new/, none there afterwards, no flag in their names),
+                    so give it a maildrop of its own: bench.py gives it hard links of the POP3
+                    account's files.
 The upload uses --connections target connections (default 1); batch k goes to connection
 k mod N, each connection with:
   - LOGIN in plaintext (or over TLS with --tls-ca), pipelined with the CREATE of every folder:

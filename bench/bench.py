@@ -852,8 +852,8 @@ def prepare_link(a, env, limit, fail, name, tag, count, pop_user, imap_user):
           f"written into accounts {pop_user} and {imap_user} in {time.monotonic() - t0:.1f} s",
           flush=True)
     # The POP3 baseline's own maildrop, the same files hard-linked: whatever a POP3 session
-    # does to its maildrop (Dovecot moves a message from new/ to cur/ at QUIT once it was
-    # read) leaves mailferry's untouched.
+    # does to its maildrop (Dovecot moves the files from new/ to cur/ as the session opens it,
+    # and marks them seen at QUIT) leaves mailferry's untouched.
     base_pop_user = f"b{pop_user}"
     base_pop_maildir = f"{a.src_dir}/mail/{base_pop_user}/Maildir"
     uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid

@@ -67,7 +67,9 @@
 #   1c. baseline POP3 copy   the same client reading a POP3 maildrop into INBOX (USER, PASS,
 #                        STAT, UIDL at once, then every RETR at once, each message passed on to
 #                        the upload). Its own account holds the POP3 account's files (hard
-#                        links), and it closes without QUIT, so the maildrop stays as it was
+#                        links): Dovecot moves a maildrop's files from new/ to cur/ as a session
+#                        opens it, QUIT or not (it closes without QUIT, so nothing is marked
+#                        seen); mailferry's POP3 account is left as it was
 #   2. doveadm import    the IMAP account's Maildir, every folder (Dovecot's own floor, no
 #                        network: loopback only)
 #   3. mailferry POP3 copy      migrate --from pop3://… --to imap://…/INBOX

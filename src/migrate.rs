@@ -141,15 +141,49 @@ pub struct AfterCopy<'a> {
     pub report: &'a ReportBuilder,
 }
 
-/// A source connection being opened in the background.
-type Opening = JoinHandle<Result<Box<dyn Source>, Error>>;
+/// Connections opened in the background while planning, for the copy to take: over a slow
+/// link a login costs several round trips, which planning then hides.
+struct Spares<T>(Mutex<Vec<JoinHandle<Result<T, Error>>>>);
+
+impl<T: Send + 'static> Spares<T> {
+    /// `count` connections, each opened once by `open` (no retry: the copy opens its own
+    /// when a spare failed).
+    fn open(count: usize, open: impl Fn() -> Result<T, Error> + Send + Sync + 'static) -> Self {
+        let open = Arc::new(open);
+        let opening = (0..count)
+            .map(|_| {
+                let open = Arc::clone(&open);
+                std::thread::spawn(move || open())
+            })
+            .collect();
+        Spares(Mutex::new(opening))
+    }
+
+    /// A spare that logged in, else what `open` opens now.
+    fn take_or(&self, open: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        let spare = self.0.lock().unwrap().pop();
+        match spare.map(JoinHandle::join) {
+            Some(Ok(Ok(spare))) => Ok(spare),
+            // A spare that could not log in says nothing a new connection would not.
+            _ => open(),
+        }
+    }
+
+    /// Waits for the spares nobody took (fewer folders to copy than planned for), which
+    /// then log out.
+    fn close(&self) {
+        for spare in std::mem::take(&mut *self.0.lock().unwrap()) {
+            let _ = spare.join();
+        }
+    }
+}
 
 /// The result of the planning phase, with the connections still open.
 pub struct Planned<'j> {
     job: &'j MigrateJob,
     source: Box<dyn Source>,
     /// Source connections for the copy's other folder lanes, opened while planning.
-    spare_sources: Mutex<Vec<Opening>>,
+    spare_sources: Spares<Box<dyn Source>>,
     /// The planning target connection, handed to the copy as its first upload connection.
     target: Option<Box<dyn Target>>,
     /// One entry per folder.
@@ -327,7 +361,7 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
     Ok(Planned {
         job,
         source,
-        spare_sources: Mutex::new(spare_sources),
+        spare_sources,
         target: Some(target),
         folders,
         size_limit,
@@ -381,11 +415,7 @@ impl Planned<'_> {
         let mut error = transfer::copy_folders(
             &plans,
             &mut self.source,
-            &|| match spares.lock().unwrap().pop().map(JoinHandle::join) {
-                Some(Ok(Ok(spare))) => Ok(spare),
-                // A spare that could not log in says nothing a retrying connection would not.
-                _ => open_source(job),
-            },
+            &|| spares.take_or(|| open_source(job)),
             &targets,
             TransferSettings {
                 concurrent_writers: self.concurrent_writers,
@@ -394,10 +424,7 @@ impl Planned<'_> {
             &events,
         )
         .err();
-        // Spares no lane took (fewer folders to copy than planned for) log out now.
-        for spare in std::mem::take(self.spare_sources.get_mut().unwrap()) {
-            let _ = spare.join();
-        }
+        self.spare_sources.close();
         if let Some(map) = &job.uidl_map {
             self.append_uidl_map(map, &receipts);
         }
@@ -557,10 +584,10 @@ fn retrying<T>(
         .retry(&Unobserved, give_up, Error::is_transient, open)
 }
 
-/// A logged-in connection to each side and the folders each side has, with the spare source
+/// A logged-in connection to each side and the folders each side has, with the source's spare
 /// connections being opened.
 type Connections = (
-    (Box<dyn Source>, FolderList, Vec<Opening>),
+    (Box<dyn Source>, FolderList, Spares<Box<dyn Source>>),
     (Box<dyn Target>, FolderList),
 );
 
@@ -568,8 +595,7 @@ type Connections = (
 /// in. The first to fail for good makes the other stop retrying (each still tries once): the
 /// run ends with the failure of each side that failed, so a wrong password on both sides is
 /// found in one run. Once the source has logged in (so a wrong password is tried once), the
-/// spare source connections for the copy's other folder lanes start opening in the
-/// background: over a slow link a login costs several round trips, which planning then hides.
+/// source connections for the copy's other folder lanes start opening in the background.
 fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
     fn settled<T>(opened: Result<T, Error>, give_up: &AtomicBool) -> Result<T, Error> {
         if opened.is_err() {
@@ -590,12 +616,10 @@ fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
         || {
             let opened = open_source_unless(job, Some(&give_up));
             let (source, folders) = settled(listed(opened, |source| source.folders()), &give_up)?;
-            let spares = (1..lanes_for(job, &folders))
-                .map(|_| {
-                    let job = job.clone();
-                    std::thread::spawn(move || open_source_once(&job))
-                })
-                .collect();
+            let job = job.clone();
+            let spares = Spares::open(lanes_for(&job, &folders) - 1, move || {
+                open_source_once(&job)
+            });
             Ok((source, folders, spares))
         },
         || {
@@ -707,6 +731,28 @@ mod tests {
             bytes,
             set_by: set_by.into(),
         }
+    }
+
+    fn refused() -> Error {
+        Error::Usage {
+            message: "no".into(),
+            hint: None,
+        }
+    }
+
+    #[test]
+    fn spares_are_taken_while_they_last_and_a_failed_one_gives_way_to_a_new_connection() {
+        let spares = Spares::open(2, || Ok(1));
+        assert_eq!(spares.take_or(|| Ok(2)).unwrap(), 1);
+        assert_eq!(spares.take_or(|| Ok(2)).unwrap(), 1);
+        assert_eq!(spares.take_or(|| Ok(2)).unwrap(), 2);
+
+        let failing: Spares<u32> = Spares::open(1, || Err(refused()));
+        assert_eq!(failing.take_or(|| Ok(2)).unwrap(), 2);
+
+        let unused = Spares::open(3, || Ok(1));
+        unused.close();
+        assert_eq!(unused.take_or(|| Ok(2)).unwrap(), 2);
     }
 
     #[test]

@@ -2,31 +2,44 @@
 """baseline.py — BENCH BASELINE ONLY, NOT PART OF MAILFERRY: a minimal raw IMAP uploader/copier.
 
 It is the yardstick bench/run.sh divides mailferry's times by: the fastest plain way to put a
-corpus on an IMAP server over one connection, with none of mailferry's work (no Message-ID
-diff, no verification, no retries, no error handling worth the name). Two modes:
+corpus on an IMAP server, with none of mailferry's work (no Message-ID diff, no verification,
+no retries, no error handling worth the name). Three sources:
   upload (default)  reads a Maildir++ from disk (the bench's IMAP source account) and uploads
                     every message into the same folder on the target with its flags and
                     internal date (the file's mtime);
-  --copy-port PORT  reads the same from the source server instead: one connection, LIST, then
-                    every folder's EXAMINE + UID FETCH (FLAGS INTERNALDATE BODY.PEEK[]) sent at
-                    once, each message passed on to the upload as it arrives (no diff, no
-                    state).
-The upload uses:
+  --copy-port PORT  reads the same from the source IMAP server instead: one connection, LIST,
+                    then every folder's EXAMINE + UID FETCH (FLAGS INTERNALDATE BODY.PEEK[])
+                    sent at once, each message passed on to the upload as it arrives (no diff,
+                    no state);
+  --pop3-port PORT  reads a POP3 maildrop into the target's INBOX: USER, PASS, STAT and UIDL
+                    in one write (PIPELINING), then every RETR at once, each message passed on
+                    to the upload as it arrives (no flags, the server's own internal date). It
+                    ends the session by closing the connection, without QUIT: the session never
+                    enters the UPDATE state (RFC 1939), so Dovecot marks nothing seen. It still
+                    moves the files from new/ to cur/ as the session opens the maildrop
+                    (checked: 50 files in new/, none there afterwards, no flag in their names),
+                    so give it a maildrop of its own: bench.py gives it hard links of the POP3
+                    account's files.
+The upload uses --connections target connections (default 1); batch k goes to connection
+k mod N, each connection with:
   - LOGIN in plaintext (or over TLS with --tls-ca), pipelined with the CREATE of every folder:
-    the setup costs one round trip, not one per command;
+    the setup costs one round trip, not one per command (a folder another connection created
+    first answers ALREADYEXISTS, which is fine);
   - RFC 3502 MULTIAPPEND, --batch messages of one folder per APPEND command, each message a
     non-synchronizing literal (RFC 7888 LITERAL+, `{n+}`): no wait for a continuation;
   - pipelining: it never waits for a tagged answer before sending the next batch, only keeps at
     most --window APPEND commands unanswered (a bounded window, so its memory stays bounded).
 It assumes a server that offers LITERAL+ and MULTIAPPEND (Dovecot does) and checks that after
 LOGIN. Usage (the password comes from the environment, never the command line; the same for
-both accounts in copy mode):
+every account in copy mode):
   BASELINE_PASSWORD=… python3 bench/baseline.py --port PORT --user USER
-      (--maildir DIR | --copy-port PORT --copy-user USER)
-      [--host 127.0.0.1] [--tls-ca FILE] [--batch 50] [--window 8] [--timeout 300]
-Prints one JSON line {"messages", "bytes", "commands", "seconds"} (seconds: from before the
-first connect to the last tagged answer; LOGOUT and the interpreter's start-up left out); exit 0
-when every command got OK, 1 otherwise (the failing answers on stderr), 2 on a usage error.
+      (--maildir DIR | --copy-port PORT --copy-user USER | --pop3-port PORT --pop3-user USER)
+      [--host 127.0.0.1] [--tls-ca FILE] [--connections 1] [--batch 50] [--window 8]
+      [--timeout 300]
+Prints one JSON line {"messages", "bytes", "commands", "connections", "seconds"} (seconds: from
+before the first connect to the last tagged answer; LOGOUT and the interpreter's start-up left
+out); exit 0 when every command got OK, 1 otherwise (the failing answers on stderr), 2 on a
+usage error.
 """
 import argparse
 import asyncio
@@ -202,33 +215,75 @@ async def server_source(a, ctx, password, failures):
     return list(folders), messages()
 
 
+async def pop3_source(a, ctx, password):
+    """The POP3 mode's source: (["INBOX"], async iterator of messages) read over one
+    connection. USER, PASS, STAT and UIDL cost one round trip; then every RETR goes out at once
+    and the messages stream back in order."""
+    reader, writer = await asyncio.open_connection(a.host, a.pop3_port, ssl=ctx, limit=1 << 26,
+                                                   server_hostname=a.host if ctx else None)
+    if not (await reader.readline()).startswith(b"+OK"):
+        raise RuntimeError("POP3 greeting")
+    writer.write(f"USER {a.pop3_user}\r\nPASS {password}\r\nSTAT\r\nUIDL\r\n".encode())
+    await writer.drain()
+    answers = [await reader.readline() for _ in range(3)]
+    for what, answer in zip(("USER", "PASS", "STAT"), answers):
+        if not answer.startswith(b"+OK"):
+            raise RuntimeError(f"POP3 {what}: {answer.decode(errors='replace').strip()}")
+    count = int(answers[2].split()[1])
+    await reader.readuntil(b"\r\n.\r\n")  # the UIDL listing, unused
+    writer.write(b"".join(f"RETR {n}\r\n".encode() for n in range(1, count + 1)))
+    await writer.drain()
+
+    async def messages():
+        for n in range(1, count + 1):
+            status = await reader.readline()
+            if not status.startswith(b"+OK"):
+                raise RuntimeError(f"POP3 RETR {n}: {status.decode(errors='replace').strip()}")
+            # Every message ends with CRLF, so CRLF.CRLF ends it; then undo the dot-stuffing.
+            data = (await reader.readuntil(b"\r\n.\r\n"))[:-3].replace(b"\r\n..", b"\r\n.")
+            yield "INBOX", "", "", data[1:] if data.startswith(b"..") else data
+        # No QUIT: see the module's docstring.
+        writer.close()
+
+    return ["INBOX"], messages()
+
+
 async def run(a, password):
     # Timed from here, the connects included, as mailferry's wall time includes its own.
     start = time.monotonic()
     ctx = ssl.create_default_context(cafile=a.tls_ca) if a.tls_ca else None
     failures = []
-    window = asyncio.Semaphore(a.window)
-    target_opening = asyncio.ensure_future(Connection.open(a.host, a.port, ctx))
+    target_opening = asyncio.gather(*(Connection.open(a.host, a.port, ctx)
+                                      for _ in range(a.connections)))
     if a.copy_port:
         folders, messages = await server_source(a, ctx, password, failures)
+    elif a.pop3_port:
+        folders, messages = await pop3_source(a, ctx, password)
     else:
         folders, messages = maildir_source(a.maildir)
-    target = await target_opening
+    targets = await target_opening
+    windows = [asyncio.Semaphore(a.window) for _ in targets]
 
-    # Setup, pipelined: LOGIN and every CREATE in one write.
-    setup = [target.send("L", f"L LOGIN {quoted(a.user)} {quoted(password)}\r\n".encode())]
-    for k, folder in enumerate(f for f in folders if f != "INBOX"):
-        setup.append(target.send(f"C{k}", f"C{k} CREATE {quoted(folder)}\r\n".encode()))
-    await target.writer.drain()
+    # Setup, pipelined: on each connection LOGIN and every CREATE in one write.
+    setup = []
+    for n, target in enumerate(targets):
+        setup.append(target.send("L", f"L LOGIN {quoted(a.user)} {quoted(password)}\r\n"
+                                 .encode()))
+        for k, folder in enumerate(f for f in folders if f != "INBOX"):
+            setup.append(target.send(f"C{k}", f"C{k} CREATE {quoted(folder)}\r\n".encode()))
+        await target.writer.drain()
 
     done = []
     counts = {"messages": 0, "bytes": 0}
 
     async def send_batch(batch):
+        which = len(done) % len(targets)
+        target, window = targets[which], windows[which]
         await window.acquire()
         parts = [f"A{len(done)} APPEND {quoted(batch[0][0])}".encode()]
         for _, flags, date, data in batch:
-            parts.append(f" ({flags}) {date} {{{len(data)}+}}\r\n".encode())
+            parts.append(f" ({flags}){' ' + date if date else ''} {{{len(data)}+}}\r\n"
+                         .encode())
             parts.append(data)
         parts.append(b"\r\n")
         answer = target.send(f"A{len(done)}", b"".join(parts))
@@ -263,8 +318,9 @@ async def run(a, password):
         if not rest.startswith("OK"):
             failures.append(rest)
     seconds = time.monotonic() - start
-    await target.close()
-    return dict(counts, commands=len(done), seconds=round(seconds, 6)), failures
+    await asyncio.gather(*(target.close() for target in targets))
+    return dict(counts, commands=len(done), connections=len(targets),
+                seconds=round(seconds, 6)), failures
 
 
 def main():
@@ -273,7 +329,12 @@ def main():
     source = ap.add_mutually_exclusive_group(required=True)
     source.add_argument("--maildir", help="upload this Maildir++")
     source.add_argument("--copy-port", type=int, help="copy from the IMAP server on this port")
+    source.add_argument("--pop3-port", type=int,
+                        help="copy the maildrop of the POP3 server on this port into INBOX")
     ap.add_argument("--copy-user", help="the source account (with --copy-port)")
+    ap.add_argument("--pop3-user", help="the source account (with --pop3-port)")
+    ap.add_argument("--connections", type=int, default=1,
+                    help="target connections; batch k goes to connection k mod N")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True, help="the target's IMAP port")
     ap.add_argument("--user", required=True, help="the target account")
@@ -289,6 +350,10 @@ def main():
         ap.error("set BASELINE_PASSWORD")
     if a.copy_port and not a.copy_user:
         ap.error("--copy-port needs --copy-user")
+    if a.pop3_port and not a.pop3_user:
+        ap.error("--pop3-port needs --pop3-user")
+    if a.connections < 1:
+        ap.error("--connections takes a positive integer")
     try:
         result, failures = asyncio.run(asyncio.wait_for(run(a, password), a.timeout))
     except (OSError, RuntimeError, asyncio.TimeoutError, asyncio.IncompleteReadError,

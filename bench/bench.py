@@ -45,6 +45,8 @@ import sys
 import time
 import unicodedata
 
+import round_trips
+
 # ----------------------------------------------------------------------------------------------
 # Corpus generator. Shape (fractions of N, drawn from the seed):
 #   ~80%   2-20 KB    text/plain or multipart/alternative (text + html)
@@ -472,14 +474,25 @@ def tail(path, lines=15):
         return str(e)
 
 # The table's rows, in the order of each link's run. The "x baseline" column divides each by
-# BASELINE on the same link (transport and latency) in the same rep.
+# the best (fastest) of the BASELINE_UPLOADS on the same link (transport and latency) in the
+# same rep.
 BASELINE = "baseline upload (not mailferry)"
+# The upload baseline at these target connection counts: (connections, row, target user).
+BASELINE_UPLOADS = [(1, BASELINE, "base"), (4, "baseline upload, 4 connections", "base4"),
+                    (8, "baseline upload, 8 connections", "base8")]
 BASELINE_COPY = "baseline IMAP copy (not mailferry)"
+BASELINE_POP3 = "baseline POP3 copy (not mailferry)"
 DOVEADM = "doveadm import (floor)"
-CASES = [BASELINE, BASELINE_COPY, DOVEADM,
+# Not run: what a tool that waits a round trip per message (a RETR's, then an APPEND's) would
+# take on the relayed link, from the relay's measured round trip.
+PER_MESSAGE_TOOL = "tool waiting 2 round trips a message"
+CASES = [*(row for _, row, _ in BASELINE_UPLOADS), BASELINE_COPY, BASELINE_POP3, DOVEADM,
          "mailferry POP3 copy", "mailferry POP3 no-op re-run", "mailferry POP3 no-op again",
          "mailferry IMAP copy", "mailferry IMAP no-op re-run", "mailferry IMAP no-op again",
-         "mailferry mirror first run", "mailferry mirror no-op"]
+         "mailferry mirror first run", "mailferry mirror no-op", PER_MESSAGE_TOOL]
+# The cases an extra, untimed run with the protocol trace (-vvv) counts the round trips of, per
+# phase (bench/round_trips.py), on the relayed link: (row, target user).
+TRACED = [("mailferry POP3 copy", "phasepop"), ("mailferry IMAP copy", "phaseimap")]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -666,16 +679,31 @@ def run_rep(a, rep, link, env, limit, fail):
     def files(name):
         return f"{a.work}/report-{tag}-{name}-{rep}.json", f"{a.work}/{tag}-{name}-{rep}.log"
 
-    # ---- the baselines: the IMAP account's files, then the account on the source server,
-    # every folder, flags and dates ----
+    def copy_argv(source, name, report):
+        """`mailferry migrate` from `source` into target user `name`, without verbosity."""
+        folder = "/INBOX" if source == pop_from else ""
+        return [a.mailferry, "migrate", "--from", source, "--to", to(name, folder),
+                "--report", report, *security]
+
+    # ---- the baselines: the IMAP account's files (at each connection count), then the
+    # account on the source server, every folder, flags and dates; then the POP3 maildrop ----
     for case, name, source in (
-            (BASELINE, "base", ["--maildir", link["imap_maildir"]]),
+            *((case, name, ["--maildir", link["imap_maildir"], "--connections", str(k)])
+              for k, case, name in BASELINE_UPLOADS),
             (BASELINE_COPY, "basecopy", ["--copy-port", str(src_imap), "--copy-user",
                                          link["imap_user"]])):
         out[case] = run_baseline(a, link, source, user(name), dst_imap, env, limit,
                                  files(name)[1], fail, rep)
         check_tree(case, rep, tree, f"{dst_mail}/{user(name)}/Maildir", fail)
         shutil.rmtree(f"{dst_mail}/{user(name)}", ignore_errors=True)  # frees the tmpfs
+    out[BASELINE_POP3] = run_baseline(a, link, ["--pop3-port", str(src_pop3), "--pop3-user",
+                                                link["base_pop_user"]],
+                                      user("basepop"), dst_imap, env, limit,
+                                      files("basepop")[1], fail, rep)
+    got = count_files(f"{dst_mail}/{user('basepop')}/Maildir")
+    if got != n:
+        fail(f"rep {rep}: {BASELINE_POP3}: target Maildir holds {got} messages, not {n}")
+    shutil.rmtree(f"{dst_mail}/{user('basepop')}", ignore_errors=True)
 
     # ---- Dovecot's own floor (no network, so only on the loopback link) ----
     if relay is None:
@@ -695,8 +723,7 @@ def run_rep(a, rep, link, env, limit, fail):
                                ("mailferry POP3 no-op re-run", "pop-noop", 0),
                                ("mailferry POP3 no-op again", "pop-noop2", 0)):
         report, log = files(name)
-        argv = [a.mailferry, "migrate", "--from", pop_from, "--to", to("pop", "/INBOX"),
-                "--report", report, *common]
+        argv = [*copy_argv(pop_from, "pop", report), "--quiet"]
         want = {"source_messages": n, "copied": copied, "already_present": n - copied,
                 "failed": 0, "verified": True}
         out[case], rep_json = run_mailferry(a, case, argv, want, report, log, ferry_env, limit,
@@ -714,8 +741,7 @@ def run_rep(a, rep, link, env, limit, fail):
                                ("mailferry IMAP no-op re-run", "imap-noop", 0),
                                ("mailferry IMAP no-op again", "imap-noop2", 0)):
         report, log = files(name)
-        argv = [a.mailferry, "migrate", "--from", imap_from, "--to", to("imap"),
-                "--report", report, *common]
+        argv = [*copy_argv(imap_from, "imap", report), "--quiet"]
         want = {"source_messages": n, "copied": copied, "already_present": n - copied,
                 "failed": 0, "verified": True}
         out[case], _ = run_mailferry(a, case, argv, want, report, log, ferry_env, limit, fail,
@@ -749,11 +775,34 @@ def run_rep(a, rep, link, env, limit, fail):
     shutil.rmtree(f"{dst_mail}/{user('mirror')}", ignore_errors=True)
     shutil.rmtree(state, ignore_errors=True)
 
+    # ---- through the relay: the round trips per phase of one more run of each copy, with
+    # the protocol trace (untimed, rep 1 only), and the tool that waits for each answer ----
+    if relay is not None:
+        if rep == 1:
+            link["round_trips"] = {}
+            for case, name in TRACED:
+                report, log = files(name)
+                source = pop_from if "POP3" in case else imap_from
+                argv = [*copy_argv(source, name, report), "-vvv"]
+                rc, _, _, _ = timed(argv, ferry_env, log, limit)
+                if rc != 0:
+                    fail(f"rep {rep}: {case} with -vvv exited {rc}; tail of its log:\n"
+                         f"{tail(log)}")
+                with open(log, errors="replace") as f:
+                    phases = round_trips.count(f, dst_imap)
+                with open(report) as f:
+                    seconds = json.load(f).get("duration_s") or 0
+                link["round_trips"][case] = (phases, seconds)
+                shutil.rmtree(f"{dst_mail}/{user(name)}", ignore_errors=True)
+        out[PER_MESSAGE_TOOL] = Row(n * 2 * link["rtt_s"], None, 0, 0)
+
     # Where the time goes, per case: CPU seconds of the measured process itself and of the
     # source and target Dovecot during its run (on 2 cores, a client CPU far below the wall
     # time means it waits for the servers or, through the relay, for round trips); through the
     # relay also its count of turns per side.
     for case, v in out.items():
+        if case == PER_MESSAGE_TOOL:
+            continue
         extra = ""
         if case == "mailferry mirror no-op":
             extra = f" (median of {', '.join(f'{r.secs:.3f}' for r in samples)})"
@@ -802,6 +851,16 @@ def prepare_link(a, env, limit, fail, name, tag, count, pop_user, imap_user):
           f"{st['large']} large; {st['no-id']} without Message-ID, {st['dup-id']} re-using one; "
           f"written into accounts {pop_user} and {imap_user} in {time.monotonic() - t0:.1f} s",
           flush=True)
+    # The POP3 baseline's own maildrop, the same files hard-linked: whatever a POP3 session
+    # does to its maildrop (Dovecot moves the files from new/ to cur/ as the session opens it,
+    # and marks them seen at QUIT) leaves mailferry's untouched.
+    base_pop_user = f"b{pop_user}"
+    base_pop_maildir = f"{a.src_dir}/mail/{base_pop_user}/Maildir"
+    uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    make_maildir(base_pop_maildir, uid, gid)
+    os.chown(os.path.dirname(base_pop_maildir), uid, gid)
+    for entry in os.listdir(f"{pop_maildir}/new"):
+        os.link(f"{pop_maildir}/new/{entry}", f"{base_pop_maildir}/new/{entry}")
     tree = maildir_tree(imap_maildir)
     flags = ", ".join(f"{flag} {sum(e[letter] for e in tree.values())}"
                       for flag, letter, _ in FLAGS)
@@ -811,7 +870,8 @@ def prepare_link(a, env, limit, fail, name, tag, count, pop_user, imap_user):
     # Untimed: the source Dovecot indexes both accounts now; also proves it sees every message
     # in every folder before anything is timed.
     t0 = time.monotonic()
-    for user, want in ((pop_user, {"INBOX": count}), (imap_user, per_folder)):
+    for user, want in ((pop_user, {"INBOX": count}), (base_pop_user, {"INBOX": count}),
+                       (imap_user, per_folder)):
         rc, seen, err = doveadm_status(a, env, limit, user, ["*"] if user == imap_user
                                        else ["INBOX"])
         if rc != 0 or seen != want:
@@ -837,20 +897,26 @@ def prepare_link(a, env, limit, fail, name, tag, count, pop_user, imap_user):
           f"{time.monotonic() - t0:.1f} s (untimed)", flush=True)
     return {"name": name, "tag": tag, "count": count, "bytes": st["bytes"], "max": st["max"],
             "tree": tree,
-            "pop_user": pop_user, "imap_user": imap_user, "imap_maildir": imap_maildir,
+            "pop_user": pop_user, "base_pop_user": base_pop_user, "imap_user": imap_user,
+            "imap_maildir": imap_maildir,
             "relay": None, "ports": (a.src_pop3_port, a.src_imap_port, a.dst_imap_port)}
 
 
 def relay_self_test(a, delay_ms, fail):
     """latency_relay.py --self-test at the bench's delay, printed: the RTT rows mean what they
-    say only if the relay adds 2 x delay per round trip and does not cap the bytes."""
+    say only if the relay adds 2 x delay per round trip and does not cap the bytes. Returns the
+    round trip it measured, in seconds (2 x delay if it printed none)."""
     out = subprocess.run([sys.executable, "-I", f"{HERE}/latency_relay.py", "--self-test",
                           "--delay-ms", str(delay_ms)], capture_output=True, text=True,
                          timeout=120)
+    rtt = 2 * delay_ms / 1000
     for line in out.stdout.splitlines():
         print(f"   relay self-test: {line}", flush=True)
+        if line.startswith("ping-pong: median round trip "):
+            rtt = float(line.split()[4]) / 1000
     if out.returncode != 0:
         fail(f"latency relay self-test failed: {out.stderr.strip() or 'see above'}")
+    return rtt
 
 
 def print_table(a, links, reps, floor):
@@ -867,12 +933,13 @@ def print_table(a, links, reps, floor):
             # says it copied.
             nbytes = median([link["bytes"] if r.nbytes is None else r.nbytes for r in rows])
             rss = max(r.rss for r in rows)
-            ratio = median([r[link["tag"]][case].secs / r[link["tag"]][BASELINE].secs
-                            for r in reps])
+            ratio = median([r[link["tag"]][case].secs / yardstick(r[link["tag"]])
+                            for r in reps if case in r[link["tag"]]])
             n = link["count"]
             body.append((case, link["name"], str(n),
                          f"{secs:.3f}" if secs < 1 else f"{secs:.2f}", f"{n / secs:.0f}",
                          f"{nbytes / 1e6 / secs:.1f}" if nbytes else "-",
+                         "-" if case == PER_MESSAGE_TOOL else
                          f"{rss:.1f}" if rss > floor + 0.2 else f"<={floor:.1f}",
                          f"{ratio:.2f}"))
     widths = [max(len(r[k]) for r in [head] + body) for k in range(len(head))]
@@ -893,12 +960,58 @@ def print_table(a, links, reps, floor):
     print(f"seconds: median of the reps (mirror no-op: of each rep's median of "
           f"{a.noop_samples} runs); msg/s and MB/s from it (MB/s: bytes moved, the corpus for\n"
           f"the baselines and doveadm import, the report's bytes_copied for mailferry); x "
-          f"baseline: median of the per-rep ratios to the baseline upload\n(bench/baseline.py: "
-          f"a raw pipelined MULTIAPPEND + LITERAL+ client, not part of mailferry, its own "
-          f"seconds) on the same link; baseline IMAP copy:\nthe same client reading the IMAP "
-          f"account from the source server (LIST, then every folder's EXAMINE + UID FETCH at "
-          f"once, no diff);\npeak RSS: largest ru_maxrss of the process over the reps, "
+          f"baseline: median of the per-rep ratios to the fastest baseline upload of the rep "
+          f"\n(bench/baseline.py at 1, 4 and 8 target connections: a raw pipelined MULTIAPPEND + "
+          f"LITERAL+ client, not part of mailferry, its own seconds) on the same link;\n"
+          f"baseline IMAP copy: the same client reading the IMAP account from the source server "
+          f"(LIST, then every folder's EXAMINE + UID FETCH at once,\nno diff); baseline POP3 "
+          f"copy: the same client reading the POP3 maildrop (USER PASS STAT UIDL at once, then "
+          f"every RETR at once);\n{PER_MESSAGE_TOOL}: not run, messages x 2 x the relay's "
+          f"measured round trip; peak RSS: largest ru_maxrss of the process over the\nreps, "
           f"measured with a floor of {floor:.1f} MiB.")
+    print_targets(links, reps)
+    print_round_trips(links)
+
+
+def yardstick(rows):
+    """The fastest upload baseline of one rep on one link: what the ratios divide by."""
+    return min(rows[case].secs for _, case, _ in BASELINE_UPLOADS)
+
+
+def print_targets(links, reps):
+    """Issue 17's slow-link and POP3 targets, each with its ratio (median over the reps)."""
+    print("\ntargets (issue 17; median of the per-rep ratios):")
+
+    def ratio(link, case, over):
+        return median([r[link["tag"]][case].secs / over(r[link["tag"]]) for r in reps])
+
+    for link in links:
+        if link["relay"] is None:
+            got = ratio(link, "mailferry POP3 copy", lambda rows: rows[BASELINE_POP3].secs)
+            print(f"  {link['name']}: mailferry POP3 copy / baseline POP3 copy = {got:.2f} "
+                  f"(target <= 1.05): {'pass' if got <= 1.05 else 'MISS'}")
+            continue
+        for case in ("mailferry POP3 copy", "mailferry IMAP copy"):
+            got = ratio(link, case, yardstick)
+            faster = ratio(link, PER_MESSAGE_TOOL, lambda rows, c=case: rows[c].secs)
+            print(f"  {link['name']}: {case} / fastest baseline upload = {got:.2f} (target <= "
+                  f"1.1): {'pass' if got <= 1.1 else 'MISS'}; {faster:.0f}x faster than a "
+                  f"{PER_MESSAGE_TOOL} (target >= 100): {'pass' if faster >= 100 else 'MISS'}")
+
+
+def print_round_trips(links):
+    """What the traced runs waited for, per phase and side (bench/round_trips.py)."""
+    for link in links:
+        if not link.get("round_trips"):
+            continue
+        rtt = link["rtt_s"]
+        print(f"\nround trips waited for, per phase, source/target (summed over connections; "
+              f"one extra run with -vvv, rep 1; bench/round_trips.py), {link['name']}:")
+        for case, (phases, seconds) in link["round_trips"].items():
+            cells = "  ".join(f"{phase} {sides['source']}/{sides['target']}"
+                              for phase, sides in phases.items())
+            print(f"  {case:<20} {cells}; the run took {seconds:.2f} s = "
+                  f"{seconds / rtt:.1f} round trips")
 
 
 def add_server_args(ap):
@@ -982,7 +1095,7 @@ def main():
         return 1
     try:
         if a.rtt_ms > 0:
-            relay_self_test(a, a.rtt_ms / 2, fail)
+            links[1]["rtt_s"] = relay_self_test(a, a.rtt_ms / 2, fail)
             ports = (a.src_pop3_port, a.src_imap_port, a.dst_imap_port)
             relay = RelayProcess(a, a.rtt_ms / 2, ports)
             links[1]["relay"] = relay

@@ -62,10 +62,18 @@
 #                        uploads the IMAP account's files (every folder, flags, internal dates)
 #                        with LOGIN + CREATEs pipelined, then MULTIAPPEND batches of 50 with
 #                        LITERAL+, never waiting for an answer before the next batch (8 in
-#                        flight). The yardstick: the "x baseline" column divides by it
+#                        flight per connection); over 1, 4 and 8 target connections (batch k
+#                        on connection k mod N). The yardstick: the "x baseline" column divides
+#                        by the fastest of the three in the same rep
 #   1b. baseline IMAP copy   the same client reading the IMAP account from the source server
 #                        instead (LIST, then every folder's EXAMINE + UID FETCH at once, each
 #                        message passed on to the upload as it arrives; no diff, no state)
+#   1c. baseline POP3 copy   the same client reading a POP3 maildrop into INBOX (USER, PASS,
+#                        STAT, UIDL at once, then every RETR at once, each message passed on to
+#                        the upload). Its own account holds the POP3 account's files (hard
+#                        links): Dovecot moves a maildrop's files from new/ to cur/ as a session
+#                        opens it, QUIT or not (it closes without QUIT, so nothing is marked
+#                        seen); mailferry's POP3 account is left as it was
 #   2. doveadm import    the IMAP account's Maildir, every folder (Dovecot's own floor, no
 #                        network: loopback only)
 #   3. mailferry POP3 copy      migrate --from pop3://… --to imap://…/INBOX
@@ -78,6 +86,8 @@
 #   7. mailferry mirror first run    mirror --state DIR (fresh) --from imap://… --to imap://…
 #   8. mailferry mirror no-op   the same mirror again, nothing changed (K times): must copy 0 and
 #                               update 0 flags
+#   9. on the slow link only: a tool waiting 2 round trips a message, not run but computed
+#      (messages x 2 x the relay's measured round trip: a RETR's, then an APPEND's)
 # --reps times, and prints one table: case, link, messages, seconds, msg/s, MB/s, peak RSS MiB
 # (wait4's ru_maxrss of that process; bench/measure.py) and the time as a multiple of the
 # baseline upload on the same link in the same rep (median of the per-rep ratios); medians over
@@ -95,6 +105,12 @@
 # saw per side: connections, "turns" (times the client spoke again after the server had: about
 # the round trips it waited for) and bytes each way. Other work on the machine (a cargo build)
 # moves the seconds by tens of percent: compare runs taken together.
+# After the table: issue 17's targets, each with its ratio and pass or MISS (the POP3 copy
+# within 1.05x of the baseline POP3 copy on loopback; on the slow link the POP3 and IMAP copies
+# within 1.1x of the fastest baseline upload and >= 100x faster than the computed tool); then,
+# on the slow link, the round trips each copy waited for per phase (setup, index, plan,
+# transfer, verify, after) and side, from one extra untimed run with -vvv in rep 1
+# (bench/round_trips.py reads its protocol trace).
 #
 # Memory (--memory; bench/memory.py, ~40 s at the defaults with 3 reps): issue 7's memory
 # targets, on loopback only. The source gets a big mailbox: one B MB multipart/mixed message (a
@@ -295,11 +311,11 @@ elif [ -n "$MEMORY" ]; then
     for mailbox in s k b; do printf '%spop%s %simap%s ' "$mailbox" "$r" "$mailbox" "$r"; done
   done)"
 else
-  start_server src "pop imap rpop rimap"
+  start_server src "pop imap rpop rimap bpop brpop"
   # Target users: <link: l loopback, r relay><case><rep>, each filled once.
   start_server dst "warmup $(for r in $(seq 1 "$REPS"); do
     for link in l r; do
-      for case in base basecopy import pop imap mirror; do
+      for case in base base4 base8 basecopy basepop import pop imap mirror phasepop phaseimap; do
         printf '%s%s%s ' "$link" "$case" "$r"
       done
     done

@@ -5,8 +5,9 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use crate::endpoint::Protocol;
 use crate::error::Error;
@@ -140,10 +141,49 @@ pub struct AfterCopy<'a> {
     pub report: &'a ReportBuilder,
 }
 
+/// Connections opened in the background while planning, for the copy to take: over a slow
+/// link a login costs several round trips, which planning then hides.
+struct Spares<T>(Mutex<Vec<JoinHandle<Result<T, Error>>>>);
+
+impl<T: Send + 'static> Spares<T> {
+    /// `count` connections, each opened once by `open` (no retry: the copy opens its own
+    /// when a spare failed).
+    fn open(count: usize, open: impl Fn() -> Result<T, Error> + Send + Sync + 'static) -> Self {
+        let open = Arc::new(open);
+        let opening = (0..count)
+            .map(|_| {
+                let open = Arc::clone(&open);
+                std::thread::spawn(move || open())
+            })
+            .collect();
+        Spares(Mutex::new(opening))
+    }
+
+    /// A spare that logged in, else what `open` opens now.
+    fn take_or(&self, open: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        let spare = self.0.lock().unwrap().pop();
+        match spare.map(JoinHandle::join) {
+            Some(Ok(Ok(spare))) => Ok(spare),
+            // A spare that could not log in says nothing a new connection would not.
+            _ => open(),
+        }
+    }
+
+    /// Waits for the spares nobody took (fewer folders to copy than planned for), which
+    /// then log out.
+    fn close(&self) {
+        for spare in std::mem::take(&mut *self.0.lock().unwrap()) {
+            let _ = spare.join();
+        }
+    }
+}
+
 /// The result of the planning phase, with the connections still open.
 pub struct Planned<'j> {
     job: &'j MigrateJob,
     source: Box<dyn Source>,
+    /// Source connections for the copy's other folder lanes, opened while planning.
+    spare_sources: Spares<Box<dyn Source>>,
     /// The planning target connection, handed to the copy as its first upload connection.
     target: Option<Box<dyn Target>>,
     /// One entry per folder.
@@ -172,7 +212,8 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
     );
     // The two sides are independent until the diff: over a slow link, doing them at once
     // halves the round trips the plan waits for.
-    let ((mut source, source_folders), (mut target, target_folders)) = open_both(job)?;
+    let ((mut source, source_folders, spare_sources), (mut target, target_folders)) =
+        open_both(job)?;
     let size_limit = SizeLimit::tightest(
         job.size_limit.clone(),
         target.append_limit().map(|bytes| SizeLimit {
@@ -320,6 +361,7 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
     Ok(Planned {
         job,
         source,
+        spare_sources,
         target: Some(target),
         folders,
         size_limit,
@@ -369,10 +411,11 @@ impl Planned<'_> {
         if let Some(planning) = self.target.take() {
             targets.put(planning);
         }
+        let spares = &self.spare_sources;
         let mut error = transfer::copy_folders(
             &plans,
             &mut self.source,
-            &|| open_source(job),
+            &|| spares.take_or(|| open_source(job)),
             &targets,
             TransferSettings {
                 concurrent_writers: self.concurrent_writers,
@@ -381,6 +424,7 @@ impl Planned<'_> {
             &events,
         )
         .err();
+        self.spare_sources.close();
         if let Some(map) = &job.uidl_map {
             self.append_uidl_map(map, &receipts);
         }
@@ -540,13 +584,18 @@ fn retrying<T>(
         .retry(&Unobserved, give_up, Error::is_transient, open)
 }
 
-/// A logged-in connection to each side, and the folders each side has.
-type Connections = ((Box<dyn Source>, FolderList), (Box<dyn Target>, FolderList));
+/// A logged-in connection to each side and the folders each side has, with the source's spare
+/// connections being opened.
+type Connections = (
+    (Box<dyn Source>, FolderList, Spares<Box<dyn Source>>),
+    (Box<dyn Target>, FolderList),
+);
 
 /// Opens both planning connections at once, each listing its folders as soon as it is logged
 /// in. The first to fail for good makes the other stop retrying (each still tries once): the
 /// run ends with the failure of each side that failed, so a wrong password on both sides is
-/// found in one run.
+/// found in one run. Once the source has logged in (so a wrong password is tried once), the
+/// source connections for the copy's other folder lanes start opening in the background.
 fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
     fn settled<T>(opened: Result<T, Error>, give_up: &AtomicBool) -> Result<T, Error> {
         if opened.is_err() {
@@ -566,7 +615,12 @@ fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
     let (source, target) = both(
         || {
             let opened = open_source_unless(job, Some(&give_up));
-            settled(listed(opened, |source| source.folders()), &give_up)
+            let (source, folders) = settled(listed(opened, |source| source.folders()), &give_up)?;
+            let job = job.clone();
+            let spares = Spares::open(lanes_for(&job, &folders) - 1, move || {
+                open_source_once(&job)
+            });
+            Ok((source, folders, spares))
         },
         || {
             let opened = open_target_unless(job, Some(&give_up));
@@ -581,6 +635,22 @@ fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
     }
 }
 
+/// How many folder lanes a copy of these source folders may run, each with its own source
+/// connection (see [`transfer::copy_folders`]): one for a dry run, which copies nothing, and
+/// for a POP3 maildrop, which servers lock to one session.
+fn lanes_for(job: &MigrateJob, folders: &FolderList) -> usize {
+    if job.dry_run || job.from.endpoint.protocol != Protocol::Imap {
+        return 1;
+    }
+    lanes(job.transfer.connections, folders)
+}
+
+/// One lane per folder that holds messages, at most `connections`, at least one.
+fn lanes(connections: usize, folders: &FolderList) -> usize {
+    let selectable = folders.folders.iter().filter(|f| f.selectable).count();
+    connections.clamp(1, selectable.max(1))
+}
+
 fn open_source(job: &MigrateJob) -> Result<Box<dyn Source>, Error> {
     open_source_unless(job, None)
 }
@@ -589,26 +659,28 @@ fn open_source_unless(
     job: &MigrateJob,
     give_up: Option<&AtomicBool>,
 ) -> Result<Box<dyn Source>, Error> {
-    retrying(job, give_up, || -> Result<Box<dyn Source>, Error> {
-        match job.from.endpoint.protocol {
-            Protocol::Pop3 => Ok(Box::new(Pop3Source::connect(
-                &job.from,
-                &job.connect,
-                job.mark_seen,
-            )?)),
-            Protocol::Imap => Ok(Box::new(ImapSource::connect(&job.from, &job.connect)?)),
-            Protocol::Maildir => Ok(Box::new(MaildirSource::open(Maildir::new(local_path(
-                &job.from,
-            )))?)),
-            Protocol::Mbox => {
-                let mbox = MboxSource::open(Mbox::new(local_path(&job.from)))?;
-                Ok(Box::new(match job.gmail_labels {
-                    true => mbox.by_gmail_labels()?,
-                    false => mbox,
-                }))
-            }
+    retrying(job, give_up, || open_source_once(job))
+}
+
+fn open_source_once(job: &MigrateJob) -> Result<Box<dyn Source>, Error> {
+    match job.from.endpoint.protocol {
+        Protocol::Pop3 => Ok(Box::new(Pop3Source::connect(
+            &job.from,
+            &job.connect,
+            job.mark_seen,
+        )?)),
+        Protocol::Imap => Ok(Box::new(ImapSource::connect(&job.from, &job.connect)?)),
+        Protocol::Maildir => Ok(Box::new(MaildirSource::open(Maildir::new(local_path(
+            &job.from,
+        )))?)),
+        Protocol::Mbox => {
+            let mbox = MboxSource::open(Mbox::new(local_path(&job.from)))?;
+            Ok(Box::new(match job.gmail_labels {
+                true => mbox.by_gmail_labels()?,
+                false => mbox,
+            }))
         }
-    })
+    }
 }
 
 /// The directory or file of a local store's account.
@@ -656,12 +728,57 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::folders::FolderInfo;
 
     fn limit(bytes: u64, set_by: &str) -> SizeLimit {
         SizeLimit {
             bytes,
             set_by: set_by.into(),
         }
+    }
+
+    fn refused() -> Error {
+        Error::Usage {
+            message: "no".into(),
+            hint: None,
+        }
+    }
+
+    #[test]
+    fn spares_are_taken_while_they_last_and_a_failed_one_gives_way_to_a_new_connection() {
+        let spares = Spares::open(2, || Ok(1));
+        assert_eq!(spares.take_or(|| Ok(2)).unwrap(), 1);
+        assert_eq!(spares.take_or(|| Ok(2)).unwrap(), 1);
+        assert_eq!(spares.take_or(|| Ok(2)).unwrap(), 2);
+
+        let failing: Spares<u32> = Spares::open(1, || Err(refused()));
+        assert_eq!(failing.take_or(|| Ok(2)).unwrap(), 2);
+
+        let unused = Spares::open(3, || Ok(1));
+        unused.close();
+        assert_eq!(unused.take_or(|| Ok(2)).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_lane_per_folder_with_messages_up_to_the_connections() {
+        let folder = |name: &str, attributes: &[&str]| {
+            let attributes: Vec<String> = attributes.iter().map(|a| a.to_string()).collect();
+            FolderInfo::from_list(name.into(), Some('/'), &attributes)
+        };
+        let list = |folders| FolderList {
+            folders,
+            personal: Default::default(),
+        };
+        let three = list(vec![
+            folder("INBOX", &[]),
+            folder("Lists", &["\\Noselect"]),
+            folder("Lists/dev", &[]),
+            folder("Sent", &[]),
+        ]);
+        assert_eq!(lanes(2, &three), 2);
+        assert_eq!(lanes(8, &three), 3);
+        assert_eq!(lanes(0, &three), 1);
+        assert_eq!(lanes(4, &list(Vec::new())), 1);
     }
 
     #[test]

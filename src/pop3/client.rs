@@ -32,6 +32,9 @@ const LISTING_SLACK: usize = 16;
 const MAX_LISTING_LINE: usize = 512;
 /// RFC 5034 §4: a command with its initial response must fit in 255 octets.
 const MAX_AUTH_LINE: usize = 255;
+/// The listing's commands, sent behind a password login when the server pipelines (see
+/// [`Pop3Client::login`]).
+const LISTING_COMMANDS: &[u8] = b"STAT\r\nLIST\r\nUIDL\r\n";
 /// How long a QUIT sent by [`Pop3Client::say_goodbye`] may take, each way.
 const GOODBYE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -66,6 +69,8 @@ pub struct Pop3Client {
     conn: Connection,
     caps: Capabilities,
     broken: bool,
+    /// The listing read in the login's round trip, for the first [`Pop3Client::listing`].
+    listing: Option<Listing>,
 }
 
 impl fmt::Debug for Pop3Client {
@@ -122,6 +127,7 @@ impl Pop3Client {
             conn,
             caps,
             broken: false,
+            listing: None,
         })
     }
 
@@ -143,7 +149,24 @@ impl Pop3Client {
     /// A refusal is [`SessionError::LoginRefused`], except when its response code says the
     /// server is busy or the mailbox locked (`[IN-USE]`, `[SYS/TEMP]`, `[SYS/PERM]`,
     /// `[LOGIN-DELAY]`): then [`SessionError::Refused`]. Errors never contain the password.
+    /// After a refusal the session can try again.
     pub fn login(&mut self, login: &Login<'_>) -> Result<(), SessionError> {
+        self.log_in(login, false)
+    }
+
+    /// [`login`](Self::login), and on a server that offers PIPELINING the listing's commands
+    /// (STAT, LIST, UIDL) in the same write as a one-line AUTH PLAIN, whose answers the first
+    /// [`listing`](Self::listing) returns: over a slow link that saves the round trip the
+    /// index would wait for next. They are the session's answers: a maildrop does not change
+    /// once logged in (RFC 1939 §4). After a refusal the client is unusable: the commands
+    /// behind the login were refused too, and a server may hang up for so many (Dovecot does).
+    pub fn login_and_list(&mut self, login: &Login<'_>) -> Result<(), SessionError> {
+        let logged_in = self.log_in(login, self.caps.has("PIPELINING"));
+        self.broken |= logged_in.is_err();
+        logged_in
+    }
+
+    fn log_in(&mut self, login: &Login<'_>, list_behind: bool) -> Result<(), SessionError> {
         let admin = login.admin.unwrap_or_default();
         for (what, value) in [
             ("user name", login.user),
@@ -164,11 +187,11 @@ impl Pop3Client {
             )));
         }
         let sasl_plain = login.is_oauth() || self.caps.has_sasl("PLAIN");
-        self.run(|conn| {
+        self.listing = self.run(|conn| {
             if login.mechanism == Mechanism::CramMd5 {
-                auth_cram_md5(conn, login)
+                auth_cram_md5(conn, login).map(|()| None)
             } else if sasl_plain {
-                auth_sasl(conn, login)
+                auth_sasl(conn, login, list_behind)
             } else {
                 let user = login.login_name();
                 let answer = command(conn, format!("USER {user}\r\n").as_bytes())?;
@@ -177,6 +200,7 @@ impl Pop3Client {
                 let pass = format!("PASS {password}\r\n");
                 let shown = format!("PASS {REDACTED}\r\n");
                 ok_or_login_refused(command_shown(conn, pass.as_bytes(), shown.as_bytes())?)
+                    .map(|()| None)
             }
         })?;
         // RFC 2449 §5: more capabilities may appear once authenticated, and those offered
@@ -199,47 +223,18 @@ impl Pop3Client {
     /// listing longer than the message count STAT announced (plus a little) is a
     /// [`SessionError::Protocol`]: the count bounds what is read and kept.
     pub fn listing(&mut self) -> Result<Listing, SessionError> {
+        if let Some(listing) = self.listing.take() {
+            return Ok(listing);
+        }
         let pipelined = self.caps.has("PIPELINING");
         self.run(|conn| {
-            send(conn, b"STAT\r\n")?;
             if pipelined {
-                send(conn, b"LIST\r\n")?;
-                send(conn, b"UIDL\r\n")?;
+                send(conn, LISTING_COMMANDS)?;
+            } else {
+                send(conn, b"STAT\r\n")?;
             }
             conn.flush()?;
-            let stat = read_status(conn)?;
-            if !pipelined {
-                send(conn, b"LIST\r\n")?;
-                conn.flush()?;
-            }
-            // Every answer is read before any is judged, so that a refusal leaves nothing
-            // behind in the stream.
-            let announced = stat.ok.then(|| codec::parse_stat(&stat.text)).transpose()?;
-            let cap = announced.map_or(MAX_LISTING, |(count, _)| listing_cap(count));
-            let sizes = multiline_answer(conn, cap)?;
-            if !pipelined {
-                send(conn, b"UIDL\r\n")?;
-                conn.flush()?;
-            }
-            let uidls = multiline_answer(conn, cap)?;
-            let (count, _) = announced.ok_or(SessionError::Refused(stat.text))?;
-            let listing = Listing {
-                sizes: codec::parse_list(&sizes.map_err(SessionError::Refused)?)?,
-                uidls: uidls
-                    .ok()
-                    .map(|body| codec::parse_uidl(&body))
-                    .transpose()?,
-            };
-            let longest = listing
-                .sizes
-                .len()
-                .max(listing.uidls.as_ref().map_or(0, Vec::len));
-            if longest > count as usize + LISTING_SLACK {
-                return Err(SessionError::Protocol(format!(
-                    "the server listed {longest} messages after announcing {count} (STAT)"
-                )));
-            }
-            Ok(listing)
+            read_listing(conn, pipelined)
         })
     }
 
@@ -423,6 +418,44 @@ fn send(conn: &mut Connection, line: &[u8]) -> Result<(), SessionError> {
     Ok(())
 }
 
+/// Reads the listing's answers, after STAT (and, `pipelined`, LIST and UIDL) went out; without
+/// PIPELINING, sends LIST and UIDL each after the answer before.
+fn read_listing(conn: &mut Connection, pipelined: bool) -> Result<Listing, SessionError> {
+    let stat = read_status(conn)?;
+    if !pipelined {
+        send(conn, b"LIST\r\n")?;
+        conn.flush()?;
+    }
+    // Every answer is read before any is judged, so that a refusal leaves nothing
+    // behind in the stream.
+    let announced = stat.ok.then(|| codec::parse_stat(&stat.text)).transpose()?;
+    let cap = announced.map_or(MAX_LISTING, |(count, _)| listing_cap(count));
+    let sizes = multiline_answer(conn, cap)?;
+    if !pipelined {
+        send(conn, b"UIDL\r\n")?;
+        conn.flush()?;
+    }
+    let uidls = multiline_answer(conn, cap)?;
+    let (count, _) = announced.ok_or(SessionError::Refused(stat.text))?;
+    let listing = Listing {
+        sizes: codec::parse_list(&sizes.map_err(SessionError::Refused)?)?,
+        uidls: uidls
+            .ok()
+            .map(|body| codec::parse_uidl(&body))
+            .transpose()?,
+    };
+    let longest = listing
+        .sizes
+        .len()
+        .max(listing.uidls.as_ref().map_or(0, Vec::len));
+    if longest > count as usize + LISTING_SLACK {
+        return Err(SessionError::Protocol(format!(
+            "the server listed {longest} messages after announcing {count} (STAT)"
+        )));
+    }
+    Ok(listing)
+}
+
 /// Reads the answer to a listing command: its body (at most `cap` bytes), or the server's
 /// refusal.
 fn multiline_answer(
@@ -456,8 +489,14 @@ fn capa(conn: &mut Connection) -> Result<Capabilities, SessionError> {
 
 /// SASL AUTH (RFC 5034) with the login's mechanism and initial response. Every client line
 /// after the mechanism is shown redacted: it carries the password or token, or answers a
-/// challenge about it.
-fn auth_sasl(conn: &mut Connection, login: &Login<'_>) -> Result<(), SessionError> {
+/// challenge about it. With `list_behind`, a password login that fits on one line has the
+/// listing's commands sent behind it and returns their answers (`None` when refused: the
+/// caller asks again and hears why).
+fn auth_sasl(
+    conn: &mut Connection,
+    login: &Login<'_>,
+    list_behind: bool,
+) -> Result<Option<Listing>, SessionError> {
     let (mechanism, response) = login.sasl();
     let secret_line = |conn: &mut Connection, secret: &str| {
         send_shown(
@@ -467,24 +506,47 @@ fn auth_sasl(conn: &mut Connection, login: &Login<'_>) -> Result<(), SessionErro
         )
     };
     let with_response = format!("AUTH {mechanism} {response}\r\n");
-    let mut answer = if with_response.len() <= MAX_AUTH_LINE {
+    let one_line = with_response.len() <= MAX_AUTH_LINE;
+    // A refused OAuth token comes back as a challenge that the next line would answer, so
+    // only a password login, whose one-line AUTH gets a final answer, takes commands behind.
+    let listing_behind = list_behind && one_line && !login.is_oauth();
+    let mut answer = if one_line {
         let shown = format!("AUTH {mechanism} {REDACTED}\r\n");
-        send_shown(conn, with_response.as_bytes(), shown.as_bytes())?
+        if listing_behind {
+            conn.trace().sent(shown.as_bytes());
+            conn.write_all(with_response.as_bytes())?;
+            send(conn, LISTING_COMMANDS)?;
+            conn.flush()?;
+            read_line(conn)?
+        } else {
+            send_shown(conn, with_response.as_bytes(), shown.as_bytes())?
+        }
     } else {
         // Too long for one line: the response goes after the server's `+`.
         let first = format!("AUTH {mechanism}\r\n");
         let first = send_shown(conn, first.as_bytes(), first.as_bytes())?;
         if !codec::is_continuation(&first) {
-            return ok_or_login_refused(Status::parse(&first)?);
+            return ok_or_login_refused(Status::parse(&first)?).map(|()| None);
         }
         secret_line(conn, &response)?
     };
-    if codec::is_continuation(&answer) {
-        // A refused OAuth token comes back as a challenge carrying the error; the client's
-        // answer ends the exchange and brings the -ERR.
-        answer = secret_line(conn, login.error_answer())?;
+    if !listing_behind {
+        if codec::is_continuation(&answer) {
+            // A refused OAuth token comes back as a challenge carrying the error; the
+            // client's answer ends the exchange and brings the -ERR.
+            answer = secret_line(conn, login.error_answer())?;
+        }
+        return ok_or_login_refused(Status::parse(&answer)?).map(|()| None);
     }
-    ok_or_login_refused(Status::parse(&answer)?)
+    let status = Status::parse(&answer)?;
+    if !status.ok {
+        return ok_or_login_refused(status).map(|()| None);
+    }
+    match read_listing(conn, true) {
+        Ok(listing) => Ok(Some(listing)),
+        Err(SessionError::Refused(_)) => Ok(None),
+        Err(err) => Err(err),
+    }
 }
 
 /// SASL AUTH CRAM-MD5 (RFC 2195): the answer is computed from the server's challenge.
@@ -526,6 +588,7 @@ fn ok_or_login_refused(answer: Status) -> Result<(), SessionError> {
 mod tests {
     use std::io::{BufRead, BufReader, Write};
     use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use super::*;
@@ -555,6 +618,141 @@ mod tests {
             }
         });
         port
+    }
+
+    /// What [`pipelining_server`] saw: the lines that came with the AUTH line, before it
+    /// answered anything, and every command after those.
+    #[derive(Default)]
+    struct Seen {
+        with_login: Vec<String>,
+        later: Vec<String>,
+    }
+
+    /// A one-connection POP3 server offering PIPELINING and SASL PLAIN, with a maildrop of two
+    /// messages, that refuses the first `refusals` logins. Before answering an AUTH line it
+    /// reads whatever else arrives within half a second; a client that waits for the answer
+    /// sends nothing more meanwhile.
+    fn pipelining_server(mut refusals: usize) -> (u16, Arc<Mutex<Seen>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let record = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut logged_in = false;
+            let answer = |line: &str, logged_in: bool| -> String {
+                match (line, logged_in) {
+                    ("CAPA", _) => "+OK\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n".into(),
+                    ("QUIT", _) => "+OK bye\r\n".into(),
+                    (_, false) => "-ERR not logged in\r\n".into(),
+                    ("STAT", true) => "+OK 2 30\r\n".into(),
+                    ("LIST", true) => "+OK\r\n1 10\r\n2 20\r\n.\r\n".into(),
+                    ("UIDL", true) => "+OK\r\n1 a\r\n2 b\r\n.\r\n".into(),
+                    _ => "-ERR unknown\r\n".into(),
+                }
+            };
+            let _ = writer.write_all(b"+OK ready\r\n");
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                let command = line.trim_end().to_owned();
+                line.clear();
+                if !command.starts_with("AUTH PLAIN ") {
+                    let reply = answer(&command, logged_in);
+                    record.lock().unwrap().later.push(command);
+                    let _ = writer.write_all(reply.as_bytes());
+                    continue;
+                }
+                let stream = reader.get_ref();
+                stream
+                    .set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                let mut burst = vec!["AUTH PLAIN".to_owned()];
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    burst.push(line.trim_end().to_owned());
+                    line.clear();
+                }
+                line.clear();
+                reader
+                    .get_ref()
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                logged_in = refusals == 0;
+                refusals = refusals.saturating_sub(1);
+                let verdict = if logged_in {
+                    "+OK in\r\n"
+                } else {
+                    "-ERR [AUTH] wrong\r\n"
+                };
+                let replies: Vec<String> =
+                    burst[1..].iter().map(|c| answer(c, logged_in)).collect();
+                record.lock().unwrap().with_login = burst;
+                let _ = writer.write_all(verdict.as_bytes());
+                let _ = writer.write_all(replies.concat().as_bytes());
+            }
+        });
+        (port, seen)
+    }
+
+    fn connected(port: u16) -> Pop3Client {
+        let (address, _) = Captured::loopback(port);
+        Pop3Client::connect(
+            &address,
+            TlsMode::Plain,
+            &TlsConfig::new(&Default::default()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_listing_rides_on_the_login_when_the_server_pipelines() {
+        let (port, seen) = pipelining_server(0);
+        let mut client = connected(port);
+        client.login_and_list(&Login::plain("alice", "pw")).unwrap();
+        assert_eq!(
+            seen.lock().unwrap().with_login,
+            ["AUTH PLAIN", "STAT", "LIST", "UIDL"]
+        );
+        let listing = client.listing().unwrap();
+        assert_eq!(listing.sizes, [(1, 10), (2, 20)]);
+        assert_eq!(
+            listing.uidls,
+            Some(vec![(1, "a".to_owned()), (2, "b".to_owned())])
+        );
+        // Asked again, the session lists anew.
+        assert_eq!(client.listing().unwrap(), listing);
+        client.quit().unwrap();
+        assert_eq!(
+            seen.lock().unwrap().later,
+            ["CAPA", "STAT", "LIST", "UIDL", "QUIT"]
+        );
+    }
+
+    #[test]
+    fn a_refused_login_with_the_listing_behind_it_ends_the_session() {
+        let (port, seen) = pipelining_server(1);
+        let mut client = connected(port);
+        let err = client
+            .login_and_list(&Login::plain("alice", "wrong"))
+            .unwrap_err();
+        assert!(
+            matches!(&err, SessionError::LoginRefused(text) if text.contains("wrong")),
+            "{err:?}"
+        );
+        assert_eq!(seen.lock().unwrap().with_login.len(), 4);
+        // The refusals of the commands behind it are still on their way: no second try.
+        let again = client.login_and_list(&Login::plain("alice", "pw"));
+        assert!(matches!(again, Err(SessionError::Io(_))), "{again:?}");
+    }
+
+    #[test]
+    fn a_plain_login_sends_nothing_behind_it() {
+        let (port, seen) = pipelining_server(0);
+        let mut client = connected(port);
+        client.login(&Login::plain("alice", "pw")).unwrap();
+        assert_eq!(seen.lock().unwrap().with_login, ["AUTH PLAIN"]);
+        assert_eq!(client.listing().unwrap().sizes, [(1, 10), (2, 20)]);
     }
 
     fn traced_login(sasl: &'static str, login: &Login<'_>) -> String {

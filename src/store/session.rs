@@ -38,7 +38,8 @@ pub struct Account {
     pub token_command: Option<String>,
 }
 
-/// Opens a POP3 session and logs in.
+/// Opens a POP3 session and logs in, with the maildrop's listing in the same round trip when
+/// the server pipelines ([`Pop3Client::login_and_list`]).
 pub fn open_pop3(
     account: &Account,
     side: Side,
@@ -49,7 +50,7 @@ pub fn open_pop3(
         side,
         options,
         Pop3Client::connect,
-        Pop3Client::login,
+        Pop3Client::login_and_list,
     )
 }
 

@@ -212,8 +212,7 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
     );
     // The two sides are independent until the diff: over a slow link, doing them at once
     // halves the round trips the plan waits for.
-    let ((mut source, source_folders, spare_sources), (mut target, target_folders)) =
-        open_both(job)?;
+    let ((mut source, source_folders), (mut target, target_folders)) = open_both(job)?;
     let size_limit = SizeLimit::tightest(
         job.size_limit.clone(),
         target.append_limit().map(|bytes| SizeLimit {
@@ -278,6 +277,14 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
             None => to_index.push(mapping),
         }
     }
+    // Opened now, not at the login: a mirror whose folders are all unchanged copies nothing,
+    // and a cron job's every run must not cost the server a login it does not use.
+    let spare_sources = {
+        let job = job.clone();
+        Spares::open(spare_lanes(&job, to_index.len()), move || {
+            open_source_once(&job)
+        })
+    };
     let target_names: Vec<String> = to_index.iter().map(|m| m.target.clone()).collect();
     let create: &[String] = if job.dry_run { &[] } else { &missing };
     let (source_indexes, target_indexes) = both(
@@ -584,18 +591,13 @@ fn retrying<T>(
         .retry(&Unobserved, give_up, Error::is_transient, open)
 }
 
-/// A logged-in connection to each side and the folders each side has, with the source's spare
-/// connections being opened.
-type Connections = (
-    (Box<dyn Source>, FolderList, Spares<Box<dyn Source>>),
-    (Box<dyn Target>, FolderList),
-);
+/// A logged-in connection to each side, and the folders each side has.
+type Connections = ((Box<dyn Source>, FolderList), (Box<dyn Target>, FolderList));
 
 /// Opens both planning connections at once, each listing its folders as soon as it is logged
 /// in. The first to fail for good makes the other stop retrying (each still tries once): the
 /// run ends with the failure of each side that failed, so a wrong password on both sides is
-/// found in one run. Once the source has logged in (so a wrong password is tried once), the
-/// source connections for the copy's other folder lanes start opening in the background.
+/// found in one run.
 fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
     fn settled<T>(opened: Result<T, Error>, give_up: &AtomicBool) -> Result<T, Error> {
         if opened.is_err() {
@@ -615,12 +617,7 @@ fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
     let (source, target) = both(
         || {
             let opened = open_source_unless(job, Some(&give_up));
-            let (source, folders) = settled(listed(opened, |source| source.folders()), &give_up)?;
-            let job = job.clone();
-            let spares = Spares::open(lanes_for(&job, &folders) - 1, move || {
-                open_source_once(&job)
-            });
-            Ok((source, folders, spares))
+            settled(listed(opened, |source| source.folders()), &give_up)
         },
         || {
             let opened = open_target_unless(job, Some(&give_up));
@@ -635,20 +632,15 @@ fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
     }
 }
 
-/// How many folder lanes a copy of these source folders may run, each with its own source
-/// connection (see [`transfer::copy_folders`]): one for a dry run, which copies nothing, and
-/// for a POP3 maildrop, which servers lock to one session.
-fn lanes_for(job: &MigrateJob, folders: &FolderList) -> usize {
+/// How many source connections beyond the planning one a copy of `folders` folders may use,
+/// one per folder lane (see [`transfer::copy_folders`]), at most `--connections` lanes: none
+/// for a dry run, which copies nothing, and for a POP3 maildrop, which servers lock to one
+/// session.
+fn spare_lanes(job: &MigrateJob, folders: usize) -> usize {
     if job.dry_run || job.from.endpoint.protocol != Protocol::Imap {
-        return 1;
+        return 0;
     }
-    lanes(job.transfer.connections, folders)
-}
-
-/// One lane per folder that holds messages, at most `connections`, at least one.
-fn lanes(connections: usize, folders: &FolderList) -> usize {
-    let selectable = folders.folders.iter().filter(|f| f.selectable).count();
-    connections.clamp(1, selectable.max(1))
+    job.transfer.connections.min(folders).saturating_sub(1)
 }
 
 fn open_source(job: &MigrateJob) -> Result<Box<dyn Source>, Error> {
@@ -728,7 +720,6 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::folders::FolderInfo;
 
     fn limit(bytes: u64, set_by: &str) -> SizeLimit {
         SizeLimit {
@@ -757,28 +748,6 @@ mod tests {
         let unused = Spares::open(3, || Ok(1));
         unused.close();
         assert_eq!(unused.take_or(|| Ok(2)).unwrap(), 2);
-    }
-
-    #[test]
-    fn a_lane_per_folder_with_messages_up_to_the_connections() {
-        let folder = |name: &str, attributes: &[&str]| {
-            let attributes: Vec<String> = attributes.iter().map(|a| a.to_string()).collect();
-            FolderInfo::from_list(name.into(), Some('/'), &attributes)
-        };
-        let list = |folders| FolderList {
-            folders,
-            personal: Default::default(),
-        };
-        let three = list(vec![
-            folder("INBOX", &[]),
-            folder("Lists", &["\\Noselect"]),
-            folder("Lists/dev", &[]),
-            folder("Sent", &[]),
-        ]);
-        assert_eq!(lanes(2, &three), 2);
-        assert_eq!(lanes(8, &three), 3);
-        assert_eq!(lanes(0, &three), 1);
-        assert_eq!(lanes(4, &list(Vec::new())), 1);
     }
 
     #[test]

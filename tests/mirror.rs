@@ -523,3 +523,49 @@ fn pop3_deletion_finds_each_message_again_after_a_break_and_spares_the_new_one()
         ["a", "b", "c"].map(|id| format!("Message-ID: <{id}@mirror.test>"))
     );
 }
+
+/// A cron mirror with nothing to do must cost the source one login: the connections a copy
+/// of several folders reads with are opened only when some folder has changed.
+#[test]
+fn an_idle_rerun_logs_in_to_the_source_once() {
+    let m = Mirror::new();
+    for folder in ["INBOX", "Archive"] {
+        m.source
+            .append("alice", folder, &message(folder), &[], None);
+    }
+    let relay = Relay::start(m.source.imaps_port());
+    let run = || {
+        let output = Command::cargo_bin("mailferry")
+            .unwrap()
+            .arg("mirror")
+            .arg("--from")
+            .arg(format!("imaps://alice@127.0.0.1:{}", relay.port()))
+            .arg("--to")
+            .arg(format!("imaps://bob@127.0.0.1:{}", m.target.imaps_port()))
+            .arg("--tls-ca")
+            .arg(m.ca())
+            .arg("--state")
+            .arg(m.state())
+            .arg("--report")
+            .arg(m.report())
+            .args(["--connections", "2"])
+            .env("MAILFERRY_FROM_PASSWORD", password("alice"))
+            .env("MAILFERRY_TO_PASSWORD", password("bob"))
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap();
+        report_of(&m, &output)
+    };
+    assert_eq!(run()["copied"], 2);
+    let copying = relay.connections().len();
+    assert_eq!(
+        copying, 2,
+        "a lane per folder, each with its own source connection"
+    );
+    assert_eq!(run()["copied"], 0);
+    assert_eq!(
+        relay.connections().len() - copying,
+        1,
+        "the idle run's source connections"
+    );
+}

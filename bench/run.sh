@@ -299,7 +299,7 @@ port_of() { sed -n "s/^$2=127.0.0.1://p" "$WORK/$1.env"; }
 echo "== starting source and target Dovecot on 127.0.0.1 (mail in $WORK)"
 if [ -n "$LOCAL" ]; then
   # bench/local.py's: imap (and its POP3 twin pop); targets <lbase|lrestore|lmrestore><rep>.
-  start_server src "pop imap"
+  start_server src "pop imap bpop" # bpop: prepare_link's POP3 baseline maildrop
   start_server dst "warmup $(for r in $(seq 1 "$REPS"); do
     printf 'lbase%s lrestore%s lmrestore%s ' "$r" "$r" "$r"
   done)"

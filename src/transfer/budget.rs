@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 /// Bytes of message bodies the engine holds at once: read from the source, waiting in a
 /// batch, or sent and not yet answered (kept for a resend). The fetcher charges each message
@@ -37,12 +38,6 @@ impl ByteBudget {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether charging `bytes` now would wait.
-    pub(super) fn would_wait(&self, bytes: u64) -> bool {
-        let held = self.lock();
-        !held.queue.is_empty() || Self::spent(held.bytes, bytes, self.limit)
-    }
-
     /// Whether a charge is waiting for bytes to be given back.
     pub(super) fn is_wanted(&self) -> bool {
         !self.lock().queue.is_empty()
@@ -61,27 +56,55 @@ impl ByteBudget {
     /// that asked before is served, or until `abandon` is set (see [`wake`](Self::wake)):
     /// the folder failed, and what would give bytes back may never be taken off its queue.
     pub(super) fn charge(&self, bytes: u64, abandon: &AtomicBool) -> Charge<'_> {
+        self.charge_within(bytes, abandon, None)
+            .expect("a charge without a deadline is always made")
+    }
+
+    /// [`charge`](Self::charge), waiting at most `patience` when it is given: `None` then
+    /// when the bytes were not charged by then (the charge leaves the queue). A fetcher that
+    /// holds an unsent batch waits so: the bytes it waits for may be its own batch's, which
+    /// it must then send.
+    pub(super) fn charge_within(
+        &self,
+        bytes: u64,
+        abandon: &AtomicBool,
+        patience: Option<Duration>,
+    ) -> Option<Charge<'_>> {
         let mut held = self.lock();
         let ticket = held.next_ticket;
         held.next_ticket += 1;
         held.queue.push_back(ticket);
-        let mut held = self
-            .freed
-            .wait_while(held, |held| {
-                !abandon.load(Ordering::SeqCst)
-                    && (held.queue.front() != Some(&ticket)
-                        || Self::spent(held.bytes, bytes, self.limit))
-            })
-            .unwrap_or_else(PoisonError::into_inner);
+        let waiting = |held: &mut Held| {
+            !abandon.load(Ordering::SeqCst)
+                && (held.queue.front() != Some(&ticket)
+                    || Self::spent(held.bytes, bytes, self.limit))
+        };
+        let mut held = match patience {
+            None => self
+                .freed
+                .wait_while(held, waiting)
+                .unwrap_or_else(PoisonError::into_inner),
+            Some(patience) => {
+                self.freed
+                    .wait_timeout_while(held, patience, waiting)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            }
+        };
+        let charged = !waiting(&mut held);
         held.queue.retain(|waiting| *waiting != ticket);
-        held.bytes += bytes;
+        if charged {
+            held.bytes += bytes;
+        }
         drop(held);
-        // The next in line may fit too.
+        // The next in line may fit too (or be first now).
         self.freed.notify_all();
-        Charge {
+        // `then`, not `then_some`: a charge not made must not be built, as dropping it would
+        // give back bytes never charged.
+        charged.then(|| Charge {
             budget: self,
             bytes,
-        }
+        })
     }
 
     /// A charge of nothing, to add others to.
@@ -119,17 +142,17 @@ impl Drop for Charge<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn charges_wait_for_room_and_a_big_message_goes_alone() {
         let go_on = AtomicBool::new(false);
         let budget = ByteBudget::new(10);
         let first = budget.charge(6, &go_on);
-        assert!(!budget.would_wait(4));
-        assert!(budget.would_wait(5));
+        let now = Some(Duration::ZERO);
+        assert!(budget.charge_within(5, &go_on, now).is_none());
+        assert!(!budget.is_wanted(), "a charge that gave up left the queue");
         let mut batch = budget.nothing();
-        batch.absorb(budget.charge(4, &go_on));
+        batch.absorb(budget.charge_within(4, &go_on, now).unwrap());
         std::thread::scope(|scope| {
             let big = scope.spawn(|| budget.charge(100, &go_on).bytes);
             std::thread::sleep(Duration::from_millis(50));
@@ -137,7 +160,7 @@ mod tests {
             assert!(budget.is_wanted());
             drop(first);
             // A small charge that would fit does not overtake the big one waiting.
-            assert!(budget.would_wait(1));
+            assert!(budget.charge_within(1, &go_on, now).is_none());
             let small = scope.spawn(|| budget.charge(1, &go_on).bytes);
             std::thread::sleep(Duration::from_millis(50));
             assert!(!big.is_finished(), "charged while a batch still held bytes");
@@ -165,5 +188,29 @@ mod tests {
         drop(held);
         assert_eq!(budget.lock().bytes, 0);
         assert!(!budget.is_wanted());
+    }
+
+    #[test]
+    fn a_charge_that_runs_out_of_patience_lets_the_next_one_in_line_go_first() {
+        let go_on = AtomicBool::new(false);
+        let budget = ByteBudget::new(10);
+        let unsent = budget.charge(8, &go_on);
+        std::thread::scope(|scope| {
+            let patient = scope.spawn(|| {
+                budget
+                    .charge_within(5, &go_on, Some(Duration::from_millis(200)))
+                    .map(|c| c.bytes)
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            let behind = scope.spawn(|| budget.charge(2, &go_on).bytes);
+            assert_eq!(patient.join().unwrap(), None);
+            assert_eq!(
+                behind.join().unwrap(),
+                2,
+                "served once the first in line gave up"
+            );
+        });
+        drop(unsent);
+        assert_eq!(budget.lock().bytes, 0);
     }
 }

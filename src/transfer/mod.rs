@@ -263,15 +263,26 @@ impl<'a, 'p: 'a> Lane<'a, 'p> {
                     (message, raw)
                 };
                 let bytes = raw.len() as u64;
-                // Waiting for memory with a batch unsent would wait for itself.
-                if !batch.is_empty() && budget.would_wait(bytes) {
-                    batch_bytes = 0;
-                    let full = std::mem::take(&mut batch);
-                    if !send(full, std::mem::replace(&mut charge, budget.nothing())) {
-                        return false;
+                // Waiting for memory with a batch unsent may wait for itself: it waits a
+                // little, as answers give bytes back all the time while uploads run, and
+                // then sends the batch. Sent at the first wait instead, batches shrank to a
+                // message or two whenever the budget was full, each its own APPEND.
+                let charged = match batch.is_empty() {
+                    true => Some(budget.charge(bytes, self.failed)),
+                    false => budget.charge_within(bytes, self.failed, Some(BATCH_PATIENCE)),
+                };
+                let charged = match charged {
+                    Some(charged) => charged,
+                    None => {
+                        batch_bytes = 0;
+                        let full = std::mem::take(&mut batch);
+                        if !send(full, std::mem::replace(&mut charge, budget.nothing())) {
+                            return false;
+                        }
+                        budget.charge(bytes, self.failed)
                     }
-                }
-                charge.absorb(budget.charge(bytes, self.failed));
+                };
+                charge.absorb(charged);
                 batch_bytes += bytes;
                 batch.push(Outgoing {
                     message,
@@ -292,6 +303,10 @@ impl<'a, 'p: 'a> Lane<'a, 'p> {
         fetched.map(|()| workers_there)
     }
 }
+
+/// How long a fetcher holding an unsent batch waits for memory before it sends the batch:
+/// about the time an APPEND batch takes to be answered on loopback.
+const BATCH_PATIENCE: Duration = Duration::from_millis(5);
 
 /// How often a worker with answers owed and nothing to send looks whether the fetcher waits
 /// for the memory those answers would give back.

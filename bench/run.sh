@@ -28,6 +28,16 @@
 #                    below. --count is then its small mailbox, and:
 #   --memory-count L messages in its large mailbox (default 10000; env MEMORY_COUNT)
 #   --big-mb B       size of its big message in MB (default 50; env BIG_MB)
+#   --scale          the scale part instead (env SCALE=1): see "Scale" below; --reps then
+#                    defaults to 1, and it takes these (defaults in brackets):
+#   --scale-count N  messages of the large mailbox [100000]
+#   --scale-folders F    folders of its wide twin [100]
+#   --scale-noop-count K messages of the first no-op re-run row [10000]
+#   --scale-rss-count S  messages of the mailbox the large one's RSS is held to [2000]
+#   --scale-accounts A   accounts in the batch [1000]
+#   --scale-account-messages M  messages per batch account [20]
+#   --scale-jobs J       the batch's --jobs [8]
+#   --scale-max-connections C   the batch's --max-connections-per-host [24]
 # Environment:
 #   BENCH_DIR        where the servers' directories go (default /dev/shm, tmpfs, as for the
 #                    reference numbers: the bench then measures protocol and CPU, not the VM's
@@ -123,13 +133,15 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 COUNT=${N:-2000}
 SEED=${SEED:-42}
 CONNECTIONS=${CONNECTIONS:-}
-REPS=${REPS:-3}
+REPS=${REPS:-}
 NOOP_SAMPLES=${NOOP_SAMPLES:-3}
 TRANSPORT=${TRANSPORT:-plain}
 RTT_MS=${RTT_MS:-50}
 RTT_COUNT=${RTT_COUNT:-1000}
 CASE_TIMEOUT=${CASE_TIMEOUT:-300}
 MEMORY=${MEMORY:-}
+SCALE=${SCALE:-}
+SCALE_ARGS=()
 MEMORY_COUNT=${MEMORY_COUNT:-10000}
 BIG_MB=${BIG_MB:-50}
 while [ $# -gt 0 ]; do
@@ -146,10 +158,13 @@ while [ $# -gt 0 ]; do
   --memory) MEMORY=1; shift ;;
   --memory-count) MEMORY_COUNT=$2; shift 2 ;;
   --big-mb) BIG_MB=$2; shift 2 ;;
+  --scale) SCALE=1; shift ;;
+  --scale-*) SCALE_ARGS+=("$1" "$2"); shift 2 ;; # scale.py checks them
   -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
   *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+[ -n "$REPS" ] || REPS=$([ -n "$SCALE" ] && echo 1 || echo 3)
 for v in "$COUNT" "$REPS" "$NOOP_SAMPLES" "$RTT_COUNT" "$CASE_TIMEOUT" "$MEMORY_COUNT" \
   "$BIG_MB"; do
   case $v in '' | *[!0-9]* | 0)
@@ -245,7 +260,10 @@ start_server() { # NAME "USER USER…"
 port_of() { sed -n "s/^$2=127.0.0.1://p" "$WORK/$1.env"; }
 
 echo "== starting source and target Dovecot on 127.0.0.1 (mail in $WORK)"
-if [ -n "$MEMORY" ]; then
+if [ -n "$SCALE" ]; then
+  start_server src "$(python3 "$ROOT/bench/scale.py" users src --reps "$REPS" "${SCALE_ARGS[@]}")"
+  start_server dst "$(python3 "$ROOT/bench/scale.py" users dst --reps "$REPS" "${SCALE_ARGS[@]}")"
+elif [ -n "$MEMORY" ]; then
   # bench/memory.py's: pop imap (N messages), kpop kimap (L), big (the big mailbox); targets
   # <s: N, k: L, b: big><pop|imap><rep>.
   start_server src "pop imap kpop kimap big"
@@ -278,7 +296,9 @@ SHARED=(--count "$COUNT" --seed "$SEED" --reps "$REPS" --case-timeout "$CASE_TIM
   --src-pop3-port "$SRC_POP3" --src-imap-port "$SRC_IMAP" --dst-imap-port "$DST_IMAP"
   --ca "$WORK/ca.pem" --mailferry "$MAILFERRY" ${CONNECTIONS:+--connections "$CONNECTIONS"}
   --work "$WORK")
-if [ -n "$MEMORY" ]; then
+if [ -n "$SCALE" ]; then
+  setsid python3 "$ROOT/bench/scale.py" "${SHARED[@]}" "${SCALE_ARGS[@]}" &
+elif [ -n "$MEMORY" ]; then
   setsid python3 "$ROOT/bench/memory.py" "${SHARED[@]}" --memory-count "$MEMORY_COUNT" \
     --big-mb "$BIG_MB" &
 else

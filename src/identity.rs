@@ -16,6 +16,7 @@
 //! mailparse rejects ids without brackets or with comments; both forms occur in real mail.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset};
 use sha2::{Digest, Sha256};
@@ -42,8 +43,9 @@ pub const FINGERPRINT_FIELDS: &[&str] = IDENTITY_FIELDS.split_at(1).1;
     Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 pub enum Identity {
-    /// The normalised first Message-ID.
-    MessageId(String),
+    /// The normalised first Message-ID; shared, since every index, receipt and check of a
+    /// message holds its identity and a clone must not cost an allocation per message.
+    MessageId(Arc<str>),
     /// SHA-256 of the canonical header fields, for messages without a Message-ID.
     Fingerprint([u8; 32]),
 }
@@ -63,7 +65,7 @@ impl fmt::Display for Identity {
 /// The identity of a message from its header bytes (the whole message is fine too).
 pub fn identify(header: &[u8]) -> Identity {
     match header::first(header, "Message-ID").and_then(|f| normalize_message_id(&f)) {
-        Some(id) => Identity::MessageId(id),
+        Some(id) => Identity::MessageId(id.into()),
         None => Identity::Fingerprint(fingerprint(header)),
     }
 }

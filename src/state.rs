@@ -146,17 +146,16 @@ impl StateStore {
         )
     }
 
-    /// Saves the state atomically: a crash leaves the old file or the new one, never half.
-    pub fn save(&self, state: &MirrorState) -> Result<(), Error> {
+    /// Saves the state atomically, in the current format: a crash leaves the old file or the
+    /// new one, never half. Marks `state` with the format in place, since a copy of a large
+    /// mailbox's state would double the run's memory.
+    pub fn save(&self, state: &mut MirrorState) -> Result<(), Error> {
         let failed = |e: std::io::Error| Error::State {
             path: self.path.clone(),
             reason: e.to_string(),
         };
-        let state = MirrorState {
-            schema: SCHEMA,
-            ..state.clone()
-        };
-        let json = serde_json::to_vec(&state)
+        state.schema = SCHEMA;
+        let json = serde_json::to_vec(state)
             .map_err(std::io::Error::other)
             .map_err(failed)?;
         private_file::write_atomically(&self.path, &json).map_err(failed)?;
@@ -243,7 +242,7 @@ mod tests {
                 ..FolderState::default()
             },
         );
-        store.save(&state).unwrap();
+        store.save(&mut state).unwrap();
         let (loaded, warning) = store.load();
         assert_eq!(loaded.folders, state.folders);
         assert_eq!(warning, None);

@@ -493,6 +493,7 @@ impl MaildirTarget {
 
     fn index_folder(&self, folder: &str) -> Result<TargetIndex, Error> {
         let mut index = TargetIndex::default();
+        let mut flag_sets = FlagSets::default();
         let (entries, keywords) = self.maildir.entries(folder)?;
         let full = keywords.iter().flatten().count() >= MAX_KEYWORDS;
         index.keywords = if full {
@@ -510,7 +511,7 @@ impl MaildirTarget {
                     // no UIDVALIDITY.
                     uid: n as u32 + 1,
                     size,
-                    flags: entry.flags,
+                    flags: flag_sets.intern(entry.flags),
                     internal_date: modified(&entry.path),
                 },
             );

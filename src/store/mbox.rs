@@ -31,7 +31,7 @@ use crate::error::Error;
 use crate::folders::FolderList;
 use crate::header;
 use crate::identity;
-use crate::index::{FlagSets, KeywordPolicy, SourceMessage, TargetCopy, TargetIndex};
+use crate::index::{FlagSets, Flags, KeywordPolicy, SourceMessage, TargetCopy, TargetIndex};
 use crate::store::gmail_labels;
 use crate::store::{
     Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable, local_folder_list,
@@ -406,7 +406,7 @@ impl MboxTarget {
                     // Positions, not UIDs: nothing is asked of the file by them.
                     uid: n as u32 + 1,
                     size: raw.len() as u64,
-                    flags: Vec::new(),
+                    flags: Flags::default(),
                     // In the `From ` line, which the index does not read.
                     internal_date: None,
                 },

@@ -256,7 +256,7 @@ mod tests {
     fn an_older_state_forgets_its_fingerprints_and_copy_counts_and_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path(), "s", "t").unwrap();
-        let old_fingerprint = Identity::Fingerprint([7; 32]);
+        let old_fingerprint = Identity::Fingerprint(Box::new([7; 32]));
         let known = |identity| KnownMessage {
             identity: Some(identity),
             size: 10,

@@ -118,6 +118,31 @@
 #   every corpus copy at most 64 MiB (the target is for the default --connections).
 # A MISS is reported, not a failure: the exit status is 1 only for a failed check.
 #
+# Scale (--scale; bench/scale.py, ~25 min at the defaults on this 2-core machine, ~1 min with
+# `--scale-count 3000 --scale-noop-count 1000 --scale-rss-count 500 --scale-accounts 50`):
+# issue 17's targets, on loopback. The corpus is small messages (~4 KB text/plain, bench.py's
+# headers, 2% without Message-ID, each numbered by an X-Bench-Seq header), written once and
+# hard-linked into every source account that holds it: the large mailbox in one folder (IMAP,
+# and a copy for POP3), the same over --scale-folders folders (a third in INBOX), its first
+# --scale-noop-count and --scale-rss-count messages, and --scale-accounts accounts of
+# --scale-account-messages each with all of theirs in one account too; Dovecot indexes them
+# and dry runs warm its cache, untimed. Rows (each into fresh target users):
+#   baseline upload (bench/baseline.py) of the one-folder and the wide account: the yardstick;
+#   mailferry IMAP copy, POP3 copy (one folder), mirror first run: x baseline <= 1.1, peak
+#   RSS <= 64 MiB; IMAP and POP3 no-op re-run <= 1 s; mirror no-op (CONDSTORE, median of 3)
+#   <= 0.2 s; the first no-op re-run of the --scale-noop-count copy <= 0.2 s; peak RSS of the
+#   large copy within +10% of the --scale-rss-count copy's; the batch (`mailferry batch
+#   --jobs J --max-connections-per-host C`) <= 1.5x the one account holding its messages,
+#   and at most C connections at either server at once (the bench samples /proc/net/tcp at
+#   each server's port every 20 ms and counts the logins in Dovecot's log). A login floor
+#   row (not mailferry: a raw connect, LOGIN, SELECT, LOGOUT per account on both servers, J at
+#   once) shows what the servers charge per account (Dovecot starts two processes per
+#   connection), which no batch goes under; the batch row also gives its ratio to the one
+#   account plus that floor. Every run is checked: exit code, report (copied N then 0, failed
+#   0, verified) or batch summary (every account ok), and on disk every source message
+#   exactly once in its folder (by X-Bench-Seq) with its flags and internal date; a miss
+#   prints FAIL and exits 1, a target missed is marked MISS.
+#
 # Loading: generating the files straight into the Maildirs takes ~1 s per 2000 messages (the
 # IMAP account's files are hard links to the POP3 account's: same bytes, one copy in memory);
 # `doveadm save` runs one process per message (~9 ms each here: ~17 s at N=2000, ~90 s at
@@ -261,8 +286,11 @@ port_of() { sed -n "s/^$2=127.0.0.1://p" "$WORK/$1.env"; }
 
 echo "== starting source and target Dovecot on 127.0.0.1 (mail in $WORK)"
 if [ -n "$SCALE" ]; then
-  start_server src "$(python3 "$ROOT/bench/scale.py" users src --reps "$REPS" "${SCALE_ARGS[@]}")"
-  start_server dst "$(python3 "$ROOT/bench/scale.py" users dst --reps "$REPS" "${SCALE_ARGS[@]}")"
+  # scale.py names the users, and checks the --scale-* arguments while it does (exit 2).
+  src_users=$(python3 "$ROOT/bench/scale.py" users src --reps "$REPS" "${SCALE_ARGS[@]}") || exit 2
+  dst_users=$(python3 "$ROOT/bench/scale.py" users dst --reps "$REPS" "${SCALE_ARGS[@]}") || exit 2
+  start_server src "$src_users"
+  start_server dst "$dst_users"
 elif [ -n "$MEMORY" ]; then
   # bench/memory.py's: pop imap (N messages), kpop kimap (L), big (the big mailbox); targets
   # <s: N, k: L, b: big><pop|imap><rep>.

@@ -70,21 +70,28 @@ SEQ = re.compile(rb"X-Bench-Seq: (\d+)")
 LOGIN = re.compile(rb"-login: (?:Info: )?Login: ")
 
 
+def positive(text):
+    """argparse type: a whole number above 0."""
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
 def add_scale_args(ap):
     """The --scale-* knobs (run.sh passes them through), also needed to name the users."""
-    ap.add_argument("--scale-count", type=int, default=100_000,
+    ap.add_argument("--scale-count", type=positive, default=100_000,
                     help="messages in the large mailbox (one folder, and over --scale-folders)")
-    ap.add_argument("--scale-folders", type=int, default=100,
+    ap.add_argument("--scale-folders", type=positive, default=100,
                     help="folders of the wide account")
-    ap.add_argument("--scale-noop-count", type=int, default=10_000,
+    ap.add_argument("--scale-noop-count", type=positive, default=10_000,
                     help="messages of the first no-op re-run row")
-    ap.add_argument("--scale-rss-count", type=int, default=2_000,
+    ap.add_argument("--scale-rss-count", type=positive, default=2_000,
                     help="messages of the small mailbox the large one's peak RSS is held to")
-    ap.add_argument("--scale-accounts", type=int, default=1_000, help="accounts in the batch")
-    ap.add_argument("--scale-account-messages", type=int, default=20,
+    ap.add_argument("--scale-accounts", type=positive, default=1_000, help="accounts in the batch")
+    ap.add_argument("--scale-account-messages", type=positive, default=20,
                     help="messages in each batch account")
-    ap.add_argument("--scale-jobs", type=int, default=8, help="the batch's --jobs")
-    ap.add_argument("--scale-max-connections", type=int, default=24,
+    ap.add_argument("--scale-jobs", type=positive, default=8, help="the batch's --jobs")
+    ap.add_argument("--scale-max-connections", type=positive, default=24,
                     help="the batch's --max-connections-per-host")
 
 

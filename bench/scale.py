@@ -180,7 +180,8 @@ def load(a, src_mail):
         letters = "".join(sorted(letter for _, letter, p in bench.FLAGS
                                  if layout_rng.random() < p))
         # The wide account: a third in INBOX, the rest spread evenly.
-        k = 0 if layout_rng.random() < 1 / 3 else layout_rng.randrange(1, a.scale_folders)
+        k = 0 if layout_rng.random() < 1 / 3 or a.scale_folders == 1 else \
+            layout_rng.randrange(1, a.scale_folders)
         holders = []
         if i <= a.scale_count:
             holders += [(ONE, "INBOX"), (WIDE, wide_folder(k))]

@@ -521,7 +521,7 @@ def batch_runs(a, rep, env, limit, fail, layout):
                      fail)
         shutil.rmtree(f"{a.dst_dir}/mail/{target}", ignore_errors=True)
     for case, (row, peaks, logins) in out.items():
-        bench.print_cpu_line(rep, "loopback", case, row, peaks and (
+        bench.print_cpu_line(rep, "loopback", case, row, "" if peaks is None else (
             f"; peak RSS {row.rss:.1f} MiB; peak connections: source {peaks[ports[0]]}, "
             f"target {peaks[ports[1]]}; logins: source {logins[logs[0]]}, target "
             f"{logins[logs[1]]}"))

@@ -127,7 +127,8 @@
 # --scale-noop-count and --scale-rss-count messages, and --scale-accounts accounts of
 # --scale-account-messages each with all of theirs in one account too; Dovecot indexes them
 # and dry runs warm its cache, untimed. Rows (each into fresh target users):
-#   baseline upload (bench/baseline.py) of the one-folder and the wide account: the yardstick;
+#   baseline upload (bench/baseline.py) of the one-folder and the wide account: the yardstick,
+#   and the same client reading each account from the source server (baseline IMAP copy);
 #   mailferry IMAP copy, POP3 copy (one folder), mirror first run: x baseline <= 1.1, peak
 #   RSS <= 64 MiB; IMAP and POP3 no-op re-run <= 1 s; mirror no-op (CONDSTORE, median of 3)
 #   <= 0.2 s; the first no-op re-run of the --scale-noop-count copy <= 0.2 s; peak RSS of the

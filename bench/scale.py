@@ -106,7 +106,7 @@ def users(side, a):
         return [ONE, POP, WIDE, NOOP, SMALL, WHOLE, *accounts]
     out = ["warmup"]
     for rep in range(1, a.reps + 1):
-        out += [f"{case}{rep}" for case in ("tbase", "twbase", "tone", "tpop", "twide", "tmir",
+        out += [f"{case}{rep}" for case in ("tbase", "twbase", "tcbase", "twcbase", "tone", "tpop", "twide", "tmir",
                                             "twmir", "tnoop", "tsmall", "twhole")]
         out += [f"r{rep}{name}" for name in accounts]
     return out
@@ -406,11 +406,16 @@ def copy_runs(a, rep, env, limit, fail, layout, source_user, target, cases, from
     return out
 
 
-def baseline_run(a, rep, env, limit, fail, layout, source_user, target, case):
+def baseline_run(a, rep, env, limit, fail, layout, source_user, target, case, copy=False):
+    """bench/baseline.py (not mailferry) into a fresh target user: the account's files, or with
+    copy, the account read from the source server (as mailferry reads it). Checks the
+    target."""
     maildir = f"{a.src_dir}/mail/{source_user}/Maildir"
     link = {"name": "loopback", "count": layout.count(source_user)}
-    row = bench.run_baseline(a, link, ["--maildir", maildir], target, a.dst_imap_port, env,
-                             limit, f"{a.work}/{target}.log", fail, rep)
+    source = ["--copy-port", str(a.src_imap_port), "--copy-user", source_user] if copy \
+        else ["--maildir", maildir]
+    row = bench.run_baseline(a, link, source, target, a.dst_imap_port, env, limit,
+                             f"{a.work}/{target}.log", fail, rep)
     bench.print_cpu_line(rep, "loopback", case, row, f"; peak RSS {row.rss:.1f} MiB")
     check_target(case, rep, layout, source_user, f"{a.dst_dir}/mail/{target}/Maildir", fail,
                  maildir)
@@ -538,14 +543,13 @@ def run_rep(a, rep, env, limit, fail, layout):
         return f"{proto}://{user}@127.0.0.1:{port}"
 
     n, w = a.scale_count, a.scale_folders
-    rows = {
-        f"baseline upload, {n} in 1 folder": baseline_run(
-            a, rep, env, limit, fail, layout, ONE, f"tbase{rep}",
-            f"baseline upload, {n} in 1 folder"),
-        f"baseline upload, {n} in {w} folders": baseline_run(
-            a, rep, env, limit, fail, layout, WIDE, f"twbase{rep}",
-            f"baseline upload, {n} in {w} folders"),
-    }
+    rows = {}
+    for user, folders, tag in ((ONE, "1 folder", ""), (WIDE, f"{w} folders", "w")):
+        for kind, copy in (("upload", False), ("IMAP copy", True)):
+            case = f"baseline {kind}, {n} in {folders}"
+            target = f"t{tag}{'c' if copy else ''}base{rep}"
+            rows[case] = baseline_run(a, rep, env, limit, fail, layout, user, target, case,
+                                      copy)
     for user, target, cases, url, folder, mirror in (
             (ONE, f"tone{rep}", (f"IMAP copy, {n} in 1 folder", f"IMAP no-op, {n} in 1 folder"),
              src(ONE), "", False),
@@ -599,12 +603,19 @@ def print_table(a, stats, reps):
                           (f"baseline upload, {n} in {w} folders", f"{w} folders")):
         body.append((base, str(n), f"{secs(base):.2f}", f"{n / secs(base):.0f}",
                      f"{rss(base):.1f}", "yardstick", "", ""))
+        copy_base = f"baseline IMAP copy, {n} in {folders}"
+        body.append((copy_base, str(n), f"{secs(copy_base):.2f}", f"{n / secs(copy_base):.0f}",
+                     f"{rss(copy_base):.1f}", f"{ratio(copy_base, base):.2f}x baseline", "",
+                     ""))
         copies = [f"IMAP copy, {n} in {folders}", f"mirror first run, {n} in {folders}"]
         if folders == "1 folder":
             copies.insert(1, f"POP3 copy, {n}")
         for case in copies:
             r = ratio(case, base)
-            row(case, n, f"{r:.2f}x baseline", f"<= {MAX_PER_MESSAGE}x, <= {MAX_RSS_MIB} MiB",
+            of_copy = "" if case.startswith("POP3") else \
+                f" ({ratio(case, copy_base):.2f}x copy)"
+            row(case, n, f"{r:.2f}x baseline{of_copy}",
+                f"<= {MAX_PER_MESSAGE}x, <= {MAX_RSS_MIB} MiB",
                 r <= MAX_PER_MESSAGE and rss(case) <= MAX_RSS_MIB)
         noops = [(f"IMAP no-op, {n} in {folders}", MAX_NOOP_S),
                  (f"mirror no-op, {n} in {folders}", MAX_MIRROR_NOOP_S)]
@@ -659,8 +670,9 @@ def print_table(a, stats, reps):
             print("  ".join("-" * wd for wd in widths))
     print("seconds: median of the reps (no-op mirror: of each rep's median of "
           f"{NOOP_SAMPLES} runs); x baseline: median of the per-rep ratios to the pipelined "
-          "upload\n(bench/baseline.py) of the same account; peak RSS: largest ru_maxrss over "
-          "the reps; conn/host: the most established connections\nat one server at once, "
+          "upload\n(bench/baseline.py) of the same account's files; x copy: to the same "
+          "client reading the account from the source server\n(as mailferry does); peak RSS: "
+          "largest ru_maxrss over the reps; conn/host: the most established connections\nat one server at once, "
           "sampled every 20 ms at the server's port; login floor: a raw connect, LOGIN, SELECT "
           "and LOGOUT per\naccount on each server, --scale-jobs at once (not mailferry): "
           "what the servers charge per account, which no batch goes under.")

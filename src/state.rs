@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, TryLockError};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -155,11 +156,13 @@ impl StateStore {
             reason: e.to_string(),
         };
         state.schema = SCHEMA;
-        let json = serde_json::to_vec(state)
-            .map_err(std::io::Error::other)
-            .map_err(failed)?;
-        private_file::write_atomically(&self.path, &json).map_err(failed)?;
-        Ok(())
+        // Streamed: a large mailbox's state is tens of MB of JSON.
+        private_file::write_atomically_with(&self.path, |file| {
+            let mut out = BufWriter::new(file);
+            serde_json::to_writer(&mut out, state)?;
+            out.flush()
+        })
+        .map_err(failed)
     }
 }
 

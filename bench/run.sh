@@ -32,6 +32,16 @@
 #   --big-mb B       size of its big message in MB (default 50; env BIG_MB)
 #   --local          the local-store part instead of the speed table (env LOCAL=1): see "Local
 #                    stores" below. --count is then its account's size (default 10000)
+#   --scale          the scale part instead (env SCALE=1): see "Scale" below; --reps then
+#                    defaults to 1, and it takes these (defaults in brackets):
+#   --scale-count N  messages of the large mailbox [100000]
+#   --scale-folders F    folders of its wide twin [100]
+#   --scale-noop-count K messages of the first no-op re-run row [10000]
+#   --scale-rss-count S  messages of the mailbox the large one's RSS is held to [2000]
+#   --scale-accounts A   accounts in the batch [1000]
+#   --scale-account-messages M  messages per batch account [20]
+#   --scale-jobs J       the batch's --jobs [8]
+#   --scale-max-connections C   the batch's --max-connections-per-host [24]
 # Environment:
 #   BENCH_DIR        where the servers' directories go (default /dev/shm, tmpfs, as for the
 #                    reference numbers: the bench then measures protocol and CPU, not the VM's
@@ -150,6 +160,31 @@
 # fsync costs almost nothing, so the rows compare protocol and CPU; with BENCH_DIR=/tmp the
 # disk and its fsyncs count, for both tools (each syncs every message), and the VM's disk makes
 # the seconds noisier.
+# Scale (--scale; bench/scale.py, ~25 min at the defaults on this 2-core machine, ~1 min with
+# `--scale-count 3000 --scale-noop-count 1000 --scale-rss-count 500 --scale-accounts 50`):
+# issue 17's targets, on loopback. The corpus is small messages (~4 KB text/plain, bench.py's
+# headers, 2% without Message-ID, each numbered by an X-Bench-Seq header), written once and
+# hard-linked into every source account that holds it: the large mailbox in one folder (IMAP,
+# and a copy for POP3), the same over --scale-folders folders (a third in INBOX), its first
+# --scale-noop-count and --scale-rss-count messages, and --scale-accounts accounts of
+# --scale-account-messages each with all of theirs in one account too; Dovecot indexes them
+# and dry runs warm its cache, untimed. Rows (each into fresh target users):
+#   baseline upload (bench/baseline.py) of the one-folder and the wide account: the yardstick,
+#   and the same client reading each account from the source server (baseline IMAP copy);
+#   mailferry IMAP copy, POP3 copy (one folder), mirror first run: x baseline <= 1.1, peak
+#   RSS <= 64 MiB; IMAP and POP3 no-op re-run <= 1 s; mirror no-op (CONDSTORE, median of 3)
+#   <= 0.2 s; the first no-op re-run of the --scale-noop-count copy <= 0.2 s; peak RSS of the
+#   large copy within +10% of the --scale-rss-count copy's; the batch (`mailferry batch
+#   --jobs J --max-connections-per-host C`) <= 1.5x the one account holding its messages,
+#   and at most C connections at either server at once (the bench samples /proc/net/tcp at
+#   each server's port every 20 ms and counts the logins in Dovecot's log). A login floor
+#   row (not mailferry: a raw connect, LOGIN, SELECT, LOGOUT per account on both servers, J at
+#   once) shows what the servers charge per account (Dovecot starts two processes per
+#   connection), which no batch goes under; the batch row also gives its ratio to the one
+#   account plus that floor. Every run is checked: exit code, report (copied N then 0, failed
+#   0, verified) or batch summary (every account ok), and on disk every source message
+#   exactly once in its folder (by X-Bench-Seq) with its flags and internal date; a miss
+#   prints FAIL and exits 1, a target missed is marked MISS.
 #
 # Loading: generating the files straight into the Maildirs takes ~1 s per 2000 messages (the
 # IMAP account's files are hard links to the POP3 account's: same bytes, one copy in memory);
@@ -166,7 +201,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 COUNT=${N:-}
 SEED=${SEED:-42}
 CONNECTIONS=${CONNECTIONS:-}
-REPS=${REPS:-3}
+REPS=${REPS:-}
 NOOP_SAMPLES=${NOOP_SAMPLES:-3}
 TRANSPORT=${TRANSPORT:-plain}
 RTT_MS=${RTT_MS:-50}
@@ -174,6 +209,8 @@ RTT_COUNT=${RTT_COUNT:-1000}
 CASE_TIMEOUT=${CASE_TIMEOUT:-300}
 MEMORY=${MEMORY:-}
 LOCAL=${LOCAL:-}
+SCALE=${SCALE:-}
+SCALE_ARGS=()
 MEMORY_COUNT=${MEMORY_COUNT:-10000}
 BIG_MB=${BIG_MB:-50}
 while [ $# -gt 0 ]; do
@@ -191,11 +228,14 @@ while [ $# -gt 0 ]; do
   --memory-count) MEMORY_COUNT=$2; shift 2 ;;
   --big-mb) BIG_MB=$2; shift 2 ;;
   --local) LOCAL=1; shift ;;
+  --scale) SCALE=1; shift ;;
+  --scale-*) SCALE_ARGS+=("$1" "$2"); shift 2 ;; # scale.py checks them
   -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
   *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [ -n "$COUNT" ] || COUNT=$([ -n "$LOCAL" ] && echo 10000 || echo 2000)
+[ -n "$REPS" ] || REPS=$([ -n "$SCALE" ] && echo 1 || echo 3)
 for v in "$COUNT" "$REPS" "$NOOP_SAMPLES" "$RTT_COUNT" "$CASE_TIMEOUT" "$MEMORY_COUNT" \
   "$BIG_MB"; do
   case $v in '' | *[!0-9]* | 0)
@@ -303,6 +343,12 @@ if [ -n "$LOCAL" ]; then
   start_server dst "warmup $(for r in $(seq 1 "$REPS"); do
     printf 'lbase%s lrestore%s lmrestore%s ' "$r" "$r" "$r"
   done)"
+elif [ -n "$SCALE" ]; then
+  # scale.py names the users, and checks the --scale-* arguments while it does (exit 2).
+  src_users=$(python3 "$ROOT/bench/scale.py" users src --reps "$REPS" "${SCALE_ARGS[@]}") || exit 2
+  dst_users=$(python3 "$ROOT/bench/scale.py" users dst --reps "$REPS" "${SCALE_ARGS[@]}") || exit 2
+  start_server src "$src_users"
+  start_server dst "$dst_users"
 elif [ -n "$MEMORY" ]; then
   # bench/memory.py's: pop imap (N messages), kpop kimap (L), big (the big mailbox); targets
   # <s: N, k: L, b: big><pop|imap><rep>.
@@ -338,6 +384,8 @@ SHARED=(--count "$COUNT" --seed "$SEED" --reps "$REPS" --case-timeout "$CASE_TIM
   --work "$WORK")
 if [ -n "$LOCAL" ]; then
   setsid python3 "$ROOT/bench/local.py" "${SHARED[@]}" &
+elif [ -n "$SCALE" ]; then
+  setsid python3 "$ROOT/bench/scale.py" "${SHARED[@]}" "${SCALE_ARGS[@]}" &
 elif [ -n "$MEMORY" ]; then
   setsid python3 "$ROOT/bench/memory.py" "${SHARED[@]}" --memory-count "$MEMORY_COUNT" \
     --big-mb "$BIG_MB" &

@@ -82,7 +82,7 @@ fn benchmarks(c: &mut Criterion) {
             TargetCopy {
                 uid: uid as u32,
                 size: message.size,
-                flags: Vec::new(),
+                flags: Flags::default(),
                 internal_date: None,
             },
         );

@@ -219,7 +219,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn id(n: u8) -> Identity {
-        Identity::MessageId(format!("m{n}@x"))
+        Identity::MessageId(format!("m{n}@x").into())
     }
 
     fn source_message(uid: u32, identity: u8) -> Arc<SourceMessage> {

@@ -16,6 +16,7 @@
 //! mailparse rejects ids without brackets or with comments; both forms occur in real mail.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset};
 use sha2::{Digest, Sha256};
@@ -42,10 +43,12 @@ pub const FINGERPRINT_FIELDS: &[&str] = IDENTITY_FIELDS.split_at(1).1;
     Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 pub enum Identity {
-    /// The normalised first Message-ID.
-    MessageId(String),
-    /// SHA-256 of the canonical header fields, for messages without a Message-ID.
-    Fingerprint([u8; 32]),
+    /// The normalised first Message-ID; shared, since every index, receipt and check of a
+    /// message holds its identity and a clone must not cost an allocation per message.
+    MessageId(Arc<str>),
+    /// SHA-256 of the canonical header fields, for messages without a Message-ID; boxed, so
+    /// that the Message-IDs, most identities, do not each carry its 32 bytes.
+    Fingerprint(Box<[u8; 32]>),
 }
 
 impl fmt::Display for Identity {
@@ -63,8 +66,8 @@ impl fmt::Display for Identity {
 /// The identity of a message from its header bytes (the whole message is fine too).
 pub fn identify(header: &[u8]) -> Identity {
     match header::first(header, "Message-ID").and_then(|f| normalize_message_id(&f)) {
-        Some(id) => Identity::MessageId(id),
-        None => Identity::Fingerprint(fingerprint(header)),
+        Some(id) => Identity::MessageId(id.into()),
+        None => Identity::Fingerprint(Box::new(fingerprint(header))),
     }
 }
 
@@ -192,6 +195,12 @@ pub fn parse_rfc5322_date(value: &[u8]) -> Option<DateTime<FixedOffset>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_identity_is_as_small_as_a_shared_message_id() {
+        // Every index entry, receipt and copy record holds one: 100,000 of them add up.
+        assert!(std::mem::size_of::<Identity>() <= 16);
+    }
 
     fn id(raw: &[u8]) -> Identity {
         identify(raw)

@@ -158,8 +158,8 @@ pub struct TargetCopy {
     pub uid: u32,
     /// Its size (RFC822.SIZE), which verification compares with the source's.
     pub size: u64,
-    /// Its flags.
-    pub flags: Vec<String>,
+    /// Its flags, shared with the copies that have the same ([`FlagSets`]).
+    pub flags: Flags,
     /// Its INTERNALDATE, when the server said.
     pub internal_date: Option<DateTime<FixedOffset>>,
 }
@@ -176,9 +176,21 @@ pub struct TargetIndex {
 }
 
 impl TargetIndex {
+    /// An empty index with room for this many identities.
+    pub fn with_capacity(identities: usize) -> Self {
+        TargetIndex {
+            copies: HashMap::with_capacity(identities),
+            ..TargetIndex::default()
+        }
+    }
+
     /// Records one more message with this identity.
     pub fn add(&mut self, identity: Identity, copy: TargetCopy) {
-        self.copies.entry(identity).or_default().push(copy);
+        // Most identities have one copy, and a Vec's first push makes room for four.
+        self.copies
+            .entry(identity)
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(copy);
     }
 
     /// How many messages with this identity the folder holds.

@@ -53,7 +53,7 @@ pub fn run(
         &job.copy.from.endpoint.to_string(),
         &job.copy.to.endpoint.to_string(),
     )?;
-    let (previous, warning) = store.load();
+    let (mut previous, warning) = store.load();
     if previous.copying {
         // A run killed while uploading may have sent whole batches the server has not stored
         // yet; indexing the target before it has would send them again.
@@ -77,10 +77,8 @@ pub fn run(
     } = planning;
     let (messages, bytes) = planned.totals();
     if messages > 0 {
-        store.save(&MirrorState {
-            copying: true,
-            ..previous.clone()
-        })?;
+        previous.copying = true;
+        store.save(&mut previous)?;
     }
     before_copy(messages, bytes);
     let targets: Vec<(String, String)> = planned
@@ -93,7 +91,7 @@ pub fn run(
     let mut state = MirrorState {
         deleted_gone: job.delete,
         copying: false,
-        ..previous.clone()
+        ..previous
     };
     // Folders gone from the source (or now excluded) are forgotten.
     state
@@ -159,7 +157,7 @@ pub fn run(
             }
         }
     }
-    let saved = store.save(&state);
+    let saved = store.save(&mut state);
     Ok((report, error.or(saved.err())))
 }
 

@@ -11,7 +11,7 @@ mod pinned;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rustls::client::WebPkiServerVerifier;
@@ -106,13 +106,18 @@ impl TlsConfig {
     }
 }
 
-fn system_roots() -> RootCertStore {
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    if roots.is_empty() {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    }
-    roots
+/// The system's CA certificates, read once per process: reading them opens and parses every
+/// file of the system's certificate directory, which a batch would otherwise do per account.
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    Arc::clone(ROOTS.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        if roots.is_empty() {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        Arc::new(roots)
+    }))
 }
 
 fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -543,6 +548,12 @@ fn handshake(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_system_certificates_are_read_once_per_process() {
+        // Every account of a batch builds its TLS settings; the store must be the same one.
+        assert!(Arc::ptr_eq(&system_roots(), &system_roots()));
+    }
 
     #[test]
     fn names_under_invalid_fail_without_a_lookup() {

@@ -215,7 +215,7 @@ mod tests {
             let source: Vec<_> = source_ids.iter().enumerate()
                 .map(|(i, id)| msg(i as u32, &id.to_string())).collect();
             let mut target: TargetIndex = target_ids.iter()
-                .map(|id| Identity::MessageId(id.to_string())).collect();
+                .map(|id| Identity::MessageId(id.to_string().into())).collect();
             let plan = diff("I", "I", &source, &target);
             let expected: Vec<u32> = source_ids.iter().enumerate()
                 .filter(|&(i, id)| {

@@ -34,9 +34,18 @@ pub fn open_private(path: &Path) -> io::Result<File> {
 /// half. The bytes go to a fresh 0600 temporary file beside it, which is synced and renamed
 /// over `path`; a rename replaces a symbolic link at `path` instead of following it.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomically_with(path, |file| file.write_all(bytes))
+}
+
+/// [`write_atomically`], with what `write` writes into the temporary file: a large file is
+/// written as it is produced, never held in memory whole.
+pub fn write_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     let tmp = temp_path(path);
     let mut file = create_new_private(&tmp)?;
-    file.write_all(bytes).and_then(|()| file.sync_all())?;
+    write(&mut file).and_then(|()| file.sync_all())?;
     std::fs::rename(&tmp, path)?;
     // The rename itself must reach the disk too.
     match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
@@ -94,6 +103,19 @@ mod tests {
         let opened = dir.path().join("state.lock");
         open_private(&opened).unwrap();
         assert_eq!(mode(&opened), 0o600);
+    }
+
+    #[test]
+    fn a_write_that_fails_half_way_leaves_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomically_with(&path, |file| file.write_all(b"{\"whole\": true}")).unwrap();
+        let failed = write_atomically_with(&path, |file| {
+            file.write_all(b"{\"half")?;
+            Err(io::Error::other("serialising failed"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"whole\": true}");
     }
 
     #[test]

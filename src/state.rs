@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, TryLockError};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -146,21 +147,22 @@ impl StateStore {
         )
     }
 
-    /// Saves the state atomically: a crash leaves the old file or the new one, never half.
-    pub fn save(&self, state: &MirrorState) -> Result<(), Error> {
+    /// Saves the state atomically, in the current format: a crash leaves the old file or the
+    /// new one, never half. Marks `state` with the format in place, since a copy of a large
+    /// mailbox's state would double the run's memory.
+    pub fn save(&self, state: &mut MirrorState) -> Result<(), Error> {
         let failed = |e: std::io::Error| Error::State {
             path: self.path.clone(),
             reason: e.to_string(),
         };
-        let state = MirrorState {
-            schema: SCHEMA,
-            ..state.clone()
-        };
-        let json = serde_json::to_vec(&state)
-            .map_err(std::io::Error::other)
-            .map_err(failed)?;
-        private_file::write_atomically(&self.path, &json).map_err(failed)?;
-        Ok(())
+        state.schema = SCHEMA;
+        // Streamed: a large mailbox's state is tens of MB of JSON.
+        private_file::write_atomically_with(&self.path, |file| {
+            let mut out = BufWriter::new(file);
+            serde_json::to_writer(&mut out, state)?;
+            out.flush()
+        })
+        .map_err(failed)
     }
 }
 
@@ -243,7 +245,7 @@ mod tests {
                 ..FolderState::default()
             },
         );
-        store.save(&state).unwrap();
+        store.save(&mut state).unwrap();
         let (loaded, warning) = store.load();
         assert_eq!(loaded.folders, state.folders);
         assert_eq!(warning, None);
@@ -257,7 +259,7 @@ mod tests {
     fn an_older_state_forgets_its_fingerprints_and_copy_counts_and_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path(), "s", "t").unwrap();
-        let old_fingerprint = Identity::Fingerprint([7; 32]);
+        let old_fingerprint = Identity::Fingerprint(Box::new([7; 32]));
         let known = |identity| KnownMessage {
             identity: Some(identity),
             size: 10,

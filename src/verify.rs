@@ -313,7 +313,7 @@ fn confirmed(expected: Expected, mut found: FoundUids) -> Option<TargetIndex> {
     if found.uid_validity != Some(expected.uid_validity) {
         return None;
     }
-    let mut index = TargetIndex::default();
+    let mut index = TargetIndex::with_capacity(expected.uids.len());
     for (uid, (identity, size)) in expected.uids {
         let Some(copy) = found.copies.remove(&uid) else {
             continue;
@@ -330,7 +330,7 @@ fn confirmed(expected: Expected, mut found: FoundUids) -> Option<TargetIndex> {
 mod tests {
     use super::*;
     use crate::folders::FolderList;
-    use crate::index::TargetCopy;
+    use crate::index::{Flags, TargetCopy};
     use crate::store::{FolderRefused, Outcome, Outgoing};
 
     /// Answers `find_uids` with `found` and indexes with `index`, noting what it was asked.
@@ -386,7 +386,7 @@ mod tests {
             TargetCopy {
                 uid: 1,
                 size: 10,
-                flags: vec![],
+                flags: Flags::default(),
                 internal_date: None,
             },
         );
@@ -566,7 +566,7 @@ mod tests {
                 TargetCopy {
                     uid: 0,
                     size,
-                    flags: vec![],
+                    flags: Flags::default(),
                     internal_date: None,
                 },
             );
@@ -600,7 +600,7 @@ mod tests {
                 TargetCopy {
                     uid: 0,
                     size,
-                    flags: vec![],
+                    flags: Flags::default(),
                     internal_date: None,
                 },
             );
@@ -620,7 +620,7 @@ mod tests {
             TargetCopy {
                 uid: 2,
                 size: 1540,
-                flags: vec![],
+                flags: Flags::default(),
                 internal_date: None,
             },
         );

@@ -133,7 +133,7 @@ impl Observer for DeleteDuringCopy<'_> {
             self.dovecot
                 .expunge("bob", "INBOX", &format!("<{present}@verify.test>"));
         }
-        if message.identity == Identity::MessageId(format!("{}@verify.test", self.copied)) {
+        if message.identity == Identity::MessageId(format!("{}@verify.test", self.copied).into()) {
             self.dovecot
                 .expunge("bob", "INBOX", &format!("<{}@verify.test>", self.copied));
         }

@@ -14,7 +14,7 @@ use crate::imap::{
     AppendMessage, FolderStatus, ImapClient, MailboxStatus, MessageUid, SentAppend, StorageQuota,
     response,
 };
-use crate::index::{KeywordPolicy, TargetCopy, TargetIndex};
+use crate::index::{FlagSets, KeywordPolicy, TargetCopy, TargetIndex};
 use crate::store::session;
 use crate::store::{Account, ConnectOptions};
 use crate::store::{FolderRefused, FoundUids, Outcome, Outgoing, Started, Target, UidChange};
@@ -128,6 +128,7 @@ impl Target for ImapTarget {
         // SELECT, not EXAMINE: only a read-write session learns which keywords the folder
         // stores (PERMANENTFLAGS). The client deselects afterwards: nothing stays selected.
         let mut indexes = vec![Ok(TargetIndex::default()); folders.len()];
+        let mut flag_sets = FlagSets::default();
         let opened = self
             .client
             .create_and_index_mailboxes(create, folders, &IDENTITY_FIELDS, |i, record| {
@@ -138,7 +139,7 @@ impl Target for ImapTarget {
                     TargetCopy {
                         uid: record.uid,
                         size: record.size,
-                        flags: record.flags,
+                        flags: flag_sets.intern(record.flags),
                         internal_date: record.internal_date,
                     },
                 );
@@ -180,14 +181,23 @@ impl Target for ImapTarget {
         &mut self,
         folders: &[(String, Vec<u32>)],
     ) -> Result<Vec<Option<FoundUids>>, Error> {
-        let mut found = vec![FoundUids::default(); folders.len()];
+        // Sized up front: a map grown while the answers come holds its old table and the new
+        // one at once, and the answers to a large folder make verification's peak memory.
+        let mut found: Vec<FoundUids> = folders
+            .iter()
+            .map(|(_, uids)| FoundUids {
+                uid_validity: None,
+                copies: HashMap::with_capacity(uids.len()),
+            })
+            .collect();
+        let mut flag_sets = FlagSets::default();
         let opened = self
             .client
             .uid_records(folders, |i, record| {
                 let copy = TargetCopy {
                     uid: record.uid,
                     size: record.size,
-                    flags: record.flags,
+                    flags: flag_sets.intern(record.flags),
                     internal_date: record.internal_date,
                 };
                 found[i].copies.insert(record.uid, copy);

@@ -643,6 +643,7 @@ impl MaildirTarget {
         }
         let failed = |e| self.maildir.failed(&dir, e);
         let locked = lock(&dir).map_err(failed)?;
+        let mut flag_sets = FlagSets::default();
         let (entries, keywords) = self.maildir.entries(folder)?;
         let list = match self.records {
             true => Some(self.uids.current_or_new(&dir).map_err(failed)?),
@@ -689,7 +690,7 @@ impl MaildirTarget {
                 TargetCopy {
                     uid,
                     size: known.size,
-                    flags: entry.flags,
+                    flags: flag_sets.intern(entry.flags),
                     internal_date: known.internal_date,
                 },
             );
@@ -1103,7 +1104,7 @@ mod tests {
             let mut uids: Vec<(u32, Vec<String>)> = index
                 .identities()
                 .flat_map(|id| index.copies(id))
-                .map(|copy| (copy.uid, copy.flags.clone()))
+                .map(|copy| (copy.uid, copy.flags.to_vec()))
                 .collect();
             uids.sort();
             uids

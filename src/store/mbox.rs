@@ -32,7 +32,7 @@ use crate::error::Error;
 use crate::folders::FolderList;
 use crate::header;
 use crate::identity;
-use crate::index::{FlagSets, KeywordPolicy, SourceMessage, TargetCopy, TargetIndex};
+use crate::index::{FlagSets, Flags, KeywordPolicy, SourceMessage, TargetCopy, TargetIndex};
 use crate::store::gmail_labels;
 use crate::store::{
     Fetched, FolderRefused, Outcome, Outgoing, Source, Target, Unreadable, local_folder_list,
@@ -535,7 +535,7 @@ impl MboxTarget {
                     // Positions, not UIDs: nothing is asked of the file by them.
                     uid: position,
                     size: scanned.size,
-                    flags: Vec::new(),
+                    flags: Flags::default(),
                     // In the `From ` line, which the index does not read.
                     internal_date: None,
                 },

@@ -773,8 +773,8 @@ mod tests {
             })
             .collect();
         let (stored, missing) = split_stored(batch, |identity| match identity {
-            Identity::MessageId(id) if id == "a" => 2,
-            Identity::MessageId(id) if id == "c" => 7,
+            Identity::MessageId(id) if &**id == "a" => 2,
+            Identity::MessageId(id) if &**id == "c" => 7,
             _ => 0,
         });
         let keys = |v: &[Outgoing]| v.iter().map(|o| o.message.key).collect::<Vec<_>>();

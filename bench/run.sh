@@ -352,7 +352,7 @@ elif [ -n "$SCALE" ]; then
 elif [ -n "$MEMORY" ]; then
   # bench/memory.py's: pop imap (N messages), kpop kimap (L), big (the big mailbox); targets
   # <s: N, k: L, b: big><pop|imap><rep>.
-  start_server src "pop imap kpop kimap big"
+  start_server src "pop imap kpop kimap big bpop bkpop" # b…: prepare_link's POP3 baseline maildrops
   start_server dst "warmup $(for r in $(seq 1 "$REPS"); do
     for mailbox in s k b; do printf '%spop%s %simap%s ' "$mailbox" "$r" "$mailbox" "$r"; done
   done)"

@@ -5,7 +5,7 @@
 //! indexes, when both servers have CONDSTORE) and remembers which copies the mirror made:
 //! `--delete` removes only those, never anything else on the target.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +63,7 @@ pub fn run(
         previous: &previous,
         delete: job.delete,
         considered: Vec::new(),
+        unchanged: BTreeSet::new(),
         known: BTreeMap::new(),
         views: BTreeMap::new(),
         indexed_status: BTreeMap::new(),
@@ -70,6 +71,7 @@ pub fn run(
     let planned = migrate::plan_with(&job.copy, &mut planning)?;
     let MirrorPlanning {
         considered,
+        unchanged,
         mut known,
         views,
         indexed_status,
@@ -87,6 +89,13 @@ pub fn run(
         .map(|f| (f.plan.source_folder.clone(), f.plan.target_folder.clone()))
         .collect();
 
+    // A run that found every folder it remembers unchanged, and no other, leaves the state as
+    // it found it: not rewriting tens of MB of it is most of what such a run costs.
+    let untouched = warning.is_none()
+        && !previous.copying
+        && previous.deleted_gone == job.delete
+        && considered.iter().all(|folder| unchanged.contains(folder))
+        && previous.folders.keys().eq(unchanged.iter());
     let copied = verify::Receipts::default();
     let mut state = MirrorState {
         deleted_gone: job.delete,
@@ -125,19 +134,26 @@ pub fn run(
         }
         // The source's summaries are the ones taken before its index (a message arriving
         // during the run must make the next run look); the target's describe it as this
-        // run leaves it.
-        let target_folders: Vec<String> = state
+        // run leaves it. An unchanged folder's are the ones just compared, and still true:
+        // the run did nothing there.
+        let (source_folders, target_folders): (Vec<&String>, Vec<String>) = state
             .folders
-            .values()
-            .map(|known| known.target_folder.clone())
+            .iter()
+            .filter(|(source_folder, _)| !unchanged.contains(*source_folder))
+            .map(|(source_folder, known)| (source_folder, known.target_folder.clone()))
+            .unzip();
+        let target_statuses: BTreeMap<String, Option<FolderStatus>> = source_folders
+            .into_iter()
+            .cloned()
+            .zip(after.target.statuses(&target_folders)?)
             .collect();
-        let target_statuses = after.target.statuses(&target_folders)?;
-        for ((source_folder, known), target_status) in state.folders.iter_mut().zip(target_statuses)
-        {
+        for (source_folder, known) in &mut state.folders {
             if let Some(status) = indexed_status.get(source_folder) {
                 known.source_status = *status;
             }
-            known.target_status = target_status;
+            if let Some(status) = target_statuses.get(source_folder) {
+                known.target_status = *status;
+            }
         }
         Ok(())
     };
@@ -157,7 +173,11 @@ pub fn run(
             }
         }
     }
-    let saved = store.save(&mut state);
+    let saved = if untouched && error.is_none() && report.exit_code() == 0 {
+        Ok(())
+    } else {
+        store.save(&mut state)
+    };
     Ok((report, error.or(saved.err())))
 }
 
@@ -223,6 +243,8 @@ struct MirrorPlanning<'s> {
     delete: bool,
     /// Every source folder looked at (the others are forgotten).
     considered: Vec<String>,
+    /// The source folders found unchanged since the last run, on both sides.
+    unchanged: BTreeSet<String>,
     /// What the source knows after this run's index, per source folder.
     known: BTreeMap<String, KnownMessages>,
     /// What the source said about each folder it indexed.
@@ -269,6 +291,7 @@ impl PlanHooks for MirrorPlanning<'_> {
             candidates.into_iter().zip(now_source?).zip(now_target?)
         {
             if now_source == known.source_status && now_target == known.target_status {
+                self.unchanged.insert(mappings[i].source.clone());
                 unchanged[i] = Some(known.source_status.map_or(0, |s| s.messages as usize));
             }
         }

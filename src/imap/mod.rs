@@ -1,5 +1,5 @@
 //! IMAP4rev1 client: a sans-I/O codec (command encoding in [`command`], response framing and
-//! parsing in [`response`], mailbox names in [`mutf7`], NAMESPACE answers in [`namespace`])
+//! parsing in [`response`], with the index's FETCH lines read quickly in [`fetch_line`], mailbox names in [`mutf7`], NAMESPACE answers in [`namespace`])
 //! and a blocking [`ImapClient`] over a [`crate::net::Connection`].
 //!
 //! Our own client rather than a crate because none offers MULTIAPPEND with LITERAL+ (3–6×
@@ -8,6 +8,7 @@
 
 mod client;
 pub mod command;
+pub mod fetch_line;
 pub mod mutf7;
 pub mod namespace;
 pub mod response;

@@ -200,6 +200,9 @@ impl Framer {
     pub fn parse(&self) -> Result<Option<Response<'_>>, SessionError> {
         debug_assert!(self.complete);
         let bytes = self.buf.as_slice();
+        if let Some(fetch) = super::fetch_line::parse(bytes) {
+            return Ok(Some(fetch));
+        }
         let unparsable = || {
             if is_skippable(bytes) {
                 Ok(None)

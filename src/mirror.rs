@@ -14,7 +14,7 @@ use crate::deletion::{self, CopyRecord, SourceRef};
 use crate::error::Error;
 use crate::folders::FolderMapping;
 use crate::identity::Identity;
-use crate::index::{KnownMessages, SourceMessage, SourceView, TargetIndex};
+use crate::index::{FlagSets, KnownMessages, SourceMessage, SourceView, TargetIndex};
 use crate::migrate::{self, AfterCopy, MigrateJob, PlanHooks, PlannedFolder};
 use crate::parallel::both;
 use crate::report::{Report, ReportBuilder};
@@ -219,7 +219,10 @@ fn record_run(
                 .retain(|record| matches!(record.source, SourceRef::Uidl(_)));
             folder.source_uid_validity = view.uid_validity;
         }
-        for (message, target) in copied.copies_from(source_folder) {
+        let copies = copied.copies_from(source_folder);
+        // Exactly: a large first run's records would otherwise take up to twice their room.
+        folder.copies.reserve_exact(copies.len());
+        for (message, target) in copies {
             if let Some(source) = SourceRef::of(&message, view.uid_validity) {
                 folder.copies.push(CopyRecord {
                     identity: message.identity.clone(),
@@ -434,16 +437,18 @@ fn sync_flags(
     type Change = (Vec<String>, Vec<String>);
     let mut updates: BTreeMap<Change, Vec<u32>> = BTreeMap::new();
     let mut flags_now = BTreeMap::new();
+    // Shared: a large folder's messages carry a handful of different flag sets between them.
+    let mut flag_sets = FlagSets::default();
     for (identity, messages) in by_identity(&folder.source_index) {
         let [message] = messages.as_slice() else {
             continue;
         };
-        let now = canonical_flags(
+        let now = flag_sets.intern(canonical_flags(
             message
                 .flags
                 .iter()
                 .filter(|f| folder.target_index.keywords.accepts(f)),
-        );
+        ));
         let key = identity.to_string();
         if let Some(before) = known.flags.get(&key)
             && before != &now

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::deletion::CopyRecord;
 use crate::error::Error;
 use crate::identity::Identity;
-use crate::index::KnownMessages;
+use crate::index::{Flags, KnownMessages};
 use crate::private_file;
 use crate::store::FolderStatus;
 
@@ -45,7 +45,7 @@ pub struct FolderState {
     pub source_uid_validity: Option<u32>,
     /// The source flags of each (unique) identity as last mirrored: a flag change on the source
     /// since then is applied to the target; a change made only on the target is left alone.
-    pub flags: BTreeMap<String, Vec<String>>,
+    pub flags: BTreeMap<String, Flags>,
     /// A POP3 source's messages by UIDL: only new UIDLs have their headers read.
     #[serde(default)]
     pub known: KnownMessages,

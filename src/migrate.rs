@@ -613,6 +613,14 @@ fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
         let folders = folders(&mut side)?;
         Ok((side, folders))
     }
+    // Both sessions list their folders next: in the login's round trip, where they can.
+    let job = &MigrateJob {
+        connect: ConnectOptions {
+            list_at_login: true,
+            ..job.connect.clone()
+        },
+        ..job.clone()
+    };
     let give_up = AtomicBool::new(false);
     let (source, target) = both(
         || {

@@ -196,3 +196,47 @@ fn imap_mirror_with_a_master_user_at_vvv_writes_no_secret() {
     );
     assert!(!text.contains(BODY_MARKER), "a body was dumped:\n{text}");
 }
+
+/// Over a slow link every round trip before the plan is waited for twice (source and target
+/// side by side): the plan's sessions ask for their folders behind the login, not after it.
+#[test]
+fn the_plans_logins_carry_the_folder_listing_in_their_round_trip() {
+    let server = Dovecot::start();
+    deliver_three(&server, "alice", "INBOX");
+    let out = tempfile::tempdir().unwrap();
+    let (alice, bob) = (password("alice"), password("bob"));
+    let (code, text) = run(
+        &[
+            "migrate",
+            "--from",
+            &format!("imaps://alice@127.0.0.1:{}", server.imaps_port()),
+            "--to",
+            &format!("imaps://bob@127.0.0.1:{}", server.imaps_port()),
+            "--tls-ca",
+            server.cert_path().to_str().unwrap(),
+            "--report",
+            out.path().join("report.json").to_str().unwrap(),
+            "-vvv",
+        ],
+        &[
+            ("MAILFERRY_FROM_PASSWORD", &alice),
+            ("MAILFERRY_TO_PASSWORD", &bob),
+        ],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(server.messages("bob", "INBOX").len(), 3);
+    for connection in ["[#1 ", "[#2 "] {
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(connection)).collect();
+        let at = |what: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(what))
+                .unwrap_or_else(|| panic!("{connection}: no {what:?} in:\n{text}"))
+        };
+        assert!(
+            at("C: m3 LIST ") < at("S: m1 OK"),
+            "{connection}: the LIST waited for the login's answer:\n{}",
+            lines.join("\n")
+        );
+    }
+}

@@ -90,6 +90,7 @@ fn job(dovecot: &Dovecot, dir: &Path, trace: &Captured) -> MigrateJob {
             allow_plaintext: false,
             timeout: Duration::from_secs(30),
             trace: Trace::to_writer(Verbosity::Commands, trace.clone()),
+            list_at_login: false,
         },
         transfer: TransferSettings::default(),
         mark_seen: false,

@@ -737,6 +737,7 @@ fn build_job(
             allow_plaintext: options.allow_plaintext,
             timeout: Duration::from_secs(options.timeout),
             trace: Trace::new(Verbosity::from_count(options.verbose)),
+            list_at_login: false,
         },
         transfer: TransferSettings {
             connections: usize::from(overrides.connections.unwrap_or(options.connections)),

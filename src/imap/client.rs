@@ -209,7 +209,12 @@ struct State {
     capabilities: Vec<String>,
     /// The personal namespace, once a NAMESPACE answer (or its absence) told it.
     personal_namespace: Option<Namespace>,
+    /// The mailboxes listed in the login's round trip, until [`ImapClient::list`] takes them.
+    listed: Option<Vec<Mailbox>>,
 }
+
+/// Every mailbox.
+const LIST_ALL: &str = "LIST \"\" \"*\"";
 
 /// How a command ended.
 #[derive(Debug)]
@@ -397,6 +402,19 @@ impl ImapClient {
     /// `[LIMIT]` and kin (the server cannot or will not check them now) are
     /// [`SessionError::Refused`]. Does nothing after a PREAUTH greeting.
     pub fn login(&mut self, login: &Login<'_>) -> Result<(), SessionError> {
+        self.login_listing(login, false)
+    }
+
+    /// [`login`](Self::login), with NAMESPACE and LIST sent right behind a login that is one
+    /// line (AUTHENTICATE PLAIN with SASL-IR): the next [`list`](Self::list) then answers
+    /// from what came back in the login's round trip, which over a slow link is one round
+    /// trip less before the plan. A server that refuses commands before the login completes
+    /// only costs that round trip again.
+    pub fn login_and_list(&mut self, login: &Login<'_>) -> Result<(), SessionError> {
+        self.login_listing(login, true)
+    }
+
+    fn login_listing(&mut self, login: &Login<'_>, list_too: bool) -> Result<(), SessionError> {
         if self.preauthenticated {
             return Ok(());
         }
@@ -421,27 +439,26 @@ impl ImapClient {
         let completion = if login.mechanism == Mechanism::CramMd5 {
             self.authenticate_cram_md5(login)
         } else if plain {
-            let completion = self.run(
-                |b| {
-                    b.text("AUTHENTICATE ").text(mechanism);
-                    if initial_response {
-                        b.text(" ")
-                    } else {
-                        b.await_continuation()
-                    }
-                    .secret(|b| b.text(&credentials));
-                    if login.is_oauth() {
-                        // A refused token comes back as a `+` challenge carrying the error;
-                        // the client's answer (RFC 7628 §3.2.3: a lone %x01 for
-                        // OAUTHBEARER; an empty line for XOAUTH2) brings the NO. Not a
-                        // secret, but no line of a SASL exchange is ever shown.
-                        b.await_continuation()
-                            .secret(|b| b.text(login.error_answer()));
-                    }
-                    b
-                },
-                |_| Ok(()),
-            );
+            // Only a command that waits for no continuation can have others sent behind it.
+            let one_line = initial_response && !login.is_oauth();
+            let completion = self.login_line(list_too && one_line, |b| {
+                b.text("AUTHENTICATE ").text(mechanism);
+                if initial_response {
+                    b.text(" ")
+                } else {
+                    b.await_continuation()
+                }
+                .secret(|b| b.text(&credentials));
+                if login.is_oauth() {
+                    // A refused token comes back as a `+` challenge carrying the error;
+                    // the client's answer (RFC 7628 §3.2.3: a lone %x01 for
+                    // OAUTHBEARER; an empty line for XOAUTH2) brings the NO. Not a
+                    // secret, but no line of a SASL exchange is ever shown.
+                    b.await_continuation()
+                        .secret(|b| b.text(login.error_answer()));
+                }
+                b
+            });
             // BAD says the server did not take the command, not that the password is wrong
             // (a NO, which LOGIN would only repeat: no password is tried twice, as servers
             // lock accounts out by failed tries). LOGIN sends the same password as PLAIN, on
@@ -476,6 +493,42 @@ impl ImapClient {
             self.refresh_capabilities()?;
         }
         Ok(())
+    }
+
+    /// Runs the login command `build`; with `list_too`, sends NAMESPACE and LIST behind it
+    /// and keeps their answer for [`list`](Self::list) when the login succeeded. After a
+    /// refused login they are left unread: the next command's wait sets their completions
+    /// aside.
+    fn login_line<'a>(
+        &mut self,
+        list_too: bool,
+        build: impl for<'b> FnOnce(&'b mut CommandBuilder<'a>) -> &'b mut CommandBuilder<'a>,
+    ) -> Result<Completion, SessionError> {
+        if !list_too {
+            return self.run(build, |_| Ok(()));
+        }
+        let login = self.send(build)?;
+        let namespace = self.send(|b| b.text("NAMESPACE"))?;
+        let list = self.send(|b| b.text(LIST_ALL))?;
+        let logged_in = self.wait(login)?;
+        if logged_in.status != Status::Ok {
+            return Ok(logged_in);
+        }
+        // A refused NAMESPACE (a server without it) leaves names as they are.
+        self.wait(namespace)?;
+        let mut mailboxes = Vec::new();
+        let listed = self
+            .read_until(&list.tag, false, &mut |response| {
+                if let Response::MailboxData(MailboxDatum::List(data)) = response {
+                    mailboxes.push(to_mailbox(data));
+                }
+                Ok(())
+            })?
+            .ok_or_else(|| SessionError::Protocol("unexpected continuation request".into()))?;
+        if listed.status == Status::Ok {
+            self.state.listed = Some(mailboxes);
+        }
+        Ok(logged_in)
     }
 
     /// The LOGIN command (as `user*admin` for a master user).
@@ -517,26 +570,10 @@ impl ImapClient {
     /// Lists every mailbox (`LIST "" "*"`), and the personal namespace (RFC 2342) of a server
     /// with the NAMESPACE capability: asked once a session, in the same round trip.
     pub fn list(&mut self) -> Result<MailboxList, SessionError> {
-        let ask_namespace =
-            self.state.personal_namespace.is_none() && self.has_capability("NAMESPACE");
-        let mut mailboxes = Vec::new();
-        let mut completions = self.pipeline(
-            1 + usize::from(ask_namespace),
-            |i, b| {
-                if ask_namespace && i == 0 {
-                    b.text("NAMESPACE")
-                } else {
-                    b.text("LIST \"\" \"*\"")
-                }
-            },
-            |_, response| {
-                if let Response::MailboxData(MailboxDatum::List(data)) = response {
-                    mailboxes.push(to_mailbox(data));
-                }
-                Ok(())
-            },
-        )?;
-        completions.pop().expect("the LIST's completion").ok()?;
+        let mailboxes = match self.state.listed.take() {
+            Some(listed) => listed,
+            None => self.list_now()?,
+        };
         // A refused NAMESPACE (or none offered) leaves names as they are, as before
         // namespaces were read.
         let personal = self
@@ -548,6 +585,30 @@ impl ImapClient {
             mailboxes,
             personal,
         })
+    }
+
+    fn list_now(&mut self) -> Result<Vec<Mailbox>, SessionError> {
+        let ask_namespace =
+            self.state.personal_namespace.is_none() && self.has_capability("NAMESPACE");
+        let mut mailboxes = Vec::new();
+        let mut completions = self.pipeline(
+            1 + usize::from(ask_namespace),
+            |i, b| {
+                if ask_namespace && i == 0 {
+                    b.text("NAMESPACE")
+                } else {
+                    b.text(LIST_ALL)
+                }
+            },
+            |_, response| {
+                if let Response::MailboxData(MailboxDatum::List(data)) = response {
+                    mailboxes.push(to_mailbox(data));
+                }
+                Ok(())
+            },
+        )?;
+        completions.pop().expect("the LIST's completion").ok()?;
+        Ok(mailboxes)
     }
 
     /// STATUS of each of these mailboxes (HIGHESTMODSEQ too when the server has CONDSTORE),
@@ -1637,42 +1698,49 @@ mod tests {
         assert!(!text.contains(&plain.sasl_plain()), "{text}");
     }
 
-    /// Logs in as alice on a server answering AUTHENTICATE PLAIN with `authenticate`: the
-    /// outcome and the trace.
+    /// Logs in as alice on a server answering AUTHENTICATE PLAIN with `authenticate`, with the
+    /// listing behind the login or without: the outcome and the trace.
     fn login_answered(
         capabilities: &'static str,
         authenticate: &'static str,
+        list_too: bool,
     ) -> (Result<(), SessionError>, String) {
         let port = fake_server_answering(capabilities, authenticate);
         let (address, captured) = Captured::loopback(port);
         let tls = TlsConfig::new(&Default::default()).unwrap();
         let mut client = ImapClient::connect(&address, TlsMode::Plain, &tls).unwrap();
-        let outcome = client.login(&Login::plain("alice", "pw-secret-4"));
+        let login = Login::plain("alice", "pw-secret-4");
+        let outcome = match list_too {
+            true => client.login_and_list(&login),
+            false => client.login(&login),
+        };
         (outcome, captured.text())
     }
 
     #[test]
     fn authenticate_plain_refused_as_a_command_falls_back_to_login_and_a_no_does_not() {
-        let bad = "BAD [CLIENTBUG] Unsupported mechanism";
-        let (outcome, text) = login_answered("IMAP4rev1 SASL-IR AUTH=PLAIN", bad);
-        assert!(outcome.is_ok(), "{outcome:?}");
-        assert!(text.contains(" C: m2 LOGIN alice <redacted>\n"), "{text}");
-        assert!(!text.contains("pw-secret-4"), "{text}");
+        for list_too in [false, true] {
+            let bad = "BAD [CLIENTBUG] Unsupported mechanism";
+            let (outcome, text) = login_answered("IMAP4rev1 SASL-IR AUTH=PLAIN", bad, list_too);
+            assert!(outcome.is_ok(), "{outcome:?}");
+            assert!(text.contains(" LOGIN alice <redacted>\n"), "{text}");
+            assert!(!text.contains("pw-secret-4"), "{text}");
 
-        // The server's verdict on the password is final: it is not tried again.
-        let no = "NO [AUTHENTICATIONFAILED] Authentication failed";
-        let (outcome, text) = login_answered("IMAP4rev1 SASL-IR AUTH=PLAIN", no);
-        assert!(
-            matches!(outcome, Err(SessionError::LoginRefused(_))),
-            "{outcome:?}"
-        );
-        assert!(!text.contains("LOGIN alice"), "{text}");
+            // The server's verdict on the password is final: it is not tried again.
+            let no = "NO [AUTHENTICATIONFAILED] Authentication failed";
+            let (outcome, text) = login_answered("IMAP4rev1 SASL-IR AUTH=PLAIN", no, list_too);
+            assert!(
+                matches!(outcome, Err(SessionError::LoginRefused(_))),
+                "{outcome:?}"
+            );
+            assert!(!text.contains("LOGIN alice"), "{text}");
 
-        // Nor is LOGIN sent where the server disabled it.
-        let caps = "IMAP4rev1 SASL-IR AUTH=PLAIN LOGINDISABLED";
-        let (outcome, text) = login_answered(caps, bad);
-        assert!(outcome.is_err(), "{outcome:?}");
-        assert!(!text.contains("LOGIN alice"), "{text}");
+            // Nor is LOGIN sent where the server disabled it.
+            let caps = "IMAP4rev1 SASL-IR AUTH=PLAIN LOGINDISABLED";
+            let (outcome, text) = login_answered(caps, bad, list_too);
+            assert!(outcome.is_err(), "{outcome:?}");
+            assert!(!text.contains("LOGIN alice"), "{text}");
+        }
     }
 
     #[test]
@@ -1718,10 +1786,7 @@ mod tests {
     fn an_untagged_bye_ends_the_session_as_a_broken_connection() {
         let raw = b"* BYE Too many connections from your IP\r\n";
         let (_, response) = Response::parse(raw).unwrap();
-        let mut state = State {
-            capabilities: Vec::new(),
-            personal_namespace: None,
-        };
+        let mut state = State::default();
         match observe(&mut state, &response, raw) {
             Err(SessionError::Bye(said)) => {
                 assert!(said.contains("Too many connections"), "{said}");

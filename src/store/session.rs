@@ -20,6 +20,9 @@ pub struct ConnectOptions {
     pub timeout: Duration,
     /// The protocol trace (`-v`…`-vvv`).
     pub trace: Trace,
+    /// Whether an IMAP login asks for the mailbox list in its own round trip
+    /// ([`ImapClient::login_and_list`]): for the connections a plan lists next.
+    pub list_at_login: bool,
 }
 
 /// One side of a job: where, and how to log in.
@@ -60,13 +63,11 @@ pub fn open_imap(
     side: Side,
     options: &ConnectOptions,
 ) -> Result<ImapClient, Error> {
-    open(
-        account,
-        side,
-        options,
-        ImapClient::connect,
-        ImapClient::login,
-    )
+    let login = match options.list_at_login {
+        true => ImapClient::login_and_list,
+        false => ImapClient::login,
+    };
+    open(account, side, options, ImapClient::connect, login)
 }
 
 fn open<C>(

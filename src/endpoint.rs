@@ -278,6 +278,12 @@ fn redact_url(url: &str) -> String {
 pub struct Password(String);
 
 impl Password {
+    /// A password given as it is, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn given(secret: &str) -> Self {
+        Password(secret.to_owned())
+    }
+
     /// The secret itself, for the login command only.
     pub fn expose(&self) -> &str {
         &self.0

@@ -72,6 +72,10 @@ pub enum SessionError {
     /// The server lacks something mailferry needs to proceed safely.
     #[error("{0}")]
     Unsupported(String),
+    /// The server did not answer commands sent behind another without waiting (pipelined),
+    /// as some do not behind a login: the session is to be opened again without.
+    #[error("the server does not take pipelined commands here: {0}")]
+    NotPipelined(String),
 }
 
 impl From<io::Error> for SessionError {

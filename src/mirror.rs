@@ -92,6 +92,7 @@ pub fn run(
     // A run that found every folder it remembers unchanged, and no other, leaves the state as
     // it found it: not rewriting tens of MB of it is most of what such a run costs.
     let untouched = warning.is_none()
+        && previous.is_current()
         && !previous.copying
         && previous.deleted_gone == job.delete
         && considered.iter().all(|folder| unchanged.contains(folder))

@@ -185,6 +185,13 @@ impl Stream {
             Stream::Tls(stream) => stream.get_mut(),
         }
     }
+
+    fn socket_ref(&self) -> &TimedSocket {
+        match self {
+            Stream::Plain(socket) => socket,
+            Stream::Tls(stream) => stream.get_ref(),
+        }
+    }
 }
 
 impl Read for Stream {
@@ -384,6 +391,11 @@ impl Connection {
     /// The connection's protocol trace, for the client speaking over it.
     pub fn trace(&self) -> &ConnectionTrace {
         &self.trace
+    }
+
+    /// The read and write timeout.
+    pub fn timeout(&self) -> Duration {
+        self.reader.get_ref().socket_ref().timeout
     }
 
     /// Sets the read and write timeout: a goodbye (LOGOUT, QUIT) gets a short one, so a

@@ -68,6 +68,14 @@ pub struct MirrorState {
     pub folders: BTreeMap<String, FolderState>,
 }
 
+impl MirrorState {
+    /// Whether it was read from a file in the current format (one in an older format is
+    /// read as this one, and written so by the next save).
+    pub fn is_current(&self) -> bool {
+        self.schema == SCHEMA
+    }
+}
+
 /// The state of one pair of accounts in a state directory, held under its lock.
 pub struct StateStore {
     path: PathBuf,
@@ -115,7 +123,6 @@ impl StateStore {
                         forget_fingerprints(&mut state);
                     }
                     let warning = counted_copies(&bytes).then(|| self.without_evidence());
-                    state.schema = SCHEMA;
                     (state, warning)
                 }
                 Ok(state) => (
@@ -283,7 +290,7 @@ mod tests {
         std::fs::write(&store.path, serde_json::to_vec(&old).unwrap()).unwrap();
         let (loaded, warning) = store.load();
         assert!(warning.unwrap().contains("older mailferry"));
-        assert_eq!(loaded.schema, SCHEMA);
+        assert!(!loaded.is_current(), "rewritten by the next save");
         let inbox = &loaded.folders["INBOX"];
         assert!(inbox.copies.is_empty());
         assert_eq!(inbox.known["u1"], u1);

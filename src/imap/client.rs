@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io::{self, BufRead, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset};
 use imap_proto::rfc4315::UidSetMember;
@@ -212,6 +212,10 @@ struct State {
     /// The mailboxes listed in the login's round trip, until [`ImapClient::list`] takes them.
     listed: Option<Vec<Mailbox>>,
 }
+
+/// How long at least a server that took a login may take to answer the NAMESPACE and LIST
+/// sent behind it.
+const LISTING_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Every mailbox.
 const LIST_ALL: &str = "LIST \"\" \"*\"";
@@ -492,13 +496,21 @@ impl ImapClient {
         if self.state.capabilities.is_empty() {
             self.refresh_capabilities()?;
         }
+        // Asked behind the login before the server said whether it has NAMESPACE: a server
+        // that does not say so is read as before, whatever it answered.
+        if !self.has_capability("NAMESPACE") {
+            self.state.personal_namespace = None;
+        }
         Ok(())
     }
 
     /// Runs the login command `build`; with `list_too`, sends NAMESPACE and LIST behind it
     /// and keeps their answer for [`list`](Self::list) when the login succeeded. After a
     /// refused login they are left unread: the next command's wait sets their completions
-    /// aside.
+    /// aside. A server that took the login but does not answer them within
+    /// [`LISTING_PATIENCE`] (or four times the login's round trip, if longer) is
+    /// [`SessionError::NotPipelined`]: some hand a session over after the login without what
+    /// was sent behind it, and such a session cannot be trusted with another command.
     fn login_line<'a>(
         &mut self,
         list_too: bool,
@@ -507,28 +519,50 @@ impl ImapClient {
         if !list_too {
             return self.run(build, |_| Ok(()));
         }
+        let started = Instant::now();
         let login = self.send(build)?;
         let namespace = self.send(|b| b.text("NAMESPACE"))?;
         let list = self.send(|b| b.text(LIST_ALL))?;
-        let logged_in = self.wait(login)?;
+        // A server may answer pipelined commands at once: a LIST line can come before the
+        // login's or NAMESPACE's completion.
+        let mut mailboxes = Vec::new();
+        let mut listing = |response: &mut Response<'_>| {
+            if let Response::MailboxData(MailboxDatum::List(data)) = response {
+                mailboxes.push(to_mailbox(data));
+            }
+            Ok(())
+        };
+        let logged_in = self.answer_to(&login, &mut listing)?;
         if logged_in.status != Status::Ok {
             return Ok(logged_in);
         }
-        // A refused NAMESPACE (a server without it) leaves names as they are.
-        self.wait(namespace)?;
-        let mut mailboxes = Vec::new();
-        let listed = self
-            .read_until(&list.tag, false, &mut |response| {
-                if let Response::MailboxData(MailboxDatum::List(data)) = response {
-                    mailboxes.push(to_mailbox(data));
-                }
-                Ok(())
-            })?
-            .ok_or_else(|| SessionError::Protocol("unexpected continuation request".into()))?;
+        let timeout = self.conn.timeout();
+        let patience = LISTING_PATIENCE.max(started.elapsed() * 4).min(timeout);
+        self.conn.set_timeout(patience)?;
+        let answers = self
+            .answer_to(&namespace, &mut listing)
+            .and_then(|_| self.answer_to(&list, &mut listing));
+        self.conn.set_timeout(timeout)?;
+        let listed = answers.map_err(|err| match err {
+            SessionError::Timeout => {
+                SessionError::NotPipelined("no answer to the commands sent behind the login".into())
+            }
+            other => other,
+        })?;
         if listed.status == Status::Ok {
             self.state.listed = Some(mailboxes);
         }
         Ok(logged_in)
+    }
+
+    /// Collects the completion of `sent`, with its untagged data to `on_data`.
+    fn answer_to(
+        &mut self,
+        sent: &Sent,
+        on_data: &mut impl FnMut(&mut Response<'_>) -> Result<(), SessionError>,
+    ) -> Result<Completion, SessionError> {
+        self.read_until(&sent.tag, false, on_data)?
+            .ok_or_else(|| SessionError::Protocol("unexpected continuation request".into()))
     }
 
     /// The LOGIN command (as `user*admin` for a master user).
@@ -1741,6 +1775,103 @@ mod tests {
             assert!(outcome.is_err(), "{outcome:?}");
             assert!(!text.contains("LOGIN alice"), "{text}");
         }
+    }
+
+    /// A one-connection server on loopback greeting with SASL-IR and AUTH=PLAIN that answers
+    /// each burst of command lines it reads with `answer(lines)`, once those are all in (or,
+    /// after a 300 ms pause, what came).
+    fn scripted_server(answer: fn(&[String]) -> String) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let _ = write!(
+                writer,
+                "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] hi\r\n"
+            );
+            let mut reader = BufReader::new(stream);
+            let started = std::time::Instant::now();
+            let mut burst = Vec::new();
+            while started.elapsed() < Duration::from_secs(20) {
+                let mut line = String::new();
+                match std::io::BufRead::read_line(&mut reader, &mut line) {
+                    Ok(0) => return,
+                    Ok(_) => burst.push(line.trim_end().to_owned()),
+                    Err(_) if burst.is_empty() => {}
+                    Err(_) => {
+                        let _ = writer.write_all(answer(&std::mem::take(&mut burst)).as_bytes());
+                    }
+                }
+            }
+        });
+        port
+    }
+
+    fn listed_at_login(
+        answer: fn(&[String]) -> String,
+    ) -> (Result<MailboxList, SessionError>, String) {
+        let (address, captured) = Captured::loopback(scripted_server(answer));
+        let tls = TlsConfig::new(&Default::default()).unwrap();
+        let mut client = ImapClient::connect(&address, TlsMode::Plain, &tls).unwrap();
+        let listed = client
+            .login_and_list(&Login::plain("alice", "pw"))
+            .and_then(|()| client.list());
+        (listed, captured.text())
+    }
+
+    /// The tag of the command on a line.
+    fn tag(line: &str) -> &str {
+        line.split(' ').next().unwrap()
+    }
+
+    #[test]
+    fn a_listing_behind_the_login_is_taken_whatever_order_the_answers_come_in() {
+        // All three at once, the LIST's lines first (RFC 3501 §5.5 allows it), and a
+        // NAMESPACE answer from a server whose capabilities after the login do not have it.
+        let (listed, text) = listed_at_login(|lines| {
+            let mut out = String::new();
+            if lines.len() == 3 {
+                out.push_str("* LIST () \".\" INBOX\r\n* LIST () \".\" INBOX.Sent\r\n");
+                out.push_str("* NAMESPACE ((\"INBOX.\" \".\")) NIL NIL\r\n");
+            }
+            for line in lines {
+                out.push_str(&format!(
+                    "{} OK [CAPABILITY IMAP4rev1 SASL-IR] done\r\n",
+                    tag(line)
+                ));
+            }
+            out
+        });
+        let listed = listed.unwrap_or_else(|e| panic!("{e}:\n{text}"));
+        let names: Vec<&str> = listed.mailboxes.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["INBOX", "INBOX.Sent"], "{text}");
+        assert_eq!(
+            listed.personal,
+            Namespace::default(),
+            "not advertised: {text}"
+        );
+        let asked = text
+            .lines()
+            .filter(|l| l.contains(" C: ") && l.contains(" LIST "));
+        assert_eq!(asked.count(), 1, "listed once: {text}");
+    }
+
+    #[test]
+    fn a_server_that_drops_what_came_behind_the_login_is_not_pipelined() {
+        let (listed, text) = listed_at_login(|lines| {
+            format!(
+                "{} OK [CAPABILITY IMAP4rev1 NAMESPACE] done\r\n",
+                tag(&lines[0])
+            )
+        });
+        assert!(
+            matches!(listed, Err(SessionError::NotPipelined(_))),
+            "{listed:?}:\n{text}"
+        );
     }
 
     #[test]

@@ -63,11 +63,32 @@ pub fn open_imap(
     side: Side,
     options: &ConnectOptions,
 ) -> Result<ImapClient, Error> {
-    let login = match options.list_at_login {
-        true => ImapClient::login_and_list,
-        false => ImapClient::login,
-    };
-    open(account, side, options, ImapClient::connect, login)
+    if options.list_at_login {
+        let mut not_pipelined = false;
+        let opened = open(
+            account,
+            side,
+            options,
+            ImapClient::connect,
+            |client, login| {
+                let logged_in = client.login_and_list(login);
+                not_pipelined = matches!(logged_in, Err(SessionError::NotPipelined(_)));
+                logged_in
+            },
+        );
+        if !not_pipelined {
+            return opened;
+        }
+        // The server took the login but not what was sent behind it: a session of its own,
+        // without.
+    }
+    open(
+        account,
+        side,
+        options,
+        ImapClient::connect,
+        ImapClient::login,
+    )
 }
 
 fn open<C>(
@@ -99,4 +120,85 @@ fn open<C>(
     let credentials = Login::new(&endpoint.user, &account.auth, secret);
     login(&mut client, &credentials).map_err(failed(Opening::Login(&account.auth)))?;
     Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::net::TlsTrust;
+    use crate::trace::Verbosity;
+
+    /// A server on loopback whose first session answers only the login of what is sent
+    /// with it (as a server that hands the session over without what came behind the login)
+    /// and whose later sessions answer every command OK. Returns its port and how many
+    /// sessions it had.
+    fn dropping_after_login() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sessions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&sessions);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(3) {
+                let stream = stream.unwrap();
+                let first = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+                std::thread::spawn(move || {
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
+                    let mut writer = stream.try_clone().unwrap();
+                    let _ = write!(
+                        writer,
+                        "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] hi\r\n"
+                    );
+                    let mut answered = 0;
+                    for line in BufReader::new(stream).lines() {
+                        let Ok(line) = line else { return };
+                        let tag = line.split(' ').next().unwrap_or("*").to_owned();
+                        answered += 1;
+                        if first && answered > 1 {
+                            continue;
+                        }
+                        let data = match line.ends_with("LIST \"\" \"*\"") {
+                            true => "* LIST () \"/\" INBOX\r\n",
+                            false => "",
+                        };
+                        let _ = write!(writer, "{data}{tag} OK [CAPABILITY IMAP4rev1] done\r\n");
+                    }
+                });
+            }
+        });
+        (port, sessions)
+    }
+
+    #[test]
+    fn a_server_that_drops_commands_behind_the_login_gets_a_session_without_them() {
+        let (port, sessions) = dropping_after_login();
+        let endpoint = Endpoint::parse(&format!("imap://alice@127.0.0.1:{port}")).unwrap();
+        let account = Account {
+            endpoint,
+            tls: TlsConfig::new(&TlsTrust::System).unwrap(),
+            password: Password::given("pw"),
+            auth: AuthMode::User,
+            token_command: None,
+        };
+        let options = ConnectOptions {
+            allow_plaintext: true,
+            timeout: Duration::from_secs(10),
+            trace: Trace::new(Verbosity::Off),
+            list_at_login: true,
+        };
+        let mut client = open_imap(&account, Side::From, &options).unwrap();
+        let names: Vec<String> = client
+            .list()
+            .unwrap()
+            .mailboxes
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(names, ["INBOX"]);
+        assert_eq!(sessions.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
 }

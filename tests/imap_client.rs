@@ -12,7 +12,8 @@ use mailferry::auth::Login;
 use mailferry::error::SessionError;
 use mailferry::imap::{AppendMessage, ImapClient, IndexRecord, MailboxStatus};
 use mailferry::net::{Address, TlsConfig, TlsMode, TlsTrust};
-use support::{Dovecot, password};
+use mailferry::trace::{Trace, Verbosity};
+use support::{Captured, Dovecot, password};
 
 fn address(port: u16) -> Address {
     Address {
@@ -327,7 +328,7 @@ fn multiappend_fifty_messages_and_fetch_them_back() {
 
     let mut fetched = 0;
     client
-        .fetch_messages(None, &uids, 8 << 20, |m| {
+        .fetch_messages(None, &uids, 8 << 20, None, |m| {
             assert_eq!(
                 m.raw,
                 by_uid[&m.uid].as_slice(),
@@ -373,7 +374,7 @@ fn multiappend_fifty_messages_and_fetch_them_back() {
     // A cap below the 3 MB message is a protocol error, not unbounded memory.
     let big = uids[48];
     assert!(matches!(
-        client.fetch_messages(None, &[big], 1 << 20, |_| {}),
+        client.fetch_messages(None, &[big], 1 << 20, None, |_| {}),
         Err(SessionError::Protocol(_))
     ));
 }
@@ -430,4 +431,88 @@ fn untagged_bye_ends_the_session_with_its_text() {
         }
         other => panic!("expected the BYE as its own error, got {other:?}"),
     }
+}
+
+/// Over a slow link each small folder costs a round trip of waiting: a lane asks for its next
+/// folder behind the current one. That answer must reach the fetch it was asked for, and
+/// nothing else: any other command first reads it and drops it.
+#[test]
+fn a_fetch_asked_for_ahead_goes_to_its_own_fetch_and_no_other_command() {
+    let dovecot = Dovecot::start();
+    let trace = Captured::default();
+    let mut client = ImapClient::connect(
+        &Address {
+            trace: Trace::to_writer(Verbosity::Commands, trace.clone()),
+            ..address(dovecot.imaps_port())
+        },
+        TlsMode::Implicit,
+        &tls(&dovecot),
+    )
+    .unwrap();
+    client
+        .login(&Login::plain("carol", &password("carol")))
+        .unwrap();
+    let no_flags: Vec<String> = Vec::new();
+    let mut folders: HashMap<&str, (Vec<u32>, Vec<Vec<u8>>)> = HashMap::new();
+    for folder in ["Ahead/A", "Ahead/B"] {
+        create(&mut client, &[folder.to_owned()]).unwrap();
+        let raws: Vec<Vec<u8>> = (0..3)
+            .map(|i| format!("Message-ID: <{i}@{folder}>\r\n\r\nin {folder}\r\n").into_bytes())
+            .collect();
+        let messages: Vec<AppendMessage<'_>> = raws
+            .iter()
+            .map(|raw| AppendMessage {
+                raw,
+                flags: &no_flags,
+                internal_date: None,
+            })
+            .collect();
+        let uids = client.multiappend(folder, &messages).unwrap();
+        folders.insert(folder, (uids.iter().map(|s| s.uid).collect(), raws));
+    }
+    let (a_uids, a_raws) = &folders["Ahead/A"];
+    let (b_uids, b_raws) = &folders["Ahead/B"];
+    let fetch = |client: &mut ImapClient, folder, uids: &[u32], then| {
+        let mut got = Vec::new();
+        client
+            .fetch_messages(Some(folder), uids, 1 << 20, then, |m| {
+                got.push(m.raw.into_owned())
+            })
+            .unwrap();
+        got.sort();
+        got
+    };
+    let sorted = |raws: &[Vec<u8>]| {
+        let mut raws = raws.to_vec();
+        raws.sort();
+        raws
+    };
+
+    // B asked for behind A, then fetched: its answer, without asking again.
+    let ahead = Some(("Ahead/B", b_uids.as_slice()));
+    assert_eq!(fetch(&mut client, "Ahead/A", a_uids, ahead), sorted(a_raws));
+    assert_eq!(fetch(&mut client, "Ahead/B", b_uids, None), sorted(b_raws));
+    assert_eq!(trace.commands_with("EXAMINE "), 2, "B's EXAMINE sent once");
+
+    // B asked for behind A, then another command: B's answer is dropped, the command gets
+    // its own, and B fetched afterwards is asked for anew.
+    assert_eq!(fetch(&mut client, "Ahead/A", a_uids, ahead), sorted(a_raws));
+    let names: Vec<String> = client
+        .list()
+        .unwrap()
+        .mailboxes
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert!(names.iter().any(|n| n == "Ahead/B"), "{names:?}");
+    assert_eq!(fetch(&mut client, "Ahead/B", b_uids, None), sorted(b_raws));
+    assert_eq!(trace.commands_with("EXAMINE "), 5);
+
+    // Asked for ahead with other UIDs than fetched: only what the fetch asks for.
+    assert_eq!(fetch(&mut client, "Ahead/A", a_uids, ahead), sorted(a_raws));
+    assert_eq!(
+        fetch(&mut client, "Ahead/B", &b_uids[..1], None),
+        sorted(&b_raws[..1])
+    );
+    assert_eq!(trace.commands_with("EXAMINE "), 8);
 }

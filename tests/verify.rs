@@ -5,10 +5,9 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mailferry::auth::AuthMode;
@@ -23,7 +22,7 @@ use mailferry::store::MessageUid;
 use mailferry::store::{Account, ConnectOptions};
 use mailferry::trace::{Trace, Verbosity};
 use mailferry::transfer::{Observer, TransferSettings};
-use support::{Dovecot, fixtures, password};
+use support::{Captured, Dovecot, fixtures, password};
 
 /// Dovecot's capabilities after login without UIDPLUS: APPEND says nothing of where it stored
 /// a message.
@@ -35,31 +34,6 @@ const NO_UIDPLUS: &str = "imap_capability = IMAP4rev1 SASL-IR LITERAL+ ID ENABLE
 const INDEX_FETCH: &str = "BODY.PEEK[HEADER.FIELDS";
 /// What the cheap verification asks for.
 const UID_CHECK: &str = "(UID RFC822.SIZE FLAGS INTERNALDATE)";
-
-/// The trace, kept in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// How many commands sent contain `text`.
-    fn commands_with(&self, text: &str) -> usize {
-        let trace = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
-        trace
-            .lines()
-            .filter(|line| line.contains(" C: ") && line.contains(text))
-            .count()
-    }
-}
 
 fn account(dovecot: &Dovecot, dir: &Path, url: &str, user: &str, side: Side) -> Account {
     let endpoint = Endpoint::parse(url).unwrap();

@@ -169,6 +169,8 @@ pub struct ImapClient {
     answered: HashMap<String, Completion>,
     /// Whether LOGOUT was sent: dropping the client then says nothing more.
     logged_out: bool,
+    /// A fetch asked for ahead, its answer not read yet.
+    ahead: Option<Ahead>,
 }
 
 /// How long the server's last words are read for after a write failed: they were sent before
@@ -194,6 +196,26 @@ pub struct SentAppend {
     sent: Sent,
     messages: usize,
 }
+
+/// A fetch sent behind another without waiting for it ([`ImapClient::fetch_messages`]):
+/// the commands (EXAMINE, then the UID FETCHes) whose answers are still to be read.
+#[derive(Debug)]
+struct Ahead {
+    mailbox: String,
+    uids: Vec<u32>,
+    max_size: u64,
+    sent: Vec<Sent>,
+}
+
+impl Ahead {
+    fn is_for(&self, examine: Option<&str>, uids: &[u32], max_size: u64) -> bool {
+        examine == Some(self.mailbox.as_str()) && uids == self.uids && max_size == self.max_size
+    }
+}
+
+/// The most UID FETCH commands a fetch asked for ahead may take: a few short lines, so what
+/// is sent before its answer is read never fills the server's receive buffer.
+const AHEAD_SETS: usize = 2;
 
 /// Commands sent ahead of their answers at most. Enough to hide round trips.
 const PIPELINE_WINDOW: usize = 32;
@@ -318,6 +340,7 @@ impl ImapClient {
             in_flight: HashSet::new(),
             answered: HashMap::new(),
             logged_out: false,
+            ahead: None,
         };
         let status = loop {
             client.read_response()?;
@@ -946,28 +969,68 @@ impl ImapClient {
     /// longer exist are simply not reported. With `examine`, that mailbox is opened read-only
     /// first, in the same round trip. A message larger than `max_size` bytes ends the session
     /// with [`SessionError::Protocol`]: leave such UIDs out (see [`IndexRecord::size`]).
+    ///
+    /// With `then` (a mailbox and UIDs), the fetch that comes next is asked for behind this
+    /// one, when its commands are short: over a slow link a small folder costs a round trip
+    /// of waiting, and this way the next one's answer is already on its way. Its answer is
+    /// read by the call that asks for exactly that; any other command first reads it and
+    /// drops it.
     pub fn fetch_messages(
         &mut self,
         examine: Option<&str>,
         uids: &[u32],
         max_size: u64,
+        then: Option<(&str, &[u32])>,
         mut on_each: impl FnMut(FetchedMessage<'_>),
     ) -> Result<(), SessionError> {
-        let sets = uid_sets(uids, MAX_UID_SET);
-        let first_fetch = usize::from(examine.is_some());
         let previous = self.framer.max_literal();
         self.framer
             .set_max_literal(usize::try_from(max_size).unwrap_or(usize::MAX));
+        let fetched = match self
+            .ahead
+            .take_if(|ahead| ahead.is_for(examine, uids, max_size))
+        {
+            Some(ahead) => self.read_ahead(ahead, uids.len(), &mut on_each),
+            None => self.fetch_now(examine, uids, max_size, then, &mut on_each),
+        };
+        self.framer.set_max_literal(previous);
+        fetched
+    }
+
+    fn fetch_now(
+        &mut self,
+        examine: Option<&str>,
+        uids: &[u32],
+        max_size: u64,
+        then: Option<(&str, &[u32])>,
+        on_each: &mut impl FnMut(FetchedMessage<'_>),
+    ) -> Result<(), SessionError> {
+        let sets = uid_sets(uids, MAX_UID_SET);
+        let first_fetch = usize::from(examine.is_some());
+        let now = first_fetch + sets.len();
+        let then = then.and_then(|(mailbox, uids)| {
+            let sets = uid_sets(uids, MAX_UID_SET);
+            (sets.len() <= AHEAD_SETS).then_some((mailbox, uids, sets))
+        });
+        let ahead_count = then.as_ref().map_or(0, |(_, _, sets)| 1 + sets.len());
         let mut fetched = 0;
-        let completions = self.pipeline(
-            first_fetch + sets.len(),
-            |i, b| match (i.checked_sub(first_fetch), examine) {
-                (Some(set), _) => b
-                    .text("UID FETCH ")
-                    .text(&sets[set])
-                    .text(" (UID FLAGS INTERNALDATE BODY.PEEK[])"),
-                (None, Some(mailbox)) => b.text("EXAMINE ").mailbox(mailbox),
-                (None, None) => unreachable!("EXAMINE only when asked"),
+        let (completions, ahead) = self.pipeline_leaving(
+            now + ahead_count,
+            ahead_count,
+            |i, b| match i.checked_sub(now) {
+                Some(0) => {
+                    let (mailbox, _, _) = then.as_ref().expect("asked ahead");
+                    b.text("EXAMINE ").mailbox(mailbox)
+                }
+                Some(k) => {
+                    let (_, _, sets) = then.as_ref().expect("asked ahead");
+                    fetch_bodies(b, &sets[k - 1])
+                }
+                None => match (i.checked_sub(first_fetch), examine) {
+                    (Some(set), _) => fetch_bodies(b, &sets[set]),
+                    (None, Some(mailbox)) => b.text("EXAMINE ").mailbox(mailbox),
+                    (None, None) => unreachable!("EXAMINE only when asked"),
+                },
             },
             |i, response| {
                 if i >= first_fetch
@@ -979,11 +1042,66 @@ impl ImapClient {
                 }
                 Ok(())
             },
-        );
-        self.framer.set_max_literal(previous);
-        completions?
+        )?;
+        if let Some((mailbox, uids, _)) = then {
+            self.ahead = Some(Ahead {
+                mailbox: mailbox.to_owned(),
+                uids: uids.to_vec(),
+                max_size,
+                sent: ahead,
+            });
+        }
+        completions
             .into_iter()
             .try_for_each(|completion| completion.ok().map(drop))
+    }
+
+    /// Reads the answer to a fetch asked for ahead (its EXAMINE, then its FETCHes).
+    fn read_ahead(
+        &mut self,
+        ahead: Ahead,
+        asked: usize,
+        on_each: &mut impl FnMut(FetchedMessage<'_>),
+    ) -> Result<(), SessionError> {
+        let mut fetched = 0;
+        let mut completions = Vec::with_capacity(ahead.sent.len());
+        for (i, sent) in ahead.sent.into_iter().enumerate() {
+            let completion = self.read_until(&sent.tag, false, &mut |response| {
+                if i > 0
+                    && let Some(message) = fetched_message(response)
+                {
+                    fetched += 1;
+                    within_due(fetched, asked, "UIDs asked for")?;
+                    on_each(message);
+                }
+                Ok(())
+            })?;
+            completions.push(
+                completion.ok_or_else(|| {
+                    SessionError::Protocol("unexpected continuation request".into())
+                })?,
+            );
+        }
+        completions
+            .into_iter()
+            .try_for_each(|completion| completion.ok().map(drop))
+    }
+
+    /// Reads and drops the answer to a fetch asked for ahead that nobody asked for after all,
+    /// so the next command's answer is its own.
+    fn drop_ahead(&mut self) -> Result<(), SessionError> {
+        let Some(ahead) = self.ahead.take() else {
+            return Ok(());
+        };
+        let previous = self.framer.max_literal();
+        self.framer
+            .set_max_literal(usize::try_from(ahead.max_size).unwrap_or(usize::MAX));
+        let read = ahead
+            .sent
+            .into_iter()
+            .try_for_each(|sent| self.wait(sent).map(drop));
+        self.framer.set_max_literal(previous);
+        read
     }
 
     /// Appends one message. Returns its UID when the server reports it (UIDPLUS). A refusal is
@@ -1120,6 +1238,7 @@ impl ImapClient {
         build: impl for<'b> FnOnce(&'b mut CommandBuilder<'a>) -> &'b mut CommandBuilder<'a>,
         mut on_data: impl FnMut(&Response<'_>) -> Result<(), SessionError>,
     ) -> Result<Completion, SessionError> {
+        self.drop_ahead()?;
         let tag = self.tag();
         let mut builder = CommandBuilder::new(&tag, self.literal_mode());
         build(&mut builder);
@@ -1158,6 +1277,7 @@ impl ImapClient {
         &mut self,
         build: impl for<'b> FnOnce(&'b mut CommandBuilder<'a>) -> &'b mut CommandBuilder<'a>,
     ) -> Result<Sent, SessionError> {
+        self.drop_ahead()?;
         let tag = self.tag();
         let mut builder = CommandBuilder::new(&tag, self.literal_mode());
         build(&mut builder);
@@ -1229,9 +1349,21 @@ impl ImapClient {
     fn pipeline<'a>(
         &mut self,
         count: usize,
+        build: impl for<'b> FnMut(usize, &'b mut CommandBuilder<'a>) -> &'b mut CommandBuilder<'a>,
+        on_data: impl FnMut(usize, &mut Response<'_>) -> Result<(), SessionError>,
+    ) -> Result<Vec<Completion>, SessionError> {
+        Ok(self.pipeline_leaving(count, 0, build, on_data)?.0)
+    }
+
+    /// [`pipeline`](Self::pipeline), leaving the last `leave` commands unanswered: returned
+    /// sent, their answers unread (see [`Ahead`]).
+    fn pipeline_leaving<'a>(
+        &mut self,
+        count: usize,
+        leave: usize,
         mut build: impl for<'b> FnMut(usize, &'b mut CommandBuilder<'a>) -> &'b mut CommandBuilder<'a>,
         mut on_data: impl FnMut(usize, &mut Response<'_>) -> Result<(), SessionError>,
-    ) -> Result<Vec<Completion>, SessionError> {
+    ) -> Result<(Vec<Completion>, Vec<Sent>), SessionError> {
         let mut completions = Vec::with_capacity(count);
         let mut unanswered: VecDeque<(usize, Sent)> = VecDeque::new();
         let mut unanswered_bytes = 0;
@@ -1239,10 +1371,13 @@ impl ImapClient {
             let sent = self.send(|b| build(i, b))?;
             unanswered_bytes += sent.bytes;
             unanswered.push_back((i, sent));
-            while unanswered.len() >= PIPELINE_WINDOW
-                || unanswered_bytes > PIPELINE_BYTES
-                || (i + 1 == count && !unanswered.is_empty())
-            {
+            while let Some(&(oldest, _)) = unanswered.front() {
+                let due = unanswered.len() >= PIPELINE_WINDOW
+                    || unanswered_bytes > PIPELINE_BYTES
+                    || i + 1 == count;
+                if !due || oldest + leave >= count {
+                    break;
+                }
                 let (oldest, sent) = unanswered.pop_front().expect("not empty");
                 unanswered_bytes -= sent.bytes;
                 let completion = self.read_until(&sent.tag, false, &mut |r| on_data(oldest, r))?;
@@ -1251,7 +1386,10 @@ impl ImapClient {
                 })?);
             }
         }
-        Ok(completions)
+        Ok((
+            completions,
+            unanswered.into_iter().map(|(_, sent)| sent).collect(),
+        ))
     }
 
     /// Reads until the completion of `tag` (`Some`) or, when `continuation` is set, a `+`
@@ -1409,6 +1547,13 @@ fn index_fetch<'a, 'b>(
         b.text(")]");
     }
     b.text(")")
+}
+
+/// A UID FETCH of whole messages.
+fn fetch_bodies<'a, 'b>(b: &'b mut CommandBuilder<'a>, set: &str) -> &'b mut CommandBuilder<'a> {
+    b.text("UID FETCH ")
+        .text(set)
+        .text(" (UID FLAGS INTERNALDATE BODY.PEEK[])")
 }
 
 /// Each message's flag list, as APPEND sends it.

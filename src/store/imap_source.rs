@@ -18,6 +18,8 @@ use crate::store::{Fetched, Source, Unreadable};
 pub struct ImapSource {
     client: ImapClient,
     account: Account,
+    /// The fetch after the next one ([`Source::fetch_next`]): a folder and its UIDs.
+    next: Option<(String, Vec<u32>)>,
 }
 
 impl ImapSource {
@@ -26,6 +28,7 @@ impl ImapSource {
         Ok(ImapSource {
             client: session::open_imap(account, Side::From, options)?,
             account: account.clone(),
+            next: None,
         })
     }
 
@@ -78,6 +81,11 @@ impl Drop for ImapSource {
 }
 
 impl Source for ImapSource {
+    fn fetch_next(&mut self, folder: &str, messages: &[Arc<SourceMessage>]) {
+        let readable = messages.iter().filter(|m| m.size <= MAX_MESSAGE_SIZE);
+        self.next = Some((folder.to_owned(), sorted_uids(readable.map(|m| m.key))));
+    }
+
     fn statuses(&mut self, folders: &[String]) -> Result<Vec<Option<FolderStatus>>, Error> {
         self.client
             .change_summaries(folders)
@@ -140,7 +148,11 @@ impl Source for ImapSource {
             return Ok(());
         };
         let mut sent: HashSet<u32> = by_uid.keys().copied().collect();
-        let first = self.fetch_by_uid(Some(folder), by_uid, deliver)?;
+        let next = self.next.take();
+        let then = next
+            .as_ref()
+            .map(|(folder, uids)| (folder.as_str(), uids.as_slice()));
+        let first = self.fetch_by_uid(Some(folder), by_uid, then, deliver)?;
         if first.messages.is_empty() || !first.receiving {
             return Ok(());
         }
@@ -150,7 +162,7 @@ impl Source for ImapSource {
         // is now finds them again by identity and size.
         let FoundAgain { found, mut gone } = self.find_again(folder, first.messages, &sent)?;
         if !found.is_empty() {
-            let again = self.fetch_by_uid(None, found, deliver)?;
+            let again = self.fetch_by_uid(None, found, None, deliver)?;
             if !again.receiving {
                 return Ok(());
             }
@@ -171,6 +183,14 @@ impl Source for ImapSource {
         }
         Ok(())
     }
+}
+
+/// UIDs in the order a fetch asks for them, each once.
+fn sorted_uids(uids: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut uids: Vec<u32> = uids.collect();
+    uids.sort_unstable();
+    uids.dedup();
+    uids
 }
 
 /// Why a message the index saw is not copied when the server no longer has it.
@@ -199,22 +219,22 @@ impl ImapSource {
         &mut self,
         examine: Option<&str>,
         mut by_uid: HashMap<u32, Arc<SourceMessage>>,
+        then: Option<(&str, &[u32])>,
         deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
     ) -> Result<Unsent, Error> {
-        let mut uids: Vec<u32> = by_uid.keys().copied().collect();
-        uids.sort_unstable();
+        let uids = sorted_uids(by_uid.keys().copied());
         let mut receiving = true;
-        let fetched = self
-            .client
-            .fetch_messages(examine, &uids, MAX_MESSAGE_SIZE, |fetched| {
-                // After the receiver has gone, the rest of the answer is only drained.
-                if receiving && let Some(message) = by_uid.remove(&fetched.uid) {
-                    receiving = deliver(Ok(Fetched {
-                        message,
-                        raw: fetched.raw,
-                    }));
-                }
-            });
+        let fetched =
+            self.client
+                .fetch_messages(examine, &uids, MAX_MESSAGE_SIZE, then, |fetched| {
+                    // After the receiver has gone, the rest of the answer is only drained.
+                    if receiving && let Some(message) = by_uid.remove(&fetched.uid) {
+                        receiving = deliver(Ok(Fetched {
+                            message,
+                            raw: fetched.raw,
+                        }));
+                    }
+                });
         let refusal = match fetched {
             Ok(()) => None,
             Err(SessionError::Refused(words)) => Some(words),

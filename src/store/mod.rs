@@ -145,6 +145,11 @@ pub trait Source: Send {
         messages: Vec<Arc<SourceMessage>>,
         deliver: &mut dyn FnMut(Result<Fetched<'_>, Unreadable>) -> bool,
     ) -> Result<(), Error>;
+    /// Says which fetch comes after the next [`fetch`](Self::fetch), so a source may ask for
+    /// it in the same round trip; one that cannot ignores it (the default). Only a hint: the
+    /// fetch itself is still asked for, and gets what was asked for ahead only when it is
+    /// exactly that.
+    fn fetch_next(&mut self, _folder: &str, _messages: &[Arc<SourceMessage>]) {}
     /// Lets go of the connection before a new one is opened, after a break or to read
     /// messages again (a POP3 server may lock the maildrop to one session: a sound session is
     /// ended properly, so the lock goes with it). Later calls fail.

@@ -6,7 +6,9 @@
 //! lane reuses the connection the plan was made on (a POP3 maildrop, with its single folder,
 //! is never opened twice: servers often lock it to one session).
 //!
-//! Each lane's thread fetches its folders one after the other, groups their messages into
+//! Each lane's thread fetches its folders one after the other (behind a small folder, the
+//! next one is asked for at once, [`Source::fetch_next`], so a slow link does not cost a
+//! round trip of waiting per folder), groups their messages into
 //! batches bounded by bytes and count, and hands them over a bounded channel to the lane's
 //! upload workers, each owning its own target connection and serving the lane's folders in
 //! turn, without a pause between them. The channel's
@@ -194,9 +196,20 @@ struct Lane<'a, 'p> {
 impl<'a, 'p: 'a> Lane<'a, 'p> {
     /// Reads folders until the queue is empty or the copy failed.
     fn run(self, source: &mut Box<dyn Source>) {
-        for plan in self.queue.iter() {
+        let mut next = self.queue.recv().ok();
+        while let Some(plan) = next.take() {
             if self.first_error.lock().unwrap().is_some() {
                 break;
+            }
+            // A small folder is read in about a round trip, which the lane would then wait
+            // again for the next one: the next is taken now and asked for behind it. Only
+            // behind a small one, so a lane never holds a folder another lane could have
+            // started long before it gets to it.
+            if plan.bytes_to_copy() <= LOOKAHEAD_BYTES {
+                next = self.queue.try_recv().ok();
+                if let Some(after) = next {
+                    source.fetch_next(&after.source_folder, &after.to_copy);
+                }
             }
             match self.read_folder(plan, source) {
                 Ok(true) => {}
@@ -206,6 +219,9 @@ impl<'a, 'p: 'a> Lane<'a, 'p> {
                     self.first_error.lock().unwrap().get_or_insert(err);
                     break;
                 }
+            }
+            if next.is_none() {
+                next = self.queue.recv().ok();
             }
         }
     }
@@ -303,6 +319,9 @@ impl<'a, 'p: 'a> Lane<'a, 'p> {
         fetched.map(|()| workers_there)
     }
 }
+
+/// The largest folder (bytes to copy) behind which a lane asks for its next folder at once.
+const LOOKAHEAD_BYTES: u64 = 16 << 20;
 
 /// How long a fetcher holding an unsent batch waits for memory before it sends the batch:
 /// about the time an APPEND batch takes to be answered on loopback.

@@ -42,6 +42,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod captured;
 pub mod dovecot;
 pub mod imap_session;
 pub mod mail;
@@ -57,6 +58,8 @@ pub mod relay;
 // Each test binary uses a subset of these.
 #[allow(unused_imports)]
 pub use binary::{Accounts, RUN_LIMIT, account_url, mailferry, mailferry_process};
+#[allow(unused_imports)]
+pub use captured::Captured;
 #[allow(unused_imports)]
 pub use dovecot::{Dovecot, INBOX_PREFIXED};
 #[allow(unused_imports)]

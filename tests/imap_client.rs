@@ -454,7 +454,7 @@ fn a_fetch_asked_for_ahead_goes_to_its_own_fetch_and_no_other_command() {
         .unwrap();
     let no_flags: Vec<String> = Vec::new();
     let mut folders: HashMap<&str, (Vec<u32>, Vec<Vec<u8>>)> = HashMap::new();
-    for folder in ["Ahead/A", "Ahead/B"] {
+    for folder in ["Ahead/A", "Ahead/B", "Ahead/C"] {
         create(&mut client, &[folder.to_owned()]).unwrap();
         let raws: Vec<Vec<u8>> = (0..3)
             .map(|i| format!("Message-ID: <{i}@{folder}>\r\n\r\nin {folder}\r\n").into_bytes())
@@ -515,4 +515,25 @@ fn a_fetch_asked_for_ahead_goes_to_its_own_fetch_and_no_other_command() {
         sorted(&b_raws[..1])
     );
     assert_eq!(trace.commands_with("EXAMINE "), 8);
+
+    // Folder after folder: each asked for behind the one before, whether that one's answer
+    // was asked for ahead or not.
+    let (c_uids, c_raws) = &folders["Ahead/C"];
+    let then_c = Some(("Ahead/C", c_uids.as_slice()));
+    assert_eq!(fetch(&mut client, "Ahead/A", a_uids, ahead), sorted(a_raws));
+    assert_eq!(
+        fetch(&mut client, "Ahead/B", b_uids, then_c),
+        sorted(b_raws)
+    );
+    assert_eq!(
+        trace.commands_with("EXAMINE Ahead/C"),
+        1,
+        "C asked for behind B, before C's own fetch"
+    );
+    assert_eq!(fetch(&mut client, "Ahead/C", c_uids, None), sorted(c_raws));
+    assert_eq!(
+        trace.commands_with("EXAMINE "),
+        11,
+        "each folder's EXAMINE once"
+    );
 }

@@ -990,7 +990,7 @@ impl ImapClient {
             .ahead
             .take_if(|ahead| ahead.is_for(examine, uids, max_size))
         {
-            Some(ahead) => self.read_ahead(ahead, uids.len(), &mut on_each),
+            Some(ahead) => self.read_ahead(ahead, uids.len(), max_size, then, &mut on_each),
             None => self.fetch_now(examine, uids, max_size, then, &mut on_each),
         };
         self.framer.set_max_literal(previous);
@@ -1056,13 +1056,35 @@ impl ImapClient {
             .try_for_each(|completion| completion.ok().map(drop))
     }
 
-    /// Reads the answer to a fetch asked for ahead (its EXAMINE, then its FETCHes).
+    /// Reads the answer to a fetch asked for ahead (its EXAMINE, then its FETCHes), with
+    /// `then` asked for behind it first, as [`fetch_now`](Self::fetch_now) does.
     fn read_ahead(
         &mut self,
         ahead: Ahead,
         asked: usize,
+        max_size: u64,
+        then: Option<(&str, &[u32])>,
         on_each: &mut impl FnMut(FetchedMessage<'_>),
     ) -> Result<(), SessionError> {
+        if let Some((mailbox, uids)) = then {
+            let sets = uid_sets(uids, MAX_UID_SET);
+            if sets.len() <= AHEAD_SETS {
+                let mut sent = vec![self.send(|b| b.text("EXAMINE ").mailbox(mailbox))?];
+                for set in &sets {
+                    sent.push(self.send(|b| fetch_bodies(b, set))?);
+                }
+                // Read only once the answer already on its way is: that one comes first.
+                let behind = Ahead {
+                    mailbox: mailbox.to_owned(),
+                    uids: uids.to_vec(),
+                    max_size,
+                    sent,
+                };
+                let read = self.read_ahead(ahead, asked, max_size, None, on_each);
+                self.ahead = Some(behind);
+                return read;
+            }
+        }
         let mut fetched = 0;
         let mut completions = Vec::with_capacity(ahead.sent.len());
         for (i, sent) in ahead.sent.into_iter().enumerate() {

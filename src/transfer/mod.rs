@@ -83,10 +83,11 @@ pub fn copy_folders(
     // The biggest folders first: a big folder started last would keep one lane busy long
     // after the others ran out of work.
     busy.sort_by_key(|plan| std::cmp::Reverse(plan.bytes_to_copy()));
+    // Filled before any lane starts: a lane finding it empty has nothing left to take. The
+    // sender stays, for a lane that must give back a folder it took ahead.
     let (queue_tx, queue) = crossbeam_channel::unbounded();
     busy.iter()
         .for_each(|plan| queue_tx.send(*plan).expect("open"));
-    drop(queue_tx);
     let lanes = settings.connections.clamp(1, busy.len());
     // Each lane has upload workers of its own, so that a connection writes into the lane's
     // folder only: a server that locks a mailbox per write (Dovecot) makes the sessions
@@ -145,6 +146,7 @@ pub fn copy_folders(
             }
             Lane {
                 queue: &queue,
+                give_back: &queue_tx,
                 connect_source,
                 settings,
                 observer,
@@ -184,6 +186,7 @@ pub fn copy_folders(
 /// hands their messages, in batches, to the lane's upload workers.
 struct Lane<'a, 'p> {
     queue: &'a Receiver<&'p FolderPlan>,
+    give_back: &'a Sender<&'p FolderPlan>,
     connect_source: &'a SourceConnector<'a>,
     settings: TransferSettings,
     observer: &'a dyn Observer,
@@ -196,7 +199,7 @@ struct Lane<'a, 'p> {
 impl<'a, 'p: 'a> Lane<'a, 'p> {
     /// Reads folders until the queue is empty or the copy failed.
     fn run(self, source: &mut Box<dyn Source>) {
-        let mut next = self.queue.recv().ok();
+        let mut next = self.queue.try_recv().ok();
         while let Some(plan) = next.take() {
             if self.first_error.lock().unwrap().is_some() {
                 break;
@@ -213,15 +216,23 @@ impl<'a, 'p: 'a> Lane<'a, 'p> {
             }
             match self.read_folder(plan, source) {
                 Ok(true) => {}
-                // Every upload worker is gone; the one that gave up said why.
-                Ok(false) => break,
+                // Every upload worker of this lane is gone (the one that gave up said why, or
+                // none could log in): the folder taken ahead goes to another lane.
+                Ok(false) => {
+                    if let Some(after) = next {
+                        self.give_back
+                            .send(after)
+                            .expect("the queue outlives the lanes");
+                    }
+                    break;
+                }
                 Err(err) => {
                     self.first_error.lock().unwrap().get_or_insert(err);
                     break;
                 }
             }
             if next.is_none() {
-                next = self.queue.recv().ok();
+                next = self.queue.try_recv().ok();
             }
         }
     }

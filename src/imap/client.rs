@@ -208,6 +208,15 @@ struct Ahead {
 }
 
 impl Ahead {
+    fn new(mailbox: &str, uids: &[u32], max_size: u64, sent: Vec<Sent>) -> Self {
+        Ahead {
+            mailbox: mailbox.to_owned(),
+            uids: uids.to_vec(),
+            max_size,
+            sent,
+        }
+    }
+
     fn is_for(&self, examine: Option<&str>, uids: &[u32], max_size: u64) -> bool {
         examine == Some(self.mailbox.as_str()) && uids == self.uids && max_size == self.max_size
     }
@@ -216,6 +225,15 @@ impl Ahead {
 /// The most UID FETCH commands a fetch asked for ahead may take: a few short lines, so what
 /// is sent before its answer is read never fills the server's receive buffer.
 const AHEAD_SETS: usize = 2;
+
+/// A fetch to ask for ahead, with its UID sets, when they are few enough ([`AHEAD_SETS`]).
+fn short_fetch<'t>(
+    then: Option<(&'t str, &'t [u32])>,
+) -> Option<(&'t str, &'t [u32], Vec<String>)> {
+    let (mailbox, uids) = then?;
+    let sets = uid_sets(uids, MAX_UID_SET);
+    (sets.len() <= AHEAD_SETS).then_some((mailbox, uids, sets))
+}
 
 /// Commands sent ahead of their answers at most. Enough to hide round trips.
 const PIPELINE_WINDOW: usize = 32;
@@ -1008,10 +1026,7 @@ impl ImapClient {
         let sets = uid_sets(uids, MAX_UID_SET);
         let first_fetch = usize::from(examine.is_some());
         let now = first_fetch + sets.len();
-        let then = then.and_then(|(mailbox, uids)| {
-            let sets = uid_sets(uids, MAX_UID_SET);
-            (sets.len() <= AHEAD_SETS).then_some((mailbox, uids, sets))
-        });
+        let then = short_fetch(then);
         let ahead_count = then.as_ref().map_or(0, |(_, _, sets)| 1 + sets.len());
         let mut fetched = 0;
         let (completions, ahead) = self.pipeline_leaving(
@@ -1044,12 +1059,7 @@ impl ImapClient {
             },
         )?;
         if let Some((mailbox, uids, _)) = then {
-            self.ahead = Some(Ahead {
-                mailbox: mailbox.to_owned(),
-                uids: uids.to_vec(),
-                max_size,
-                sent: ahead,
-            });
+            self.ahead = Some(Ahead::new(mailbox, uids, max_size, ahead));
         }
         completions
             .into_iter()
@@ -1057,7 +1067,8 @@ impl ImapClient {
     }
 
     /// Reads the answer to a fetch asked for ahead (its EXAMINE, then its FETCHes), with
-    /// `then` asked for behind it first, as [`fetch_now`](Self::fetch_now) does.
+    /// `then` asked for behind it first, as [`fetch_now`](Self::fetch_now) does: the answer
+    /// already on its way comes before that one's.
     fn read_ahead(
         &mut self,
         ahead: Ahead,
@@ -1066,29 +1077,35 @@ impl ImapClient {
         then: Option<(&str, &[u32])>,
         on_each: &mut impl FnMut(FetchedMessage<'_>),
     ) -> Result<(), SessionError> {
-        if let Some((mailbox, uids)) = then {
-            let sets = uid_sets(uids, MAX_UID_SET);
-            if sets.len() <= AHEAD_SETS {
+        let behind = match short_fetch(then) {
+            Some((mailbox, uids, sets)) => {
                 let mut sent = vec![self.send(|b| b.text("EXAMINE ").mailbox(mailbox))?];
                 for set in &sets {
                     sent.push(self.send(|b| fetch_bodies(b, set))?);
                 }
-                // Read only once the answer already on its way is: that one comes first.
-                let behind = Ahead {
-                    mailbox: mailbox.to_owned(),
-                    uids: uids.to_vec(),
-                    max_size,
-                    sent,
-                };
-                let read = self.read_ahead(ahead, asked, max_size, None, on_each);
-                self.ahead = Some(behind);
-                return read;
+                Some(Ahead::new(mailbox, uids, max_size, sent))
             }
-        }
+            None => None,
+        };
+        let read = self.read_fetch_answers(&ahead.sent, asked, on_each);
+        self.ahead = behind;
+        read?
+            .into_iter()
+            .try_for_each(|completion| completion.ok().map(drop))
+    }
+
+    /// The completions of a fetch's commands (an EXAMINE, then UID FETCHes), each message
+    /// fetched to `on_each`.
+    fn read_fetch_answers(
+        &mut self,
+        sent: &[Sent],
+        asked: usize,
+        on_each: &mut impl FnMut(FetchedMessage<'_>),
+    ) -> Result<Vec<Completion>, SessionError> {
         let mut fetched = 0;
-        let mut completions = Vec::with_capacity(ahead.sent.len());
-        for (i, sent) in ahead.sent.into_iter().enumerate() {
-            let completion = self.read_until(&sent.tag, false, &mut |response| {
+        let mut completions = Vec::with_capacity(sent.len());
+        for (i, sent) in sent.iter().enumerate() {
+            completions.push(self.answer_to(sent, &mut |response| {
                 if i > 0
                     && let Some(message) = fetched_message(response)
                 {
@@ -1097,16 +1114,9 @@ impl ImapClient {
                     on_each(message);
                 }
                 Ok(())
-            })?;
-            completions.push(
-                completion.ok_or_else(|| {
-                    SessionError::Protocol("unexpected continuation request".into())
-                })?,
-            );
+            })?);
         }
-        completions
-            .into_iter()
-            .try_for_each(|completion| completion.ok().map(drop))
+        Ok(completions)
     }
 
     /// Reads and drops the answer to a fetch asked for ahead that nobody asked for after all,
@@ -1358,8 +1368,7 @@ impl ImapClient {
     /// Collects the completion of a command sent with [`ImapClient::send`]; untagged data on
     /// the way is only observed.
     fn wait(&mut self, sent: Sent) -> Result<Completion, SessionError> {
-        self.read_until(&sent.tag, false, &mut |_| Ok(()))?
-            .ok_or_else(|| SessionError::Protocol("unexpected continuation request".into()))
+        self.answer_to(&sent, &mut |_| Ok(()))
     }
 
     /// Sends `count` commands, built by `build(i)`, each without waiting for the answers to

@@ -63,6 +63,26 @@ impl fmt::Display for Identity {
     }
 }
 
+impl Identity {
+    /// The identity an earlier run displayed as `shown` (`<id>` or `sha256:` and 64 hex
+    /// digits), or `None` when `shown` is neither. Unambiguous: a normalised Message-ID holds
+    /// no angle brackets.
+    pub fn from_shown(shown: &str) -> Option<Identity> {
+        if let Some(id) = shown.strip_prefix('<').and_then(|s| s.strip_suffix('>')) {
+            return (!id.is_empty()).then(|| Identity::MessageId(id.into()));
+        }
+        let hex = shown.strip_prefix("sha256:")?;
+        let mut hash = [0u8; 32];
+        if hex.len() != 64 {
+            return None;
+        }
+        for (byte, pair) in hash.iter_mut().zip(hex.as_bytes().chunks(2)) {
+            *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        Some(Identity::Fingerprint(Box::new(hash)))
+    }
+}
+
 /// The identity of a message from its header bytes (the whole message is fine too).
 pub fn identify(header: &[u8]) -> Identity {
     match header::first(header, "Message-ID").and_then(|f| normalize_message_id(&f)) {
@@ -294,6 +314,25 @@ mod tests {
         let source = b"Message-ID: <a\0b@x>\r\n\r\n";
         let stored = b"Message-ID: <a\x80b@x>\r\n\r\n";
         assert_eq!(id(source), id(stored));
+    }
+
+    #[test]
+    fn an_identity_reads_back_from_how_it_is_shown() {
+        for identity in [
+            id(b"Message-ID: <Abc.123@Example.COM>\r\n\r\n"),
+            id(b"Subject: s\r\n\r\n"),
+        ] {
+            assert_eq!(Identity::from_shown(&identity.to_string()), Some(identity));
+        }
+        for garbage in [
+            "",
+            "<>",
+            "abc",
+            "sha256:12",
+            &format!("sha256:{}", "g".repeat(64)),
+        ] {
+            assert_eq!(Identity::from_shown(garbage), None, "{garbage}");
+        }
     }
 
     #[test]

@@ -398,16 +398,17 @@ impl Planned<'_> {
     }
 
     /// Copies every folder, runs `after_copy` (if any), verifies the target, and returns the
-    /// report. A connection failure ends the run early: the report says what was done and the
-    /// error is returned beside it.
+    /// report. The copies made are recorded in `receipts` (a caller that needs them afterwards
+    /// passes its own, so that a large copy's receipts are held once). A connection failure
+    /// ends the run early: the report says what was done and the error is returned beside it.
     pub fn execute(
         mut self,
         observer: &dyn Observer,
+        receipts: &verify::Receipts,
         after_copy: Option<&mut AfterCopyStep<'_>>,
     ) -> (Report, Option<Error>) {
         let job = self.job;
-        let receipts = verify::Receipts::default();
-        let events = Fanout(vec![&self.report, observer, &receipts]);
+        let events = Fanout(vec![&self.report, observer, receipts]);
         drop_too_large(&mut self.folders, self.size_limit.as_ref(), &events);
         let plans: Vec<&FolderPlan> = self.folders.iter().map(|f| &f.plan).collect();
         // Upload workers retry on their own, re-indexing after a break.
@@ -433,7 +434,7 @@ impl Planned<'_> {
         .err();
         self.spare_sources.close();
         if let Some(map) = &job.uidl_map {
-            self.append_uidl_map(map, &receipts);
+            self.append_uidl_map(map, receipts);
         }
         if error.is_none() {
             // The connection an upload worker left last, used a moment ago, or, when nothing
@@ -453,7 +454,7 @@ impl Planned<'_> {
                         report: &self.report,
                     })?;
                 }
-                self.verify(target.as_mut(), changed, &receipts)
+                self.verify(target.as_mut(), changed, receipts)
             });
             match finished {
                 Ok(complete) => self.report.verified(complete),

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::deletion::{self, CopyRecord, SourceRef};
@@ -21,7 +20,7 @@ use crate::report::{Report, ReportBuilder};
 use crate::state::{FolderState, MirrorState, StateStore};
 use crate::store::FolderStatus;
 use crate::store::{DeletionEvidence, Source, Target, UidChange};
-use crate::transfer::{Fanout, Observer};
+use crate::transfer::Observer;
 use crate::verify;
 
 /// How long a run waits before looking at the target when the last one was killed during its
@@ -127,9 +126,12 @@ pub fn run(
             };
             after.report.synced(flags_updated, deleted);
         }
-        record_run(&mut state, &targets, &copied, &mut known, &views);
-        recorded = true;
         if let Some(days) = job.delete_source_after_days {
+            // The state saved before anything is deleted must hold this run's copies. Without
+            // deletions they are recorded after verification, whose peak memory they would
+            // otherwise add to.
+            record_run(&mut state, &targets, &copied, &mut known, &views);
+            recorded = true;
             let deleted = delete_from_source(after.folders, &mut state, &store, &mut after, days)?;
             after.report.source_deleted(deleted);
         }
@@ -158,8 +160,7 @@ pub fn run(
         }
         Ok(())
     };
-    let events = Fanout(vec![observer, &copied]);
-    let (report, error) = planned.execute(&events, Some(&mut sync));
+    let (report, error) = planned.execute(observer, &copied, Some(&mut sync));
     if !recorded {
         record_run(&mut state, &targets, &copied, &mut known, &views);
     }
@@ -440,18 +441,23 @@ fn sync_flags(
     let mut flags_now = BTreeMap::new();
     // Shared: a large folder's messages carry a handful of different flag sets between them.
     let mut flag_sets = FlagSets::default();
-    for (identity, messages) in by_identity(&folder.source_index) {
-        let [message] = messages.as_slice() else {
+    let mut occurrences: HashMap<&Identity, u32> =
+        HashMap::with_capacity(folder.source_index.len());
+    for message in &folder.source_index {
+        *occurrences.entry(&message.identity).or_default() += 1;
+    }
+    for message in &folder.source_index {
+        let identity = &message.identity;
+        if occurrences[identity] > 1 {
             continue;
-        };
+        }
         let now = flag_sets.intern(canonical_flags(
             message
                 .flags
                 .iter()
                 .filter(|f| folder.target_index.keywords.accepts(f)),
         ));
-        let key = identity.to_string();
-        if let Some(before) = known.flags.get(&key)
+        if let Some(before) = known.flags.get(identity)
             && before != &now
         {
             let add: Vec<String> = now
@@ -475,7 +481,7 @@ fn sync_flags(
                 }
             }
         }
-        flags_now.insert(key, now);
+        flags_now.insert(identity.clone(), now);
     }
     let before = std::mem::replace(&mut known.flags, flags_now);
     let (source_folder, target_folder) = (&folder.plan.source_folder, &folder.plan.target_folder);
@@ -550,14 +556,6 @@ fn delete_departed(
             Ok(0)
         }
     }
-}
-
-fn by_identity(index: &[Arc<SourceMessage>]) -> HashMap<&Identity, Vec<&SourceMessage>> {
-    let mut groups: HashMap<&Identity, Vec<&SourceMessage>> = HashMap::new();
-    for message in index {
-        groups.entry(&message.identity).or_default().push(message);
-    }
-    groups
 }
 
 /// Flags in a form two lists compare equal in: sorted, without `\Recent`.

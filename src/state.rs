@@ -45,7 +45,9 @@ pub struct FolderState {
     pub source_uid_validity: Option<u32>,
     /// The source flags of each (unique) identity as last mirrored: a flag change on the source
     /// since then is applied to the target; a change made only on the target is left alone.
-    pub flags: BTreeMap<String, Flags>,
+    /// Keyed in the file by the identity as shown (`<id>`, `sha256:…`).
+    #[serde(with = "shown_identities")]
+    pub flags: BTreeMap<Identity, Flags>,
     /// A POP3 source's messages by UIDL: only new UIDLs have their headers read.
     #[serde(default)]
     pub known: KnownMessages,
@@ -193,14 +195,70 @@ fn counted_copies(bytes: &[u8]) -> bool {
 /// message has its headers read again (keeping its first-seen date), and its flags are
 /// mirrored afresh, which is safe either way.
 fn forget_fingerprints(state: &mut MirrorState) {
-    let fingerprint = |key: &String| key.starts_with("sha256:");
     for folder in state.folders.values_mut() {
-        folder.flags.retain(|key, _| !fingerprint(key));
+        folder
+            .flags
+            .retain(|key, _| !matches!(key, Identity::Fingerprint(_)));
         for known in folder.known.values_mut() {
             if matches!(known.identity, Some(Identity::Fingerprint(_))) {
                 known.identity = None;
             }
         }
+    }
+}
+
+/// A map keyed by identity, as a JSON object keyed by each identity as shown. A key that
+/// shows no identity is dropped on reading: all it can cost is a flag change not mirrored.
+mod shown_identities {
+    use std::collections::BTreeMap;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{MapAccess, Visitor};
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::identity::Identity;
+
+    pub fn serialize<V: Serialize, S: Serializer>(
+        map: &BTreeMap<Identity, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        struct Shown<'a>(&'a Identity);
+        impl Serialize for Shown<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self.0)
+            }
+        }
+        let mut out = serializer.serialize_map(Some(map.len()))?;
+        for (identity, value) in map {
+            out.serialize_entry(&Shown(identity), value)?;
+        }
+        out.end()
+    }
+
+    pub fn deserialize<'de, V: Deserialize<'de>, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<Identity, V>, D::Error> {
+        struct Entries<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for Entries<V> {
+            type Value = BTreeMap<Identity, V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object keyed by message identities")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+                let mut map = BTreeMap::new();
+                while let Some((shown, value)) =
+                    entries.next_entry::<std::borrow::Cow<'de, str>, V>()?
+                {
+                    if let Some(identity) = Identity::from_shown(&shown) {
+                        map.insert(identity, value);
+                    }
+                }
+                Ok(map)
+            }
+        }
+        deserializer.deserialize_map(Entries(PhantomData))
     }
 }
 
@@ -263,6 +321,36 @@ mod tests {
     }
 
     #[test]
+    fn flags_are_kept_under_each_identity_as_shown_and_an_unreadable_key_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), "s", "t").unwrap();
+        let seen: Flags = vec!["\\Seen".to_owned()].into();
+        let fingerprint = Identity::Fingerprint(Box::new([7; 32]));
+        let mut state = MirrorState::default();
+        state.folders.insert(
+            "INBOX".into(),
+            FolderState {
+                flags: BTreeMap::from([
+                    (Identity::MessageId("a@b".into()), seen.clone()),
+                    (fingerprint.clone(), seen.clone()),
+                ]),
+                ..FolderState::default()
+            },
+        );
+        store.save(&mut state).unwrap();
+        let mut written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&store.path).unwrap()).unwrap();
+        let flags = &mut written["folders"]["INBOX"]["flags"];
+        assert_eq!(flags["<a@b>"], serde_json::json!(["\\Seen"]));
+        assert_eq!(flags[fingerprint.to_string()], serde_json::json!(["\\Seen"]));
+        flags["a@b-without-brackets"] = serde_json::json!([]);
+        std::fs::write(&store.path, serde_json::to_vec(&written).unwrap()).unwrap();
+        let (loaded, warning) = store.load();
+        assert_eq!(warning, None);
+        assert_eq!(loaded.folders, state.folders);
+    }
+
+    #[test]
     fn an_older_state_forgets_its_fingerprints_and_copy_counts_and_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path(), "s", "t").unwrap();
@@ -282,7 +370,7 @@ mod tests {
                 "source_status": null,
                 "target_status": null,
                 "copied": {"<a@b>": 1, old_fingerprint.to_string(): 1},
-                "flags": {},
+                "flags": {"<a@b>": [], old_fingerprint.to_string(): []},
                 "source_counts": {"<a@b>": 1},
                 "known": {"u1": u1, "u2": u2},
             }},
@@ -296,6 +384,8 @@ mod tests {
         assert_eq!(inbox.known["u1"], u1);
         assert_eq!(inbox.known["u2"].identity, None);
         assert_eq!(inbox.known["u2"].first_seen, 1_600_000_000);
+        let flagged: Vec<&Identity> = inbox.flags.keys().collect();
+        assert_eq!(flagged, [&Identity::MessageId("a@b".into())]);
     }
 
     #[test]

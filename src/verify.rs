@@ -19,7 +19,7 @@
 //! ([`crate::altered`]): flags or dates not kept, and, where the folder was indexed again,
 //! copies beyond those sent.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::altered::{Alterations, alterations};
@@ -169,10 +169,11 @@ pub struct Check<'a> {
 }
 
 /// What a target folder must still hold: every UID known, with the identity it holds and, for
-/// this run's copies, the size the source gave.
+/// this run's copies, the size the source gave; sorted by UID, each once (a list, not a map:
+/// for a large copy this is a good part of verification's peak memory).
 struct Expected {
     uid_validity: u32,
-    uids: BTreeMap<u32, (Identity, Option<u64>)>,
+    uids: Vec<(u32, Identity, Option<u64>)>,
 }
 
 /// What verification found.
@@ -214,7 +215,7 @@ pub fn missing_after_copies(
         .iter()
         .zip(&expected)
         .filter_map(|(folder, expected)| {
-            let uids = expected.as_ref()?.uids.keys().copied().collect();
+            let uids = expected.as_ref()?.uids.iter().map(|(uid, _, _)| *uid).collect();
             Some((folder.to_string(), uids))
         })
         .collect();
@@ -283,14 +284,14 @@ pub fn missing_after_copies(
 /// unknown: a copy without a UID, or UIDs under another UIDVALIDITY than the planning index's.
 fn expected(checks: &[&Check<'_>], receipts: &HashMap<String, Vec<Receipt>>) -> Option<Expected> {
     let uid_validity = checks[0].planned.uid_validity?;
-    let mut uids = BTreeMap::new();
+    let mut uids = Vec::new();
     for check in checks {
         if check.planned.uid_validity != Some(uid_validity) {
             return None;
         }
         for message in check.source_index {
             for copy in check.planned.copies(&message.identity) {
-                uids.insert(copy.uid, (message.identity.clone(), None));
+                uids.push((copy.uid, message.identity.clone(), None));
             }
         }
         for (message, at) in receipts.get(check.source_folder).into_iter().flatten() {
@@ -298,24 +299,28 @@ fn expected(checks: &[&Check<'_>], receipts: &HashMap<String, Vec<Receipt>>) -> 
             if at.uid_validity != uid_validity {
                 return None;
             }
-            uids.insert(
-                at.uid,
-                (message.identity.clone(), Some(message.copy_size())),
-            );
+            uids.push((at.uid, message.identity.clone(), Some(message.copy_size())));
         }
     }
+    // A UID named twice (a server that handed out one again) is expected as named last: this
+    // run's copy, whose size is checked.
+    uids.reverse();
+    uids.sort_by_key(|(uid, _, _)| *uid);
+    uids.dedup_by_key(|(uid, _, _)| *uid);
     Some(Expected { uid_validity, uids })
 }
 
 /// The index of the expected messages the target found, or `None` when what it found does
 /// not vouch for them: another UIDVALIDITY, or a copy of another size than the source's.
-fn confirmed(expected: Expected, mut found: FoundUids) -> Option<TargetIndex> {
+fn confirmed(expected: Expected, found: FoundUids) -> Option<TargetIndex> {
     if found.uid_validity != Some(expected.uid_validity) {
         return None;
     }
     let mut index = TargetIndex::with_capacity(expected.uids.len());
-    for (uid, (identity, size)) in expected.uids {
-        let Some(copy) = found.copies.remove(&uid) else {
+    let mut found = found.copies.into_iter().peekable();
+    for (uid, identity, size) in expected.uids {
+        while found.next_if(|copy| copy.uid < uid).is_some() {}
+        let Some(copy) = found.next_if(|copy| copy.uid == uid) else {
             continue;
         };
         if size.is_some_and(|size| size != copy.size) {
@@ -406,7 +411,7 @@ mod tests {
     fn found(uid_validity: u32, uids: &[u32]) -> FoundUids {
         FoundUids {
             uid_validity: Some(uid_validity),
-            copies: uids.iter().map(|&uid| (uid, copy(uid, 10))).collect(),
+            copies: uids.iter().map(|&uid| copy(uid, 10)).collect(),
         }
     }
 
@@ -503,7 +508,7 @@ mod tests {
             (
                 "another size",
                 FoundUids {
-                    copies: [(1, copy(1, 10)), (2, copy(2, 11))].into(),
+                    copies: vec![copy(1, 10), copy(2, 11)],
                     ..found(VALIDITY, &[])
                 },
                 uid(VALIDITY, 2),

@@ -22,6 +22,7 @@ use mailferry::store::MessageUid;
 use mailferry::store::{Account, ConnectOptions};
 use mailferry::trace::{Trace, Verbosity};
 use mailferry::transfer::{Observer, TransferSettings};
+use mailferry::verify::Receipts;
 use support::{Captured, Dovecot, fixtures, password};
 
 /// Dovecot's capabilities after login without UIDPLUS: APPEND says nothing of where it stored
@@ -133,7 +134,7 @@ fn run(dovecot: &Dovecot, trace: &Captured, observer: &dyn Observer) -> Report {
     let dir = tempfile::tempdir().unwrap();
     let job = job(dovecot, dir.path(), trace);
     let planned = migrate::plan(&job).unwrap();
-    let (report, error) = planned.execute(observer, None);
+    let (report, error) = planned.execute(observer, &Receipts::default(), None);
     assert!(error.is_none(), "{error:?}");
     report
 }

@@ -12,6 +12,7 @@ use crate::metrics::{Metrics, MetricsServer};
 use crate::migrate;
 use crate::preset::Preset;
 use crate::private_file;
+use crate::verify;
 
 /// Runs the batch; the exit code is 0 when every account is ok.
 pub(super) fn run(args: &BatchArgs) -> Result<i32, Error> {
@@ -92,7 +93,8 @@ fn run_account(
                 AccountResult::finished(name, &planned.dry_run_report(), None)
             }
             Ok(planned) => {
-                let (report, error) = planned.execute(metrics.as_ref(), None);
+                let (report, error) =
+                    planned.execute(metrics.as_ref(), &verify::Receipts::default(), None);
                 AccountResult::finished(name, &report, error.as_ref())
             }
         },

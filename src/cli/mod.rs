@@ -30,6 +30,7 @@ use crate::store::{Account, ConnectOptions};
 use crate::trace::{Trace, Verbosity};
 use crate::transfer::{Observer, TransferSettings};
 use crate::uidl_keeping::KeepUidl;
+use crate::verify;
 
 const AFTER_HELP: &str = "\
 Environment:
@@ -385,7 +386,7 @@ fn run_migrate(args: &MigrateArgs) -> Result<i32, Error> {
     }
     let (messages, bytes) = planned.totals();
     let bars = ProgressBars::new(messages, bytes, bars_visible(&args.options, messages));
-    let (report, error) = planned.execute(&bars, None);
+    let (report, error) = planned.execute(&bars, &verify::Receipts::default(), None);
     bars.finish();
     conclude(args, &report, error)
 }

@@ -181,13 +181,13 @@ impl Target for ImapTarget {
         &mut self,
         folders: &[(String, Vec<u32>)],
     ) -> Result<Vec<Option<FoundUids>>, Error> {
-        // Sized up front: a map grown while the answers come holds its old table and the new
-        // one at once, and the answers to a large folder make verification's peak memory.
+        // Sized up front: a list grown while the answers come holds its old room and the new
+        // at once, and the answers to a large folder make verification's peak memory.
         let mut found: Vec<FoundUids> = folders
             .iter()
             .map(|(_, uids)| FoundUids {
                 uid_validity: None,
-                copies: HashMap::with_capacity(uids.len()),
+                copies: Vec::with_capacity(uids.len()),
             })
             .collect();
         let mut flag_sets = FlagSets::default();
@@ -200,7 +200,7 @@ impl Target for ImapTarget {
                     flags: flag_sets.intern(record.flags),
                     internal_date: record.internal_date,
                 };
-                found[i].copies.insert(record.uid, copy);
+                found[i].copies.push(copy);
             })
             .map_err(|e| self.failed(e))?;
         Ok(found
@@ -209,6 +209,10 @@ impl Target for ImapTarget {
             .map(|(mut found, opened)| {
                 let status = opened.ok()?;
                 found.uid_validity = status.uid_validity;
+                // Servers answer in UID order, but need not; one that names a UID twice
+                // names the same message.
+                found.copies.sort_unstable_by_key(|copy| copy.uid);
+                found.copies.dedup_by_key(|copy| copy.uid);
                 Some(found)
             })
             .collect())

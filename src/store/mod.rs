@@ -200,8 +200,9 @@ pub struct FolderRefused(pub String);
 pub struct FoundUids {
     /// The folder's UIDVALIDITY, when the server says.
     pub uid_validity: Option<u32>,
-    /// The UIDs asked about that exist, with their size (IMAP RFC822.SIZE), flags and date.
-    pub copies: HashMap<u32, TargetCopy>,
+    /// The UIDs asked about that exist, with their size (IMAP RFC822.SIZE), flags and date;
+    /// sorted by UID, each once.
+    pub copies: Vec<TargetCopy>,
 }
 
 /// An IMAP-like target: folders, an index of what it holds, and batched uploads.

@@ -98,6 +98,13 @@ pub struct PlannedFolder {
 /// What a job built on `migrate` (a mirror) may change in planning. The defaults plan as
 /// `migrate` does.
 pub trait PlanHooks {
+    /// Called once both servers are connected and have listed their folders, before anything
+    /// else is asked of them: what the other hooks need can be prepared while the connections
+    /// open.
+    fn connected(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// Decides, before folders are indexed, which ones neither side changed since a previous
     /// run; such a folder is planned as complete without indexing. Returns, per mapping, the
     /// source's message count when unchanged.
@@ -213,6 +220,7 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
     // The two sides are independent until the diff: over a slow link, doing them at once
     // halves the round trips the plan waits for.
     let ((mut source, source_folders), (mut target, target_folders)) = open_both(job)?;
+    hooks.connected()?;
     let size_limit = SizeLimit::tightest(
         job.size_limit.clone(),
         target.append_limit().map(|bytes| SizeLimit {

@@ -69,7 +69,11 @@ impl TlsConfig {
         let (config, pins) = match trust {
             TlsTrust::System => (
                 builder
-                    .with_root_certificates(system_roots())
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(SystemRootsVerifier {
+                        provider,
+                        webpki: OnceLock::new(),
+                    }))
                     .with_no_client_auth(),
                 None,
             ),
@@ -118,6 +122,64 @@ fn system_roots() -> Arc<RootCertStore> {
         }
         Arc::new(roots)
     }))
+}
+
+/// Every webpki check against the system's roots, read at the first certificate to check: a
+/// run in plaintext never reads them (they cost a good part of a quick run's start).
+#[derive(Debug)]
+struct SystemRootsVerifier {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    webpki: OnceLock<Result<Arc<WebPkiServerVerifier>, rustls::Error>>,
+}
+
+impl SystemRootsVerifier {
+    fn webpki(&self) -> Result<&WebPkiServerVerifier, rustls::Error> {
+        let built = self.webpki.get_or_init(|| {
+            WebPkiServerVerifier::builder_with_provider(system_roots(), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))
+        });
+        built.as_deref().map_err(Clone::clone)
+    }
+}
+
+impl ServerCertVerifier for SystemRootsVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.webpki()?
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki()?.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki()?.verify_tls13_signature(message, cert, dss)
+    }
+
+    /// Asked before any certificate arrives: from the provider, as webpki answers it.
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, TryLockError};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -46,7 +47,7 @@ pub struct FolderState {
     /// The source flags of each (unique) identity as last mirrored: a flag change on the source
     /// since then is applied to the target; a change made only on the target is left alone.
     /// Keyed in the file by the identity as shown (`<id>`, `sha256:…`).
-    #[serde(with = "shown_identities")]
+    #[serde(with = "flags_by_identity")]
     pub flags: BTreeMap<Identity, Flags>,
     /// A POP3 source's messages by UIDL: only new UIDLs have their headers read.
     #[serde(default)]
@@ -112,48 +113,14 @@ impl StateStore {
     /// The saved state; an empty one when there is none, or when it cannot be read (a
     /// warning is returned with it then: the run re-indexes everything).
     pub fn load(&self) -> (MirrorState, Option<String>) {
-        match std::fs::read(&self.path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (MirrorState::default(), None),
-            Err(e) => (
-                MirrorState::default(),
-                Some(self.unreadable(&e.to_string())),
-            ),
-            Ok(bytes) => match serde_json::from_slice::<MirrorState>(&bytes) {
-                Ok(state) if state.schema == SCHEMA => (state, None),
-                Ok(mut state) if state.schema < SCHEMA => {
-                    if state.schema == 1 {
-                        forget_fingerprints(&mut state);
-                    }
-                    let warning = counted_copies(&bytes).then(|| self.without_evidence());
-                    (state, warning)
-                }
-                Ok(state) => (
-                    MirrorState::default(),
-                    Some(self.unreadable(&format!("unknown schema {}", state.schema))),
-                ),
-                Err(e) => (
-                    MirrorState::default(),
-                    Some(self.unreadable(&e.to_string())),
-                ),
-            },
-        }
+        load(&self.path)
     }
 
-    fn without_evidence(&self) -> String {
-        format!(
-            "the mirror state {} was written by an older mailferry, which did not record where \
-             each copy went: the copies it made stay on the target (--delete) and their source \
-             messages on the source (--delete-source-after-days); copies made from now on are \
-             recorded",
-            self.path.display()
-        )
-    }
-
-    fn unreadable(&self, why: &str) -> String {
-        format!(
-            "the mirror state {} could not be read ({why}); starting from a full re-index",
-            self.path.display()
-        )
+    /// [`load`](Self::load) on a thread of its own, for a run to read a large state while it
+    /// does something else.
+    pub fn load_in_background(&self) -> JoinHandle<(MirrorState, Option<String>)> {
+        let path = self.path.clone();
+        std::thread::spawn(move || load(&path))
     }
 
     /// Saves the state atomically, in the current format: a crash leaves the old file or the
@@ -173,6 +140,44 @@ impl StateStore {
         })
         .map_err(failed)
     }
+}
+
+fn load(path: &Path) -> (MirrorState, Option<String>) {
+    let unreadable = |why: &str| {
+        format!(
+            "the mirror state {} could not be read ({why}); starting from a full re-index",
+            path.display()
+        )
+    };
+    match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (MirrorState::default(), None),
+        Err(e) => (MirrorState::default(), Some(unreadable(&e.to_string()))),
+        Ok(bytes) => match serde_json::from_slice::<MirrorState>(&bytes) {
+            Ok(state) if state.schema == SCHEMA => (state, None),
+            Ok(mut state) if state.schema < SCHEMA => {
+                if state.schema == 1 {
+                    forget_fingerprints(&mut state);
+                }
+                let warning = counted_copies(&bytes).then(|| without_evidence(path));
+                (state, warning)
+            }
+            Ok(state) => (
+                MirrorState::default(),
+                Some(unreadable(&format!("unknown schema {}", state.schema))),
+            ),
+            Err(e) => (MirrorState::default(), Some(unreadable(&e.to_string()))),
+        },
+    }
+}
+
+fn without_evidence(path: &Path) -> String {
+    format!(
+        "the mirror state {} was written by an older mailferry, which did not record where \
+         each copy went: the copies it made stay on the target (--delete) and their source \
+         messages on the source (--delete-source-after-days); copies made from now on are \
+         recorded",
+        path.display()
+    )
 }
 
 /// Whether an older state counted copies the mirror made (in a `copied` map per folder).
@@ -207,21 +212,22 @@ fn forget_fingerprints(state: &mut MirrorState) {
     }
 }
 
-/// A map keyed by identity, as a JSON object keyed by each identity as shown. A key that
-/// shows no identity is dropped on reading: all it can cost is a flag change not mirrored.
-mod shown_identities {
+/// The flags map, as a JSON object keyed by each identity as shown. A key that shows no
+/// identity is dropped on reading: all it can cost is a flag change not mirrored. The flag
+/// sets read are shared, as an index shares them.
+mod flags_by_identity {
     use std::collections::BTreeMap;
     use std::fmt;
-    use std::marker::PhantomData;
 
     use serde::de::{MapAccess, Visitor};
     use serde::ser::SerializeMap;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Deserializer, Serialize, Serializer};
 
     use crate::identity::Identity;
+    use crate::index::{FlagSets, Flags};
 
-    pub fn serialize<V: Serialize, S: Serializer>(
-        map: &BTreeMap<Identity, V>,
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<Identity, Flags>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         struct Shown<'a>(&'a Identity);
@@ -231,34 +237,37 @@ mod shown_identities {
             }
         }
         let mut out = serializer.serialize_map(Some(map.len()))?;
-        for (identity, value) in map {
-            out.serialize_entry(&Shown(identity), value)?;
+        for (identity, flags) in map {
+            out.serialize_entry(&Shown(identity), flags)?;
         }
         out.end()
     }
 
-    pub fn deserialize<'de, V: Deserialize<'de>, D: Deserializer<'de>>(
+    pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
-    ) -> Result<BTreeMap<Identity, V>, D::Error> {
-        struct Entries<V>(PhantomData<V>);
-        impl<'de, V: Deserialize<'de>> Visitor<'de> for Entries<V> {
-            type Value = BTreeMap<Identity, V>;
+    ) -> Result<BTreeMap<Identity, Flags>, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = BTreeMap<Identity, Flags>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object keyed by message identities")
+                f.write_str("an object of flag lists keyed by message identities")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
-                let mut map = BTreeMap::new();
-                while let Some((shown, value)) =
-                    entries.next_entry::<std::borrow::Cow<'de, str>, V>()?
+                let mut flag_sets = FlagSets::default();
+                let mut read = Vec::with_capacity(entries.size_hint().unwrap_or(0));
+                while let Some((shown, flags)) =
+                    entries.next_entry::<std::borrow::Cow<'de, str>, Vec<String>>()?
                 {
                     if let Some(identity) = Identity::from_shown(&shown) {
-                        map.insert(identity, value);
+                        read.push((identity, flag_sets.intern(flags)));
                     }
                 }
-                Ok(map)
+                // Built in one go: the file lists them in order, which a map collected from a
+                // list takes without searching for each.
+                Ok(read.into_iter().collect())
             }
         }
-        deserializer.deserialize_map(Entries(PhantomData))
+        deserializer.deserialize_map(Entries)
     }
 }
 

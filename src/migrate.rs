@@ -417,6 +417,11 @@ impl Planned<'_> {
     ) -> (Report, Option<Error>) {
         let job = self.job;
         let events = Fanout(vec![&self.report, observer, receipts]);
+        let settings = TransferSettings {
+            concurrent_writers: self.concurrent_writers,
+            ..job.transfer
+        }
+        .for_round_trip(self.target.as_ref().and_then(|target| target.login_took()));
         drop_too_large(&mut self.folders, self.size_limit.as_ref(), &events);
         let plans: Vec<&FolderPlan> = self.folders.iter().map(|f| &f.plan).collect();
         // Upload workers retry on their own, re-indexing after a break.
@@ -433,10 +438,7 @@ impl Planned<'_> {
             &mut self.source,
             &|| spares.take_or(|| open_source(job)),
             &targets,
-            TransferSettings {
-                concurrent_writers: self.concurrent_writers,
-                ..job.transfer
-            },
+            settings,
             &events,
         )
         .err();

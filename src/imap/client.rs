@@ -171,6 +171,8 @@ pub struct ImapClient {
     logged_out: bool,
     /// A fetch asked for ahead, its answer not read yet.
     ahead: Option<Ahead>,
+    /// How long the login took to be answered, once logged in.
+    login_took: Option<Duration>,
 }
 
 /// How long the server's last words are read for after a write failed: they were sent before
@@ -359,6 +361,7 @@ impl ImapClient {
             answered: HashMap::new(),
             logged_out: false,
             ahead: None,
+            login_took: None,
         };
         let status = loop {
             client.read_response()?;
@@ -440,6 +443,13 @@ impl ImapClient {
         Ok(())
     }
 
+    /// How long the login took to be answered: a round trip over the network and the server's
+    /// check of the credentials, which over a slow link is mostly the round trip. `None`
+    /// before a login (or after a PREAUTH greeting).
+    pub fn login_took(&self) -> Option<Duration> {
+        self.login_took
+    }
+
     /// Logs in: AUTHENTICATE PLAIN (with SASL-IR when offered; with an authorization id for a
     /// master-user login) when the server offers it, else LOGIN (as `user*admin` for a master
     /// user); AUTHENTICATE CRAM-MD5, XOAUTH2 or OAUTHBEARER when chosen, which the server must
@@ -481,6 +491,7 @@ impl ImapClient {
         }
         // An authenticated session may have other capabilities; only the fresh list counts.
         let before = std::mem::take(&mut self.state.capabilities);
+        let asked = Instant::now();
         let completion = if login.mechanism == Mechanism::CramMd5 {
             self.authenticate_cram_md5(login)
         } else if plain {
@@ -518,7 +529,7 @@ impl ImapClient {
             self.login_command(login)
         };
         match completion {
-            Ok(c) if c.status == Status::Ok => {}
+            Ok(c) if c.status == Status::Ok => self.login_took = Some(asked.elapsed()),
             other => {
                 self.state.capabilities = before;
                 let c = other?;

@@ -3,6 +3,7 @@
 //! when offered (one server transaction per batch) and single APPENDs otherwise.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::Utc;
 
@@ -262,6 +263,10 @@ impl Target for ImapTarget {
 
     fn append_limit(&self) -> Option<u64> {
         self.client.append_limit()
+    }
+
+    fn login_took(&self) -> Option<Duration> {
+        self.client.login_took()
     }
 
     fn storage_quota(&mut self) -> Result<Option<StorageQuota>, Error> {

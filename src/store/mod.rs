@@ -25,6 +25,7 @@ pub mod session;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use crate::imap::{FolderStatus, MessageUid, StorageQuota};
 pub use imap_source::ImapSource;
@@ -284,6 +285,12 @@ pub trait Target: Send {
     /// a store without any (the default).
     fn capabilities(&self) -> Vec<String> {
         Vec::new()
+    }
+    /// How long the server took to answer the login, when it was asked over a network: about
+    /// one round trip, which sizes how much the copy keeps in flight. `None` (the default)
+    /// for a store that is not across a network.
+    fn login_took(&self) -> Option<Duration> {
+        None
     }
     /// Whether several sessions may upload into one folder at once without losing a message.
     /// A store that does not say so gets one writer per folder.

@@ -37,6 +37,13 @@ pub struct TransferSettings {
     pub add_uidl_field: bool,
 }
 
+/// The longest round trip the default memory budget keeps a target busy over; see
+/// [`TransferSettings::for_round_trip`].
+pub const BUDGET_ROUND_TRIP: Duration = Duration::from_millis(50);
+
+/// How many times its memory budget a copy over a long round trip may hold, at most.
+const MAX_BUDGET_GROWTH: u32 = 4;
+
 /// The longest wait before a retry.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 /// The longest wait before a retry after the server asked to slow down.
@@ -51,7 +58,7 @@ impl Default for TransferSettings {
             retries: 3,
             retry_delay: Duration::from_millis(200),
             throttle_delay: Duration::from_secs(2),
-            // Over a 50 ms round trip, answers free it at about 300 MB/s.
+            // Over a 50 ms round trip (BUDGET_ROUND_TRIP), answers free it at about 300 MB/s.
             memory_budget: 16 * 1024 * 1024,
             concurrent_writers: true,
             add_uidl_field: false,
@@ -60,6 +67,24 @@ impl Default for TransferSettings {
 }
 
 impl TransferSettings {
+    /// These settings for a target whose login took `round_trip`: over a link slower than
+    /// [`BUDGET_ROUND_TRIP`], the memory budget grows with the round trip (up to
+    /// [`MAX_BUDGET_GROWTH`] times), since the bytes sent are held until their answer frees
+    /// them a round trip later, and a budget smaller than what the link holds in flight
+    /// leaves the target waiting.
+    pub fn for_round_trip(self, round_trip: Option<Duration>) -> Self {
+        let Some(round_trip) = round_trip.filter(|rtt| *rtt > BUDGET_ROUND_TRIP) else {
+            return self;
+        };
+        let growth = round_trip
+            .div_duration_f64(BUDGET_ROUND_TRIP)
+            .min(f64::from(MAX_BUDGET_GROWTH));
+        TransferSettings {
+            memory_budget: (self.memory_budget as f64 * growth) as u64,
+            ..self
+        }
+    }
+
     /// How many batches a plan's messages make, at least (a message bigger than a batch
     /// travels alone).
     pub(super) fn batches_of(&self, plan: &FolderPlan) -> usize {
@@ -161,5 +186,26 @@ impl Retries<'_> {
         self.done += 1;
         self.settings
             .wait_before_retry(self.done, cause, self.observer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_budget_grows_with_a_round_trip_beyond_its_own_up_to_four_times() {
+        let budget = |ms: Option<u64>| {
+            TransferSettings::default()
+                .for_round_trip(ms.map(Duration::from_millis))
+                .memory_budget
+        };
+        let default = TransferSettings::default().memory_budget;
+        assert_eq!(budget(None), default);
+        assert_eq!(budget(Some(1)), default);
+        assert_eq!(budget(Some(50)), default);
+        assert_eq!(budget(Some(100)), 2 * default);
+        assert_eq!(budget(Some(200)), 4 * default);
+        assert_eq!(budget(Some(2000)), 4 * default);
     }
 }

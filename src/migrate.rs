@@ -98,11 +98,10 @@ pub struct PlannedFolder {
 /// What a job built on `migrate` (a mirror) may change in planning. The defaults plan as
 /// `migrate` does.
 pub trait PlanHooks {
-    /// Called once both servers are connected and have listed their folders, before anything
-    /// else is asked of them: what the other hooks need can be prepared while the connections
-    /// open.
-    fn connected(&mut self) -> Result<(), Error> {
-        Ok(())
+    /// The folders whose summaries [`unchanged`](Self::unchanged) will ask for, when known
+    /// before connecting: asked for in the login's round trip.
+    fn summarise_at_login(&mut self) -> Summaries {
+        Summaries::default()
     }
 
     /// Decides, before folders are indexed, which ones neither side changed since a previous
@@ -126,6 +125,15 @@ pub trait PlanHooks {
         let folders: Vec<String> = mappings.iter().map(|m| m.source.clone()).collect();
         source.index_all(&folders)
     }
+}
+
+/// Folders to summarise (STATUS) on each side.
+#[derive(Debug, Default)]
+pub struct Summaries {
+    /// Source folders.
+    pub source: Vec<String>,
+    /// Target folders.
+    pub target: Vec<String>,
 }
 
 /// The hooks of a plain `migrate`.
@@ -219,8 +227,8 @@ pub fn plan_with<'j>(job: &'j MigrateJob, hooks: &mut dyn PlanHooks) -> Result<P
     );
     // The two sides are independent until the diff: over a slow link, doing them at once
     // halves the round trips the plan waits for.
-    let ((mut source, source_folders), (mut target, target_folders)) = open_both(job)?;
-    hooks.connected()?;
+    let ((mut source, source_folders), (mut target, target_folders)) =
+        open_both(job, hooks.summarise_at_login())?;
     let size_limit = SizeLimit::tightest(
         job.size_limit.clone(),
         target.append_limit().map(|bytes| SizeLimit {
@@ -605,11 +613,11 @@ fn retrying<T>(
 /// A logged-in connection to each side, and the folders each side has.
 type Connections = ((Box<dyn Source>, FolderList), (Box<dyn Target>, FolderList));
 
-/// Opens both planning connections at once, each listing its folders as soon as it is logged
-/// in. The first to fail for good makes the other stop retrying (each still tries once): the
+/// Opens both planning connections at once, each listing its folders (and summarising those of
+/// `summarise`, source's and target's) as soon as it is logged in. The first to fail for good makes the other stop retrying (each still tries once): the
 /// run ends with the failure of each side that failed, so a wrong password on both sides is
 /// found in one run.
-fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
+fn open_both(job: &MigrateJob, summarise: Summaries) -> Result<Connections, Error> {
     fn settled<T>(opened: Result<T, Error>, give_up: &AtomicBool) -> Result<T, Error> {
         if opened.is_err() {
             give_up.store(true, Ordering::SeqCst);
@@ -625,21 +633,23 @@ fn open_both(job: &MigrateJob) -> Result<Connections, Error> {
         Ok((side, folders))
     }
     // Both sessions list their folders next: in the login's round trip, where they can.
-    let job = &MigrateJob {
+    let listing = |summarise_at_login: Vec<String>| MigrateJob {
         connect: ConnectOptions {
             list_at_login: true,
+            summarise_at_login,
             ..job.connect.clone()
         },
         ..job.clone()
     };
+    let (source_job, target_job) = (listing(summarise.source), listing(summarise.target));
     let give_up = AtomicBool::new(false);
     let (source, target) = both(
         || {
-            let opened = open_source_unless(job, Some(&give_up));
+            let opened = open_source_unless(&source_job, Some(&give_up));
             settled(listed(opened, |source| source.folders()), &give_up)
         },
         || {
-            let opened = open_target_unless(job, Some(&give_up));
+            let opened = open_target_unless(&target_job, Some(&give_up));
             settled(listed(opened, |target| target.folders()), &give_up)
         },
     );

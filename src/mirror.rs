@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::deletion::{self, CopyRecord, SourceRef};
@@ -15,7 +14,7 @@ use crate::error::Error;
 use crate::folders::FolderMapping;
 use crate::identity::Identity;
 use crate::index::{FlagSets, KnownMessages, SourceMessage, SourceView, TargetIndex};
-use crate::migrate::{self, AfterCopy, MigrateJob, PlanHooks, PlannedFolder};
+use crate::migrate::{self, AfterCopy, MigrateJob, PlanHooks, PlannedFolder, Summaries};
 use crate::parallel::both;
 use crate::report::{Report, ReportBuilder};
 use crate::state::{FolderState, MirrorState, StateStore};
@@ -53,12 +52,14 @@ pub fn run(
         &job.copy.from.endpoint.to_string(),
         &job.copy.to.endpoint.to_string(),
     )?;
+    let (mut previous, warning) = store.load();
+    if previous.copying {
+        // A run killed while uploading may have sent whole batches the server has not stored
+        // yet; indexing the target before it has would send them again.
+        std::thread::sleep(SETTLE_AFTER_KILLED_COPY);
+    }
     let mut planning = MirrorPlanning {
-        // Read while the servers are connected to: a large mailbox's state is tens of MB of
-        // JSON.
-        loading: Some(store.load_in_background()),
-        previous: MirrorState::default(),
-        warning: None,
+        previous: &previous,
         delete: job.delete,
         considered: Vec::new(),
         unchanged: BTreeSet::new(),
@@ -66,12 +67,8 @@ pub fn run(
         views: BTreeMap::new(),
         indexed_status: BTreeMap::new(),
     };
-    let planned = migrate::plan_with(&job.copy, &mut planning);
-    planning.loaded();
-    let planned = planned?;
+    let planned = migrate::plan_with(&job.copy, &mut planning)?;
     let MirrorPlanning {
-        mut previous,
-        warning,
         considered,
         unchanged,
         mut known,
@@ -246,13 +243,8 @@ fn record_run(
 
 /// Planning for a mirror: folders unchanged since the last run are not indexed, and a POP3
 /// source reads only the headers of UIDLs it has not seen.
-struct MirrorPlanning {
-    /// The state being read, until the servers are connected.
-    loading: Option<JoinHandle<(MirrorState, Option<String>)>>,
-    /// The state the last run left (empty until read).
-    previous: MirrorState,
-    /// Why it could not be read, when it could not.
-    warning: Option<String>,
+struct MirrorPlanning<'s> {
+    previous: &'s MirrorState,
     delete: bool,
     /// Every source folder looked at (the others are forgotten).
     considered: Vec<String>,
@@ -266,26 +258,16 @@ struct MirrorPlanning {
     indexed_status: BTreeMap<String, Option<FolderStatus>>,
 }
 
-impl MirrorPlanning {
-    /// Waits for the state being read, once.
-    fn loaded(&mut self) {
-        if let Some(loading) = self.loading.take() {
-            (self.previous, self.warning) = loading
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        }
-    }
-}
-
-impl PlanHooks for MirrorPlanning {
-    fn connected(&mut self) -> Result<(), Error> {
-        self.loaded();
-        if self.previous.copying {
-            // A run killed while uploading may have sent whole batches the server has not
-            // stored yet; indexing the target before it has would send them again.
-            std::thread::sleep(SETTLE_AFTER_KILLED_COPY);
-        }
-        Ok(())
+impl PlanHooks for MirrorPlanning<'_> {
+    fn summarise_at_login(&mut self) -> Summaries {
+        let (source, target) = self
+            .previous
+            .folders
+            .iter()
+            .filter(|(_, known)| known.source_status.is_some() && known.target_status.is_some())
+            .map(|(source, known)| (source.clone(), known.target_folder.clone()))
+            .unzip();
+        Summaries { source, target }
     }
 
     fn unchanged(

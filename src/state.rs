@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::fs::{File, TryLockError};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -114,13 +113,6 @@ impl StateStore {
     /// warning is returned with it then: the run re-indexes everything).
     pub fn load(&self) -> (MirrorState, Option<String>) {
         load(&self.path)
-    }
-
-    /// [`load`](Self::load) on a thread of its own, for a run to read a large state while it
-    /// does something else.
-    pub fn load_in_background(&self) -> JoinHandle<(MirrorState, Option<String>)> {
-        let path = self.path.clone();
-        std::thread::spawn(move || load(&path))
     }
 
     /// Saves the state atomically, in the current format: a crash leaves the old file or the
@@ -262,8 +254,8 @@ mod flags_by_identity {
                         read.push((identity, flag_sets.intern(flags)));
                     }
                 }
-                // Built in one go: the file lists them in order, which a map collected from a
-                // list takes without searching for each.
+                // Built in one go: a map collected from a list sorts it once (a file this
+                // version wrote lists them in order already) instead of searching for each.
                 Ok(read.into_iter().collect())
             }
         }
@@ -351,7 +343,10 @@ mod tests {
             serde_json::from_slice(&std::fs::read(&store.path).unwrap()).unwrap();
         let flags = &mut written["folders"]["INBOX"]["flags"];
         assert_eq!(flags["<a@b>"], serde_json::json!(["\\Seen"]));
-        assert_eq!(flags[fingerprint.to_string()], serde_json::json!(["\\Seen"]));
+        assert_eq!(
+            flags[fingerprint.to_string()],
+            serde_json::json!(["\\Seen"])
+        );
         flags["a@b-without-brackets"] = serde_json::json!([]);
         std::fs::write(&store.path, serde_json::to_vec(&written).unwrap()).unwrap();
         let (loaded, warning) = store.load();

@@ -215,7 +215,12 @@ pub fn missing_after_copies(
         .iter()
         .zip(&expected)
         .filter_map(|(folder, expected)| {
-            let uids = expected.as_ref()?.uids.iter().map(|(uid, _, _)| *uid).collect();
+            let uids = expected
+                .as_ref()?
+                .uids
+                .iter()
+                .map(|(uid, _, _)| *uid)
+                .collect();
             Some((folder.to_string(), uids))
         })
         .collect();
@@ -611,6 +616,39 @@ mod tests {
             );
         }
         assert_eq!(self::missing(&[large, small], &index), []);
+    }
+
+    #[test]
+    fn a_uid_named_twice_is_expected_as_this_runs_copy() {
+        let (a, b) = (message("a"), message("b"));
+        let mut planned = planned();
+        planned.add(a.identity.clone(), copy(3, 10));
+        let receipts = Receipts::default();
+        receipts.message_copied("INBOX", &b, uid(VALIDITY, 1));
+        let source_index = [a, b];
+        let check = Check {
+            source_folder: "INBOX",
+            target_folder: "INBOX",
+            source_index: &source_index,
+            planned: &planned,
+        };
+        let mut target = target(found(VALIDITY, &[1, 3]), &[]);
+        let verdict = missing_after_copies(&[check], &receipts, &mut target).unwrap();
+        assert_eq!(verdict.missing, [vec![]]);
+        assert!(target.indexed.is_empty(), "{:?}", target.indexed);
+    }
+
+    #[test]
+    fn uids_found_beyond_those_expected_are_passed_over() {
+        let (a, b) = (message("a"), message("b"));
+        let mut target = target(found(VALIDITY, &[0, 1, 2, 4, 5, 9]), &[]);
+        let missing = verify(
+            &[("INBOX", vec![a, b.clone()])],
+            &[("INBOX", &b, uid(VALIDITY, 5))],
+            &mut target,
+        );
+        assert_eq!(missing, [vec![]]);
+        assert!(target.indexed.is_empty());
     }
 
     #[test]

@@ -66,6 +66,7 @@ fn job(dovecot: &Dovecot, dir: &Path, trace: &Captured) -> MigrateJob {
             timeout: Duration::from_secs(30),
             trace: Trace::to_writer(Verbosity::Commands, trace.clone()),
             list_at_login: false,
+            summarise_at_login: Vec::new(),
         },
         transfer: TransferSettings::default(),
         mark_seen: false,

@@ -739,6 +739,7 @@ fn build_job(
             timeout: Duration::from_secs(options.timeout),
             trace: Trace::new(Verbosity::from_count(options.verbose)),
             list_at_login: false,
+            summarise_at_login: Vec::new(),
         },
         transfer: TransferSettings {
             connections: usize::from(overrides.connections.unwrap_or(options.connections)),

@@ -253,6 +253,9 @@ struct State {
     personal_namespace: Option<Namespace>,
     /// The mailboxes listed in the login's round trip, until [`ImapClient::list`] takes them.
     listed: Option<Vec<Mailbox>>,
+    /// The summaries asked for in the login's round trip, by mailbox, until
+    /// [`ImapClient::change_summaries`] takes them or another command is sent.
+    summarised: HashMap<String, FolderStatus>,
 }
 
 /// How long at least a server that took a login may take to answer the NAMESPACE and LIST
@@ -457,7 +460,7 @@ impl ImapClient {
     /// `[LIMIT]` and kin (the server cannot or will not check them now) are
     /// [`SessionError::Refused`]. Does nothing after a PREAUTH greeting.
     pub fn login(&mut self, login: &Login<'_>) -> Result<(), SessionError> {
-        self.login_listing(login, false)
+        self.login_listing(login, None)
     }
 
     /// [`login`](Self::login), with NAMESPACE and LIST sent right behind a login that is one
@@ -465,11 +468,26 @@ impl ImapClient {
     /// from what came back in the login's round trip, which over a slow link is one round
     /// trip less before the plan. A server that refuses commands before the login completes
     /// only costs that round trip again.
-    pub fn login_and_list(&mut self, login: &Login<'_>) -> Result<(), SessionError> {
-        self.login_listing(login, true)
+    ///
+    /// The summaries of `summarise` are asked for too, before the LIST: the next
+    /// [`change_summaries`](Self::change_summaries) answers from them, unless another command
+    /// came first. Before the LIST, since Dovecot answers a STATUS of a large Maildir in
+    /// 2 ms before any LIST in the session and in about 60 ms after one.
+    pub fn login_and_list(
+        &mut self,
+        login: &Login<'_>,
+        summarise: &[String],
+    ) -> Result<(), SessionError> {
+        self.login_listing(login, Some(summarise))
     }
 
-    fn login_listing(&mut self, login: &Login<'_>, list_too: bool) -> Result<(), SessionError> {
+    /// Logs in; with `behind`, lists and summarises those mailboxes in the same round trip
+    /// where it can ([`login_and_list`](Self::login_and_list)).
+    fn login_listing(
+        &mut self,
+        login: &Login<'_>,
+        behind: Option<&[String]>,
+    ) -> Result<(), SessionError> {
         if self.preauthenticated {
             return Ok(());
         }
@@ -497,7 +515,7 @@ impl ImapClient {
         } else if plain {
             // Only a command that waits for no continuation can have others sent behind it.
             let one_line = initial_response && !login.is_oauth();
-            let completion = self.login_line(list_too && one_line, |b| {
+            let completion = self.login_line(behind.filter(|_| one_line), |b| {
                 b.text("AUTHENTICATE ").text(mechanism);
                 if initial_response {
                     b.text(" ")
@@ -556,31 +574,47 @@ impl ImapClient {
         Ok(())
     }
 
-    /// Runs the login command `build`; with `list_too`, sends NAMESPACE and LIST behind it
-    /// and keeps their answer for [`list`](Self::list) when the login succeeded. After a
-    /// refused login they are left unread: the next command's wait sets their completions
-    /// aside. A server that took the login but does not answer them within
+    /// Runs the login command `build`; with `behind`, sends STATUS of those mailboxes,
+    /// NAMESPACE and LIST behind it and keeps their answers for
+    /// [`change_summaries`](Self::change_summaries) and [`list`](Self::list) when the login
+    /// succeeded. After a refused login they are left unread: the next command's wait sets
+    /// their completions aside. A server that took the login but does not answer them within
     /// [`LISTING_PATIENCE`] (or four times the login's round trip, if longer) is
     /// [`SessionError::NotPipelined`]: some hand a session over after the login without what
     /// was sent behind it, and such a session cannot be trusted with another command.
     fn login_line<'a>(
         &mut self,
-        list_too: bool,
+        behind: Option<&[String]>,
         build: impl for<'b> FnOnce(&'b mut CommandBuilder<'a>) -> &'b mut CommandBuilder<'a>,
     ) -> Result<Completion, SessionError> {
-        if !list_too {
+        let Some(summarise) = behind else {
             return self.run(build, |_| Ok(()));
-        }
+        };
         let started = Instant::now();
         let login = self.send(build)?;
+        // Whether the server has CONDSTORE shows only once logged in: a server without it
+        // refuses these, and the summaries are asked for again later.
+        let summaries = summarise
+            .iter()
+            .map(|name| {
+                self.send(|b| {
+                    b.text("STATUS ")
+                        .mailbox(name)
+                        .text(" (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)")
+                })
+            })
+            .collect::<Result<Vec<Sent>, SessionError>>()?;
         let namespace = self.send(|b| b.text("NAMESPACE"))?;
         let list = self.send(|b| b.text(LIST_ALL))?;
-        // A server may answer pipelined commands at once: a LIST line can come before the
-        // login's or NAMESPACE's completion.
+        // A server may answer pipelined commands at once: a LIST or STATUS line can come
+        // before the login's completion.
         let mut mailboxes = Vec::new();
+        let mut summarised = HashMap::new();
         let mut listing = |response: &mut Response<'_>| {
             if let Response::MailboxData(MailboxDatum::List(data)) = response {
                 mailboxes.push(to_mailbox(data));
+            } else if let Some((name, status)) = status_answer(response) {
+                note_status(summarised.entry(name).or_default(), status);
             }
             Ok(())
         };
@@ -591,8 +625,17 @@ impl ImapClient {
         let timeout = self.conn.timeout();
         let patience = LISTING_PATIENCE.max(started.elapsed() * 4).min(timeout);
         self.conn.set_timeout(patience)?;
-        let answers = self
-            .answer_to(&namespace, &mut listing)
+        let mut refused = Vec::new();
+        let answers = summaries
+            .iter()
+            .zip(summarise)
+            .try_for_each(|(sent, name)| {
+                if self.answer_to(sent, &mut listing)?.status != Status::Ok {
+                    refused.push(name);
+                }
+                Ok(())
+            })
+            .and_then(|()| self.answer_to(&namespace, &mut listing))
             .and_then(|_| self.answer_to(&list, &mut listing));
         self.conn.set_timeout(timeout)?;
         let listed = answers.map_err(|err| match err {
@@ -604,6 +647,10 @@ impl ImapClient {
         if listed.status == Status::Ok {
             self.state.listed = Some(mailboxes);
         }
+        for name in refused {
+            summarised.remove(name);
+        }
+        self.state.summarised = summarised;
         Ok(logged_in)
     }
 
@@ -710,21 +757,11 @@ impl ImapClient {
             names.len(),
             |i, b| b.text("STATUS ").mailbox(&names[i]).text(items),
             |i, response| {
-                if let Response::MailboxData(MailboxDatum::Status { mailbox, status }) = response {
+                if let Some((named, status)) = status_answer(response) {
                     // The answer names its mailbox: a server may run pipelined STATUS
                     // commands at once and answer them in any order.
-                    let named = mutf7::decode(mailbox).unwrap_or_else(|| mailbox.to_string());
                     let at = names.iter().position(|n| *n == named).unwrap_or(i);
-                    for item in status {
-                        let status = &mut statuses[at];
-                        match *item {
-                            StatusAttribute::Messages(n) => status.messages = n,
-                            StatusAttribute::UidNext(n) => status.uid_next = n,
-                            StatusAttribute::UidValidity(n) => status.uid_validity = n,
-                            StatusAttribute::HighestModSeq(n) => status.highest_modseq = Some(n),
-                            _ => {}
-                        }
-                    }
+                    note_status(&mut statuses[at], status);
                 }
                 Ok(())
             },
@@ -762,13 +799,25 @@ impl ImapClient {
         &mut self,
         names: &[String],
     ) -> Result<Vec<Option<FolderStatus>>, SessionError> {
+        let mut summarised = std::mem::take(&mut self.state.summarised);
         if !self.has_capability("CONDSTORE") {
             return Ok(vec![None; names.len()]);
         }
-        Ok(self
-            .statuses(names)?
-            .into_iter()
-            .map(|status| status.highest_modseq.is_some().then_some(status))
+        let unasked: Vec<String> = names
+            .iter()
+            .filter(|name| !summarised.contains_key(*name))
+            .cloned()
+            .collect();
+        let mut asked = if unasked.is_empty() {
+            Vec::new()
+        } else {
+            self.statuses(&unasked)?
+        }
+        .into_iter();
+        Ok(names
+            .iter()
+            .map(|name| summarised.remove(name).or_else(|| asked.next()))
+            .map(|status| status.filter(|status| status.highest_modseq.is_some()))
             .collect())
     }
 
@@ -1282,6 +1331,8 @@ impl ImapClient {
         mut on_data: impl FnMut(&Response<'_>) -> Result<(), SessionError>,
     ) -> Result<Completion, SessionError> {
         self.drop_ahead()?;
+        // Summaries taken before a command may be out of date after it.
+        self.state.summarised.clear();
         let tag = self.tag();
         let mut builder = CommandBuilder::new(&tag, self.literal_mode());
         build(&mut builder);
@@ -1650,6 +1701,28 @@ fn uids_of(
 
 /// Tracks what any response may carry: capabilities, and BYE, which ends the
 /// session whatever the command.
+/// The mailbox a STATUS answer names, and what it says.
+fn status_answer<'r>(response: &'r Response<'_>) -> Option<(String, &'r [StatusAttribute])> {
+    let Response::MailboxData(MailboxDatum::Status { mailbox, status }) = response else {
+        return None;
+    };
+    let named = mutf7::decode(mailbox).unwrap_or_else(|| mailbox.to_string());
+    Some((named, status))
+}
+
+/// Adds what a STATUS answer says to `summary` (a server may split it over several lines).
+fn note_status(summary: &mut FolderStatus, status: &[StatusAttribute]) {
+    for item in status {
+        match *item {
+            StatusAttribute::Messages(n) => summary.messages = n,
+            StatusAttribute::UidNext(n) => summary.uid_next = n,
+            StatusAttribute::UidValidity(n) => summary.uid_validity = n,
+            StatusAttribute::HighestModSeq(n) => summary.highest_modseq = Some(n),
+            _ => {}
+        }
+    }
+}
+
 fn observe(state: &mut State, response: &Response<'_>, raw: &[u8]) -> Result<(), SessionError> {
     match response {
         Response::Data {
@@ -1932,7 +2005,7 @@ mod tests {
         let mut client = ImapClient::connect(&address, TlsMode::Plain, &tls).unwrap();
         let login = Login::plain("alice", "pw-secret-4");
         let outcome = match list_too {
-            true => client.login_and_list(&login),
+            true => client.login_and_list(&login, &[]),
             false => client.login(&login),
         };
         (outcome, captured.text())
@@ -2005,7 +2078,7 @@ mod tests {
         let tls = TlsConfig::new(&Default::default()).unwrap();
         let mut client = ImapClient::connect(&address, TlsMode::Plain, &tls).unwrap();
         let listed = client
-            .login_and_list(&Login::plain("alice", "pw"))
+            .login_and_list(&Login::plain("alice", "pw"), &[])
             .and_then(|()| client.list());
         (listed, captured.text())
     }
@@ -2013,6 +2086,92 @@ mod tests {
     /// The tag of the command on a line.
     fn tag(line: &str) -> &str {
         line.split(' ').next().unwrap()
+    }
+
+    /// A server that answers STATUS asked behind the login (in one burst with it) with other
+    /// numbers than STATUS asked later, and refuses the login burst's STATUS of Sent.
+    fn summarising_server(lines: &[String]) -> String {
+        let mut out = String::new();
+        for line in lines {
+            let tag = tag(line);
+            let answer = match line.split_once(' ').unwrap().1 {
+                command if command.starts_with("AUTHENTICATE") => {
+                    "OK [CAPABILITY IMAP4rev1 CONDSTORE] in"
+                }
+                // Asked at the login: INBOX is answered, Sent refused.
+                command if command.starts_with("STATUS INBOX") && lines.len() > 1 => {
+                    "* STATUS INBOX (MESSAGES 3 UIDNEXT 4 UIDVALIDITY 7 HIGHESTMODSEQ 9)\r\nOK"
+                }
+                // Asked later: INBOX has changed since.
+                command if command.starts_with("STATUS INBOX") => {
+                    "* STATUS INBOX (MESSAGES 4 UIDNEXT 5 UIDVALIDITY 7 HIGHESTMODSEQ 10)\r\nOK"
+                }
+                command if command.starts_with("STATUS Sent") && lines.len() > 1 => "NO busy",
+                command if command.starts_with("STATUS Sent") => {
+                    "* STATUS Sent (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 5 HIGHESTMODSEQ 6)\r\nOK"
+                }
+                command if command.starts_with("LIST") => "* LIST () \".\" INBOX\r\nOK",
+                _ => "OK",
+            };
+            match answer.rsplit_once("\r\n") {
+                Some((data, status)) => out.push_str(&format!("{data}\r\n{tag} {status}\r\n")),
+                None => out.push_str(&format!("{tag} {answer}\r\n")),
+            }
+        }
+        out
+    }
+
+    /// A session logged in to [`summarising_server`] with INBOX and Sent summarised at login.
+    fn summarised_at_login() -> (ImapClient, Captured, [String; 2]) {
+        let (address, captured) = Captured::loopback(scripted_server(summarising_server));
+        let tls = TlsConfig::new(&Default::default()).unwrap();
+        let mut client = ImapClient::connect(&address, TlsMode::Plain, &tls).unwrap();
+        let folders = ["INBOX".to_owned(), "Sent".to_owned()];
+        client
+            .login_and_list(&Login::plain("alice", "pw"), &folders)
+            .unwrap();
+        (client, captured, folders)
+    }
+
+    fn summary(
+        messages: u32,
+        uid_next: u32,
+        uid_validity: u32,
+        modseq: u64,
+    ) -> Option<FolderStatus> {
+        Some(FolderStatus {
+            messages,
+            uid_next,
+            uid_validity,
+            highest_modseq: Some(modseq),
+        })
+    }
+
+    #[test]
+    fn summaries_asked_behind_the_login_answer_the_next_summaries_and_nothing_later() {
+        let (mut client, captured, folders) = summarised_at_login();
+        let first = client.change_summaries(&folders).unwrap();
+        assert_eq!(first, [summary(3, 4, 7, 9), summary(1, 2, 5, 6)]);
+        let again = client.change_summaries(&folders[..1]).unwrap();
+        assert_eq!(again, [summary(4, 5, 7, 10)]);
+        let text = captured.text();
+        let sent: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.split_once("] C: ").map(|(_, command)| command))
+            .collect();
+        let asked = |what: &str| sent.iter().filter(|c| c.contains(what)).count();
+        assert_eq!(asked(" STATUS INBOX "), 2, "{text}");
+        assert_eq!(asked(" STATUS Sent "), 2, "{text}");
+        let at = |what: &str| sent.iter().position(|c| c.contains(what)).unwrap();
+        assert!(at(" STATUS INBOX ") < at(" LIST "), "{text}");
+    }
+
+    #[test]
+    fn summaries_asked_behind_the_login_are_forgotten_once_another_command_is_sent() {
+        let (mut client, _captured, folders) = summarised_at_login();
+        client.select("INBOX", true).unwrap();
+        let after = client.change_summaries(&folders[..1]).unwrap();
+        assert_eq!(after, [summary(4, 5, 7, 10)]);
     }
 
     #[test]

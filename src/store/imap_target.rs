@@ -210,9 +210,10 @@ impl Target for ImapTarget {
             .map(|(mut found, opened)| {
                 let status = opened.ok()?;
                 found.uid_validity = status.uid_validity;
-                // Servers answer in UID order, but need not; one that names a UID twice
-                // names the same message.
-                found.copies.sort_unstable_by_key(|copy| copy.uid);
+                // Servers answer in UID order, but need not; of a UID named twice, the last
+                // answer (the freshest flags) counts.
+                found.copies.reverse();
+                found.copies.sort_by_key(|copy| copy.uid);
                 found.copies.dedup_by_key(|copy| copy.uid);
                 Some(found)
             })

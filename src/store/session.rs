@@ -23,6 +23,10 @@ pub struct ConnectOptions {
     /// Whether an IMAP login asks for the mailbox list in its own round trip
     /// ([`ImapClient::login_and_list`]): for the connections a plan lists next.
     pub list_at_login: bool,
+    /// The folders whose summaries (STATUS) such a login asks for too, for a plan that
+    /// compares them with a previous run's next (a mirror). The planning source and target
+    /// connections each have their own.
+    pub summarise_at_login: Vec<String>,
 }
 
 /// One side of a job: where, and how to log in.
@@ -71,7 +75,7 @@ pub fn open_imap(
             options,
             ImapClient::connect,
             |client, login| {
-                let logged_in = client.login_and_list(login);
+                let logged_in = client.login_and_list(login, &options.summarise_at_login);
                 not_pipelined = matches!(logged_in, Err(SessionError::NotPipelined(_)));
                 logged_in
             },
@@ -189,6 +193,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             trace: Trace::new(Verbosity::Off),
             list_at_login: true,
+            summarise_at_login: Vec::new(),
         };
         let mut client = open_imap(&account, Side::From, &options).unwrap();
         let names: Vec<String> = client

@@ -10,14 +10,13 @@ use crate::error::SessionError;
 use crate::net::{Address, Connection, TlsConfig, TlsMode};
 use crate::trace::REDACTED;
 
-/// Commands in flight at most. Each is a dozen bytes, so even a full window never fills the
-/// socket buffers while the answers wait to be read (the answers themselves cost no memory
-/// here: a server that runs ahead of the reader blocks on its own socket). Over a slow link
-/// the window is what keeps the server busy: at 50 ms RTT, 64 TOPs in flight meant a round
-/// trip per 64 messages, and 16 RETRs about 20 MB/s.
-const TOP_WINDOW: usize = 1024;
-/// See [`TOP_WINDOW`]: RETR answers are bigger, so fewer already fill the link.
-const RETR_WINDOW: usize = 256;
+/// Commands (TOP or RETR) in flight at most. Each is a dozen bytes, so even a full window never
+/// fills the socket buffers while the answers wait to be read (the answers themselves cost no
+/// memory here: a server that runs ahead of the reader blocks on its own socket). Over a slow
+/// link the window is what keeps the server busy: at 50 ms RTT, 64 TOPs in flight meant a round
+/// trip per 64 messages, and 16 RETRs about 20 MB/s; at 200 ms, 256 RETRs of 60 KB messages
+/// (refilled at half) left the link idle for half of every refill's round trip.
+const FETCH_WINDOW: usize = 1024;
 /// Largest header block [`Pop3Client::top_headers`] accepts.
 pub const MAX_HEADER_SIZE: usize = 8 << 20;
 /// Largest LIST/UIDL body accepted: millions of messages, yet bounded.
@@ -245,7 +244,7 @@ impl Pop3Client {
         msgnos: &[u32],
         on_each: impl FnMut(u32, Vec<u8>) -> Result<(), E>,
     ) -> Result<Vec<(u32, String)>, FetchError<E>> {
-        self.fetch_each(msgnos, " 0", TOP_WINDOW, MAX_HEADER_SIZE, "TOP", on_each)
+        self.fetch_each(msgnos, " 0", MAX_HEADER_SIZE, "TOP", on_each)
     }
 
     /// RETR for each message, calling `on_each(msgno, bytes)` in order with the exact bytes.
@@ -262,7 +261,7 @@ impl Pop3Client {
         on_each: impl FnMut(u32, Vec<u8>) -> Result<(), E>,
     ) -> Result<Vec<(u32, String)>, FetchError<E>> {
         let cap = usize::try_from(max_size).unwrap_or(usize::MAX);
-        self.fetch_each(msgnos, "", RETR_WINDOW, cap, "RETR", on_each)
+        self.fetch_each(msgnos, "", cap, "RETR", on_each)
     }
 
     /// Marks messages for deletion (DELE). The server removes them only when the session
@@ -309,7 +308,6 @@ impl Pop3Client {
         &mut self,
         msgnos: &[u32],
         suffix: &str,
-        window: usize,
         cap: usize,
         verb: &str,
         mut on_each: impl FnMut(u32, Vec<u8>) -> Result<(), E>,
@@ -317,7 +315,7 @@ impl Pop3Client {
         self.usable()?;
         self.broken = true;
         let window = if self.caps.has("PIPELINING") {
-            window
+            FETCH_WINDOW
         } else {
             1
         };

@@ -64,6 +64,13 @@ impl fmt::Display for Identity {
 }
 
 impl Identity {
+    /// A 64-bit digest of the identity, equal for equal identities within a process (it is
+    /// never stored): to compare identities without holding them.
+    pub fn digest(&self) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        BuildHasherDefault::<DefaultHasher>::default().hash_one(self)
+    }
+
     /// The identity an earlier run displayed as `shown` (`<id>` or `sha256:` and 64 hex
     /// digits), or `None` when `shown` is neither. Unambiguous: a normalised Message-ID holds
     /// no angle brackets.

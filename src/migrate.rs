@@ -613,10 +613,10 @@ fn retrying<T>(
 /// A logged-in connection to each side, and the folders each side has.
 type Connections = ((Box<dyn Source>, FolderList), (Box<dyn Target>, FolderList));
 
-/// Opens both planning connections at once, each listing its folders (and summarising those of
-/// `summarise`, source's and target's) as soon as it is logged in. The first to fail for good makes the other stop retrying (each still tries once): the
-/// run ends with the failure of each side that failed, so a wrong password on both sides is
-/// found in one run.
+/// Opens both planning connections at once, each listing its folders (and summarising its side
+/// of `summarise`) as soon as it is logged in. The first to fail for good makes the other stop
+/// retrying (each still tries once): the run ends with the failure of each side that failed,
+/// so a wrong password on both sides is found in one run.
 fn open_both(job: &MigrateJob, summarise: Summaries) -> Result<Connections, Error> {
     fn settled<T>(opened: Result<T, Error>, give_up: &AtomicBool) -> Result<T, Error> {
         if opened.is_err() {

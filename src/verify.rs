@@ -1,15 +1,18 @@
 //! Verification: after a copy, check that every source message is on the target, by the same
 //! identity rules the planner used.
 //!
-//! The cheap way first: the target is asked only whether the UIDs it reported for this run's
-//! copies (UIDPLUS) and the UIDs its index held at planning time still exist, with their
-//! sizes, flags and dates (`UID FETCH <set> (UID RFC822.SIZE FLAGS INTERNALDATE)`, which a
-//! server answers from its index without opening a message). That evidence can only confirm: the messages it counts are a subset of
-//! what a fresh index would find, under the identities that index would give them. Whenever it
-//! cannot confirm a folder — a UID unknown (no UIDPLUS, a copy counted by a recovery's
-//! re-index, bytes sent under another identity than planned), UIDVALIDITY changed, a size
-//! differs, a message seems missing — that folder is re-indexed in full and the index decides,
-//! so a message reported missing is one the index did not find.
+//! The cheap way first: the target is asked only about the UIDs it reported for this run's
+//! copies (UIDPLUS) and the UIDs its index held at planning time, for what the plan's index
+//! reads of each (size, flags, date and the identity's header fields), in one pipelined
+//! `UID FETCH` per folder. That evidence can only confirm: the messages it counts are a subset
+//! of what a fresh index would find, under the identities that index would give them (each must
+//! carry the identity expected at its UID). Whenever it cannot confirm a folder — a UID unknown
+//! (no UIDPLUS, a copy counted by a recovery's re-index, bytes sent under another identity than
+//! planned), UIDVALIDITY changed, another message at a UID, a size differs, a message seems
+//! missing — that folder is re-indexed in full and the index decides, so a message reported
+//! missing is one the index did not find. Reading the copies' headers here costs the server
+//! what the next run's index would otherwise pay: Dovecot keeps the fields it was asked for in
+//! its cache.
 //!
 //! A copy counts only when it is not [much smaller](much_smaller) than its source message: one
 //! with the same header but most of the body gone (a source that served the header only) is
@@ -27,7 +30,7 @@ use crate::error::Error;
 use crate::identity::Identity;
 use crate::index::{SourceMessage, TargetIndex};
 use crate::store::MessageUid;
-use crate::store::{FoundUids, Target};
+use crate::store::{FoundCopy, FoundUids, Target};
 use crate::transfer::Observer;
 
 /// A copy is truncated when it is under half its source message's size and more than this
@@ -316,7 +319,8 @@ fn expected(checks: &[&Check<'_>], receipts: &HashMap<String, Vec<Receipt>>) -> 
 }
 
 /// The index of the expected messages the target found, or `None` when what it found does
-/// not vouch for them: another UIDVALIDITY, or a copy of another size than the source's.
+/// not vouch for them: another UIDVALIDITY, a message of another identity at an expected UID,
+/// or a copy of another size than the source's.
 fn confirmed(expected: Expected, found: FoundUids) -> Option<TargetIndex> {
     if found.uid_validity != Some(expected.uid_validity) {
         return None;
@@ -324,11 +328,15 @@ fn confirmed(expected: Expected, found: FoundUids) -> Option<TargetIndex> {
     let mut index = TargetIndex::with_capacity(expected.uids.len());
     let mut found = found.copies.into_iter().peekable();
     for (uid, identity, size) in expected.uids {
-        while found.next_if(|copy| copy.uid < uid).is_some() {}
-        let Some(copy) = found.next_if(|copy| copy.uid == uid) else {
+        while found.next_if(|found| found.copy.uid < uid).is_some() {}
+        let Some(FoundCopy {
+            copy,
+            identity: found_identity,
+        }) = found.next_if(|found| found.copy.uid == uid)
+        else {
             continue;
         };
-        if size.is_some_and(|size| size != copy.size) {
+        if found_identity != identity.digest() || size.is_some_and(|size| size != copy.size) {
             return None;
         }
         index.add(identity, copy);
@@ -412,11 +420,23 @@ mod tests {
         }
     }
 
-    /// Found: these UIDs, each of the 10 bytes `SourceMessage::with_id` has.
-    fn found(uid_validity: u32, uids: &[u32]) -> FoundUids {
+    /// Found under `uid`: a copy of `size` bytes of the message `id`.
+    fn found_copy(uid: u32, id: &str, size: u64) -> FoundCopy {
+        FoundCopy {
+            copy: copy(uid, size),
+            identity: message(id).identity.digest(),
+        }
+    }
+
+    /// Found: these UIDs, each holding a copy of the 10 bytes `SourceMessage::with_id` has of
+    /// the message named beside it.
+    fn found(uid_validity: u32, uids: &[(u32, &str)]) -> FoundUids {
         FoundUids {
             uid_validity: Some(uid_validity),
-            copies: uids.iter().map(|&uid| copy(uid, 10)).collect(),
+            copies: uids
+                .iter()
+                .map(|&(uid, id)| found_copy(uid, id, 10))
+                .collect(),
         }
     }
 
@@ -468,7 +488,7 @@ mod tests {
     #[test]
     fn uids_found_with_the_source_sizes_verify_without_an_index() {
         let (a, b) = (message("a"), message("b"));
-        let mut target = target(found(VALIDITY, &[1, 2]), &[]);
+        let mut target = target(found(VALIDITY, &[(1, "a"), (2, "b")]), &[]);
         let missing = verify(
             &[("INBOX", vec![a, b.clone()])],
             &[("INBOX", &b, uid(VALIDITY, 2))],
@@ -484,7 +504,7 @@ mod tests {
         let mut flagged = SourceMessage::with_id(0, "b");
         flagged.flags = ["\\Seen".to_owned()].into();
         let (a, b) = (message("a"), Arc::new(flagged));
-        let mut target = target(found(VALIDITY, &[1, 2]), &[]);
+        let mut target = target(found(VALIDITY, &[(1, "a"), (2, "b")]), &[]);
         let receipts = Receipts::default();
         receipts.message_copied("INBOX", &b, uid(VALIDITY, 2));
         let planned = planned();
@@ -509,26 +529,40 @@ mod tests {
         let (a, b) = (message("a"), message("b"));
         let sources = [("INBOX", vec![a.clone(), b.clone()])];
         let cases = [
-            ("a UID gone", found(VALIDITY, &[2]), uid(VALIDITY, 2)),
+            ("a UID gone", found(VALIDITY, &[(2, "b")]), uid(VALIDITY, 2)),
             (
                 "another size",
                 FoundUids {
-                    copies: vec![copy(1, 10), copy(2, 11)],
+                    copies: vec![found_copy(1, "a", 10), found_copy(2, "b", 11)],
                     ..found(VALIDITY, &[])
                 },
                 uid(VALIDITY, 2),
             ),
             (
+                "another message under the copy's UID",
+                found(VALIDITY, &[(1, "a"), (2, "x")]),
+                uid(VALIDITY, 2),
+            ),
+            (
+                "another message under a UID planned",
+                found(VALIDITY, &[(1, "x"), (2, "b")]),
+                uid(VALIDITY, 2),
+            ),
+            (
                 "UIDVALIDITY changed since",
-                found(VALIDITY + 1, &[1, 2]),
+                found(VALIDITY + 1, &[(1, "a"), (2, "b")]),
                 uid(VALIDITY, 2),
             ),
             (
                 "a copy under another UIDVALIDITY",
-                found(VALIDITY, &[1, 2]),
+                found(VALIDITY, &[(1, "a"), (2, "b")]),
                 uid(VALIDITY + 1, 2),
             ),
-            ("a copy without a UID", found(VALIDITY, &[1, 2]), None),
+            (
+                "a copy without a UID",
+                found(VALIDITY, &[(1, "a"), (2, "b")]),
+                None,
+            ),
         ];
         for (case, found, stored) in cases {
             let mut target = target(found, &["b"]);
@@ -547,7 +581,7 @@ mod tests {
             ("Two", vec![c.clone(), c.clone()]),
         ];
         let copies = [("One", &c, uid(VALIDITY, 2)), ("Two", &c, uid(VALIDITY, 3))];
-        let mut target = target(found(VALIDITY, &[2, 3]), &[]);
+        let mut target = target(found(VALIDITY, &[(2, "c"), (3, "c")]), &[]);
         assert_eq!(verify(&sources, &copies, &mut target), [vec![], vec![]]);
         assert_eq!(target.asked, [("INBOX".to_owned(), vec![2, 3])]);
         assert!(target.indexed.is_empty());
@@ -632,7 +666,7 @@ mod tests {
             source_index: &source_index,
             planned: &planned,
         };
-        let mut target = target(found(VALIDITY, &[1, 3]), &[]);
+        let mut target = target(found(VALIDITY, &[(1, "b"), (3, "a")]), &[]);
         let verdict = missing_after_copies(&[check], &receipts, &mut target).unwrap();
         assert_eq!(verdict.missing, [vec![]]);
         assert!(target.indexed.is_empty(), "{:?}", target.indexed);
@@ -641,7 +675,8 @@ mod tests {
     #[test]
     fn uids_found_beyond_those_expected_are_passed_over() {
         let (a, b) = (message("a"), message("b"));
-        let mut target = target(found(VALIDITY, &[0, 1, 2, 4, 5, 9]), &[]);
+        let others = [(0, "x"), (1, "a"), (2, "y"), (4, "z"), (5, "b"), (9, "w")];
+        let mut target = target(found(VALIDITY, &others), &[]);
         let missing = verify(
             &[("INBOX", vec![a, b.clone()])],
             &[("INBOX", &b, uid(VALIDITY, 5))],
@@ -657,7 +692,7 @@ mod tests {
         let (a, mut b) = (message("a"), SourceMessage::with_id(0, "b"));
         b.size = 13_126;
         let b = Arc::new(b);
-        let mut target = target(found(VALIDITY, &[1, 2]), &[]);
+        let mut target = target(found(VALIDITY, &[(1, "a"), (2, "b")]), &[]);
         target.index.add(
             b.identity.clone(),
             TargetCopy {

@@ -355,7 +355,7 @@ fn multiappend_fifty_messages_and_fetch_them_back() {
         ("Bulk".to_owned(), vec![uids[49]]),
     ];
     let opened = client
-        .uid_records(&asked, |i, record| {
+        .uid_records(&asked, &["Message-ID"], |i, record| {
             assert!(found.insert((i, record.uid), record.size).is_none());
         })
         .unwrap();

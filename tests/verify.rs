@@ -31,10 +31,15 @@ const NO_UIDPLUS: &str = "imap_capability = IMAP4rev1 SASL-IR LITERAL+ ID ENABLE
                           UNSELECT CHILDREN NAMESPACE MULTIAPPEND LIST-EXTENDED CONDSTORE \
                           SPECIAL-USE\n";
 
-/// What the index FETCH of the target asks for: one per indexing of a folder.
-const INDEX_FETCH: &str = "BODY.PEEK[HEADER.FIELDS";
-/// What the cheap verification asks for.
-const UID_CHECK: &str = "(UID RFC822.SIZE FLAGS INTERNALDATE)";
+/// The index FETCH of the target: one per indexing of a folder.
+const INDEX_FETCH: &str = "UID FETCH 1:* (UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[HEADER";
+/// What both the index and the cheap verification (of some UIDs) ask for.
+const INDEX_ITEMS: &str = " (UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[HEADER";
+
+/// How many times the target was asked about some UIDs only: verification's cheap way.
+fn uid_checks(trace: &Captured) -> usize {
+    trace.commands_with(INDEX_ITEMS) - trace.commands_with(INDEX_FETCH)
+}
 
 fn account(dovecot: &Dovecot, dir: &Path, url: &str, user: &str, side: Side) -> Account {
     let endpoint = Endpoint::parse(url).unwrap();
@@ -163,7 +168,7 @@ fn a_copy_is_verified_by_its_uids_without_indexing_the_target_again() {
         1,
         "the target is indexed for the plan only"
     );
-    assert_eq!(trace.commands_with(UID_CHECK), 1);
+    assert_eq!(uid_checks(&trace), 1);
 }
 
 #[test]
@@ -184,7 +189,7 @@ fn a_message_deleted_on_the_target_before_verification_is_reported_missing() {
     assert_eq!(missing, ["<m17@verify.test>", "<m1@verify.test>"]);
     assert_eq!(report.exit_code(), 1);
     // The UIDs showed something missing; the index, which decides, agreed.
-    assert_eq!(trace.commands_with(UID_CHECK), 1);
+    assert_eq!(uid_checks(&trace), 1);
     assert_eq!(trace.commands_with(INDEX_FETCH), 2);
 }
 
@@ -204,6 +209,6 @@ fn without_uidplus_the_target_is_indexed_again_to_verify() {
     // Every other copy is found, by the index: the server named no UIDs to ask about.
     assert_eq!(missing(&report), ["<m17@verify.test>"]);
     assert_eq!(report.verified, Some(false));
-    assert_eq!(trace.commands_with(UID_CHECK), 0);
+    assert_eq!(uid_checks(&trace), 0);
     assert_eq!(trace.commands_with(INDEX_FETCH), 2);
 }

@@ -547,7 +547,10 @@ impl ImapClient {
             self.login_command(login)
         };
         match completion {
-            Ok(c) if c.status == Status::Ok => self.login_took = Some(asked.elapsed()),
+            // What login_line timed, when it sent more behind the login: only the login's.
+            Ok(c) if c.status == Status::Ok => {
+                self.login_took.get_or_insert(asked.elapsed());
+            }
             other => {
                 self.state.capabilities = before;
                 let c = other?;
@@ -622,6 +625,7 @@ impl ImapClient {
         if logged_in.status != Status::Ok {
             return Ok(logged_in);
         }
+        self.login_took = Some(started.elapsed());
         let timeout = self.conn.timeout();
         let patience = LISTING_PATIENCE.max(started.elapsed() * 4).min(timeout);
         self.conn.set_timeout(patience)?;
@@ -920,7 +924,7 @@ impl ImapClient {
                 // Without UNSELECT, opening a mailbox read-only deselects the read-write one.
                 Some(j) if j == indexing => b.text("EXAMINE ").mailbox(&names[j / 2 - 1]),
                 Some(j) if j % 2 == 0 => b.text(verb).mailbox(&names[j / 2]),
-                Some(_) => index_fetch(b, header_fields),
+                Some(_) => index_fetch(b, "1:*", header_fields),
             },
             |i, response| {
                 match i.checked_sub(creating) {
@@ -982,17 +986,16 @@ impl ImapClient {
         Ok(outcomes)
     }
 
-    /// Opens each mailbox read-only and asks for the size, flags and INTERNALDATE of the given
-    /// UIDs (`EXAMINE`, then `UID FETCH <set> (UID RFC822.SIZE FLAGS INTERNALDATE)`),
-    /// pipelined: one round trip for all. A server answers from its index without opening the
-    /// messages (what a verification after a copy wants: the index FETCH of
-    /// [`index_mailboxes`](Self::index_mailboxes) reads every message's header), and leaves out
-    /// UIDs that no longer exist. `on_each` gets the number of the mailbox with each UID found,
-    /// as a record without header. Returns, per mailbox, its status (UIDVALIDITY) or the
+    /// Opens each mailbox read-only and asks for the size, flags, INTERNALDATE and the given
+    /// header fields of the given UIDs (`EXAMINE`, then the FETCH of
+    /// [`index_mailboxes`](Self::index_mailboxes) for those UIDs), pipelined: one round trip
+    /// for all. A server leaves out UIDs that no longer exist. `on_each` gets the number of the
+    /// mailbox with each UID found. Returns, per mailbox, its status (UIDVALIDITY) or the
     /// server's refusal to open it or to answer. The last mailbox stays selected read-only.
     pub fn uid_records(
         &mut self,
         mailboxes: &[(String, Vec<u32>)],
+        header_fields: &[&str],
         mut on_each: impl FnMut(usize, IndexRecord<'_>),
     ) -> Result<Vec<Result<MailboxStatus, SessionError>>, SessionError> {
         // Per command: its mailbox, and the UID set it fetches (`None`: the EXAMINE).
@@ -1011,10 +1014,7 @@ impl ImapClient {
             commands.len(),
             |i, b| match &commands[i] {
                 (j, None) => b.text("EXAMINE ").mailbox(&mailboxes[*j].0),
-                (_, Some(set)) => b
-                    .text("UID FETCH ")
-                    .text(set)
-                    .text(" (UID RFC822.SIZE FLAGS INTERNALDATE)"),
+                (_, Some(set)) => index_fetch(b, set, header_fields),
             },
             |i, response| {
                 match &commands[i] {
@@ -1622,13 +1622,16 @@ fn note_selected(status: &mut MailboxStatus, response: &Response<'_>) {
     }
 }
 
-/// The index FETCH of [`ImapClient::index_mailboxes`]: UID, size, flags, INTERNALDATE and
-/// the header fields of every message.
+/// The index FETCH of [`ImapClient::index_mailboxes`] and [`ImapClient::uid_records`]: UID,
+/// size, flags, INTERNALDATE and the header fields of the messages of a UID set.
 fn index_fetch<'a, 'b>(
     b: &'b mut CommandBuilder<'a>,
+    set: &str,
     header_fields: &[&str],
 ) -> &'b mut CommandBuilder<'a> {
-    b.text("UID FETCH 1:* (UID RFC822.SIZE FLAGS INTERNALDATE");
+    b.text("UID FETCH ")
+        .text(set)
+        .text(" (UID RFC822.SIZE FLAGS INTERNALDATE");
     if !header_fields.is_empty() {
         b.text(" BODY.PEEK[HEADER.FIELDS (");
         for (i, field) in header_fields.iter().enumerate() {

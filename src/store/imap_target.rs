@@ -18,7 +18,9 @@ use crate::imap::{
 use crate::index::{FlagSets, KeywordPolicy, TargetCopy, TargetIndex};
 use crate::store::session;
 use crate::store::{Account, ConnectOptions};
-use crate::store::{FolderRefused, FoundUids, Outcome, Outgoing, Started, Target, UidChange};
+use crate::store::{
+    FolderRefused, FoundCopy, FoundUids, Outcome, Outgoing, Started, Target, UidChange,
+};
 
 /// An IMAP account as a [`Target`]; one per connection.
 pub struct ImapTarget {
@@ -194,14 +196,16 @@ impl Target for ImapTarget {
         let mut flag_sets = FlagSets::default();
         let opened = self
             .client
-            .uid_records(folders, |i, record| {
-                let copy = TargetCopy {
-                    uid: record.uid,
-                    size: record.size,
-                    flags: flag_sets.intern(record.flags),
-                    internal_date: record.internal_date,
-                };
-                found[i].copies.push(copy);
+            .uid_records(folders, &IDENTITY_FIELDS, |i, record| {
+                found[i].copies.push(FoundCopy {
+                    identity: identity::identify(record.header).digest(),
+                    copy: TargetCopy {
+                        uid: record.uid,
+                        size: record.size,
+                        flags: flag_sets.intern(record.flags),
+                        internal_date: record.internal_date,
+                    },
+                });
             })
             .map_err(|e| self.failed(e))?;
         Ok(found
@@ -213,8 +217,8 @@ impl Target for ImapTarget {
                 // Servers answer in UID order, but need not; of a UID named twice, the last
                 // answer (the freshest flags) counts.
                 found.copies.reverse();
-                found.copies.sort_by_key(|copy| copy.uid);
-                found.copies.dedup_by_key(|copy| copy.uid);
+                found.copies.sort_by_key(|found| found.copy.uid);
+                found.copies.dedup_by_key(|found| found.copy.uid);
                 Some(found)
             })
             .collect())

@@ -201,9 +201,19 @@ pub struct FolderRefused(pub String);
 pub struct FoundUids {
     /// The folder's UIDVALIDITY, when the server says.
     pub uid_validity: Option<u32>,
-    /// The UIDs asked about that exist, with their size (IMAP RFC822.SIZE), flags and date;
-    /// sorted by UID, each once.
-    pub copies: Vec<TargetCopy>,
+    /// The UIDs asked about that exist, with their size (IMAP RFC822.SIZE), flags, date and
+    /// identity; sorted by UID, each once.
+    pub copies: Vec<FoundCopy>,
+}
+
+/// A message [`Target::find_uids`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundCopy {
+    /// Its UID, size, flags and date.
+    pub copy: TargetCopy,
+    /// [`Identity::digest`] of the identity its header fields give: the identity itself would
+    /// be a good part of a large verification's memory.
+    pub identity: u64,
 }
 
 /// An IMAP-like target: folders, an index of what it holds, and batched uploads.
@@ -228,11 +238,10 @@ pub trait Target: Send {
     fn index_all(&mut self, folders: &[String]) -> Result<Vec<TargetIndex>, Error> {
         folders.iter().map(|folder| self.index(folder)).collect()
     }
-    /// For each `(folder, uids)`, which of those UIDs the folder holds with their sizes, flags
-    /// and dates, from
-    /// the server's index and not the messages (cheaper than [`index_all`](Self::index_all));
-    /// all in one round trip where the protocol allows. `None` for a folder the target could
-    /// not answer for (the default: every folder).
+    /// For each `(folder, uids)`, which of those UIDs the folder holds with their sizes, flags,
+    /// dates and identities (cheaper than [`index_all`](Self::index_all) for a folder that
+    /// holds more); all in one round trip where the protocol allows. `None` for a folder the
+    /// target could not answer for (the default: every folder).
     fn find_uids(
         &mut self,
         folders: &[(String, Vec<u32>)],

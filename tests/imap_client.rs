@@ -346,17 +346,18 @@ fn multiappend_fifty_messages_and_fetch_them_back() {
         .unwrap();
     assert_eq!(fetched, 50);
 
-    // Sizes by UID from the index: a UID that does not exist is left out, a mailbox that does
-    // not exist is refused alone.
+    // Sizes by UID from the index, with the header fields for the second list only: a UID that
+    // does not exist is left out, a mailbox that does not exist is refused alone.
     let mut found = HashMap::new();
-    let asked = [
-        ("Bulk".to_owned(), vec![uids[0], uids[48], 999_999]),
-        ("Nowhere".to_owned(), vec![1]),
-        ("Bulk".to_owned(), vec![uids[49]]),
+    let asked: [(&str, &[u32], &[u32]); 3] = [
+        ("Bulk", &[uids[0], 999_999], &[uids[48]]),
+        ("Nowhere", &[1], &[]),
+        ("Bulk", &[uids[49]], &[]),
     ];
     let opened = client
         .uid_records(&asked, &["Message-ID"], |i, record| {
-            assert!(found.insert((i, record.uid), record.size).is_none());
+            let answer = (record.size, !record.header.is_empty());
+            assert!(found.insert((i, record.uid), answer).is_none());
         })
         .unwrap();
     assert_eq!(
@@ -365,10 +366,11 @@ fn multiappend_fifty_messages_and_fetch_them_back() {
     );
     assert!(matches!(opened[1], Err(SessionError::Refused(_))));
     assert!(opened[2].is_ok());
-    let expected: HashMap<(usize, u32), u64> = [(0, 0), (0, 48), (2, 49)]
-        .into_iter()
-        .map(|(i, n)| ((i, uids[n]), raws[n].len() as u64))
-        .collect();
+    let expected: HashMap<(usize, u32), (u64, bool)> =
+        [(0, 0, false), (0, 48, true), (2, 49, false)]
+            .into_iter()
+            .map(|(i, n, header)| ((i, uids[n]), (raws[n].len() as u64, header)))
+            .collect();
     assert_eq!(found, expected);
 
     // A cap below the 3 MB message is a protocol error, not unbounded memory.

@@ -446,9 +446,10 @@ impl ImapClient {
         Ok(())
     }
 
-    /// How long the login took to be answered: a round trip over the network and the server's
-    /// check of the credentials, which over a slow link is mostly the round trip. `None`
-    /// before a login (or after a PREAUTH greeting).
+    /// How long a login with commands sent behind it ([`login_and_list`](Self::login_and_list)
+    /// with SASL-IR) took to be answered: a round trip over the network and the server's check
+    /// of the credentials, which over a slow link is mostly the round trip. `None` for any
+    /// other login, which may take more round trips than one.
     pub fn login_took(&self) -> Option<Duration> {
         self.login_took
     }
@@ -509,7 +510,6 @@ impl ImapClient {
         }
         // An authenticated session may have other capabilities; only the fresh list counts.
         let before = std::mem::take(&mut self.state.capabilities);
-        let asked = Instant::now();
         let completion = if login.mechanism == Mechanism::CramMd5 {
             self.authenticate_cram_md5(login)
         } else if plain {
@@ -547,10 +547,7 @@ impl ImapClient {
             self.login_command(login)
         };
         match completion {
-            // What login_line timed, when it sent more behind the login: only the login's.
-            Ok(c) if c.status == Status::Ok => {
-                self.login_took.get_or_insert(asked.elapsed());
-            }
+            Ok(c) if c.status == Status::Ok => {}
             other => {
                 self.state.capabilities = before;
                 let c = other?;
@@ -567,7 +564,10 @@ impl ImapClient {
             }
         }
         if self.state.capabilities.is_empty() {
+            // Asking for capabilities changes no mailbox: the summaries stay true.
+            let summarised = std::mem::take(&mut self.state.summarised);
             self.refresh_capabilities()?;
+            self.state.summarised = summarised;
         }
         // Asked behind the login before the server said whether it has NAMESPACE: a server
         // that does not say so is read as before, whatever it answered.
@@ -807,21 +807,26 @@ impl ImapClient {
         if !self.has_capability("CONDSTORE") {
             return Ok(vec![None; names.len()]);
         }
-        let unasked: Vec<String> = names
+        let mut unasked: Vec<String> = names
             .iter()
             .filter(|name| !summarised.contains_key(*name))
             .cloned()
             .collect();
-        let mut asked = if unasked.is_empty() {
-            Vec::new()
-        } else {
-            self.statuses(&unasked)?
+        // Several folders may be summarised into one (two source folders mirrored into one).
+        unasked.sort_unstable();
+        unasked.dedup();
+        if !unasked.is_empty() {
+            let asked = self.statuses(&unasked)?;
+            summarised.extend(unasked.into_iter().zip(asked));
         }
-        .into_iter();
         Ok(names
             .iter()
-            .map(|name| summarised.remove(name).or_else(|| asked.next()))
-            .map(|status| status.filter(|status| status.highest_modseq.is_some()))
+            .map(|name| {
+                summarised
+                    .get(name)
+                    .copied()
+                    .filter(|status| status.highest_modseq.is_some())
+            })
             .collect())
     }
 
@@ -986,35 +991,41 @@ impl ImapClient {
         Ok(outcomes)
     }
 
-    /// Opens each mailbox read-only and asks for the size, flags, INTERNALDATE and the given
-    /// header fields of the given UIDs (`EXAMINE`, then the FETCH of
+    /// Opens each mailbox read-only and asks for the size, flags and INTERNALDATE of the given
+    /// UIDs, and for the second list the given header fields too (`EXAMINE`, then the FETCH of
     /// [`index_mailboxes`](Self::index_mailboxes) for those UIDs), pipelined: one round trip
-    /// for all. A server leaves out UIDs that no longer exist. `on_each` gets the number of the
-    /// mailbox with each UID found. Returns, per mailbox, its status (UIDVALIDITY) or the
-    /// server's refusal to open it or to answer. The last mailbox stays selected read-only.
+    /// for all. A server answers the first from its index without opening a message, and
+    /// leaves out UIDs that no longer exist. `on_each` gets the number of the mailbox with each
+    /// UID found (with an empty header for the first list). Returns, per mailbox, its status
+    /// (UIDVALIDITY) or the server's refusal to open it or to answer. The last mailbox stays
+    /// selected read-only.
     pub fn uid_records(
         &mut self,
-        mailboxes: &[(String, Vec<u32>)],
+        mailboxes: &[(&str, &[u32], &[u32])],
         header_fields: &[&str],
         mut on_each: impl FnMut(usize, IndexRecord<'_>),
     ) -> Result<Vec<Result<MailboxStatus, SessionError>>, SessionError> {
-        // Per command: its mailbox, and the UID set it fetches (`None`: the EXAMINE).
-        let mut commands: Vec<(usize, Option<String>)> = Vec::new();
-        for (j, (_, uids)) in mailboxes.iter().enumerate() {
+        // Per command: its mailbox, and the UID set it fetches with the header fields or
+        // without (`None`: the EXAMINE).
+        type UidFetch<'f> = Option<(String, &'f [&'f str])>;
+        let mut commands: Vec<(usize, UidFetch<'_>)> = Vec::new();
+        for (j, (_, plain, with_header)) in mailboxes.iter().enumerate() {
             commands.push((j, None));
-            commands.extend(
-                uid_sets(uids, MAX_UID_SET)
-                    .into_iter()
-                    .map(|set| (j, Some(set))),
-            );
+            for (uids, fields) in [(plain, &[][..]), (with_header, header_fields)] {
+                commands.extend(
+                    uid_sets(uids, MAX_UID_SET)
+                        .into_iter()
+                        .map(|set| (j, Some((set, fields)))),
+                );
+            }
         }
         let mut statuses = vec![MailboxStatus::default(); mailboxes.len()];
         let mut found = vec![0usize; mailboxes.len()];
         let completions = self.pipeline(
             commands.len(),
             |i, b| match &commands[i] {
-                (j, None) => b.text("EXAMINE ").mailbox(&mailboxes[*j].0),
-                (_, Some(set)) => index_fetch(b, set, header_fields),
+                (j, None) => b.text("EXAMINE ").mailbox(mailboxes[*j].0),
+                (_, Some((set, fields))) => index_fetch(b, set, fields),
             },
             |i, response| {
                 match &commands[i] {
@@ -1022,7 +1033,12 @@ impl ImapClient {
                     (j, Some(_)) => {
                         if let Some(record) = index_record(response) {
                             found[*j] += 1;
-                            within_due(found[*j], mailboxes[*j].1.len(), "UIDs asked for")?;
+                            let (_, plain, with_header) = mailboxes[*j];
+                            within_due(
+                                found[*j],
+                                plain.len() + with_header.len(),
+                                "UIDs asked for",
+                            )?;
                             on_each(*j, record);
                         }
                     }
@@ -1179,6 +1195,15 @@ impl ImapClient {
         Ok(completions)
     }
 
+    /// What comes before every command: the answer to a fetch asked for ahead is read (see
+    /// [`drop_ahead`](Self::drop_ahead)), and the summaries asked for at the login are
+    /// forgotten, as they may be out of date after it.
+    fn before_command(&mut self) -> Result<(), SessionError> {
+        self.drop_ahead()?;
+        self.state.summarised.clear();
+        Ok(())
+    }
+
     /// Reads and drops the answer to a fetch asked for ahead that nobody asked for after all,
     /// so the next command's answer is its own.
     fn drop_ahead(&mut self) -> Result<(), SessionError> {
@@ -1330,9 +1355,7 @@ impl ImapClient {
         build: impl for<'b> FnOnce(&'b mut CommandBuilder<'a>) -> &'b mut CommandBuilder<'a>,
         mut on_data: impl FnMut(&Response<'_>) -> Result<(), SessionError>,
     ) -> Result<Completion, SessionError> {
-        self.drop_ahead()?;
-        // Summaries taken before a command may be out of date after it.
-        self.state.summarised.clear();
+        self.before_command()?;
         let tag = self.tag();
         let mut builder = CommandBuilder::new(&tag, self.literal_mode());
         build(&mut builder);
@@ -1371,7 +1394,7 @@ impl ImapClient {
         &mut self,
         build: impl for<'b> FnOnce(&'b mut CommandBuilder<'a>) -> &'b mut CommandBuilder<'a>,
     ) -> Result<Sent, SessionError> {
-        self.drop_ahead()?;
+        self.before_command()?;
         let tag = self.tag();
         let mut builder = CommandBuilder::new(&tag, self.literal_mode());
         build(&mut builder);
@@ -2171,10 +2194,26 @@ mod tests {
 
     #[test]
     fn summaries_asked_behind_the_login_are_forgotten_once_another_command_is_sent() {
-        let (mut client, _captured, folders) = summarised_at_login();
-        client.select("INBOX", true).unwrap();
-        let after = client.change_summaries(&folders[..1]).unwrap();
-        assert_eq!(after, [summary(4, 5, 7, 10)]);
+        // A command waited for, and one pipelined.
+        let others: [fn(&mut ImapClient); 2] = [
+            |client| drop(client.select("INBOX", true).unwrap()),
+            |client| drop(client.uid_records(&[("INBOX", &[1], &[])], &[], |_, _| {})),
+        ];
+        for other in others {
+            let (mut client, _captured, folders) = summarised_at_login();
+            other(&mut client);
+            let after = client.change_summaries(&folders[..1]).unwrap();
+            assert_eq!(after, [summary(4, 5, 7, 10)]);
+        }
+    }
+
+    #[test]
+    fn a_folder_named_twice_gets_its_summary_twice() {
+        let (mut client, _captured, _) = summarised_at_login();
+        let names = ["Sent", "INBOX", "Sent"].map(String::from);
+        let sent = summary(1, 2, 5, 6);
+        let summaries = client.change_summaries(&names).unwrap();
+        assert_eq!(summaries, [sent, summary(3, 4, 7, 9), sent]);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::index::{FlagSets, KeywordPolicy, TargetCopy, TargetIndex};
 use crate::store::session;
 use crate::store::{Account, ConnectOptions};
 use crate::store::{
-    FolderRefused, FoundCopy, FoundUids, Outcome, Outgoing, Started, Target, UidChange,
+    FolderRefused, FoundCopy, FoundUids, Outcome, Outgoing, Started, Target, UidChange, UidCheck,
 };
 
 /// An IMAP account as a [`Target`]; one per connection.
@@ -180,25 +180,27 @@ impl Target for ImapTarget {
         Ok(indexes)
     }
 
-    fn find_uids(
-        &mut self,
-        folders: &[(String, Vec<u32>)],
-    ) -> Result<Vec<Option<FoundUids>>, Error> {
+    fn find_uids(&mut self, folders: &[UidCheck]) -> Result<Vec<Option<FoundUids>>, Error> {
         // Sized up front: a list grown while the answers come holds its old room and the new
         // at once, and the answers to a large folder make verification's peak memory.
         let mut found: Vec<FoundUids> = folders
             .iter()
-            .map(|(_, uids)| FoundUids {
+            .map(|check| FoundUids {
                 uid_validity: None,
-                copies: Vec::with_capacity(uids.len()),
+                copies: Vec::with_capacity(check.uids.len() + check.identify.len()),
             })
+            .collect();
+        let asked: Vec<(&str, &[u32], &[u32])> = folders
+            .iter()
+            .map(|check| (check.folder.as_str(), &check.uids[..], &check.identify[..]))
             .collect();
         let mut flag_sets = FlagSets::default();
         let opened = self
             .client
-            .uid_records(folders, &IDENTITY_FIELDS, |i, record| {
+            .uid_records(&asked, &IDENTITY_FIELDS, |i, record| {
+                let identified = folders[i].identify.binary_search(&record.uid).is_ok();
                 found[i].copies.push(FoundCopy {
-                    identity: identity::identify(record.header).digest(),
+                    identity: identified.then(|| identity::identify(record.header).digest()),
                     copy: TargetCopy {
                         uid: record.uid,
                         size: record.size,

@@ -206,14 +206,25 @@ pub struct FoundUids {
     pub copies: Vec<FoundCopy>,
 }
 
+/// What [`Target::find_uids`] asks about one folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UidCheck {
+    /// The folder.
+    pub folder: String,
+    /// UIDs whose size, flags and date are wanted.
+    pub uids: Vec<u32>,
+    /// UIDs whose identity is wanted too, sorted.
+    pub identify: Vec<u32>,
+}
+
 /// A message [`Target::find_uids`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundCopy {
     /// Its UID, size, flags and date.
     pub copy: TargetCopy,
-    /// [`Identity::digest`] of the identity its header fields give: the identity itself would
-    /// be a good part of a large verification's memory.
-    pub identity: u64,
+    /// When asked for, [`Identity::digest`] of the identity its header fields give: the
+    /// identity itself would be a good part of a large verification's memory.
+    pub identity: Option<u64>,
 }
 
 /// An IMAP-like target: folders, an index of what it holds, and batched uploads.
@@ -238,14 +249,11 @@ pub trait Target: Send {
     fn index_all(&mut self, folders: &[String]) -> Result<Vec<TargetIndex>, Error> {
         folders.iter().map(|folder| self.index(folder)).collect()
     }
-    /// For each `(folder, uids)`, which of those UIDs the folder holds with their sizes, flags,
-    /// dates and identities (cheaper than [`index_all`](Self::index_all) for a folder that
-    /// holds more); all in one round trip where the protocol allows. `None` for a folder the
-    /// target could not answer for (the default: every folder).
-    fn find_uids(
-        &mut self,
-        folders: &[(String, Vec<u32>)],
-    ) -> Result<Vec<Option<FoundUids>>, Error> {
+    /// For each folder, which of the UIDs asked about it holds, with their sizes, flags, dates
+    /// and, where asked, identities: cheaper than [`index_all`](Self::index_all), which reads
+    /// every message's header; all in one round trip where the protocol allows. `None` for a
+    /// folder the target could not answer for (the default: every folder).
+    fn find_uids(&mut self, folders: &[UidCheck]) -> Result<Vec<Option<FoundUids>>, Error> {
         Ok(vec![None; folders.len()])
     }
     /// Summaries of the folders, as [`Source::statuses`]; `None` each from a target that has

@@ -112,7 +112,48 @@ impl StateStore {
     /// The saved state; an empty one when there is none, or when it cannot be read (a
     /// warning is returned with it then: the run re-indexes everything).
     pub fn load(&self) -> (MirrorState, Option<String>) {
-        load(&self.path)
+        match std::fs::read(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (MirrorState::default(), None),
+            Err(e) => (
+                MirrorState::default(),
+                Some(self.unreadable(&e.to_string())),
+            ),
+            Ok(bytes) => match serde_json::from_slice::<MirrorState>(&bytes) {
+                Ok(state) if state.schema == SCHEMA => (state, None),
+                Ok(mut state) if state.schema < SCHEMA => {
+                    if state.schema == 1 {
+                        forget_fingerprints(&mut state);
+                    }
+                    let warning = counted_copies(&bytes).then(|| self.without_evidence());
+                    (state, warning)
+                }
+                Ok(state) => (
+                    MirrorState::default(),
+                    Some(self.unreadable(&format!("unknown schema {}", state.schema))),
+                ),
+                Err(e) => (
+                    MirrorState::default(),
+                    Some(self.unreadable(&e.to_string())),
+                ),
+            },
+        }
+    }
+
+    fn without_evidence(&self) -> String {
+        format!(
+            "the mirror state {} was written by an older mailferry, which did not record where \
+             each copy went: the copies it made stay on the target (--delete) and their source \
+             messages on the source (--delete-source-after-days); copies made from now on are \
+             recorded",
+            self.path.display()
+        )
+    }
+
+    fn unreadable(&self, why: &str) -> String {
+        format!(
+            "the mirror state {} could not be read ({why}); starting from a full re-index",
+            self.path.display()
+        )
     }
 
     /// Saves the state atomically, in the current format: a crash leaves the old file or the
@@ -132,44 +173,6 @@ impl StateStore {
         })
         .map_err(failed)
     }
-}
-
-fn load(path: &Path) -> (MirrorState, Option<String>) {
-    let unreadable = |why: &str| {
-        format!(
-            "the mirror state {} could not be read ({why}); starting from a full re-index",
-            path.display()
-        )
-    };
-    match std::fs::read(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (MirrorState::default(), None),
-        Err(e) => (MirrorState::default(), Some(unreadable(&e.to_string()))),
-        Ok(bytes) => match serde_json::from_slice::<MirrorState>(&bytes) {
-            Ok(state) if state.schema == SCHEMA => (state, None),
-            Ok(mut state) if state.schema < SCHEMA => {
-                if state.schema == 1 {
-                    forget_fingerprints(&mut state);
-                }
-                let warning = counted_copies(&bytes).then(|| without_evidence(path));
-                (state, warning)
-            }
-            Ok(state) => (
-                MirrorState::default(),
-                Some(unreadable(&format!("unknown schema {}", state.schema))),
-            ),
-            Err(e) => (MirrorState::default(), Some(unreadable(&e.to_string()))),
-        },
-    }
-}
-
-fn without_evidence(path: &Path) -> String {
-    format!(
-        "the mirror state {} was written by an older mailferry, which did not record where \
-         each copy went: the copies it made stay on the target (--delete) and their source \
-         messages on the source (--delete-source-after-days); copies made from now on are \
-         recorded",
-        path.display()
-    )
 }
 
 /// Whether an older state counted copies the mirror made (in a `copied` map per folder).
@@ -247,9 +250,7 @@ mod flags_by_identity {
             fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
                 let mut flag_sets = FlagSets::default();
                 let mut read = Vec::with_capacity(entries.size_hint().unwrap_or(0));
-                while let Some((shown, flags)) =
-                    entries.next_entry::<std::borrow::Cow<'de, str>, Vec<String>>()?
-                {
+                while let Some((shown, flags)) = entries.next_entry::<String, Vec<String>>()? {
                     if let Some(identity) = Identity::from_shown(&shown) {
                         read.push((identity, flag_sets.intern(flags)));
                     }

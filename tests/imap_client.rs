@@ -184,6 +184,12 @@ fn synchronizing_literals_under_literal_minus() {
 }
 
 /// Creates and subscribes to these mailboxes, indexing none.
+/// The names LIST gives.
+fn mailbox_names(client: &mut ImapClient) -> Vec<String> {
+    let listed = client.list().unwrap();
+    listed.mailboxes.into_iter().map(|m| m.name).collect()
+}
+
 fn create(client: &mut ImapClient, names: &[String]) -> Result<(), SessionError> {
     client
         .create_and_index_mailboxes(names, &[], &[], |_, _| {})
@@ -199,13 +205,7 @@ fn create_nested_and_non_ascii_folders() {
         // A second CREATE meets [ALREADYEXISTS], which counts as success.
         create(&mut client, &[name.to_owned()]).unwrap();
     }
-    let names: Vec<String> = client
-        .list()
-        .unwrap()
-        .mailboxes
-        .into_iter()
-        .map(|m| m.name)
-        .collect();
+    let names = mailbox_names(&mut client);
     for name in ["Archive/2024/Q1", "Données & Entwürfe", "日本語/😀"] {
         assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
     }
@@ -499,13 +499,7 @@ fn a_fetch_asked_for_ahead_goes_to_its_own_fetch_and_no_other_command() {
     // B asked for behind A, then another command: B's answer is dropped, the command gets
     // its own, and B fetched afterwards is asked for anew.
     assert_eq!(fetch(&mut client, "Ahead/A", a_uids, ahead), sorted(a_raws));
-    let names: Vec<String> = client
-        .list()
-        .unwrap()
-        .mailboxes
-        .into_iter()
-        .map(|m| m.name)
-        .collect();
+    let names = mailbox_names(&mut client);
     assert!(names.iter().any(|n| n == "Ahead/B"), "{names:?}");
     assert_eq!(fetch(&mut client, "Ahead/B", b_uids, None), sorted(b_raws));
     assert_eq!(trace.commands_with("EXAMINE "), 5);

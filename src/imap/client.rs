@@ -265,6 +265,9 @@ const LISTING_PATIENCE: Duration = Duration::from_secs(3);
 /// Every mailbox.
 const LIST_ALL: &str = "LIST \"\" \"*\"";
 
+/// What a STATUS asks for to tell that nothing changed, with CONDSTORE.
+const SUMMARY_ITEMS: &str = " (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)";
+
 /// How a command ended.
 #[derive(Debug)]
 struct Completion {
@@ -599,13 +602,7 @@ impl ImapClient {
         // refuses these, and the summaries are asked for again later.
         let summaries = summarise
             .iter()
-            .map(|name| {
-                self.send(|b| {
-                    b.text("STATUS ")
-                        .mailbox(name)
-                        .text(" (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)")
-                })
-            })
+            .map(|name| self.send(|b| b.text("STATUS ").mailbox(name).text(SUMMARY_ITEMS)))
             .collect::<Result<Vec<Sent>, SessionError>>()?;
         let namespace = self.send(|b| b.text("NAMESPACE"))?;
         let list = self.send(|b| b.text(LIST_ALL))?;
@@ -752,7 +749,7 @@ impl ImapClient {
     /// pipelined: one round trip for all.
     pub fn statuses(&mut self, names: &[String]) -> Result<Vec<FolderStatus>, SessionError> {
         let items = if self.has_capability("CONDSTORE") {
-            " (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)"
+            SUMMARY_ITEMS
         } else {
             " (MESSAGES UIDNEXT UIDVALIDITY)"
         };

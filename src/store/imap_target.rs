@@ -12,8 +12,8 @@ use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
 use crate::identity::{self, IDENTITY_FIELDS};
 use crate::imap::{
-    AppendMessage, FolderStatus, ImapClient, MailboxStatus, MessageUid, SentAppend, StorageQuota,
-    response,
+    AppendMessage, FolderStatus, ImapClient, IndexRecord, MailboxStatus, MessageUid, SentAppend,
+    StorageQuota, response,
 };
 use crate::index::{FlagSets, KeywordPolicy, TargetCopy, TargetIndex};
 use crate::store::session;
@@ -139,12 +139,7 @@ impl Target for ImapTarget {
                 let Ok(index) = &mut indexes[i] else { return };
                 index.add(
                     identity::identify(record.header),
-                    TargetCopy {
-                        uid: record.uid,
-                        size: record.size,
-                        flags: flag_sets.intern(record.flags),
-                        internal_date: record.internal_date,
-                    },
+                    target_copy(record, &mut flag_sets),
                 );
             })
             .map_err(|e| self.failed(e))?;
@@ -201,12 +196,7 @@ impl Target for ImapTarget {
                 let identified = folders[i].identify.binary_search(&record.uid).is_ok();
                 found[i].copies.push(FoundCopy {
                     identity: identified.then(|| identity::identify(record.header).digest()),
-                    copy: TargetCopy {
-                        uid: record.uid,
-                        size: record.size,
-                        flags: flag_sets.intern(record.flags),
-                        internal_date: record.internal_date,
-                    },
+                    copy: target_copy(record, &mut flag_sets),
                 });
             })
             .map_err(|e| self.failed(e))?;
@@ -365,6 +355,16 @@ impl ImapTarget {
             }
             Err(err) => Err(self.failed(err)),
         }
+    }
+}
+
+/// A message of an index FETCH, its flags shared through `flag_sets`.
+fn target_copy(record: IndexRecord<'_>, flag_sets: &mut FlagSets) -> TargetCopy {
+    TargetCopy {
+        uid: record.uid,
+        size: record.size,
+        flags: flag_sets.intern(record.flags),
+        internal_date: record.internal_date,
     }
 }
 

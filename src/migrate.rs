@@ -462,18 +462,31 @@ impl Planned<'_> {
                 Some(target) => Ok(target),
                 None => open_target(job),
             };
-            let finished = target.and_then(|mut target| {
-                let changed = after_copy.is_some();
-                if let Some(after_copy) = after_copy {
-                    after_copy(AfterCopy {
-                        folders: &self.folders,
-                        source: self.source.as_mut(),
-                        target: target.as_mut(),
-                        report: &self.report,
-                    })?;
-                }
-                self.verify(target.as_mut(), changed, receipts)
-            });
+            let changed = after_copy.is_some();
+            let finished = target
+                .and_then(|mut target| {
+                    if let Some(after_copy) = after_copy {
+                        after_copy(AfterCopy {
+                            folders: &self.folders,
+                            source: self.source.as_mut(),
+                            target: target.as_mut(),
+                            report: &self.report,
+                        })?;
+                    }
+                    Ok(target)
+                })
+                .and_then(|target| {
+                    // Verification only reads, so a connection lost while verifying costs a
+                    // new one, as an upload worker's does, not the run.
+                    let mut first = Some(target);
+                    settings.retry(&events, None, Error::is_transient, || {
+                        let mut target = match first.take() {
+                            Some(target) => target,
+                            None => open_target_once(job)?,
+                        };
+                        self.verify(target.as_mut(), changed, receipts)
+                    })
+                });
             match finished {
                 Ok(complete) => self.report.verified(complete),
                 Err(err) => error = Some(err),

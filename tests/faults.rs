@@ -377,6 +377,31 @@ fn lost_answer_trials(multiappend: bool) {
     );
 }
 
+/// A connection lost while verifying, with verification's answer (or the end of it) lost, is
+/// opened again and the copy verified: the run exits 0, not 4, and copies nothing twice.
+#[test]
+fn a_connection_lost_while_verifying_is_opened_again() {
+    let (server, mailbox) = server(true);
+    let relay = Relay::start(server.imaps_port());
+    let worker = calibrate(&server, &relay, &mailbox, "Verify");
+    let verification = verification_sent(&worker);
+    let answered = (worker.replies.iter())
+        .filter(|reply| reply.sent == verification)
+        .map(|reply| reply.end)
+        .max()
+        .expect("the verification's answer");
+    retried_trials(
+        &server,
+        &relay,
+        &mailbox,
+        "Verify",
+        &[
+            Fault::LoseAnswer(verification),
+            Fault::CutAnswer(answered - 10),
+        ],
+    );
+}
+
 /// Both upload workers (MULTIAPPEND) are cut, each once; the batches share identities, so their
 /// recoveries must not count each other's copies. Six batches: with two, the first worker, on
 /// the connection planning left logged in, would often send both before the second one has

@@ -49,7 +49,7 @@ fn source_index(headers: &[Vec<u8>]) -> Vec<Arc<SourceMessage>> {
                 size: 10_000,
                 added: 0,
                 flags: Arc::clone(&seen),
-                internal_date: None,
+                internal_date: Default::default(),
             })
         })
         .collect()

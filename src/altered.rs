@@ -109,7 +109,7 @@ fn keeps_flags(message: &SourceMessage, copy: &TargetCopy) -> bool {
 /// Dates compare as instants: a server may write the same time in another zone. A copy whose
 /// date the index does not know (a local mbox's) is not said to have another.
 fn keeps_date(message: &SourceMessage, copy: &TargetCopy) -> bool {
-    match (message.internal_date, copy.internal_date) {
+    match (message.internal_date.get(), copy.internal_date) {
         (Some(sent), Some(kept)) => sent == kept,
         _ => true,
     }
@@ -124,7 +124,9 @@ mod tests {
     fn sent(id: &str, flags: &[&str], date: Option<&str>) -> Arc<SourceMessage> {
         let mut message = SourceMessage::with_id(0, id);
         message.flags = flags.iter().map(|f| f.to_string()).collect();
-        message.internal_date = date.map(|d| DateTime::parse_from_rfc3339(d).unwrap());
+        message.internal_date = date
+            .map(|d| DateTime::parse_from_rfc3339(d).unwrap())
+            .into();
         Arc::new(message)
     }
 

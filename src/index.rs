@@ -1,7 +1,7 @@
 //! What the planner reads: a source folder's messages and a target folder's identities.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, FixedOffset};
 
@@ -29,7 +29,35 @@ pub struct SourceMessage {
     /// IMAP flags to set on the copy.
     pub flags: Flags,
     /// INTERNALDATE to give the copy, when known.
-    pub internal_date: Option<DateTime<FixedOffset>>,
+    pub internal_date: ArrivalDate,
+}
+
+/// A message's arrival date (IMAP INTERNALDATE), as its index knew it or as the source said
+/// when the message was read. An IMAP source's index does not ask for it: the copies need it,
+/// the plan does not, and it is a good part of what a large folder's index costs the server
+/// (see [`IndexItems::internal_date`](crate::imap::IndexItems::internal_date)). The index
+/// entry is shared by the copy, its receipt and verification, so the date learnt when the
+/// message is read is set on it once, for all of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArrivalDate(OnceLock<DateTime<FixedOffset>>);
+
+impl ArrivalDate {
+    /// The date, when known.
+    pub fn get(&self) -> Option<DateTime<FixedOffset>> {
+        self.0.get().copied()
+    }
+
+    /// Sets the date the source said when the message was read, unless one is known already.
+    pub fn learn(&self, date: DateTime<FixedOffset>) {
+        // A date already known came from the same source: keeping it changes nothing.
+        let _ = self.0.set(date);
+    }
+}
+
+impl From<Option<DateTime<FixedOffset>>> for ArrivalDate {
+    fn from(date: Option<DateTime<FixedOffset>>) -> Self {
+        ArrivalDate(date.map(OnceLock::from).unwrap_or_default())
+    }
 }
 
 /// Whether `raw`, the bytes a source served for a message, is the whole message whose size it
@@ -90,7 +118,7 @@ impl SourceMessage {
             size: 10,
             added: 0,
             flags: Flags::default(),
-            internal_date: None,
+            internal_date: ArrivalDate::default(),
         }
     }
 }
@@ -241,7 +269,7 @@ impl KnownMessage {
         KnownMessage {
             identity: Some(message.identity.clone()),
             size: message.size,
-            internal_date: message.internal_date.map(|d| d.to_rfc3339()),
+            internal_date: message.internal_date.get().map(|d| d.to_rfc3339()),
             first_seen,
         }
     }
@@ -264,7 +292,8 @@ impl KnownMessage {
             internal_date: self
                 .internal_date
                 .as_deref()
-                .and_then(|d| DateTime::parse_from_rfc3339(d).ok()),
+                .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+                .into(),
         })
     }
 }

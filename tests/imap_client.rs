@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::DateTime;
 use mailferry::auth::Login;
 use mailferry::error::SessionError;
-use mailferry::imap::{AppendMessage, ImapClient, IndexRecord, MailboxStatus};
+use mailferry::imap::{AppendMessage, ImapClient, IndexItems, IndexRecord, MailboxStatus};
 use mailferry::net::{Address, TlsConfig, TlsMode, TlsTrust};
 use mailferry::trace::{Trace, Verbosity};
 use support::{Captured, Dovecot, password};
@@ -40,17 +40,21 @@ fn session(dovecot: &Dovecot, user: &str) -> ImapClient {
     client
 }
 
-/// Opens `folder` (read-only or not) and indexes it with `fields`, passing each record to
-/// `on_each`; its status.
+/// Opens `folder` (read-only or not) and indexes it with `header_fields`, and the dates when
+/// `dates`, passing each record to `on_each`; its status.
 fn index(
     client: &mut ImapClient,
     folder: &str,
     read_only: bool,
-    fields: &[&str],
+    (header_fields, dates): (&[&str], bool),
     mut on_each: impl FnMut(IndexRecord<'_>),
 ) -> MailboxStatus {
+    let items = IndexItems {
+        header_fields,
+        internal_date: dates,
+    };
     let mut opened = client
-        .index_mailboxes(&[folder.to_owned()], read_only, fields, |_, record| {
+        .index_mailboxes(&[folder.to_owned()], read_only, items, |_, record| {
             on_each(record)
         })
         .unwrap();
@@ -192,7 +196,7 @@ fn mailbox_names(client: &mut ImapClient) -> Vec<String> {
 
 fn create(client: &mut ImapClient, names: &[String]) -> Result<(), SessionError> {
     client
-        .create_and_index_mailboxes(names, &[], &[], |_, _| {})
+        .create_and_index_mailboxes(names, &[], IndexItems::default(), |_, _| {})
         .map(drop)
 }
 
@@ -214,7 +218,7 @@ fn create_nested_and_non_ascii_folders() {
         &mut client,
         "Données & Entwürfe",
         false,
-        &["MESSAGE-ID"],
+        (&["MESSAGE-ID"], false),
         |_| records += 1,
     );
     assert_eq!(status.exists, 0);
@@ -244,12 +248,18 @@ fn append_with_flags_and_date_reads_back() {
         .unwrap()
         .expect("APPENDUID under UIDPLUS");
 
+    // The date only when asked for.
+    let mut dates = Vec::new();
+    index(&mut client, "Kept", true, (&[], false), |record| {
+        dates.push(record.internal_date)
+    });
+    assert_eq!(dates, [None]);
     let mut seen = Vec::new();
     let status = index(
         &mut client,
         "Kept",
         true,
-        &["MESSAGE-ID", "DATE"],
+        (&["MESSAGE-ID", "DATE"], true),
         |record| {
             seen.push((
                 record.uid,
@@ -317,7 +327,7 @@ fn multiappend_fifty_messages_and_fetch_them_back() {
     assert_eq!(uids.len(), 50);
 
     let mut sizes = HashMap::new();
-    let status = index(&mut client, "Bulk", true, &["MESSAGE-ID"], |r| {
+    let status = index(&mut client, "Bulk", true, (&["MESSAGE-ID"], false), |r| {
         sizes.insert(r.uid, r.size);
     });
     assert_eq!(status.exists, 50);
@@ -355,10 +365,17 @@ fn multiappend_fifty_messages_and_fetch_them_back() {
         ("Bulk", &[uids[49]], &[]),
     ];
     let opened = client
-        .uid_records(&asked, &["Message-ID"], |i, record| {
-            let answer = (record.size, !record.header.is_empty());
-            assert!(found.insert((i, record.uid), answer).is_none());
-        })
+        .uid_records(
+            &asked,
+            IndexItems {
+                header_fields: &["Message-ID"],
+                internal_date: true,
+            },
+            |i, record| {
+                let answer = (record.size, !record.header.is_empty());
+                assert!(found.insert((i, record.uid), answer).is_none());
+            },
+        )
         .unwrap();
     assert_eq!(
         opened[0].as_ref().unwrap().uid_validity,

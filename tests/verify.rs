@@ -31,14 +31,15 @@ const NO_UIDPLUS: &str = "imap_capability = IMAP4rev1 SASL-IR LITERAL+ ID ENABLE
                           UNSELECT CHILDREN NAMESPACE MULTIAPPEND LIST-EXTENDED CONDSTORE \
                           SPECIAL-USE\n";
 
-/// The index FETCH of the target: one per indexing of a folder.
-const INDEX_FETCH: &str = "UID FETCH 1:* (UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[HEADER";
-/// What both the index and the cheap verification (of some UIDs) ask for.
-const INDEX_ITEMS: &str = " (UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[HEADER";
+/// The index FETCH of the target: one per indexing of a folder, for the plan or to verify.
+const INDEX_FETCH: &str = "UID FETCH 1:* (UID RFC822.SIZE FLAGS";
+/// What verification asks of this run's copies, by UID (the cheap way) or in a re-index.
+const VERIFYING_ITEMS: &str = " (UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[HEADER";
 
 /// How many times the target was asked about some UIDs only: verification's cheap way.
 fn uid_checks(trace: &Captured) -> usize {
-    trace.commands_with(INDEX_ITEMS) - trace.commands_with(INDEX_FETCH)
+    trace.commands_with(VERIFYING_ITEMS)
+        - trace.commands_with(&format!("UID FETCH 1:*{VERIFYING_ITEMS}"))
 }
 
 fn account(dovecot: &Dovecot, dir: &Path, url: &str, user: &str, side: Side) -> Account {
@@ -167,6 +168,11 @@ fn a_copy_is_verified_by_its_uids_without_indexing_the_target_again() {
         trace.commands_with(INDEX_FETCH),
         1,
         "the target is indexed for the plan only"
+    );
+    // Without the dates, which Dovecot formats at a cost and only verification compares.
+    assert_eq!(
+        trace.commands_with("UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER"),
+        1
     );
     assert_eq!(uid_checks(&trace), 1);
 }

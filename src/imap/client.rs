@@ -90,6 +90,17 @@ pub struct MailboxStatus {
     pub permanent_flags: Vec<String>,
 }
 
+/// What an index FETCH asks of each message besides its UID, size and flags.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IndexItems<'a> {
+    /// Header fields to read (`BODY.PEEK[HEADER.FIELDS (…)]`); none, no header.
+    pub header_fields: &'a [&'a str],
+    /// Whether to ask for INTERNALDATE. Only when it is needed: Dovecot, for one, checks the
+    /// system's time zone file for every date it formats, which took half of a 100,000-message
+    /// index's time.
+    pub internal_date: bool,
+}
+
 /// One message of a [`ImapClient::index_mailboxes`] answer.
 #[derive(Debug)]
 pub struct IndexRecord<'a> {
@@ -868,8 +879,7 @@ impl ImapClient {
     }
 
     /// [`select`](Self::select) of several mailboxes, each followed by one
-    /// `UID FETCH 1:*` of UID, size, flags, INTERNALDATE and the given header fields,
-    /// pipelined: one round trip for all instead of two per mailbox. Records are streamed:
+    /// `UID FETCH 1:*` of UID, size, flags and the given [`IndexItems`], pipelined: one round trip for all instead of two per mailbox. Records are streamed:
     /// `on_each` gets the number of the mailbox with each, and only one response is held in
     /// memory at a time. Returns, per mailbox, its status or the
     /// server's refusal to open it (a mailbox that does not exist). Read-only, the last one
@@ -878,10 +888,10 @@ impl ImapClient {
         &mut self,
         names: &[String],
         read_only: bool,
-        header_fields: &[&str],
+        items: IndexItems<'_>,
         on_each: impl FnMut(usize, IndexRecord<'_>),
     ) -> Result<Vec<Result<MailboxStatus, SessionError>>, SessionError> {
-        self.create_then_index(&[], names, read_only, header_fields, on_each)
+        self.create_then_index(&[], names, read_only, items, on_each)
     }
 
     /// Creates and subscribes to each mailbox of `create` (parents before children as listed;
@@ -893,10 +903,10 @@ impl ImapClient {
         &mut self,
         create: &[String],
         names: &[String],
-        header_fields: &[&str],
+        items: IndexItems<'_>,
         on_each: impl FnMut(usize, IndexRecord<'_>),
     ) -> Result<Vec<Result<MailboxStatus, SessionError>>, SessionError> {
-        self.create_then_index(create, names, false, header_fields, on_each)
+        self.create_then_index(create, names, false, items, on_each)
     }
 
     fn create_then_index(
@@ -904,7 +914,7 @@ impl ImapClient {
         create: &[String],
         names: &[String],
         read_only: bool,
-        header_fields: &[&str],
+        items: IndexItems<'_>,
         mut on_each: impl FnMut(usize, IndexRecord<'_>),
     ) -> Result<Vec<Result<MailboxStatus, SessionError>>, SessionError> {
         let verb = if read_only { "EXAMINE " } else { "SELECT " };
@@ -926,7 +936,7 @@ impl ImapClient {
                 // Without UNSELECT, opening a mailbox read-only deselects the read-write one.
                 Some(j) if j == indexing => b.text("EXAMINE ").mailbox(&names[j / 2 - 1]),
                 Some(j) if j % 2 == 0 => b.text(verb).mailbox(&names[j / 2]),
-                Some(_) => index_fetch(b, "1:*", header_fields),
+                Some(_) => index_fetch(b, "1:*", items),
             },
             |i, response| {
                 match i.checked_sub(creating) {
@@ -988,10 +998,10 @@ impl ImapClient {
         Ok(outcomes)
     }
 
-    /// Opens each mailbox read-only and asks for the size, flags and INTERNALDATE of the given
-    /// UIDs, and for the second list the given header fields too (`EXAMINE`, then the FETCH of
-    /// [`index_mailboxes`](Self::index_mailboxes) for those UIDs), pipelined: one round trip
-    /// for all. A server answers the first from its index without opening a message, and
+    /// Opens each mailbox read-only and asks for the size, flags and INTERNALDATE (as `items`
+    /// says) of the given UIDs, and for the second list `items`' header fields too (`EXAMINE`,
+    /// then the FETCH of [`index_mailboxes`](Self::index_mailboxes) for those UIDs),
+    /// pipelined: one round trip for all. A server answers the first from its index without opening a message, and
     /// leaves out UIDs that no longer exist. `on_each` gets the number of the mailbox with each
     /// UID found (with an empty header for the first list). Returns, per mailbox, its status
     /// (UIDVALIDITY) or the server's refusal to open it or to answer. The last mailbox stays
@@ -999,20 +1009,24 @@ impl ImapClient {
     pub fn uid_records(
         &mut self,
         mailboxes: &[(&str, &[u32], &[u32])],
-        header_fields: &[&str],
+        items: IndexItems<'_>,
         mut on_each: impl FnMut(usize, IndexRecord<'_>),
     ) -> Result<Vec<Result<MailboxStatus, SessionError>>, SessionError> {
         // Per command: its mailbox, and the UID set it fetches with the header fields or
         // without (`None`: the EXAMINE).
-        type UidFetch<'f> = Option<(String, &'f [&'f str])>;
+        type UidFetch<'f> = Option<(String, IndexItems<'f>)>;
+        let plain_items = IndexItems {
+            header_fields: &[],
+            ..items
+        };
         let mut commands: Vec<(usize, UidFetch<'_>)> = Vec::new();
         for (j, (_, plain, with_header)) in mailboxes.iter().enumerate() {
             commands.push((j, None));
-            for (uids, fields) in [(plain, &[][..]), (with_header, header_fields)] {
+            for (uids, items) in [(plain, plain_items), (with_header, items)] {
                 commands.extend(
                     uid_sets(uids, MAX_UID_SET)
                         .into_iter()
-                        .map(|set| (j, Some((set, fields)))),
+                        .map(|set| (j, Some((set, items)))),
                 );
             }
         }
@@ -1022,7 +1036,7 @@ impl ImapClient {
             commands.len(),
             |i, b| match &commands[i] {
                 (j, None) => b.text("EXAMINE ").mailbox(mailboxes[*j].0),
-                (_, Some((set, fields))) => index_fetch(b, set, fields),
+                (_, Some((set, items))) => index_fetch(b, set, *items),
             },
             |i, response| {
                 match &commands[i] {
@@ -1643,18 +1657,21 @@ fn note_selected(status: &mut MailboxStatus, response: &Response<'_>) {
 }
 
 /// The index FETCH of [`ImapClient::index_mailboxes`] and [`ImapClient::uid_records`]: UID,
-/// size, flags, INTERNALDATE and the header fields of the messages of a UID set.
+/// size, flags and `items` of the messages of a UID set.
 fn index_fetch<'a, 'b>(
     b: &'b mut CommandBuilder<'a>,
     set: &str,
-    header_fields: &[&str],
+    items: IndexItems<'_>,
 ) -> &'b mut CommandBuilder<'a> {
     b.text("UID FETCH ")
         .text(set)
-        .text(" (UID RFC822.SIZE FLAGS INTERNALDATE");
-    if !header_fields.is_empty() {
+        .text(" (UID RFC822.SIZE FLAGS");
+    if items.internal_date {
+        b.text(" INTERNALDATE");
+    }
+    if !items.header_fields.is_empty() {
         b.text(" BODY.PEEK[HEADER.FIELDS (");
-        for (i, field) in header_fields.iter().enumerate() {
+        for (i, field) in items.header_fields.iter().enumerate() {
             if i > 0 {
                 b.text(" ");
             }
@@ -2194,7 +2211,9 @@ mod tests {
         // A command waited for, and one pipelined.
         let others: [fn(&mut ImapClient); 2] = [
             |client| drop(client.select("INBOX", true).unwrap()),
-            |client| drop(client.uid_records(&[("INBOX", &[1], &[])], &[], |_, _| {})),
+            |client| {
+                drop(client.uid_records(&[("INBOX", &[1], &[])], IndexItems::default(), |_, _| {}))
+            },
         ];
         for other in others {
             let (mut client, _captured, folders) = summarised_at_login();

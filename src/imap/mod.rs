@@ -15,7 +15,7 @@ pub mod namespace;
 pub mod response;
 
 pub use client::{
-    AppendMessage, FetchedMessage, FolderStatus, ImapClient, IndexRecord, Mailbox, MailboxList,
-    MailboxStatus, MessageUid, SentAppend,
+    AppendMessage, FetchedMessage, FolderStatus, ImapClient, IndexItems, IndexRecord, Mailbox,
+    MailboxList, MailboxStatus, MessageUid, SentAppend,
 };
 pub use response::StorageQuota;

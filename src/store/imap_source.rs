@@ -8,8 +8,10 @@ use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
 use crate::identity::{self, IDENTITY_FIELDS, Identity};
-use crate::imap::{FolderStatus, ImapClient, MailboxStatus};
-use crate::index::{FlagSets, IndexedFolder, KnownMessages, SourceMessage, SourceView};
+use crate::imap::{FolderStatus, ImapClient, IndexItems, MailboxStatus};
+use crate::index::{
+    ArrivalDate, FlagSets, IndexedFolder, KnownMessages, SourceMessage, SourceView,
+};
 use crate::store::session;
 use crate::store::{Account, ConnectOptions};
 use crate::store::{Fetched, Source, Unreadable};
@@ -45,7 +47,7 @@ impl ImapSource {
         let mut flag_sets = FlagSets::default();
         let opened = self
             .client
-            .index_mailboxes(folders, true, &IDENTITY_FIELDS, |i, record| {
+            .index_mailboxes(folders, true, INDEX_ITEMS, |i, record| {
                 indexes[i].push(SourceMessage {
                     key: record.uid,
                     stable_id: None,
@@ -62,7 +64,7 @@ impl ImapSource {
                             .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
                             .collect(),
                     ),
-                    internal_date: record.internal_date,
+                    internal_date: ArrivalDate::default(),
                 });
             })
             .map_err(|e| self.failed(e))?;
@@ -185,6 +187,13 @@ impl Source for ImapSource {
     }
 }
 
+/// What an index asks of each message: the identity's header fields, and not the date, which
+/// comes with the message when it is read ([`ArrivalDate`]).
+const INDEX_ITEMS: IndexItems<'static> = IndexItems {
+    header_fields: &IDENTITY_FIELDS,
+    internal_date: false,
+};
+
 /// UIDs in the order a fetch asks for them, each once.
 fn sorted_uids(uids: impl Iterator<Item = u32>) -> Vec<u32> {
     let mut uids: Vec<u32> = uids.collect();
@@ -229,6 +238,9 @@ impl ImapSource {
                 .fetch_messages(examine, &uids, MAX_MESSAGE_SIZE, then, |fetched| {
                     // After the receiver has gone, the rest of the answer is only drained.
                     if receiving && let Some(message) = by_uid.remove(&fetched.uid) {
+                        if let Some(date) = fetched.internal_date {
+                            message.internal_date.learn(date);
+                        }
                         receiving = deliver(Ok(Fetched {
                             message,
                             raw: fetched.raw,
@@ -261,7 +273,7 @@ impl ImapSource {
         let mut now: HashMap<(Identity, u64), Vec<u32>> = HashMap::new();
         let opened = self
             .client
-            .index_mailboxes(&[folder.to_owned()], true, &IDENTITY_FIELDS, |_, record| {
+            .index_mailboxes(&[folder.to_owned()], true, INDEX_ITEMS, |_, record| {
                 if !sent.contains(&record.uid) {
                     now.entry((identity::identify(record.header), record.size))
                         .or_default()

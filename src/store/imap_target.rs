@@ -12,14 +12,28 @@ use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
 use crate::identity::{self, IDENTITY_FIELDS};
 use crate::imap::{
-    AppendMessage, FolderStatus, ImapClient, IndexRecord, MailboxStatus, MessageUid, SentAppend,
-    StorageQuota, response,
+    AppendMessage, FolderStatus, ImapClient, IndexItems, IndexRecord, MailboxStatus, MessageUid,
+    SentAppend, StorageQuota, response,
 };
 use crate::index::{FlagSets, KeywordPolicy, TargetCopy, TargetIndex};
 use crate::store::session;
 use crate::store::{Account, ConnectOptions};
 use crate::store::{
     FolderRefused, FoundCopy, FoundUids, Outcome, Outgoing, Started, Target, UidChange, UidCheck,
+};
+
+/// What the plan's index asks of each message: the identity's header fields, and not the date,
+/// which only verification compares.
+const PLANNING: IndexItems<'static> = IndexItems {
+    header_fields: &IDENTITY_FIELDS,
+    internal_date: false,
+};
+
+/// What verification asks of the copies (and a re-index for it): the date too, to tell which
+/// copies the server stored with another date than the one sent.
+const VERIFYING: IndexItems<'static> = IndexItems {
+    header_fields: &IDENTITY_FIELDS,
+    internal_date: true,
 };
 
 /// An IMAP account as a [`Target`]; one per connection.
@@ -97,6 +111,7 @@ fn append_message(outgoing: &Outgoing) -> AppendMessage<'_> {
             outgoing
                 .message
                 .internal_date
+                .get()
                 .unwrap_or_else(|| Utc::now().fixed_offset()),
         ),
     }
@@ -117,7 +132,7 @@ impl Target for ImapTarget {
     }
 
     fn index_all(&mut self, folders: &[String]) -> Result<Vec<TargetIndex>, Error> {
-        self.create_and_index(&[], folders)?
+        self.index_folders(&[], folders, VERIFYING)?
             .into_iter()
             .map(|index| index.map_err(|refused| self.failed(SessionError::Refused(refused.0))))
             .collect()
@@ -128,51 +143,7 @@ impl Target for ImapTarget {
         create: &[String],
         folders: &[String],
     ) -> Result<Vec<Result<TargetIndex, FolderRefused>>, Error> {
-        // SELECT, not EXAMINE: only a read-write session learns which keywords the folder
-        // stores (PERMANENTFLAGS). The client deselects afterwards: nothing stays selected.
-        let mut indexes = vec![Ok(TargetIndex::default()); folders.len()];
-        let mut flag_sets = FlagSets::default();
-        let opened = self
-            .client
-            .create_and_index_mailboxes(create, folders, &IDENTITY_FIELDS, |i, record| {
-                // Records come only for folders that opened, whose entry is still `Ok`.
-                let Ok(index) = &mut indexes[i] else { return };
-                index.add(
-                    identity::identify(record.header),
-                    target_copy(record, &mut flag_sets),
-                );
-            })
-            .map_err(|e| self.failed(e))?;
-        // Listed once, and only when some folder could not be opened.
-        let mut listed: Option<FolderList> = None;
-        for ((folder, entry), opened) in folders.iter().zip(&mut indexes).zip(opened) {
-            match (opened, entry) {
-                (Ok(status), Ok(index)) => {
-                    index.keywords = KeywordPolicy::from_permanent_flags(&status.permanent_flags);
-                    index.uid_validity = status.uid_validity;
-                }
-                (Ok(_), Err(_)) => unreachable!("only a refusal makes an entry an error"),
-                // A folder that does not exist yet (a dry run creates nothing) holds nothing,
-                // whatever a server that kept the previous folder selected answered. One
-                // that exists, or was to be created, and cannot be opened fails alone.
-                (Err(SessionError::Refused(reason)), entry) => {
-                    let listed = match listed {
-                        Some(ref listed) => listed,
-                        None => listed.insert(self.folders()?),
-                    };
-                    let exists = folder.eq_ignore_ascii_case("INBOX")
-                        || create.contains(folder)
-                        || listed.folders.iter().any(|f| &f.name == folder);
-                    *entry = if exists {
-                        Err(FolderRefused(reason))
-                    } else {
-                        Ok(TargetIndex::default())
-                    };
-                }
-                (Err(err), _) => return Err(self.failed(err)),
-            }
-        }
-        Ok(indexes)
+        self.index_folders(create, folders, PLANNING)
     }
 
     fn find_uids(&mut self, folders: &[UidCheck]) -> Result<Vec<Option<FoundUids>>, Error> {
@@ -192,7 +163,7 @@ impl Target for ImapTarget {
         let mut flag_sets = FlagSets::default();
         let opened = self
             .client
-            .uid_records(&asked, &IDENTITY_FIELDS, |i, record| {
+            .uid_records(&asked, VERIFYING, |i, record| {
                 let identified = folders[i].identify.binary_search(&record.uid).is_ok();
                 found[i].copies.push(FoundCopy {
                     identity: identified.then(|| identity::identify(record.header).digest()),
@@ -332,6 +303,60 @@ impl Target for ImapTarget {
 }
 
 impl ImapTarget {
+    /// [`Target::create_and_index`], asking `items` of each message.
+    fn index_folders(
+        &mut self,
+        create: &[String],
+        folders: &[String],
+        items: IndexItems<'_>,
+    ) -> Result<Vec<Result<TargetIndex, FolderRefused>>, Error> {
+        // SELECT, not EXAMINE: only a read-write session learns which keywords the folder
+        // stores (PERMANENTFLAGS). The client deselects afterwards: nothing stays selected.
+        let mut indexes = vec![Ok(TargetIndex::default()); folders.len()];
+        let mut flag_sets = FlagSets::default();
+        let opened = self
+            .client
+            .create_and_index_mailboxes(create, folders, items, |i, record| {
+                // Records come only for folders that opened, whose entry is still `Ok`.
+                let Ok(index) = &mut indexes[i] else { return };
+                index.add(
+                    identity::identify(record.header),
+                    target_copy(record, &mut flag_sets),
+                );
+            })
+            .map_err(|e| self.failed(e))?;
+        // Listed once, and only when some folder could not be opened.
+        let mut listed: Option<FolderList> = None;
+        for ((folder, entry), opened) in folders.iter().zip(&mut indexes).zip(opened) {
+            match (opened, entry) {
+                (Ok(status), Ok(index)) => {
+                    index.keywords = KeywordPolicy::from_permanent_flags(&status.permanent_flags);
+                    index.uid_validity = status.uid_validity;
+                }
+                (Ok(_), Err(_)) => unreachable!("only a refusal makes an entry an error"),
+                // A folder that does not exist yet (a dry run creates nothing) holds nothing,
+                // whatever a server that kept the previous folder selected answered. One
+                // that exists, or was to be created, and cannot be opened fails alone.
+                (Err(SessionError::Refused(reason)), entry) => {
+                    let listed = match listed {
+                        Some(ref listed) => listed,
+                        None => listed.insert(self.folders()?),
+                    };
+                    let exists = folder.eq_ignore_ascii_case("INBOX")
+                        || create.contains(folder)
+                        || listed.folders.iter().any(|f| &f.name == folder);
+                    *entry = if exists {
+                        Err(FolderRefused(reason))
+                    } else {
+                        Ok(TargetIndex::default())
+                    };
+                }
+                (Err(err), _) => return Err(self.failed(err)),
+            }
+        }
+        Ok(indexes)
+    }
+
     /// The outcome of an APPEND of the whole batch: every message stored, or, when the server
     /// refused it, each message tried alone. A MULTIAPPEND is all-or-nothing (RFC 3502): on a
     /// refusal nothing was stored, so the retry one by one is safe and tells which message

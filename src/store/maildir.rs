@@ -285,7 +285,7 @@ impl Maildir {
         let written = file
             .write_all(&outgoing.raw)
             .and_then(|()| file.sync_all())
-            .and_then(|()| match outgoing.message.internal_date {
+            .and_then(|()| match outgoing.message.internal_date.get() {
                 Some(date) => file.set_modified(SystemTime::from(date)),
                 None => Ok(()),
             });
@@ -529,7 +529,7 @@ impl Source for MaildirSource {
                 size: known.size,
                 added: 0,
                 flags: flag_sets.intern(entry.flags.clone()),
-                internal_date: known.internal_date,
+                internal_date: known.internal_date.into(),
             });
         }
         Ok(index)
@@ -887,7 +887,9 @@ mod tests {
         message.identity = identity::identify(raw);
         message.size = raw.len() as u64;
         message.flags = Flags::from(flags.iter().map(|f| f.to_string()).collect::<Vec<_>>());
-        message.internal_date = DateTime::parse_from_rfc3339("2020-02-03T04:05:06+01:00").ok();
+        message.internal_date = DateTime::parse_from_rfc3339("2020-02-03T04:05:06+01:00")
+            .ok()
+            .into();
         Outgoing {
             message: Arc::new(message),
             raw: raw.to_vec(),
@@ -952,7 +954,7 @@ mod tests {
             assert_eq!(message.size, raw.len() as u64);
             assert_eq!(*message.flags, ["\\Answered", "\\Seen", "$Label1"]);
             assert_eq!(
-                message.internal_date.unwrap().timestamp(),
+                message.internal_date.get().unwrap().timestamp(),
                 DateTime::parse_from_rfc3339("2020-02-03T04:05:06+01:00")
                     .unwrap()
                     .timestamp()

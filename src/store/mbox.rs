@@ -451,7 +451,7 @@ impl Source for MboxSource {
                 size: message.size,
                 added: 0,
                 flags: flag_sets.intern(message.flags),
-                internal_date: message.date,
+                internal_date: message.date.into(),
             });
             places.push(message.place);
         }
@@ -661,7 +661,7 @@ impl Target for MboxTarget {
         let path = self.mbox.file(folder)?;
         let bytes: Vec<u8> = batch
             .iter()
-            .flat_map(|o| quoted(&o.raw, o.message.internal_date))
+            .flat_map(|o| quoted(&o.raw, o.message.internal_date.get()))
             .collect();
         self.append_bytes(&path, &bytes)
             .map_err(|e| self.mbox.failed(&path, e))?;
@@ -679,7 +679,9 @@ mod tests {
         message.identity = identity::identify(raw);
         message.size = raw.len() as u64;
         message.flags = Flags::default();
-        message.internal_date = DateTime::parse_from_rfc3339("2020-02-03T04:05:06+01:00").ok();
+        message.internal_date = DateTime::parse_from_rfc3339("2020-02-03T04:05:06+01:00")
+            .ok()
+            .into();
         Outgoing {
             message: Arc::new(message),
             raw: raw.to_vec(),
@@ -710,7 +712,7 @@ mod tests {
         let index = source.index("INBOX").unwrap();
         assert_eq!(index.len(), 3);
         assert_eq!(
-            index[0].internal_date.unwrap().timestamp(),
+            index[0].internal_date.get().unwrap().timestamp(),
             DateTime::parse_from_rfc3339("2020-02-03T04:05:06+01:00")
                 .unwrap()
                 .timestamp()
@@ -887,13 +889,13 @@ mod tests {
         let index = source.index("INBOX").unwrap();
         assert_eq!(index.len(), 3);
         assert_eq!(
-            index[2].internal_date.unwrap().to_rfc3339(),
+            index[2].internal_date.get().unwrap().to_rfc3339(),
             "2022-04-07T14:09:04+02:00",
             "a Takeout's envelope date"
         );
         assert_eq!(*index[0].flags, ["\\Answered", "\\Flagged", "\\Seen"]);
         assert_eq!(
-            index[1].internal_date.unwrap().to_rfc3339(),
+            index[1].internal_date.get().unwrap().to_rfc3339(),
             "2020-01-05T10:11:12+00:00"
         );
     }

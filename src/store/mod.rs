@@ -234,7 +234,8 @@ pub trait Target: Send {
     /// Creates (and subscribes to) the folders of `create`, parents listed before their
     /// children (one that exists already is no error; INBOX, which always exists and some
     /// servers refuse to create, is never among them), then indexes `folders` as
-    /// [`index_all`](Self::index_all) does. A folder the target refuses to create or open
+    /// [`index_all`](Self::index_all) does, for a plan: a target may leave out what only
+    /// verification compares (an IMAP target, the copies' dates). A folder the target refuses to create or open
     /// fails alone ([`FolderRefused`]); the outer error means the connection failed.
     fn create_and_index(
         &mut self,

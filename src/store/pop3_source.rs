@@ -110,7 +110,7 @@ impl Pop3Source {
                     size,
                     added: 0,
                     flags: flags.clone(),
-                    internal_date: identity::arrival_date(&header),
+                    internal_date: identity::arrival_date(&header).into(),
                 };
                 if let (Some(still_known), Some(uidl)) =
                     (still_known.as_deref_mut(), &message.stable_id)

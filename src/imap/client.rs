@@ -998,10 +998,10 @@ impl ImapClient {
         Ok(outcomes)
     }
 
-    /// Opens each mailbox read-only and asks for the size, flags and INTERNALDATE (as `items`
-    /// says) of the given UIDs, and for the second list `items`' header fields too (`EXAMINE`,
-    /// then the FETCH of [`index_mailboxes`](Self::index_mailboxes) for those UIDs),
-    /// pipelined: one round trip for all. A server answers the first from its index without opening a message, and
+    /// Opens each mailbox read-only and asks for the size and flags of the given UIDs, and for
+    /// the second list `items` too (`EXAMINE`, then the FETCH of
+    /// [`index_mailboxes`](Self::index_mailboxes) for those UIDs), pipelined: one round trip
+    /// for all. A server answers the first from its index without opening a message, and
     /// leaves out UIDs that no longer exist. `on_each` gets the number of the mailbox with each
     /// UID found (with an empty header for the first list). Returns, per mailbox, its status
     /// (UIDVALIDITY) or the server's refusal to open it or to answer. The last mailbox stays
@@ -1015,14 +1015,10 @@ impl ImapClient {
         // Per command: its mailbox, and the UID set it fetches with the header fields or
         // without (`None`: the EXAMINE).
         type UidFetch<'f> = Option<(String, IndexItems<'f>)>;
-        let plain_items = IndexItems {
-            header_fields: &[],
-            ..items
-        };
         let mut commands: Vec<(usize, UidFetch<'_>)> = Vec::new();
         for (j, (_, plain, with_header)) in mailboxes.iter().enumerate() {
             commands.push((j, None));
-            for (uids, items) in [(plain, plain_items), (with_header, items)] {
+            for (uids, items) in [(plain, IndexItems::default()), (with_header, items)] {
                 commands.extend(
                     uid_sets(uids, MAX_UID_SET)
                         .into_iter()

@@ -21,7 +21,8 @@ Steps:
      of the one-folder and the 100-folder account; mailferry's IMAP copy of each then a no-op
      re-run, a mirror first run then no-op runs; the POP3 copy of the one-folder mailbox then a
      no-op re-run; an IMAP copy of --scale-noop-count messages then its first no-op re-run; an
-     IMAP copy of --scale-rss-count messages (peak RSS against the large one's); the
+     IMAP copy of --scale-rss-count messages (peak RSS against the large one's); the POP3
+     read floor (a raw session's LIST, UIDL and TOP of every message: not mailferry); the
      --scale-accounts accounts in one `mailferry batch --jobs J --max-connections-per-host M`
      and their messages in one account; while each of the last two runs, the bench samples the
      established connections at each server's IMAP port (/proc/net/tcp, every 20 ms) and counts
@@ -66,6 +67,8 @@ MAX_FIRST_NOOP_S = 0.2
 MAX_RSS_GROWTH = 0.10
 MAX_BATCH_RATIO = 1.5
 NOOP_SAMPLES = 3
+# TOP commands the POP3 read floor keeps in flight (mailferry's POP3 client keeps 1,024).
+POP3_FLOOR_WINDOW = 1024
 SEQ = re.compile(rb"X-Bench-Seq: (\d+)")
 LOGIN = re.compile(rb"-login: (?:Info: )?Login: ")
 
@@ -462,6 +465,56 @@ def login_floor(a, rep, fail):
     return bench.Row(secs, None, 0.0, 0.0)
 
 
+def pop3_read_floor(a, rep, fail, user):
+    """NOT mailferry: what the POP3 server charges for the reads a POP3 no-op needs. One raw
+    session (TLS with --transport tls) sends LIST and UIDL, then TOP n 0 for every message,
+    POP3_FLOOR_WINDOW in flight, and counts the answers' ends without parsing them. Times from
+    LIST to the last TOP's answer: a floor for the POP3 no-op row that no client reading every
+    message's header goes under. Returns a Row (wall seconds)."""
+    end = b"\r\n.\r\n"
+    with socket.create_connection(("127.0.0.1", a.src_pop3_port), timeout=60) as raw:
+        conn = raw
+        if a.transport == "tls":
+            ctx = ssl.create_default_context(cafile=a.ca)
+            conn = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        stream = conn.makefile("rwb")
+        stream.readline()
+        stream.write(f"USER {user}\r\nPASS {a.password}\r\nSTAT\r\n".encode())
+        stream.flush()
+        answers = [stream.readline() for _ in range(3)]
+        if not all(line.startswith(b"+OK") for line in answers):
+            fail(f"rep {rep}: POP3 read floor: the server answered {answers}")
+            return bench.Row(0.0, None, 0.0, 0.0)
+        count = int(answers[2].split()[1])
+        ends, tail = 0, b""
+
+        def until(total):
+            nonlocal ends, tail
+            while ends < total:
+                chunk = stream.read1(1 << 20)
+                if not chunk:
+                    raise OSError("the POP3 server closed the connection")
+                seen = tail + chunk
+                ends += seen.count(end)
+                tail = seen[-(len(end) - 1):]
+
+        start = time.monotonic()
+        stream.write(b"LIST\r\nUIDL\r\n")
+        stream.flush()
+        sent = 0
+        while sent < count:
+            upto = min(count, sent + POP3_FLOOR_WINDOW // 2)
+            stream.write(b"".join(b"TOP %d 0\r\n" % i for i in range(sent + 1, upto + 1)))
+            stream.flush()
+            sent = upto
+            until(2 + max(0, sent - POP3_FLOOR_WINDOW // 2))
+        until(2 + count)
+        secs = time.monotonic() - start
+        stream.write(b"QUIT\r\n")
+        stream.flush()
+    return bench.Row(secs, None, 0.0, 0.0)
+
+
 def batch_runs(a, rep, env, limit, fail, layout):
     """The batch of every account, and the same messages in one account, each with the
     connections counted at the servers. Returns {case: (Row, peaks, logins)}."""
@@ -569,6 +622,12 @@ def run_rep(a, rep, env, limit, fail, layout):
              False)):
         rows.update(copy_runs(a, rep, env, limit, fail, layout, user, target, cases, url,
                               folder, mirror))
+    floor = f"POP3 read floor, {n} (not mailferry)"
+    before = bench.server_cpu(a.src_dir)
+    rows[floor] = pop3_read_floor(a, rep, fail, POP)
+    time.sleep(0.3)
+    rows[floor].servers = [bench.server_cpu(a.src_dir) - before, 0.0]
+    bench.print_cpu_line(rep, "loopback", floor, rows[floor])
     return rows, batch_runs(a, rep, env, limit, fail, layout)
 
 
@@ -579,6 +638,7 @@ def run_rep(a, rep, env, limit, fail, layout):
 def print_table(a, stats, reps):
     """One row per case (medians over the reps; peak RSS the largest), then the targets."""
     n, w = a.scale_count, a.scale_folders
+    pop_floor = f"POP3 read floor, {n} (not mailferry)"
 
     def secs(case):
         return bench.median([rows[case].secs for rows, _ in reps])
@@ -622,7 +682,13 @@ def print_table(a, stats, reps):
         if folders == "1 folder":
             noops.insert(1, (f"POP3 no-op, {n}", MAX_NOOP_S))
         for case, limit in noops:
-            row(case, n, f"{secs(case):.3f} s", f"<= {limit} s", secs(case) <= limit)
+            measure = f"{secs(case):.3f} s"
+            if case.startswith("POP3"):
+                measure += f" ({ratio(case, pop_floor):.2f}x read floor)"
+            row(case, n, measure, f"<= {limit} s", secs(case) <= limit)
+        if folders == "1 folder":
+            body.append((pop_floor, str(n), f"{secs(pop_floor):.3f}", f"{n / secs(pop_floor):.0f}",
+                         "-", "LIST, UIDL, TOP n 0 x n", "", ""))
     first = f"IMAP first no-op, {a.scale_noop_count}"
     row(f"IMAP copy, {a.scale_noop_count}", a.scale_noop_count, "", "", True)
     row(first, a.scale_noop_count, f"{secs(first):.3f} s", f"<= {MAX_FIRST_NOOP_S} s",
@@ -675,7 +741,10 @@ def print_table(a, stats, reps):
           "largest ru_maxrss over the reps; conn/host: the most established connections\nat one server at once, "
           "sampled every 20 ms at the server's port; login floor: a raw connect, LOGIN, SELECT "
           "and LOGOUT per\naccount on each server, --scale-jobs at once (not mailferry): "
-          "what the servers charge per account, which no batch goes under.")
+          "what the servers charge per account, which no batch goes under; POP3 read floor: "
+          "one raw\nsession's LIST, UIDL and TOP n 0 of every message, 1,024 in flight "
+          "(not mailferry): what the source server\ncharges for the reads of a POP3 no-op, "
+          "which no client that reads every header goes under.")
 
 
 def main():

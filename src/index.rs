@@ -1,5 +1,6 @@
 //! What the planner reads: a source folder's messages and a target folder's identities.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
@@ -195,12 +196,40 @@ pub struct TargetCopy {
 /// The messages of each identity a target folder holds, and which keywords it takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TargetIndex {
-    copies: HashMap<Identity, Vec<TargetCopy>>,
+    copies: HashMap<Identity, Copies>,
     /// The keywords the folder stores.
     pub keywords: KeywordPolicy,
     /// The folder's UIDVALIDITY when indexed, when the server said: the copies' UIDs hold
     /// only as long as it does not change.
     pub uid_validity: Option<u32>,
+}
+
+/// The copies of one identity. Most identities have one, held in place: a list of its own
+/// for each would be an allocation per message, a good part of a large index's memory and of
+/// the time it takes to build and drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Copies {
+    One(TargetCopy),
+    Many(Vec<TargetCopy>),
+}
+
+impl Copies {
+    fn push(&mut self, copy: TargetCopy) {
+        match self {
+            Copies::One(first) => {
+                let first = std::mem::take(first);
+                *self = Copies::Many(vec![first, copy]);
+            }
+            Copies::Many(copies) => copies.push(copy),
+        }
+    }
+
+    fn as_slice(&self) -> &[TargetCopy] {
+        match self {
+            Copies::One(copy) => std::slice::from_ref(copy),
+            Copies::Many(copies) => copies,
+        }
+    }
 }
 
 impl TargetIndex {
@@ -214,11 +243,12 @@ impl TargetIndex {
 
     /// Records one more message with this identity.
     pub fn add(&mut self, identity: Identity, copy: TargetCopy) {
-        // Most identities have one copy, and a Vec's first push makes room for four.
-        self.copies
-            .entry(identity)
-            .or_insert_with(|| Vec::with_capacity(1))
-            .push(copy);
+        match self.copies.entry(identity) {
+            Entry::Occupied(mut copies) => copies.get_mut().push(copy),
+            Entry::Vacant(none) => {
+                none.insert(Copies::One(copy));
+            }
+        }
     }
 
     /// How many messages with this identity the folder holds.
@@ -233,7 +263,7 @@ impl TargetIndex {
 
     /// The messages with this identity, in UID order.
     pub fn copies(&self, identity: &Identity) -> &[TargetCopy] {
-        self.copies.get(identity).map_or(&[], Vec::as_slice)
+        self.copies.get(identity).map_or(&[], Copies::as_slice)
     }
 }
 
@@ -301,6 +331,28 @@ impl KnownMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_index_keeps_every_copy_of_an_identity_in_the_order_added() {
+        let copy = |uid| TargetCopy {
+            uid,
+            ..TargetCopy::default()
+        };
+        let (once, thrice) = (
+            Identity::MessageId("a".into()),
+            Identity::MessageId("b".into()),
+        );
+        let mut index = TargetIndex::default();
+        for (identity, uid) in [(&thrice, 1), (&once, 2), (&thrice, 3), (&thrice, 4)] {
+            index.add(identity.clone(), copy(uid));
+        }
+        let uids =
+            |identity| -> Vec<u32> { index.copies(identity).iter().map(|c| c.uid).collect() };
+        assert_eq!(uids(&once), [2]);
+        assert_eq!(uids(&thrice), [1, 3, 4]);
+        assert_eq!(index.count(&Identity::MessageId("c".into())), 0);
+        assert_eq!(index.identities().count(), 2);
+    }
 
     #[test]
     fn a_read_matches_its_announced_size_counting_line_ends_as_crlf() {

@@ -83,23 +83,29 @@ pub fn missing_after_copy(
 /// matched first, each with the biggest copy left: since a copy big enough for one message is
 /// big enough for any smaller, this matches as many as can be.
 pub fn missing(source_index: &[Arc<SourceMessage>], target_index: &TargetIndex) -> Vec<Missing> {
-    let mut by_identity: HashMap<&Identity, Vec<usize>> = HashMap::new();
-    for (at, message) in source_index.iter().enumerate() {
-        by_identity.entry(&message.identity).or_default().push(at);
-    }
+    // The source messages by identity, biggest first: grouped by sorting, not in a map of
+    // lists, which for a large folder would be a list per message.
+    let mut by_identity: Vec<usize> = (0..source_index.len()).collect();
+    by_identity.sort_unstable_by(|&a, &b| {
+        let (first, second) = (&source_index[a], &source_index[b]);
+        (first.identity.cmp(&second.identity))
+            .then(second.size.cmp(&first.size))
+            .then(a.cmp(&b))
+    });
     // Per source message, when it is missing: the biggest copy too small for it, if any.
     let mut verdicts: Vec<Option<Option<u64>>> = vec![None; source_index.len()];
-    for (identity, mut messages) in by_identity {
+    let same_identity =
+        |a: &usize, b: &usize| source_index[*a].identity == source_index[*b].identity;
+    for messages in by_identity.chunk_by(same_identity) {
         let mut copies: Vec<u64> = target_index
-            .copies(identity)
+            .copies(&source_index[messages[0]].identity)
             .iter()
             .map(|copy| copy.size)
             .collect();
         copies.sort_unstable_by(|a, b| b.cmp(a));
-        messages.sort_by_key(|&at| std::cmp::Reverse(source_index[at].size));
         let mut copies = copies.into_iter().peekable();
         let mut unmatched = Vec::new();
-        for at in messages {
+        for &at in messages {
             match copies.peek() {
                 Some(&size) if !much_smaller(size, source_index[at].size) => {
                     copies.next();

@@ -39,6 +39,7 @@ import collections
 import concurrent.futures
 import grp
 import json
+import math
 import os
 import pwd
 import random
@@ -470,7 +471,17 @@ def pop3_read_floor(a, rep, fail, user):
     session (TLS with --transport tls) sends LIST and UIDL, then TOP n 0 for every message,
     POP3_FLOOR_WINDOW in flight, and counts the answers' ends without parsing them. Times from
     LIST to the last TOP's answer: a floor for the POP3 no-op row that no client reading every
-    message's header goes under. Returns a Row (wall seconds)."""
+    message's header goes under. Returns a Row (wall seconds; NaN when it failed, after
+    fail())."""
+    try:
+        return bench.Row(pop3_reads(a, user), None, 0.0, 0.0)
+    except (OSError, ValueError) as err:
+        fail(f"rep {rep}: POP3 read floor: {err}")
+        return bench.Row(math.nan, None, 0.0, 0.0)
+
+
+def pop3_reads(a, user):
+    """The seconds of pop3_read_floor's reads; OSError or ValueError when they fail."""
     end = b"\r\n.\r\n"
     with socket.create_connection(("127.0.0.1", a.src_pop3_port), timeout=60) as raw:
         conn = raw
@@ -483,8 +494,7 @@ def pop3_read_floor(a, rep, fail, user):
         stream.flush()
         answers = [stream.readline() for _ in range(3)]
         if not all(line.startswith(b"+OK") for line in answers):
-            fail(f"rep {rep}: POP3 read floor: the server answered {answers}")
-            return bench.Row(0.0, None, 0.0, 0.0)
+            raise ValueError(f"the server answered {answers}")
         count = int(answers[2].split()[1])
         ends, tail = 0, b""
 
@@ -512,7 +522,7 @@ def pop3_read_floor(a, rep, fail, user):
         secs = time.monotonic() - start
         stream.write(b"QUIT\r\n")
         stream.flush()
-    return bench.Row(secs, None, 0.0, 0.0)
+    return secs
 
 
 def batch_runs(a, rep, env, limit, fail, layout):

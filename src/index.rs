@@ -215,13 +215,14 @@ enum Copies {
 
 impl Copies {
     fn push(&mut self, copy: TargetCopy) {
-        match self {
-            Copies::One(first) => {
-                let first = std::mem::take(first);
-                *self = Copies::Many(vec![first, copy]);
+        // An empty list in the meantime: it allocates nothing.
+        *self = match std::mem::replace(self, Copies::Many(Vec::new())) {
+            Copies::One(first) => Copies::Many(vec![first, copy]),
+            Copies::Many(mut copies) => {
+                copies.push(copy);
+                Copies::Many(copies)
             }
-            Copies::Many(copies) => copies.push(copy),
-        }
+        };
     }
 
     fn as_slice(&self) -> &[TargetCopy] {

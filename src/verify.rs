@@ -2,8 +2,8 @@
 //! identity rules the planner used.
 //!
 //! The cheap way first: the target is asked only about the UIDs it reported for this run's
-//! copies (UIDPLUS) and the UIDs its index held at planning time, for what the plan's index
-//! reads of each (size, flags, date and the identity's header fields), in one pipelined
+//! copies (UIDPLUS) and the UIDs its index held at planning time, for their size and flags, and
+//! for this run's copies their date and the identity's header fields too, in one pipelined
 //! `UID FETCH` per folder. That evidence can only confirm: the messages it counts are a subset
 //! of what a fresh index would find, under the identities that index would give them (each must
 //! carry the identity expected at its UID). Whenever it cannot confirm a folder — a UID unknown
@@ -66,15 +66,6 @@ impl Missing {
             ),
         }
     }
-}
-
-/// The source messages the target still lacks after a copy (empty when the copy is complete).
-pub fn missing_after_copy(
-    source_index: &[Arc<SourceMessage>],
-    target: &mut dyn Target,
-    target_folder: &str,
-) -> Result<Vec<Missing>, Error> {
-    Ok(missing(source_index, &target.index(target_folder)?))
 }
 
 /// The source messages `target_index` lacks, in source order: as [`crate::plan::absent`]

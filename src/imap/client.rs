@@ -110,7 +110,8 @@ pub struct IndexRecord<'a> {
     pub size: u64,
     /// Flags and keywords, e.g. `\Seen`, `$Label1`.
     pub flags: Vec<String>,
-    /// INTERNALDATE, in the server's zone.
+    /// INTERNALDATE, in the server's zone; `None` unless asked for
+    /// ([`IndexItems::internal_date`]).
     pub internal_date: Option<DateTime<FixedOffset>>,
     /// The requested header fields as the server sent them (CRLF lines and a blank line).
     pub header: &'a [u8],
@@ -126,7 +127,8 @@ pub struct FetchedMessage<'a> {
     pub raw: Cow<'a, [u8]>,
     /// Flags and keywords.
     pub flags: Vec<String>,
-    /// INTERNALDATE, in the server's zone.
+    /// INTERNALDATE, in the server's zone; `None` unless asked for
+    /// ([`IndexItems::internal_date`]).
     pub internal_date: Option<DateTime<FixedOffset>>,
 }
 
@@ -878,12 +880,12 @@ impl ImapClient {
         Ok(status)
     }
 
-    /// [`select`](Self::select) of several mailboxes, each followed by one
-    /// `UID FETCH 1:*` of UID, size, flags and the given [`IndexItems`], pipelined: one round trip for all instead of two per mailbox. Records are streamed:
-    /// `on_each` gets the number of the mailbox with each, and only one response is held in
-    /// memory at a time. Returns, per mailbox, its status or the
-    /// server's refusal to open it (a mailbox that does not exist). Read-only, the last one
-    /// stays selected; read-write, none does (see `create_then_index`).
+    /// [`select`](Self::select) of several mailboxes, each followed by one `UID FETCH 1:*` of
+    /// UID, size, flags and the given [`IndexItems`], pipelined: one round trip for all instead
+    /// of two per mailbox. Records are streamed: `on_each` gets the number of the mailbox with
+    /// each, and only one response is held in memory at a time. Returns, per mailbox, its
+    /// status or the server's refusal to open it (a mailbox that does not exist). Read-only,
+    /// the last one stays selected; read-write, none does (see `create_then_index`).
     pub fn index_mailboxes(
         &mut self,
         names: &[String],
@@ -1012,8 +1014,8 @@ impl ImapClient {
         items: IndexItems<'_>,
         mut on_each: impl FnMut(usize, IndexRecord<'_>),
     ) -> Result<Vec<Result<MailboxStatus, SessionError>>, SessionError> {
-        // Per command: its mailbox, and the UID set it fetches with the header fields or
-        // without (`None`: the EXAMINE).
+        // Per command: its mailbox, and the UID set it fetches with `items` or with the
+        // default's none (`None`: the EXAMINE).
         type UidFetch<'f> = Option<(String, IndexItems<'f>)>;
         let mut commands: Vec<(usize, UidFetch<'_>)> = Vec::new();
         for (j, (_, plain, with_header)) in mailboxes.iter().enumerate() {

@@ -93,7 +93,9 @@ pub enum UidChange {
 pub trait Source: Send {
     /// The source's folders (a POP3 maildrop has one: `INBOX`) and its personal namespace.
     fn folders(&mut self) -> Result<FolderList, Error>;
-    /// Indexes a folder: identity, size, flags and date of every message, from headers only.
+    /// Indexes a folder: identity, size and flags of every message, from headers only, and its
+    /// date where that costs nothing more (an IMAP source gives it when the message is read:
+    /// [`ArrivalDate`](crate::index::ArrivalDate)).
     fn index(&mut self, folder: &str) -> Result<Vec<SourceMessage>, Error>;
     /// [`index`](Self::index) of several folders; a source that can pipeline does them in
     /// one round trip.
@@ -201,8 +203,8 @@ pub struct FolderRefused(pub String);
 pub struct FoundUids {
     /// The folder's UIDVALIDITY, when the server says.
     pub uid_validity: Option<u32>,
-    /// The UIDs asked about that exist, with their size (IMAP RFC822.SIZE), flags, date and
-    /// identity; sorted by UID, each once.
+    /// The UIDs asked about that exist, with their size (IMAP RFC822.SIZE) and flags, and for
+    /// those asked to identify their date and identity; sorted by UID, each once.
     pub copies: Vec<FoundCopy>,
 }
 
@@ -211,9 +213,9 @@ pub struct FoundUids {
 pub struct UidCheck {
     /// The folder.
     pub folder: String,
-    /// UIDs whose size, flags and date are wanted.
+    /// UIDs whose size and flags are wanted.
     pub uids: Vec<u32>,
-    /// UIDs whose identity is wanted too, sorted.
+    /// UIDs whose date and identity are wanted too, sorted.
     pub identify: Vec<u32>,
 }
 
@@ -235,8 +237,9 @@ pub trait Target: Send {
     /// children (one that exists already is no error; INBOX, which always exists and some
     /// servers refuse to create, is never among them), then indexes `folders` as
     /// [`index_all`](Self::index_all) does, for a plan: a target may leave out what only
-    /// verification compares (an IMAP target, the copies' dates). A folder the target refuses to create or open
-    /// fails alone ([`FolderRefused`]); the outer error means the connection failed.
+    /// verification compares (an IMAP target, the copies' dates). A folder the target refuses
+    /// to create or open fails alone ([`FolderRefused`]); the outer error means the connection
+    /// failed.
     fn create_and_index(
         &mut self,
         create: &[String],
@@ -250,8 +253,8 @@ pub trait Target: Send {
     fn index_all(&mut self, folders: &[String]) -> Result<Vec<TargetIndex>, Error> {
         folders.iter().map(|folder| self.index(folder)).collect()
     }
-    /// For each folder, which of the UIDs asked about it holds, with their sizes, flags, dates
-    /// and, where asked, identities: cheaper than [`index_all`](Self::index_all), which reads
+    /// For each folder, which of the UIDs asked about it holds, with their sizes and flags and,
+    /// where asked, dates and identities: cheaper than [`index_all`](Self::index_all), which reads
     /// every message's header; all in one round trip where the protocol allows. `None` for a
     /// folder the target could not answer for (the default: every folder).
     fn find_uids(&mut self, folders: &[UidCheck]) -> Result<Vec<Option<FoundUids>>, Error> {

@@ -1,6 +1,5 @@
 //! What the planner reads: a source folder's messages and a target folder's identities.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
@@ -196,41 +195,12 @@ pub struct TargetCopy {
 /// The messages of each identity a target folder holds, and which keywords it takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TargetIndex {
-    copies: HashMap<Identity, Copies>,
+    copies: HashMap<Identity, Vec<TargetCopy>>,
     /// The keywords the folder stores.
     pub keywords: KeywordPolicy,
     /// The folder's UIDVALIDITY when indexed, when the server said: the copies' UIDs hold
     /// only as long as it does not change.
     pub uid_validity: Option<u32>,
-}
-
-/// The copies of one identity. Most identities have one, held in place: a list of its own
-/// for each would be an allocation per message, a good part of a large index's memory and of
-/// the time it takes to build and drop.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Copies {
-    One(TargetCopy),
-    Many(Vec<TargetCopy>),
-}
-
-impl Copies {
-    fn push(&mut self, copy: TargetCopy) {
-        // An empty list in the meantime: it allocates nothing.
-        *self = match std::mem::replace(self, Copies::Many(Vec::new())) {
-            Copies::One(first) => Copies::Many(vec![first, copy]),
-            Copies::Many(mut copies) => {
-                copies.push(copy);
-                Copies::Many(copies)
-            }
-        };
-    }
-
-    fn as_slice(&self) -> &[TargetCopy] {
-        match self {
-            Copies::One(copy) => std::slice::from_ref(copy),
-            Copies::Many(copies) => copies,
-        }
-    }
 }
 
 impl TargetIndex {
@@ -244,12 +214,11 @@ impl TargetIndex {
 
     /// Records one more message with this identity.
     pub fn add(&mut self, identity: Identity, copy: TargetCopy) {
-        match self.copies.entry(identity) {
-            Entry::Occupied(mut copies) => copies.get_mut().push(copy),
-            Entry::Vacant(none) => {
-                none.insert(Copies::One(copy));
-            }
-        }
+        // Most identities have one copy, and a Vec's first push makes room for four.
+        self.copies
+            .entry(identity)
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(copy);
     }
 
     /// How many messages with this identity the folder holds.
@@ -264,7 +233,7 @@ impl TargetIndex {
 
     /// The messages with this identity, in UID order.
     pub fn copies(&self, identity: &Identity) -> &[TargetCopy] {
-        self.copies.get(identity).map_or(&[], Copies::as_slice)
+        self.copies.get(identity).map_or(&[], Vec::as_slice)
     }
 }
 

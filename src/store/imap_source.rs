@@ -7,11 +7,12 @@ use super::{MAX_MESSAGE_SIZE, deliver_too_large};
 use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
-use crate::identity::{self, IDENTITY_FIELDS, Identity};
-use crate::imap::{FolderStatus, ImapClient, IndexItems, MailboxStatus};
+use crate::identity::{self, Identity};
+use crate::imap::{FolderStatus, ImapClient, MailboxStatus};
 use crate::index::{
     ArrivalDate, FlagSets, IndexedFolder, KnownMessages, SourceMessage, SourceView,
 };
+use crate::store::IMAP_INDEX;
 use crate::store::session;
 use crate::store::{Account, ConnectOptions};
 use crate::store::{Fetched, Source, Unreadable};
@@ -47,7 +48,7 @@ impl ImapSource {
         let mut flag_sets = FlagSets::default();
         let opened = self
             .client
-            .index_mailboxes(folders, true, INDEX_ITEMS, |i, record| {
+            .index_mailboxes(folders, true, IMAP_INDEX, |i, record| {
                 indexes[i].push(SourceMessage {
                     key: record.uid,
                     stable_id: None,
@@ -187,13 +188,6 @@ impl Source for ImapSource {
     }
 }
 
-/// What an index asks of each message: the identity's header fields, and not the date, which
-/// comes with the message when it is read ([`ArrivalDate`]).
-const INDEX_ITEMS: IndexItems<'static> = IndexItems {
-    header_fields: &IDENTITY_FIELDS,
-    internal_date: false,
-};
-
 /// UIDs in the order a fetch asks for them, each once.
 fn sorted_uids(uids: impl Iterator<Item = u32>) -> Vec<u32> {
     let mut uids: Vec<u32> = uids.collect();
@@ -273,7 +267,7 @@ impl ImapSource {
         let mut now: HashMap<(Identity, u64), Vec<u32>> = HashMap::new();
         let opened = self
             .client
-            .index_mailboxes(&[folder.to_owned()], true, INDEX_ITEMS, |_, record| {
+            .index_mailboxes(&[folder.to_owned()], true, IMAP_INDEX, |_, record| {
                 if !sent.contains(&record.uid) {
                     now.entry((identity::identify(record.header), record.size))
                         .or_default()

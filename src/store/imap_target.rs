@@ -10,7 +10,7 @@ use chrono::Utc;
 use crate::endpoint::Side;
 use crate::error::{Error, SessionError};
 use crate::folders::FolderList;
-use crate::identity::{self, IDENTITY_FIELDS};
+use crate::identity;
 use crate::imap::{
     AppendMessage, FolderStatus, ImapClient, IndexItems, IndexRecord, MailboxStatus, MessageUid,
     SentAppend, StorageQuota, response,
@@ -21,20 +21,7 @@ use crate::store::{Account, ConnectOptions};
 use crate::store::{
     FolderRefused, FoundCopy, FoundUids, Outcome, Outgoing, Started, Target, UidChange, UidCheck,
 };
-
-/// What the plan's index asks of each message: the identity's header fields, and not the date,
-/// which only verification compares.
-const PLANNING: IndexItems<'static> = IndexItems {
-    header_fields: &IDENTITY_FIELDS,
-    internal_date: false,
-};
-
-/// What verification asks of the copies (and a re-index for it): the date too, to tell which
-/// copies the server stored with another date than the one sent.
-const VERIFYING: IndexItems<'static> = IndexItems {
-    header_fields: &IDENTITY_FIELDS,
-    internal_date: true,
-};
+use crate::store::{IMAP_INDEX, IMAP_VERIFYING};
 
 /// An IMAP account as a [`Target`]; one per connection.
 pub struct ImapTarget {
@@ -132,7 +119,7 @@ impl Target for ImapTarget {
     }
 
     fn index_all(&mut self, folders: &[String]) -> Result<Vec<TargetIndex>, Error> {
-        self.index_folders(&[], folders, VERIFYING)?
+        self.index_folders(&[], folders, IMAP_VERIFYING)?
             .into_iter()
             .map(|index| index.map_err(|refused| self.failed(SessionError::Refused(refused.0))))
             .collect()
@@ -143,7 +130,7 @@ impl Target for ImapTarget {
         create: &[String],
         folders: &[String],
     ) -> Result<Vec<Result<TargetIndex, FolderRefused>>, Error> {
-        self.index_folders(create, folders, PLANNING)
+        self.index_folders(create, folders, IMAP_INDEX)
     }
 
     fn find_uids(&mut self, folders: &[UidCheck]) -> Result<Vec<Option<FoundUids>>, Error> {
@@ -163,7 +150,7 @@ impl Target for ImapTarget {
         let mut flag_sets = FlagSets::default();
         let opened = self
             .client
-            .uid_records(&asked, VERIFYING, |i, record| {
+            .uid_records(&asked, IMAP_VERIFYING, |i, record| {
                 let identified = folders[i].identify.binary_search(&record.uid).is_ok();
                 found[i].copies.push(FoundCopy {
                     identity: identified.then(|| identity::identify(record.header).digest()),

@@ -35,8 +35,24 @@ pub use session::{Account, ConnectOptions};
 
 use crate::error::Error;
 use crate::folders::{FolderInfo, FolderList, Namespace};
-use crate::identity::Identity;
+use crate::identity::{IDENTITY_FIELDS, Identity};
+use crate::imap::IndexItems;
 use crate::index::{IndexedFolder, KnownMessages, SourceMessage, TargetCopy, TargetIndex};
+
+/// What an IMAP index asks of each message, source or target: the identity's header fields,
+/// and not the date, which a copy gets when its message is read
+/// ([`ArrivalDate`](crate::index::ArrivalDate)) and only verification compares.
+const IMAP_INDEX: IndexItems<'static> = IndexItems {
+    header_fields: &IDENTITY_FIELDS,
+    internal_date: false,
+};
+
+/// What verification asks of an IMAP target's copies (and a re-index for it): the date too,
+/// to tell which copies the server stored with another date than the one sent.
+const IMAP_VERIFYING: IndexItems<'static> = IndexItems {
+    internal_date: true,
+    ..IMAP_INDEX
+};
 
 /// A message on its way to the target.
 #[derive(Debug)]
